@@ -1,0 +1,252 @@
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    AccountId, ClientOrderId, FeeRate, Gpus, Hours, LeaseEndReason, LeaseId, MarketId, NodeId,
+    OrderId, Price, Region, Reputation, Timestamp,
+};
+use crate::{Amount, ParseError};
+
+/// Everything the matching engine can be asked to do. Time is not part of a command: the
+/// log stamps each command with the time it was accepted, and the engine reads it from there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    /// Open a market for one GPU class (admin).
+    CreateMarket {
+        market: MarketId,
+        /// Every price in this market is a whole multiple of the tick.
+        tick: Price,
+        /// Taken from the provider's side of every lease charge, paid to [`AccountId::MARKET`].
+        fee: FeeRate,
+    },
+    /// Credit an account (issued by the chain bridge once a transfer is final).
+    Deposit { account: AccountId, amount: Amount },
+    /// Debit an account's available balance (paid out by the chain bridge).
+    Withdraw { account: AccountId, amount: Amount },
+    Place(NewOrder),
+    Cancel {
+        account: AccountId,
+        order_id: OrderId,
+    },
+    /// Change a resting order. A smaller quantity keeps time priority; a new price or a
+    /// larger quantity moves the order to the back of its new level (and it may trade).
+    Amend {
+        account: AccountId,
+        order_id: OrderId,
+        price: Option<Price>,
+        gpus: Option<Gpus>,
+    },
+    /// A lease stopped, early or on time. `hours_used` (at most six decimal places) is
+    /// charged; the rest of the lease's cost goes back to the buyer.
+    EndLease {
+        /// The buyer, the provider or [`AccountId::MARKET`] (the operator).
+        by: AccountId,
+        lease_id: LeaseId,
+        hours_used: Decimal,
+        reason: LeaseEndReason,
+    },
+    /// The reputation projection's score for a provider. New asks carry the score in force
+    /// when they are accepted; a lower score also cancels the provider's resting asks that
+    /// advertise more than it now has.
+    SetReputation {
+        provider: AccountId,
+        score: Reputation,
+    },
+    /// Only moves time forward (expiring orders); sent when no other command arrives.
+    Tick,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// A buyer's order for GPU time.
+    Bid,
+    /// A provider's offer of GPUs on one node.
+    Ask,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TimeInForce {
+    /// Good till cancelled.
+    Gtc,
+    /// Good till the given time; the order is cancelled by the first command at or after it.
+    Gtt { expires_at: Timestamp },
+    /// Immediate or cancel: fill what is possible now, cancel the rest.
+    Ioc,
+    /// Fill or kill: fill everything now, or reject the order without a trace.
+    Fok,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Vendor {
+    Nvidia,
+    Amd,
+}
+
+/// How the GPUs of one node talk to each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Interconnect {
+    Pcie,
+    NvLink,
+    NvSwitch,
+    InfinityFabric,
+}
+
+impl Interconnect {
+    pub const ALL: [Interconnect; 4] = [
+        Interconnect::Pcie,
+        Interconnect::NvLink,
+        Interconnect::NvSwitch,
+        Interconnect::InfinityFabric,
+    ];
+}
+
+/// A new bid or ask.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewOrder {
+    pub account: AccountId,
+    /// Unique per account: a second order with the same id is rejected, so a retried
+    /// request can never place two orders.
+    pub client_id: ClientOrderId,
+    pub market: MarketId,
+    /// The most a bid pays, or the least an ask accepts, per GPU-hour.
+    pub price: Price,
+    pub gpus: Gpus,
+    pub tif: TimeInForce,
+    /// Rejected instead of trading on arrival: the order may only rest.
+    pub post_only: bool,
+    pub terms: OrderTerms,
+}
+
+impl NewOrder {
+    pub fn side(&self) -> Side {
+        match self.terms {
+            OrderTerms::Bid(_) => Side::Bid,
+            OrderTerms::Ask(_) => Side::Ask,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "side", rename_all = "snake_case")]
+pub enum OrderTerms {
+    Bid(BidSpec),
+    Ask(AskSpec),
+}
+
+/// What a buyer needs. Every constraint left at its default admits any ask.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BidSpec {
+    /// How long each lease runs; the bid holds `price × gpus × hours`.
+    pub hours: Hours,
+    #[serde(default)]
+    pub min_vram_gb: u32,
+    /// Allowed regions; empty means any.
+    #[serde(default)]
+    pub regions: Vec<Region>,
+    /// Allowed interconnects; empty means any.
+    #[serde(default)]
+    pub interconnects: Vec<Interconnect>,
+    /// Allowed vendor; `None` means either.
+    #[serde(default)]
+    pub vendor: Option<Vendor>,
+    #[serde(default = "no_reputation")]
+    pub min_reputation: Reputation,
+    /// All GPUs on one node: every fill covers the whole remaining quantity from one ask.
+    #[serde(default)]
+    pub single_node: bool,
+    /// The whole quantity or nothing. On arrival it may combine several asks; once resting
+    /// it is filled only by a single ask large enough for all of it.
+    #[serde(default)]
+    pub all_or_none: bool,
+    /// The fewest GPUs any one lease may have (the last lease may be smaller only when
+    /// less than this remains).
+    #[serde(default)]
+    pub min_fill: Option<Gpus>,
+}
+
+fn no_reputation() -> Reputation {
+    Reputation::MIN
+}
+
+impl BidSpec {
+    /// A bid for `hours` with no constraints.
+    pub fn any(hours: Hours) -> Self {
+        BidSpec {
+            hours,
+            min_vram_gb: 0,
+            regions: Vec::new(),
+            interconnects: Vec::new(),
+            vendor: None,
+            min_reputation: Reputation::MIN,
+            single_node: false,
+            all_or_none: false,
+            min_fill: None,
+        }
+    }
+}
+
+/// What a provider offers: GPUs on one node, with the node's attributes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AskSpec {
+    pub node: NodeId,
+    pub vendor: Vendor,
+    pub vram_gb: u32,
+    pub interconnect: Interconnect,
+    pub region: Region,
+    /// The node is offered until this time; a lease must end by then.
+    pub available_until: Timestamp,
+}
+
+impl std::str::FromStr for Interconnect {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        match s {
+            "pcie" => Ok(Interconnect::Pcie),
+            "nvlink" => Ok(Interconnect::NvLink),
+            "nvswitch" => Ok(Interconnect::NvSwitch),
+            "infinity_fabric" => Ok(Interconnect::InfinityFabric),
+            _ => Err(ParseError::UnknownName {
+                kind: "interconnect (pcie, nvlink, nvswitch, infinity_fabric)",
+                input: s.to_owned(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bid_reads_from_json_with_defaults() {
+        let json = r#"{
+            "account": 7, "client_id": "1", "market": "H100-80GB", "price": "2.10",
+            "gpus": 8, "tif": {"type": "gtc"}, "post_only": false,
+            "terms": {"side": "bid", "hours": 4, "regions": ["eu-west"], "single_node": true}
+        }"#;
+        let order: NewOrder = serde_json::from_str(json).unwrap();
+        assert_eq!(order.side(), Side::Bid);
+        let OrderTerms::Bid(spec) = &order.terms else {
+            panic!("expected a bid")
+        };
+        assert!(spec.single_node && !spec.all_or_none);
+        assert_eq!(spec.regions, vec![Region::parse("eu-west").unwrap()]);
+        assert_eq!(order.price, Price::parse("2.1").unwrap());
+    }
+
+    #[test]
+    fn zero_gpus_never_parse() {
+        let json = r#"{
+            "account": 7, "client_id": "1", "market": "H100-80GB", "price": "2.10",
+            "gpus": 0, "tif": {"type": "ioc"}, "post_only": false,
+            "terms": {"side": "bid", "hours": 4}
+        }"#;
+        let err = serde_json::from_str::<NewOrder>(json).unwrap_err();
+        assert!(err.to_string().contains("GPU count"), "{err}");
+    }
+}

@@ -1,0 +1,120 @@
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    AccountId, Amount, FeeRate, Gpus, Hours, LeaseId, MarketId, NewOrder, NodeId, OrderId,
+    Price, Reputation, Side, Timestamp,
+};
+
+/// What the engine did. Events carry every amount that moved, so projections (the ledger,
+/// billing) post them as they are and never recompute engine arithmetic.
+///
+/// Money moves between four buckets per account: *available*, *held* (open bids),
+/// *in lease* (paid into running leases) and, for the market account, fees. Every event
+/// below states its movement in its documentation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    MarketCreated {
+        market: MarketId,
+        tick: Price,
+        fee: FeeRate,
+    },
+    /// available += amount.
+    Deposited { account: AccountId, amount: Amount },
+    /// available -= amount.
+    Withdrawn { account: AccountId, amount: Amount },
+    /// A bid moves `hold` from available to held; an ask holds nothing.
+    OrderAccepted {
+        order_id: OrderId,
+        order: NewOrder,
+        hold: Amount,
+        /// The provider reputation this ask carries (zero for bids).
+        reputation: Reputation,
+    },
+    /// A fill. The buyer's held money moves: `cost` into the lease and `released` (the
+    /// difference a better price leaves) back to available.
+    LeaseCreated {
+        lease_id: LeaseId,
+        market: MarketId,
+        buyer: AccountId,
+        provider: AccountId,
+        node: NodeId,
+        bid_order: OrderId,
+        ask_order: OrderId,
+        gpus: Gpus,
+        /// The resting order's price.
+        price: Price,
+        start: Timestamp,
+        hours: Hours,
+        cost: Amount,
+        released: Amount,
+        /// The side of the order that arrived and traded against the resting one.
+        taker: Side,
+        bid_remaining: u32,
+        ask_remaining: u32,
+    },
+    /// The order's hold changed by `hold_change` (positive: available → held).
+    OrderAmended {
+        order_id: OrderId,
+        account: AccountId,
+        price: Price,
+        remaining: Gpus,
+        hold_change: Amount,
+        /// False when the order moved to the back of its (new) price level.
+        priority_kept: bool,
+    },
+    /// The order left the book with `remaining` GPUs unfilled; held → available by
+    /// `released`.
+    OrderCancelled {
+        order_id: OrderId,
+        account: AccountId,
+        remaining: u32,
+        released: Amount,
+        reason: CancelReason,
+    },
+    /// The lease's cost splits into `charged` (= `fee` + `provider_earned`) and `refunded`
+    /// (back to the buyer's available balance).
+    LeaseEnded {
+        lease_id: LeaseId,
+        buyer: AccountId,
+        provider: AccountId,
+        hours_used: Decimal,
+        charged: Amount,
+        fee: Amount,
+        provider_earned: Amount,
+        refunded: Amount,
+        reason: LeaseEndReason,
+    },
+    ReputationSet {
+        provider: AccountId,
+        score: Reputation,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelReason {
+    /// The owner asked.
+    Requested,
+    /// An IOC order's unfilled rest.
+    ImmediateRemainder,
+    /// A GTT order reached its time, or an ask could no longer fit a one-hour lease.
+    Expired,
+    /// Self-trade prevention: the resting order would have traded with an order of the
+    /// same account, so the resting one is cancelled (the incoming one carries on).
+    SelfTrade,
+    /// The provider's reputation dropped below the score this ask advertised.
+    ReputationDropped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseEndReason {
+    /// The lease ran its hours, or the job finished.
+    Completed,
+    /// The buyer stopped it early.
+    BuyerStopped,
+    /// The node failed or went silent.
+    ProviderFailed,
+}

@@ -1,0 +1,283 @@
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Why a string is not a valid identifier.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("{kind} must not be empty")]
+    Empty { kind: &'static str },
+    #[error("{kind} is longer than {max} characters")]
+    TooLong { kind: &'static str, max: usize },
+    #[error("{kind} may only contain ASCII letters, digits, '.', '_' and '-' (found {found:?})")]
+    BadCharacter { kind: &'static str, found: char },
+    #[error("{kind} must be a non-negative integer below 2^64 (got {input:?})")]
+    NotAnInteger { kind: &'static str, input: String },
+    #[error("unknown {kind}: {input:?}")]
+    UnknownName { kind: &'static str, input: String },
+    #[error("{kind} must be an integer or a UUID (got {input:?})")]
+    BadClientOrderId { kind: &'static str, input: String },
+}
+
+/// A short ASCII name stored inline, so ids that are names stay `Copy` and cost no allocation
+/// in the engine's hot path.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Symbol {
+    len: u8,
+    bytes: [u8; Symbol::MAX],
+}
+
+impl Symbol {
+    const MAX: usize = 23;
+
+    fn parse(kind: &'static str, s: &str) -> Result<Self, ParseError> {
+        if s.is_empty() {
+            return Err(ParseError::Empty { kind });
+        }
+        if s.len() > Self::MAX {
+            return Err(ParseError::TooLong { kind, max: Self::MAX });
+        }
+        if let Some(found) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            return Err(ParseError::BadCharacter { kind, found });
+        }
+        let mut bytes = [0u8; Self::MAX];
+        bytes[..s.len()].copy_from_slice(s.as_bytes());
+        Ok(Symbol { len: s.len() as u8, bytes })
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII is ever stored (checked in `parse`), so this cannot fail.
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or_default()
+    }
+}
+
+macro_rules! symbol_id {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Symbol);
+
+        impl $name {
+            pub fn parse(s: &str) -> Result<Self, ParseError> {
+                Symbol::parse($kind, s).map($name)
+            }
+
+            pub fn as_str(&self) -> &str {
+                self.0.as_str()
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ParseError;
+            fn from_str(s: &str) -> Result<Self, ParseError> {
+                Self::parse(s)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                Self::parse(&s).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+symbol_id!(
+    /// A market is one GPU class, e.g. `H100-80GB` or `MI300X-192GB`.
+    MarketId,
+    "market id"
+);
+symbol_id!(
+    /// A provider's machine; all GPUs of one ask sit on one node.
+    NodeId,
+    "node id"
+);
+symbol_id!(
+    /// Where a node runs, e.g. `eu-west` or `us-east-2`.
+    Region,
+    "region"
+);
+
+macro_rules! numeric_id {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(
+            Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize,
+        )]
+        #[serde(transparent)]
+        pub struct $name(pub u64);
+
+        impl $name {
+            pub fn parse(s: &str) -> Result<Self, ParseError> {
+                s.parse::<u64>().map($name).map_err(|_| ParseError::NotAnInteger {
+                    kind: $kind,
+                    input: s.to_owned(),
+                })
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ParseError;
+            fn from_str(s: &str) -> Result<Self, ParseError> {
+                Self::parse(s)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}", self.0)
+            }
+        }
+    };
+}
+
+numeric_id!(
+    /// A trading account: a buyer, a provider, or both.
+    AccountId,
+    "account id"
+);
+numeric_id!(
+    /// Assigned by the engine, in acceptance order, starting at 1.
+    OrderId,
+    "order id"
+);
+numeric_id!(
+    /// Assigned by the engine for every fill, in fill order, starting at 1.
+    LeaseId,
+    "lease id"
+);
+
+impl AccountId {
+    /// The market's own account: it collects fees and is never a trader.
+    pub const MARKET: AccountId = AccountId(0);
+}
+
+/// The client's idempotency key for an order, unique per account for the engine's lifetime.
+///
+/// Stored as 128 bits so that both counters (`42`) and UUIDs
+/// (`67e55044-10b1-426f-9247-bb680e5fe0c8`) fit without allocation; the canonical text form
+/// is the decimal integer.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct ClientOrderId(pub u128);
+
+impl ClientOrderId {
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        let bad = || ParseError::BadClientOrderId {
+            kind: "client order id",
+            input: s.to_owned(),
+        };
+        if s.len() == 36 && s.as_bytes()[8] == b'-' {
+            let hex: String = s.chars().filter(|c| *c != '-').collect();
+            if hex.len() != 32 || [8, 13, 18, 23].iter().any(|&i| s.as_bytes()[i] != b'-') {
+                return Err(bad());
+            }
+            return u128::from_str_radix(&hex, 16).map(ClientOrderId).map_err(|_| bad());
+        }
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        s.parse::<u128>().map(ClientOrderId).map_err(|_| bad())
+    }
+}
+
+impl fmt::Display for ClientOrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl FromStr for ClientOrderId {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        Self::parse(s)
+    }
+}
+
+impl Serialize for ClientOrderId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            s.serialize_u128(self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ClientOrderId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+            Self::parse(&s).map_err(serde::de::Error::custom)
+        } else {
+            u128::deserialize(d).map(ClientOrderId)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symbols_parse_and_reject() {
+        assert_eq!(MarketId::parse("H100-80GB").unwrap().as_str(), "H100-80GB");
+        assert_eq!(
+            MarketId::parse(""),
+            Err(ParseError::Empty { kind: "market id" })
+        );
+        assert!(matches!(
+            Region::parse("eu west"),
+            Err(ParseError::BadCharacter { found: ' ', .. })
+        ));
+        assert!(matches!(
+            NodeId::parse(&"n".repeat(24)),
+            Err(ParseError::TooLong { max: 23, .. })
+        ));
+    }
+
+    #[test]
+    fn client_order_ids_accept_integers_and_uuids() {
+        assert_eq!(ClientOrderId::parse("42").unwrap(), ClientOrderId(42));
+        assert_eq!(
+            ClientOrderId::parse("67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap(),
+            ClientOrderId(0x67e5504410b1426f9247bb680e5fe0c8)
+        );
+        for bad in ["", "-1", "abc", "67e55044-10b1-426f-9247-bb680e5fe0cg", "1.5"] {
+            assert!(ClientOrderId::parse(bad).is_err(), "{bad:?} must be rejected");
+        }
+    }
+
+    #[test]
+    fn ids_round_trip_through_json() {
+        let m = MarketId::parse("MI300X-192GB").unwrap();
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(json, "\"MI300X-192GB\"");
+        assert_eq!(serde_json::from_str::<MarketId>(&json).unwrap(), m);
+        assert!(serde_json::from_str::<MarketId>("\"a b\"").is_err());
+        let c = ClientOrderId(7);
+        assert_eq!(serde_json::to_string(&c).unwrap(), "\"7\"");
+    }
+}

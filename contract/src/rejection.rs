@@ -1,0 +1,106 @@
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::{AccountId, Amount, ClientOrderId, Gpus, LeaseId, MarketId, OrderId, Price, Timestamp};
+
+/// Why the engine refused a command. A rejected command changes nothing.
+///
+/// Each variant has a stable machine-readable [`Rejection::code`]; the API maps the codes to
+/// GraphQL `extensions.code` and HTTP statuses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "code", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Rejection {
+    #[error("unknown market {market}")]
+    UnknownMarket { market: MarketId },
+    #[error("market {market} already exists")]
+    MarketExists { market: MarketId },
+    #[error("price {price} is not a multiple of the market's tick {tick}")]
+    PriceOffTick { price: Price, tick: Price },
+    #[error("amount must be positive (got {amount})")]
+    NonPositiveAmount { amount: Amount },
+    #[error("insufficient funds: {needed} needed, {available} available")]
+    InsufficientFunds { needed: Amount, available: Amount },
+    #[error("the amount does not fit the engine's range")]
+    AmountOverflow,
+    #[error("account {account} is the market's own account and cannot do this")]
+    ReservedAccount { account: AccountId },
+    #[error("client order id {client_id} was already used by this account")]
+    DuplicateClientOrderId { client_id: ClientOrderId },
+    #[error("unknown order {order_id}")]
+    UnknownOrder { order_id: OrderId },
+    #[error("order {order_id} belongs to another account")]
+    NotOwner { order_id: OrderId },
+    #[error("the order's time in force already ended at {expires_at} (now {now})")]
+    Expired {
+        expires_at: Timestamp,
+        now: Timestamp,
+    },
+    #[error("the node is available until {available_until}, less than one hour after {now}")]
+    AvailabilityTooShort {
+        available_until: Timestamp,
+        now: Timestamp,
+    },
+    #[error("a post-only order would trade on arrival")]
+    PostOnlyWouldTrade,
+    #[error("a fill-or-kill order cannot be filled completely now")]
+    FillOrKillUnfilled,
+    #[error("min fill {min_fill} is larger than the order's {gpus} GPUs")]
+    MinFillAboveQuantity { min_fill: Gpus, gpus: Gpus },
+    #[error("an amend must change the price or lower or raise the quantity")]
+    NothingToAmend,
+    #[error("the order has {filled} GPUs filled; an amend cannot go to {requested} or below")]
+    AmendBelowFilled { filled: u32, requested: Gpus },
+    #[error("unknown or already ended lease {lease_id}")]
+    UnknownLease { lease_id: LeaseId },
+    #[error("account {by} is neither the buyer nor the provider of lease {lease_id}")]
+    NotLeaseParty { lease_id: LeaseId, by: AccountId },
+    #[error("hours used must be between 0 and the lease's {hours} hours, with at most six decimal places (got {hours_used})")]
+    BadHoursUsed { hours_used: Decimal, hours: u32 },
+}
+
+impl Rejection {
+    /// The stable code of this rejection, e.g. `PRICE_OFF_TICK`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::UnknownMarket { .. } => "UNKNOWN_MARKET",
+            Rejection::MarketExists { .. } => "MARKET_EXISTS",
+            Rejection::PriceOffTick { .. } => "PRICE_OFF_TICK",
+            Rejection::NonPositiveAmount { .. } => "NON_POSITIVE_AMOUNT",
+            Rejection::InsufficientFunds { .. } => "INSUFFICIENT_FUNDS",
+            Rejection::AmountOverflow => "AMOUNT_OVERFLOW",
+            Rejection::ReservedAccount { .. } => "RESERVED_ACCOUNT",
+            Rejection::DuplicateClientOrderId { .. } => "DUPLICATE_CLIENT_ORDER_ID",
+            Rejection::UnknownOrder { .. } => "UNKNOWN_ORDER",
+            Rejection::NotOwner { .. } => "NOT_OWNER",
+            Rejection::Expired { .. } => "EXPIRED",
+            Rejection::AvailabilityTooShort { .. } => "AVAILABILITY_TOO_SHORT",
+            Rejection::PostOnlyWouldTrade => "POST_ONLY_WOULD_TRADE",
+            Rejection::FillOrKillUnfilled => "FILL_OR_KILL_UNFILLED",
+            Rejection::MinFillAboveQuantity { .. } => "MIN_FILL_ABOVE_QUANTITY",
+            Rejection::NothingToAmend => "NOTHING_TO_AMEND",
+            Rejection::AmendBelowFilled { .. } => "AMEND_BELOW_FILLED",
+            Rejection::UnknownLease { .. } => "UNKNOWN_LEASE",
+            Rejection::NotLeaseParty { .. } => "NOT_LEASE_PARTY",
+            Rejection::BadHoursUsed { .. } => "BAD_HOURS_USED",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_serialized_code_is_the_code() {
+        let r = Rejection::PriceOffTick {
+            price: Price::parse("1.005").unwrap(),
+            tick: Price::parse("0.01").unwrap(),
+        };
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["code"], r.code());
+        assert_eq!(
+            r.to_string(),
+            "price 1.005 is not a multiple of the market's tick 0.01"
+        );
+    }
+}
