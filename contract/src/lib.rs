@@ -8,6 +8,7 @@
 
 mod command;
 mod event;
+mod explain;
 mod ids;
 mod money;
 mod rejection;
@@ -16,6 +17,7 @@ pub use command::{
     AskSpec, BidSpec, Command, Interconnect, NewOrder, OrderTerms, Side, TimeInForce, Vendor,
 };
 pub use event::{CancelReason, Event, LeaseEndReason};
+pub use explain::{Exclusion, Explanation, SkippedOrder};
 pub use ids::{AccountId, ClientOrderId, LeaseId, MarketId, NodeId, OrderId, ParseError, Region};
 pub use money::{Amount, FeeRate, Gpus, Hours, MoneyError, Price, Reputation, Timestamp};
 pub use rejection::Rejection;

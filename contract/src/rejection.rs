@@ -50,6 +50,8 @@ pub enum Rejection {
     NothingToAmend,
     #[error("the order has {filled} GPUs filled; an amend cannot go to {requested} or below")]
     AmendBelowFilled { filled: u32, requested: Gpus },
+    #[error("this engine shard already knows {max} regions, the most it can match on")]
+    TooManyRegions { max: u32 },
     #[error("unknown or already ended lease {lease_id}")]
     UnknownLease { lease_id: LeaseId },
     #[error("account {by} is neither the buyer nor the provider of lease {lease_id}")]
@@ -79,6 +81,7 @@ impl Rejection {
             Rejection::MinFillAboveQuantity { .. } => "MIN_FILL_ABOVE_QUANTITY",
             Rejection::NothingToAmend => "NOTHING_TO_AMEND",
             Rejection::AmendBelowFilled { .. } => "AMEND_BELOW_FILLED",
+            Rejection::TooManyRegions { .. } => "TOO_MANY_REGIONS",
             Rejection::UnknownLease { .. } => "UNKNOWN_LEASE",
             Rejection::NotLeaseParty { .. } => "NOT_LEASE_PARTY",
             Rejection::BadHoursUsed { .. } => "BAD_HOURS_USED",

@@ -1,1 +1,10 @@
-fn main(){}
+//! The engine's integration tests: one binary, one module per concern.
+
+mod support;
+
+mod constraints;
+mod explain;
+mod orders;
+mod properties;
+mod risk;
+mod snapshot;

@@ -1,0 +1,165 @@
+//! Snapshots: the whole engine state as canonical bytes.
+//!
+//! The image lists everything in a canonical order (books level by level in priority order,
+//! maps sorted by key), so two engines in the same state produce the same bytes whatever
+//! their history, and [`Engine::state_hash`] can compare a live engine with a replay.
+
+use std::cmp::Reverse;
+
+use contract::{AccountId, ClientOrderId, FeeRate, MarketId, Region, Reputation, Side};
+use serde::{Deserialize, Serialize};
+
+use crate::book::{Ladder, Order};
+use crate::{Engine, Funds, Lease, Market};
+
+const MAGIC: &[u8; 8] = b"GPUMKT\x00\x01";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("not an engine snapshot, or one of another format version")]
+    BadMagic,
+    #[error("the snapshot is truncated or corrupt (checksum mismatch)")]
+    Corrupt,
+    #[error("the snapshot cannot be decoded: {0}")]
+    Decode(#[from] bincode::Error),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Image {
+    now: i64,
+    next_order_id: u64,
+    next_lease_id: u64,
+    regions: Vec<Region>,
+    markets: Vec<MarketImage>,
+    funds: Vec<(AccountId, Funds)>,
+    reputations: Vec<(AccountId, Reputation)>,
+    client_ids: Vec<(AccountId, ClientOrderId)>,
+    leases: Vec<Lease>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MarketImage {
+    id: MarketId,
+    tick: i64,
+    fee: FeeRate,
+    /// Worst level first, each level in time priority.
+    bids: Vec<Order>,
+    asks: Vec<Order>,
+}
+
+/// FNV-1a: small, dependency-free and stable across platforms and releases.
+fn fnv64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn sorted<K: Ord + Copy, V: Clone>(map: impl Iterator<Item = (K, V)>) -> Vec<(K, V)> {
+    let mut v: Vec<(K, V)> = map.collect();
+    v.sort_unstable_by_key(|(k, _)| *k);
+    v
+}
+
+impl Engine {
+    fn image_bytes(&self) -> Vec<u8> {
+        let ladder_orders = |ladder: &Ladder| -> Vec<Order> {
+            let mut orders: Vec<Order> = ladder.iter(&self.orders).map(|s| self.orders.get(s).clone()).collect();
+            // `iter` walks best level first; the image stores worst first so a restore
+            // appends levels in order.
+            let mut by_level: Vec<Vec<Order>> = Vec::new();
+            for o in orders.drain(..) {
+                match by_level.last_mut() {
+                    Some(level) if level[0].price == o.price => level.push(o),
+                    _ => by_level.push(vec![o]),
+                }
+            }
+            by_level.into_iter().rev().flatten().collect()
+        };
+        let mut client_ids: Vec<_> = self.client_ids.iter().copied().collect();
+        client_ids.sort_unstable();
+        let mut leases: Vec<Lease> = self.leases.values().cloned().collect();
+        leases.sort_unstable_by_key(|l| l.id);
+        let image = Image {
+            now: self.now,
+            next_order_id: self.next_order_id,
+            next_lease_id: self.next_lease_id,
+            regions: self.regions.clone(),
+            markets: self
+                .markets
+                .iter()
+                .map(|m| MarketImage {
+                    id: m.id,
+                    tick: m.tick,
+                    fee: m.fee,
+                    bids: ladder_orders(&m.bids),
+                    asks: ladder_orders(&m.asks),
+                })
+                .collect(),
+            funds: sorted(self.funds.iter().map(|(k, v)| (*k, *v))),
+            reputations: sorted(self.reputations.iter().map(|(k, v)| (*k, *v))),
+            client_ids,
+            leases,
+        };
+        bincode::serialize(&image).expect("the engine image always serializes")
+    }
+
+    /// The whole state as self-checking bytes: a format tag, the canonical image and its
+    /// checksum.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let image = self.image_bytes();
+        let mut bytes = Vec::with_capacity(image.len() + 16);
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&image);
+        bytes.extend_from_slice(&fnv64(&image).to_le_bytes());
+        bytes
+    }
+
+    /// A hash of the canonical state: equal for equal states, whatever their history.
+    pub fn state_hash(&self) -> u64 {
+        fnv64(&self.image_bytes())
+    }
+
+    /// Rebuilds an engine from [`Engine::snapshot`] bytes, refusing anything damaged.
+    pub fn restore(bytes: &[u8]) -> Result<Engine, SnapshotError> {
+        if bytes.len() < MAGIC.len() + 8 || &bytes[..MAGIC.len()] != MAGIC {
+            return Err(SnapshotError::BadMagic);
+        }
+        let (image, sum) = bytes[MAGIC.len()..].split_at(bytes.len() - MAGIC.len() - 8);
+        if fnv64(image).to_le_bytes() != sum {
+            return Err(SnapshotError::Corrupt);
+        }
+        let image: Image = bincode::deserialize(image)?;
+        let mut engine = Engine {
+            now: image.now,
+            next_order_id: image.next_order_id,
+            next_lease_id: image.next_lease_id,
+            regions: image.regions,
+            funds: image.funds.into_iter().collect(),
+            reputations: image.reputations.into_iter().collect(),
+            client_ids: image.client_ids.into_iter().collect(),
+            leases: image.leases.into_iter().map(|l| (l.id, l)).collect(),
+            ..Engine::default()
+        };
+        for (index, m) in image.markets.into_iter().enumerate() {
+            let mut market = Market {
+                id: m.id,
+                tick: m.tick,
+                fee: m.fee,
+                bids: Ladder::new(Side::Bid),
+                asks: Ladder::new(Side::Ask),
+            };
+            for order in m.bids.into_iter().chain(m.asks) {
+                let (id, side, expires_at) = (order.id, order.side, order.expires_at);
+                let slot = engine.orders.insert(order);
+                market.ladder_mut(side).push_back(&mut engine.orders, slot);
+                engine.order_index.insert(id, slot);
+                if expires_at != i64::MAX {
+                    engine.expiries.push(Reverse((expires_at, id)));
+                }
+            }
+            engine.market_index.insert(market.id, index as u32);
+            engine.markets.push(market);
+        }
+        Ok(engine)
+    }
+}

@@ -1,0 +1,123 @@
+//! Pre-trade risk, holds, lease settlement and money conservation.
+
+use contract::{
+    AccountId, Command, Event, LeaseEndReason, LeaseId, Rejection,
+};
+use rust_decimal::Decimal;
+
+use crate::support::*;
+
+fn end(by: AccountId, lease: u64, hours_used: &str) -> Command {
+    Command::EndLease {
+        by,
+        lease_id: LeaseId(lease),
+        hours_used: hours_used.parse::<Decimal>().unwrap(),
+        reason: LeaseEndReason::BuyerStopped,
+    }
+}
+
+#[test]
+fn a_bid_holds_price_times_gpus_times_hours() {
+    let mut s = Scenario::given(market_with_buyers());
+    s.when(bid(BUYER, 1, "2.50", 8).hours(10));
+    let b = s.engine.balance(BUYER);
+    assert_eq!((b.available, b.held), (amt("800"), amt("200")));
+    s.when(bid(BUYER, 2, "2.50", 8).hours(41))
+        .then_rejected(Rejection::InsufficientFunds {
+            needed: amt("820"),
+            available: amt("800"),
+        });
+}
+
+#[test]
+fn a_fill_at_a_better_price_releases_the_difference() {
+    let mut s = Scenario::given(market_with_buyers());
+    s.when(ask(PROVIDER, 1, "2.00", 4));
+    let out = s.when(bid(BUYER, 1, "2.50", 4).hours(10));
+    assert!(out.events.iter().any(|e| matches!(
+        e,
+        Event::LeaseCreated { cost, released, .. } if *cost == amt("80") && *released == amt("20")
+    )));
+    let b = s.engine.balance(BUYER);
+    assert_eq!(
+        (b.available, b.held, b.in_lease),
+        (amt("920"), amt("0"), amt("80"))
+    );
+}
+
+#[test]
+fn an_early_end_refunds_the_buyer_and_pays_the_provider_less_the_fee() {
+    let mut s = Scenario::given(market_with_buyers());
+    s.when(ask(PROVIDER, 1, "2.00", 4));
+    s.when(bid(BUYER, 1, "2.00", 4).hours(10)); // lease 1 costs 80
+    s.when(end(BUYER, 1, "2.5")).accepted();
+    // 2.00 × 4 GPUs × 2.5 h = 20 charged; 10% fee; 60 refunded.
+    assert_eq!(s.engine.balance(BUYER).available, amt("980"));
+    assert_eq!(s.engine.balance(BUYER).in_lease, amt("0"));
+    assert_eq!(s.engine.balance(PROVIDER).available, amt("18"));
+    assert_eq!(s.engine.balance(AccountId::MARKET).available, amt("2"));
+    assert_eq!(s.engine.total_money(), amt("2000"));
+    s.when(end(BUYER, 1, "1"))
+        .then_rejected(Rejection::UnknownLease { lease_id: LeaseId(1) });
+}
+
+#[test]
+fn charges_round_down_to_the_micro_unit_and_the_remainder_is_refunded() {
+    let mut s = Scenario::given(market_with_buyers());
+    s.when(ask(PROVIDER, 1, "0.01", 1));
+    s.when(bid(BUYER, 1, "0.01", 1).hours(1));
+    let out = s.when(end(PROVIDER, 1, "0.333333"));
+    assert!(out.events.iter().any(|e| matches!(
+        e,
+        Event::LeaseEnded { charged, refunded, .. }
+            if *charged == amt("0.003333") && *refunded == amt("0.006667")
+    )), "{:#?}", out.events);
+    assert_eq!(s.engine.total_money(), amt("2000"));
+}
+
+#[test]
+fn only_the_lease_parties_may_end_it_and_only_within_its_hours() {
+    let mut s = Scenario::given(market_with_buyers());
+    s.when(ask(PROVIDER, 1, "2.00", 1));
+    s.when(bid(BUYER, 1, "2.00", 1).hours(2));
+    s.when(end(BUYER2, 1, "1")).then_rejected(Rejection::NotLeaseParty {
+        lease_id: LeaseId(1),
+        by: BUYER2,
+    });
+    for bad in ["2.5", "-1", "0.0000001"] {
+        s.when(end(BUYER, 1, bad)).then_rejected_with("BAD_HOURS_USED");
+    }
+    s.when(end(AccountId::MARKET, 1, "2")).accepted();
+    assert_eq!(s.engine.balance(PROVIDER).available, amt("3.6"));
+}
+
+#[test]
+fn deposits_and_withdrawals_move_available_money_only() {
+    let mut s = Scenario::given(market_with_buyers());
+    s.when(Command::Deposit {
+        account: BUYER,
+        amount: amt("0"),
+    })
+    .then_rejected_with("NON_POSITIVE_AMOUNT");
+    s.when(Command::Deposit {
+        account: BUYER,
+        amount: amt("-5"),
+    })
+    .then_rejected_with("NON_POSITIVE_AMOUNT");
+    s.when(bid(BUYER, 1, "1.00", 1).hours(100)); // holds 100
+    s.when(Command::Withdraw {
+        account: BUYER,
+        amount: amt("901"),
+    })
+    .then_rejected(Rejection::InsufficientFunds {
+        needed: amt("901"),
+        available: amt("900"),
+    });
+    s.when(Command::Withdraw {
+        account: BUYER,
+        amount: amt("900"),
+    })
+    .accepted();
+    assert_eq!(s.engine.balance(BUYER).available, amt("0"));
+    assert_eq!(s.engine.total_money(), amt("1100"));
+}

@@ -1,0 +1,59 @@
+//! Snapshots restore the exact state and refuse damaged bytes.
+
+use contract::{Command, Timestamp};
+use matching_engine::{Engine, SnapshotError};
+
+use crate::support::*;
+
+fn busy_market() -> Scenario {
+    Scenario::given(
+        market_with_buyers()
+            .into_iter()
+            .chain([
+                ask(PROVIDER, 1, "1.50", 4).in_region("us-east").into(),
+                ask(PROVIDER2, 1, "1.60", 8).into(),
+                bid(BUYER, 1, "1.40", 2).hours(3).into(),
+                bid(BUYER, 2, "2.00", 8)
+                    .single_node()
+                    .regions(&["eu-west"])
+                    .into(),
+                bid(BUYER2, 1, "1.45", 2).into(),
+            ]),
+    )
+}
+
+#[test]
+fn a_restored_engine_has_the_same_state_and_answers_the_same() {
+    let mut live = busy_market();
+    let mut restored = Engine::restore(&live.engine.snapshot()).unwrap();
+    assert_eq!(restored.state_hash(), live.engine.state_hash());
+    assert_eq!(restored.snapshot(), live.engine.snapshot());
+    let next: Command = ask(PROVIDER, 2, "1.40", 4).into();
+    let mut from_restored = Vec::new();
+    restored
+        .apply(Timestamp(live.now), &next, &mut from_restored)
+        .unwrap();
+    let from_live = live.when(next);
+    assert_eq!(from_live.events, from_restored);
+    assert!(!from_restored.is_empty());
+    assert_eq!(restored.state_hash(), live.engine.state_hash());
+}
+
+#[test]
+fn damaged_snapshots_are_refused() {
+    let bytes = busy_market().engine.snapshot();
+    let mut flipped = bytes.clone();
+    flipped[bytes.len() / 2] ^= 0x40;
+    assert!(matches!(
+        Engine::restore(&flipped),
+        Err(SnapshotError::Corrupt)
+    ));
+    assert!(matches!(
+        Engine::restore(&bytes[..bytes.len() - 3]),
+        Err(SnapshotError::Corrupt)
+    ));
+    assert!(matches!(
+        Engine::restore(b"not a snapshot at all"),
+        Err(SnapshotError::BadMagic)
+    ));
+}

@@ -1,0 +1,351 @@
+//! Given/when/then for the engine: `Scenario::given(commands).when(command)` returns the
+//! outcome, and the `then_*` checks read like the rule under test.
+
+use contract::{
+    AccountId, Amount, AskSpec, BidSpec, CancelReason, ClientOrderId, Command, Event, FeeRate,
+    Gpus, Hours, Interconnect, LeaseId, MarketId, NewOrder, NodeId, OrderId, OrderTerms, Price,
+    Region, Rejection, Reputation, TimeInForce, Timestamp, Vendor,
+};
+use matching_engine::Engine;
+
+pub const T0: i64 = 1_700_000_000_000;
+pub const HOUR: i64 = Timestamp::MS_PER_HOUR;
+pub const BUYER: AccountId = AccountId(1);
+pub const BUYER2: AccountId = AccountId(2);
+pub const PROVIDER: AccountId = AccountId(11);
+pub const PROVIDER2: AccountId = AccountId(12);
+
+pub fn h100() -> MarketId {
+    MarketId::parse("H100-80GB").unwrap()
+}
+
+pub fn px(s: &str) -> Price {
+    Price::parse(s).unwrap()
+}
+
+pub fn amt(s: &str) -> Amount {
+    Amount::parse(s).unwrap()
+}
+
+pub fn region(s: &str) -> Region {
+    Region::parse(s).unwrap()
+}
+
+/// A market with tick 0.01 and a 10% fee, and two buyers with 1,000 each.
+pub fn market_with_buyers() -> Vec<Command> {
+    vec![
+        Command::CreateMarket {
+            market: h100(),
+            tick: px("0.01"),
+            fee: FeeRate::new(1_000).unwrap(),
+        },
+        Command::Deposit {
+            account: BUYER,
+            amount: amt("1000"),
+        },
+        Command::Deposit {
+            account: BUYER2,
+            amount: amt("1000"),
+        },
+    ]
+}
+
+/// An order under construction; `.into()` makes it a `Place` command.
+#[derive(Clone)]
+pub struct OrderBuilder(pub NewOrder);
+
+pub fn bid(account: AccountId, client_id: u128, price: &str, gpus: u64) -> OrderBuilder {
+    OrderBuilder(NewOrder {
+        account,
+        client_id: ClientOrderId(client_id),
+        market: h100(),
+        price: px(price),
+        gpus: Gpus::new(gpus).unwrap(),
+        tif: TimeInForce::Gtc,
+        post_only: false,
+        terms: OrderTerms::Bid(BidSpec::any(Hours::new(1).unwrap())),
+    })
+}
+
+pub fn ask(account: AccountId, client_id: u128, price: &str, gpus: u64) -> OrderBuilder {
+    OrderBuilder(NewOrder {
+        account,
+        client_id: ClientOrderId(client_id),
+        market: h100(),
+        price: px(price),
+        gpus: Gpus::new(gpus).unwrap(),
+        tif: TimeInForce::Gtc,
+        post_only: false,
+        terms: OrderTerms::Ask(AskSpec {
+            node: NodeId::parse(&format!("node-{}-{client_id}", account.0)).unwrap(),
+            vendor: Vendor::Nvidia,
+            vram_gb: 80,
+            interconnect: Interconnect::NvLink,
+            region: region("eu-west"),
+            available_until: Timestamp(T0 + 1_000 * HOUR),
+        }),
+    })
+}
+
+impl OrderBuilder {
+    fn bid_spec(&mut self) -> &mut BidSpec {
+        match &mut self.0.terms {
+            OrderTerms::Bid(b) => b,
+            OrderTerms::Ask(_) => panic!("a bid-only setting on an ask"),
+        }
+    }
+
+    fn ask_spec(&mut self) -> &mut AskSpec {
+        match &mut self.0.terms {
+            OrderTerms::Ask(a) => a,
+            OrderTerms::Bid(_) => panic!("an ask-only setting on a bid"),
+        }
+    }
+
+    pub fn tif(mut self, tif: TimeInForce) -> Self {
+        self.0.tif = tif;
+        self
+    }
+
+    pub fn post_only(mut self) -> Self {
+        self.0.post_only = true;
+        self
+    }
+
+    pub fn market(mut self, market: &str) -> Self {
+        self.0.market = MarketId::parse(market).unwrap();
+        self
+    }
+
+    pub fn hours(mut self, hours: u64) -> Self {
+        self.bid_spec().hours = Hours::new(hours).unwrap();
+        self
+    }
+
+    pub fn regions(mut self, regions: &[&str]) -> Self {
+        self.bid_spec().regions = regions.iter().map(|r| region(r)).collect();
+        self
+    }
+
+    pub fn min_vram(mut self, gb: u32) -> Self {
+        self.bid_spec().min_vram_gb = gb;
+        self
+    }
+
+    pub fn interconnects(mut self, i: &[Interconnect]) -> Self {
+        self.bid_spec().interconnects = i.to_vec();
+        self
+    }
+
+    pub fn vendor(mut self, v: Vendor) -> Self {
+        self.bid_spec().vendor = Some(v);
+        self
+    }
+
+    pub fn min_reputation(mut self, score: u64) -> Self {
+        self.bid_spec().min_reputation = Reputation::new(score).unwrap();
+        self
+    }
+
+    pub fn single_node(mut self) -> Self {
+        self.bid_spec().single_node = true;
+        self
+    }
+
+    pub fn all_or_none(mut self) -> Self {
+        self.bid_spec().all_or_none = true;
+        self
+    }
+
+    pub fn min_fill(mut self, gpus: u64) -> Self {
+        self.bid_spec().min_fill = Some(Gpus::new(gpus).unwrap());
+        self
+    }
+
+    pub fn in_region(mut self, r: &str) -> Self {
+        self.ask_spec().region = region(r);
+        self
+    }
+
+    pub fn vram(mut self, gb: u32) -> Self {
+        self.ask_spec().vram_gb = gb;
+        self
+    }
+
+    pub fn interconnect(mut self, i: Interconnect) -> Self {
+        self.ask_spec().interconnect = i;
+        self
+    }
+
+    pub fn made_by(mut self, v: Vendor) -> Self {
+        self.ask_spec().vendor = v;
+        self
+    }
+
+    pub fn until(mut self, ms: i64) -> Self {
+        self.ask_spec().available_until = Timestamp(ms);
+        self
+    }
+}
+
+impl From<OrderBuilder> for Command {
+    fn from(b: OrderBuilder) -> Command {
+        Command::Place(b.0)
+    }
+}
+
+pub fn cancel(account: AccountId, order: u64) -> Command {
+    Command::Cancel {
+        account,
+        order_id: OrderId(order),
+    }
+}
+
+pub fn amend(account: AccountId, order: u64, price: Option<&str>, gpus: Option<u64>) -> Command {
+    Command::Amend {
+        account,
+        order_id: OrderId(order),
+        price: price.map(px),
+        gpus: gpus.map(|g| Gpus::new(g).unwrap()),
+    }
+}
+
+/// An engine with a clock that advances one millisecond per command unless told otherwise.
+pub struct Scenario {
+    pub engine: Engine,
+    pub now: i64,
+}
+
+impl Scenario {
+    pub fn given(commands: impl IntoIterator<Item = Command>) -> Scenario {
+        let mut s = Scenario {
+            engine: Engine::new(),
+            now: T0,
+        };
+        for c in commands {
+            let outcome = s.when(c.clone());
+            assert!(
+                outcome.result.is_ok(),
+                "given {c:?} was rejected: {:?}",
+                outcome.result
+            );
+        }
+        s
+    }
+
+    /// Moves the clock to `ms` for the next command.
+    pub fn at(&mut self, ms: i64) -> &mut Self {
+        self.now = ms;
+        self
+    }
+
+    pub fn when(&mut self, command: impl Into<Command>) -> Outcome {
+        let command = command.into();
+        let mut events = Vec::new();
+        let before = self.engine.snapshot();
+        let result = self.engine.apply(Timestamp(self.now), &command, &mut events);
+        self.now += 1;
+        if result.is_err() {
+            // A rejection changes nothing but what time alone would have changed.
+            let mut timed = Engine::restore(&before).unwrap();
+            let mut expired = Vec::new();
+            timed
+                .apply(Timestamp(self.now - 1), &Command::Tick, &mut expired)
+                .unwrap();
+            assert_eq!(events, expired, "a rejected command emitted its own events");
+            assert_eq!(
+                timed.state_hash(),
+                self.engine.state_hash(),
+                "a rejected command changed state"
+            );
+        }
+        let problems = self.engine.audit();
+        assert!(problems.is_empty(), "invariants broken: {problems:#?}");
+        Outcome { result, events }
+    }
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub result: Result<(), Rejection>,
+    pub events: Vec<Event>,
+}
+
+/// A fill as the tests state it: (bid order, ask order, GPUs, price).
+pub type Fill = (u64, u64, u32, &'static str);
+
+impl Outcome {
+    pub fn then_rejected(&self, expected: Rejection) {
+        assert_eq!(self.result, Err(expected), "events: {:#?}", self.events);
+        assert!(
+            self.events.is_empty(),
+            "rejected command emitted {:#?}",
+            self.events
+        );
+    }
+
+    pub fn then_rejected_with(&self, code: &str) {
+        match &self.result {
+            Err(r) => assert_eq!(r.code(), code, "{r}"),
+            Ok(()) => panic!("expected {code}, got events {:#?}", self.events),
+        }
+    }
+
+    pub fn accepted(&self) -> &Self {
+        assert!(self.result.is_ok(), "rejected: {:?}", self.result);
+        self
+    }
+
+    pub fn fills(&self) -> Vec<(u64, u64, u32, Price)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::LeaseCreated {
+                    bid_order,
+                    ask_order,
+                    gpus,
+                    price,
+                    ..
+                } => Some((bid_order.0, ask_order.0, gpus.get(), *price)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn then_fills(&self, expected: &[Fill]) -> &Self {
+        self.accepted();
+        let expected: Vec<_> = expected
+            .iter()
+            .map(|(b, a, g, p)| (*b, *a, *g, px(p)))
+            .collect();
+        assert_eq!(self.fills(), expected, "events: {:#?}", self.events);
+        self
+    }
+
+    pub fn cancels(&self) -> Vec<(u64, CancelReason)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::OrderCancelled {
+                    order_id, reason, ..
+                } => Some((order_id.0, *reason)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn then_cancels(&self, expected: &[(u64, CancelReason)]) -> &Self {
+        assert_eq!(self.cancels(), expected, "events: {:#?}", self.events);
+        self
+    }
+
+    pub fn lease_ids(&self) -> Vec<LeaseId> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::LeaseCreated { lease_id, .. } => Some(*lease_id),
+                _ => None,
+            })
+            .collect()
+    }
+}
