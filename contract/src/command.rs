@@ -21,9 +21,15 @@ pub enum Command {
         fee: FeeRate,
     },
     /// Credit an account (issued by the chain bridge once a transfer is final).
-    Deposit { account: AccountId, amount: Amount },
+    Deposit {
+        account: AccountId,
+        amount: Amount,
+    },
     /// Debit an account's available balance (paid out by the chain bridge).
-    Withdraw { account: AccountId, amount: Amount },
+    Withdraw {
+        account: AccountId,
+        amount: Amount,
+    },
     Place(NewOrder),
     Cancel {
         account: AccountId,

@@ -2,8 +2,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AccountId, Amount, FeeRate, Gpus, Hours, LeaseId, MarketId, NewOrder, NodeId, OrderId,
-    Price, Reputation, Side, Timestamp,
+    AccountId, Amount, FeeRate, Gpus, Hours, LeaseId, MarketId, NewOrder, NodeId, OrderId, Price,
+    Reputation, Side, Timestamp,
 };
 
 /// What the engine did. Events carry every amount that moved, so projections (the ledger,

@@ -25,18 +25,36 @@ pub struct SkippedOrder {
 #[serde(tag = "constraint", rename_all = "snake_case")]
 pub enum Exclusion {
     SameAccount,
-    Vendor { ask: Vendor },
-    VramTooLow { ask_gb: u32, min_gb: u32 },
-    RegionNotAllowed { ask: Region },
-    InterconnectNotAllowed { ask: Interconnect },
-    ReputationTooLow { ask: Reputation, min: Reputation },
+    Vendor {
+        ask: Vendor,
+    },
+    VramTooLow {
+        ask_gb: u32,
+        min_gb: u32,
+    },
+    RegionNotAllowed {
+        ask: Region,
+    },
+    InterconnectNotAllowed {
+        ask: Interconnect,
+    },
+    ReputationTooLow {
+        ask: Reputation,
+        min: Reputation,
+    },
     /// The node is not offered for the bid's whole duration.
     NotAvailableLongEnough {
         available_until: Timestamp,
         needed_until: Timestamp,
     },
     /// A single-node or all-or-none bid needs more GPUs than the ask has.
-    NodeTooSmall { ask_gpus: u32, needed: u32 },
+    NodeTooSmall {
+        ask_gpus: u32,
+        needed: u32,
+    },
     /// The bid's minimum fill is larger than the ask.
-    BelowMinFill { ask_gpus: u32, min_fill: u32 },
+    BelowMinFill {
+        ask_gpus: u32,
+        min_fill: u32,
+    },
 }

@@ -36,7 +36,10 @@ impl Symbol {
             return Err(ParseError::Empty { kind });
         }
         if s.len() > Self::MAX {
-            return Err(ParseError::TooLong { kind, max: Self::MAX });
+            return Err(ParseError::TooLong {
+                kind,
+                max: Self::MAX,
+            });
         }
         if let Some(found) = s
             .chars()
@@ -46,7 +49,10 @@ impl Symbol {
         }
         let mut bytes = [0u8; Self::MAX];
         bytes[..s.len()].copy_from_slice(s.as_bytes());
-        Ok(Symbol { len: s.len() as u8, bytes })
+        Ok(Symbol {
+            len: s.len() as u8,
+            bytes,
+        })
     }
 
     fn as_str(&self) -> &str {
@@ -194,7 +200,9 @@ impl ClientOrderId {
             if hex.len() != 32 || [8, 13, 18, 23].iter().any(|&i| s.as_bytes()[i] != b'-') {
                 return Err(bad());
             }
-            return u128::from_str_radix(&hex, 16).map(ClientOrderId).map_err(|_| bad());
+            return u128::from_str_radix(&hex, 16)
+                .map(ClientOrderId)
+                .map_err(|_| bad());
         }
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad());
@@ -265,8 +273,17 @@ mod tests {
             ClientOrderId::parse("67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap(),
             ClientOrderId(0x67e5504410b1426f9247bb680e5fe0c8)
         );
-        for bad in ["", "-1", "abc", "67e55044-10b1-426f-9247-bb680e5fe0cg", "1.5"] {
-            assert!(ClientOrderId::parse(bad).is_err(), "{bad:?} must be rejected");
+        for bad in [
+            "",
+            "-1",
+            "abc",
+            "67e55044-10b1-426f-9247-bb680e5fe0cg",
+            "1.5",
+        ] {
+            assert!(
+                ClientOrderId::parse(bad).is_err(),
+                "{bad:?} must be rejected"
+            );
         }
     }
 

@@ -44,7 +44,9 @@ fn micros_from_decimal(value: Decimal) -> Result<i64, MoneyError> {
 }
 
 fn parse_decimal(s: &str) -> Result<Decimal, MoneyError> {
-    Decimal::from_str_exact(s.trim()).map_err(|_| MoneyError::NotANumber { input: s.to_owned() })
+    Decimal::from_str_exact(s.trim()).map_err(|_| MoneyError::NotANumber {
+        input: s.to_owned(),
+    })
 }
 
 macro_rules! micro_money {
@@ -342,6 +344,9 @@ mod tests {
             Some(Amount::parse("48.24").unwrap())
         );
         let huge = Price::from_micros(i64::MAX / 2);
-        assert_eq!(huge.cost(Gpus::new(8).unwrap(), Hours::new(3).unwrap()), None);
+        assert_eq!(
+            huge.cost(Gpus::new(8).unwrap(), Hours::new(3).unwrap()),
+            None
+        );
     }
 }

@@ -18,10 +18,9 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use contract::{
-    AccountId, Amount, AskSpec, BidSpec, CancelReason, ClientOrderId, Command, Event,
-    Exclusion, Explanation, FeeRate, Gpus, Hours, LeaseEndReason, LeaseId, MarketId, NewOrder,
-    OrderId, OrderTerms, Price, Region, Rejection, Reputation, Side, SkippedOrder, TimeInForce,
-    Timestamp,
+    AccountId, Amount, AskSpec, BidSpec, CancelReason, ClientOrderId, Command, Event, Exclusion,
+    Explanation, FeeRate, Gpus, Hours, LeaseEndReason, LeaseId, MarketId, NewOrder, OrderId,
+    OrderTerms, Price, Region, Rejection, Reputation, Side, SkippedOrder, TimeInForce, Timestamp,
 };
 use rust_decimal::Decimal;
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -566,15 +565,20 @@ impl Engine {
     fn execute(&mut self, taker: u32, in_book: bool, plan: &[Step], out: &mut Vec<Event>) {
         for step in plan {
             match *step {
-                Step::SelfTrade { maker } => {
-                    self.retire(maker, true, CancelReason::SelfTrade, out)
-                }
+                Step::SelfTrade { maker } => self.retire(maker, true, CancelReason::SelfTrade, out),
                 Step::Fill { maker, gpus } => self.fill(taker, maker, gpus, in_book, out),
             }
         }
     }
 
-    fn fill(&mut self, taker: u32, maker: u32, gpus: u32, taker_in_book: bool, out: &mut Vec<Event>) {
+    fn fill(
+        &mut self,
+        taker: u32,
+        maker: u32,
+        gpus: u32,
+        taker_in_book: bool,
+        out: &mut Vec<Event>,
+    ) {
         let (taker_side, market) = {
             let t = self.orders.get(taker);
             (t.side, t.market)
@@ -865,8 +869,8 @@ impl Engine {
         }
         // Micro-hours are exact because at most six decimal places are allowed.
         let micro_hours = used.mantissa() * 10i128.pow(6 - used.scale());
-        let charged = i128::from(lease.price.micros()) * i128::from(lease.gpus) * micro_hours
-            / 1_000_000;
+        let charged =
+            i128::from(lease.price.micros()) * i128::from(lease.gpus) * micro_hours / 1_000_000;
         let charged = i64::try_from(charged).map_err(|_| bad())?;
         let fee_rate = self.markets[self.market_index[&lease.market] as usize].fee;
         let fee = i64::try_from(i128::from(charged) * i128::from(fee_rate.get()) / 10_000)
@@ -901,8 +905,7 @@ impl Engine {
             .orders
             .live()
             .filter(|(_, o)| {
-                o.account == provider
-                    && matches!(&o.terms, Terms::Ask(a) if a.reputation > score)
+                o.account == provider && matches!(&o.terms, Terms::Ask(a) if a.reputation > score)
             })
             .map(|(slot, o)| (o.id, slot))
             .collect();

@@ -63,7 +63,10 @@ fn sorted<K: Ord + Copy, V: Clone>(map: impl Iterator<Item = (K, V)>) -> Vec<(K,
 impl Engine {
     fn image_bytes(&self) -> Vec<u8> {
         let ladder_orders = |ladder: &Ladder| -> Vec<Order> {
-            let mut orders: Vec<Order> = ladder.iter(&self.orders).map(|s| self.orders.get(s).clone()).collect();
+            let mut orders: Vec<Order> = ladder
+                .iter(&self.orders)
+                .map(|s| self.orders.get(s).clone())
+                .collect();
             // `iter` walks best level first; the image stores worst first so a restore
             // appends levels in order.
             let mut by_level: Vec<Vec<Order>> = Vec::new();

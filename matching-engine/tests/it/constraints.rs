@@ -108,7 +108,8 @@ fn all_or_none_combines_asks_on_arrival_or_takes_nothing() {
     let mut s = Scenario::given(market_with_buyers());
     s.when(ask(PROVIDER, 1, "1.50", 4));
     s.when(ask(PROVIDER2, 1, "1.60", 3));
-    s.when(bid(BUYER, 1, "2.00", 8).all_or_none()).then_fills(&[]);
+    s.when(bid(BUYER, 1, "2.00", 8).all_or_none())
+        .then_fills(&[]);
     s.when(bid(BUYER2, 1, "2.00", 7).all_or_none())
         .then_fills(&[(4, 1, 4, "1.50"), (4, 2, 3, "1.60")]);
     // The resting all-or-none bid is only filled by one ask covering all of it.

@@ -20,7 +20,11 @@ fn a_resting_bid_lists_each_better_priced_ask_and_what_excluded_it() {
             .single_node(),
     ); // 6
     let why = s.engine.explain(OrderId(6), 10).unwrap();
-    let reasons: Vec<_> = why.skipped.iter().map(|k| (k.order_id.0, k.reason)).collect();
+    let reasons: Vec<_> = why
+        .skipped
+        .iter()
+        .map(|k| (k.order_id.0, k.reason))
+        .collect();
     assert_eq!(
         reasons,
         vec![

@@ -1,8 +1,8 @@
 //! Order types, priority, cancel and amend.
 
 use contract::{
-    CancelReason, ClientOrderId, Command, Event, Gpus, MarketId, OrderId, Rejection,
-    TimeInForce, Timestamp,
+    CancelReason, ClientOrderId, Command, Event, Gpus, MarketId, OrderId, Rejection, TimeInForce,
+    Timestamp,
 };
 
 use crate::support::*;
@@ -22,8 +22,11 @@ fn a_bid_takes_the_best_price_first_then_the_oldest_order() {
     s.when(ask(PROVIDER, 1, "2.10", 2));
     s.when(ask(PROVIDER2, 1, "2.00", 2));
     s.when(ask(PROVIDER, 2, "2.00", 2));
-    s.when(bid(BUYER, 1, "2.10", 5))
-        .then_fills(&[(4, 2, 2, "2.00"), (4, 3, 2, "2.00"), (4, 1, 1, "2.10")]);
+    s.when(bid(BUYER, 1, "2.10", 5)).then_fills(&[
+        (4, 2, 2, "2.00"),
+        (4, 3, 2, "2.00"),
+        (4, 1, 1, "2.10"),
+    ]);
     assert_eq!(s.engine.order(OrderId(1)).unwrap().remaining, 1);
 }
 
@@ -82,11 +85,9 @@ fn post_only_rests_or_is_rejected_if_it_would_trade() {
 fn gtt_orders_expire_with_the_first_command_at_or_after_their_time() {
     let mut s = Scenario::given(market_with_buyers());
     let expires = T0 + 10_000;
-    s.when(
-        bid(BUYER, 1, "2.00", 2).tif(TimeInForce::Gtt {
-            expires_at: Timestamp(expires),
-        }),
-    );
+    s.when(bid(BUYER, 1, "2.00", 2).tif(TimeInForce::Gtt {
+        expires_at: Timestamp(expires),
+    }));
     s.at(expires - 1).when(Command::Tick).then_cancels(&[]);
     s.at(expires)
         .when(Command::Tick)
@@ -108,7 +109,8 @@ fn an_expired_order_is_gone_before_the_command_that_passes_its_time() {
         expires_at: Timestamp(T0 + 100),
     }));
     let out = s.at(T0 + 100).when(bid(BUYER, 1, "2.00", 2));
-    out.then_fills(&[]).then_cancels(&[(1, CancelReason::Expired)]);
+    out.then_fills(&[])
+        .then_cancels(&[(1, CancelReason::Expired)]);
 }
 
 #[test]
@@ -128,15 +130,21 @@ fn cancel_releases_the_hold_and_checks_the_owner() {
     s.when(bid(BUYER, 1, "2.00", 5).hours(10));
     assert_eq!(s.engine.balance(BUYER).held, amt("100"));
     s.when(cancel(BUYER2, 1))
-        .then_rejected(Rejection::NotOwner { order_id: OrderId(1) });
+        .then_rejected(Rejection::NotOwner {
+            order_id: OrderId(1),
+        });
     s.when(cancel(BUYER, 99))
-        .then_rejected(Rejection::UnknownOrder { order_id: OrderId(99) });
+        .then_rejected(Rejection::UnknownOrder {
+            order_id: OrderId(99),
+        });
     s.when(cancel(BUYER, 1))
         .then_cancels(&[(1, CancelReason::Requested)]);
     assert_eq!(s.engine.balance(BUYER).held, amt("0"));
     assert_eq!(s.engine.balance(BUYER).available, amt("1000"));
     s.when(cancel(BUYER, 1))
-        .then_rejected(Rejection::UnknownOrder { order_id: OrderId(1) });
+        .then_rejected(Rejection::UnknownOrder {
+            order_id: OrderId(1),
+        });
 }
 
 #[test]
@@ -145,14 +153,17 @@ fn a_smaller_quantity_keeps_priority_and_a_new_price_loses_it() {
     s.when(ask(PROVIDER, 1, "2.00", 4)); // order 1
     s.when(ask(PROVIDER2, 1, "2.00", 4)); // order 2
     s.when(amend(PROVIDER, 1, None, Some(2))).accepted();
-    s.when(bid(BUYER, 1, "2.00", 1)).then_fills(&[(3, 1, 1, "2.00")]);
+    s.when(bid(BUYER, 1, "2.00", 1))
+        .then_fills(&[(3, 1, 1, "2.00")]);
     // Same price, but a re-priced order goes to the back.
     s.when(amend(PROVIDER, 1, Some("2.01"), None)).accepted();
     s.when(amend(PROVIDER, 1, Some("2.00"), None)).accepted();
-    s.when(bid(BUYER, 2, "2.00", 1)).then_fills(&[(4, 2, 1, "2.00")]);
+    s.when(bid(BUYER, 2, "2.00", 1))
+        .then_fills(&[(4, 2, 1, "2.00")]);
     // A larger quantity loses priority too.
     s.when(amend(PROVIDER2, 2, None, Some(6))).accepted();
-    s.when(bid(BUYER, 3, "2.00", 1)).then_fills(&[(5, 1, 1, "2.00")]);
+    s.when(bid(BUYER, 3, "2.00", 1))
+        .then_fills(&[(5, 1, 1, "2.00")]);
 }
 
 #[test]
@@ -211,10 +222,11 @@ fn self_trades_cancel_the_resting_order_and_the_taker_carries_on() {
 #[test]
 fn invalid_orders_are_rejected_with_their_reason() {
     let mut s = Scenario::given(market_with_buyers());
-    s.when(bid(BUYER, 1, "2.005", 1)).then_rejected(Rejection::PriceOffTick {
-        price: px("2.005"),
-        tick: px("0.01"),
-    });
+    s.when(bid(BUYER, 1, "2.005", 1))
+        .then_rejected(Rejection::PriceOffTick {
+            price: px("2.005"),
+            tick: px("0.01"),
+        });
     s.when(bid(BUYER, 1, "2.00", 1).market("B200-192GB"))
         .then_rejected(Rejection::UnknownMarket {
             market: MarketId::parse("B200-192GB").unwrap(),

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use contract::{
     AccountId, Amount, AskSpec, BidSpec, ClientOrderId, Command, Event, FeeRate, Gpus, Hours,
-    Interconnect, LeaseEndReason, LeaseId, MarketId, NewOrder, NodeId, OrderId, OrderTerms,
-    Price, Region, Reputation, Side, TimeInForce, Timestamp, Vendor,
+    Interconnect, LeaseEndReason, LeaseId, MarketId, NewOrder, NodeId, OrderId, OrderTerms, Price,
+    Region, Reputation, Side, TimeInForce, Timestamp, Vendor,
 };
 use matching_engine::Engine;
 use proptest::prelude::*;
@@ -79,14 +79,16 @@ fn ask_spec() -> impl Strategy<Value = AskSpec> {
         prop::sample::select(REGIONS.to_vec()),
         2i64..=30,
     )
-        .prop_map(|(node, vendor, vram, interconnect, region, hours)| AskSpec {
-            node: NodeId::parse(&format!("node-{node}")).unwrap(),
-            vendor,
-            vram_gb: vram,
-            interconnect,
-            region: Region::parse(region).unwrap(),
-            available_until: Timestamp(T0 + hours * HOUR),
-        })
+        .prop_map(
+            |(node, vendor, vram, interconnect, region, hours)| AskSpec {
+                node: NodeId::parse(&format!("node-{node}")).unwrap(),
+                vendor,
+                vram_gb: vram,
+                interconnect,
+                region: Region::parse(region).unwrap(),
+                available_until: Timestamp(T0 + hours * HOUR),
+            },
+        )
 }
 
 fn tif() -> impl Strategy<Value = TimeInForce> {
@@ -198,7 +200,15 @@ proptest! {
         let mut arrivals = 0u64;
         for (at, command) in &steps {
             let mut out = Vec::new();
-            let _ = engine.apply(Timestamp(*at), command, &mut out);
+            let before = engine.snapshot();
+            if engine.apply(Timestamp(*at), command, &mut out).is_err() {
+                // A rejection leaves what time alone would have left.
+                let mut timed = Engine::restore(&before).unwrap();
+                let mut expired = Vec::new();
+                timed.apply(Timestamp(*at), &Command::Tick, &mut expired).unwrap();
+                prop_assert_eq!(&out, &expired);
+                prop_assert_eq!(timed.state_hash(), engine.state_hash());
+            }
             let problems = engine.audit();
             prop_assert!(problems.is_empty(), "after {command:?}: {problems:#?}");
 

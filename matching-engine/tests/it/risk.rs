@@ -1,8 +1,6 @@
 //! Pre-trade risk, holds, lease settlement and money conservation.
 
-use contract::{
-    AccountId, Command, Event, LeaseEndReason, LeaseId, Rejection,
-};
+use contract::{AccountId, Command, Event, LeaseEndReason, LeaseId, Rejection};
 use rust_decimal::Decimal;
 
 use crate::support::*;
@@ -58,7 +56,9 @@ fn an_early_end_refunds_the_buyer_and_pays_the_provider_less_the_fee() {
     assert_eq!(s.engine.balance(AccountId::MARKET).available, amt("2"));
     assert_eq!(s.engine.total_money(), amt("2000"));
     s.when(end(BUYER, 1, "1"))
-        .then_rejected(Rejection::UnknownLease { lease_id: LeaseId(1) });
+        .then_rejected(Rejection::UnknownLease {
+            lease_id: LeaseId(1),
+        });
 }
 
 #[test]
@@ -67,11 +67,15 @@ fn charges_round_down_to_the_micro_unit_and_the_remainder_is_refunded() {
     s.when(ask(PROVIDER, 1, "0.01", 1));
     s.when(bid(BUYER, 1, "0.01", 1).hours(1));
     let out = s.when(end(PROVIDER, 1, "0.333333"));
-    assert!(out.events.iter().any(|e| matches!(
-        e,
-        Event::LeaseEnded { charged, refunded, .. }
-            if *charged == amt("0.003333") && *refunded == amt("0.006667")
-    )), "{:#?}", out.events);
+    assert!(
+        out.events.iter().any(|e| matches!(
+            e,
+            Event::LeaseEnded { charged, refunded, .. }
+                if *charged == amt("0.003333") && *refunded == amt("0.006667")
+        )),
+        "{:#?}",
+        out.events
+    );
     assert_eq!(s.engine.total_money(), amt("2000"));
 }
 
@@ -80,12 +84,14 @@ fn only_the_lease_parties_may_end_it_and_only_within_its_hours() {
     let mut s = Scenario::given(market_with_buyers());
     s.when(ask(PROVIDER, 1, "2.00", 1));
     s.when(bid(BUYER, 1, "2.00", 1).hours(2));
-    s.when(end(BUYER2, 1, "1")).then_rejected(Rejection::NotLeaseParty {
-        lease_id: LeaseId(1),
-        by: BUYER2,
-    });
+    s.when(end(BUYER2, 1, "1"))
+        .then_rejected(Rejection::NotLeaseParty {
+            lease_id: LeaseId(1),
+            by: BUYER2,
+        });
     for bad in ["2.5", "-1", "0.0000001"] {
-        s.when(end(BUYER, 1, bad)).then_rejected_with("BAD_HOURS_USED");
+        s.when(end(BUYER, 1, bad))
+            .then_rejected_with("BAD_HOURS_USED");
     }
     s.when(end(AccountId::MARKET, 1, "2")).accepted();
     assert_eq!(s.engine.balance(PROVIDER).available, amt("3.6"));

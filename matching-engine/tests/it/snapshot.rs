@@ -7,18 +7,16 @@ use crate::support::*;
 
 fn busy_market() -> Scenario {
     Scenario::given(
-        market_with_buyers()
-            .into_iter()
-            .chain([
-                ask(PROVIDER, 1, "1.50", 4).in_region("us-east").into(),
-                ask(PROVIDER2, 1, "1.60", 8).into(),
-                bid(BUYER, 1, "1.40", 2).hours(3).into(),
-                bid(BUYER, 2, "2.00", 8)
-                    .single_node()
-                    .regions(&["eu-west"])
-                    .into(),
-                bid(BUYER2, 1, "1.45", 2).into(),
-            ]),
+        market_with_buyers().into_iter().chain([
+            ask(PROVIDER, 1, "1.50", 4).in_region("us-east").into(),
+            ask(PROVIDER2, 1, "1.60", 8).into(),
+            bid(BUYER, 1, "1.40", 2).hours(3).into(),
+            bid(BUYER, 2, "2.00", 8)
+                .single_node()
+                .regions(&["eu-west"])
+                .into(),
+            bid(BUYER2, 1, "1.45", 2).into(),
+        ]),
     )
 }
 

@@ -3,8 +3,8 @@
 
 use contract::{
     AccountId, Amount, AskSpec, BidSpec, CancelReason, ClientOrderId, Command, Event, FeeRate,
-    Gpus, Hours, Interconnect, LeaseId, MarketId, NewOrder, NodeId, OrderId, OrderTerms, Price,
-    Region, Rejection, Reputation, TimeInForce, Timestamp, Vendor,
+    Gpus, Hours, Interconnect, MarketId, NewOrder, NodeId, OrderId, OrderTerms, Price, Region,
+    Rejection, Reputation, TimeInForce, Timestamp, Vendor,
 };
 use matching_engine::Engine;
 
@@ -51,7 +51,7 @@ pub fn market_with_buyers() -> Vec<Command> {
 }
 
 /// An order under construction; `.into()` makes it a `Place` command.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct OrderBuilder(pub NewOrder);
 
 pub fn bid(account: AccountId, client_id: u128, price: &str, gpus: u64) -> OrderBuilder {
@@ -211,6 +211,7 @@ pub fn amend(account: AccountId, order: u64, price: Option<&str>, gpus: Option<u
 }
 
 /// An engine with a clock that advances one millisecond per command unless told otherwise.
+#[derive(Debug)]
 pub struct Scenario {
     pub engine: Engine,
     pub now: i64,
@@ -243,7 +244,9 @@ impl Scenario {
         let command = command.into();
         let mut events = Vec::new();
         let before = self.engine.snapshot();
-        let result = self.engine.apply(Timestamp(self.now), &command, &mut events);
+        let result = self
+            .engine
+            .apply(Timestamp(self.now), &command, &mut events);
         self.now += 1;
         if result.is_err() {
             // A rejection changes nothing but what time alone would have changed.
@@ -337,15 +340,5 @@ impl Outcome {
     pub fn then_cancels(&self, expected: &[(u64, CancelReason)]) -> &Self {
         assert_eq!(self.cancels(), expected, "events: {:#?}", self.events);
         self
-    }
-
-    pub fn lease_ids(&self) -> Vec<LeaseId> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                Event::LeaseCreated { lease_id, .. } => Some(*lease_id),
-                _ => None,
-            })
-            .collect()
     }
 }
