@@ -10,7 +10,7 @@ use crate::{Amount, ParseError};
 /// Everything the matching engine can be asked to do. Time is not part of a command: the
 /// log stamps each command with the time it was accepted, and the engine reads it from there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Command {
     /// Open a market for one GPU class (admin).
     CreateMarket {
@@ -49,6 +49,7 @@ pub enum Command {
         /// The buyer, the provider or [`AccountId::MARKET`] (the operator).
         by: AccountId,
         lease_id: LeaseId,
+        #[serde(with = "rust_decimal::serde::str")]
         hours_used: Decimal,
         reason: LeaseEndReason,
     },
@@ -73,7 +74,7 @@ pub enum Side {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum TimeInForce {
     /// Good till cancelled.
     Gtc,
@@ -138,7 +139,7 @@ impl NewOrder {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "side", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum OrderTerms {
     Bid(BidSpec),
     Ask(AskSpec),
@@ -232,8 +233,8 @@ mod tests {
     fn a_bid_reads_from_json_with_defaults() {
         let json = r#"{
             "account": 7, "client_id": "1", "market": "H100-80GB", "price": "2.10",
-            "gpus": 8, "tif": {"type": "gtc"}, "post_only": false,
-            "terms": {"side": "bid", "hours": 4, "regions": ["eu-west"], "single_node": true}
+            "gpus": 8, "tif": "gtc", "post_only": false,
+            "terms": {"bid": {"hours": 4, "regions": ["eu-west"], "single_node": true}}
         }"#;
         let order: NewOrder = serde_json::from_str(json).unwrap();
         assert_eq!(order.side(), Side::Bid);
@@ -249,8 +250,8 @@ mod tests {
     fn zero_gpus_never_parse() {
         let json = r#"{
             "account": 7, "client_id": "1", "market": "H100-80GB", "price": "2.10",
-            "gpus": 0, "tif": {"type": "ioc"}, "post_only": false,
-            "terms": {"side": "bid", "hours": 4}
+            "gpus": 0, "tif": "ioc", "post_only": false,
+            "terms": {"bid": {"hours": 4}}
         }"#;
         let err = serde_json::from_str::<NewOrder>(json).unwrap_err();
         assert!(err.to_string().contains("GPU count"), "{err}");

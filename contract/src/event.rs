@@ -13,7 +13,7 @@ use crate::{
 /// *in lease* (paid into running leases) and, for the market account, fees. Every event
 /// below states its movement in its documentation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Event {
     MarketCreated {
         market: MarketId,
@@ -79,6 +79,7 @@ pub enum Event {
         lease_id: LeaseId,
         buyer: AccountId,
         provider: AccountId,
+        #[serde(with = "rust_decimal::serde::str")]
         hours_used: Decimal,
         charged: Amount,
         fee: Amount,
@@ -90,6 +91,23 @@ pub enum Event {
         provider: AccountId,
         score: Reputation,
     },
+}
+
+impl Event {
+    /// The event's type name, as in its JSON form and the log's record header.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::MarketCreated { .. } => "market_created",
+            Event::Deposited { .. } => "deposited",
+            Event::Withdrawn { .. } => "withdrawn",
+            Event::OrderAccepted { .. } => "order_accepted",
+            Event::LeaseCreated { .. } => "lease_created",
+            Event::OrderAmended { .. } => "order_amended",
+            Event::OrderCancelled { .. } => "order_cancelled",
+            Event::LeaseEnded { .. } => "lease_ended",
+            Event::ReputationSet { .. } => "reputation_set",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

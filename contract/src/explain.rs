@@ -22,7 +22,7 @@ pub struct SkippedOrder {
 
 /// The first constraint that keeps a bid and an ask apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "constraint", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Exclusion {
     SameAccount,
     Vendor {

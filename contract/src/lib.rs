@@ -6,6 +6,7 @@
 //! forms are a public contract (the event log and the API carry them): change them only by
 //! adding a new schema version.
 
+pub mod codec;
 mod command;
 mod event;
 mod explain;
