@@ -121,6 +121,10 @@ impl Orders {
             .expect("a linked slot holds an order")
     }
 
+    pub fn live_count(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
     pub fn live(&self) -> impl Iterator<Item = (u32, &Order)> {
         self.slots
             .iter()

@@ -11,6 +11,7 @@
 //! have left it. Every handler validates first and mutates only after nothing can fail.
 
 mod book;
+mod index;
 mod matching;
 mod snapshot;
 
@@ -18,15 +19,16 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use contract::{
-    AccountId, Amount, AskSpec, BidSpec, CancelReason, ClientOrderId, Command, Event, Exclusion,
-    Explanation, FeeRate, Gpus, Hours, LeaseEndReason, LeaseId, MarketId, NewOrder, OrderId,
-    OrderTerms, Price, Region, Rejection, Reputation, Side, SkippedOrder, TimeInForce, Timestamp,
+    AccountId, Amount, AskSpec, BidSpec, CancelReason, Command, Event, Exclusion, Explanation,
+    FeeRate, Gpus, Hours, LeaseEndReason, LeaseId, MarketId, NewOrder, OrderId, OrderTerms, Price,
+    Region, Rejection, Reputation, Side, SkippedOrder, TimeInForce, Timestamp,
 };
 use rust_decimal::Decimal;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use book::{AskTerms, BidTerms, Ladder, Order, Orders, Terms, NIL};
+use index::{ClientIds, Leases, OrderIndex};
 use matching::{
     attribute_exclusion, fill_quantity, interconnect_bit, region_bit, vendor_bit, ANY_REGION,
     MAX_REGIONS,
@@ -136,10 +138,10 @@ pub struct Engine {
     market_index: FxHashMap<MarketId, u32>,
     funds: FxHashMap<AccountId, Funds>,
     reputations: FxHashMap<AccountId, Reputation>,
-    client_ids: FxHashSet<(AccountId, ClientOrderId)>,
+    client_ids: FxHashMap<AccountId, ClientIds>,
     orders: Orders,
-    order_index: FxHashMap<OrderId, u32>,
-    leases: FxHashMap<LeaseId, Lease>,
+    order_index: OrderIndex,
+    leases: Leases,
     expiries: BinaryHeap<Reverse<(i64, OrderId)>>,
     regions: Vec<Region>,
     /// Scratch space reused across commands; not state.
@@ -212,7 +214,7 @@ impl Engine {
             }
             self.expiries.pop();
             // Entries of orders that already left the book are skipped here.
-            if let Some(&slot) = self.order_index.get(&id) {
+            if let Some(slot) = self.order_index.get(id) {
                 if self.orders.get(slot).expires_at == expires_at {
                     self.retire(slot, true, CancelReason::Expired, out);
                 }
@@ -402,7 +404,11 @@ impl Engine {
             });
         }
         self.check_tick(market, new.price)?;
-        if self.client_ids.contains(&(new.account, new.client_id)) {
+        if self
+            .client_ids
+            .get(&new.account)
+            .is_some_and(|ids| ids.contains(new.client_id))
+        {
             return Err(Rejection::DuplicateClientOrderId {
                 client_id: new.client_id,
             });
@@ -470,7 +476,10 @@ impl Engine {
                     .fold(0, |mask, bit| mask | (1u64 << bit));
             }
         }
-        self.client_ids.insert((new.account, new.client_id));
+        self.client_ids
+            .entry(new.account)
+            .or_default()
+            .insert(new.client_id);
         self.next_order_id += 1;
         if hold > 0 {
             let funds = self.funds.entry(new.account).or_default();
@@ -667,10 +676,10 @@ impl Engine {
             bid_remaining,
             ask_remaining,
         });
-        self.leases.insert(lease_id, lease);
+        self.leases.push(lease);
         if self.orders.get(maker).remaining == 0 {
             let done = self.orders.remove(maker);
-            self.order_index.remove(&done.id);
+            self.order_index.remove(done.id);
         }
     }
 
@@ -690,6 +699,16 @@ impl Engine {
             self.order_index.insert(id, slot);
             if expires_at != i64::MAX {
                 self.expiries.push(Reverse((expires_at, id)));
+                // Orders that left early leave their entries behind; drop them once they
+                // outnumber the live orders, so the heap stays proportional to the book.
+                if self.expiries.len() > 2 * self.orders.live_count() + 1_024 {
+                    let (index, orders) = (&self.order_index, &self.orders);
+                    self.expiries.retain(|Reverse((at, id))| {
+                        index
+                            .get(*id)
+                            .is_some_and(|slot| orders.get(slot).expires_at == *at)
+                    });
+                }
             }
         }
     }
@@ -706,7 +725,7 @@ impl Engine {
                 .unlink(&mut self.orders, slot);
         }
         let order = self.orders.remove(slot);
-        self.order_index.remove(&order.id);
+        self.order_index.remove(order.id);
         if order.hold > 0 {
             let funds = self.funds.entry(order.account).or_default();
             funds.held -= order.hold;
@@ -722,9 +741,9 @@ impl Engine {
     }
 
     fn owned_slot(&self, account: AccountId, order_id: OrderId) -> Result<u32, Rejection> {
-        let slot = *self
+        let slot = self
             .order_index
-            .get(&order_id)
+            .get(order_id)
             .ok_or(Rejection::UnknownOrder { order_id })?;
         if self.orders.get(slot).account != account {
             return Err(Rejection::NotOwner { order_id });
@@ -834,11 +853,11 @@ impl Engine {
         if keeps_priority {
             if self.orders.get(slot).remaining == 0 {
                 let done = self.orders.remove(slot);
-                self.order_index.remove(&done.id);
+                self.order_index.remove(done.id);
             }
         } else {
             // Leaves the index while it trades; `settle_taker` puts it back if it rests.
-            self.order_index.remove(&order_id);
+            self.order_index.remove(order_id);
             self.settle_taker(slot, false, out);
         }
         Ok(())
@@ -854,7 +873,7 @@ impl Engine {
     ) -> Result<(), Rejection> {
         let lease = self
             .leases
-            .get(&lease_id)
+            .get(lease_id)
             .ok_or(Rejection::UnknownLease { lease_id })?;
         if by != lease.buyer && by != lease.provider && by != AccountId::MARKET {
             return Err(Rejection::NotLeaseParty { lease_id, by });
@@ -878,7 +897,7 @@ impl Engine {
         let refunded = lease.cost.micros() - charged;
         let provider_earned = charged - fee;
 
-        let lease = self.leases.remove(&lease_id).expect("looked up above");
+        let lease = self.leases.remove(lease_id).expect("looked up above");
         let buyer = self.funds.entry(lease.buyer).or_default();
         buyer.in_lease -= lease.cost.micros();
         buyer.available += refunded;
@@ -938,7 +957,7 @@ impl Engine {
     }
 
     pub fn order(&self, order_id: OrderId) -> Option<RestingOrder> {
-        let slot = *self.order_index.get(&order_id)?;
+        let slot = self.order_index.get(order_id)?;
         let o = self.orders.get(slot);
         Some(RestingOrder {
             id: o.id,
@@ -953,7 +972,7 @@ impl Engine {
     }
 
     pub fn lease(&self, lease_id: LeaseId) -> Option<&Lease> {
-        self.leases.get(&lease_id)
+        self.leases.get(lease_id)
     }
 
     pub fn reputation(&self, provider: AccountId) -> Reputation {
@@ -989,9 +1008,9 @@ impl Engine {
     /// Every counter-order at a price the resting order would accept, in priority order,
     /// with the constraint that keeps them apart (at most `limit` of them).
     pub fn explain(&self, order_id: OrderId, limit: usize) -> Result<Explanation, Rejection> {
-        let slot = *self
+        let slot = self
             .order_index
-            .get(&order_id)
+            .get(order_id)
             .ok_or(Rejection::UnknownOrder { order_id })?;
         let order = self.orders.get(slot);
         let market = &self.markets[order.market as usize];
@@ -1109,7 +1128,7 @@ impl Engine {
                 problems.push(format!("account {account} is negative: {funds:?}"));
             }
         }
-        let in_leases: i64 = self.leases.values().map(|l| l.cost.micros()).sum();
+        let in_leases: i64 = self.leases.iter().map(|l| l.cost.micros()).sum();
         let in_lease_funds: i64 = self.funds.values().map(|f| f.in_lease).sum();
         if in_leases != in_lease_funds {
             problems.push(format!(

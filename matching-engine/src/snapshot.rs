@@ -6,10 +6,11 @@
 
 use std::cmp::Reverse;
 
-use contract::{AccountId, ClientOrderId, FeeRate, MarketId, Region, Reputation, Side};
+use contract::{AccountId, FeeRate, MarketId, Region, Reputation, Side};
 use serde::{Deserialize, Serialize};
 
 use crate::book::{Ladder, Order};
+use crate::index::{ClientIds, Leases};
 use crate::{Engine, Funds, Lease, Market};
 
 const MAGIC: &[u8; 8] = b"GPUMKT\x00\x01";
@@ -33,7 +34,7 @@ struct Image {
     markets: Vec<MarketImage>,
     funds: Vec<(AccountId, Funds)>,
     reputations: Vec<(AccountId, Reputation)>,
-    client_ids: Vec<(AccountId, ClientOrderId)>,
+    client_ids: Vec<(AccountId, ClientIds)>,
     leases: Vec<Lease>,
 }
 
@@ -78,10 +79,6 @@ impl Engine {
             }
             by_level.into_iter().rev().flatten().collect()
         };
-        let mut client_ids: Vec<_> = self.client_ids.iter().copied().collect();
-        client_ids.sort_unstable();
-        let mut leases: Vec<Lease> = self.leases.values().cloned().collect();
-        leases.sort_unstable_by_key(|l| l.id);
         let image = Image {
             now: self.now,
             next_order_id: self.next_order_id,
@@ -100,8 +97,8 @@ impl Engine {
                 .collect(),
             funds: sorted(self.funds.iter().map(|(k, v)| (*k, *v))),
             reputations: sorted(self.reputations.iter().map(|(k, v)| (*k, *v))),
-            client_ids,
-            leases,
+            client_ids: sorted(self.client_ids.iter().map(|(k, v)| (*k, v.clone()))),
+            leases: self.leases.iter().cloned().collect(),
         };
         bincode::serialize(&image).expect("the engine image always serializes")
     }
@@ -140,7 +137,7 @@ impl Engine {
             funds: image.funds.into_iter().collect(),
             reputations: image.reputations.into_iter().collect(),
             client_ids: image.client_ids.into_iter().collect(),
-            leases: image.leases.into_iter().map(|l| (l.id, l)).collect(),
+            leases: Leases::restore(image.leases, image.next_lease_id),
             ..Engine::default()
         };
         for (index, m) in image.markets.into_iter().enumerate() {

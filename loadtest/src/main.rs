@@ -1,0 +1,25 @@
+//! `loadtest`: programs that put load on the market and print figures. Benchmarks live
+//! here, never as timed assertions in tests.
+
+use clap::{Parser, Subcommand};
+
+mod engine;
+
+#[derive(Debug, Parser)]
+#[command(about, version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Time the matching engine, and published order books on the same messages.
+    Engine(engine::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Engine(args) => engine::run(&args),
+    }
+}
