@@ -1,15 +1,21 @@
 //! `gpumarket`: the market's command-line entry point.
 //!
-//! Today it drives the matching engine in-process over a file of commands; the event log,
-//! the projections, the API and the bridge join as their issues land (see README.md).
+//! `engine` runs one shard's matching engine against the event log (embedded or Kafka);
+//! `apply` drives an in-process engine over a file of commands. The projections, the API
+//! and the bridge join as their issues land (see README.md).
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use contract::{Command, MarketId, OrderId, Timestamp};
+use engine_service::{Runner, RunnerConfig, Topics};
+use eventlog::LogConfig;
 use matching_engine::Engine;
 use serde::Deserialize;
 
@@ -22,6 +28,29 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run one shard's matching engine: read its command partition, append its answers to
+    /// the event partition, snapshot every N commands. Stops cleanly on SIGTERM or Ctrl-C.
+    Engine {
+        /// The event log: `file://DIR` (embedded, the default) or `kafka://HOST:PORT`.
+        #[arg(long, env = "GPUMARKET_LOG", default_value = "file://./data/log")]
+        log: String,
+        /// Where snapshots are kept (a folder per shard is made inside).
+        #[arg(long, env = "GPUMARKET_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// Prefix of the topic names (`{prefix}commands`, `{prefix}events`).
+        #[arg(long, env = "GPUMARKET_TOPIC_PREFIX", default_value = "")]
+        topic_prefix: String,
+        #[arg(long, env = "GPUMARKET_SHARD", default_value_t = 0)]
+        shard: u32,
+        /// Partitions per topic: the number of engine shards.
+        #[arg(long, env = "GPUMARKET_SHARDS", default_value_t = 1)]
+        shards: u32,
+        #[arg(long, env = "GPUMARKET_SNAPSHOT_EVERY", default_value_t = 50_000)]
+        snapshot_every: u64,
+        /// Commands read and answered per batch.
+        #[arg(long, default_value_t = 2_048)]
+        batch: usize,
+    },
     /// Apply a file of commands (JSON lines: `{"at": MS, "type": ..., ...}`) to a fresh
     /// engine and print every command's events or rejection as JSON lines.
     Apply {
@@ -48,7 +77,46 @@ struct Stamped {
 }
 
 fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(io::stderr)
+        .init();
     match Cli::parse().command {
+        Cmd::Engine {
+            log,
+            data_dir,
+            topic_prefix,
+            shard,
+            shards,
+            snapshot_every,
+            batch,
+        } => {
+            anyhow::ensure!(
+                shard < shards,
+                "--shard {shard} must be below --shards {shards}"
+            );
+            let stop = Arc::new(AtomicBool::new(false));
+            for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                signal_hook::flag::register(signal, Arc::clone(&stop))?;
+            }
+            let log = eventlog::open(&log, &LogConfig::default())
+                .with_context(|| format!("opening the event log {log}"))?;
+            let config = RunnerConfig {
+                topics: Topics::with_prefix(&topic_prefix),
+                shard,
+                shards,
+                snapshot_every,
+                snapshot_dir: data_dir.join("snapshots").join(format!("shard-{shard}")),
+                batch,
+                poll: Duration::from_millis(50),
+            };
+            let mut runner = Runner::open(config, log)?;
+            runner.run(&stop)?;
+            Ok(())
+        }
         Cmd::Apply {
             commands,
             depth,

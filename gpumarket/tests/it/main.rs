@@ -1,0 +1,3 @@
+//! `gpumarket`'s integration tests: the real binary against real logs.
+
+mod crash;
