@@ -194,8 +194,12 @@ impl KafkaLog {
             .set("enable.auto.offset.store", "false")
             // A read outside the partition fails instead of silently jumping to an end.
             .set("auto.offset.reset", "error")
-            // The default 500 ms makes every append-to-read round trip take half a second.
-            .set("fetch.wait.max.ms", "5");
+            // librdkafka's default 500 ms makes every append-to-read round trip take half a
+            // second; brokers that hold a fetch for its whole wait (tansu) add it to each hop.
+            .set(
+                "fetch.wait.max.ms",
+                config.kafka_fetch_wait.as_millis().max(1).to_string(),
+            );
         let consumer: BaseConsumer = consumer_config
             .create()
             .map_err(kafka("creating the consumer"))?;

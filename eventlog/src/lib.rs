@@ -118,6 +118,9 @@ pub struct LogConfig {
     /// Kafka backend: the longest one operation may take (delivery of an appended batch,
     /// metadata, topic creation, offset queries) before it fails.
     pub kafka_timeout: Duration,
+    /// Kafka backend: the longest the broker may hold a fetch that has no new data
+    /// (`fetch.wait.max.ms`). Shorter means lower latency and more idle fetches.
+    pub kafka_fetch_wait: Duration,
 }
 
 impl Default for LogConfig {
@@ -128,6 +131,7 @@ impl Default for LogConfig {
             retention_bytes: None,
             kafka_client_id: "gpumarket".to_owned(),
             kafka_timeout: Duration::from_secs(30),
+            kafka_fetch_wait: Duration::from_millis(5),
         }
     }
 }

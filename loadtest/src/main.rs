@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod engine;
+mod log;
 
 #[derive(Debug, Parser)]
 #[command(about, version)]
@@ -16,10 +17,13 @@ struct Cli {
 enum Command {
     /// Time the matching engine, and published order books on the same messages.
     Engine(engine::Args),
+    /// Push commands through the event log into a running engine and read the events back.
+    Log(log::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Engine(args) => engine::run(&args),
+        Command::Log(args) => log::run(&args),
     }
 }

@@ -88,23 +88,7 @@ impl Book for Gpumarket {
     }
 
     fn open(workload: &Workload, _pass: Pass) -> anyhow::Result<Self> {
-        let fee = FeeRate::new(FEE_BPS)?;
-        let setup = workload
-            .markets
-            .iter()
-            .map(|m| Command::CreateMarket {
-                market: m.id,
-                tick: m.tick,
-                fee,
-            })
-            .chain(workload.buyers.iter().map(|&account| Command::Deposit {
-                account,
-                amount: BUYER_DEPOSIT,
-            }))
-            .chain(workload.providers.iter().map(|p| Command::SetReputation {
-                provider: p.account,
-                score: p.reputation,
-            }));
+        let setup = setup(workload)?;
         let mut engine = Engine::new();
         let mut out = Vec::with_capacity(64);
         for command in setup {
@@ -145,6 +129,28 @@ impl Book for Gpumarket {
             .map(|level| level.orders as usize)
             .sum()
     }
+}
+
+/// The commands that open the workload's markets, fund its buyers and rate its providers.
+pub fn setup(workload: &Workload) -> anyhow::Result<Vec<Command>> {
+    let fee = FeeRate::new(FEE_BPS)?;
+    Ok(workload
+        .markets
+        .iter()
+        .map(|m| Command::CreateMarket {
+            market: m.id,
+            tick: m.tick,
+            fee,
+        })
+        .chain(workload.buyers.iter().map(|&account| Command::Deposit {
+            account,
+            amount: BUYER_DEPOSIT,
+        }))
+        .chain(workload.providers.iter().map(|p| Command::SetReputation {
+            provider: p.account,
+            score: p.reputation,
+        }))
+        .collect())
 }
 
 impl Gpumarket {

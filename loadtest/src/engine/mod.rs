@@ -24,11 +24,11 @@ mod measure;
 mod orderbook_rs_book;
 mod workload;
 
-use contract::Timestamp;
+use contract::{Command, Timestamp};
 
 use self::gpumarket::Gpumarket;
 use self::matchcore_book::Matchcore;
-use self::measure::{measure, Report};
+use self::measure::{measure, Book, Report};
 use self::orderbook_rs_book::OrderbookRs;
 
 /// The run's clock starts here; message `i` is stamped one millisecond after message `i - 1`.
@@ -58,6 +58,17 @@ impl Args {
     fn wants(list: &[String], name: &str) -> bool {
         list.is_empty() || list.iter().any(|n| n == name)
     }
+}
+
+/// The plain workload as log commands: market setup, then every message, each with its time.
+pub fn commands_for_log(orders: u64, seed: u64) -> anyhow::Result<Vec<(Timestamp, Command)>> {
+    let plain = workload::plain(orders, seed, START);
+    let setup = gpumarket::setup(&plain)?;
+    Ok(setup
+        .into_iter()
+        .map(|c| (START, c))
+        .chain(Gpumarket::convert(&plain)?)
+        .collect())
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
