@@ -102,7 +102,10 @@ pub fn run(args: &Args) -> Result<()> {
     };
     // The plain workload makes about 1.75 messages per new order.
     let orders = (args.commands as f64 / 1.75).ceil() as u64;
-    eprintln!("generating about {} commands (seed {})", args.commands, args.seed);
+    eprintln!(
+        "generating about {} commands (seed {})",
+        args.commands, args.seed
+    );
     let payloads: Vec<Vec<u8>> = commands_for_log(orders, args.seed)?
         .into_iter()
         .take(args.commands as usize)
@@ -114,7 +117,14 @@ pub fn run(args: &Args) -> Result<()> {
         kafka_fetch_wait: Duration::from_millis(args.fetch_wait_ms),
         ..LogConfig::default()
     };
-    let fast = phase(&url, &config, &data.join("fast"), &payloads, args.batch, None)?;
+    let fast = phase(
+        &url,
+        &config,
+        &data.join("fast"),
+        &payloads,
+        args.batch,
+        None,
+    )?;
     let commands_per_sec = (payloads.len() as f64 / fast.elapsed.as_secs_f64()) as u64;
     let rate = args.latency_rate.unwrap_or(commands_per_sec / 2).max(1);
     eprintln!("[{url}] latency phase at {rate} commands/s");
@@ -217,7 +227,8 @@ fn phase(
             let mut answered = 0usize;
             let deadline = Instant::now() + Duration::from_secs(600);
             while answered < total {
-                let records = log.read(&events_topic, 0, next, 10_000, Duration::from_millis(50))?;
+                let records =
+                    log.read(&events_topic, 0, next, 10_000, Duration::from_millis(50))?;
                 let now = origin.elapsed().as_nanos() as u64;
                 for record in &records {
                     let event: EventRecord = codec::decode(record.schema, &record.payload)?;
