@@ -69,6 +69,20 @@ pub enum RunnerError {
     },
 }
 
+/// The shard (partition) that owns `market` among `shards`: a stable hash of the market's
+/// name, so every producer routes a market's commands to the same engine without asking it.
+/// Changing the number of shards moves markets; that is a migration, not a restart.
+pub fn shard_of(market: contract::MarketId, shards: u32) -> u32 {
+    // FNV-1a over the name: stable across builds and platforms, unlike std's hasher.
+    let hash = market
+        .as_str()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    (hash % u64::from(shards.max(1))) as u32
+}
+
 /// How a runner runs.
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use contract::codec::{self, CommandRecord, EventBody, EventRecord, SCHEMA};
 use contract::{AccountId, Amount, Command, Timestamp};
-use engine_service::{Runner, RunnerConfig, RunnerError, Topics};
+use engine_service::{shard_of, Runner, RunnerConfig, RunnerError, Topics};
 use eventlog::{Log, LogConfig, NewRecord};
 
 struct Setup {
@@ -165,4 +165,17 @@ fn garbage_is_a_typed_error_not_a_panic() {
         runner.step(),
         Err(RunnerError::BadCommand { offset: 0, .. })
     ));
+}
+
+#[test]
+fn markets_map_to_shards_stably() {
+    let market = |m| contract::MarketId::parse(m).unwrap();
+    assert_eq!(shard_of(market("H100-80GB"), 1), 0);
+    // Fixed values: a change here would silently move markets between engines.
+    let spread: Vec<u32> = ["H100-80GB", "A100-80GB", "RTX4090-24GB", "MI300X-192GB"]
+        .iter()
+        .map(|m| shard_of(market(m), 4))
+        .collect();
+    assert_eq!(spread, vec![0, 3, 0, 0]);
+    assert!(spread.iter().all(|s| *s < 4));
 }
