@@ -32,6 +32,9 @@ pub(crate) struct Order {
     /// Checked again on every amend that could trade.
     pub post_only: bool,
     pub terms: Terms,
+    /// The slot of the order's level in its ladder, while it rests.
+    #[serde(skip)]
+    pub level: u32,
     #[serde(skip)]
     pub prev: u32,
     #[serde(skip)]
@@ -144,18 +147,27 @@ pub(crate) struct Level {
 }
 
 /// One side of one market's book.
+///
+/// Levels live in slots that stay put while the level exists, and every resting order knows
+/// its level's slot, so cancelling or filling an order never searches for its level; only a
+/// new order (or a level that empties) looks up the sorted rank list.
 #[derive(Debug, Clone)]
 pub(crate) struct Ladder {
     side: Side,
-    /// Sorted worst-to-best: ascending prices for bids, descending for asks.
-    pub levels: Vec<Level>,
+    slots: Vec<Level>,
+    free: Vec<u32>,
+    /// `(key, slot)` sorted worst-to-best: ascending keys, where a larger key is a better
+    /// price on this side, so the best level is the last element.
+    ranks: Vec<(i64, u32)>,
 }
 
 impl Ladder {
     pub fn new(side: Side) -> Self {
         Ladder {
             side,
-            levels: Vec::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            ranks: Vec::new(),
         }
     }
 
@@ -167,17 +179,22 @@ impl Ladder {
         }
     }
 
-    /// The index of the level at `price`, or where it would be inserted.
-    fn find(&self, price: i64) -> Result<usize, usize> {
-        let key = self.key(price);
+    /// The rank of the level with `key`, or where it would be inserted.
+    fn rank(&self, key: i64) -> Result<usize, usize> {
         // Most activity is near the best price, at the end of the vector.
-        match self.levels.last() {
-            Some(best) if self.key(best.price) == key => Ok(self.levels.len() - 1),
-            Some(best) if self.key(best.price) < key => Err(self.levels.len()),
-            _ => self
-                .levels
-                .binary_search_by(|l| self.key(l.price).cmp(&key)),
+        match self.ranks.last() {
+            Some(&(best, _)) if best == key => Ok(self.ranks.len() - 1),
+            Some(&(best, _)) if best < key => Err(self.ranks.len()),
+            _ => self.ranks.binary_search_by(|(k, _)| k.cmp(&key)),
         }
+    }
+
+    /// Levels best first.
+    pub fn levels(&self) -> impl Iterator<Item = &Level> {
+        self.ranks
+            .iter()
+            .rev()
+            .map(|&(_, slot)| &self.slots[slot as usize])
     }
 
     /// Appends the order in `slot` at the back of its price level.
@@ -186,28 +203,38 @@ impl Ladder {
             let o = orders.get(slot);
             (o.price, o.remaining)
         };
-        let idx = match self.find(price) {
-            Ok(i) => i,
-            Err(i) => {
-                self.levels.insert(
-                    i,
-                    Level {
-                        price,
-                        head: NIL,
-                        tail: NIL,
-                        gpus: 0,
-                        orders: 0,
-                    },
-                );
-                i
+        let key = self.key(price);
+        let level_slot = match self.rank(key) {
+            Ok(rank) => self.ranks[rank].1,
+            Err(rank) => {
+                let level = Level {
+                    price,
+                    head: NIL,
+                    tail: NIL,
+                    gpus: 0,
+                    orders: 0,
+                };
+                let level_slot = match self.free.pop() {
+                    Some(free) => {
+                        self.slots[free as usize] = level;
+                        free
+                    }
+                    None => {
+                        self.slots.push(level);
+                        (self.slots.len() - 1) as u32
+                    }
+                };
+                self.ranks.insert(rank, (key, level_slot));
+                level_slot
             }
         };
-        let level = &mut self.levels[idx];
+        let level = &mut self.slots[level_slot as usize];
         let tail = level.tail;
         {
             let o = orders.get_mut(slot);
             o.prev = tail;
             o.next = NIL;
+            o.level = level_slot;
         }
         if tail == NIL {
             level.head = slot;
@@ -221,12 +248,11 @@ impl Ladder {
 
     /// Unlinks the order in `slot` (still stored in the slab) from its level.
     pub fn unlink(&mut self, orders: &mut Orders, slot: u32) {
-        let (price, prev, next, gpus) = {
+        let (price, prev, next, gpus, level_slot) = {
             let o = orders.get(slot);
-            (o.price, o.prev, o.next, o.remaining)
+            (o.price, o.prev, o.next, o.remaining, o.level)
         };
-        let idx = self.find(price).expect("a resting order's level exists");
-        let level = &mut self.levels[idx];
+        let level = &mut self.slots[level_slot as usize];
         if prev == NIL {
             level.head = next;
         } else {
@@ -240,19 +266,22 @@ impl Ladder {
         level.gpus -= u64::from(gpus);
         level.orders -= 1;
         if level.orders == 0 {
-            self.levels.remove(idx);
+            let rank = self
+                .rank(self.key(price))
+                .expect("a resting order's level is ranked");
+            self.ranks.remove(rank);
+            self.free.push(level_slot);
         }
     }
 
     /// Lowers the GPUs counted at the order's level (the order keeps its place).
-    pub fn reduce(&mut self, price: i64, by: u32) {
-        let idx = self.find(price).expect("a resting order's level exists");
-        self.levels[idx].gpus -= u64::from(by);
+    pub fn reduce(&mut self, level_slot: u32, by: u32) {
+        self.slots[level_slot as usize].gpus -= u64::from(by);
     }
 
     /// Slots in priority order, best level first.
     pub fn iter<'a>(&'a self, orders: &'a Orders) -> impl Iterator<Item = u32> + 'a {
-        self.levels.iter().rev().flat_map(move |level| {
+        self.levels().flat_map(move |level| {
             std::iter::successors((level.head != NIL).then_some(level.head), move |&s| {
                 let next = orders.get(s).next;
                 (next != NIL).then_some(next)

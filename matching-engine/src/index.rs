@@ -21,6 +21,14 @@ pub(crate) struct ClientIds {
 
 impl ClientIds {
     pub fn contains(&self, id: ClientOrderId) -> bool {
+        // The usual case, a counter's next value, is above every run.
+        if self
+            .runs
+            .last_key_value()
+            .is_none_or(|(_, &end)| id.0 > end)
+        {
+            return false;
+        }
         self.runs
             .range(..=id.0)
             .next_back()
@@ -30,6 +38,13 @@ impl ClientIds {
     /// Records `id`, which must not be recorded yet.
     pub fn insert(&mut self, id: ClientOrderId) {
         let id = id.0;
+        // The usual case: a counter's next value extends the last run.
+        if let Some(mut last) = self.runs.last_entry() {
+            if last.get().checked_add(1) == Some(id) {
+                *last.get_mut() = id;
+                return;
+            }
+        }
         let before = self
             .runs
             .range(..id)

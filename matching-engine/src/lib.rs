@@ -451,6 +451,7 @@ impl Engine {
             expires_at,
             post_only: new.post_only,
             terms,
+            level: NIL,
             prev: NIL,
             next: NIL,
         };
@@ -618,15 +619,14 @@ impl Engine {
         let released = bid_part - cost;
 
         for (slot, in_book) in [(maker, true), (taker, taker_in_book)] {
-            let o = self.orders.get_mut(slot);
-            let price = o.price;
-            let side = o.side;
+            let o = self.orders.get(slot);
+            let (side, level, remaining) = (o.side, o.level, o.remaining);
             if in_book {
                 let ladder = self.markets[market as usize].ladder_mut(side);
-                if self.orders.get(slot).remaining == gpus {
+                if remaining == gpus {
                     ladder.unlink(&mut self.orders, slot);
                 } else {
-                    ladder.reduce(price, gpus);
+                    ladder.reduce(level, gpus);
                 }
             }
             let o = self.orders.get_mut(slot);
@@ -822,7 +822,7 @@ impl Engine {
         if keeps_priority {
             self.markets[market as usize]
                 .ladder_mut(side)
-                .reduce(new_price, reduced_by);
+                .reduce(self.orders.get(slot).level, reduced_by);
         } else {
             self.markets[market as usize]
                 .ladder_mut(side)
@@ -987,9 +987,7 @@ impl Engine {
         let m = &self.markets[*self.market_index.get(&market)? as usize];
         let side = |ladder: &Ladder| {
             ladder
-                .levels
-                .iter()
-                .rev()
+                .levels()
                 .take(levels)
                 .map(|l| DepthLevel {
                     price: Price::from_micros(l.price),
@@ -1067,7 +1065,7 @@ impl Engine {
         let mut held: FxHashMap<AccountId, i64> = FxHashMap::default();
         for market in &self.markets {
             for ladder in [&market.bids, &market.asks] {
-                for level in &ladder.levels {
+                for level in ladder.levels() {
                     let (mut gpus, mut count, mut slot) = (0u64, 0u32, level.head);
                     while slot != NIL {
                         let o = self.orders.get(slot);
