@@ -1,5 +1,93 @@
-//! The ledger: Postgres projections of the event log (double-entry journal, billing,
-//! reputation, net positions) and the finance exports.
+//! The ledger: Postgres projections of the event log.
 //!
-//! Not built yet: issue 3/7 builds it. Until then this crate is empty on purpose, so that
-//! nothing in the workspace pretends to keep books it does not keep.
+//! Built so far: the projector framework ([`Projector`], exactly once, positions stored in
+//! the same transaction as the rows) and the double-entry journal ([`Journal`]): every
+//! event that moves money becomes a journal transaction of postings that sums to zero, with
+//! balances per account and bucket kept in the same transaction. Billing, reputation, net
+//! positions and the finance exports come in later slices of issue 3/7.
+//!
+//! I/O stays at the edges: [`journal::postings`] (event → postings) is pure; the projector
+//! reads the log and writes Postgres around it.
+
+pub mod journal;
+mod journal_projection;
+mod projector;
+pub mod schema;
+
+use std::error::Error;
+
+use contract::codec::DecodeError;
+use diesel::pg::PgConnection;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use eventlog::LogError;
+use tracing::info;
+
+pub use journal_projection::{Journal, JournalBatch};
+pub use projector::{Projection, Projector, ProjectorConfig, Refusal};
+
+/// The workspace's `migrations/`, compiled in so a binary migrates its database without
+/// the source tree.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
+
+/// Applies the migrations the database does not have yet; returns how many it applied.
+pub fn migrate(conn: &mut PgConnection) -> Result<usize, LedgerError> {
+    let applied = conn
+        .run_pending_migrations(MIGRATIONS)
+        .map_err(LedgerError::Migrations)?;
+    for version in &applied {
+        info!(%version, "migration applied");
+    }
+    Ok(applied.len())
+}
+
+/// Everything that stops a projector. The variants about a record say where it is; the
+/// projector's stored position is then that record's offset.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("event log: {0}")]
+    Log(#[from] LogError),
+    #[error("database: {0}")]
+    Database(#[from] diesel::result::Error),
+    #[error("applying migrations: {0}")]
+    Migrations(#[source] Box<dyn Error + Send + Sync>),
+    /// An unknown schema version or damaged bytes.
+    #[error("{topic}/{partition} offset {offset} cannot be decoded: {source}")]
+    Undecodable {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        source: DecodeError,
+    },
+    #[error("{topic}/{partition} offset {offset} holds seq {seq}: this is not the gap-free event log of one engine")]
+    SeqMismatch {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        seq: u64,
+    },
+    #[error("{projector} cannot project {topic}/{partition} offset {offset}: {source}")]
+    Refused {
+        projector: &'static str,
+        topic: String,
+        partition: u32,
+        offset: u64,
+        source: Refusal,
+    },
+    /// Another instance of the projector moved the stored position: this one is stale.
+    #[error("{projector} on {topic}/{partition} expected to stand at {expected} but the database says {found:?}: another instance is projecting; reopen")]
+    PositionMoved {
+        projector: &'static str,
+        topic: String,
+        partition: u32,
+        expected: u64,
+        found: Option<i64>,
+    },
+    #[error("{projector} already projects topic {existing:?} into this database, not {requested:?}: use one database per events topic")]
+    OtherTopic {
+        projector: &'static str,
+        existing: String,
+        requested: String,
+    },
+    #[error("{what} {value} does not fit its database column")]
+    OutOfRange { what: &'static str, value: i128 },
+}

@@ -1,0 +1,584 @@
+//! The journal projection against a real Postgres and a real event log: each test creates
+//! its own database (from `DATABASE_URL`, default the local server) and drops it at the end.
+
+mod stream;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use contract::codec::{self, EventBody, EventRecord, SCHEMA};
+use contract::{
+    AccountId, Amount, CancelReason, Event, LeaseEndReason, LeaseId, OrderId, Rejection, Timestamp,
+};
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
+use eventlog::{LogConfig, NewRecord};
+use ledger::journal::{Bucket, PostingError};
+use ledger::{Journal, LedgerError, Projector, ProjectorConfig, Refusal};
+use rust_decimal::Decimal;
+
+use stream::EngineRun;
+
+/// A database of its own for one test, migrated, dropped when the test ends.
+struct TestDb {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl TestDb {
+    fn new() -> TestDb {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let admin_url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!(
+            "ledger_test_{}_{}_{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut admin = PgConnection::establish(&admin_url).unwrap();
+        diesel::sql_query(format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .unwrap();
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(base, _)| base);
+        let url = format!("{base}/{name}");
+        let db = TestDb {
+            admin_url,
+            name,
+            url,
+        };
+        assert_eq!(ledger::migrate(&mut db.connect()).unwrap(), 1);
+        db
+    }
+
+    fn connect(&self) -> PgConnection {
+        PgConnection::establish(&self.url).unwrap()
+    }
+
+    fn projector(&self, log_url: &str, topic: &str) -> Projector<Journal> {
+        let log = eventlog::open(log_url, &LogConfig::default()).unwrap();
+        Projector::open(
+            self.connect(),
+            log,
+            ProjectorConfig {
+                topic: topic.to_owned(),
+                partition: 0,
+                poll: Duration::from_millis(200),
+            },
+            Journal,
+        )
+        .unwrap()
+    }
+
+    /// `md5` of every row of every ledger table, in key order.
+    fn checksums(&self) -> Vec<(String, String)> {
+        #[derive(QueryableByName)]
+        struct Sum {
+            #[diesel(sql_type = Text)]
+            md5: String,
+        }
+        let mut conn = self.connect();
+        [
+            ("projector_offsets", "projector, topic, partition"),
+            ("journal_transactions", "partition, event_seq"),
+            ("postings", "partition, event_seq, leg"),
+            ("balances", "account, bucket"),
+        ]
+        .into_iter()
+        .map(|(table, key)| {
+            let sum: Sum = diesel::sql_query(format!(
+                "SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY {key}), '')) AS md5 \
+                 FROM {table} t"
+            ))
+            .get_result(&mut conn)
+            .unwrap();
+            (table.to_owned(), sum.md5)
+        })
+        .collect()
+    }
+
+    fn balances(&self) -> BTreeMap<(i64, String), Decimal> {
+        use ledger::schema::balances::dsl::*;
+        balances
+            .select((account, bucket, amount))
+            .load::<(i64, String, Decimal)>(&mut self.connect())
+            .unwrap()
+            .into_iter()
+            .map(|(a, b, m)| ((a, b), m))
+            .collect()
+    }
+
+    fn stored_position(&self) -> i64 {
+        use ledger::schema::projector_offsets::dsl::*;
+        projector_offsets
+            .filter(projector.eq("journal"))
+            .select(next_offset)
+            .get_result(&mut self.connect())
+            .unwrap()
+    }
+
+    fn count(&self, sql: &str) -> i64 {
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        diesel::sql_query(sql)
+            .get_result::<Count>(&mut self.connect())
+            .unwrap()
+            .n
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // Best effort: a failing drop must not hide the test's own failure.
+        if let Ok(mut admin) = PgConnection::establish(&self.admin_url) {
+            let _ = diesel::sql_query(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut admin);
+        }
+    }
+}
+
+fn decimal(micros: i64) -> Decimal {
+    Decimal::new(micros, 6)
+}
+
+/// The journal's books against the engine's and against themselves.
+fn check_books(db: &TestDb, run: &EngineRun) {
+    let balances = db.balances();
+    let get = |account: u64, bucket: Bucket| {
+        balances
+            .get(&(account as i64, bucket.as_str().to_owned()))
+            .copied()
+            .unwrap_or_default()
+    };
+    for &account in &run.accounts {
+        let engine = run.engine_balance(AccountId(account));
+        let spendable = if account == 0 {
+            Bucket::Fees
+        } else {
+            Bucket::Available
+        };
+        assert_eq!(
+            (
+                get(account, spendable),
+                get(account, Bucket::Held),
+                get(account, Bucket::InLease)
+            ),
+            (
+                decimal(engine.available.micros()),
+                decimal(engine.held.micros()),
+                decimal(engine.in_lease.micros())
+            ),
+            "account {account}"
+        );
+    }
+    // Every transaction balances, has at least two legs, and the books sum to zero.
+    assert_eq!(
+        db.count(
+            "SELECT count(*) AS n FROM (SELECT 1 FROM postings GROUP BY partition, event_seq \
+             HAVING sum(amount) <> 0 OR count(*) < 2) t"
+        ),
+        0
+    );
+    let total: Decimal = balances.values().sum();
+    assert_eq!(total, Decimal::ZERO);
+    // Balances are exactly the sums of the postings.
+    assert_eq!(
+        db.count(
+            "SELECT count(*) AS n FROM balances b FULL JOIN \
+             (SELECT account, bucket, sum(amount) AS amount FROM postings GROUP BY account, bucket) p \
+             USING (account, bucket) WHERE b.amount IS DISTINCT FROM p.amount"
+        ),
+        0
+    );
+    // Every transaction traces back to its event and command.
+    #[derive(QueryableByName)]
+    struct Trace {
+        #[diesel(sql_type = BigInt)]
+        event_seq: i64,
+        #[diesel(sql_type = BigInt)]
+        command_offset: i64,
+        #[diesel(sql_type = Text)]
+        kind: String,
+    }
+    let traces: Vec<Trace> = diesel::sql_query(
+        "SELECT event_seq, command_offset, kind FROM journal_transactions ORDER BY event_seq",
+    )
+    .load(&mut db.connect())
+    .unwrap();
+    assert!(!traces.is_empty());
+    let events = run.events();
+    for trace in &traces {
+        let event = &events[trace.event_seq as usize];
+        assert_eq!(event.command_offset as i64, trace.command_offset);
+        assert_eq!(event.body.kind(), trace.kind);
+    }
+    let moving = events
+        .iter()
+        .filter(|e| matches!(&e.body, EventBody::Event(event) if !ledger::journal::postings(event).unwrap().is_empty()))
+        .count();
+    assert_eq!(traces.len(), moving);
+}
+
+#[test]
+fn the_journal_of_an_engine_stream_matches_the_engine() {
+    let run = EngineRun::file(1, 20_000);
+    let db = TestDb::new();
+    let mut projector = db.projector(&run.log_url, &run.events_topic);
+    let started = Instant::now();
+    let end = projector.catch_up(4096).unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(end, run.events_end());
+    eprintln!(
+        "journal: {end} events in {elapsed:.2?} ({:.0} events/s, {} build)",
+        end as f64 / elapsed.as_secs_f64(),
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
+    assert_eq!(db.stored_position(), end as i64);
+    check_books(&db, &run);
+    // The stream exercises every kind of money movement, the market's fee withdrawals too.
+    assert_eq!(
+        db.count("SELECT count(DISTINCT kind) AS n FROM journal_transactions"),
+        7
+    );
+    assert!(
+        db.count("SELECT count(*) AS n FROM postings WHERE account = 0 AND bucket = 'external'")
+            > 0
+    );
+    // Nothing new: a batch waits for the poll time and projects nothing.
+    assert_eq!(projector.run_batch(100).unwrap(), 0);
+}
+
+#[test]
+fn stopping_and_resuming_and_rebuilding_give_identical_tables() {
+    let run = EngineRun::file(2, 8_000);
+    let live = TestDb::new();
+    // Stop and reopen the projector several times, with different batch sizes.
+    for (runs, batch) in [(3, 7), (2, 500), (1, 1)] {
+        let mut projector = live.projector(&run.log_url, &run.events_topic);
+        for _ in 0..runs {
+            projector.run_batch(batch).unwrap();
+        }
+    }
+    let mut projector = live.projector(&run.log_url, &run.events_topic);
+    assert_eq!(projector.next_offset(), 3 * 7 + 2 * 500 + 1);
+    projector.catch_up(333).unwrap();
+    check_books(&live, &run);
+    // A rebuild from offset zero into a fresh database, in one go.
+    let rebuilt = TestDb::new();
+    rebuilt
+        .projector(&run.log_url, &run.events_topic)
+        .catch_up(100_000)
+        .unwrap();
+    assert_eq!(live.checksums(), rebuilt.checksums());
+}
+
+#[test]
+fn a_committed_batch_is_never_applied_twice() {
+    let run = EngineRun::file(3, 3_000);
+    let db = TestDb::new();
+    let mut first = db.projector(&run.log_url, &run.events_topic);
+    let mut stale = db.projector(&run.log_url, &run.events_topic);
+    assert_eq!(first.run_batch(1_000).unwrap(), 1_000);
+    let after_first = db.checksums();
+    // The second instance still believes it stands at zero: it must not write the batch again.
+    let err = stale.run_batch(1_000).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LedgerError::PositionMoved {
+                expected: 0,
+                found: Some(1_000),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(db.checksums(), after_first);
+    // Reopened, it resumes where the first left off.
+    let mut reopened = db.projector(&run.log_url, &run.events_topic);
+    assert_eq!(reopened.next_offset(), 1_000);
+    reopened.catch_up(1_000).unwrap();
+    check_books(&db, &run);
+}
+
+#[test]
+fn a_batch_that_fails_midway_leaves_no_trace() {
+    let run = EngineRun::file(4, 3_000);
+    let reference = TestDb::new();
+    reference
+        .projector(&run.log_url, &run.events_topic)
+        .catch_up(100_000)
+        .unwrap();
+
+    let db = TestDb::new();
+    let mut projector = db.projector(&run.log_url, &run.events_topic);
+    projector.run_batch(500).unwrap();
+    let before = db.checksums();
+    // The batch's last statement fails, after its position, transactions and postings are
+    // written: the crash the transaction must undo.
+    db.connect()
+        .batch_execute(
+            "CREATE FUNCTION fail() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$; \
+             CREATE TRIGGER fail BEFORE INSERT ON balances \
+             FOR EACH STATEMENT EXECUTE FUNCTION fail()",
+        )
+        .unwrap();
+    let err = projector.run_batch(500).unwrap_err();
+    assert!(err.to_string().contains("injected failure"), "{err}");
+    assert_eq!(db.checksums(), before);
+    assert_eq!(projector.next_offset(), 500);
+    diesel::sql_query("DROP TRIGGER fail ON balances")
+        .execute(&mut db.connect())
+        .unwrap();
+    projector.catch_up(500).unwrap();
+    assert_eq!(db.checksums(), reference.checksums());
+}
+
+/// A hand-written events topic: two deposits, the record under test, one more deposit.
+fn bad_record_log(bad: NewRecord<'_>) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().join("log").display());
+    let mut log = eventlog::open(&url, &LogConfig::default()).unwrap();
+    log.create_topic("events", 1).unwrap();
+    let deposit = |seq: u64, account: u64, amount: &str| {
+        codec::encode(&EventRecord {
+            seq,
+            command_offset: seq,
+            at: Timestamp(1_767_225_600_000),
+            body: EventBody::Event(Event::Deposited {
+                account: AccountId(account),
+                amount: Amount::parse(amount).unwrap(),
+            }),
+        })
+    };
+    let (first, second, last) = (
+        deposit(0, 1, "100"),
+        deposit(1, 2, "50"),
+        deposit(3, 1, "1"),
+    );
+    let good = |payload| NewRecord {
+        kind: "deposited",
+        schema: SCHEMA,
+        payload,
+    };
+    log.append(
+        "events",
+        0,
+        &[good(&first), good(&second), bad, good(&last)],
+    )
+    .unwrap();
+    log.flush().unwrap();
+    (dir, url)
+}
+
+#[test]
+fn bad_records_stop_the_projector_before_them() {
+    let unbalanced = codec::encode(&EventRecord {
+        seq: 2,
+        command_offset: 2,
+        at: Timestamp(1_767_225_600_000),
+        body: EventBody::Event(Event::LeaseEnded {
+            lease_id: LeaseId(1),
+            buyer: AccountId(1),
+            provider: AccountId(2),
+            hours_used: Decimal::ONE,
+            charged: Amount::parse("10").unwrap(),
+            fee: Amount::parse("1").unwrap(),
+            provider_earned: Amount::parse("8").unwrap(),
+            refunded: Amount::ZERO,
+            reason: LeaseEndReason::Completed,
+        }),
+    });
+    let misnumbered = codec::encode(&EventRecord {
+        seq: 7,
+        command_offset: 2,
+        at: Timestamp(1_767_225_600_000),
+        body: EventBody::Rejected(Rejection::NothingToAmend),
+    });
+    let far_future = codec::encode(&EventRecord {
+        seq: 2,
+        command_offset: 2,
+        at: Timestamp(i64::MAX),
+        body: EventBody::Event(Event::OrderCancelled {
+            order_id: OrderId(1),
+            account: AccountId(1),
+            remaining: 1,
+            released: Amount::parse("1").unwrap(),
+            reason: CancelReason::Expired,
+        }),
+    });
+    let record = |schema, payload| NewRecord {
+        kind: "bad",
+        schema,
+        payload,
+    };
+    type Expect = fn(&LedgerError) -> bool;
+    let cases: [(&str, NewRecord<'_>, Expect); 5] = [
+        (
+            "unknown schema",
+            record(SCHEMA + 1, &unbalanced),
+            |e| matches!(e, LedgerError::Undecodable { offset: 2, source: codec::DecodeError::UnknownSchema { found }, .. } if *found == SCHEMA + 1),
+        ),
+        ("corrupt payload", record(SCHEMA, &[0xff; 9]), |e| {
+            matches!(
+                e,
+                LedgerError::Undecodable {
+                    offset: 2,
+                    source: codec::DecodeError::Corrupt { .. },
+                    ..
+                }
+            )
+        }),
+        ("unbalanced", record(SCHEMA, &unbalanced), |e| {
+            matches!(
+                e,
+                LedgerError::Refused {
+                    offset: 2,
+                    source: Refusal::Posting(PostingError::Unbalanced {
+                        kind: "lease_ended",
+                        total: -1_000_000
+                    }),
+                    ..
+                }
+            )
+        }),
+        ("seq is not the offset", record(SCHEMA, &misnumbered), |e| {
+            matches!(
+                e,
+                LedgerError::SeqMismatch {
+                    offset: 2,
+                    seq: 7,
+                    ..
+                }
+            )
+        }),
+        ("timestamp out of range", record(SCHEMA, &far_future), |e| {
+            matches!(
+                e,
+                LedgerError::Refused {
+                    offset: 2,
+                    source: Refusal::OutOfRange {
+                        what: "timestamp (ms)",
+                        ..
+                    },
+                    ..
+                }
+            )
+        }),
+    ];
+    for (name, bad, expected) in cases {
+        let (_dir, url) = bad_record_log(bad);
+        let db = TestDb::new();
+        let mut projector = db.projector(&url, "events");
+        // The bad record sits inside the batch: the two before it are committed.
+        let err = projector.run_batch(10).unwrap_err();
+        assert!(expected(&err), "{name}: {err:?}");
+        assert_eq!(projector.next_offset(), 2, "{name}");
+        assert_eq!(db.stored_position(), 2, "{name}");
+        let deposited = BTreeMap::from([
+            ((1, "available".to_owned()), decimal(100_000_000)),
+            ((1, "external".to_owned()), decimal(-100_000_000)),
+            ((2, "available".to_owned()), decimal(50_000_000)),
+            ((2, "external".to_owned()), decimal(-50_000_000)),
+        ]);
+        assert_eq!(db.balances(), deposited, "{name}");
+        // It stays stopped, also after a restart, and changes nothing more.
+        let err = projector.run_batch(10).unwrap_err();
+        assert!(expected(&err), "{name} again: {err:?}");
+        let err = db.projector(&url, "events").catch_up(10).unwrap_err();
+        assert!(expected(&err), "{name} after reopening: {err:?}");
+        assert_eq!(db.stored_position(), 2, "{name}");
+        assert_eq!(db.balances(), deposited, "{name}");
+    }
+}
+
+#[test]
+fn a_database_projects_one_topic() {
+    let run = EngineRun::file(5, 100);
+    let db = TestDb::new();
+    db.projector(&run.log_url, &run.events_topic);
+    let log = eventlog::open(&run.log_url, &LogConfig::default()).unwrap();
+    let config = ProjectorConfig {
+        topic: "other-events".to_owned(),
+        partition: 0,
+        poll: Duration::from_millis(10),
+    };
+    let err = Projector::open(db.connect(), log, config, Journal).unwrap_err();
+    assert!(
+        matches!(&err, LedgerError::OtherTopic { existing, requested, .. } if existing == "events" && requested == "other-events"),
+        "{err}"
+    );
+}
+
+#[test]
+fn migrations_are_applied_once_and_the_database_guards_the_journal() {
+    let db = TestDb::new();
+    assert_eq!(ledger::migrate(&mut db.connect()).unwrap(), 0);
+    // The database itself refuses an unbalanced transaction, whoever writes it.
+    let mut conn = db.connect();
+    let err = conn
+        .batch_execute(
+            "INSERT INTO journal_transactions VALUES (0, 1, 1, 'manual', now()); \
+             INSERT INTO postings VALUES (0, 1, 0, 1, 'available', 5), (0, 1, 1, 1, 'external', -4)",
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("does not balance"), "{err}");
+    let err = conn
+        .batch_execute(
+            "INSERT INTO postings VALUES (0, 2, 0, 1, 'available', 5), (0, 2, 1, 1, 'external', -5)",
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("no journal transaction"), "{err}");
+    conn.batch_execute(
+        "INSERT INTO journal_transactions VALUES (0, 3, 3, 'manual', now()); \
+         INSERT INTO postings VALUES (0, 3, 0, 1, 'available', 5), (0, 3, 1, 1, 'external', -5)",
+    )
+    .unwrap();
+    let err = conn
+        .batch_execute("UPDATE postings SET amount = 6 WHERE leg = 0")
+        .unwrap_err();
+    assert!(err.to_string().contains("append-only"), "{err}");
+    let err = diesel::sql_query("INSERT INTO balances VALUES (1, 'pocket', 5)")
+        .execute(&mut conn)
+        .unwrap_err();
+    assert!(err.to_string().contains("bucket"), "{err}");
+}
+
+#[test]
+fn the_kafka_backend_projects_the_same_journal() {
+    let commands = 3_000;
+    let on_kafka = EngineRun::kafka(6, commands);
+    let on_file = EngineRun::file(6, commands);
+    let (kafka_db, file_db) = (TestDb::new(), TestDb::new());
+    kafka_db
+        .projector(&on_kafka.log_url, &on_kafka.events_topic)
+        .catch_up(1_000)
+        .unwrap();
+    file_db
+        .projector(&on_file.log_url, &on_file.events_topic)
+        .catch_up(1_000)
+        .unwrap();
+    check_books(&kafka_db, &on_kafka);
+    // Same commands, same events, same books; only the topic name in the offsets differs.
+    let (kafka_sums, file_sums) = (kafka_db.checksums(), file_db.checksums());
+    assert_eq!(kafka_sums[1..], file_sums[1..]);
+}
