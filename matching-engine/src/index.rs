@@ -149,6 +149,30 @@ mod tests {
     }
 
     #[test]
+    fn restored_leases_keep_the_places_of_ended_ones() {
+        let lease = |id| crate::Lease {
+            id: contract::LeaseId(id),
+            market: contract::MarketId::parse("H100-80GB").unwrap(),
+            buyer: contract::AccountId(1),
+            provider: contract::AccountId(2),
+            node: contract::NodeId::parse("n").unwrap(),
+            gpus: 1,
+            price: contract::Price::from_micros(1),
+            start: contract::Timestamp(0),
+            hours: 1,
+            cost: contract::Amount::from_micros(1),
+        };
+        // Leases 1 and 3 ran; 2 and 4 ended; the next is 5.
+        let mut leases = Leases::restore(vec![lease(1), lease(3)], 5);
+        leases.push(lease(5));
+        assert_eq!(leases.get(contract::LeaseId(5)).map(|l| l.id.0), Some(5));
+        assert!(leases.get(contract::LeaseId(4)).is_none());
+        assert_eq!(leases.remove(contract::LeaseId(1)).map(|l| l.id.0), Some(1));
+        assert_eq!(leases.get(contract::LeaseId(3)).map(|l| l.id.0), Some(3));
+        assert_eq!(leases.iter().count(), 2);
+    }
+
+    #[test]
     fn the_order_index_frees_empty_pages() {
         let mut index = OrderIndex::default();
         index.insert(OrderId(3), 30);
@@ -191,6 +215,11 @@ impl Leases {
                 running.push_back(None);
             }
             running.push_back(Some(lease));
+        }
+        // Leases that ended after the last running one still hold their places, so the next
+        // lease lands at `next`.
+        while first + (running.len() as u64) < next {
+            running.push_back(None);
         }
         Leases { first, running }
     }
