@@ -17,7 +17,8 @@ pub mod schema;
 use std::error::Error;
 
 use contract::codec::DecodeError;
-use diesel::pg::PgConnection;
+use diesel::migration::MigrationSource;
+use diesel::pg::{Pg, PgConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use eventlog::LogError;
 use tracing::info;
@@ -31,13 +32,28 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
 
 /// Applies the migrations the database does not have yet; returns how many it applied.
 pub fn migrate(conn: &mut PgConnection) -> Result<usize, LedgerError> {
+    Ok(migrate_listed(conn)?.len())
+}
+
+/// Applies the migrations the database does not have yet; returns the names (folder names
+/// under `migrations/`) of those it applied, in order.
+pub fn migrate_listed(conn: &mut PgConnection) -> Result<Vec<String>, LedgerError> {
     let applied = conn
         .run_pending_migrations(MIGRATIONS)
         .map_err(LedgerError::Migrations)?;
-    for version in &applied {
-        info!(%version, "migration applied");
-    }
-    Ok(applied.len())
+    let known = MigrationSource::<Pg>::migrations(&MIGRATIONS).map_err(LedgerError::Migrations)?;
+    Ok(applied
+        .iter()
+        .map(|version| {
+            let name = known
+                .iter()
+                .map(|m| m.name())
+                .find(|name| name.version() == *version)
+                .map_or_else(|| version.to_string(), |name| name.to_string());
+            info!(migration = %name, "migration applied");
+            name
+        })
+        .collect())
 }
 
 /// Everything that stops a projector. The variants about a record say where it is; the

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod engine;
+mod ledger;
 mod log;
 
 #[derive(Debug, Parser)]
@@ -19,11 +20,14 @@ enum Command {
     Engine(engine::Args),
     /// Push commands through the event log into a running engine and read the events back.
     Log(log::Args),
+    /// Project a generated engine event stream into Postgres with the journal projector.
+    Ledger(ledger::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Engine(args) => engine::run(&args),
         Command::Log(args) => log::run(&args),
+        Command::Ledger(args) => ledger::run(&args),
     }
 }

@@ -24,10 +24,10 @@ const KILLS: usize = 6;
 const T0: i64 = 1_767_225_600_000;
 
 /// splitmix64: a tiny deterministic generator so a failing seed can be replayed.
-struct Rng(u64);
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -35,13 +35,14 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }
 
-/// A market's day: deposits, asks and constrained bids, cancels, amends and lease ends.
-fn commands(rng: &mut Rng) -> Vec<CommandRecord> {
+/// A market's day of `count` commands: deposits, asks and constrained bids, cancels, amends
+/// and lease ends.
+pub fn commands(rng: &mut Rng, count: u64) -> Vec<CommandRecord> {
     let market = MarketId::parse("H100-80GB").unwrap();
     let regions = ["eu-west", "us-east", "ap-south"].map(|r| Region::parse(r).unwrap());
     let mut out = vec![Command::CreateMarket {
@@ -62,7 +63,7 @@ fn commands(rng: &mut Rng) -> Vec<CommandRecord> {
         });
     }
     let mut placed = 0u64;
-    while (out.len() as u64) < COMMAND_COUNT {
+    while (out.len() as u64) < count {
         let roll = rng.below(100);
         let cents = 180 + rng.below(40) as i64;
         let command = match roll {
@@ -164,7 +165,7 @@ fn spawn_engine(url: &str, prefix: &str, data: &Path) -> Child {
         .expect("the gpumarket binary starts")
 }
 
-fn read_all(log: &mut dyn Log, topic: &str, end: u64) -> Vec<eventlog::Record> {
+pub fn read_all(log: &mut dyn Log, topic: &str, end: u64) -> Vec<eventlog::Record> {
     let mut records = Vec::new();
     while (records.len() as u64) < end {
         let batch = log
@@ -188,7 +189,7 @@ pub fn survive_kills(url: &str, prefix: &str, data: &Path, seed: u64) {
     let topics = Topics::with_prefix(prefix);
     let (commands_topic, events_topic) = (topics.commands.as_str(), topics.events.as_str());
     let mut rng = Rng(seed);
-    let all = commands(&mut rng);
+    let all = commands(&mut rng, COMMAND_COUNT);
     let mut log = eventlog::open(url, &LogConfig::default()).unwrap();
     log.create_topic(commands_topic, 1).unwrap();
     log.create_topic(events_topic, 1).unwrap();
@@ -344,7 +345,7 @@ pub fn survive_kills(url: &str, prefix: &str, data: &Path, seed: u64) {
     assert_eq!(live.state_hash(), replay.state_hash());
 }
 
-fn seed() -> u64 {
+pub fn seed() -> u64 {
     std::env::var("CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -1,3 +1,4 @@
-//! `gpumarket`'s integration tests: the real binary against real logs.
+//! `gpumarket`'s integration tests: the real binary against real logs and a real Postgres.
 
 mod crash;
+mod projector_crash;
