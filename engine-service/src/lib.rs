@@ -14,6 +14,9 @@
 //!   does it write. The engine is deterministic, so the replay reproduces the same answers;
 //!   a difference is reported as divergence and the runner stops.
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};

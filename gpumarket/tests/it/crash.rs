@@ -10,139 +10,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use contract::codec::{self, CommandRecord, EventBody, EventRecord, SCHEMA};
-use contract::{
-    AccountId, Amount, AskSpec, BidSpec, ClientOrderId, Command, FeeRate, Gpus, Hours,
-    Interconnect, LeaseEndReason, LeaseId, MarketId, NewOrder, NodeId, OrderId, OrderTerms, Price,
-    Region, Reputation, TimeInForce, Timestamp, Vendor,
-};
+use engine_service::testing::{market_day, Rng};
 use engine_service::Topics;
 use eventlog::{Log, LogConfig, NewRecord};
 use matching_engine::Engine;
 
 const COMMAND_COUNT: u64 = 30_000;
 const KILLS: usize = 6;
-const T0: i64 = 1_767_225_600_000;
-
-/// splitmix64: a tiny deterministic generator so a failing seed can be replayed.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// A market's day of `count` commands: deposits, asks and constrained bids, cancels, amends
-/// and lease ends.
-pub fn commands(rng: &mut Rng, count: u64) -> Vec<CommandRecord> {
-    let market = MarketId::parse("H100-80GB").unwrap();
-    let regions = ["eu-west", "us-east", "ap-south"].map(|r| Region::parse(r).unwrap());
-    let mut out = vec![Command::CreateMarket {
-        market,
-        tick: Price::parse("0.01").unwrap(),
-        fee: FeeRate::new(300).unwrap(),
-    }];
-    for account in 1..=20 {
-        out.push(Command::Deposit {
-            account: AccountId(account),
-            amount: Amount::parse("1000000").unwrap(),
-        });
-    }
-    for provider in 101..=110 {
-        out.push(Command::SetReputation {
-            provider: AccountId(provider),
-            score: Reputation::new(500 + provider % 5 * 100).unwrap(),
-        });
-    }
-    let mut placed = 0u64;
-    while (out.len() as u64) < count {
-        let roll = rng.below(100);
-        let cents = 180 + rng.below(40) as i64;
-        let command = match roll {
-            0..=39 => {
-                placed += 1;
-                let mut spec = BidSpec::any(Hours::new(1 + rng.below(4)).unwrap());
-                if rng.below(3) == 0 {
-                    spec.regions = vec![regions[rng.below(3) as usize]];
-                }
-                spec.single_node = rng.below(8) == 0;
-                spec.min_reputation = Reputation::new(rng.below(3) * 300).unwrap();
-                Command::Place(NewOrder {
-                    account: AccountId(1 + rng.below(20)),
-                    client_id: ClientOrderId(u128::from(placed)),
-                    market,
-                    price: Price::from_micros(cents * 10_000),
-                    gpus: Gpus::new(1 + rng.below(8)).unwrap(),
-                    tif: match rng.below(10) {
-                        0..=1 => TimeInForce::Ioc,
-                        2 => TimeInForce::Gtt {
-                            expires_at: Timestamp(T0 + out.len() as i64 * 10 + 5_000),
-                        },
-                        _ => TimeInForce::Gtc,
-                    },
-                    post_only: false,
-                    terms: OrderTerms::Bid(spec),
-                })
-            }
-            40..=74 => {
-                placed += 1;
-                Command::Place(NewOrder {
-                    account: AccountId(101 + rng.below(10)),
-                    client_id: ClientOrderId(u128::from(placed)),
-                    market,
-                    price: Price::from_micros((cents + 5) * 10_000),
-                    gpus: Gpus::new(1 + rng.below(8)).unwrap(),
-                    tif: TimeInForce::Gtc,
-                    post_only: rng.below(10) == 0,
-                    terms: OrderTerms::Ask(AskSpec {
-                        node: NodeId::parse(&format!("node-{}", rng.below(50))).unwrap(),
-                        vendor: Vendor::Nvidia,
-                        vram_gb: 80,
-                        interconnect: Interconnect::NvLink,
-                        region: regions[rng.below(3) as usize],
-                        available_until: Timestamp(T0 + 100 * 3_600_000),
-                    }),
-                })
-            }
-            75..=87 => Command::Cancel {
-                account: AccountId(if rng.below(2) == 0 {
-                    1 + rng.below(20)
-                } else {
-                    101 + rng.below(10)
-                }),
-                order_id: OrderId(1 + rng.below(placed.max(1))),
-            },
-            88..=93 => Command::Amend {
-                account: AccountId(101 + rng.below(10)),
-                order_id: OrderId(1 + rng.below(placed.max(1))),
-                price: (rng.below(2) == 0).then(|| Price::from_micros(cents * 10_000)),
-                gpus: Some(Gpus::new(1 + rng.below(4)).unwrap()),
-            },
-            _ => Command::EndLease {
-                by: AccountId::MARKET,
-                lease_id: LeaseId(1 + rng.below(placed.max(1) / 2 + 1)),
-                hours_used: rust_decimal::Decimal::new(rng.below(1_000) as i64, 3),
-                reason: LeaseEndReason::Completed,
-            },
-        };
-        out.push(command);
-    }
-    out.into_iter()
-        .enumerate()
-        .map(|(i, command)| CommandRecord {
-            at: Timestamp(T0 + i as i64 * 10),
-            command,
-        })
-        .collect()
-}
 
 fn spawn_engine(url: &str, prefix: &str, data: &Path) -> Child {
     Process::new(env!("CARGO_BIN_EXE_gpumarket"))
@@ -189,7 +63,7 @@ pub fn survive_kills(url: &str, prefix: &str, data: &Path, seed: u64) {
     let topics = Topics::with_prefix(prefix);
     let (commands_topic, events_topic) = (topics.commands.as_str(), topics.events.as_str());
     let mut rng = Rng(seed);
-    let all = commands(&mut rng, COMMAND_COUNT);
+    let all = market_day(&mut rng, COMMAND_COUNT as usize);
     let mut log = eventlog::open(url, &LogConfig::default()).unwrap();
     log.create_topic(commands_topic, 1).unwrap();
     log.create_topic(events_topic, 1).unwrap();

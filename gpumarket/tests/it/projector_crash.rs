@@ -22,7 +22,8 @@ use ledger::{Journal, Projector, ProjectorConfig};
 use matching_engine::Engine;
 use rust_decimal::Decimal;
 
-use crate::crash::{commands, read_all, seed, Rng};
+use crate::crash::{read_all, seed};
+use engine_service::testing::{market_day, Rng};
 
 const COMMAND_COUNT: u64 = 30_000;
 const KILLS: usize = 6;
@@ -144,7 +145,7 @@ fn projector_survives_kills(url: &str, prefix: &str, seed: u64) {
     eprintln!("projector crash test: log {url}, topics {prefix}*, seed {seed}");
     let topics = Topics::with_prefix(prefix);
     let mut rng = Rng(seed);
-    let all = commands(&mut rng, COMMAND_COUNT);
+    let all = market_day(&mut rng, COMMAND_COUNT as usize);
     let mut log = eventlog::open(url, &LogConfig::default()).unwrap();
     log.create_topic(&topics.commands, 1).unwrap();
     log.create_topic(&topics.events, 1).unwrap();
