@@ -60,6 +60,22 @@ pub enum Command {
         provider: AccountId,
         score: Reputation,
     },
+    /// The provider's agent started the lease's job (its first report for the lease). The
+    /// delay since the fill feeds the provider's reputation.
+    StartLease {
+        provider: AccountId,
+        lease_id: LeaseId,
+    },
+    /// A node's agent is alive and its hardware was identified as `class` GPUs, `gpus` of
+    /// them. Sent about once a minute per node; the reputation projection derives uptime
+    /// from the gaps and spec mismatches from the identity.
+    Heartbeat {
+        provider: AccountId,
+        node: NodeId,
+        /// The GPU class (a market id) the reported hardware identifies as.
+        class: MarketId,
+        gpus: Gpus,
+    },
     /// Only moves time forward (expiring orders); sent when no other command arrives.
     Tick,
 }

@@ -91,6 +91,20 @@ pub enum Event {
         provider: AccountId,
         score: Reputation,
     },
+    /// The provider started the lease's job `after_ms` after the fill.
+    LeaseStarted {
+        lease_id: LeaseId,
+        provider: AccountId,
+        node: NodeId,
+        after_ms: u64,
+    },
+    /// A node reported in; its hardware identified as `gpus` GPUs of class `class`.
+    NodeHeartbeat {
+        provider: AccountId,
+        node: NodeId,
+        class: MarketId,
+        gpus: Gpus,
+    },
 }
 
 impl Event {
@@ -106,6 +120,8 @@ impl Event {
             Event::OrderCancelled { .. } => "order_cancelled",
             Event::LeaseEnded { .. } => "lease_ended",
             Event::ReputationSet { .. } => "reputation_set",
+            Event::LeaseStarted { .. } => "lease_started",
+            Event::NodeHeartbeat { .. } => "node_heartbeat",
         }
     }
 }

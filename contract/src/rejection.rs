@@ -56,6 +56,13 @@ pub enum Rejection {
     UnknownLease { lease_id: LeaseId },
     #[error("account {by} is neither the buyer nor the provider of lease {lease_id}")]
     NotLeaseParty { lease_id: LeaseId, by: AccountId },
+    #[error("account {by} is not the provider of lease {lease_id}")]
+    NotLeaseProvider { lease_id: LeaseId, by: AccountId },
+    #[error("lease {lease_id} already started at {started_at}")]
+    LeaseAlreadyStarted {
+        lease_id: LeaseId,
+        started_at: Timestamp,
+    },
     #[error("hours used must be between 0 and the lease's {hours} hours, with at most six decimal places (got {hours_used})")]
     BadHoursUsed {
         #[serde(with = "rust_decimal::serde::str")]
@@ -69,6 +76,7 @@ impl Rejection {
     pub fn code(&self) -> &'static str {
         match self {
             Rejection::UnknownMarket { .. } => "UNKNOWN_MARKET",
+            Rejection::LeaseAlreadyStarted { .. } => "LEASE_ALREADY_STARTED",
             Rejection::MarketExists { .. } => "MARKET_EXISTS",
             Rejection::PriceOffTick { .. } => "PRICE_OFF_TICK",
             Rejection::NonPositiveAmount { .. } => "NON_POSITIVE_AMOUNT",
@@ -88,6 +96,7 @@ impl Rejection {
             Rejection::TooManyRegions { .. } => "TOO_MANY_REGIONS",
             Rejection::UnknownLease { .. } => "UNKNOWN_LEASE",
             Rejection::NotLeaseParty { .. } => "NOT_LEASE_PARTY",
+            Rejection::NotLeaseProvider { .. } => "NOT_LEASE_PROVIDER",
             Rejection::BadHoursUsed { .. } => "BAD_HOURS_USED",
         }
     }

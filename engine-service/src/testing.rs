@@ -119,7 +119,22 @@ pub fn market_day(rng: &mut Rng, count: usize) -> Vec<CommandRecord> {
                 price: (rng.below(2) == 0).then(|| Price::from_micros(cents * 10_000)),
                 gpus: Some(Gpus::new(1 + rng.below(6)).unwrap()),
             },
-            91..=95 => Command::EndLease {
+            91 => Command::StartLease {
+                provider: AccountId(101 + rng.below(10)),
+                lease_id: LeaseId(1 + rng.below(placed.max(1) / 2 + 1)),
+            },
+            92 => Command::Heartbeat {
+                provider: AccountId(101 + rng.below(10)),
+                node: NodeId::parse(&format!("node-{}", rng.below(50))).unwrap(),
+                // Now and then a node's hardware is not what its asks say.
+                class: if rng.below(20) == 0 {
+                    MarketId::parse("A100-40GB").unwrap()
+                } else {
+                    market
+                },
+                gpus: Gpus::new(8).unwrap(),
+            },
+            93..=95 => Command::EndLease {
                 by: AccountId::MARKET,
                 lease_id: LeaseId(1 + rng.below(placed.max(1) / 2 + 1)),
                 hours_used: rust_decimal::Decimal::new(rng.below(4_000) as i64, 3),

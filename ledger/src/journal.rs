@@ -167,7 +167,10 @@ pub fn postings(event: &Event) -> Result<Vec<Posting>, PostingError> {
                 refunded,
             )?;
         }
-        Event::MarketCreated { .. } | Event::ReputationSet { .. } => {}
+        Event::MarketCreated { .. }
+        | Event::ReputationSet { .. }
+        | Event::LeaseStarted { .. }
+        | Event::NodeHeartbeat { .. } => {}
     }
     let total: i128 = legs
         .postings

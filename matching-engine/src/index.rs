@@ -161,6 +161,7 @@ mod tests {
             start: contract::Timestamp(0),
             hours: 1,
             cost: contract::Amount::from_micros(1),
+            started_at: None,
         };
         // Leases 1 and 3 ran; 2 and 4 ended; the next is 5.
         let mut leases = Leases::restore(vec![lease(1), lease(3)], 5);
@@ -236,6 +237,11 @@ impl Leases {
     pub fn get(&self, id: contract::LeaseId) -> Option<&crate::Lease> {
         let at = id.0.checked_sub(self.first)?;
         self.running.get(usize::try_from(at).ok()?)?.as_ref()
+    }
+
+    pub fn get_mut(&mut self, id: contract::LeaseId) -> Option<&mut crate::Lease> {
+        let at = id.0.checked_sub(self.first)?;
+        self.running.get_mut(usize::try_from(at).ok()?)?.as_mut()
     }
 
     pub fn remove(&mut self, id: contract::LeaseId) -> Option<crate::Lease> {

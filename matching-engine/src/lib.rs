@@ -71,6 +71,8 @@ pub struct Lease {
     pub start: Timestamp,
     pub hours: u32,
     pub cost: Amount,
+    /// When the provider reported the job started; `None` until then.
+    pub started_at: Option<Timestamp>,
 }
 
 /// One price level of a market's published depth.
@@ -200,6 +202,28 @@ impl Engine {
             } => self.end_lease(*by, *lease_id, *hours_used, *reason, out),
             Command::SetReputation { provider, score } => {
                 self.set_reputation(*provider, *score, out);
+                Ok(())
+            }
+            Command::StartLease { provider, lease_id } => {
+                self.start_lease(*provider, *lease_id, out)
+            }
+            Command::Heartbeat {
+                provider,
+                node,
+                class,
+                gpus,
+            } => {
+                // The engine keeps no node state: a heartbeat is a fact for the projections,
+                // ordered with the trades it is judged against.
+                if *provider == AccountId::MARKET {
+                    return Err(Rejection::ReservedAccount { account: *provider });
+                }
+                out.push(Event::NodeHeartbeat {
+                    provider: *provider,
+                    node: *node,
+                    class: *class,
+                    gpus: *gpus,
+                });
                 Ok(())
             }
             Command::Tick => Ok(()),
@@ -657,6 +681,7 @@ impl Engine {
             start: Timestamp(self.now),
             hours,
             cost: Amount::from_micros(cost),
+            started_at: None,
         };
         out.push(Event::LeaseCreated {
             lease_id,
@@ -913,6 +938,40 @@ impl Engine {
             provider_earned: Amount::from_micros(provider_earned),
             refunded: Amount::from_micros(refunded),
             reason,
+        });
+        Ok(())
+    }
+
+    fn start_lease(
+        &mut self,
+        provider: AccountId,
+        lease_id: LeaseId,
+        out: &mut Vec<Event>,
+    ) -> Result<(), Rejection> {
+        let now = self.now;
+        let lease = self
+            .leases
+            .get_mut(lease_id)
+            .ok_or(Rejection::UnknownLease { lease_id })?;
+        if provider != lease.provider {
+            return Err(Rejection::NotLeaseProvider {
+                lease_id,
+                by: provider,
+            });
+        }
+        if let Some(started_at) = lease.started_at {
+            return Err(Rejection::LeaseAlreadyStarted {
+                lease_id,
+                started_at,
+            });
+        }
+        lease.started_at = Some(Timestamp(now));
+        out.push(Event::LeaseStarted {
+            lease_id,
+            provider,
+            node: lease.node,
+            // The clock never goes back, so the start is never before the fill.
+            after_ms: now.abs_diff(lease.start.0),
         });
         Ok(())
     }

@@ -13,7 +13,7 @@ use crate::book::{Ladder, Order};
 use crate::index::{ClientIds, Leases};
 use crate::{Engine, Funds, Lease, Market};
 
-const MAGIC: &[u8; 8] = b"GPUMKT\x00\x01";
+const MAGIC: &[u8; 8] = b"GPUMKT\x00\x02";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {

@@ -149,6 +149,13 @@ fn command() -> impl Strategy<Value = Command> {
         2 => (account(), 1i64..=100).prop_map(|(account, units)| Command::Deposit { account, amount: Amount::from_micros(units * 1_000_000) }),
         2 => (0u64..=6, 1i64..=100).prop_map(|(a, units)| Command::Withdraw { account: AccountId(a), amount: Amount::from_micros(units * 1_000_000) }),
         1 => (4u64..=6, 0u64..=1000).prop_map(|(p, score)| Command::SetReputation { provider: AccountId(p), score: Reputation::new(score).unwrap() }),
+        2 => (0u64..=6, 1u64..=40).prop_map(|(p, lease)| Command::StartLease { provider: AccountId(p), lease_id: LeaseId(lease) }),
+        1 => (0u64..=6, 0u64..=3, 1u64..=8).prop_map(|(p, node, gpus)| Command::Heartbeat {
+            provider: AccountId(p),
+            node: contract::NodeId::parse(&format!("node-{node}")).unwrap(),
+            class: contract::MarketId::parse("H100-80GB").unwrap(),
+            gpus: Gpus::new(gpus).unwrap(),
+        }),
         1 => Just(Command::Tick),
     ]
 }

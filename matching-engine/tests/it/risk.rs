@@ -1,6 +1,8 @@
 //! Pre-trade risk, holds, lease settlement and money conservation.
 
-use contract::{AccountId, Command, Event, LeaseEndReason, LeaseId, Rejection};
+use contract::{
+    AccountId, Command, Event, Gpus, LeaseEndReason, LeaseId, NodeId, Rejection, Timestamp,
+};
 use rust_decimal::Decimal;
 
 use crate::support::*;
@@ -126,4 +128,81 @@ fn deposits_and_withdrawals_move_available_money_only() {
     .accepted();
     assert_eq!(s.engine.balance(BUYER).available, amt("0"));
     assert_eq!(s.engine.total_money(), amt("1100"));
+}
+
+#[test]
+fn only_the_provider_starts_a_lease_and_only_once() {
+    let mut s = Scenario::given(market_with_buyers());
+    s.when(ask(PROVIDER, 1, "2.00", 1));
+    s.at(T0 + 1_000).when(bid(BUYER, 1, "2.00", 1).hours(2));
+    let start = |by| Command::StartLease {
+        provider: by,
+        lease_id: LeaseId(1),
+    };
+    s.when(start(BUYER))
+        .then_rejected(Rejection::NotLeaseProvider {
+            lease_id: LeaseId(1),
+            by: BUYER,
+        });
+    s.when(Command::StartLease {
+        provider: PROVIDER,
+        lease_id: LeaseId(9),
+    })
+    .then_rejected(Rejection::UnknownLease {
+        lease_id: LeaseId(9),
+    });
+    let started = s.at(T0 + 91_000).when(start(PROVIDER));
+    started.accepted();
+    assert_eq!(
+        started.events,
+        [Event::LeaseStarted {
+            lease_id: LeaseId(1),
+            provider: PROVIDER,
+            node: s.engine.lease(LeaseId(1)).unwrap().node,
+            after_ms: 90_000,
+        }]
+    );
+    s.when(start(PROVIDER))
+        .then_rejected(Rejection::LeaseAlreadyStarted {
+            lease_id: LeaseId(1),
+            started_at: Timestamp(T0 + 91_000),
+        });
+    // A snapshot keeps the start, so a restarted engine refuses a second one too.
+    let restored = matching_engine::Engine::restore(&s.engine.snapshot()).unwrap();
+    assert_eq!(restored.state_hash(), s.engine.state_hash());
+    assert_eq!(
+        restored.lease(LeaseId(1)).unwrap().started_at,
+        Some(Timestamp(T0 + 91_000))
+    );
+}
+
+#[test]
+fn a_heartbeat_is_recorded_as_stated_and_changes_no_state() {
+    let mut s = Scenario::given(market_with_buyers());
+    let node = NodeId::parse("fra-1").unwrap();
+    let beat = |provider| Command::Heartbeat {
+        provider,
+        node,
+        class: h100(),
+        gpus: Gpus::new(8).unwrap(),
+    };
+    let before = s.engine.state_hash();
+    s.when(beat(PROVIDER)).accepted();
+    assert_eq!(
+        s.when(beat(PROVIDER)).events,
+        [Event::NodeHeartbeat {
+            provider: PROVIDER,
+            node,
+            class: h100(),
+            gpus: Gpus::new(8).unwrap(),
+        }]
+    );
+    // Only the clock moved.
+    s.when(Command::Tick);
+    let mut idle = Scenario::given(market_with_buyers());
+    idle.at(s.now - 1).when(Command::Tick);
+    assert_eq!(idle.engine.state_hash(), s.engine.state_hash());
+    assert_ne!(before, s.engine.state_hash(), "the clock moved");
+    s.when(beat(AccountId::MARKET))
+        .then_rejected_with("RESERVED_ACCOUNT");
 }
