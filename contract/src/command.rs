@@ -119,6 +119,28 @@ pub enum Interconnect {
     InfinityFabric,
 }
 
+impl Side {
+    /// The name in the JSON form (`bid`, `ask`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Bid => "bid",
+            Side::Ask => "ask",
+        }
+    }
+}
+
+impl TimeInForce {
+    /// The name in the JSON form (`gtc`, `gtt`, `ioc`, `fok`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeInForce::Gtc => "gtc",
+            TimeInForce::Gtt { .. } => "gtt",
+            TimeInForce::Ioc => "ioc",
+            TimeInForce::Fok => "fok",
+        }
+    }
+}
+
 impl Interconnect {
     pub const ALL: [Interconnect; 4] = [
         Interconnect::Pcie,
@@ -271,5 +293,38 @@ mod tests {
         }"#;
         let err = serde_json::from_str::<NewOrder>(json).unwrap_err();
         assert!(err.to_string().contains("GPU count"), "{err}");
+    }
+
+    #[test]
+    fn names_are_the_json_names() {
+        use crate::{CancelReason, LeaseEndReason};
+        let json = |v: serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_default();
+        for side in [Side::Bid, Side::Ask] {
+            assert_eq!(side.as_str(), json(serde_json::to_value(side).unwrap()));
+        }
+        for tif in [TimeInForce::Gtc, TimeInForce::Ioc, TimeInForce::Fok] {
+            assert_eq!(tif.as_str(), json(serde_json::to_value(tif).unwrap()));
+        }
+        let gtt = serde_json::to_value(TimeInForce::Gtt {
+            expires_at: Timestamp(1),
+        })
+        .unwrap();
+        assert!(gtt.get("gtt").is_some(), "{gtt}");
+        for reason in [
+            CancelReason::Requested,
+            CancelReason::ImmediateRemainder,
+            CancelReason::Expired,
+            CancelReason::SelfTrade,
+            CancelReason::ReputationDropped,
+        ] {
+            assert_eq!(reason.as_str(), json(serde_json::to_value(reason).unwrap()));
+        }
+        for reason in [
+            LeaseEndReason::Completed,
+            LeaseEndReason::BuyerStopped,
+            LeaseEndReason::ProviderFailed,
+        ] {
+            assert_eq!(reason.as_str(), json(serde_json::to_value(reason).unwrap()));
+        }
     }
 }

@@ -142,6 +142,19 @@ pub enum CancelReason {
     ReputationDropped,
 }
 
+impl CancelReason {
+    /// The name in the JSON form, e.g. `self_trade`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelReason::Requested => "requested",
+            CancelReason::ImmediateRemainder => "immediate_remainder",
+            CancelReason::Expired => "expired",
+            CancelReason::SelfTrade => "self_trade",
+            CancelReason::ReputationDropped => "reputation_dropped",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LeaseEndReason {
@@ -151,4 +164,15 @@ pub enum LeaseEndReason {
     BuyerStopped,
     /// The node failed or went silent.
     ProviderFailed,
+}
+
+impl LeaseEndReason {
+    /// The name in the JSON form, e.g. `provider_failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaseEndReason::Completed => "completed",
+            LeaseEndReason::BuyerStopped => "buyer_stopped",
+            LeaseEndReason::ProviderFailed => "provider_failed",
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! The journal as a projection: the postings of [`crate::journal::postings`] written to
-//! `journal_transactions`, `postings` and `balances`.
+//! `journal_transactions`, `postings` and `balances`, and the net positions per account
+//! (`net_positions`) that settlement pays out from.
 //!
 //! A batch is written with three statements whatever its size: each table gets one
 //! multi-row `INSERT … SELECT FROM unnest(arrays)`, and balances get one upsert per touched
@@ -8,15 +9,18 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Utc};
 use contract::codec::{EventBody, EventRecord};
+use contract::{AccountId, Event};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Integer, Numeric, SmallInt, Text, Timestamptz};
 use rust_decimal::Decimal;
 
+use crate::columns::{fit, micros_sum, timestamp, MICROS_SCALE};
 use crate::journal::{self, Bucket};
 use crate::projector::{Projection, Refusal};
+use crate::LedgerError;
 
 /// The double-entry journal of every money movement, with balances per account and bucket.
 #[derive(Debug, Default, Clone, Copy)]
@@ -38,36 +42,25 @@ pub struct JournalBatch {
     /// projectors of different partitions (which share the market account's fee row) lock
     /// balance rows in the same order and cannot deadlock.
     deltas: BTreeMap<(i64, Bucket), i128>,
+    /// Net position changes per account, in micro-units: deposits, withdrawals, earnings,
+    /// usage charges, fees (the `net_positions` columns, in order).
+    positions: BTreeMap<i64, [i128; 5]>,
 }
 
-/// `Amount` counts micro-units: six decimal places, the scale of the numeric columns.
-const MICROS_SCALE: u32 = 6;
-
-fn fit(what: &'static str, value: u64) -> Result<i64, Refusal> {
-    i64::try_from(value).map_err(|_| Refusal::OutOfRange {
-        what,
-        value: value.into(),
-    })
-}
-
-/// Postgres keeps timestamps from 4713 BC; chrono's range reaches further back. Years 1 to
-/// 9999 fit both and any real event.
-fn timestamp(millis: i64) -> Result<DateTime<Utc>, Refusal> {
-    DateTime::from_timestamp_millis(millis)
-        .filter(|t| (1..=9999).contains(&t.year()))
-        .ok_or(Refusal::OutOfRange {
-            what: "timestamp (ms)",
-            value: millis.into(),
-        })
-}
-
-fn micros_to_decimal(micros: i128) -> QueryResult<Decimal> {
-    Decimal::try_from_i128_with_scale(micros, MICROS_SCALE)
-        .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))
-}
+const DEPOSITS: usize = 0;
+const WITHDRAWALS: usize = 1;
+const EARNINGS: usize = 2;
+const USAGE_CHARGES: usize = 3;
+const FEES: usize = 4;
 
 impl Projection for Journal {
     const NAME: &'static str = "journal";
+    const TABLES: &'static [&'static str] = &[
+        "journal_transactions",
+        "postings",
+        "balances",
+        "net_positions",
+    ];
     type Batch = JournalBatch;
 
     fn add(&self, batch: &mut JournalBatch, record: &EventRecord) -> Result<(), Refusal> {
@@ -88,6 +81,33 @@ impl Projection for Journal {
             .map(|p| fit("account", p.account.0))
             .collect::<Result<Vec<i64>, Refusal>>()?;
 
+        let positions = match *event {
+            Event::Deposited { account, amount } => vec![(account, DEPOSITS, amount)],
+            Event::Withdrawn { account, amount } => vec![(account, WITHDRAWALS, amount)],
+            Event::LeaseEnded {
+                buyer,
+                provider,
+                charged,
+                fee,
+                provider_earned,
+                ..
+            } => vec![
+                (provider, EARNINGS, provider_earned),
+                (buyer, USAGE_CHARGES, charged),
+                (AccountId::MARKET, FEES, fee),
+            ],
+            _ => Vec::new(),
+        };
+        let positions = positions
+            .into_iter()
+            .map(|(account, column, amount)| {
+                Ok((fit("account", account.0)?, column, amount.micros()))
+            })
+            .collect::<Result<Vec<_>, Refusal>>()?;
+
+        for (account, column, micros) in positions {
+            batch.positions.entry(account).or_default()[column] += i128::from(micros);
+        }
         batch.seqs.push(seq);
         batch.command_offsets.push(command_offset);
         batch.kinds.push(event.kind());
@@ -111,7 +131,7 @@ impl Projection for Journal {
         conn: &mut PgConnection,
         partition: i32,
         batch: JournalBatch,
-    ) -> QueryResult<()> {
+    ) -> Result<(), LedgerError> {
         if batch.seqs.is_empty() {
             return Ok(());
         }
@@ -144,7 +164,7 @@ impl Projection for Journal {
         for ((account, bucket), delta) in batch.deltas {
             accounts.push(account);
             buckets.push(bucket.as_str());
-            amounts.push(micros_to_decimal(delta)?);
+            amounts.push(micros_sum(delta)?);
         }
         diesel::sql_query(
             "INSERT INTO balances (account, bucket, amount) \
@@ -155,6 +175,38 @@ impl Projection for Journal {
         .bind::<Array<Text>, _>(&buckets)
         .bind::<Array<Numeric>, _>(&amounts)
         .execute(conn)?;
+
+        let mut accounts = Vec::with_capacity(batch.positions.len());
+        let mut columns: [Vec<Decimal>; 6] = Default::default();
+        for (account, change) in batch.positions {
+            accounts.push(account);
+            for (column, micros) in columns.iter_mut().zip(change) {
+                column.push(micros_sum(micros)?);
+            }
+            columns[5].push(micros_sum(change[WITHDRAWALS] - change[DEPOSITS])?);
+        }
+        if !accounts.is_empty() {
+            diesel::sql_query(
+                "INSERT INTO net_positions \
+                 (account, deposits, withdrawals, earnings, usage_charges, fees, net_payable) \
+                 SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (account) DO UPDATE SET \
+                 deposits = net_positions.deposits + excluded.deposits, \
+                 withdrawals = net_positions.withdrawals + excluded.withdrawals, \
+                 earnings = net_positions.earnings + excluded.earnings, \
+                 usage_charges = net_positions.usage_charges + excluded.usage_charges, \
+                 fees = net_positions.fees + excluded.fees, \
+                 net_payable = net_positions.net_payable + excluded.net_payable",
+            )
+            .bind::<Array<BigInt>, _>(&accounts)
+            .bind::<Array<Numeric>, _>(&columns[0])
+            .bind::<Array<Numeric>, _>(&columns[1])
+            .bind::<Array<Numeric>, _>(&columns[2])
+            .bind::<Array<Numeric>, _>(&columns[3])
+            .bind::<Array<Numeric>, _>(&columns[4])
+            .bind::<Array<Numeric>, _>(&columns[5])
+            .execute(conn)?;
+        }
         Ok(())
     }
 }

@@ -9,10 +9,16 @@
 //! I/O stays at the edges: [`journal::postings`] (event → postings) is pure; the projector
 //! reads the log and writes Postgres around it.
 
+pub mod export;
 pub mod journal;
+mod activity;
+mod columns;
 mod journal_projection;
 mod projector;
+pub mod reputation;
 pub mod schema;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::error::Error;
 
@@ -23,7 +29,9 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use eventlog::LogError;
 use tracing::info;
 
+pub use activity::{Activity, ActivityBatch};
 pub use journal_projection::{Journal, JournalBatch};
+pub use reputation::{Reputation, ReputationBatch};
 pub use projector::{Projection, Projector, ProjectorConfig, Refusal};
 
 /// The workspace's `migrations/`, compiled in so a binary migrates its database without
@@ -106,4 +114,21 @@ pub enum LedgerError {
     },
     #[error("{what} {value} does not fit its database column")]
     OutOfRange { what: &'static str, value: i128 },
+    #[error("an export period must end after it starts (from {from}, to {to})")]
+    BadPeriod {
+        from: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
+    },
+    #[error("writing an export: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("writing an export: {0}")]
+    Export(String),
+    /// The log refers to something the projection never saw (e.g. a lease end without its
+    /// lease): the log is not complete from offset zero, or the tables were changed by hand.
+    #[error("{projector} on partition {partition}: {detail}")]
+    Inconsistent {
+        projector: &'static str,
+        partition: i32,
+        detail: String,
+    },
 }

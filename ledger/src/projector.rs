@@ -34,13 +34,17 @@ pub trait Projection {
     /// the records added before it are still written.
     fn add(&self, batch: &mut Self::Batch, record: &EventRecord) -> Result<(), Refusal>;
 
-    /// Writes a batch, inside the transaction that also moves the projector's position.
+    /// The tables this projection owns, emptied by [`Projector::rebuild`].
+    const TABLES: &'static [&'static str];
+
+    /// Writes a batch, inside the transaction that also moves the projector's position. An
+    /// error rolls the whole batch back.
     fn write(
         &mut self,
         conn: &mut PgConnection,
         partition: i32,
         batch: Self::Batch,
-    ) -> QueryResult<()>;
+    ) -> Result<(), LedgerError>;
 }
 
 /// Why a projection refuses a well-formed record.
@@ -200,6 +204,26 @@ impl<P: Projection> Projector<P> {
             "batch projected"
         );
         Ok(taken)
+    }
+
+    /// Empties the projection's tables and every partition's position in one transaction,
+    /// so the next batches rebuild them from offset zero. The journal's append-only guard
+    /// refuses `UPDATE` and `DELETE`, not this: a rebuild is an operator's decision, and it
+    /// reproduces the same rows from the same log.
+    pub fn rebuild(&mut self) -> Result<(), LedgerError> {
+        use projector_offsets::dsl;
+
+        let truncate = format!("TRUNCATE {}", P::TABLES.join(", "));
+        self.conn.transaction(|conn| {
+            diesel::sql_query(&truncate).execute(conn)?;
+            diesel::update(dsl::projector_offsets.filter(dsl::projector.eq(P::NAME)))
+                .set(dsl::next_offset.eq(0))
+                .execute(conn)?;
+            Ok::<_, LedgerError>(())
+        })?;
+        info!(projector = P::NAME, tables = ?P::TABLES, "projection emptied for a rebuild");
+        self.next_offset = 0;
+        Ok(())
     }
 
     /// Projects every record the log holds now, `max` per batch; returns the new position.

@@ -1,8 +1,9 @@
-//! Kill the journal projector process (`gpumarket project`) with SIGKILL at random points
-//! while the engine's events stream in, restart it each time, and check that the ledger is
-//! exactly what one uninterrupted projection gives: the engine's balances for every account,
-//! balanced transactions, one journal transaction per money-moving event (none lost, none
-//! twice), and the same table checksums as a from-scratch projection into a fresh database.
+//! Kill the projector process (`gpumarket project`, all three projections on their own
+//! threads) with SIGKILL at random points while the engine's events stream in, restart it
+//! each time, and check that the ledger is exactly what one uninterrupted projection gives:
+//! the engine's balances for every account, balanced transactions, one journal transaction
+//! per money-moving event (none lost, none twice), the same checksum of every table as a
+//! from-scratch projection into a fresh database, and a reconciliation without breaks.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -14,11 +15,10 @@ use std::time::{Duration, Instant};
 use contract::codec::{self, CommandRecord, EventBody, EventRecord, SCHEMA};
 use contract::AccountId;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text};
 use engine_service::{Runner, RunnerConfig, Topics};
 use eventlog::{LogConfig, NewRecord};
 use ledger::journal::Bucket;
-use ledger::{Journal, Projector, ProjectorConfig};
+use ledger::testing::TestDb;
 use matching_engine::Engine;
 use rust_decimal::Decimal;
 
@@ -27,106 +27,6 @@ use engine_service::testing::{market_day, Rng};
 
 const COMMAND_COUNT: u64 = 30_000;
 const KILLS: usize = 6;
-
-/// A database of its own for one test, dropped when the test ends. Not migrated: the
-/// projector process migrates it at start-up.
-struct TestDb {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl TestDb {
-    fn new(tag: &str) -> TestDb {
-        let admin_url = std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("gpumarket_test_{tag}_{}_{nanos}", std::process::id());
-        let mut admin = PgConnection::establish(&admin_url).unwrap();
-        diesel::sql_query(format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .unwrap();
-        let base = admin_url
-            .rsplit_once('/')
-            .map_or(admin_url.as_str(), |(base, _)| base);
-        let url = format!("{base}/{name}");
-        TestDb {
-            admin_url,
-            name,
-            url,
-        }
-    }
-
-    fn connect(&self) -> PgConnection {
-        PgConnection::establish(&self.url).unwrap()
-    }
-
-    /// The projector's stored position, if it has opened yet.
-    fn position(&self) -> Option<i64> {
-        use ledger::schema::projector_offsets::dsl::*;
-        // Before the first migration the table does not exist: no position yet.
-        projector_offsets
-            .filter(projector.eq("journal"))
-            .select(next_offset)
-            .first(&mut self.connect())
-            .ok()
-    }
-
-    /// `md5` of every row of every ledger table, in key order.
-    fn checksums(&self) -> Vec<(String, String)> {
-        #[derive(QueryableByName)]
-        struct Sum {
-            #[diesel(sql_type = Text)]
-            md5: String,
-        }
-        let mut conn = self.connect();
-        [
-            ("projector_offsets", "projector, topic, partition"),
-            ("journal_transactions", "partition, event_seq"),
-            ("postings", "partition, event_seq, leg"),
-            ("balances", "account, bucket"),
-        ]
-        .into_iter()
-        .map(|(table, key)| {
-            let sum: Sum = diesel::sql_query(format!(
-                "SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY {key}), '')) AS md5 \
-                 FROM {table} t"
-            ))
-            .get_result(&mut conn)
-            .unwrap();
-            (table.to_owned(), sum.md5)
-        })
-        .collect()
-    }
-
-    fn count(&self, sql: &str) -> i64 {
-        #[derive(QueryableByName)]
-        struct Count {
-            #[diesel(sql_type = BigInt)]
-            n: i64,
-        }
-        diesel::sql_query(sql)
-            .get_result::<Count>(&mut self.connect())
-            .unwrap()
-            .n
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        // Best effort: a failing drop must not hide the test's own failure.
-        if let Ok(mut admin) = PgConnection::establish(&self.admin_url) {
-            let _ = diesel::sql_query(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .execute(&mut admin);
-        }
-    }
-}
 
 fn spawn_projector(url: &str, prefix: &str, database_url: &str, batch: u64) -> Child {
     Process::new(env!("CARGO_BIN_EXE_gpumarket"))
@@ -197,7 +97,7 @@ fn projector_survives_kills(url: &str, prefix: &str, seed: u64) {
     for kill in 0..KILLS {
         // Batches from one event per transaction to thousands, so kills land in every phase.
         let batch = [1, 64, 500, 4_096][rng.below(4) as usize];
-        let mut projector = spawn_projector(url, prefix, &live.url, batch);
+        let mut projector = spawn_projector(url, prefix, live.url(), batch);
         let alive = 150 + rng.below(600);
         std::thread::sleep(Duration::from_millis(alive));
         projector.kill().unwrap(); // SIGKILL
@@ -205,7 +105,7 @@ fn projector_survives_kills(url: &str, prefix: &str, seed: u64) {
         let events = log.end_offset(&topics.events, 0).unwrap();
         eprintln!(
             "kill {kill}: SIGKILL after {alive} ms (batch {batch}), projected {:?} of {events} events",
-            live.position()
+            live.positions()
         );
     }
     feeder.join().unwrap();
@@ -231,7 +131,7 @@ fn projector_survives_kills(url: &str, prefix: &str, seed: u64) {
     let end = log.end_offset(&topics.events, 0).unwrap();
 
     // The last run catches up, then stops cleanly on SIGTERM.
-    let mut projector = spawn_projector(url, prefix, &live.url, 1_000);
+    let mut projector = spawn_projector(url, prefix, live.url(), 1_000);
     let mut lines = BufReader::new(projector.stderr.take().unwrap()).lines();
     for line in lines.by_ref() {
         if line.unwrap().contains("projector opened") {
@@ -240,7 +140,8 @@ fn projector_survives_kills(url: &str, prefix: &str, seed: u64) {
     }
     std::thread::spawn(move || lines.for_each(drop));
     let deadline = Instant::now() + Duration::from_secs(120);
-    while live.position() != Some(end as i64) {
+    let all_at_end = BTreeMap::from(["activity", "journal", "reputation"].map(|p| (p.to_owned(), end as i64)));
+    while live.positions() != all_at_end {
         assert!(Instant::now() < deadline, "the projector did not catch up");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -367,18 +268,22 @@ fn projector_survives_kills(url: &str, prefix: &str, seed: u64) {
     );
 
     // A projection from scratch into a second database gives identical tables.
-    let rebuilt = TestDb::new("rebuilt");
-    let mut conn = rebuilt.connect();
-    ledger::migrate(&mut conn).unwrap();
-    let config = ProjectorConfig {
-        topic: topics.events.clone(),
-        partition: 0,
-        poll: Duration::from_millis(100),
-    };
-    let log = eventlog::open(url, &LogConfig::default()).unwrap();
-    let mut projector = Projector::open(conn, log, config, Journal).unwrap();
-    assert_eq!(projector.catch_up(100_000).unwrap(), end);
+    let rebuilt = TestDb::migrated("rebuilt");
+    assert_eq!(rebuilt.project_all(url, &topics.events, 100_000), end);
     assert_eq!(live.checksums(), rebuilt.checksums());
+
+    // The finance reconciliation over the whole stream finds no break.
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let status = Process::new(env!("CARGO_BIN_EXE_gpumarket"))
+        .args(["export", "reconciliation", "--database-url", live.url()])
+        .args(["--from", "2025-12-31", "--to", "2026-01-02", "--out"])
+        .arg(out.path())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the reconciliation found breaks");
+    let report = std::fs::read_to_string(out.path()).unwrap();
+    assert!(report.lines().count() > 10 && !report.contains("break"), "{report}");
 }
 
 #[test]

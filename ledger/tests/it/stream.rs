@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use contract::codec::{self, EventRecord, SCHEMA};
+use contract::codec::{self, CommandRecord, EventRecord, SCHEMA};
 use contract::AccountId;
 use engine_service::testing::{market_day, Rng, BUYERS, PROVIDERS};
 use engine_service::{Runner, RunnerConfig, Topics};
 use eventlog::{LogConfig, NewRecord};
-use matching_engine::Balance;
+use matching_engine::{Balance, Engine};
 
 /// The engine's answers to a generated day of commands, in a log.
 pub struct EngineRun {
@@ -23,9 +23,14 @@ pub struct EngineRun {
 impl EngineRun {
     /// On the embedded log, in a temporary directory.
     pub fn file(seed: u64, commands: usize) -> EngineRun {
+        EngineRun::file_of(market_day(&mut Rng(seed), commands))
+    }
+
+    /// These commands, on the embedded log.
+    pub fn file_of(commands: Vec<CommandRecord>) -> EngineRun {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("file://{}", dir.path().join("log").display());
-        EngineRun::run(dir, url, String::new(), seed, commands)
+        EngineRun::run(dir, url, String::new(), commands)
     }
 
     /// On the test Kafka broker, under topics of its own.
@@ -39,8 +44,7 @@ impl EngineRun {
             tempfile::tempdir().unwrap(),
             eventlog::testing::kafka_url(),
             prefix,
-            seed,
-            commands,
+            market_day(&mut Rng(seed), commands),
         )
     }
 
@@ -48,13 +52,13 @@ impl EngineRun {
         dir: tempfile::TempDir,
         log_url: String,
         prefix: String,
-        seed: u64,
-        count: usize,
+        commands: Vec<CommandRecord>,
     ) -> EngineRun {
+        let count = commands.len();
         let topics = Topics::with_prefix(&prefix);
         let mut log = eventlog::open(&log_url, &LogConfig::default()).unwrap();
         log.create_topic(&topics.commands, 1).unwrap();
-        let payloads: Vec<Vec<u8>> = market_day(&mut Rng(seed), count)
+        let payloads: Vec<Vec<u8>> = commands
             .iter()
             .map(codec::encode)
             .collect();
@@ -102,6 +106,11 @@ impl EngineRun {
 
     pub fn engine_balance(&self, account: AccountId) -> Balance {
         self.runner.engine().balance(account)
+    }
+
+    /// The engine after the last command.
+    pub fn engine(&self) -> &Engine {
+        self.runner.engine()
     }
 
     pub fn events_end(&self) -> u64 {

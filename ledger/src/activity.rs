@@ -1,0 +1,865 @@
+//! The market's activity as a projection: markets, orders (current state and history),
+//! trades, leases and billing (usage lines, invoices, provider earnings). The top of each
+//! book is the `top_of_book` view over the open orders.
+//!
+//! A batch folds its events in memory first: an order or lease created in the batch is
+//! written once in its final state, and one that existed before gets one patch with its
+//! latest values (events state remaining quantities absolutely, so no row is read back).
+//! Billing is written in SQL from the ended leases joined with their lease rows, after those
+//! rows are final, so a usage line always carries the lease's own price and size.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use contract::codec::{EventBody, EventRecord};
+use contract::{Event, OrderTerms, TimeInForce};
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{
+    Array, BigInt, Bool, Integer, Nullable, Numeric, Text, Timestamptz,
+};
+use rust_decimal::Decimal;
+
+use crate::columns::{amount, fit, fit_i32, price, timestamp};
+use crate::projector::{Projection, Refusal};
+use crate::LedgerError;
+
+/// Markets, orders, trades, leases and billing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Activity;
+
+#[derive(Debug)]
+struct OrderRow {
+    account: i64,
+    client_id: String,
+    market: String,
+    side: &'static str,
+    price: Decimal,
+    gpus: i32,
+    tif: &'static str,
+    expires_at: Option<DateTime<Utc>>,
+    post_only: bool,
+    hours: Option<i32>,
+    node: Option<String>,
+    region: Option<String>,
+    reputation: i32,
+    hold: Decimal,
+    change: OrderChange,
+    created_at: DateTime<Utc>,
+}
+
+/// The latest values of an order that changed in the batch.
+#[derive(Debug, Clone)]
+struct OrderChange {
+    /// `None`: the price did not change in this batch.
+    price: Option<Decimal>,
+    remaining: i32,
+    status: &'static str,
+    cancel_reason: Option<&'static str>,
+    at: DateTime<Utc>,
+    seq: i64,
+}
+
+#[derive(Debug)]
+struct LeaseRow {
+    market: String,
+    buyer: i64,
+    provider: i64,
+    node: String,
+    bid_order: i64,
+    ask_order: i64,
+    gpus: i32,
+    price: Decimal,
+    hours: i32,
+    cost: Decimal,
+    created_at: DateTime<Utc>,
+    change: LeaseChange,
+}
+
+/// What happened to a lease after its creation, as far as the batch knows.
+#[derive(Debug, Clone, Default)]
+struct LeaseChange {
+    status: Option<&'static str>,
+    started_at: Option<DateTime<Utc>>,
+    start_delay_ms: Option<i64>,
+    end: Option<LeaseEnd>,
+}
+
+#[derive(Debug, Clone)]
+struct LeaseEnd {
+    seq: i64,
+    command_offset: i64,
+    at: DateTime<Utc>,
+    hours_used: Decimal,
+    charged: Decimal,
+    fee: Decimal,
+    provider_earned: Decimal,
+    refunded: Decimal,
+    reason: &'static str,
+}
+
+#[derive(Debug)]
+struct HistoryRow {
+    seq: i64,
+    order_id: i64,
+    change: &'static str,
+    price: Option<Decimal>,
+    remaining: i32,
+    detail: Option<String>,
+    at: DateTime<Utc>,
+}
+
+#[derive(Debug)]
+struct TradeRow {
+    lease_id: i64,
+    seq: i64,
+    market: String,
+    price: Decimal,
+    gpus: i32,
+    hours: i32,
+    buyer: i64,
+    provider: i64,
+    bid_order: i64,
+    ask_order: i64,
+    taker: &'static str,
+    at: DateTime<Utc>,
+}
+
+#[derive(Debug)]
+struct MarketRow {
+    market: String,
+    tick: Decimal,
+    fee_bps: i32,
+    seq: i64,
+    at: DateTime<Utc>,
+}
+
+/// A batch of activity, folded by order and lease.
+#[derive(Debug, Default)]
+pub struct ActivityBatch {
+    markets: Vec<MarketRow>,
+    new_orders: BTreeMap<i64, OrderRow>,
+    order_changes: BTreeMap<i64, OrderChange>,
+    history: Vec<HistoryRow>,
+    trades: Vec<TradeRow>,
+    new_leases: BTreeMap<i64, LeaseRow>,
+    lease_changes: BTreeMap<i64, LeaseChange>,
+    /// The latest event time of the batch: the partition's clock.
+    clock: Option<DateTime<Utc>>,
+}
+
+impl ActivityBatch {
+    /// Applies `change` to the order, wherever the batch keeps it.
+    fn change_order(&mut self, order_id: i64, change: OrderChange) {
+        if let Some(row) = self.new_orders.get_mut(&order_id) {
+            if let Some(price) = change.price {
+                row.price = price;
+            }
+            row.change = OrderChange {
+                price: Some(row.price),
+                ..change
+            };
+        } else {
+            let earlier_price = self.order_changes.get(&order_id).and_then(|c| c.price);
+            self.order_changes.insert(
+                order_id,
+                OrderChange {
+                    price: change.price.or(earlier_price),
+                    ..change
+                },
+            );
+        }
+    }
+
+    fn change_lease(&mut self, lease_id: i64, apply: impl FnOnce(&mut LeaseChange)) {
+        match self.new_leases.get_mut(&lease_id) {
+            Some(row) => apply(&mut row.change),
+            None => apply(self.lease_changes.entry(lease_id).or_default()),
+        }
+    }
+}
+
+fn status(remaining: u32) -> &'static str {
+    if remaining == 0 {
+        "filled"
+    } else {
+        "open"
+    }
+}
+
+impl Projection for Activity {
+    const NAME: &'static str = "activity";
+    const TABLES: &'static [&'static str] = &[
+        "projection_clocks",
+        "markets",
+        "orders",
+        "order_history",
+        "trades",
+        "leases",
+        "usage_lines",
+        "invoices",
+        "earnings",
+    ];
+    type Batch = ActivityBatch;
+
+    fn add(&self, batch: &mut ActivityBatch, record: &EventRecord) -> Result<(), Refusal> {
+        let EventBody::Event(event) = &record.body else {
+            return Ok(());
+        };
+        // Every conversion that can refuse happens before the batch changes.
+        let seq = fit("seq", record.seq)?;
+        let at = timestamp(record.at.0)?;
+        match event {
+            Event::MarketCreated { market, tick, fee } => batch.markets.push(MarketRow {
+                market: market.to_string(),
+                tick: price(*tick),
+                fee_bps: fit_i32("fee", fee.get())?,
+                seq,
+                at,
+            }),
+            Event::OrderAccepted {
+                order_id,
+                order,
+                hold,
+                reputation,
+            } => {
+                let id = fit("order id", order_id.0)?;
+                let gpus = fit_i32("gpus", order.gpus.get())?;
+                let expires_at = match order.tif {
+                    TimeInForce::Gtt { expires_at } => Some(timestamp(expires_at.0)?),
+                    _ => None,
+                };
+                let (hours, node, region) = match &order.terms {
+                    OrderTerms::Bid(spec) => (Some(fit_i32("hours", spec.hours.get())?), None, None),
+                    OrderTerms::Ask(spec) => {
+                        (None, Some(spec.node.to_string()), Some(spec.region.to_string()))
+                    }
+                };
+                let row = OrderRow {
+                    account: fit("account", order.account.0)?,
+                    client_id: order.client_id.to_string(),
+                    market: order.market.to_string(),
+                    side: order.side().as_str(),
+                    price: price(order.price),
+                    gpus,
+                    tif: order.tif.as_str(),
+                    expires_at,
+                    post_only: order.post_only,
+                    hours,
+                    node,
+                    region,
+                    reputation: fit_i32("reputation", reputation.get())?,
+                    hold: amount(*hold),
+                    change: OrderChange {
+                        price: Some(price(order.price)),
+                        remaining: gpus,
+                        status: "open",
+                        cancel_reason: None,
+                        at,
+                        seq,
+                    },
+                    created_at: at,
+                };
+                batch.history.push(HistoryRow {
+                    seq,
+                    order_id: id,
+                    change: "accepted",
+                    price: Some(row.price),
+                    remaining: gpus,
+                    detail: None,
+                    at,
+                });
+                batch.new_orders.insert(id, row);
+            }
+            Event::OrderAmended {
+                order_id,
+                price: new_price,
+                remaining,
+                hold_change,
+                priority_kept,
+                ..
+            } => {
+                let id = fit("order id", order_id.0)?;
+                let remaining = fit_i32("gpus", remaining.get())?;
+                batch.change_order(
+                    id,
+                    OrderChange {
+                        price: Some(price(*new_price)),
+                        remaining,
+                        status: "open",
+                        cancel_reason: None,
+                        at,
+                        seq,
+                    },
+                );
+                batch.history.push(HistoryRow {
+                    seq,
+                    order_id: id,
+                    change: "amended",
+                    price: Some(price(*new_price)),
+                    remaining,
+                    detail: Some(format!(
+                        "hold_change={hold_change} priority_kept={priority_kept}"
+                    )),
+                    at,
+                });
+            }
+            Event::OrderCancelled {
+                order_id,
+                remaining,
+                reason,
+                ..
+            } => {
+                let id = fit("order id", order_id.0)?;
+                let remaining = fit_i32("gpus", *remaining)?;
+                batch.change_order(
+                    id,
+                    OrderChange {
+                        price: None,
+                        remaining,
+                        status: "cancelled",
+                        cancel_reason: Some(reason.as_str()),
+                        at,
+                        seq,
+                    },
+                );
+                batch.history.push(HistoryRow {
+                    seq,
+                    order_id: id,
+                    change: "cancelled",
+                    price: None,
+                    remaining,
+                    detail: Some(reason.as_str().to_owned()),
+                    at,
+                });
+            }
+            Event::LeaseCreated {
+                lease_id,
+                market,
+                buyer,
+                provider,
+                node,
+                bid_order,
+                ask_order,
+                gpus,
+                price: fill_price,
+                start,
+                hours,
+                cost,
+                taker,
+                bid_remaining,
+                ask_remaining,
+                ..
+            } => {
+                let id = fit("lease id", lease_id.0)?;
+                let gpus = fit_i32("gpus", gpus.get())?;
+                let hours = fit_i32("hours", hours.get())?;
+                let (bid, ask) = (fit("order id", bid_order.0)?, fit("order id", ask_order.0)?);
+                let (buyer, provider) = (fit("account", buyer.0)?, fit("account", provider.0)?);
+                let created_at = timestamp(start.0)?;
+                let bid_left = fit_i32("gpus", *bid_remaining)?;
+                let ask_left = fit_i32("gpus", *ask_remaining)?;
+                let fill_price = price(*fill_price);
+                for (order_id, left, raw_left) in
+                    [(bid, bid_left, *bid_remaining), (ask, ask_left, *ask_remaining)]
+                {
+                    batch.change_order(
+                        order_id,
+                        OrderChange {
+                            price: None,
+                            remaining: left,
+                            status: status(raw_left),
+                            cancel_reason: None,
+                            at,
+                            seq,
+                        },
+                    );
+                    batch.history.push(HistoryRow {
+                        seq,
+                        order_id,
+                        change: "filled",
+                        price: Some(fill_price),
+                        remaining: left,
+                        detail: Some(format!("lease={id} gpus={gpus}")),
+                        at,
+                    });
+                }
+                batch.trades.push(TradeRow {
+                    lease_id: id,
+                    seq,
+                    market: market.to_string(),
+                    price: fill_price,
+                    gpus,
+                    hours,
+                    buyer,
+                    provider,
+                    bid_order: bid,
+                    ask_order: ask,
+                    taker: taker.as_str(),
+                    at,
+                });
+                batch.new_leases.insert(
+                    id,
+                    LeaseRow {
+                        market: market.to_string(),
+                        buyer,
+                        provider,
+                        node: node.to_string(),
+                        bid_order: bid,
+                        ask_order: ask,
+                        gpus,
+                        price: fill_price,
+                        hours,
+                        cost: amount(*cost),
+                        created_at,
+                        change: LeaseChange::default(),
+                    },
+                );
+            }
+            Event::LeaseStarted {
+                lease_id, after_ms, ..
+            } => {
+                let id = fit("lease id", lease_id.0)?;
+                let delay = fit("start delay", *after_ms)?;
+                batch.change_lease(id, |c| {
+                    c.status = Some("running");
+                    c.started_at = Some(at);
+                    c.start_delay_ms = Some(delay);
+                });
+            }
+            Event::LeaseEnded {
+                lease_id,
+                hours_used,
+                charged,
+                fee,
+                provider_earned,
+                refunded,
+                reason,
+                ..
+            } => {
+                let id = fit("lease id", lease_id.0)?;
+                let end = LeaseEnd {
+                    seq,
+                    command_offset: fit("command offset", record.command_offset)?,
+                    at,
+                    hours_used: *hours_used,
+                    charged: amount(*charged),
+                    fee: amount(*fee),
+                    provider_earned: amount(*provider_earned),
+                    refunded: amount(*refunded),
+                    reason: reason.as_str(),
+                };
+                batch.change_lease(id, |c| {
+                    c.status = Some("ended");
+                    c.end = Some(end);
+                });
+            }
+            Event::Deposited { .. }
+            | Event::Withdrawn { .. }
+            | Event::ReputationSet { .. }
+            | Event::NodeHeartbeat { .. } => {}
+        }
+        batch.clock = Some(batch.clock.map_or(at, |c| c.max(at)));
+        Ok(())
+    }
+
+    fn write(
+        &mut self,
+        conn: &mut PgConnection,
+        partition: i32,
+        batch: ActivityBatch,
+    ) -> Result<(), LedgerError> {
+        let Some(clock) = batch.clock else {
+            return Ok(());
+        };
+        write_markets(conn, partition, &batch.markets)?;
+        write_orders(conn, partition, &batch)?;
+        write_trades(conn, partition, &batch.trades)?;
+        let ended = write_leases(conn, partition, &batch)?;
+        write_usage(conn, partition, &ended)?;
+        // The partition's clock moves, and invoices whose month every partition has left
+        // close.
+        diesel::sql_query(
+            "INSERT INTO projection_clocks (projector, partition, at) VALUES ($1, $2, $3) \
+             ON CONFLICT (projector, partition) DO UPDATE \
+             SET at = greatest(projection_clocks.at, excluded.at)",
+        )
+        .bind::<Text, _>(Self::NAME)
+        .bind::<Integer, _>(partition)
+        .bind::<Timestamptz, _>(clock)
+        .execute(conn)?;
+        diesel::sql_query(
+            "UPDATE invoices SET status = 'closed' \
+             WHERE status = 'open' AND period + interval '1 month' <= \
+             (SELECT min(at) AT TIME ZONE 'UTC' FROM projection_clocks WHERE projector = $1)",
+        )
+        .bind::<Text, _>(Self::NAME)
+        .execute(conn)?;
+        Ok(())
+    }
+}
+
+fn write_markets(
+    conn: &mut PgConnection,
+    partition: i32,
+    markets: &[MarketRow],
+) -> Result<(), LedgerError> {
+    if markets.is_empty() {
+        return Ok(());
+    }
+    diesel::sql_query(
+        "INSERT INTO markets (market, tick, fee_bps, partition, event_seq, created_at) \
+         SELECT m, t, f, $1, s, a FROM unnest($2, $3, $4, $5, $6) AS u(m, t, f, s, a)",
+    )
+    .bind::<Integer, _>(partition)
+    .bind::<Array<Text>, _>(markets.iter().map(|m| &m.market).collect::<Vec<_>>())
+    .bind::<Array<Numeric>, _>(markets.iter().map(|m| m.tick).collect::<Vec<_>>())
+    .bind::<Array<Integer>, _>(markets.iter().map(|m| m.fee_bps).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(markets.iter().map(|m| m.seq).collect::<Vec<_>>())
+    .bind::<Array<Timestamptz>, _>(markets.iter().map(|m| m.at).collect::<Vec<_>>())
+    .execute(conn)?;
+    Ok(())
+}
+
+fn write_orders(
+    conn: &mut PgConnection,
+    partition: i32,
+    batch: &ActivityBatch,
+) -> Result<(), LedgerError> {
+    if !batch.new_orders.is_empty() {
+        let rows: Vec<(&i64, &OrderRow)> = batch.new_orders.iter().collect();
+        let col = |f: fn(&OrderRow) -> i64| rows.iter().map(|(_, r)| f(r)).collect::<Vec<_>>();
+        diesel::sql_query(
+            "INSERT INTO orders (partition, order_id, account, client_id, market, side, price, \
+             gpus, remaining, tif, expires_at, post_only, hours, node, region, reputation, hold, \
+             status, cancel_reason, created_at, updated_at, updated_seq) \
+             SELECT $1, * FROM unnest($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+             $15, $16, $17, $18, $19, $20, $21, $22)",
+        )
+        .bind::<Integer, _>(partition)
+        .bind::<Array<BigInt>, _>(rows.iter().map(|(id, _)| **id).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(col(|r| r.account))
+        .bind::<Array<Text>, _>(rows.iter().map(|(_, r)| &r.client_id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(rows.iter().map(|(_, r)| &r.market).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(rows.iter().map(|(_, r)| r.side).collect::<Vec<_>>())
+        .bind::<Array<Numeric>, _>(rows.iter().map(|(_, r)| r.price).collect::<Vec<_>>())
+        .bind::<Array<Integer>, _>(rows.iter().map(|(_, r)| r.gpus).collect::<Vec<_>>())
+        .bind::<Array<Integer>, _>(
+            rows.iter()
+                .map(|(_, r)| r.change.remaining)
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Text>, _>(rows.iter().map(|(_, r)| r.tif).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Timestamptz>>, _>(
+            rows.iter().map(|(_, r)| r.expires_at).collect::<Vec<_>>(),
+        )
+        .bind::<Array<Bool>, _>(rows.iter().map(|(_, r)| r.post_only).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Integer>>, _>(rows.iter().map(|(_, r)| r.hours).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(
+            rows.iter().map(|(_, r)| r.node.as_deref()).collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<Text>>, _>(
+            rows.iter()
+                .map(|(_, r)| r.region.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Integer>, _>(rows.iter().map(|(_, r)| r.reputation).collect::<Vec<_>>())
+        .bind::<Array<Numeric>, _>(rows.iter().map(|(_, r)| r.hold).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(rows.iter().map(|(_, r)| r.change.status).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(
+            rows.iter()
+                .map(|(_, r)| r.change.cancel_reason)
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Timestamptz>, _>(rows.iter().map(|(_, r)| r.created_at).collect::<Vec<_>>())
+        .bind::<Array<Timestamptz>, _>(rows.iter().map(|(_, r)| r.change.at).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(rows.iter().map(|(_, r)| r.change.seq).collect::<Vec<_>>())
+        .execute(conn)?;
+    }
+    if !batch.order_changes.is_empty() {
+        let changes: Vec<(&i64, &OrderChange)> = batch.order_changes.iter().collect();
+        let updated = diesel::sql_query(
+            "UPDATE orders o SET price = coalesce(u.price, o.price), remaining = u.remaining, \
+             status = u.status, cancel_reason = u.cancel_reason, updated_at = u.at, \
+             updated_seq = u.seq \
+             FROM unnest($2, $3, $4, $5, $6, $7, $8) \
+             AS u(order_id, price, remaining, status, cancel_reason, at, seq) \
+             WHERE o.partition = $1 AND o.order_id = u.order_id",
+        )
+        .bind::<Integer, _>(partition)
+        .bind::<Array<BigInt>, _>(changes.iter().map(|(id, _)| **id).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Numeric>>, _>(changes.iter().map(|(_, c)| c.price).collect::<Vec<_>>())
+        .bind::<Array<Integer>, _>(changes.iter().map(|(_, c)| c.remaining).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(changes.iter().map(|(_, c)| c.status).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(
+            changes.iter().map(|(_, c)| c.cancel_reason).collect::<Vec<_>>(),
+        )
+        .bind::<Array<Timestamptz>, _>(changes.iter().map(|(_, c)| c.at).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(changes.iter().map(|(_, c)| c.seq).collect::<Vec<_>>())
+        .execute(conn)?;
+        if updated != changes.len() {
+            return Err(LedgerError::Inconsistent {
+                projector: Activity::NAME,
+                partition,
+                detail: format!(
+                    "{} of {} changed orders are unknown",
+                    changes.len() - updated,
+                    changes.len()
+                ),
+            });
+        }
+    }
+    let history = &batch.history;
+    if !history.is_empty() {
+        diesel::sql_query(
+            "INSERT INTO order_history (partition, event_seq, order_id, change, price, remaining, \
+             detail, at) SELECT $1, * FROM unnest($2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind::<Integer, _>(partition)
+        .bind::<Array<BigInt>, _>(history.iter().map(|h| h.seq).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(history.iter().map(|h| h.order_id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(history.iter().map(|h| h.change).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Numeric>>, _>(history.iter().map(|h| h.price).collect::<Vec<_>>())
+        .bind::<Array<Integer>, _>(history.iter().map(|h| h.remaining).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(
+            history.iter().map(|h| h.detail.as_deref()).collect::<Vec<_>>(),
+        )
+        .bind::<Array<Timestamptz>, _>(history.iter().map(|h| h.at).collect::<Vec<_>>())
+        .execute(conn)?;
+    }
+    Ok(())
+}
+
+fn write_trades(
+    conn: &mut PgConnection,
+    partition: i32,
+    trades: &[TradeRow],
+) -> Result<(), LedgerError> {
+    if trades.is_empty() {
+        return Ok(());
+    }
+    diesel::sql_query(
+        "INSERT INTO trades (partition, lease_id, event_seq, market, price, gpus, hours, buyer, \
+         provider, bid_order, ask_order, taker, at) \
+         SELECT $1, * FROM unnest($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind::<Integer, _>(partition)
+    .bind::<Array<BigInt>, _>(trades.iter().map(|t| t.lease_id).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(trades.iter().map(|t| t.seq).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(trades.iter().map(|t| &t.market).collect::<Vec<_>>())
+    .bind::<Array<Numeric>, _>(trades.iter().map(|t| t.price).collect::<Vec<_>>())
+    .bind::<Array<Integer>, _>(trades.iter().map(|t| t.gpus).collect::<Vec<_>>())
+    .bind::<Array<Integer>, _>(trades.iter().map(|t| t.hours).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(trades.iter().map(|t| t.buyer).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(trades.iter().map(|t| t.provider).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(trades.iter().map(|t| t.bid_order).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(trades.iter().map(|t| t.ask_order).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(trades.iter().map(|t| t.taker).collect::<Vec<_>>())
+    .bind::<Array<Timestamptz>, _>(trades.iter().map(|t| t.at).collect::<Vec<_>>())
+    .execute(conn)?;
+    Ok(())
+}
+
+/// Writes new leases in their final state and patches older ones; returns every lease that
+/// ended in the batch, for billing.
+fn write_leases(
+    conn: &mut PgConnection,
+    partition: i32,
+    batch: &ActivityBatch,
+) -> Result<Vec<(i64, LeaseEnd)>, LedgerError> {
+    let ended: Vec<(i64, LeaseEnd)> = batch
+        .new_leases
+        .iter()
+        .map(|(id, row)| (id, &row.change))
+        .chain(batch.lease_changes.iter())
+        .filter_map(|(id, change)| Some((*id, change.end.clone()?)))
+        .collect();
+    let end_col = |f: fn(&LeaseEnd) -> Decimal| {
+        move |c: &LeaseChange| c.end.as_ref().map(f)
+    };
+    if !batch.new_leases.is_empty() {
+        let rows: Vec<(&i64, &LeaseRow)> = batch.new_leases.iter().collect();
+        let changes = || rows.iter().map(|(_, r)| &r.change);
+        let inserted = diesel::sql_query(
+            // The region comes from the ask, written earlier in this transaction.
+            "INSERT INTO leases (partition, lease_id, market, buyer, provider, node, region, \
+             bid_order, ask_order, gpus, price, hours, cost, status, created_at, started_at, \
+             start_delay_ms, ended_at, hours_used, charged, fee, provider_earned, refunded, \
+             end_reason) \
+             SELECT $1, u.lease_id, u.market, u.buyer, u.provider, u.node, o.region, \
+             u.bid_order, u.ask_order, u.gpus, u.price, u.hours, u.cost, u.status, u.created_at, \
+             u.started_at, u.start_delay_ms, u.ended_at, u.hours_used, u.charged, u.fee, \
+             u.provider_earned, u.refunded, u.end_reason \
+             FROM unnest($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+             $18, $19, $20, $21, $22, $23) AS u(lease_id, market, buyer, provider, node, \
+             bid_order, ask_order, gpus, price, hours, cost, status, created_at, started_at, \
+             start_delay_ms, ended_at, hours_used, charged, fee, provider_earned, refunded, \
+             end_reason) \
+             JOIN orders o ON o.partition = $1 AND o.order_id = u.ask_order",
+        )
+        .bind::<Integer, _>(partition)
+        .bind::<Array<BigInt>, _>(rows.iter().map(|(id, _)| **id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(rows.iter().map(|(_, r)| &r.market).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(rows.iter().map(|(_, r)| r.buyer).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(rows.iter().map(|(_, r)| r.provider).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(rows.iter().map(|(_, r)| &r.node).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(rows.iter().map(|(_, r)| r.bid_order).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(rows.iter().map(|(_, r)| r.ask_order).collect::<Vec<_>>())
+        .bind::<Array<Integer>, _>(rows.iter().map(|(_, r)| r.gpus).collect::<Vec<_>>())
+        .bind::<Array<Numeric>, _>(rows.iter().map(|(_, r)| r.price).collect::<Vec<_>>())
+        .bind::<Array<Integer>, _>(rows.iter().map(|(_, r)| r.hours).collect::<Vec<_>>())
+        .bind::<Array<Numeric>, _>(rows.iter().map(|(_, r)| r.cost).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(
+            changes()
+                .map(|c| c.status.unwrap_or("created"))
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Timestamptz>, _>(rows.iter().map(|(_, r)| r.created_at).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Timestamptz>>, _>(changes().map(|c| c.started_at).collect::<Vec<_>>())
+        .bind::<Array<Nullable<BigInt>>, _>(changes().map(|c| c.start_delay_ms).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Timestamptz>>, _>(
+            changes().map(|c| c.end.as_ref().map(|e| e.at)).collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<Numeric>>, _>(changes().map(end_col(|e| e.hours_used)).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Numeric>>, _>(changes().map(end_col(|e| e.charged)).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Numeric>>, _>(changes().map(end_col(|e| e.fee)).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Numeric>>, _>(
+            changes().map(end_col(|e| e.provider_earned)).collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<Numeric>>, _>(changes().map(end_col(|e| e.refunded)).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(
+            changes().map(|c| c.end.as_ref().map(|e| e.reason)).collect::<Vec<_>>(),
+        )
+        .execute(conn)?;
+        if inserted != rows.len() {
+            return Err(LedgerError::Inconsistent {
+                projector: Activity::NAME,
+                partition,
+                detail: format!(
+                    "{} of {} new leases fill an unknown ask",
+                    rows.len() - inserted,
+                    rows.len()
+                ),
+            });
+        }
+    }
+    if !batch.lease_changes.is_empty() {
+        let rows: Vec<(&i64, &LeaseChange)> = batch.lease_changes.iter().collect();
+        let changes = || rows.iter().map(|(_, c)| *c);
+        let updated = diesel::sql_query(
+            "UPDATE leases l SET status = u.status, \
+             started_at = coalesce(u.started_at, l.started_at), \
+             start_delay_ms = coalesce(u.start_delay_ms, l.start_delay_ms), \
+             ended_at = u.ended_at, hours_used = u.hours_used, charged = u.charged, fee = u.fee, \
+             provider_earned = u.provider_earned, refunded = u.refunded, end_reason = u.end_reason \
+             FROM unnest($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) AS u(lease_id, status, \
+             started_at, start_delay_ms, ended_at, hours_used, charged, fee, provider_earned, \
+             refunded, end_reason) \
+             WHERE l.partition = $1 AND l.lease_id = u.lease_id",
+        )
+        .bind::<Integer, _>(partition)
+        .bind::<Array<BigInt>, _>(rows.iter().map(|(id, _)| **id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(
+            changes()
+                .map(|c| c.status.expect("a lease change sets the status"))
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<Timestamptz>>, _>(changes().map(|c| c.started_at).collect::<Vec<_>>())
+        .bind::<Array<Nullable<BigInt>>, _>(changes().map(|c| c.start_delay_ms).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Timestamptz>>, _>(
+            changes().map(|c| c.end.as_ref().map(|e| e.at)).collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<Numeric>>, _>(changes().map(end_col(|e| e.hours_used)).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Numeric>>, _>(changes().map(end_col(|e| e.charged)).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Numeric>>, _>(changes().map(end_col(|e| e.fee)).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Numeric>>, _>(
+            changes().map(end_col(|e| e.provider_earned)).collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<Numeric>>, _>(changes().map(end_col(|e| e.refunded)).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(
+            changes().map(|c| c.end.as_ref().map(|e| e.reason)).collect::<Vec<_>>(),
+        )
+        .execute(conn)?;
+        if updated != rows.len() {
+            return Err(LedgerError::Inconsistent {
+                projector: Activity::NAME,
+                partition,
+                detail: format!(
+                    "{} of {} changed leases are unknown",
+                    rows.len() - updated,
+                    rows.len()
+                ),
+            });
+        }
+    }
+    Ok(ended)
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// One usage line per ended lease, from the lease's final row, and the invoice and earnings
+/// totals of the lines' months.
+fn write_usage(
+    conn: &mut PgConnection,
+    partition: i32,
+    ended: &[(i64, LeaseEnd)],
+) -> Result<(), LedgerError> {
+    if ended.is_empty() {
+        return Ok(());
+    }
+    // The data-modifying CTEs all run; the final count proves every ended lease was found.
+    let lines: Count = diesel::sql_query(
+        "WITH ended AS ( \
+           SELECT * FROM unnest($2, $3, $4) AS e(lease_id, event_seq, command_offset) \
+         ), lines AS ( \
+           INSERT INTO usage_lines (partition, lease_id, event_seq, command_offset, account, \
+             provider, market, node, region, gpus, hours_used, gpu_hours, unit_price, amount, \
+             fee, provider_earned, list_cost, refunded, end_reason, charge_start, charge_end, \
+             period) \
+           SELECT $1, l.lease_id, e.event_seq, e.command_offset, l.buyer, l.provider, l.market, \
+             l.node, l.region, l.gpus, l.hours_used, l.gpus * l.hours_used, l.price, l.charged, \
+             l.fee, l.provider_earned, l.cost, l.refunded, l.end_reason, \
+             coalesce(l.started_at, l.created_at), l.ended_at, \
+             date_trunc('month', l.ended_at AT TIME ZONE 'UTC')::date \
+           FROM ended e JOIN leases l ON l.partition = $1 AND l.lease_id = e.lease_id \
+           RETURNING account, provider, period, gpu_hours, amount, fee, provider_earned \
+         ), invoiced AS ( \
+           INSERT INTO invoices (account, period, status, lines, gpu_hours, amount) \
+           SELECT account, period, 'open', count(*), sum(gpu_hours), sum(amount) \
+           FROM lines GROUP BY account, period ORDER BY account, period \
+           ON CONFLICT (account, period) DO UPDATE SET lines = invoices.lines + excluded.lines, \
+             gpu_hours = invoices.gpu_hours + excluded.gpu_hours, \
+             amount = invoices.amount + excluded.amount \
+         ), earned AS ( \
+           INSERT INTO earnings (provider, period, leases, gpu_hours, gross, fees, net) \
+           SELECT provider, period, count(*), sum(gpu_hours), sum(amount), sum(fee), \
+             sum(provider_earned) \
+           FROM lines GROUP BY provider, period ORDER BY provider, period \
+           ON CONFLICT (provider, period) DO UPDATE SET leases = earnings.leases + excluded.leases, \
+             gpu_hours = earnings.gpu_hours + excluded.gpu_hours, \
+             gross = earnings.gross + excluded.gross, fees = earnings.fees + excluded.fees, \
+             net = earnings.net + excluded.net \
+         ) SELECT count(*) AS n FROM lines",
+    )
+    .bind::<Integer, _>(partition)
+    .bind::<Array<BigInt>, _>(ended.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(ended.iter().map(|(_, e)| e.seq).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(ended.iter().map(|(_, e)| e.command_offset).collect::<Vec<_>>())
+    .get_result(conn)?;
+    if lines.n != ended.len() as i64 {
+        return Err(LedgerError::Inconsistent {
+            projector: Activity::NAME,
+            partition,
+            detail: format!(
+                "{} of {} ended leases are unknown",
+                ended.len() as i64 - lines.n,
+                ended.len()
+            ),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,629 @@
+//! Provider reputation: what each provider's record is, the score it earns, and the
+//! projection that keeps both (with a history that explains every change).
+//!
+//! # The score
+//!
+//! Four components, each in `[0, 1]`:
+//!
+//! - **completion** = `(completed + 5 × 0.7) / (completed + failed + 5)`: leases that ran to
+//!   their end against leases the provider failed (leases the buyer stopped count for
+//!   neither);
+//! - **uptime** = `(up_h + 24 × 0.8) / (up_h + down_h + 24)`: hours its nodes were heard from
+//!   (heartbeats at most [`HEARTBEAT_TOLERANCE`] intervals apart) against hours they were
+//!   silent;
+//! - **punctuality** = `(on_time + 5 × 0.7) / (starts + 5)`: leases started within
+//!   [`ON_TIME_MS`] of the fill;
+//! - **integrity** = `0.85 ^ spec_mismatches`: each time a node's reported hardware stops
+//!   matching what its asks advertise (a GPU class other than the ask's market, or fewer
+//!   GPUs than it offers) costs 15 %, for good.
+//!
+//! `score = round(1000 × (0.5 × completion + 0.3 × uptime + 0.2 × punctuality) × integrity)`.
+//!
+//! The first three are Bayesian averages: each starts from a prior (70 % of 5 leases, 80 %
+//! of 24 hours) that real history outweighs only gradually. A new provider starts at 730, below
+//! an established good one, and cannot reach the top with a handful of quick leases; a
+//! provider with one failure out of two leases is not ruined by it either.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use contract::codec::{EventBody, EventRecord};
+use contract::{Event, LeaseEndReason, OrderTerms};
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::upsert::excluded;
+
+use crate::columns::{fit, fit_i32, timestamp};
+use crate::projector::{Projection, Refusal};
+use crate::schema::{nodes, provider_reputation, reputation_history};
+use crate::LedgerError;
+
+/// How often an agent is expected to report.
+pub const HEARTBEAT_INTERVAL_MS: i64 = 60_000;
+/// A gap of up to this many intervals between two heartbeats counts as up; a longer one
+/// counts one interval as up and the rest as down.
+pub const HEARTBEAT_TOLERANCE: i64 = 3;
+/// A lease started within this long of its fill is on time.
+pub const ON_TIME_MS: u64 = 300_000;
+
+const LEASE_PRIOR: (f64, f64) = (5.0, 0.7);
+const UPTIME_PRIOR_HOURS: (f64, f64) = (24.0, 0.8);
+const MISMATCH_FACTOR: f64 = 0.85;
+
+/// A provider's record: the counts the score is computed from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Record {
+    pub leases_completed: i32,
+    pub leases_failed: i32,
+    pub leases_stopped: i32,
+    pub starts: i32,
+    pub starts_on_time: i32,
+    pub start_delay_ms: i64,
+    pub up_ms: i64,
+    pub down_ms: i64,
+    pub spec_mismatches: i32,
+}
+
+/// A score and the components it is made of.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Score {
+    pub completion: f64,
+    pub uptime: f64,
+    pub punctuality: f64,
+    pub integrity: f64,
+    /// 0 to 1000, as the engine's `Reputation`.
+    pub score: i32,
+}
+
+impl Record {
+    /// The score of this record (the formula in the module documentation).
+    pub fn score(&self) -> Score {
+        let bayes = |good: f64, total: f64, (weight, prior): (f64, f64)| {
+            (good + weight * prior) / (total + weight)
+        };
+        let hours = |ms: i64| ms as f64 / 3_600_000.0;
+        let completion = bayes(
+            f64::from(self.leases_completed),
+            f64::from(self.leases_completed + self.leases_failed),
+            LEASE_PRIOR,
+        );
+        let uptime = bayes(
+            hours(self.up_ms),
+            hours(self.up_ms + self.down_ms),
+            UPTIME_PRIOR_HOURS,
+        );
+        let punctuality = bayes(
+            f64::from(self.starts_on_time),
+            f64::from(self.starts),
+            LEASE_PRIOR,
+        );
+        let integrity = MISMATCH_FACTOR.powi(self.spec_mismatches);
+        let blended = 0.5 * completion + 0.3 * uptime + 0.2 * punctuality;
+        Score {
+            completion,
+            uptime,
+            punctuality,
+            integrity,
+            score: (1000.0 * blended * integrity).round().clamp(0.0, 1000.0) as i32,
+        }
+    }
+}
+
+/// What the projection knows of one node.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = nodes)]
+pub struct Node {
+    pub provider: i64,
+    pub node: String,
+    pub advertised_class: Option<String>,
+    pub advertised_gpus: Option<i32>,
+    pub reported_class: Option<String>,
+    pub reported_gpus: Option<i32>,
+    pub first_heartbeat: Option<DateTime<Utc>>,
+    pub last_heartbeat: Option<DateTime<Utc>>,
+    pub heartbeats: i64,
+    pub up_ms: i64,
+    pub down_ms: i64,
+    pub mismatching: bool,
+    pub mismatches: i32,
+}
+
+/// What one heartbeat did to its node's counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Beat {
+    pub up_ms: i64,
+    pub down_ms: i64,
+    /// The node's hardware just stopped matching its asks.
+    pub new_mismatch: bool,
+}
+
+impl Node {
+    fn new(provider: i64, node: String) -> Node {
+        Node {
+            provider,
+            node,
+            advertised_class: None,
+            advertised_gpus: None,
+            reported_class: None,
+            reported_gpus: None,
+            first_heartbeat: None,
+            last_heartbeat: None,
+            heartbeats: 0,
+            up_ms: 0,
+            down_ms: 0,
+            mismatching: false,
+            mismatches: 0,
+        }
+    }
+
+    /// Records a heartbeat at `at` reporting `gpus` GPUs of `class`.
+    pub fn heartbeat(&mut self, at: DateTime<Utc>, class: &str, gpus: i32) -> Beat {
+        let (up_ms, down_ms) = match self.last_heartbeat {
+            None => (0, 0),
+            Some(last) => {
+                let gap = (at - last).num_milliseconds().max(0);
+                if gap <= HEARTBEAT_TOLERANCE * HEARTBEAT_INTERVAL_MS {
+                    (gap, 0)
+                } else {
+                    (HEARTBEAT_INTERVAL_MS, gap - HEARTBEAT_INTERVAL_MS)
+                }
+            }
+        };
+        let mismatch = match (&self.advertised_class, self.advertised_gpus) {
+            (Some(advertised), Some(offered)) => advertised != class || gpus < offered,
+            // A node that advertised nothing claimed nothing.
+            _ => false,
+        };
+        let new_mismatch = mismatch && !self.mismatching;
+        self.mismatching = mismatch;
+        self.mismatches += i32::from(new_mismatch);
+        self.first_heartbeat.get_or_insert(at);
+        self.last_heartbeat = Some(at);
+        self.reported_class = Some(class.to_owned());
+        self.reported_gpus = Some(gpus);
+        self.heartbeats += 1;
+        self.up_ms += up_ms;
+        self.down_ms += down_ms;
+        Beat {
+            up_ms,
+            down_ms,
+            new_mismatch,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = provider_reputation)]
+struct ProviderRow {
+    provider: i64,
+    leases_completed: i32,
+    leases_failed: i32,
+    leases_stopped: i32,
+    starts: i32,
+    starts_on_time: i32,
+    start_delay_ms: i64,
+    up_ms: i64,
+    down_ms: i64,
+    spec_mismatches: i32,
+    completion: f64,
+    uptime: f64,
+    punctuality: f64,
+    integrity: f64,
+    score: i32,
+    engine_score: Option<i32>,
+    updated_at: DateTime<Utc>,
+}
+
+impl ProviderRow {
+    fn record(&self) -> Record {
+        Record {
+            leases_completed: self.leases_completed,
+            leases_failed: self.leases_failed,
+            leases_stopped: self.leases_stopped,
+            starts: self.starts,
+            starts_on_time: self.starts_on_time,
+            start_delay_ms: self.start_delay_ms,
+            up_ms: self.up_ms,
+            down_ms: self.down_ms,
+            spec_mismatches: self.spec_mismatches,
+        }
+    }
+
+    fn set(&mut self, record: &Record, score: &Score, at: DateTime<Utc>) {
+        self.leases_completed = record.leases_completed;
+        self.leases_failed = record.leases_failed;
+        self.leases_stopped = record.leases_stopped;
+        self.starts = record.starts;
+        self.starts_on_time = record.starts_on_time;
+        self.start_delay_ms = record.start_delay_ms;
+        self.up_ms = record.up_ms;
+        self.down_ms = record.down_ms;
+        self.spec_mismatches = record.spec_mismatches;
+        self.completion = score.completion;
+        self.uptime = score.uptime;
+        self.punctuality = score.punctuality;
+        self.integrity = score.integrity;
+        self.score = score.score;
+        self.updated_at = at;
+    }
+
+    fn new(provider: i64, at: DateTime<Utc>) -> ProviderRow {
+        let mut row = ProviderRow {
+            provider,
+            leases_completed: 0,
+            leases_failed: 0,
+            leases_stopped: 0,
+            starts: 0,
+            starts_on_time: 0,
+            start_delay_ms: 0,
+            up_ms: 0,
+            down_ms: 0,
+            spec_mismatches: 0,
+            completion: 0.0,
+            uptime: 0.0,
+            punctuality: 0.0,
+            integrity: 0.0,
+            score: 0,
+            engine_score: None,
+            updated_at: at,
+        };
+        let record = Record::default();
+        row.set(&record, &record.score(), at);
+        row
+    }
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = reputation_history)]
+struct HistoryRow {
+    partition: i32,
+    event_seq: i64,
+    provider: i64,
+    at: DateTime<Utc>,
+    cause: &'static str,
+    completion: f64,
+    uptime: f64,
+    punctuality: f64,
+    integrity: f64,
+    score: i32,
+}
+
+/// An event as the reputation projection needs it.
+#[derive(Debug, Clone)]
+enum Fact {
+    Advertised {
+        node: String,
+        class: String,
+        gpus: i32,
+    },
+    Heartbeat {
+        node: String,
+        class: String,
+        gpus: i32,
+    },
+    Started {
+        after_ms: i64,
+    },
+    Ended {
+        reason: LeaseEndReason,
+    },
+    EngineScore {
+        score: i32,
+    },
+}
+
+/// The facts of a batch, in log order: `(seq, at, provider, fact)`.
+#[derive(Debug, Default)]
+pub struct ReputationBatch {
+    facts: Vec<(i64, DateTime<Utc>, i64, Fact)>,
+}
+
+/// Provider records, scores, node states and the score history.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Reputation;
+
+/// Rows per statement, well below Postgres's 65,535 bind parameters.
+const CHUNK: usize = 1_000;
+
+impl Projection for Reputation {
+    const NAME: &'static str = "reputation";
+    const TABLES: &'static [&'static str] = &["nodes", "provider_reputation", "reputation_history"];
+    type Batch = ReputationBatch;
+
+    fn add(&self, batch: &mut ReputationBatch, record: &EventRecord) -> Result<(), Refusal> {
+        let EventBody::Event(event) = &record.body else {
+            return Ok(());
+        };
+        let (provider, fact) = match event {
+            Event::OrderAccepted { order, .. } => match &order.terms {
+                OrderTerms::Ask(spec) => (
+                    order.account,
+                    Fact::Advertised {
+                        node: spec.node.to_string(),
+                        class: order.market.to_string(),
+                        gpus: fit_i32("gpus", order.gpus.get())?,
+                    },
+                ),
+                OrderTerms::Bid(_) => return Ok(()),
+            },
+            Event::NodeHeartbeat {
+                provider,
+                node,
+                class,
+                gpus,
+            } => (
+                *provider,
+                Fact::Heartbeat {
+                    node: node.to_string(),
+                    class: class.to_string(),
+                    gpus: fit_i32("gpus", gpus.get())?,
+                },
+            ),
+            Event::LeaseStarted {
+                provider, after_ms, ..
+            } => (
+                *provider,
+                Fact::Started {
+                    after_ms: fit("start delay", *after_ms)?,
+                },
+            ),
+            Event::LeaseEnded {
+                provider, reason, ..
+            } => (*provider, Fact::Ended { reason: *reason }),
+            Event::ReputationSet { provider, score } => (
+                *provider,
+                Fact::EngineScore {
+                    score: fit_i32("reputation", score.get())?,
+                },
+            ),
+            _ => return Ok(()),
+        };
+        let seq = fit("seq", record.seq)?;
+        let at = timestamp(record.at.0)?;
+        let provider = fit("account", provider.0)?;
+        batch.facts.push((seq, at, provider, fact));
+        Ok(())
+    }
+
+    fn write(
+        &mut self,
+        conn: &mut PgConnection,
+        partition: i32,
+        batch: ReputationBatch,
+    ) -> Result<(), LedgerError> {
+        if batch.facts.is_empty() {
+            return Ok(());
+        }
+        let touched: BTreeSet<i64> = batch.facts.iter().map(|f| f.2).collect();
+        let ids: Vec<i64> = touched.iter().copied().collect();
+        let mut providers: BTreeMap<i64, ProviderRow> = BTreeMap::new();
+        let mut node_rows: BTreeMap<(i64, String), Node> = BTreeMap::new();
+        for chunk in ids.chunks(CHUNK) {
+            for row in provider_reputation::table
+                .filter(provider_reputation::provider.eq_any(chunk))
+                .select(ProviderRow::as_select())
+                .load(conn)?
+            {
+                providers.insert(row.provider, row);
+            }
+            for node in nodes::table
+                .filter(nodes::provider.eq_any(chunk))
+                .select(Node::as_select())
+                .load(conn)?
+            {
+                node_rows.insert((node.provider, node.node.clone()), node);
+            }
+        }
+
+        let mut history = Vec::new();
+        for (seq, at, provider, fact) in batch.facts {
+            let row = providers
+                .entry(provider)
+                .or_insert_with(|| ProviderRow::new(provider, at));
+            let mut record = row.record();
+            let cause = match fact {
+                Fact::Advertised { node, class, gpus } => {
+                    let node = node_rows
+                        .entry((provider, node.clone()))
+                        .or_insert_with(|| Node::new(provider, node));
+                    node.advertised_class = Some(class);
+                    node.advertised_gpus = Some(gpus);
+                    None
+                }
+                Fact::Heartbeat { node, class, gpus } => {
+                    let beat = node_rows
+                        .entry((provider, node.clone()))
+                        .or_insert_with(|| Node::new(provider, node))
+                        .heartbeat(at, &class, gpus);
+                    record.up_ms += beat.up_ms;
+                    record.down_ms += beat.down_ms;
+                    record.spec_mismatches += i32::from(beat.new_mismatch);
+                    Some(if beat.new_mismatch {
+                        "spec_mismatch"
+                    } else {
+                        "heartbeat"
+                    })
+                }
+                Fact::Started { after_ms } => {
+                    record.starts += 1;
+                    record.starts_on_time += i32::from(after_ms as u64 <= ON_TIME_MS);
+                    record.start_delay_ms += after_ms;
+                    Some("lease_started")
+                }
+                Fact::Ended { reason } => {
+                    match reason {
+                        LeaseEndReason::Completed => record.leases_completed += 1,
+                        LeaseEndReason::ProviderFailed => record.leases_failed += 1,
+                        LeaseEndReason::BuyerStopped => record.leases_stopped += 1,
+                    }
+                    Some(reason.as_str())
+                }
+                Fact::EngineScore { score } => {
+                    row.engine_score = Some(score);
+                    None
+                }
+            };
+            let Some(cause) = cause else {
+                continue;
+            };
+            let before = row.score;
+            let score = record.score();
+            row.set(&record, &score, at);
+            // Routine heartbeats that leave the score as it was are not history.
+            if cause != "heartbeat" || score.score != before {
+                history.push(HistoryRow {
+                    partition,
+                    event_seq: seq,
+                    provider,
+                    at,
+                    cause,
+                    completion: score.completion,
+                    uptime: score.uptime,
+                    punctuality: score.punctuality,
+                    integrity: score.integrity,
+                    score: score.score,
+                });
+            }
+        }
+
+        let rows: Vec<ProviderRow> = providers.into_values().collect();
+        for chunk in rows.chunks(CHUNK) {
+            use provider_reputation::dsl as p;
+            diesel::insert_into(provider_reputation::table)
+                .values(chunk)
+                .on_conflict(p::provider)
+                .do_update()
+                .set((
+                    p::leases_completed.eq(excluded(p::leases_completed)),
+                    p::leases_failed.eq(excluded(p::leases_failed)),
+                    p::leases_stopped.eq(excluded(p::leases_stopped)),
+                    p::starts.eq(excluded(p::starts)),
+                    p::starts_on_time.eq(excluded(p::starts_on_time)),
+                    p::start_delay_ms.eq(excluded(p::start_delay_ms)),
+                    p::up_ms.eq(excluded(p::up_ms)),
+                    p::down_ms.eq(excluded(p::down_ms)),
+                    p::spec_mismatches.eq(excluded(p::spec_mismatches)),
+                    p::completion.eq(excluded(p::completion)),
+                    p::uptime.eq(excluded(p::uptime)),
+                    p::punctuality.eq(excluded(p::punctuality)),
+                    p::integrity.eq(excluded(p::integrity)),
+                    p::score.eq(excluded(p::score)),
+                    p::engine_score.eq(excluded(p::engine_score)),
+                    p::updated_at.eq(excluded(p::updated_at)),
+                ))
+                .execute(conn)?;
+        }
+        let node_rows: Vec<Node> = node_rows.into_values().collect();
+        for chunk in node_rows.chunks(CHUNK) {
+            use nodes::dsl as n;
+            diesel::insert_into(nodes::table)
+                .values(chunk)
+                .on_conflict((n::provider, n::node))
+                .do_update()
+                .set((
+                    n::advertised_class.eq(excluded(n::advertised_class)),
+                    n::advertised_gpus.eq(excluded(n::advertised_gpus)),
+                    n::reported_class.eq(excluded(n::reported_class)),
+                    n::reported_gpus.eq(excluded(n::reported_gpus)),
+                    n::first_heartbeat.eq(excluded(n::first_heartbeat)),
+                    n::last_heartbeat.eq(excluded(n::last_heartbeat)),
+                    n::heartbeats.eq(excluded(n::heartbeats)),
+                    n::up_ms.eq(excluded(n::up_ms)),
+                    n::down_ms.eq(excluded(n::down_ms)),
+                    n::mismatching.eq(excluded(n::mismatching)),
+                    n::mismatches.eq(excluded(n::mismatches)),
+                ))
+                .execute(conn)?;
+        }
+        for chunk in history.chunks(CHUNK) {
+            diesel::insert_into(reputation_history::table)
+                .values(chunk)
+                .execute(conn)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_700_000_000_000 + ms).unwrap()
+    }
+
+    #[test]
+    fn a_new_provider_starts_at_the_priors_and_cannot_jump_to_the_top() {
+        let new = Record::default().score();
+        assert_eq!(new.score, 730);
+        let lucky = Record {
+            leases_completed: 3,
+            starts: 3,
+            starts_on_time: 3,
+            up_ms: 3 * 3_600_000,
+            ..Record::default()
+        };
+        assert!(lucky.score().score < 850, "{:?}", lucky.score());
+        let veteran = Record {
+            leases_completed: 500,
+            leases_failed: 2,
+            starts: 502,
+            starts_on_time: 495,
+            up_ms: 2_000 * 3_600_000,
+            down_ms: 5 * 3_600_000,
+            ..Record::default()
+        };
+        assert!(veteran.score().score > 980, "{:?}", veteran.score());
+        let unreliable = Record {
+            leases_completed: 10,
+            leases_failed: 10,
+            ..Record::default()
+        };
+        assert!(unreliable.score().score < new.score);
+    }
+
+    #[test]
+    fn each_spec_mismatch_costs_fifteen_percent() {
+        let honest = Record::default().score();
+        let caught = Record {
+            spec_mismatches: 2,
+            ..Record::default()
+        }
+        .score();
+        assert_eq!(caught.integrity, 0.85 * 0.85);
+        assert_eq!(
+            caught.score,
+            (f64::from(honest.score) * 0.7225).round() as i32
+        );
+    }
+
+    #[test]
+    fn heartbeat_gaps_count_as_up_until_the_tolerance_then_as_down() {
+        let mut node = Node::new(1, "fra-1".to_owned());
+        let beat = |node: &mut Node, ms| node.heartbeat(at(ms), "H100-80GB", 8);
+        assert_eq!(beat(&mut node, 0).up_ms, 0);
+        assert_eq!(beat(&mut node, 60_000).up_ms, 60_000);
+        // Two missed beats are tolerated.
+        assert_eq!(beat(&mut node, 240_000).up_ms, 180_000);
+        // Ten minutes of silence: one interval up, the rest down.
+        let long = beat(&mut node, 840_000);
+        assert_eq!((long.up_ms, long.down_ms), (60_000, 540_000));
+        assert_eq!((node.up_ms, node.down_ms, node.heartbeats), (300_000, 540_000, 4));
+    }
+
+    #[test]
+    fn a_mismatch_counts_once_per_episode_and_only_against_advertised_hardware() {
+        let mut node = Node::new(1, "fra-1".to_owned());
+        // Nothing advertised: nothing to mismatch.
+        assert!(!node.heartbeat(at(0), "A100-40GB", 1).new_mismatch);
+        node.advertised_class = Some("H100-80GB".to_owned());
+        node.advertised_gpus = Some(8);
+        assert!(!node.heartbeat(at(60_000), "H100-80GB", 8).new_mismatch);
+        assert!(node.heartbeat(at(120_000), "A100-40GB", 8).new_mismatch);
+        assert!(!node.heartbeat(at(180_000), "A100-40GB", 8).new_mismatch);
+        assert!(!node.heartbeat(at(240_000), "H100-80GB", 8).new_mismatch);
+        // Fewer GPUs than offered is a mismatch too.
+        assert!(node.heartbeat(at(300_000), "H100-80GB", 4).new_mismatch);
+        assert_eq!(node.mismatches, 2);
+    }
+}

@@ -1,0 +1,15 @@
+DROP INDEX journal_transactions_by_time;
+DROP TABLE net_positions;
+DROP TABLE reputation_history;
+DROP TABLE provider_reputation;
+DROP TABLE nodes;
+DROP VIEW top_of_book;
+DROP TABLE earnings;
+DROP TABLE invoices;
+DROP TABLE usage_lines;
+DROP TABLE leases;
+DROP TABLE trades;
+DROP TABLE order_history;
+DROP TABLE orders;
+DROP TABLE markets;
+DROP TABLE projection_clocks;
