@@ -14,12 +14,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Parser, Subcommand};
 use contract::{Command, MarketId, OrderId, Timestamp};
 use diesel::{Connection, PgConnection};
 use engine_service::{Runner, RunnerConfig, Topics};
 use eventlog::{LogConfig, LogError};
-use chrono::{DateTime, NaiveDate, Utc};
 use ledger::{Activity, Journal, LedgerError, Projection, Projector, ProjectorConfig, Reputation};
 use matching_engine::Engine;
 use serde::Deserialize;
@@ -80,7 +80,11 @@ enum Cmd {
         #[arg(long, env = "GPUMARKET_SHARD", default_value_t = 0)]
         shard: u32,
         /// Which projections to run (each on its own thread and connection).
-        #[arg(long, value_delimiter = ',', default_value = "journal,activity,reputation")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "journal,activity,reputation"
+        )]
         projections: Vec<ProjectionName>,
         /// Empty the chosen projections' tables first and rebuild them from offset zero.
         #[arg(long)]

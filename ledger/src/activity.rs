@@ -15,9 +15,7 @@ use contract::codec::{EventBody, EventRecord};
 use contract::{Event, OrderTerms, TimeInForce};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{
-    Array, BigInt, Bool, Integer, Nullable, Numeric, Text, Timestamptz,
-};
+use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Numeric, Text, Timestamptz};
 use rust_decimal::Decimal;
 
 use crate::columns::{amount, fit, fit_i32, price, timestamp};
@@ -230,10 +228,14 @@ impl Projection for Activity {
                     _ => None,
                 };
                 let (hours, node, region) = match &order.terms {
-                    OrderTerms::Bid(spec) => (Some(fit_i32("hours", spec.hours.get())?), None, None),
-                    OrderTerms::Ask(spec) => {
-                        (None, Some(spec.node.to_string()), Some(spec.region.to_string()))
+                    OrderTerms::Bid(spec) => {
+                        (Some(fit_i32("hours", spec.hours.get())?), None, None)
                     }
+                    OrderTerms::Ask(spec) => (
+                        None,
+                        Some(spec.node.to_string()),
+                        Some(spec.region.to_string()),
+                    ),
                 };
                 let row = OrderRow {
                     account: fit("account", order.account.0)?,
@@ -360,9 +362,10 @@ impl Projection for Activity {
                 let bid_left = fit_i32("gpus", *bid_remaining)?;
                 let ask_left = fit_i32("gpus", *ask_remaining)?;
                 let fill_price = price(*fill_price);
-                for (order_id, left, raw_left) in
-                    [(bid, bid_left, *bid_remaining), (ask, ask_left, *ask_remaining)]
-                {
+                for (order_id, left, raw_left) in [
+                    (bid, bid_left, *bid_remaining),
+                    (ask, ask_left, *ask_remaining),
+                ] {
                     batch.change_order(
                         order_id,
                         OrderChange {
@@ -556,7 +559,9 @@ fn write_orders(
         .bind::<Array<Bool>, _>(rows.iter().map(|(_, r)| r.post_only).collect::<Vec<_>>())
         .bind::<Array<Nullable<Integer>>, _>(rows.iter().map(|(_, r)| r.hours).collect::<Vec<_>>())
         .bind::<Array<Nullable<Text>>, _>(
-            rows.iter().map(|(_, r)| r.node.as_deref()).collect::<Vec<_>>(),
+            rows.iter()
+                .map(|(_, r)| r.node.as_deref())
+                .collect::<Vec<_>>(),
         )
         .bind::<Array<Nullable<Text>>, _>(
             rows.iter()
@@ -565,7 +570,11 @@ fn write_orders(
         )
         .bind::<Array<Integer>, _>(rows.iter().map(|(_, r)| r.reputation).collect::<Vec<_>>())
         .bind::<Array<Numeric>, _>(rows.iter().map(|(_, r)| r.hold).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(rows.iter().map(|(_, r)| r.change.status).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(
+            rows.iter()
+                .map(|(_, r)| r.change.status)
+                .collect::<Vec<_>>(),
+        )
         .bind::<Array<Nullable<Text>>, _>(
             rows.iter()
                 .map(|(_, r)| r.change.cancel_reason)
@@ -588,11 +597,16 @@ fn write_orders(
         )
         .bind::<Integer, _>(partition)
         .bind::<Array<BigInt>, _>(changes.iter().map(|(id, _)| **id).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Numeric>>, _>(changes.iter().map(|(_, c)| c.price).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Numeric>>, _>(
+            changes.iter().map(|(_, c)| c.price).collect::<Vec<_>>(),
+        )
         .bind::<Array<Integer>, _>(changes.iter().map(|(_, c)| c.remaining).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(changes.iter().map(|(_, c)| c.status).collect::<Vec<_>>())
         .bind::<Array<Nullable<Text>>, _>(
-            changes.iter().map(|(_, c)| c.cancel_reason).collect::<Vec<_>>(),
+            changes
+                .iter()
+                .map(|(_, c)| c.cancel_reason)
+                .collect::<Vec<_>>(),
         )
         .bind::<Array<Timestamptz>, _>(changes.iter().map(|(_, c)| c.at).collect::<Vec<_>>())
         .bind::<Array<BigInt>, _>(changes.iter().map(|(_, c)| c.seq).collect::<Vec<_>>())
@@ -622,7 +636,10 @@ fn write_orders(
         .bind::<Array<Nullable<Numeric>>, _>(history.iter().map(|h| h.price).collect::<Vec<_>>())
         .bind::<Array<Integer>, _>(history.iter().map(|h| h.remaining).collect::<Vec<_>>())
         .bind::<Array<Nullable<Text>>, _>(
-            history.iter().map(|h| h.detail.as_deref()).collect::<Vec<_>>(),
+            history
+                .iter()
+                .map(|h| h.detail.as_deref())
+                .collect::<Vec<_>>(),
         )
         .bind::<Array<Timestamptz>, _>(history.iter().map(|h| h.at).collect::<Vec<_>>())
         .execute(conn)?;
@@ -674,9 +691,7 @@ fn write_leases(
         .chain(batch.lease_changes.iter())
         .filter_map(|(id, change)| Some((*id, change.end.clone()?)))
         .collect();
-    let end_col = |f: fn(&LeaseEnd) -> Decimal| {
-        move |c: &LeaseChange| c.end.as_ref().map(f)
-    };
+    let end_col = |f: fn(&LeaseEnd) -> Decimal| move |c: &LeaseChange| c.end.as_ref().map(f);
     if !batch.new_leases.is_empty() {
         let rows: Vec<(&i64, &LeaseRow)> = batch.new_leases.iter().collect();
         let changes = || rows.iter().map(|(_, r)| &r.change);
@@ -715,20 +730,34 @@ fn write_leases(
                 .collect::<Vec<_>>(),
         )
         .bind::<Array<Timestamptz>, _>(rows.iter().map(|(_, r)| r.created_at).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Timestamptz>>, _>(changes().map(|c| c.started_at).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Timestamptz>>, _>(
+            changes().map(|c| c.started_at).collect::<Vec<_>>(),
+        )
         .bind::<Array<Nullable<BigInt>>, _>(changes().map(|c| c.start_delay_ms).collect::<Vec<_>>())
         .bind::<Array<Nullable<Timestamptz>>, _>(
-            changes().map(|c| c.end.as_ref().map(|e| e.at)).collect::<Vec<_>>(),
+            changes()
+                .map(|c| c.end.as_ref().map(|e| e.at))
+                .collect::<Vec<_>>(),
         )
-        .bind::<Array<Nullable<Numeric>>, _>(changes().map(end_col(|e| e.hours_used)).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Numeric>>, _>(changes().map(end_col(|e| e.charged)).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Numeric>>, _>(
+            changes().map(end_col(|e| e.hours_used)).collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<Numeric>>, _>(
+            changes().map(end_col(|e| e.charged)).collect::<Vec<_>>(),
+        )
         .bind::<Array<Nullable<Numeric>>, _>(changes().map(end_col(|e| e.fee)).collect::<Vec<_>>())
         .bind::<Array<Nullable<Numeric>>, _>(
-            changes().map(end_col(|e| e.provider_earned)).collect::<Vec<_>>(),
+            changes()
+                .map(end_col(|e| e.provider_earned))
+                .collect::<Vec<_>>(),
         )
-        .bind::<Array<Nullable<Numeric>>, _>(changes().map(end_col(|e| e.refunded)).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Numeric>>, _>(
+            changes().map(end_col(|e| e.refunded)).collect::<Vec<_>>(),
+        )
         .bind::<Array<Nullable<Text>>, _>(
-            changes().map(|c| c.end.as_ref().map(|e| e.reason)).collect::<Vec<_>>(),
+            changes()
+                .map(|c| c.end.as_ref().map(|e| e.reason))
+                .collect::<Vec<_>>(),
         )
         .execute(conn)?;
         if inserted != rows.len() {
@@ -764,20 +793,34 @@ fn write_leases(
                 .map(|c| c.status.expect("a lease change sets the status"))
                 .collect::<Vec<_>>(),
         )
-        .bind::<Array<Nullable<Timestamptz>>, _>(changes().map(|c| c.started_at).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Timestamptz>>, _>(
+            changes().map(|c| c.started_at).collect::<Vec<_>>(),
+        )
         .bind::<Array<Nullable<BigInt>>, _>(changes().map(|c| c.start_delay_ms).collect::<Vec<_>>())
         .bind::<Array<Nullable<Timestamptz>>, _>(
-            changes().map(|c| c.end.as_ref().map(|e| e.at)).collect::<Vec<_>>(),
+            changes()
+                .map(|c| c.end.as_ref().map(|e| e.at))
+                .collect::<Vec<_>>(),
         )
-        .bind::<Array<Nullable<Numeric>>, _>(changes().map(end_col(|e| e.hours_used)).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Numeric>>, _>(changes().map(end_col(|e| e.charged)).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Numeric>>, _>(
+            changes().map(end_col(|e| e.hours_used)).collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<Numeric>>, _>(
+            changes().map(end_col(|e| e.charged)).collect::<Vec<_>>(),
+        )
         .bind::<Array<Nullable<Numeric>>, _>(changes().map(end_col(|e| e.fee)).collect::<Vec<_>>())
         .bind::<Array<Nullable<Numeric>>, _>(
-            changes().map(end_col(|e| e.provider_earned)).collect::<Vec<_>>(),
+            changes()
+                .map(end_col(|e| e.provider_earned))
+                .collect::<Vec<_>>(),
         )
-        .bind::<Array<Nullable<Numeric>>, _>(changes().map(end_col(|e| e.refunded)).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Numeric>>, _>(
+            changes().map(end_col(|e| e.refunded)).collect::<Vec<_>>(),
+        )
         .bind::<Array<Nullable<Text>>, _>(
-            changes().map(|c| c.end.as_ref().map(|e| e.reason)).collect::<Vec<_>>(),
+            changes()
+                .map(|c| c.end.as_ref().map(|e| e.reason))
+                .collect::<Vec<_>>(),
         )
         .execute(conn)?;
         if updated != rows.len() {

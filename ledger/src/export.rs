@@ -119,13 +119,14 @@ pub fn journal_csv(
     loop {
         // Keyset pagination over whole transactions: a page never splits one.
         let rows: Vec<JournalRow> = diesel::sql_query(
-            "SELECT j.at, j.partition, j.event_seq, j.command_offset, j.kind, p.leg, p.account, \
-             p.bucket, p.amount \
+            "SELECT j.at, j.partition, j.event_seq, j.command_offset, j.kind, \
+             (l.leg - 1)::smallint AS leg, l.account, l.bucket, l.amount \
              FROM (SELECT * FROM journal_transactions \
                    WHERE at < $2 AND (at, partition, event_seq) > ($1, $3, $4) \
                    ORDER BY at, partition, event_seq LIMIT $5) j \
-             JOIN postings p USING (partition, event_seq) \
-             ORDER BY j.at, j.partition, j.event_seq, p.leg",
+             CROSS JOIN LATERAL unnest(j.accounts, j.buckets, j.amounts) WITH ORDINALITY \
+               AS l(account, bucket, amount, leg) \
+             ORDER BY j.at, j.partition, j.event_seq, l.leg",
         )
         .bind::<Timestamptz, _>(after.0)
         .bind::<Timestamptz, _>(period.to)
@@ -424,9 +425,10 @@ fn sums(
     to: DateTime<Utc>,
 ) -> Result<Balances, LedgerError> {
     Ok(diesel::sql_query(
-        "SELECT p.account, p.bucket::text AS bucket, sum(p.amount) AS amount \
-         FROM postings p JOIN journal_transactions j USING (partition, event_seq) \
-         WHERE j.at >= coalesce($1, '-infinity') AND j.at < $2 GROUP BY p.account, p.bucket",
+        "SELECT l.account, l.bucket, sum(l.amount) AS amount \
+         FROM journal_transactions j \
+         CROSS JOIN LATERAL unnest(j.accounts, j.buckets, j.amounts) AS l(account, bucket, amount) \
+         WHERE j.at >= coalesce($1, '-infinity') AND j.at < $2 GROUP BY l.account, l.bucket",
     )
     .bind::<Nullable<Timestamptz>, _>(from)
     .bind::<Timestamptz, _>(to)
@@ -457,8 +459,11 @@ pub fn reconciliation(
         let end = granularity.next(start).min(period.to);
         let movements = sums(conn, Some(start), end)?;
         let closing = sums(conn, None, end)?;
-        let keys: std::collections::BTreeSet<&(i64, String)> =
-            opening.keys().chain(movements.keys()).chain(closing.keys()).collect();
+        let keys: std::collections::BTreeSet<&(i64, String)> = opening
+            .keys()
+            .chain(movements.keys())
+            .chain(closing.keys())
+            .collect();
         for key in keys {
             let get = |m: &Balances| m.get(key).copied().unwrap_or_default();
             let line = Line {
@@ -496,10 +501,10 @@ pub fn reconciliation(
             });
         }
         let unbalanced: Vec<Unbalanced> = diesel::sql_query(
-            "SELECT j.partition, j.event_seq, sum(p.amount) AS total \
-             FROM journal_transactions j LEFT JOIN postings p USING (partition, event_seq) \
-             WHERE j.at >= $1 AND j.at < $2 GROUP BY j.partition, j.event_seq \
-             HAVING sum(p.amount) IS DISTINCT FROM 0 ORDER BY 1, 2",
+            "SELECT partition, event_seq, total FROM ( \
+               SELECT partition, event_seq, (SELECT sum(x) FROM unnest(amounts) x) AS total \
+               FROM journal_transactions WHERE at >= $1 AND at < $2) t \
+             WHERE total IS DISTINCT FROM 0 ORDER BY 1, 2",
         )
         .bind::<Timestamptz, _>(start)
         .bind::<Timestamptz, _>(end)
@@ -512,14 +517,17 @@ pub fn reconciliation(
                     "transaction {}/{} sums to {total}",
                     u.partition, u.event_seq
                 ),
-                None => format!("transaction {}/{} has no postings", u.partition, u.event_seq),
+                None => format!(
+                    "transaction {}/{} has no postings",
+                    u.partition, u.event_seq
+                ),
             },
         }));
         let fees: Compared = diesel::sql_query(
             "SELECT \
-               (SELECT coalesce(sum(p.amount), 0) FROM postings p \
-                JOIN journal_transactions j USING (partition, event_seq) \
-                WHERE j.kind = 'lease_ended' AND p.bucket = 'fees' \
+               (SELECT coalesce(sum(l.amount), 0) FROM journal_transactions j \
+                CROSS JOIN LATERAL unnest(j.buckets, j.amounts) AS l(bucket, amount) \
+                WHERE j.kind = 'lease_ended' AND l.bucket = 'fees' \
                 AND j.at >= $1 AND j.at < $2) AS journal, \
                (SELECT coalesce(sum(fee), 0) FROM usage_lines \
                 WHERE charge_end >= $1 AND charge_end < $2) AS billing",
@@ -559,7 +567,8 @@ pub fn reconciliation(
             .collect();
         let closing: Balances = opening.into_iter().filter(|(_, a)| !a.is_zero()).collect();
         if running != closing {
-            let keys: std::collections::BTreeSet<_> = running.keys().chain(closing.keys()).collect();
+            let keys: std::collections::BTreeSet<_> =
+                running.keys().chain(closing.keys()).collect();
             for key in keys {
                 let (r, c) = (running.get(key), closing.get(key));
                 if r != c {

@@ -1,11 +1,12 @@
 //! The journal as a projection: the postings of [`crate::journal::postings`] written to
-//! `journal_transactions`, `postings` and `balances`, and the net positions per account
-//! (`net_positions`) that settlement pays out from.
+//! `journal_transactions` (one row per transaction, its legs as arrays; `postings` is a view
+//! of them) and `balances`, and the net positions per account (`net_positions`) that
+//! settlement pays out from.
 //!
-//! A batch is written with three statements whatever its size: each table gets one
-//! multi-row `INSERT … SELECT FROM unnest(arrays)`, and balances get one upsert per touched
-//! (account, bucket) with the batch's net change. Column arrays bind as single parameters,
-//! so a batch is not limited by Postgres's 65,535 parameters per statement.
+//! A batch is written with three statements whatever its size: the transactions with one
+//! binary `COPY`, and balances and net positions with one upsert each per touched row, with
+//! the batch's net change (column arrays bound to `unnest`, so a batch is not limited by
+//! Postgres's 65,535 parameters per statement).
 
 use std::collections::BTreeMap;
 
@@ -14,30 +15,39 @@ use contract::codec::{EventBody, EventRecord};
 use contract::{AccountId, Event};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Integer, Numeric, SmallInt, Text, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Numeric, Text};
 use rust_decimal::Decimal;
 
-use crate::columns::{fit, micros_sum, timestamp, MICROS_SCALE};
+use crate::columns::{amount, fit, micros_sum, timestamp};
 use crate::journal::{self, Bucket};
 use crate::projector::{Projection, Refusal};
+use crate::schema::journal_transactions;
 use crate::LedgerError;
 
 /// The double-entry journal of every money movement, with balances per account and bucket.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Journal;
 
-/// A batch of journal rows, column by column as they are bound to `unnest`.
-#[derive(Debug, Default)]
-pub struct JournalBatch {
-    seqs: Vec<i64>,
-    command_offsets: Vec<i64>,
-    kinds: Vec<&'static str>,
-    ats: Vec<DateTime<Utc>>,
-    posting_seqs: Vec<i64>,
-    legs: Vec<i16>,
+/// One journal transaction as it is copied into `journal_transactions`.
+#[derive(Debug, Insertable)]
+#[diesel(table_name = journal_transactions)]
+#[diesel(treat_none_as_default_value = false)]
+struct Transaction {
+    partition: i32,
+    event_seq: i64,
+    command_offset: i64,
+    kind: &'static str,
+    at: DateTime<Utc>,
     accounts: Vec<i64>,
     buckets: Vec<&'static str>,
     amounts: Vec<Decimal>,
+}
+
+/// A batch of journal rows.
+#[derive(Debug, Default)]
+pub struct JournalBatch {
+    /// The partition is only known when the batch is written.
+    transactions: Vec<Transaction>,
     /// Net change per (account, bucket) in micro-units. Ordered, so that concurrent
     /// projectors of different partitions (which share the market account's fee row) lock
     /// balance rows in the same order and cannot deadlock.
@@ -55,12 +65,7 @@ const FEES: usize = 4;
 
 impl Projection for Journal {
     const NAME: &'static str = "journal";
-    const TABLES: &'static [&'static str] = &[
-        "journal_transactions",
-        "postings",
-        "balances",
-        "net_positions",
-    ];
+    const TABLES: &'static [&'static str] = &["journal_transactions", "balances", "net_positions"];
     type Batch = JournalBatch;
 
     fn add(&self, batch: &mut JournalBatch, record: &EventRecord) -> Result<(), Refusal> {
@@ -108,21 +113,20 @@ impl Projection for Journal {
         for (account, column, micros) in positions {
             batch.positions.entry(account).or_default()[column] += i128::from(micros);
         }
-        batch.seqs.push(seq);
-        batch.command_offsets.push(command_offset);
-        batch.kinds.push(event.kind());
-        batch.ats.push(at);
-        for ((leg, posting), account) in (0i16..).zip(&postings).zip(accounts) {
-            batch.posting_seqs.push(seq);
-            batch.legs.push(leg);
-            batch.accounts.push(account);
-            batch.buckets.push(posting.bucket.as_str());
-            batch
-                .amounts
-                .push(Decimal::new(posting.amount.micros(), MICROS_SCALE));
-            *batch.deltas.entry((account, posting.bucket)).or_default() +=
+        for (posting, account) in postings.iter().zip(&accounts) {
+            *batch.deltas.entry((*account, posting.bucket)).or_default() +=
                 i128::from(posting.amount.micros());
         }
+        batch.transactions.push(Transaction {
+            partition: 0,
+            event_seq: seq,
+            command_offset,
+            kind: event.kind(),
+            at,
+            amounts: postings.iter().map(|p| amount(p.amount)).collect(),
+            buckets: postings.iter().map(|p| p.bucket.as_str()).collect(),
+            accounts,
+        });
         Ok(())
     }
 
@@ -132,30 +136,16 @@ impl Projection for Journal {
         partition: i32,
         batch: JournalBatch,
     ) -> Result<(), LedgerError> {
-        if batch.seqs.is_empty() {
+        if batch.transactions.is_empty() {
             return Ok(());
         }
-        diesel::sql_query(
-            "INSERT INTO journal_transactions (partition, event_seq, command_offset, kind, at) \
-             SELECT $1, * FROM unnest($2, $3, $4, $5)",
-        )
-        .bind::<Integer, _>(partition)
-        .bind::<Array<BigInt>, _>(&batch.seqs)
-        .bind::<Array<BigInt>, _>(&batch.command_offsets)
-        .bind::<Array<Text>, _>(&batch.kinds)
-        .bind::<Array<Timestamptz>, _>(&batch.ats)
-        .execute(conn)?;
-        diesel::sql_query(
-            "INSERT INTO postings (partition, event_seq, leg, account, bucket, amount) \
-             SELECT $1, * FROM unnest($2, $3, $4, $5, $6)",
-        )
-        .bind::<Integer, _>(partition)
-        .bind::<Array<BigInt>, _>(&batch.posting_seqs)
-        .bind::<Array<SmallInt>, _>(&batch.legs)
-        .bind::<Array<BigInt>, _>(&batch.accounts)
-        .bind::<Array<Text>, _>(&batch.buckets)
-        .bind::<Array<Numeric>, _>(&batch.amounts)
-        .execute(conn)?;
+        let mut transactions = batch.transactions;
+        for t in &mut transactions {
+            t.partition = partition;
+        }
+        diesel::copy_from(journal_transactions::table)
+            .from_insertable(&transactions)
+            .execute(conn)?;
         // Every touched row is upserted, a zero net change included, so the set of balance
         // rows does not depend on where batch boundaries fell.
         let mut accounts = Vec::with_capacity(batch.deltas.len());

@@ -9,10 +9,10 @@
 //! I/O stays at the edges: [`journal::postings`] (event → postings) is pure; the projector
 //! reads the log and writes Postgres around it.
 
-pub mod export;
-pub mod journal;
 mod activity;
 mod columns;
+pub mod export;
+pub mod journal;
 mod journal_projection;
 mod projector;
 pub mod reputation;
@@ -31,8 +31,8 @@ use tracing::info;
 
 pub use activity::{Activity, ActivityBatch};
 pub use journal_projection::{Journal, JournalBatch};
-pub use reputation::{Reputation, ReputationBatch};
 pub use projector::{Projection, Projector, ProjectorConfig, Refusal};
+pub use reputation::{Reputation, ReputationBatch};
 
 /// The workspace's `migrations/`, compiled in so a binary migrates its database without
 /// the source tree.

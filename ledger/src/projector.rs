@@ -123,6 +123,11 @@ impl<P: Projection> Projector<P> {
                 requested: config.topic,
             });
         }
+        // The log, not Postgres, is the source of truth, and a batch commits atomically with
+        // its position: a commit that a Postgres crash loses takes its position with it, and
+        // the projector projects those events again. So the projector need not wait for each
+        // commit's WAL flush.
+        diesel::sql_query("SET synchronous_commit = off").execute(&mut conn)?;
         diesel::insert_into(dsl::projector_offsets)
             .values((
                 dsl::projector.eq(P::NAME),

@@ -608,7 +608,10 @@ mod tests {
         // Ten minutes of silence: one interval up, the rest down.
         let long = beat(&mut node, 840_000);
         assert_eq!((long.up_ms, long.down_ms), (60_000, 540_000));
-        assert_eq!((node.up_ms, node.down_ms, node.heartbeats), (300_000, 540_000, 4));
+        assert_eq!(
+            (node.up_ms, node.down_ms, node.heartbeats),
+            (300_000, 540_000, 4)
+        );
     }
 
     #[test]

@@ -17,10 +17,14 @@ diesel::table! {
         command_offset -> BigInt,
         kind -> Text,
         at -> Timestamptz,
+        accounts -> Array<BigInt>,
+        buckets -> Array<Text>,
+        amounts -> Array<Numeric>,
     }
 }
 
 diesel::table! {
+    /// A view: the legs of `journal_transactions` as rows.
     postings (partition, event_seq, leg) {
         partition -> Integer,
         event_seq -> BigInt,

@@ -1,37 +1,44 @@
-//! `loadtest ledger`: the engine's events projected into Postgres by the journal projector
-//! (`ledger::Projector<Journal>`, the code `gpumarket project` runs), on the embedded log.
+//! `loadtest ledger`: the engine's events projected into Postgres by the ledger's
+//! projectors (`ledger::Projector` with `Journal`, `Activity` and `Reputation`, the code
+//! `gpumarket project` runs), on the embedded log.
 //!
-//! Untimed set-up: the plain workload's commands (see [`commands_for_log`]) go through one
-//! in-process engine until it has answered with at least `--events` event records, which are
-//! encoded as the engine runner encodes them and kept in memory. Then two phases, each on a
-//! fresh events topic and a fresh, migrated database:
+//! Untimed set-up: a generated market (`engine_service::testing::market_day`: orders with
+//! constraints, cancels, amends, fills, lease starts and ends, heartbeats, deposits and
+//! withdrawals) goes through one in-process engine until it has answered with at least
+//! `--events` event records, which are encoded as the engine runner encodes them and kept in
+//! memory. The stream is appended to one events topic, then three phases, each on fresh,
+//! migrated databases:
 //!
-//! 1. **throughput**: the whole stream is appended to the log first, then the projector
-//!    catches up from offset zero in batches of `--batch`; `events_per_sec` is events over
-//!    the time from its first read to its last commit.
-//! 2. **lag**: a writer thread appends the same records at `--lag-rate` events/s (default:
-//!    half the measured throughput) in appends of `--append-batch`, while the projector
-//!    follows. An event's lag runs from the start of the append that writes it to the log to
-//!    the return of the projector's commit of the batch that holds it (`lag_p50_ms`,
-//!    `lag_p99_ms`, `lag_p999_ms`, `lag_max_ms`).
+//! 1. **each projection alone**: one projector catches up from offset zero in batches of
+//!    `--batch`; `events_per_sec` is events over the time from its first read to its last
+//!    commit.
+//! 2. **all together** (`projector: "all"`): the three projectors on their own threads and
+//!    connections, as `gpumarket project` runs them; `events_per_sec` is events over the time
+//!    until the last of them has committed the last event, so every event went through every
+//!    projection.
+//! 3. **lag**: a writer thread appends the stream to a second topic at `--lag-rate` events/s
+//!    (default: half the all-together throughput) in appends of `--append-batch`, while the
+//!    three projectors follow it together. An event's lag runs from the start of the append
+//!    that writes it to the return of the commit of the batch that holds it, per projector
+//!    (`lag_p50_ms`, `lag_p99_ms`, `lag_p999_ms`, `lag_max_ms`).
 //!
 //! The benchmark databases are dropped at the end unless `--keep`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use contract::codec::{self, EventBody, EventRecord, SCHEMA};
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
+use engine_service::testing::{market_day, Rng};
 use eventlog::{LogConfig, NewRecord};
-use ledger::{Journal, Projector, ProjectorConfig};
+use ledger::{Activity, Journal, Projection, Projector, ProjectorConfig, Reputation};
 use matching_engine::Engine;
 use serde::Serialize;
-
-use crate::engine::commands_for_log;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -72,10 +79,10 @@ struct Report {
     projector: &'static str,
     backend: &'static str,
     events: u64,
-    journal_transactions: i64,
-    postings: i64,
     batch: usize,
     events_per_sec: u64,
+    /// Rows the projection holds after its throughput phase.
+    rows: i64,
     lag_rate: u64,
     lag_p50_ms: f64,
     lag_p99_ms: f64,
@@ -84,11 +91,29 @@ struct Report {
     method: &'static str,
 }
 
-const METHOD: &str = "journal projector (ledger::Projector<Journal>) on the embedded log, \
-fresh migrated database per phase; throughput: the whole stream in the log first, events / \
-first read to last commit; lag: events appended at lag_rate by another thread, an event's lag \
-from the start of the append that writes it to the return of the commit of the projector's \
-batch holding it";
+const METHOD: &str = "ledger projectors on the embedded log, fresh migrated database per \
+phase; alone: the whole stream in the log first, events / first read to last commit; all: \
+the three projectors on their own threads and connections, events / time until the last \
+commits the last event; lag: events appended at lag_rate by another thread while the three \
+follow together, an event's lag from the start of the append that writes it to the return \
+of the commit of the projector's batch holding it (all: the slowest projector's)";
+
+/// The projections, by name, with a query counting the rows they wrote.
+const PROJECTIONS: [(&str, &str); 3] = [
+    (
+        "journal",
+        "SELECT (SELECT count(*) FROM postings) + (SELECT count(*) FROM journal_transactions) AS n",
+    ),
+    (
+        "activity",
+        "SELECT (SELECT count(*) FROM orders) + (SELECT count(*) FROM order_history) \
+         + (SELECT count(*) FROM trades) + (SELECT count(*) FROM usage_lines) AS n",
+    ),
+    (
+        "reputation",
+        "SELECT (SELECT count(*) FROM nodes) + (SELECT count(*) FROM reputation_history) AS n",
+    ),
+];
 
 pub fn run(args: &Args) -> Result<()> {
     anyhow::ensure!(
@@ -102,7 +127,6 @@ pub fn run(args: &Args) -> Result<()> {
     let events = payloads.len() as u64;
     let server = Server::new(&args.database_url, args.keep);
 
-    eprintln!("throughput phase: {events} events, batch {}", args.batch);
     let topic = format!("bench-{}-throughput", std::process::id());
     let mut log = eventlog::open(&url, &LogConfig::default())?;
     log.create_topic(&topic, 1)?;
@@ -110,70 +134,105 @@ pub fn run(args: &Args) -> Result<()> {
         log.append(&topic, 0, &records(chunk))?;
     }
     log.flush()?;
-    let db = server.create("throughput")?;
-    let mut projector = open_projector(&db, &url, &topic)?;
-    let started = Instant::now();
-    let mut progress = 0;
-    while projector.next_offset() < events {
-        projector.run_batch(args.batch)?;
-        progress = report_progress(progress, projector.next_offset(), events);
-    }
-    let elapsed = started.elapsed();
-    eprintln!("100%");
-    let events_per_sec = (events as f64 / elapsed.as_secs_f64()) as u64;
-    let mut conn = PgConnection::establish(&db)?;
-    let journal_transactions = count(&mut conn, "journal_transactions")?;
-    let postings = count(&mut conn, "postings")?;
+    let quiet = |_: u64, _: u64| {};
 
-    let rate = args.lag_rate.unwrap_or(events_per_sec / 2).max(1);
-    eprintln!("lag phase: {events} events appended at {rate} events/s");
+    let mut alone = Vec::new();
+    for (name, rows_sql) in PROJECTIONS {
+        eprintln!("{name} alone: {events} events, batch {}", args.batch);
+        let db = server.create(name)?;
+        let elapsed = follow(name, &db, &url, &topic, args.batch, events, None, &quiet)?;
+        let rows = count(&mut PgConnection::establish(&db)?, rows_sql)?;
+        alone.push((name, (events as f64 / elapsed.as_secs_f64()) as u64, rows));
+    }
+
+    eprintln!("all together: {events} events, batch {}", args.batch);
+    let db = server.create("all")?;
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = PROJECTIONS
+            .iter()
+            .map(|(name, _)| {
+                let (db, url, topic, quiet) = (&db, &url, &topic, &quiet);
+                scope.spawn(move || follow(name, db, url, topic, args.batch, events, None, quiet))
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("a projector thread panicked"))
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let all_per_sec = (events as f64 / started.elapsed().as_secs_f64()) as u64;
+    let mut conn = PgConnection::establish(&db)?;
+    let all_rows = PROJECTIONS
+        .iter()
+        .map(|(_, sql)| count(&mut conn, sql))
+        .sum::<Result<i64>>()?;
+
+    let rate = args.lag_rate.unwrap_or(all_per_sec / 2).max(1);
+    eprintln!("lag: {events} events appended at {rate} events/s, the three projectors following");
     let mut lags = lag_phase(&server, &url, &payloads, rate, args)?;
-    lags.sort_unstable();
-    let pct = |p: f64| {
+    // An event is projected everywhere once its slowest projector has committed it.
+    let mut slowest = vec![0u64; events as usize];
+    for per_event in lags.values() {
+        for (worst, lag) in slowest.iter_mut().zip(per_event) {
+            *worst = (*worst).max(*lag);
+        }
+    }
+    lags.insert("all", slowest);
+
+    let pct = |lags: &[u64], p: f64| {
         let rank = ((p * lags.len() as f64).ceil() as usize).clamp(1, lags.len());
         lags[rank - 1] as f64 / 1e6
     };
-    let report = Report {
-        projector: "journal",
-        backend: "file",
-        events,
-        journal_transactions,
-        postings,
-        batch: args.batch,
-        events_per_sec,
-        lag_rate: rate,
-        lag_p50_ms: pct(0.50),
-        lag_p99_ms: pct(0.99),
-        lag_p999_ms: pct(0.999),
-        lag_max_ms: pct(1.0),
-        method: METHOD,
-    };
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        println!(
-            "journal: {} events/s ({} events, {} transactions, {} postings, batch {}); at {} events/s: lag p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms",
-            report.events_per_sec, report.events, report.journal_transactions, report.postings,
-            report.batch, report.lag_rate, report.lag_p50_ms, report.lag_p99_ms,
-            report.lag_p999_ms, report.lag_max_ms
-        );
+    let lines = alone
+        .into_iter()
+        .chain(std::iter::once(("all", all_per_sec, all_rows)));
+    for (projector, events_per_sec, rows) in lines {
+        let mut sorted = lags.remove(projector).unwrap_or_default();
+        sorted.sort_unstable();
+        let report = Report {
+            projector,
+            backend: "file",
+            events,
+            batch: args.batch,
+            events_per_sec,
+            rows,
+            lag_rate: rate,
+            lag_p50_ms: pct(&sorted, 0.50),
+            lag_p99_ms: pct(&sorted, 0.99),
+            lag_p999_ms: pct(&sorted, 0.999),
+            lag_max_ms: pct(&sorted, 1.0),
+            method: METHOD,
+        };
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            println!(
+                "{:<10} {:>7} events/s ({} events, {} rows, batch {}); at {} events/s: lag p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms",
+                report.projector, report.events_per_sec, report.events, report.rows,
+                report.batch, report.lag_rate, report.lag_p50_ms, report.lag_p99_ms,
+                report.lag_p999_ms, report.lag_max_ms
+            );
+        }
     }
     Ok(())
 }
 
-/// The engine's answers to the plain workload, encoded as event records, until there are at
-/// least `events` of them.
+/// A generated market's answers from the engine, encoded as event records, until there are
+/// at least `events` of them.
 fn generate(events: u64, seed: u64) -> Result<Vec<Encoded>> {
     eprintln!("generating at least {events} events (seed {seed})");
     let mut engine = Engine::new();
     let mut answers = Vec::new();
     let mut payloads = Vec::with_capacity(events as usize + 64);
-    for (command_offset, (at, command)) in commands_for_log(events, seed)?.iter().enumerate() {
+    // A command answers with about one event; a quarter more commands than events is ample.
+    let commands = market_day(&mut Rng(seed), events as usize + events as usize / 4);
+    for (command_offset, record) in commands.iter().enumerate() {
         if payloads.len() as u64 >= events {
             break;
         }
         answers.clear();
-        let result = engine.apply(*at, command, &mut answers);
+        let result = engine.apply(record.at, &record.command, &mut answers);
         for body in answers
             .drain(..)
             .map(EventBody::Event)
@@ -183,7 +242,7 @@ fn generate(events: u64, seed: u64) -> Result<Vec<Encoded>> {
             let payload = codec::encode(&EventRecord {
                 seq: payloads.len() as u64,
                 command_offset: command_offset as u64,
-                at: *at,
+                at: record.at,
                 body,
             });
             payloads.push((kind, payload));
@@ -209,32 +268,100 @@ fn records(payloads: &[Encoded]) -> Vec<NewRecord<'_>> {
         .collect()
 }
 
-fn report_progress(shown: u64, done: u64, total: u64) -> u64 {
-    let tenth = done * 10 / total;
-    if tenth > shown && tenth < 10 {
-        eprint!("{tenth}0% ");
+/// Runs the projection called `name` from offset zero until it has projected `events`
+/// events, calling `committed(from, to)` after each commit; returns the time it took.
+/// `deadline` bounds a run that follows a writer.
+#[allow(clippy::too_many_arguments)]
+fn follow(
+    name: &str,
+    db: &str,
+    url: &str,
+    topic: &str,
+    batch: usize,
+    events: u64,
+    deadline: Option<Instant>,
+    committed: &(dyn Fn(u64, u64) + Sync),
+) -> Result<Duration> {
+    let log = eventlog::open(url, &LogConfig::default())?;
+    let config = ProjectorConfig {
+        topic: topic.to_owned(),
+        partition: 0,
+        poll: Duration::from_millis(20),
+    };
+    let conn = PgConnection::establish(db)?;
+    match name {
+        "journal" => drive(
+            Projector::open(conn, log, config, Journal)?,
+            batch,
+            events,
+            deadline,
+            committed,
+        ),
+        "activity" => drive(
+            Projector::open(conn, log, config, Activity)?,
+            batch,
+            events,
+            deadline,
+            committed,
+        ),
+        "reputation" => drive(
+            Projector::open(conn, log, config, Reputation)?,
+            batch,
+            events,
+            deadline,
+            committed,
+        ),
+        other => bail!("no projection {other}"),
     }
-    tenth.max(shown)
 }
 
-/// Returns every event's lag in nanoseconds.
+fn drive<P: Projection>(
+    mut projector: Projector<P>,
+    batch: usize,
+    events: u64,
+    deadline: Option<Instant>,
+    committed: &(dyn Fn(u64, u64) + Sync),
+) -> Result<Duration> {
+    let started = Instant::now();
+    let mut shown = 0;
+    while projector.next_offset() < events {
+        let from = projector.next_offset();
+        projector.run_batch(batch)?;
+        committed(from, projector.next_offset());
+        let tenth = projector.next_offset() * 10 / events;
+        if tenth > shown {
+            eprintln!("  {}: {tenth}0%", P::NAME);
+            shown = tenth;
+        }
+        if deadline.is_some_and(|d| Instant::now() > d) {
+            bail!(
+                "{}: only {} of {events} events projected in time",
+                P::NAME,
+                projector.next_offset()
+            );
+        }
+    }
+    Ok(started.elapsed())
+}
+
+/// Returns every event's lag in nanoseconds, per projector.
 fn lag_phase(
     server: &Server,
     url: &str,
     payloads: &Arc<Vec<Encoded>>,
     rate: u64,
     args: &Args,
-) -> Result<Vec<u64>> {
+) -> Result<BTreeMap<&'static str, Vec<u64>>> {
     let topic = format!("bench-{}-lag", std::process::id());
     let total = payloads.len();
     let mut log = eventlog::open(url, &LogConfig::default())?;
     log.create_topic(&topic, 1)?;
     let db = server.create("lag")?;
-    let mut projector = open_projector(&db, url, &topic)?;
     let origin = Instant::now();
     let appended: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
     let writer = {
-        let (payloads, appended, topic) = (Arc::clone(payloads), Arc::clone(&appended), topic);
+        let (payloads, appended, topic) =
+            (Arc::clone(payloads), Arc::clone(&appended), topic.clone());
         let append_batch = args.append_batch;
         std::thread::spawn(move || -> Result<()> {
             for (i, chunk) in payloads.chunks(append_batch).enumerate() {
@@ -251,25 +378,33 @@ fn lag_phase(
             Ok(())
         })
     };
-    let mut lags = Vec::with_capacity(total);
-    let mut progress = 0;
     let deadline = Instant::now() + Duration::from_secs(600);
-    while projector.next_offset() < total as u64 {
-        let from = projector.next_offset();
-        projector.run_batch(args.batch)?;
-        let now = origin.elapsed().as_nanos() as u64;
-        for offset in from..projector.next_offset() {
-            lags.push(now.saturating_sub(appended[offset as usize].load(Ordering::Acquire)));
-        }
-        progress = report_progress(progress, projector.next_offset(), total as u64);
-        if Instant::now() > deadline {
-            bail!(
-                "only {} of {total} events projected in 10 minutes",
-                lags.len()
-            );
-        }
-    }
-    eprintln!("100%");
+    let lags = std::thread::scope(|scope| {
+        let threads: Vec<_> = PROJECTIONS
+            .iter()
+            .map(|(name, _)| {
+                let (db, topic, appended) = (&db, &topic, &appended);
+                scope.spawn(move || {
+                    let lags = Mutex::new(vec![0u64; total]);
+                    let record = |from: u64, to: u64| {
+                        let now = origin.elapsed().as_nanos() as u64;
+                        let mut lags = lags.lock().expect("only this thread records");
+                        for offset in from..to {
+                            let sent = appended[offset as usize].load(Ordering::Acquire);
+                            lags[offset as usize] = now.saturating_sub(sent);
+                        }
+                    };
+                    let (batch, events) = (args.batch, total as u64);
+                    follow(name, db, url, topic, batch, events, Some(deadline), &record)?;
+                    Ok::<_, anyhow::Error>((*name, lags.into_inner().expect("not poisoned")))
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("a projector thread panicked"))
+            .collect::<Result<BTreeMap<_, _>>>()
+    })?;
     writer
         .join()
         .map_err(|_| anyhow::anyhow!("the writer panicked"))?
@@ -277,32 +412,13 @@ fn lag_phase(
     Ok(lags)
 }
 
-fn open_projector(db: &str, url: &str, topic: &str) -> Result<Projector<Journal>> {
-    let log = eventlog::open(url, &LogConfig::default())?;
-    let config = ProjectorConfig {
-        topic: topic.to_owned(),
-        partition: 0,
-        poll: Duration::from_millis(20),
-    };
-    Ok(Projector::open(
-        PgConnection::establish(db)?,
-        log,
-        config,
-        Journal,
-    )?)
-}
-
-fn count(conn: &mut PgConnection, table: &str) -> Result<i64> {
+fn count(conn: &mut PgConnection, sql: &str) -> Result<i64> {
     #[derive(QueryableByName)]
     struct Count {
         #[diesel(sql_type = BigInt)]
         n: i64,
     }
-    Ok(
-        diesel::sql_query(format!("SELECT count(*) AS n FROM {table}"))
-            .get_result::<Count>(conn)?
-            .n,
-    )
+    Ok(diesel::sql_query(sql).get_result::<Count>(conn)?.n)
 }
 
 /// The Postgres server: creates migrated benchmark databases and drops them at the end

@@ -277,3 +277,71 @@ CREATE TABLE net_positions (
 
 -- The exports read the journal by time.
 CREATE INDEX journal_transactions_by_time ON journal_transactions (at, partition, event_seq);
+
+-- ---------------------------------------------------------------------------------------
+-- The journal keeps each transaction's legs in its own row, as three parallel arrays, and
+-- `postings` becomes a view of them. One row per transaction instead of one per leg made the
+-- journal projector about twice as fast (Postgres's cost is per row and per index entry);
+-- the legs of a transaction were only ever written together anyway.
+
+ALTER TABLE journal_transactions
+    ADD COLUMN accounts bigint[],
+    ADD COLUMN buckets  text[],
+    ADD COLUMN amounts  numeric(30,6)[];
+
+ALTER TABLE journal_transactions DISABLE TRIGGER journal_transactions_append_only;
+UPDATE journal_transactions j
+SET accounts = p.accounts, buckets = p.buckets, amounts = p.amounts
+FROM (SELECT partition, event_seq,
+             array_agg(account ORDER BY leg) AS accounts,
+             array_agg(bucket::text ORDER BY leg) AS buckets,
+             array_agg(amount ORDER BY leg) AS amounts
+      FROM postings GROUP BY partition, event_seq) p
+WHERE j.partition = p.partition AND j.event_seq = p.event_seq;
+ALTER TABLE journal_transactions ENABLE TRIGGER journal_transactions_append_only;
+
+ALTER TABLE journal_transactions
+    ALTER COLUMN accounts SET NOT NULL,
+    ALTER COLUMN buckets SET NOT NULL,
+    ALTER COLUMN amounts SET NOT NULL;
+
+DROP TABLE postings;
+DROP FUNCTION postings_must_balance();
+
+-- Defence in depth, as before: whatever writes the journal, the database refuses a
+-- transaction whose legs do not line up, name an unknown bucket, post a zero, or do not sum
+-- to zero. One check per statement over its new rows (a CHECK calling a function per row
+-- cost more than the insert itself).
+CREATE FUNCTION journal_must_balance() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    bad record;
+BEGIN
+    SELECT n.partition, n.event_seq, (SELECT sum(x) FROM unnest(n.amounts) x) AS total
+    INTO bad
+    FROM new_transactions n
+    WHERE cardinality(n.accounts) < 2
+       OR cardinality(n.buckets) <> cardinality(n.accounts)
+       OR cardinality(n.amounts) <> cardinality(n.accounts)
+       OR NOT n.buckets <@ ARRAY['available', 'held', 'in_lease', 'fees', 'external']
+       OR 0 = ANY (n.amounts)
+       OR (SELECT sum(x) FROM unnest(n.amounts) x) <> 0
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'journal transaction %/% does not balance: its legs sum to % or are malformed',
+            bad.partition, bad.event_seq, bad.total
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER journal_balance AFTER INSERT ON journal_transactions
+    REFERENCING NEW TABLE AS new_transactions
+    FOR EACH STATEMENT EXECUTE FUNCTION journal_must_balance();
+
+-- The legs as rows, for people and tools that expect a postings table.
+CREATE VIEW postings AS
+SELECT j.partition, j.event_seq, (l.leg - 1)::smallint AS leg, l.account, l.bucket, l.amount
+FROM journal_transactions j
+CROSS JOIN LATERAL unnest(j.accounts, j.buckets, j.amounts) WITH ORDINALITY
+    AS l(account, bucket, amount, leg);

@@ -140,7 +140,8 @@ fn projector_survives_kills(url: &str, prefix: &str, seed: u64) {
     }
     std::thread::spawn(move || lines.for_each(drop));
     let deadline = Instant::now() + Duration::from_secs(120);
-    let all_at_end = BTreeMap::from(["activity", "journal", "reputation"].map(|p| (p.to_owned(), end as i64)));
+    let all_at_end =
+        BTreeMap::from(["activity", "journal", "reputation"].map(|p| (p.to_owned(), end as i64)));
     while live.positions() != all_at_end {
         assert!(Instant::now() < deadline, "the projector did not catch up");
         std::thread::sleep(Duration::from_millis(50));
@@ -283,7 +284,10 @@ fn projector_survives_kills(url: &str, prefix: &str, seed: u64) {
         .unwrap();
     assert!(status.success(), "the reconciliation found breaks");
     let report = std::fs::read_to_string(out.path()).unwrap();
-    assert!(report.lines().count() > 10 && !report.contains("break"), "{report}");
+    assert!(
+        report.lines().count() > 10 && !report.contains("break"),
+        "{report}"
+    );
 }
 
 #[test]

@@ -35,10 +35,23 @@ fn the_journal_export_traces_every_posting_to_its_event_and_command() {
     let (header, rows) = read_csv(&bytes);
     assert_eq!(
         header.iter().collect::<Vec<_>>(),
-        ["at", "partition", "event_seq", "command_offset", "kind", "leg", "account", "bucket", "amount"]
+        [
+            "at",
+            "partition",
+            "event_seq",
+            "command_offset",
+            "kind",
+            "leg",
+            "account",
+            "bucket",
+            "amount"
+        ]
     );
     assert_eq!(written, rows.len() as u64);
-    assert_eq!(rows.len() as i64, db.count("SELECT count(*) AS n FROM postings"));
+    assert_eq!(
+        rows.len() as i64,
+        db.count("SELECT count(*) AS n FROM postings")
+    );
     let events = run.events();
     let mut total = Decimal::ZERO;
     for row in &rows {
@@ -52,7 +65,13 @@ fn the_journal_export_traces_every_posting_to_its_event_and_command() {
     // Pages never split or repeat a transaction: rows come in (time, seq, leg) order.
     let keys: Vec<(String, u64, u16)> = rows
         .iter()
-        .map(|r| (r[0].to_owned(), r[2].parse().unwrap(), r[5].parse().unwrap()))
+        .map(|r| {
+            (
+                r[0].to_owned(),
+                r[2].parse().unwrap(),
+                r[5].parse().unwrap(),
+            )
+        })
         .collect();
     assert!(keys.windows(2).all(|w| w[0] < w[1]));
 
@@ -60,7 +79,10 @@ fn the_journal_export_traces_every_posting_to_its_event_and_command() {
     let t0 = DateTime::from_timestamp_millis(T0).unwrap();
     let before = Period::new(t0 - TimeDelta::days(2), t0 - TimeDelta::days(1)).unwrap();
     let mut empty = Vec::new();
-    assert_eq!(export::journal_csv(&mut db.connect(), before, &mut empty).unwrap(), 0);
+    assert_eq!(
+        export::journal_csv(&mut db.connect(), before, &mut empty).unwrap(),
+        0
+    );
     assert_eq!(read_csv(&empty).1.len(), 0);
     assert!(matches!(
         Period::new(t0, t0),
@@ -80,7 +102,10 @@ fn the_focus_export_bills_what_the_invoices_say() {
     assert_eq!(header.iter().collect::<Vec<_>>(), FOCUS_COLUMNS);
     assert_eq!(written, rows.len() as u64);
     assert!(!rows.is_empty());
-    assert_eq!(rows.len() as i64, db.count("SELECT count(*) AS n FROM usage_lines"));
+    assert_eq!(
+        rows.len() as i64,
+        db.count("SELECT count(*) AS n FROM usage_lines")
+    );
     let column = |name: &str| FOCUS_COLUMNS.iter().position(|c| *c == name).unwrap();
     let (billed, effective, quantity, unit_price, list) = (
         column("BilledCost"),
@@ -100,8 +125,8 @@ fn the_focus_export_bills_what_the_invoices_say() {
         assert!(row[column("ChargePeriodStart")] <= row[column("ChargePeriodEnd")]);
         // The charge is the list cost rounded down to the micro-unit.
         let list_cost: Decimal = row[list].parse().unwrap();
-        let priced = row[unit_price].parse::<Decimal>().unwrap()
-            * row[quantity].parse::<Decimal>().unwrap();
+        let priced =
+            row[unit_price].parse::<Decimal>().unwrap() * row[quantity].parse::<Decimal>().unwrap();
         assert_eq!(list_cost, priced.round_dp(6));
         assert!(cost <= list_cost && list_cost - cost < Decimal::new(1, 6));
         serde_json::from_str::<serde_json::Value>(&row[column("Tags")]).unwrap();
@@ -131,7 +156,8 @@ fn the_reconciliation_balances_and_lists_every_break() {
     assert!(report.transactions > 1_000);
     // The stream's day (the day before it has no balances, so no lines), every account and
     // bucket in it.
-    let periods: std::collections::BTreeSet<_> = report.lines.iter().map(|l| l.period_start).collect();
+    let periods: std::collections::BTreeSet<_> =
+        report.lines.iter().map(|l| l.period_start).collect();
     let t0 = DateTime::from_timestamp_millis(T0).unwrap();
     assert_eq!(periods.into_iter().collect::<Vec<_>>(), [t0]);
     assert_eq!(
@@ -162,9 +188,16 @@ fn the_reconciliation_balances_and_lists_every_break() {
         "{:#?}",
         report.breaks
     );
-    assert!(report.breaks[1].detail.contains("account 1 available"), "{:#?}", report.breaks);
+    assert!(
+        report.breaks[1].detail.contains("account 1 available"),
+        "{:#?}",
+        report.breaks
+    );
     let mut bytes = Vec::new();
     report.write_csv(&mut bytes).unwrap();
     let (_, rows) = read_csv(&bytes);
-    assert_eq!(rows.iter().filter(|r| r[7].starts_with("break: ")).count(), 2);
+    assert_eq!(
+        rows.iter().filter(|r| r[7].starts_with("break: ")).count(),
+        2
+    );
 }

@@ -369,7 +369,10 @@ fn bad_records_stop_the_projector_before_them() {
         // It stays stopped, also after a restart, and changes nothing more.
         let err = projector.run_batch(10).unwrap_err();
         assert!(expected(&err), "{name} again: {err:?}");
-        let err = db.projector(&url, "events", Journal).catch_up(10).unwrap_err();
+        let err = db
+            .projector(&url, "events", Journal)
+            .catch_up(10)
+            .unwrap_err();
         assert!(expected(&err), "{name} after reopening: {err:?}");
         assert_eq!(journal_position(&db), 2, "{name}");
         assert_eq!(balances(&db), deposited, "{name}");
@@ -398,30 +401,46 @@ fn a_database_projects_one_topic() {
 fn migrations_are_applied_once_and_the_database_guards_the_journal() {
     let db = TestDb::migrated("ledger");
     assert_eq!(ledger::migrate(&mut db.connect()).unwrap(), 0);
-    // The database itself refuses an unbalanced transaction, whoever writes it.
+    // The database itself refuses an unbalanced or malformed transaction, whoever writes it.
     let mut conn = db.connect();
-    let err = conn
-        .batch_execute(
-            "INSERT INTO journal_transactions VALUES (0, 1, 1, 'manual', now()); \
-             INSERT INTO postings VALUES (0, 1, 0, 1, 'available', 5), (0, 1, 1, 1, 'external', -4)",
-        )
-        .unwrap_err();
-    assert!(err.to_string().contains("does not balance"), "{err}");
-    let err = conn
-        .batch_execute(
-            "INSERT INTO postings VALUES (0, 2, 0, 1, 'available', 5), (0, 2, 1, 1, 'external', -5)",
-        )
-        .unwrap_err();
-    assert!(err.to_string().contains("no journal transaction"), "{err}");
+    for (legs, refused) in [
+        (
+            "'{1,1}', '{available,external}', '{5,-4}'",
+            "does not balance",
+        ),
+        ("'{1}', '{available}', '{0}'", "does not balance"),
+        (
+            "'{1,1}', '{available,pocket}', '{5,-5}'",
+            "does not balance",
+        ),
+        (
+            "'{1,1}', '{available,external}', '{5,-5,0}'",
+            "does not balance",
+        ),
+    ] {
+        let err = conn
+            .batch_execute(&format!(
+                "INSERT INTO journal_transactions VALUES (0, 1, 1, 'manual', now(), {legs})"
+            ))
+            .unwrap_err();
+        assert!(err.to_string().contains(refused), "{legs}: {err}");
+    }
     conn.batch_execute(
-        "INSERT INTO journal_transactions VALUES (0, 3, 3, 'manual', now()); \
-         INSERT INTO postings VALUES (0, 3, 0, 1, 'available', 5), (0, 3, 1, 1, 'external', -5)",
+        "INSERT INTO journal_transactions \
+         VALUES (0, 3, 3, 'manual', now(), '{1,1}', '{available,external}', '{5,-5}')",
     )
     .unwrap();
-    let err = conn
-        .batch_execute("UPDATE postings SET amount = 6 WHERE leg = 0")
-        .unwrap_err();
-    assert!(err.to_string().contains("append-only"), "{err}");
+    assert_eq!(
+        db.count("SELECT count(*) AS n FROM postings WHERE event_seq = 3"),
+        2
+    );
+    for change in [
+        "UPDATE journal_transactions SET amounts = '{6,-6}'",
+        "DELETE FROM journal_transactions",
+    ] {
+        let err = conn.batch_execute(change).unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{err}");
+    }
     let err = diesel::sql_query("INSERT INTO balances VALUES (1, 'pocket', 5)")
         .execute(&mut conn)
         .unwrap_err();

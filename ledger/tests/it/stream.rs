@@ -58,10 +58,7 @@ impl EngineRun {
         let topics = Topics::with_prefix(&prefix);
         let mut log = eventlog::open(&log_url, &LogConfig::default()).unwrap();
         log.create_topic(&topics.commands, 1).unwrap();
-        let payloads: Vec<Vec<u8>> = commands
-            .iter()
-            .map(codec::encode)
-            .collect();
+        let payloads: Vec<Vec<u8>> = commands.iter().map(codec::encode).collect();
         for chunk in payloads.chunks(5_000) {
             let records: Vec<NewRecord<'_>> = chunk
                 .iter()
