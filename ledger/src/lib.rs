@@ -1,13 +1,19 @@
 //! The ledger: Postgres projections of the event log.
 //!
-//! Built so far: the projector framework ([`Projector`], exactly once, positions stored in
-//! the same transaction as the rows) and the double-entry journal ([`Journal`]): every
-//! event that moves money becomes a journal transaction of postings that sums to zero, with
-//! balances per account and bucket kept in the same transaction. Billing, reputation, net
-//! positions and the finance exports come in later slices of issue 3/7.
+//! The projector framework ([`Projector`]: exactly once, positions stored in the same
+//! transaction as the rows; rebuild from offset zero) runs three projections:
 //!
-//! I/O stays at the edges: [`journal::postings`] (event → postings) is pure; the projector
-//! reads the log and writes Postgres around it.
+//! - [`Journal`]: every event that moves money becomes a journal transaction whose postings
+//!   sum to zero, with balances per account and bucket and net positions per account kept in
+//!   the same transaction;
+//! - [`Activity`]: markets, orders and their history, trades, leases, and billing (usage
+//!   lines, invoices, provider earnings);
+//! - [`Reputation`]: nodes, provider scores with their components, and the history that
+//!   explains them.
+//!
+//! [`export`] writes the finance files (journal CSV, FOCUS usage, reconciliation) from them.
+//! I/O stays at the edges: [`journal::postings`] (event → postings) and the reputation
+//! formula are pure; the projector reads the log and writes Postgres around them.
 
 mod activity;
 mod columns;

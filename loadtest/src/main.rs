@@ -20,7 +20,7 @@ enum Command {
     Engine(engine::Args),
     /// Push commands through the event log into a running engine and read the events back.
     Log(log::Args),
-    /// Project a generated engine event stream into Postgres with the journal projector.
+    /// Project a generated engine event stream into Postgres through the ledger's projectors.
     Ledger(ledger::Args),
 }
 

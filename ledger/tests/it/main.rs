@@ -46,7 +46,7 @@ fn decimal(micros: i64) -> Decimal {
 
 /// The journal's books against the engine's and against themselves.
 fn check_books(db: &TestDb, run: &EngineRun) {
-    let balances = balances(&db);
+    let balances = balances(db);
     let get = |account: u64, bucket: Bucket| {
         balances
             .get(&(account as i64, bucket.as_str().to_owned()))
