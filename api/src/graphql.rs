@@ -1,0 +1,1854 @@
+//! The GraphQL schema: queries over the ledger's read models (Postgres) and the gateway's
+//! replica engine (live depth, explanations, balances), mutations that go through the engine,
+//! and subscriptions fed by the event log.
+
+use std::sync::Arc;
+
+use async_graphql::connection::{Connection, Edge, EmptyFields};
+use async_graphql::{
+    ComplexObject, Context, Enum, InputObject, Object, SimpleObject, Subscription, ID,
+};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use contract::codec::{EventBody, EventRecord};
+use contract::{
+    AccountId, Amount, AskSpec, BidSpec, ClientOrderId, Command, Event, FeeRate, Gpus, Hours,
+    Interconnect, LeaseEndReason, LeaseId, MarketId, NewOrder, NodeId, OrderId, OrderTerms, Price,
+    Region, Reputation, TimeInForce as EngineTif, Timestamp, Vendor,
+};
+use diesel::prelude::*;
+use diesel::sql_types::{
+    Array, BigInt, Bool, Date, Double, Integer, Nullable, Numeric, Text, Timestamptz,
+};
+use futures_util::Stream;
+use rust_decimal::Decimal;
+
+use crate::auth::{Principal, Role};
+use crate::errors::ApiError;
+use crate::AppState;
+
+pub type MarketSchema = async_graphql::Schema<Query, Mutation, Subscription>;
+
+/// The most rows one page of a list returns.
+const MAX_PAGE: i64 = 500;
+const DEFAULT_PAGE: i64 = 50;
+
+fn state<'a>(ctx: &Context<'a>) -> &'a Arc<AppState> {
+    ctx.data_unchecked::<Arc<AppState>>()
+}
+
+/// The caller, or `UNAUTHENTICATED`.
+fn principal(ctx: &Context<'_>) -> Result<Principal, ApiError> {
+    ctx.data_opt::<Principal>().copied().ok_or_else(|| {
+        ApiError::unauthenticated("this needs an API key (Authorization: Bearer gpm_…)")
+    })
+}
+
+fn page_size(first: Option<i32>) -> Result<i64, ApiError> {
+    match first {
+        None => Ok(DEFAULT_PAGE),
+        Some(n) if n >= 1 && i64::from(n) <= MAX_PAGE => Ok(i64::from(n)),
+        Some(n) => Err(ApiError::validation(format!(
+            "first must be between 1 and {MAX_PAGE} (got {n})"
+        ))),
+    }
+}
+
+/// Cursors are the row's key in the log: `partition:id`.
+fn parse_cursor(after: Option<&str>) -> Result<(i32, i64), ApiError> {
+    let Some(after) = after else {
+        return Ok((-1, -1));
+    };
+    after
+        .split_once(':')
+        .and_then(|(p, id)| Some((p.parse().ok()?, id.parse().ok()?)))
+        .ok_or_else(|| ApiError::validation(format!("malformed cursor {after:?}")))
+}
+
+fn connection<T: async_graphql::OutputType>(
+    mut rows: Vec<T>,
+    limit: i64,
+    had_cursor: bool,
+    key: impl Fn(&T) -> (i32, i64),
+) -> Connection<String, T, EmptyFields, EmptyFields> {
+    let has_next = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let mut connection = Connection::new(had_cursor, has_next);
+    connection.edges.extend(rows.into_iter().map(|row| {
+        let (partition, id) = key(&row);
+        Edge::new(format!("{partition}:{id}"), row)
+    }));
+    connection
+}
+
+fn account_param(account: AccountId) -> Result<i64, ApiError> {
+    i64::try_from(account.0).map_err(|_| ApiError::validation("account id out of range"))
+}
+
+fn parse_account(id: Option<&ID>) -> Result<Option<AccountId>, ApiError> {
+    id.map(|id| AccountId::parse(id).map_err(|e| ApiError::validation(format!("account: {e}"))))
+        .transpose()
+}
+
+fn parse_market(market: &str) -> Result<MarketId, ApiError> {
+    MarketId::parse(market).map_err(|e| ApiError::validation(format!("market: {e}")))
+}
+
+fn time_range(
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+    // Open ends as dates Postgres can hold (chrono's extremes are outside its range).
+    let from = from.unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+    let to = to.unwrap_or_else(|| Utc.with_ymd_and_hms(9999, 12, 31, 0, 0, 0).unwrap());
+    if from >= to {
+        return Err(ApiError::validation("`from` must be before `to`"));
+    }
+    Ok((from, to))
+}
+
+/// Money and prices at the ledger's six places, as the read models show them, so a value
+/// reads the same whichever source answered.
+fn six(value: Decimal) -> Decimal {
+    let mut value = value;
+    value.rescale(6);
+    value
+}
+
+fn to_time(ts: Timestamp) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ts.0).single().unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------
+// Output types.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum Side {
+    Bid,
+    Ask,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum TimeInForce {
+    /// Good till cancelled.
+    Gtc,
+    /// Good till `expiresAt`.
+    Gtt,
+    /// Immediate or cancel.
+    Ioc,
+    /// Fill or kill.
+    Fok,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum OrderStatus {
+    Open,
+    Filled,
+    Cancelled,
+}
+
+impl OrderStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Open => "open",
+            OrderStatus::Filled => "filled",
+            OrderStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+#[graphql(complex)]
+pub struct Market {
+    pub id: String,
+    pub tick: Decimal,
+    /// Basis points of each lease charge, paid by the provider.
+    pub fee_bps: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+#[ComplexObject]
+impl Market {
+    /// The live book (from the engine's replica).
+    async fn depth(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 10)] levels: i32,
+    ) -> async_graphql::Result<Depth> {
+        Ok(depth(state(ctx), &self.id, levels)?)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, SimpleObject)]
+pub struct DepthLevel {
+    pub price: Decimal,
+    pub gpus: u64,
+    pub orders: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, SimpleObject)]
+pub struct Depth {
+    pub market: String,
+    /// Best (highest) first.
+    pub bids: Vec<DepthLevel>,
+    /// Best (lowest) first.
+    pub asks: Vec<DepthLevel>,
+    /// Event records the replica had read when this was taken.
+    pub as_of_event: u64,
+}
+
+fn depth(state: &AppState, market: &str, levels: i32) -> Result<Depth, ApiError> {
+    if !(1..=1_000).contains(&levels) {
+        return Err(ApiError::validation(format!(
+            "levels must be between 1 and 1000 (got {levels})"
+        )));
+    }
+    let id = parse_market(market)?;
+    let as_of_event = state.gateway.events_read();
+    let engine = state.gateway.replica();
+    let depth = engine
+        .depth(id, levels as usize)
+        .ok_or_else(|| ApiError::not_found(format!("unknown market {market}")))?;
+    let side = |levels: Vec<matching_engine::DepthLevel>| {
+        levels
+            .into_iter()
+            .map(|l| DepthLevel {
+                price: six(l.price.to_decimal()),
+                gpus: l.gpus,
+                orders: l.orders,
+            })
+            .collect()
+    };
+    Ok(Depth {
+        market: market.to_owned(),
+        bids: side(depth.bids),
+        asks: side(depth.asks),
+        as_of_event,
+    })
+}
+
+#[derive(Debug, Clone, QueryableByName, SimpleObject)]
+pub struct Trade {
+    #[diesel(sql_type = Integer)]
+    #[graphql(skip)]
+    pub partition: i32,
+    #[diesel(sql_type = BigInt)]
+    pub lease_id: i64,
+    #[diesel(sql_type = Text)]
+    pub market: String,
+    #[diesel(sql_type = Numeric)]
+    pub price: Decimal,
+    #[diesel(sql_type = Integer)]
+    pub gpus: i32,
+    #[diesel(sql_type = Integer)]
+    pub hours: i32,
+    /// Which side took liquidity (`bid` or `ask`).
+    #[diesel(sql_type = Text)]
+    pub taker: String,
+    #[diesel(sql_type = Timestamptz)]
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, QueryableByName, SimpleObject)]
+#[graphql(complex)]
+pub struct Order {
+    #[diesel(sql_type = Integer)]
+    #[graphql(skip)]
+    pub partition: i32,
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    #[diesel(sql_type = BigInt)]
+    pub account: i64,
+    #[diesel(sql_type = Text)]
+    pub client_order_id: String,
+    #[diesel(sql_type = Text)]
+    pub market: String,
+    #[diesel(sql_type = Text)]
+    pub side: String,
+    #[diesel(sql_type = Numeric)]
+    pub price: Decimal,
+    #[diesel(sql_type = Integer)]
+    pub gpus: i32,
+    #[diesel(sql_type = Integer)]
+    pub remaining: i32,
+    #[diesel(sql_type = Text)]
+    pub time_in_force: String,
+    #[diesel(sql_type = Text)]
+    pub status: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub cancel_reason: Option<String>,
+    #[diesel(sql_type = Timestamptz)]
+    pub created_at: DateTime<Utc>,
+    #[diesel(sql_type = Timestamptz)]
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One counter-order the resting order could not trade with, and why.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct SkippedOrder {
+    pub order_id: u64,
+    pub price: Decimal,
+    pub gpus: u32,
+    /// The first constraint that keeps the two apart, e.g. `region_not_allowed`.
+    pub reason: String,
+    /// The constraint's values as JSON, e.g. `{"ask":"us-east"}`.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+pub struct Explanation {
+    pub skipped: Vec<SkippedOrder>,
+    /// More counter-orders were skipped than listed.
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, QueryableByName, SimpleObject)]
+pub struct OrderChange {
+    #[diesel(sql_type = BigInt)]
+    pub event_seq: i64,
+    /// `accepted`, `filled`, `amended` or `cancelled`.
+    #[diesel(sql_type = Text)]
+    pub change: String,
+    #[diesel(sql_type = Nullable<Numeric>)]
+    pub price: Option<Decimal>,
+    #[diesel(sql_type = Integer)]
+    pub remaining: i32,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub detail: Option<String>,
+    #[diesel(sql_type = Timestamptz)]
+    pub at: DateTime<Utc>,
+}
+
+#[ComplexObject]
+impl Order {
+    /// Why this resting order has not matched: every counter-order at a price it would
+    /// accept, with the constraint that kept them apart. Null once the order is not open.
+    async fn explanation(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] limit: i32,
+    ) -> async_graphql::Result<Option<Explanation>> {
+        if self.status != "open" {
+            return Ok(None);
+        }
+        let limit = usize::try_from(limit.clamp(1, 200)).unwrap_or(20);
+        let engine = state(ctx).gateway.replica();
+        let Ok(explanation) = engine.explain(OrderId(self.id as u64), limit) else {
+            // The projection still shows it open, the engine has moved on.
+            return Ok(None);
+        };
+        Ok(Some(Explanation {
+            skipped: explanation
+                .skipped
+                .into_iter()
+                .map(|s| {
+                    let detail = serde_json::to_value(s.reason).unwrap_or_default();
+                    let (reason, detail) = match &detail {
+                        serde_json::Value::String(name) => (name.clone(), "{}".to_owned()),
+                        serde_json::Value::Object(map) => map
+                            .iter()
+                            .next()
+                            .map(|(k, v)| (k.clone(), v.to_string()))
+                            .unwrap_or_default(),
+                        _ => (detail.to_string(), "{}".to_owned()),
+                    };
+                    SkippedOrder {
+                        order_id: s.order_id.0,
+                        price: six(s.price.to_decimal()),
+                        gpus: s.gpus,
+                        reason,
+                        detail,
+                    }
+                })
+                .collect(),
+            truncated: explanation.truncated,
+        }))
+    }
+
+    /// Every change of the order, oldest first.
+    async fn history(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<OrderChange>> {
+        let (partition, id) = (self.partition, self.id);
+        Ok(state(ctx)
+            .db(move |conn| {
+                Ok(diesel::sql_query(
+                    "SELECT event_seq, change, price, remaining, detail, at FROM order_history \
+                     WHERE partition = $1 AND order_id = $2 ORDER BY event_seq",
+                )
+                .bind::<Integer, _>(partition)
+                .bind::<BigInt, _>(id)
+                .load(conn)?)
+            })
+            .await?)
+    }
+}
+
+#[derive(Debug, Clone, QueryableByName, SimpleObject)]
+pub struct Lease {
+    #[diesel(sql_type = Integer)]
+    #[graphql(skip)]
+    pub partition: i32,
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    #[diesel(sql_type = Text)]
+    pub market: String,
+    #[diesel(sql_type = BigInt)]
+    pub buyer: i64,
+    #[diesel(sql_type = BigInt)]
+    pub provider: i64,
+    #[diesel(sql_type = Text)]
+    pub node: String,
+    #[diesel(sql_type = Text)]
+    pub region: String,
+    #[diesel(sql_type = Integer)]
+    pub gpus: i32,
+    #[diesel(sql_type = Numeric)]
+    pub price: Decimal,
+    #[diesel(sql_type = Integer)]
+    pub hours: i32,
+    #[diesel(sql_type = Numeric)]
+    pub cost: Decimal,
+    /// `created`, `running` or `ended`.
+    #[diesel(sql_type = Text)]
+    pub status: String,
+    #[diesel(sql_type = Timestamptz)]
+    pub created_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub started_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub ended_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Numeric>)]
+    pub hours_used: Option<Decimal>,
+    #[diesel(sql_type = Nullable<Numeric>)]
+    pub charged: Option<Decimal>,
+    #[diesel(sql_type = Nullable<Numeric>)]
+    pub provider_earned: Option<Decimal>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub end_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, QueryableByName, SimpleObject)]
+pub struct Node {
+    #[diesel(sql_type = Text)]
+    pub node: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub advertised_class: Option<String>,
+    #[diesel(sql_type = Nullable<Integer>)]
+    pub advertised_gpus: Option<i32>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub reported_class: Option<String>,
+    #[diesel(sql_type = Nullable<Integer>)]
+    pub reported_gpus: Option<i32>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub last_heartbeat: Option<DateTime<Utc>>,
+    #[diesel(sql_type = BigInt)]
+    pub heartbeats: i64,
+    #[diesel(sql_type = BigInt)]
+    pub up_ms: i64,
+    #[diesel(sql_type = BigInt)]
+    pub down_ms: i64,
+    /// The node's reported hardware differs from what its asks advertise.
+    #[diesel(sql_type = Bool)]
+    pub mismatching: bool,
+}
+
+#[derive(Debug, Clone, QueryableByName, SimpleObject)]
+pub struct ReputationChange {
+    #[diesel(sql_type = Timestamptz)]
+    pub at: DateTime<Utc>,
+    /// What changed the record, e.g. `lease_ended:completed` or `spec_mismatch`.
+    #[diesel(sql_type = Text)]
+    pub cause: String,
+    #[diesel(sql_type = Integer)]
+    pub score: i32,
+    #[diesel(sql_type = Double)]
+    pub completion: f64,
+    #[diesel(sql_type = Double)]
+    pub uptime: f64,
+    #[diesel(sql_type = Double)]
+    pub punctuality: f64,
+    #[diesel(sql_type = Double)]
+    pub integrity: f64,
+}
+
+/// A provider, its score with the components it is computed from, and its nodes.
+#[derive(Debug, Clone, QueryableByName, SimpleObject)]
+#[graphql(complex)]
+pub struct Provider {
+    #[diesel(sql_type = BigInt)]
+    pub account: i64,
+    /// 0 to 1000: round(1000 × (0.5 completion + 0.3 uptime + 0.2 punctuality) × integrity).
+    #[diesel(sql_type = Integer)]
+    pub score: i32,
+    #[diesel(sql_type = Double)]
+    pub completion: f64,
+    #[diesel(sql_type = Double)]
+    pub uptime: f64,
+    #[diesel(sql_type = Double)]
+    pub punctuality: f64,
+    #[diesel(sql_type = Double)]
+    pub integrity: f64,
+    #[diesel(sql_type = Integer)]
+    pub leases_completed: i32,
+    #[diesel(sql_type = Integer)]
+    pub leases_failed: i32,
+    #[diesel(sql_type = Integer)]
+    pub starts: i32,
+    #[diesel(sql_type = Integer)]
+    pub starts_on_time: i32,
+    #[diesel(sql_type = Integer)]
+    pub spec_mismatches: i32,
+    #[diesel(sql_type = Timestamptz)]
+    pub updated_at: DateTime<Utc>,
+}
+
+#[ComplexObject]
+impl Provider {
+    async fn nodes(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Node>> {
+        let provider = self.account;
+        Ok(state(ctx)
+            .db(move |conn| {
+                Ok(diesel::sql_query(
+                    "SELECT node, advertised_class, advertised_gpus, reported_class, \
+                     reported_gpus, last_heartbeat, heartbeats, up_ms, down_ms, mismatching \
+                     FROM nodes WHERE provider = $1 ORDER BY node",
+                )
+                .bind::<BigInt, _>(provider)
+                .load(conn)?)
+            })
+            .await?)
+    }
+
+    /// Why the score is what it is: the latest changes, newest first.
+    async fn history(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] last: i32,
+    ) -> async_graphql::Result<Vec<ReputationChange>> {
+        let provider = self.account;
+        let last = i64::from(last.clamp(1, MAX_PAGE as i32));
+        Ok(state(ctx)
+            .db(move |conn| {
+                Ok(diesel::sql_query(
+                    "SELECT at, cause, score, completion, uptime, punctuality, integrity \
+                     FROM reputation_history WHERE provider = $1 \
+                     ORDER BY at DESC, partition DESC, event_seq DESC LIMIT $2",
+                )
+                .bind::<BigInt, _>(provider)
+                .bind::<BigInt, _>(last)
+                .load(conn)?)
+            })
+            .await?)
+    }
+}
+
+/// An account's money as the engine holds it now.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct Balance {
+    pub account: u64,
+    pub available: Decimal,
+    /// Held for open bids.
+    pub held: Decimal,
+    /// Paid into running leases.
+    pub in_lease: Decimal,
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+pub struct Posting {
+    pub account: i64,
+    pub bucket: String,
+    pub amount: Decimal,
+}
+
+#[derive(Debug, Clone, QueryableByName)]
+struct JournalRow {
+    #[diesel(sql_type = Integer)]
+    partition: i32,
+    #[diesel(sql_type = BigInt)]
+    event_seq: i64,
+    #[diesel(sql_type = BigInt)]
+    command_offset: i64,
+    #[diesel(sql_type = Text)]
+    kind: String,
+    #[diesel(sql_type = Timestamptz)]
+    at: DateTime<Utc>,
+    #[diesel(sql_type = Array<BigInt>)]
+    accounts: Vec<i64>,
+    #[diesel(sql_type = Array<Text>)]
+    buckets: Vec<String>,
+    #[diesel(sql_type = Array<Numeric>)]
+    amounts: Vec<Decimal>,
+}
+
+/// A journal transaction: legs that sum to zero, with the event and command that caused it.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct JournalEntry {
+    pub partition: i32,
+    pub event_seq: i64,
+    pub command_offset: i64,
+    pub kind: String,
+    pub at: DateTime<Utc>,
+    pub postings: Vec<Posting>,
+}
+
+#[derive(Debug, Clone, QueryableByName, SimpleObject)]
+pub struct Invoice {
+    #[diesel(sql_type = BigInt)]
+    pub account: i64,
+    #[diesel(sql_type = Date)]
+    pub period: NaiveDate,
+    /// `open` or `closed`.
+    #[diesel(sql_type = Text)]
+    pub status: String,
+    #[diesel(sql_type = Integer)]
+    pub lines: i32,
+    #[diesel(sql_type = Numeric)]
+    pub gpu_hours: Decimal,
+    #[diesel(sql_type = Numeric)]
+    pub amount: Decimal,
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+pub struct Me {
+    pub key_id: i64,
+    pub role: Role,
+    pub account: Option<u64>,
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+pub struct DepositInstructions {
+    /// Send funds here on the settlement chain...
+    pub escrow_address: String,
+    /// ...with exactly this memo, or they cannot be credited automatically.
+    pub memo: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum LeaseRole {
+    Buyer,
+    Provider,
+    Either,
+}
+
+// ---------------------------------------------------------------------------------------
+// Queries.
+
+#[derive(Debug)]
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// The key making the request.
+    async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Me> {
+        let p = principal(ctx)?;
+        Ok(Me {
+            key_id: p.key_id,
+            role: p.role,
+            account: p.account.map(|a| a.0),
+        })
+    }
+
+    async fn markets(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Market>> {
+        #[derive(QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = Text)]
+            market: String,
+            #[diesel(sql_type = Numeric)]
+            tick: Decimal,
+            #[diesel(sql_type = Integer)]
+            fee_bps: i32,
+            #[diesel(sql_type = Timestamptz)]
+            created_at: DateTime<Utc>,
+        }
+        let rows: Vec<Row> = state(ctx)
+            .db(|conn| {
+                Ok(diesel::sql_query(
+                    "SELECT market, tick, fee_bps, created_at FROM markets ORDER BY market",
+                )
+                .load(conn)?)
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Market {
+                id: r.market,
+                tick: r.tick,
+                fee_bps: r.fee_bps,
+                created_at: r.created_at,
+            })
+            .collect())
+    }
+
+    /// The live book of a market: the best `levels` prices of each side.
+    async fn depth(
+        &self,
+        ctx: &Context<'_>,
+        market: String,
+        #[graphql(default = 10)] levels: i32,
+    ) -> async_graphql::Result<Depth> {
+        Ok(depth(state(ctx), &market, levels)?)
+    }
+
+    /// Trades (fills), oldest first, optionally of one market and within `[from, to)`.
+    async fn trades(
+        &self,
+        ctx: &Context<'_>,
+        market: Option<String>,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, Trade, EmptyFields, EmptyFields>> {
+        let limit = page_size(first)?;
+        let cursor = parse_cursor(after.as_deref())?;
+        if let Some(market) = &market {
+            parse_market(market)?;
+        }
+        let (from, to) = time_range(from, to)?;
+        let rows: Vec<Trade> = state(ctx)
+            .db(move |conn| {
+                Ok(diesel::sql_query(
+                    "SELECT partition, lease_id, market, price, gpus, hours, taker, at FROM trades \
+                     WHERE ($1::text IS NULL OR market = $1) AND at >= $2 AND at < $3 \
+                     AND (partition, lease_id) > ($4, $5) \
+                     ORDER BY partition, lease_id LIMIT $6",
+                )
+                .bind::<Nullable<Text>, _>(market)
+                .bind::<Timestamptz, _>(from)
+                .bind::<Timestamptz, _>(to)
+                .bind::<Integer, _>(cursor.0)
+                .bind::<BigInt, _>(cursor.1)
+                .bind::<BigInt, _>(limit + 1)
+                .load(conn)?)
+            })
+            .await?;
+        Ok(connection(rows, limit, after.is_some(), |t| {
+            (t.partition, t.lease_id)
+        }))
+    }
+
+    /// Orders of an account (a trader's or provider's own; finance and admin name one),
+    /// oldest first, optionally of one market and status.
+    #[allow(clippy::too_many_arguments)]
+    async fn orders(
+        &self,
+        ctx: &Context<'_>,
+        account: Option<ID>,
+        market: Option<String>,
+        status: Option<OrderStatus>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, Order, EmptyFields, EmptyFields>> {
+        let account =
+            account_param(principal(ctx)?.account_to_read(parse_account(account.as_ref())?)?)?;
+        let limit = page_size(first)?;
+        let cursor = parse_cursor(after.as_deref())?;
+        if let Some(market) = &market {
+            parse_market(market)?;
+        }
+        let status = status.map(OrderStatus::as_str);
+        let rows: Vec<Order> = state(ctx)
+            .db(move |conn| {
+                Ok(diesel::sql_query(
+                    "SELECT partition, order_id AS id, account, client_id AS client_order_id, \
+                     market, side, price, gpus, remaining, tif AS time_in_force, status, \
+                     cancel_reason, created_at, updated_at FROM orders \
+                     WHERE account = $1 AND ($2::text IS NULL OR market = $2) \
+                     AND ($3::text IS NULL OR status = $3) AND (partition, order_id) > ($4, $5) \
+                     ORDER BY partition, order_id LIMIT $6",
+                )
+                .bind::<BigInt, _>(account)
+                .bind::<Nullable<Text>, _>(market)
+                .bind::<Nullable<Text>, _>(status)
+                .bind::<Integer, _>(cursor.0)
+                .bind::<BigInt, _>(cursor.1)
+                .bind::<BigInt, _>(limit + 1)
+                .load(conn)?)
+            })
+            .await?;
+        Ok(connection(rows, limit, after.is_some(), |o| {
+            (o.partition, o.id)
+        }))
+    }
+
+    /// Leases an account bought or provided, oldest first.
+    #[allow(clippy::too_many_arguments)]
+    async fn leases(
+        &self,
+        ctx: &Context<'_>,
+        account: Option<ID>,
+        #[graphql(default_with = "LeaseRole::Either")] role: LeaseRole,
+        status: Option<String>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, Lease, EmptyFields, EmptyFields>> {
+        let account =
+            account_param(principal(ctx)?.account_to_read(parse_account(account.as_ref())?)?)?;
+        let limit = page_size(first)?;
+        let cursor = parse_cursor(after.as_deref())?;
+        if let Some(s) = &status {
+            if !["created", "running", "ended"].contains(&s.as_str()) {
+                return Err(ApiError::validation(format!(
+                    "unknown lease status {s:?} (created, running, ended)"
+                ))
+                .into());
+            }
+        }
+        let (as_buyer, as_provider) = match role {
+            LeaseRole::Buyer => (true, false),
+            LeaseRole::Provider => (false, true),
+            LeaseRole::Either => (true, true),
+        };
+        let rows: Vec<Lease> = state(ctx)
+            .db(move |conn| {
+                Ok(diesel::sql_query(
+                    "SELECT partition, lease_id AS id, market, buyer, provider, node, region, gpus, \
+                     price, hours, cost, status, created_at, started_at, ended_at, hours_used, \
+                     charged, provider_earned, end_reason FROM leases \
+                     WHERE (($2 AND buyer = $1) OR ($3 AND provider = $1)) \
+                     AND ($4::text IS NULL OR status = $4) AND (partition, lease_id) > ($5, $6) \
+                     ORDER BY partition, lease_id LIMIT $7",
+                )
+                .bind::<BigInt, _>(account)
+                .bind::<Bool, _>(as_buyer)
+                .bind::<Bool, _>(as_provider)
+                .bind::<Nullable<Text>, _>(status)
+                .bind::<Integer, _>(cursor.0)
+                .bind::<BigInt, _>(cursor.1)
+                .bind::<BigInt, _>(limit + 1)
+                .load(conn)?)
+            })
+            .await?;
+        Ok(connection(rows, limit, after.is_some(), |l| {
+            (l.partition, l.id)
+        }))
+    }
+
+    /// Providers by score (best first), with the components, nodes and history.
+    async fn providers(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, Provider, EmptyFields, EmptyFields>> {
+        let limit = page_size(first)?;
+        // Ordered by account so the cursor is stable while scores move.
+        let cursor = parse_cursor(after.as_deref())?;
+        let rows: Vec<Provider> = state(ctx)
+            .db(move |conn| {
+                Ok(diesel::sql_query(
+                    "SELECT provider AS account, score, completion, uptime, punctuality, integrity, \
+                     leases_completed, leases_failed, starts, starts_on_time, spec_mismatches, \
+                     updated_at FROM provider_reputation WHERE provider > $1 \
+                     ORDER BY provider LIMIT $2",
+                )
+                .bind::<BigInt, _>(cursor.1)
+                .bind::<BigInt, _>(limit + 1)
+                .load(conn)?)
+            })
+            .await?;
+        Ok(connection(rows, limit, after.is_some(), |p| (0, p.account)))
+    }
+
+    /// An account's balance as the engine holds it now (a trader's or provider's own;
+    /// finance and admin name one).
+    async fn balance(
+        &self,
+        ctx: &Context<'_>,
+        account: Option<ID>,
+    ) -> async_graphql::Result<Balance> {
+        let account = principal(ctx)?.account_to_read(parse_account(account.as_ref())?)?;
+        let b = state(ctx).gateway.replica().balance(account);
+        Ok(Balance {
+            account: account.0,
+            available: six(b.available.to_decimal()),
+            held: six(b.held.to_decimal()),
+            in_lease: six(b.in_lease.to_decimal()),
+        })
+    }
+
+    /// Journal transactions that touch an account, oldest first, within `[from, to)`.
+    async fn journal(
+        &self,
+        ctx: &Context<'_>,
+        account: Option<ID>,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, JournalEntry, EmptyFields, EmptyFields>> {
+        let account =
+            account_param(principal(ctx)?.account_to_read(parse_account(account.as_ref())?)?)?;
+        let limit = page_size(first)?;
+        let cursor = parse_cursor(after.as_deref())?;
+        let (from, to) = time_range(from, to)?;
+        let rows: Vec<JournalRow> = state(ctx)
+            .db(move |conn| {
+                Ok(diesel::sql_query(
+                    "SELECT partition, event_seq, command_offset, kind, at, accounts, buckets, \
+                     amounts FROM journal_transactions WHERE $1 = ANY (accounts) \
+                     AND at >= $2 AND at < $3 AND (partition, event_seq) > ($4, $5) \
+                     ORDER BY partition, event_seq LIMIT $6",
+                )
+                .bind::<BigInt, _>(account)
+                .bind::<Timestamptz, _>(from)
+                .bind::<Timestamptz, _>(to)
+                .bind::<Integer, _>(cursor.0)
+                .bind::<BigInt, _>(cursor.1)
+                .bind::<BigInt, _>(limit + 1)
+                .load(conn)?)
+            })
+            .await?;
+        let entries = rows
+            .into_iter()
+            .map(|r| JournalEntry {
+                partition: r.partition,
+                event_seq: r.event_seq,
+                command_offset: r.command_offset,
+                kind: r.kind,
+                at: r.at,
+                postings: r
+                    .accounts
+                    .into_iter()
+                    .zip(r.buckets)
+                    .zip(r.amounts)
+                    .map(|((account, bucket), amount)| Posting {
+                        account,
+                        bucket,
+                        amount,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(connection(entries, limit, after.is_some(), |e| {
+            (e.partition, e.event_seq)
+        }))
+    }
+
+    /// An account's monthly invoices, newest first.
+    async fn invoices(
+        &self,
+        ctx: &Context<'_>,
+        account: Option<ID>,
+    ) -> async_graphql::Result<Vec<Invoice>> {
+        let account =
+            account_param(principal(ctx)?.account_to_read(parse_account(account.as_ref())?)?)?;
+        Ok(state(ctx)
+            .db(move |conn| {
+                Ok(diesel::sql_query(
+                    "SELECT account, period, status, lines, gpu_hours, amount FROM invoices \
+                     WHERE account = $1 ORDER BY period DESC",
+                )
+                .bind::<BigInt, _>(account)
+                .load(conn)?)
+            })
+            .await?)
+    }
+
+    /// Where and how the caller deposits funds.
+    async fn deposit_instructions(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<DepositInstructions> {
+        let account = principal(ctx)?.own_account()?;
+        let escrow = state(ctx).escrow_address.clone().ok_or_else(|| {
+            ApiError::unavailable("no settlement chain is configured (--escrow-address)")
+        })?;
+        Ok(DepositInstructions {
+            escrow_address: escrow,
+            memo: account.0.to_string(),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Mutations.
+
+#[derive(Debug, InputObject)]
+pub struct BidInput {
+    /// Lease length in whole hours.
+    pub hours: u32,
+    #[graphql(default)]
+    pub min_vram_gb: u32,
+    /// Allowed regions; empty means any.
+    #[graphql(default)]
+    pub regions: Vec<String>,
+    /// Allowed interconnects (`pcie`, `nvlink`, `nvswitch`, `infinity_fabric`); empty: any.
+    #[graphql(default)]
+    pub interconnects: Vec<String>,
+    /// `nvidia` or `amd`; absent: either.
+    pub vendor: Option<String>,
+    #[graphql(default)]
+    pub min_reputation: u32,
+    #[graphql(default)]
+    pub single_node: bool,
+    #[graphql(default)]
+    pub all_or_none: bool,
+    pub min_fill: Option<u32>,
+}
+
+#[derive(Debug, InputObject)]
+pub struct AskInput {
+    pub node: String,
+    /// `nvidia` or `amd`.
+    pub vendor: String,
+    pub vram_gb: u32,
+    /// `pcie`, `nvlink`, `nvswitch` or `infinity_fabric`.
+    pub interconnect: String,
+    pub region: String,
+    pub available_until: DateTime<Utc>,
+}
+
+#[derive(Debug, InputObject)]
+pub struct PlaceOrderInput {
+    pub market: String,
+    /// Your idempotency key, unique per account: a decimal up to 2^128 or a UUID. A retry
+    /// with the same key returns the first order, never a second one.
+    pub client_order_id: String,
+    /// Per GPU-hour, a decimal string on the market's tick, e.g. "2.10".
+    pub price: String,
+    pub gpus: u32,
+    #[graphql(default_with = "TimeInForce::Gtc")]
+    pub time_in_force: TimeInForce,
+    /// Required with `GTT`.
+    pub expires_at: Option<DateTime<Utc>>,
+    #[graphql(default)]
+    pub post_only: bool,
+    /// Exactly one of `bid` (traders) and `ask` (providers).
+    pub bid: Option<BidInput>,
+    pub ask: Option<AskInput>,
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+pub struct Fill {
+    pub lease_id: u64,
+    pub price: Decimal,
+    pub gpus: u32,
+    pub hours: u32,
+    pub cost: Decimal,
+    /// The other side's order.
+    pub counter_order_id: u64,
+}
+
+/// The engine's answer to an order.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct OrderResult {
+    pub order_id: u64,
+    pub client_order_id: String,
+    pub status: OrderStatus,
+    pub remaining: u32,
+    pub fills: Vec<Fill>,
+    /// Why the rest was cancelled (`immediate_remainder` for IOC, `self_trade`, ...).
+    pub cancel_reason: Option<String>,
+    /// True when this is the answer to an earlier request with the same client order id.
+    pub replayed: bool,
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+pub struct CancelResult {
+    pub order_id: u64,
+    /// GPUs that were still open.
+    pub remaining: u32,
+    /// Money the cancel released from the hold.
+    pub released: Decimal,
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+pub struct AmendResult {
+    pub order_id: u64,
+    pub price: Decimal,
+    pub remaining: u32,
+    /// Smaller quantity keeps time priority; a new price or more GPUs loses it.
+    pub priority_kept: bool,
+    pub fills: Vec<Fill>,
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+pub struct MoneyResult {
+    pub account: u64,
+    pub amount: Decimal,
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+pub struct LeaseEndResult {
+    pub lease_id: u64,
+    pub hours_used: Decimal,
+    pub charged: Decimal,
+    pub refunded: Decimal,
+    pub provider_earned: Decimal,
+}
+
+fn parse_name<T: std::str::FromStr<Err = contract::ParseError>>(
+    what: &str,
+    s: &str,
+) -> Result<T, ApiError> {
+    s.parse()
+        .map_err(|e: contract::ParseError| ApiError::validation(format!("{what}: {e}")))
+}
+
+fn parse_vendor(s: &str) -> Result<Vendor, ApiError> {
+    match s {
+        "nvidia" => Ok(Vendor::Nvidia),
+        "amd" => Ok(Vendor::Amd),
+        _ => Err(ApiError::validation(format!(
+            "vendor: unknown {s:?} (nvidia, amd)"
+        ))),
+    }
+}
+
+fn money<T>(what: &str, r: Result<T, contract::MoneyError>) -> Result<T, ApiError> {
+    r.map_err(|e| ApiError::validation(format!("{what}: {e}")))
+}
+
+fn timestamp(at: DateTime<Utc>) -> Timestamp {
+    Timestamp(at.timestamp_millis())
+}
+
+/// Builds the engine's order from the input; every syntax check happens here.
+fn new_order(p: &Principal, input: PlaceOrderInput) -> Result<NewOrder, ApiError> {
+    let account = p.own_account()?;
+    let terms = match (input.bid, input.ask) {
+        (Some(bid), None) => {
+            p.require(&[Role::Trader], "placing a bid")?;
+            OrderTerms::Bid(BidSpec {
+                hours: money("hours", Hours::new(u64::from(bid.hours)))?,
+                min_vram_gb: bid.min_vram_gb,
+                regions: bid
+                    .regions
+                    .iter()
+                    .map(|r| parse_name::<Region>("region", r))
+                    .collect::<Result<_, _>>()?,
+                interconnects: bid
+                    .interconnects
+                    .iter()
+                    .map(|i| parse_name::<Interconnect>("interconnect", i))
+                    .collect::<Result<_, _>>()?,
+                vendor: bid.vendor.as_deref().map(parse_vendor).transpose()?,
+                min_reputation: money(
+                    "minReputation",
+                    Reputation::new(u64::from(bid.min_reputation)),
+                )?,
+                single_node: bid.single_node,
+                all_or_none: bid.all_or_none,
+                min_fill: bid
+                    .min_fill
+                    .map(|g| money("minFill", Gpus::new(u64::from(g))))
+                    .transpose()?,
+            })
+        }
+        (None, Some(ask)) => {
+            p.require(&[Role::Provider], "placing an ask")?;
+            OrderTerms::Ask(AskSpec {
+                node: parse_name::<NodeId>("node", &ask.node)?,
+                vendor: parse_vendor(&ask.vendor)?,
+                vram_gb: ask.vram_gb,
+                interconnect: parse_name::<Interconnect>("interconnect", &ask.interconnect)?,
+                region: parse_name::<Region>("region", &ask.region)?,
+                available_until: timestamp(ask.available_until),
+            })
+        }
+        _ => return Err(ApiError::validation("give exactly one of `bid` and `ask`")),
+    };
+    let tif = match (input.time_in_force, input.expires_at) {
+        (TimeInForce::Gtt, Some(at)) => EngineTif::Gtt {
+            expires_at: timestamp(at),
+        },
+        (TimeInForce::Gtt, None) => {
+            return Err(ApiError::validation("GTT needs `expiresAt`"));
+        }
+        (_, Some(_)) => {
+            return Err(ApiError::validation("`expiresAt` goes only with GTT"));
+        }
+        (TimeInForce::Gtc, None) => EngineTif::Gtc,
+        (TimeInForce::Ioc, None) => EngineTif::Ioc,
+        (TimeInForce::Fok, None) => EngineTif::Fok,
+    };
+    Ok(NewOrder {
+        account,
+        client_id: ClientOrderId::parse(&input.client_order_id)
+            .map_err(|e| ApiError::validation(format!("clientOrderId: {e}")))?,
+        market: parse_market(&input.market)?,
+        price: money("price", Price::parse(&input.price))?,
+        gpus: money("gpus", Gpus::new(u64::from(input.gpus)))?,
+        tif,
+        post_only: input.post_only,
+        terms,
+    })
+}
+
+/// The events of an answer, or its rejection as the error.
+fn events(answer: Vec<EventBody>) -> Result<Vec<Event>, ApiError> {
+    answer
+        .into_iter()
+        .map(|body| match body {
+            EventBody::Event(e) => Ok(e),
+            EventBody::Rejected(r) => Err(ApiError::rejected(&r)),
+        })
+        .collect()
+}
+
+fn fills_of(order_id: OrderId, events: &[Event]) -> Vec<Fill> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::LeaseCreated {
+                lease_id,
+                bid_order,
+                ask_order,
+                gpus,
+                price,
+                hours,
+                cost,
+                ..
+            } if *bid_order == order_id || *ask_order == order_id => Some(Fill {
+                lease_id: lease_id.0,
+                price: six(price.to_decimal()),
+                gpus: gpus.get(),
+                hours: hours.get(),
+                cost: six(cost.to_decimal()),
+                counter_order_id: if *bid_order == order_id {
+                    ask_order.0
+                } else {
+                    bid_order.0
+                },
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+fn order_result(client_id: String, events: &[Event]) -> Result<OrderResult, ApiError> {
+    let (order_id, gpus) = events
+        .iter()
+        .find_map(|e| match e {
+            Event::OrderAccepted {
+                order_id, order, ..
+            } => Some((*order_id, order.gpus.get())),
+            _ => None,
+        })
+        .ok_or_else(|| ApiError::internal("the engine accepted no order"))?;
+    let fills = fills_of(order_id, events);
+    let filled: u32 = fills.iter().map(|f| f.gpus).sum();
+    let cancel_reason = events.iter().find_map(|e| match e {
+        Event::OrderCancelled {
+            order_id: id,
+            reason,
+            ..
+        } if *id == order_id => Some(reason.as_str().to_owned()),
+        _ => None,
+    });
+    let remaining = gpus - filled;
+    let status = match (&cancel_reason, remaining) {
+        (Some(_), _) => OrderStatus::Cancelled,
+        (None, 0) => OrderStatus::Filled,
+        (None, _) => OrderStatus::Open,
+    };
+    Ok(OrderResult {
+        order_id: order_id.0,
+        client_order_id: client_id,
+        status,
+        remaining: if cancel_reason.is_some() {
+            0
+        } else {
+            remaining
+        },
+        fills,
+        cancel_reason,
+        replayed: false,
+    })
+}
+
+/// The first answer to a retried order, from the read models (waiting, within the answer
+/// timeout, for the projection to catch up with it).
+async fn first_answer(
+    state: &AppState,
+    account: AccountId,
+    client_id: String,
+) -> Result<OrderResult, ApiError> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = BigInt)]
+        order_id: i64,
+        #[diesel(sql_type = Integer)]
+        remaining: i32,
+        #[diesel(sql_type = Text)]
+        status: String,
+        #[diesel(sql_type = Nullable<Text>)]
+        cancel_reason: Option<String>,
+    }
+    let account = account_param(account)?;
+    let deadline = tokio::time::Instant::now() + state.answer_timeout;
+    loop {
+        let key = client_id.clone();
+        let row: Option<Row> = state
+            .db(move |conn| {
+                Ok(diesel::sql_query(
+                    "SELECT order_id, remaining, status, cancel_reason FROM orders \
+                     WHERE account = $1 AND client_id = $2",
+                )
+                .bind::<BigInt, _>(account)
+                .bind::<Text, _>(key)
+                .get_result(conn)
+                .optional()?)
+            })
+            .await?;
+        if let Some(row) = row {
+            let order_id = row.order_id;
+            let fills: Vec<Trade> = state
+                .db(move |conn| {
+                    Ok(diesel::sql_query(
+                        "SELECT partition, lease_id, market, price, gpus, hours, taker, at \
+                         FROM trades WHERE bid_order = $1 OR ask_order = $1 ORDER BY lease_id",
+                    )
+                    .bind::<BigInt, _>(order_id)
+                    .load(conn)?)
+                })
+                .await?;
+            let status = match row.status.as_str() {
+                "filled" => OrderStatus::Filled,
+                "cancelled" => OrderStatus::Cancelled,
+                _ => OrderStatus::Open,
+            };
+            return Ok(OrderResult {
+                order_id: order_id as u64,
+                client_order_id: client_id,
+                status,
+                remaining: row.remaining.max(0) as u32,
+                fills: fills
+                    .into_iter()
+                    .map(|t| Fill {
+                        lease_id: t.lease_id as u64,
+                        price: t.price,
+                        gpus: t.gpus.max(0) as u32,
+                        hours: t.hours.max(0) as u32,
+                        cost: six(t.price * Decimal::from(t.gpus) * Decimal::from(t.hours)),
+                        counter_order_id: 0,
+                    })
+                    .collect(),
+                cancel_reason: row.cancel_reason,
+                replayed: true,
+            });
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::engine_timeout(
+                "the client order id was used before, but its order is not in the read models yet",
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+fn parse_order_id(id: &ID) -> Result<OrderId, ApiError> {
+    OrderId::parse(id).map_err(|e| ApiError::validation(format!("orderId: {e}")))
+}
+
+#[derive(Debug)]
+pub struct Mutation;
+
+#[Object]
+impl Mutation {
+    /// Places a bid (trader) or an ask (provider) and returns the engine's answer: accepted
+    /// with its fills, or the typed rejection. A retry with the same `clientOrderId` returns
+    /// the first answer (`replayed: true`) and never places a second order.
+    async fn place_order(
+        &self,
+        ctx: &Context<'_>,
+        input: PlaceOrderInput,
+    ) -> async_graphql::Result<OrderResult> {
+        let p = principal(ctx)?;
+        let client_id = input.client_order_id.clone();
+        let order = new_order(&p, input)?;
+        let st = state(ctx);
+        let answer = st.gateway.submit(Command::Place(order)).await?;
+        match events(answer) {
+            Ok(events) => Ok(order_result(client_id, &events)?),
+            Err(e) if e.code == "DUPLICATE_CLIENT_ORDER_ID" => {
+                Ok(first_answer(st, p.own_account()?, client_id).await?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Cancels a resting order of the caller.
+    async fn cancel_order(
+        &self,
+        ctx: &Context<'_>,
+        order_id: ID,
+    ) -> async_graphql::Result<CancelResult> {
+        let p = principal(ctx)?;
+        p.require(&[Role::Trader, Role::Provider], "cancelling an order")?;
+        let order_id = parse_order_id(&order_id)?;
+        let answer = state(ctx)
+            .gateway
+            .submit(Command::Cancel {
+                account: p.own_account()?,
+                order_id,
+            })
+            .await?;
+        let events = events(answer)?;
+        events
+            .iter()
+            .find_map(|e| match e {
+                Event::OrderCancelled {
+                    order_id,
+                    remaining,
+                    released,
+                    ..
+                } => Some(CancelResult {
+                    order_id: order_id.0,
+                    remaining: *remaining,
+                    released: six(released.to_decimal()),
+                }),
+                _ => None,
+            })
+            .ok_or_else(|| ApiError::internal("the engine cancelled nothing").into())
+    }
+
+    /// Changes a resting order's price and/or quantity.
+    async fn amend_order(
+        &self,
+        ctx: &Context<'_>,
+        order_id: ID,
+        price: Option<String>,
+        gpus: Option<u32>,
+    ) -> async_graphql::Result<AmendResult> {
+        let p = principal(ctx)?;
+        p.require(&[Role::Trader, Role::Provider], "amending an order")?;
+        let order_id = parse_order_id(&order_id)?;
+        let price = price
+            .map(|s| money("price", Price::parse(&s)))
+            .transpose()?;
+        let gpus = gpus
+            .map(|g| money("gpus", Gpus::new(u64::from(g))))
+            .transpose()?;
+        let answer = state(ctx)
+            .gateway
+            .submit(Command::Amend {
+                account: p.own_account()?,
+                order_id,
+                price,
+                gpus,
+            })
+            .await?;
+        let events = events(answer)?;
+        let fills = fills_of(order_id, &events);
+        events
+            .iter()
+            .find_map(|e| match e {
+                Event::OrderAmended {
+                    order_id,
+                    price,
+                    remaining,
+                    priority_kept,
+                    ..
+                } => Some(AmendResult {
+                    order_id: order_id.0,
+                    price: six(price.to_decimal()),
+                    remaining: remaining.get(),
+                    priority_kept: *priority_kept,
+                    fills: fills.clone(),
+                }),
+                _ => None,
+            })
+            .ok_or_else(|| ApiError::internal("the engine amended nothing").into())
+    }
+
+    /// Debits the caller's available balance for a payout on the settlement chain.
+    async fn request_withdrawal(
+        &self,
+        ctx: &Context<'_>,
+        amount: String,
+    ) -> async_graphql::Result<MoneyResult> {
+        let p = principal(ctx)?;
+        p.require(&[Role::Trader, Role::Provider], "withdrawing")?;
+        let account = p.own_account()?;
+        let amount = money("amount", Amount::parse(&amount))?;
+        let answer = state(ctx)
+            .gateway
+            .submit(Command::Withdraw { account, amount })
+            .await?;
+        events(answer)?;
+        Ok(MoneyResult {
+            account: account.0,
+            amount: six(amount.to_decimal()),
+        })
+    }
+
+    /// Ends a lease the caller bought or provided, charging `hoursUsed`.
+    async fn end_lease(
+        &self,
+        ctx: &Context<'_>,
+        lease_id: ID,
+        hours_used: String,
+        #[graphql(default)] provider_failed: bool,
+    ) -> async_graphql::Result<LeaseEndResult> {
+        let p = principal(ctx)?;
+        p.require(&[Role::Trader, Role::Provider], "ending a lease")?;
+        let lease_id =
+            LeaseId::parse(&lease_id).map_err(|e| ApiError::validation(format!("leaseId: {e}")))?;
+        let hours_used = Decimal::from_str_exact(hours_used.trim()).map_err(|_| {
+            ApiError::validation(format!("hoursUsed: not a decimal: {hours_used:?}"))
+        })?;
+        let reason = match (p.role, provider_failed) {
+            (Role::Trader, false) => LeaseEndReason::BuyerStopped,
+            (Role::Provider, false) => LeaseEndReason::Completed,
+            (Role::Provider, true) => LeaseEndReason::ProviderFailed,
+            _ => {
+                return Err(ApiError::forbidden("only the provider reports its own failure").into())
+            }
+        };
+        let answer = state(ctx)
+            .gateway
+            .submit(Command::EndLease {
+                by: p.own_account()?,
+                lease_id,
+                hours_used,
+                reason,
+            })
+            .await?;
+        events(answer)?
+            .iter()
+            .find_map(|e| match e {
+                Event::LeaseEnded {
+                    lease_id,
+                    hours_used,
+                    charged,
+                    refunded,
+                    provider_earned,
+                    ..
+                } => Some(LeaseEndResult {
+                    lease_id: lease_id.0,
+                    hours_used: *hours_used,
+                    charged: six(charged.to_decimal()),
+                    refunded: six(refunded.to_decimal()),
+                    provider_earned: six(provider_earned.to_decimal()),
+                }),
+                _ => None,
+            })
+            .ok_or_else(|| ApiError::internal("the engine ended no lease").into())
+    }
+
+    /// Opens a market (admin).
+    async fn create_market(
+        &self,
+        ctx: &Context<'_>,
+        market: String,
+        tick: String,
+        fee_bps: u32,
+    ) -> async_graphql::Result<String> {
+        principal(ctx)?.require(&[Role::Admin], "creating a market")?;
+        let id = parse_market(&market)?;
+        let command = Command::CreateMarket {
+            market: id,
+            tick: money("tick", Price::parse(&tick))?,
+            fee: money("feeBps", FeeRate::new(u64::from(fee_bps)))?,
+        };
+        events(state(ctx).gateway.submit(command).await?)?;
+        Ok(market)
+    }
+
+    /// Credits an account (admin; the Cosmos bridge does this for on-chain deposits).
+    async fn credit_deposit(
+        &self,
+        ctx: &Context<'_>,
+        account: ID,
+        amount: String,
+    ) -> async_graphql::Result<MoneyResult> {
+        principal(ctx)?.require(&[Role::Admin], "crediting a deposit")?;
+        let account = parse_account(Some(&account))?.expect("given");
+        let amount = money("amount", Amount::parse(&amount))?;
+        events(
+            state(ctx)
+                .gateway
+                .submit(Command::Deposit { account, amount })
+                .await?,
+        )?;
+        Ok(MoneyResult {
+            account: account.0,
+            amount: six(amount.to_decimal()),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Subscriptions.
+
+/// A change of one of the caller's orders.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct OrderUpdate {
+    pub order_id: u64,
+    /// `accepted`, `filled`, `amended` or `cancelled`.
+    pub change: String,
+    /// GPUs still open after the change.
+    pub remaining: u32,
+    pub price: Option<Decimal>,
+    pub lease_id: Option<u64>,
+    pub at: DateTime<Utc>,
+}
+
+/// A new lease, as its provider sees it.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct LeaseOffer {
+    pub lease_id: u64,
+    pub market: String,
+    pub node: String,
+    pub gpus: u32,
+    pub hours: u32,
+    pub price: Decimal,
+    pub buyer: u64,
+    pub at: DateTime<Utc>,
+}
+
+fn order_updates(account: AccountId, record: &EventRecord) -> Vec<OrderUpdate> {
+    let EventBody::Event(event) = &record.body else {
+        return Vec::new();
+    };
+    let at = to_time(record.at);
+    match event {
+        Event::OrderAccepted {
+            order_id, order, ..
+        } if order.account == account => {
+            vec![OrderUpdate {
+                order_id: order_id.0,
+                change: "accepted".into(),
+                remaining: order.gpus.get(),
+                price: Some(six(order.price.to_decimal())),
+                lease_id: None,
+                at,
+            }]
+        }
+        Event::OrderAmended {
+            order_id,
+            account: a,
+            price,
+            remaining,
+            ..
+        } if *a == account => vec![OrderUpdate {
+            order_id: order_id.0,
+            change: "amended".into(),
+            remaining: remaining.get(),
+            price: Some(six(price.to_decimal())),
+            lease_id: None,
+            at,
+        }],
+        Event::OrderCancelled {
+            order_id,
+            account: a,
+            remaining,
+            ..
+        } if *a == account => vec![OrderUpdate {
+            order_id: order_id.0,
+            change: "cancelled".into(),
+            remaining: *remaining,
+            price: None,
+            lease_id: None,
+            at,
+        }],
+        Event::LeaseCreated {
+            lease_id,
+            buyer,
+            provider,
+            bid_order,
+            ask_order,
+            price,
+            bid_remaining,
+            ask_remaining,
+            ..
+        } => [
+            (*buyer, *bid_order, *bid_remaining),
+            (*provider, *ask_order, *ask_remaining),
+        ]
+        .into_iter()
+        .filter(|(owner, _, _)| *owner == account)
+        .map(|(_, order_id, remaining)| OrderUpdate {
+            order_id: order_id.0,
+            change: "filled".into(),
+            remaining,
+            price: Some(six(price.to_decimal())),
+            lease_id: Some(lease_id.0),
+            at,
+        })
+        .collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[derive(Debug)]
+pub struct Subscription;
+
+#[Subscription]
+impl Subscription {
+    /// Every fill of a market as it happens.
+    async fn trades(
+        &self,
+        ctx: &Context<'_>,
+        market: String,
+    ) -> async_graphql::Result<impl Stream<Item = Trade>> {
+        let id = parse_market(&market)?;
+        let mut rx = state(ctx).gateway.subscribe();
+        Ok(async_stream_like(move |tx| async move {
+            while let Some(record) = next(&mut rx).await {
+                if let EventBody::Event(Event::LeaseCreated {
+                    lease_id,
+                    market: m,
+                    price,
+                    gpus,
+                    hours,
+                    taker,
+                    ..
+                }) = &record.body
+                {
+                    if *m == id {
+                        let trade = Trade {
+                            partition: 0,
+                            lease_id: lease_id.0 as i64,
+                            market: m.to_string(),
+                            price: six(price.to_decimal()),
+                            gpus: gpus.get() as i32,
+                            hours: hours.get() as i32,
+                            taker: taker.as_str().to_owned(),
+                            at: to_time(record.at),
+                        };
+                        if tx.send(trade).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }))
+    }
+
+    /// The book of a market: now, then after every change of it.
+    async fn depth(
+        &self,
+        ctx: &Context<'_>,
+        market: String,
+        #[graphql(default = 10)] levels: i32,
+    ) -> async_graphql::Result<impl Stream<Item = Depth>> {
+        let st = state(ctx).clone();
+        let first = depth(&st, &market, levels)?;
+        let mut progress = st.gateway.progress();
+        Ok(async_stream_like(move |tx| async move {
+            let mut last = first.clone();
+            if tx.send(first).await.is_err() {
+                return;
+            }
+            while progress.changed().await.is_ok() {
+                let Ok(now) = depth(&st, &market, levels) else {
+                    return;
+                };
+                if (&now.bids, &now.asks) != (&last.bids, &last.asks) {
+                    last = now.clone();
+                    if tx.send(now).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }))
+    }
+
+    /// Changes of the caller's orders: accepted, filled, amended, cancelled.
+    async fn my_order_updates(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<impl Stream<Item = OrderUpdate>> {
+        let account = principal(ctx)?.own_account()?;
+        let mut rx = state(ctx).gateway.subscribe();
+        Ok(async_stream_like(move |tx| async move {
+            while let Some(record) = next(&mut rx).await {
+                for update in order_updates(account, &record) {
+                    if tx.send(update).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }))
+    }
+
+    /// New leases on the caller's nodes (providers).
+    async fn lease_offers(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<impl Stream<Item = LeaseOffer>> {
+        let p = principal(ctx)?;
+        p.require(&[Role::Provider], "lease offers")?;
+        let account = p.own_account()?;
+        let mut rx = state(ctx).gateway.subscribe();
+        Ok(async_stream_like(move |tx| async move {
+            while let Some(record) = next(&mut rx).await {
+                if let EventBody::Event(Event::LeaseCreated {
+                    lease_id,
+                    market,
+                    provider,
+                    node,
+                    buyer,
+                    gpus,
+                    hours,
+                    price,
+                    ..
+                }) = &record.body
+                {
+                    if *provider == account {
+                        let offer = LeaseOffer {
+                            lease_id: lease_id.0,
+                            market: market.to_string(),
+                            node: node.to_string(),
+                            gpus: gpus.get(),
+                            hours: hours.get(),
+                            price: six(price.to_decimal()),
+                            buyer: buyer.0,
+                            at: to_time(record.at),
+                        };
+                        if tx.send(offer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }))
+    }
+}
+
+/// The next record for a subscriber; a subscriber too slow for the broadcast buffer loses
+/// the records it missed (logged) and goes on, rather than holding everyone back.
+async fn next(
+    rx: &mut tokio::sync::broadcast::Receiver<Arc<EventRecord>>,
+) -> Option<Arc<EventRecord>> {
+    loop {
+        match rx.recv().await {
+            Ok(record) => return Some(record),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "a subscription fell behind");
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        }
+    }
+}
+
+/// A stream fed by a task through a small channel; the task ends when the client goes.
+fn async_stream_like<T, F, Fut>(body: F) -> impl Stream<Item = T>
+where
+    T: Send + 'static,
+    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(body(tx));
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+}
+
+/// Builds the schema with the limits.
+pub fn schema(state: Arc<AppState>) -> MarketSchema {
+    async_graphql::Schema::build(Query, Mutation, Subscription)
+        .data(state.clone())
+        .limit_depth(state.limits.max_depth)
+        .limit_complexity(state.limits.max_complexity)
+        .finish()
+}
+
+/// The schema in SDL, as published in `api/schema.graphql`.
+pub fn sdl() -> String {
+    async_graphql::Schema::build(Query, Mutation, Subscription)
+        .finish()
+        .sdl()
+}

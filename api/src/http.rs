@@ -1,0 +1,307 @@
+//! The HTTP side: `/graphql` (POST queries and mutations, GraphiQL on GET, subscriptions over
+//! `graphql-transport-ws` on a websocket upgrade), `/healthz`, `/readyz`, `/metrics`.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::dev::Server;
+use actix_web::{web, HttpRequest, HttpResponse};
+use async_graphql::http::GraphiQLSource;
+use async_graphql::Data;
+use async_graphql_actix_web::GraphQLSubscription;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
+use futures_util::StreamExt;
+use tracing::info;
+
+use crate::auth::Principal;
+use crate::errors::ApiError;
+use crate::graphql::{schema, MarketSchema};
+use crate::AppState;
+
+/// Starts the server on `addr` (port 0 picks a free one); returns it and the bound address.
+pub fn serve(
+    state: Arc<AppState>,
+    addr: &str,
+    workers: usize,
+) -> std::io::Result<(Server, std::net::SocketAddr)> {
+    let schema = schema(state.clone());
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(web::Data::new(state.clone()))
+            .app_data(web::Data::new(schema.clone()))
+            .route("/graphql", web::post().to(graphql))
+            .route("/graphql", web::get().to(graphiql_or_ws))
+            .route(
+                "/healthz",
+                web::get().to(|| async { HttpResponse::Ok().body("ok\n") }),
+            )
+            .route("/readyz", web::get().to(readyz))
+            .route("/metrics", web::get().to(metrics))
+    })
+    .workers(workers)
+    .shutdown_timeout(5)
+    .disable_signals();
+    let server = server.bind(addr)?;
+    let bound = server.addrs()[0];
+    info!(%bound, "API listening");
+    Ok((server.run(), bound))
+}
+
+/// The key from `Authorization: Bearer …` or `X-Api-Key`, if any.
+fn key_of(req: &HttpRequest) -> Option<&str> {
+    let headers = req.headers();
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+}
+
+async fn authenticate(state: &Arc<AppState>, key: &str) -> Result<Principal, ApiError> {
+    if let Some(principal) = state.keys.cached(key)? {
+        return Ok(principal);
+    }
+    let key = key.to_owned();
+    let st = state.clone();
+    state.db(move |conn| st.keys.verify(conn, &key)).await
+}
+
+/// A GraphQL error response for a request refused before execution.
+fn refused(e: &ApiError) -> HttpResponse {
+    actix_web::HttpResponse::build(
+        actix_web::http::StatusCode::from_u16(e.status)
+            .unwrap_or(actix_web::http::StatusCode::BAD_REQUEST),
+    )
+    .json(serde_json::json!({
+        "errors": [{"message": e.message, "extensions": {"code": e.code, "status": e.status}}]
+    }))
+}
+
+async fn graphql(
+    state: web::Data<Arc<AppState>>,
+    schema: web::Data<MarketSchema>,
+    req: HttpRequest,
+    mut payload: web::Payload,
+) -> HttpResponse {
+    let started = Instant::now();
+    // Read the body ourselves so an oversize one gets our error code, not actix's.
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let Ok(chunk) = chunk else {
+            return refused(&ApiError::validation("the request body could not be read"));
+        };
+        if body.len() + chunk.len() > state.limits.max_body {
+            return refused(&ApiError::payload_too_large(format!(
+                "the request body is larger than {} bytes",
+                state.limits.max_body
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let principal = match key_of(&req) {
+        Some(key) => match authenticate(&state, key).await {
+            Ok(p) => Some(p),
+            Err(e) => return refused(&e),
+        },
+        None => None,
+    };
+    let who = match principal {
+        Some(p) => format!("key:{}", p.key_id),
+        None => format!(
+            "ip:{}",
+            req.peer_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default()
+        ),
+    };
+    if let Err(e) = state.admit(&who) {
+        return refused(&e);
+    }
+    let request: async_graphql::Request = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return refused(&ApiError::validation(format!(
+                "the body is not a GraphQL request: {e}"
+            )))
+        }
+    };
+    let request = match principal {
+        Some(p) => request.data(p),
+        None => request,
+    };
+    let response = schema.execute(request).await;
+    let is_mutation = body.windows(8).any(|w| w == b"mutation");
+    if response.errors.is_empty() {
+        let histogram = if is_mutation {
+            &state.metrics.mutations
+        } else {
+            &state.metrics.queries
+        };
+        histogram.observe(started.elapsed());
+    } else {
+        state.metrics.errors.fetch_add(1, Ordering::Relaxed);
+    }
+    // Validation of limits (depth, complexity) happens inside async-graphql; give those
+    // errors our code too.
+    let mut response = response;
+    for error in &mut response.errors {
+        let has_code = error
+            .extensions
+            .as_ref()
+            .is_some_and(|e| e.get("code").is_some());
+        if !has_code {
+            let code =
+                if error.message.contains("too complex") || error.message.contains("too deep") {
+                    "QUERY_TOO_COMPLEX"
+                } else {
+                    "VALIDATION"
+                };
+            error
+                .extensions
+                .get_or_insert_with(Default::default)
+                .set("code", code);
+        }
+    }
+    HttpResponse::Ok().json(response)
+}
+
+async fn graphiql_or_ws(
+    state: web::Data<Arc<AppState>>,
+    schema: web::Data<MarketSchema>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> actix_web::Result<HttpResponse> {
+    let upgrade = req
+        .headers()
+        .get("upgrade")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !upgrade {
+        return Ok(HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .body(
+                GraphiQLSource::build()
+                    .endpoint("/graphql")
+                    .subscription_endpoint("/graphql")
+                    .finish(),
+            ));
+    }
+    let header_key = key_of(&req).map(str::to_owned);
+    let state = state.get_ref().clone();
+    GraphQLSubscription::new(schema.get_ref().clone())
+        .on_connection_init(move |value| {
+            let state = state.clone();
+            let header_key = header_key.clone();
+            async move {
+                // The key comes with the websocket's headers or in the init payload as
+                // `{"apiKey": "gpm_…"}` (browsers cannot set headers on a websocket).
+                let key = header_key.or_else(|| {
+                    value
+                        .get("apiKey")
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned)
+                });
+                let mut data = Data::default();
+                if let Some(key) = key {
+                    let principal = authenticate(&state, &key)
+                        .await
+                        .map_err(async_graphql::Error::from)?;
+                    data.insert(principal);
+                }
+                Ok(data)
+            }
+        })
+        .start(&req, payload)
+}
+
+/// Ready when Postgres answers and the gateway follows the log; says how far behind each
+/// projector is (events it has not applied yet).
+async fn readyz(state: web::Data<Arc<AppState>>) -> HttpResponse {
+    if !state.gateway.healthy() {
+        return HttpResponse::ServiceUnavailable().body("event log: the gateway stopped\n");
+    }
+    match projector_positions(&state).await {
+        Ok(positions) => {
+            let read = state.gateway.events_read();
+            let mut body = format!("ready\nevents_read {read}\n");
+            for (projector, next) in positions {
+                let _ = writeln!(
+                    body,
+                    "projector {projector} behind {}",
+                    read.saturating_sub(next)
+                );
+            }
+            HttpResponse::Ok().body(body)
+        }
+        Err(e) => HttpResponse::ServiceUnavailable().body(format!("{}\n", e.message)),
+    }
+}
+
+async fn projector_positions(state: &Arc<AppState>) -> Result<Vec<(String, u64)>, ApiError> {
+    #[derive(QueryableByName)]
+    struct Position {
+        #[diesel(sql_type = Text)]
+        projector: String,
+        #[diesel(sql_type = BigInt)]
+        next_offset: i64,
+    }
+    let rows: Vec<Position> = state
+        .db(|conn| {
+            Ok(diesel::sql_query(
+                "SELECT projector, min(next_offset)::bigint AS next_offset FROM projector_offsets \
+                 GROUP BY projector ORDER BY projector",
+            )
+            .load(conn)?)
+        })
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|p| (p.projector, p.next_offset.max(0) as u64))
+        .collect())
+}
+
+async fn metrics(state: web::Data<Arc<AppState>>) -> HttpResponse {
+    let m = &state.metrics;
+    let mut out = String::new();
+    out.push_str("# HELP gpumarket_api_request_seconds GraphQL requests answered without error, by kind (mutation: the engine round trip included).\n");
+    out.push_str("# TYPE gpumarket_api_request_seconds histogram\n");
+    m.queries
+        .render("gpumarket_api_request_seconds", "kind=\"query\"", &mut out);
+    m.mutations.render(
+        "gpumarket_api_request_seconds",
+        "kind=\"mutation\"",
+        &mut out,
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE gpumarket_api_errors_total counter\ngpumarket_api_errors_total {}",
+        m.errors.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE gpumarket_api_rate_limited_total counter\ngpumarket_api_rate_limited_total {}",
+        m.rate_limited.load(Ordering::Relaxed)
+    );
+    let read = state.gateway.events_read();
+    let _ = writeln!(
+        out,
+        "# TYPE gpumarket_api_events_read gauge\ngpumarket_api_events_read {read}"
+    );
+    if let Ok(positions) = projector_positions(&state).await {
+        out.push_str("# HELP gpumarket_projector_lag_events Events the API has read that the projector has not applied.\n# TYPE gpumarket_projector_lag_events gauge\n");
+        for (projector, next) in positions {
+            let _ = writeln!(
+                out,
+                "gpumarket_projector_lag_events{{projector=\"{projector}\"}} {}",
+                read.saturating_sub(next)
+            );
+        }
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(out)
+}

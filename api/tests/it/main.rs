@@ -1,0 +1,596 @@
+//! The API against a real market: the engine runner and the three projectors on threads over
+//! an embedded log, a real Postgres database, and the actix server on a loopback port, driven
+//! over HTTP.
+
+mod roles;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use api::auth::{self, Role};
+use api::{AppState, Gateway, GatewayConfig, Limits};
+use contract::AccountId;
+use diesel::r2d2::{ConnectionManager, Pool};
+use engine_service::{Runner, RunnerConfig, Topics};
+use eventlog::LogConfig;
+use ledger::testing::TestDb;
+use ledger::{Activity, Journal, Projection, Reputation};
+use serde_json::{json, Value};
+
+const T_BUYER: u64 = 1;
+const T_PROVIDER: u64 = 11;
+
+/// A whole market on one machine, as the API sees it.
+struct Market {
+    db: TestDb,
+    _dir: tempfile::TempDir,
+    log_url: String,
+    url: String,
+    stop: Arc<AtomicBool>,
+    threads: Vec<thread::JoinHandle<()>>,
+    server: actix_web::dev::ServerHandle,
+    http: reqwest::blocking::Client,
+    admin: String,
+    finance: String,
+    buyer: String,
+    provider: String,
+}
+
+fn spawn_projector<P: Projection + Send + 'static>(
+    db: &TestDb,
+    log_url: &str,
+    projection: P,
+    stop: &Arc<AtomicBool>,
+) -> thread::JoinHandle<()> {
+    let mut projector = db.projector(log_url, "events", projection);
+    let stop = stop.clone();
+    thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            projector.run_batch(4_096).expect("projecting");
+        }
+    })
+}
+
+impl Market {
+    fn start(tag: &str, limits: Limits) -> Market {
+        let db = TestDb::migrated(tag);
+        let dir = tempfile::tempdir().unwrap();
+        let log_url = format!("file://{}", dir.path().join("log").display());
+        let stop = Arc::new(AtomicBool::new(false));
+        let topics = Topics::with_prefix("");
+        let log_config = LogConfig::default();
+        let mut runner = Runner::open(
+            RunnerConfig {
+                topics: topics.clone(),
+                shard: 0,
+                shards: 1,
+                snapshot_every: 1_000_000,
+                snapshot_dir: dir.path().join("snapshots"),
+                batch: 1_024,
+                poll: Duration::from_millis(20),
+            },
+            eventlog::open(&log_url, &log_config).unwrap(),
+        )
+        .unwrap();
+        let mut threads = Vec::new();
+        let runner_stop = stop.clone();
+        threads.push(thread::spawn(move || runner.run(&runner_stop).unwrap()));
+        threads.push(spawn_projector(&db, &log_url, Journal, &stop));
+        threads.push(spawn_projector(&db, &log_url, Activity, &stop));
+        threads.push(spawn_projector(&db, &log_url, Reputation, &stop));
+
+        let key = |role, account: Option<u64>| {
+            auth::create_key(&mut db.connect(), role, account.map(AccountId), "test")
+                .unwrap()
+                .1
+        };
+        let (admin, finance) = (key(Role::Admin, None), key(Role::Finance, None));
+        let (buyer, provider) = (
+            key(Role::Trader, Some(T_BUYER)),
+            key(Role::Provider, Some(T_PROVIDER)),
+        );
+
+        let gateway = Gateway::start(GatewayConfig {
+            log_url: log_url.clone(),
+            log: log_config,
+            topics,
+            shard: 0,
+            shards: 1,
+            answer_timeout: Duration::from_secs(5),
+        })
+        .unwrap();
+        let pool = Pool::builder()
+            .max_size(4)
+            .build(ConnectionManager::new(db.url()))
+            .unwrap();
+        let state = Arc::new(AppState::new(
+            pool,
+            gateway,
+            limits,
+            Some("cosmos1escrowtestaddress".to_owned()),
+            Duration::from_secs(5),
+        ));
+        let (tx, rx) = std::sync::mpsc::channel();
+        threads.push(thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let (server, addr) = api::serve(state.clone(), "127.0.0.1:0", 2).unwrap();
+                tx.send((server.handle(), addr)).unwrap();
+                server.await.unwrap();
+                state.gateway.shutdown();
+            });
+        }));
+        let (server, addr) = rx.recv().unwrap();
+        Market {
+            db,
+            _dir: dir,
+            log_url,
+            url: format!("http://{addr}"),
+            stop,
+            threads,
+            server,
+            http: reqwest::blocking::Client::new(),
+            admin,
+            finance,
+            buyer,
+            provider,
+        }
+    }
+
+    /// Posts a GraphQL request with `key` (or none); returns the HTTP status and the body.
+    fn gql_status(&self, key: Option<&str>, query: &str, variables: Value) -> (u16, Value) {
+        let mut request = self
+            .http
+            .post(format!("{}/graphql", self.url))
+            .json(&json!({"query": query, "variables": variables}));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().unwrap();
+        (response.status().as_u16(), response.json().unwrap())
+    }
+
+    fn gql(&self, key: Option<&str>, query: &str, variables: Value) -> Value {
+        self.gql_status(key, query, variables).1
+    }
+
+    /// The data of a request that must succeed.
+    fn ok(&self, key: &str, query: &str, variables: Value) -> Value {
+        let body = self.gql(Some(key), query, variables);
+        assert!(body.get("errors").is_none(), "{query}: {body}");
+        body["data"].clone()
+    }
+
+    /// The first error code of a request that must fail.
+    fn code(&self, key: Option<&str>, query: &str, variables: Value) -> String {
+        let body = self.gql(key, query, variables);
+        body["errors"][0]["extensions"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{query}: expected an error, got {body}"))
+            .to_owned()
+    }
+
+    /// Commands in the log so far: a refused request must not add one.
+    fn commands(&self) -> u64 {
+        eventlog::open(&self.log_url, &LogConfig::default())
+            .unwrap()
+            .end_offset("commands", 0)
+            .unwrap()
+    }
+
+    /// Waits until every projector has applied every event written so far.
+    fn projected(&self) {
+        let events = eventlog::open(&self.log_url, &LogConfig::default())
+            .unwrap()
+            .end_offset("events", 0)
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let positions = self.db.positions();
+            if positions.len() == 3 && positions.values().all(|p| *p as u64 >= events) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "projectors stuck at {positions:?}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The H100 market, money for the buyer, and one ask of 8 GPUs at 2.00.
+    fn seed(&self) -> u64 {
+        self.ok(
+            &self.admin,
+            "mutation { createMarket(market: \"H100-80GB\", tick: \"0.01\", feeBps: 300) }",
+            json!({}),
+        );
+        self.ok(
+            &self.admin,
+            &format!("mutation {{ creditDeposit(account: \"{T_BUYER}\", amount: \"1000\") {{ amount }} }}"),
+            json!({}),
+        );
+        let ask = self.ok(&self.provider, PLACE, ask_input("101", "2.00", 8));
+        ask["placeOrder"]["orderId"].as_u64().unwrap()
+    }
+}
+
+impl Drop for Market {
+    fn drop(&mut self) {
+        let server = self.server.clone();
+        actix_web::rt::System::new().block_on(server.stop(true));
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+const PLACE: &str = "mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { \
+    orderId clientOrderId status remaining replayed cancelReason \
+    fills { leaseId price gpus hours cost counterOrderId } } }";
+
+fn bid_input(client: &str, price: &str, gpus: u32) -> Value {
+    json!({"input": {"market": "H100-80GB", "clientOrderId": client, "price": price,
+        "gpus": gpus, "bid": {"hours": 2, "regions": ["eu-west"]}}})
+}
+
+fn ask_input(client: &str, price: &str, gpus: u32) -> Value {
+    json!({"input": {"market": "H100-80GB", "clientOrderId": client, "price": price,
+        "gpus": gpus, "ask": {"node": "node-a", "vendor": "nvidia", "vramGb": 80,
+        "interconnect": "nvlink", "region": "eu-west",
+        "availableUntil": "2099-01-01T00:00:00Z"}}})
+}
+
+#[test]
+fn the_published_schema_is_the_code_s_schema() {
+    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "schema.graphql"]
+        .iter()
+        .collect();
+    let sdl = api::graphql::sdl();
+    if std::env::var_os("UPDATE_SCHEMA").is_some() {
+        std::fs::write(&path, &sdl).unwrap();
+    }
+    let published = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        published == sdl,
+        "api/schema.graphql differs from the code's schema: run \
+         `UPDATE_SCHEMA=1 cargo nextest run -p api the_published_schema` and review the diff"
+    );
+}
+
+#[test]
+fn a_bid_fills_against_an_ask_and_every_view_shows_it() {
+    let m = Market::start("api_trade", Limits::default());
+    let ask_id = m.seed();
+
+    // Depth comes from the replica at once.
+    let depth = m.ok(
+        &m.buyer,
+        "{ depth(market: \"H100-80GB\") { asks { price gpus orders } bids { price } } }",
+        json!({}),
+    );
+    assert_eq!(
+        depth["depth"]["asks"],
+        json!([{"price": "2.000000", "gpus": 8, "orders": 1}])
+    );
+
+    let placed = m.ok(&m.buyer, PLACE, bid_input("201", "2.10", 3))["placeOrder"].clone();
+    assert_eq!(placed["status"], "FILLED", "{placed}");
+    assert_eq!(placed["remaining"], 0);
+    assert_eq!(placed["replayed"], false);
+    let fill = &placed["fills"][0];
+    assert_eq!(
+        (
+            fill["price"].as_str(),
+            fill["gpus"].as_u64(),
+            fill["cost"].as_str()
+        ),
+        (Some("2.000000"), Some(3), Some("12.000000"))
+    );
+    assert_eq!(fill["counterOrderId"].as_u64(), Some(ask_id));
+
+    let balance = m.ok(
+        &m.buyer,
+        "{ balance { available held inLease } }",
+        json!({}),
+    );
+    assert_eq!(
+        balance["balance"],
+        json!({"available": "988.000000", "held": "0.000000", "inLease": "12.000000"})
+    );
+
+    m.projected();
+    let orders = m.ok(
+        &m.buyer,
+        "{ orders { edges { cursor node { id clientOrderId side status remaining \
+         history { change remaining } } } pageInfo { hasNextPage } } }",
+        json!({}),
+    );
+    let edges = orders["orders"]["edges"].as_array().unwrap();
+    assert_eq!(
+        edges.len(),
+        1,
+        "the buyer sees only its own orders: {orders}"
+    );
+    assert_eq!(edges[0]["node"]["status"], "filled");
+    assert_eq!(edges[0]["node"]["clientOrderId"], "201");
+    assert_eq!(
+        edges[0]["node"]["history"],
+        json!([{"change": "accepted", "remaining": 3}, {"change": "filled", "remaining": 0}])
+    );
+
+    let leases = m.ok(
+        &m.provider,
+        "{ leases(role: PROVIDER) { edges { node { id buyer provider gpus price status } } } }",
+        json!({}),
+    );
+    assert_eq!(
+        leases["leases"]["edges"][0]["node"],
+        json!({"id": 1, "buyer": T_BUYER, "provider": T_PROVIDER, "gpus": 3, "price": "2.000000",
+               "status": "created"})
+    );
+    let trades = m.ok(
+        &m.buyer,
+        "{ trades(market: \"H100-80GB\") { edges { node { leaseId gpus taker } } } }",
+        json!({}),
+    );
+    assert_eq!(
+        trades["trades"]["edges"],
+        json!([{"node": {"leaseId": 1, "gpus": 3, "taker": "bid"}}])
+    );
+    let journal = m.ok(
+        &m.finance,
+        &format!("{{ journal(account: \"{T_BUYER}\") {{ edges {{ node {{ kind postings {{ account bucket amount }} }} }} }} }}"),
+        json!({}),
+    );
+    let kinds: Vec<&str> = journal["journal"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["deposited", "order_accepted", "lease_created"]);
+
+    // The resting rest of the ask explains nothing (it is an ask nobody bids for); a bid
+    // from another region explains why it does not match the ask.
+    let resting = m.ok(
+        &m.buyer,
+        PLACE,
+        json!({"input": {"market": "H100-80GB",
+        "clientOrderId": "202", "price": "2.50", "gpus": 1,
+        "bid": {"hours": 1, "regions": ["us-east"]}}}),
+    )["placeOrder"]
+        .clone();
+    assert_eq!(resting["status"], "OPEN");
+    m.projected();
+    let explained = m.ok(
+        &m.buyer,
+        "{ orders(status: OPEN) { edges { node { id explanation { skipped { orderId reason detail } truncated } } } } }",
+        json!({}),
+    );
+    assert_eq!(
+        explained["orders"]["edges"][0]["node"]["explanation"],
+        json!({"skipped": [{"orderId": ask_id, "reason": "region_not_allowed",
+                "detail": "{\"ask\":\"eu-west\"}"}], "truncated": false})
+    );
+}
+
+#[test]
+fn a_retried_order_returns_the_first_answer_and_places_nothing_more() {
+    let m = Market::start("api_retry", Limits::default());
+    m.seed();
+    let first = m.ok(&m.buyer, PLACE, bid_input("7007", "1.50", 2))["placeOrder"].clone();
+    assert_eq!(first["status"], "OPEN");
+    let again = m.ok(&m.buyer, PLACE, bid_input("7007", "1.50", 2))["placeOrder"].clone();
+    assert_eq!(again["orderId"], first["orderId"]);
+    assert_eq!(again["replayed"], true);
+    assert_eq!(again["status"], "OPEN");
+    let depth = m.ok(
+        &m.buyer,
+        "{ depth(market: \"H100-80GB\") { bids { gpus orders } } }",
+        json!({}),
+    );
+    assert_eq!(depth["depth"]["bids"], json!([{"gpus": 2, "orders": 1}]));
+}
+
+#[test]
+fn bad_input_gets_a_typed_error_and_changes_nothing() {
+    let m = Market::start(
+        "api_bad_input",
+        Limits {
+            max_body: 4_096,
+            ..Limits::default()
+        },
+    );
+    m.seed();
+    let before = m.commands();
+    let bid = |client: &str, price: &str, gpus: i64| {
+        json!({"input": {"market": "H100-80GB", "clientOrderId": client, "price": price,
+            "gpus": gpus, "bid": {"hours": 1}}})
+    };
+    for (what, variables, code) in [
+        ("zero GPUs", bid("401", "1.00", 0), "VALIDATION"),
+        ("negative GPUs", bid("402", "1.00", -3), "VALIDATION"),
+        ("negative price", bid("403", "-1.00", 1), "VALIDATION"),
+        ("seven decimals", bid("404", "1.0000001", 1), "VALIDATION"),
+        ("not a number", bid("405", "cheap", 1), "VALIDATION"),
+        (
+            "malformed client id",
+            bid("not an id!", "1.00", 1),
+            "VALIDATION",
+        ),
+        (
+            "malformed market",
+            json!({"input": {"market": "", "clientOrderId": "406", "price": "1.00", "gpus": 1,
+                "bid": {"hours": 1}}}),
+            "VALIDATION",
+        ),
+        (
+            "both sides",
+            json!({"input": {"market": "H100-80GB", "clientOrderId": "407", "price": "1.00",
+                "gpus": 1, "bid": {"hours": 1}, "ask": {"node": "n", "vendor": "amd",
+                "vramGb": 1, "interconnect": "pcie", "region": "eu", "availableUntil":
+                "2099-01-01T00:00:00Z"}}}),
+            "VALIDATION",
+        ),
+        (
+            "unknown region syntax",
+            json!({"input": {"market": "H100-80GB", "clientOrderId": "408", "price": "1.00",
+                "gpus": 1, "bid": {"hours": 1, "interconnects": ["carrier-pigeon"]}}}),
+            "VALIDATION",
+        ),
+    ] {
+        assert_eq!(m.code(Some(&m.buyer), PLACE, variables), code, "{what}");
+    }
+    assert_eq!(m.commands(), before, "nothing reached the log");
+
+    // What only the engine knows is the engine's typed rejection, and changes nothing either.
+    assert_eq!(
+        m.code(Some(&m.buyer), PLACE, bid("501", "1.005", 1)),
+        "PRICE_OFF_TICK"
+    );
+    assert_eq!(
+        m.code(
+            Some(&m.buyer),
+            PLACE,
+            json!({"input": {"market": "A100-40GB", "clientOrderId": "502", "price": "1.00",
+                "gpus": 1, "bid": {"hours": 1}}})
+        ),
+        "UNKNOWN_MARKET"
+    );
+    assert_eq!(
+        m.code(Some(&m.buyer), PLACE, bid("503", "900.00", 8)),
+        "INSUFFICIENT_FUNDS"
+    );
+    assert_eq!(
+        m.code(
+            Some(&m.buyer),
+            "mutation { cancelOrder(orderId: \"999\") { orderId } }",
+            json!({})
+        ),
+        "UNKNOWN_ORDER"
+    );
+    let balance = m.ok(&m.buyer, "{ balance { available held } }", json!({}));
+    assert_eq!(
+        balance["balance"],
+        json!({"available": "1000.000000", "held": "0.000000"})
+    );
+
+    // Transport-level refusals.
+    assert_eq!(
+        m.code(Some("gpm_1_nothex"), "{ me { role } }", json!({})),
+        "UNAUTHENTICATED"
+    );
+    let forged = format!("gpm_1_{}", "0".repeat(64));
+    assert_eq!(
+        m.code(Some(&forged), "{ me { role } }", json!({})),
+        "UNAUTHENTICATED"
+    );
+    let (status, body) = m.gql_status(
+        Some(&m.buyer),
+        "{ me { role } }",
+        json!({"padding": "x".repeat(5_000)}),
+    );
+    assert_eq!(
+        (status, body["errors"][0]["extensions"]["code"].as_str()),
+        (413, Some("PAYLOAD_TOO_LARGE"))
+    );
+    let deep = "{ markets { depth { market asks { price } } } orders { edges { node { history { change } explanation { skipped { reason } } } } } }";
+    assert_eq!(
+        m.ok(&m.buyer, deep, json!({}))["markets"][0]["depth"]["market"],
+        "H100-80GB"
+    );
+    let nested = (0..14).fold("name".to_owned(), |inner, _| {
+        format!("ofType {{ {inner} }}")
+    });
+    let too_deep = format!("{{ __schema {{ types {{ fields {{ type {{ {nested} }} }} }} }} }}");
+    assert_eq!(
+        m.code(Some(&m.buyer), &too_deep, json!({})),
+        "QUERY_TOO_COMPLEX"
+    );
+    assert_eq!(
+        m.commands(),
+        before + 4,
+        "only the four engine rejections were commands"
+    );
+}
+
+#[test]
+fn a_key_over_its_rate_is_refused_with_a_clear_error() {
+    let m = Market::start(
+        "api_rate",
+        Limits {
+            rate_per_sec: 1,
+            burst: 3,
+            ..Limits::default()
+        },
+    );
+    let codes: Vec<Option<String>> = (0..5)
+        .map(|_| {
+            let (status, body) = m.gql_status(Some(&m.buyer), "{ me { role } }", json!({}));
+            (status == 429).then(|| {
+                body["errors"][0]["extensions"]["code"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+        })
+        .collect();
+    assert_eq!(&codes[..3], &[None, None, None]);
+    assert_eq!(codes[3].as_deref(), Some("RATE_LIMITED"));
+    // Another key has its own bucket.
+    assert!(
+        m.gql(Some(&m.finance), "{ me { role } }", json!({}))["data"]["me"]["role"] == "FINANCE"
+    );
+}
+
+#[test]
+fn revoked_keys_stop_working() {
+    let m = Market::start("api_revoke", Limits::default());
+    assert_eq!(
+        m.ok(&m.buyer, "{ me { role account } }", json!({}))["me"],
+        json!({"role": "TRADER", "account": T_BUYER})
+    );
+    let id: i64 = m.buyer.split('_').nth(1).unwrap().parse().unwrap();
+    assert!(auth::revoke_key(&mut m.db.connect(), id).unwrap());
+    assert!(
+        !auth::revoke_key(&mut m.db.connect(), id).unwrap(),
+        "revoking twice changes nothing"
+    );
+    thread::sleep(auth::RECHECK_AFTER + Duration::from_millis(100));
+    assert_eq!(
+        m.code(Some(&m.buyer), "{ me { role } }", json!({})),
+        "UNAUTHENTICATED"
+    );
+}
+
+#[test]
+fn operations_endpoints_answer() {
+    let m = Market::start("api_ops", Limits::default());
+    m.seed();
+    m.projected();
+    let get = |path: &str| {
+        let r = m.http.get(format!("{}{path}", m.url)).send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    assert_eq!(get("/healthz").0, 200);
+    let (status, ready) = get("/readyz");
+    assert_eq!(status, 200, "{ready}");
+    assert!(ready.contains("projector journal behind 0"), "{ready}");
+    let (status, metrics) = get("/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("gpumarket_api_request_seconds_count{kind=\"mutation\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gpumarket_projector_lag_events{projector=\"activity\"} 0"),
+        "{metrics}"
+    );
+    let (status, page) = get("/graphql");
+    assert_eq!(status, 200);
+    assert!(page.contains("graphiql"), "GraphiQL is served");
+}
