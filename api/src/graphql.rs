@@ -1067,6 +1067,13 @@ pub struct MoneyResult {
     pub amount: Decimal,
 }
 
+/// A new key: `key` is shown only this once.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct NewApiKey {
+    pub id: i64,
+    pub key: String,
+}
+
 #[derive(Debug, Clone, SimpleObject)]
 pub struct LeaseEndResult {
     pub lease_id: u64,
@@ -1543,6 +1550,41 @@ impl Mutation {
         };
         events(state(ctx).gateway.submit(command).await?)?;
         Ok(market)
+    }
+
+    /// Creates an API key (admin); the key is in the answer only this once.
+    async fn create_api_key(
+        &self,
+        ctx: &Context<'_>,
+        role: Role,
+        account: Option<ID>,
+        #[graphql(default)] label: String,
+    ) -> async_graphql::Result<NewApiKey> {
+        principal(ctx)?.require(&[Role::Admin], "creating keys")?;
+        let account = parse_account(account.as_ref())?;
+        if label.len() > 200 {
+            return Err(ApiError::validation("label: at most 200 bytes").into());
+        }
+        let (id, key) = state(ctx)
+            .db(move |conn| crate::auth::create_key(conn, role, account, &label))
+            .await?;
+        Ok(NewApiKey { id, key })
+    }
+
+    /// Revokes an API key (admin); API processes refuse it within seconds.
+    async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
+        principal(ctx)?.require(&[Role::Admin], "revoking keys")?;
+        let id: i64 = id
+            .parse()
+            .map_err(|_| ApiError::validation(format!("id: not a key id: {:?}", id.as_str())))?;
+        let revoked = state(ctx)
+            .db(move |conn| crate::auth::revoke_key(conn, id))
+            .await?;
+        if revoked {
+            Ok(true)
+        } else {
+            Err(ApiError::not_found(format!("no active key {id}")).into())
+        }
     }
 
     /// Credits an account (admin; the Cosmos bridge does this for on-chain deposits).

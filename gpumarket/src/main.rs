@@ -3,8 +3,8 @@
 //! `engine` runs one shard's matching engine against the event log (embedded or Kafka);
 //! `apply` drives an in-process engine over a file of commands; `migrate` brings a ledger
 //! database's schema up to date; `project` runs the ledger's projectors (journal, activity,
-//! reputation) on one events partition; `export` writes the finance exports. The API and
-//! the bridge join as their issues land (see README.md).
+//! reputation) on one events partition; `export` writes the finance exports; `api` serves
+//! the GraphQL API and `keys` manages its keys. The bridge joins with its issue (README.md).
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
@@ -37,20 +37,11 @@ enum Cmd {
     /// Run one shard's matching engine: read its command partition, append its answers to
     /// the event partition, snapshot every N commands. Stops cleanly on SIGTERM or Ctrl-C.
     Engine {
-        /// The event log: `file://DIR` (embedded, the default) or `kafka://HOST:PORT`.
-        #[arg(long, env = "GPUMARKET_LOG", default_value = "file://./data/log")]
-        log: String,
+        #[command(flatten)]
+        place: ShardArgs,
         /// Where snapshots are kept (a folder per shard is made inside).
         #[arg(long, env = "GPUMARKET_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
-        /// Prefix of the topic names (`{prefix}commands`, `{prefix}events`).
-        #[arg(long, env = "GPUMARKET_TOPIC_PREFIX", default_value = "")]
-        topic_prefix: String,
-        #[arg(long, env = "GPUMARKET_SHARD", default_value_t = 0)]
-        shard: u32,
-        /// Partitions per topic: the number of engine shards.
-        #[arg(long, env = "GPUMARKET_SHARDS", default_value_t = 1)]
-        shards: u32,
         #[arg(long, env = "GPUMARKET_SNAPSHOT_EVERY", default_value_t = 50_000)]
         snapshot_every: u64,
         /// Commands read and answered per batch.
@@ -120,6 +111,48 @@ enum Cmd {
         #[arg(long, default_value = "day")]
         granularity: GranularityArg,
     },
+    /// Serve the GraphQL API (GraphiQL at /graphql, /healthz, /readyz, /metrics) for one
+    /// engine shard: commands go to the log, reads come from the ledger database and a
+    /// replica engine. Stops cleanly on SIGTERM or Ctrl-C.
+    Api {
+        #[command(flatten)]
+        place: ShardArgs,
+        /// The ledger database, e.g. `postgres://user@host:5432/gpumarket`.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        /// Where to listen.
+        #[arg(long, env = "GPUMARKET_HTTP", default_value = "127.0.0.1:8080")]
+        http: String,
+        /// HTTP worker threads (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Postgres connections the API may hold.
+        #[arg(long, default_value_t = 8)]
+        pool: u32,
+        /// Milliseconds a mutation waits for the engine's answer.
+        #[arg(long, default_value_t = 5_000)]
+        answer_timeout_ms: u64,
+        /// Requests per second per API key.
+        #[arg(long, env = "GPUMARKET_RATE", default_value_t = 2_000)]
+        rate: u32,
+        /// Requests a key may send at once above its rate.
+        #[arg(long, default_value_t = 4_000)]
+        burst: u32,
+        /// Largest request body in bytes.
+        #[arg(long, default_value_t = 65_536)]
+        max_body: usize,
+        /// The settlement chain's escrow address shown as deposit instructions.
+        #[arg(long, env = "GPUMARKET_ESCROW_ADDRESS")]
+        escrow_address: Option<String>,
+    },
+    /// Create, list and revoke API keys (stored as argon2id hashes in the ledger database).
+    Keys {
+        /// The ledger database, e.g. `postgres://user@host:5432/gpumarket`.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Apply a file of commands (JSON lines: `{"at": MS, "type": ..., ...}`) to a fresh
     /// engine and print every command's events or rejection as JSON lines.
     Apply {
@@ -135,6 +168,56 @@ enum Cmd {
         #[arg(long)]
         snapshot: Option<PathBuf>,
     },
+}
+
+/// Where one engine shard lives: the log, the topics and the partition.
+#[derive(clap::Args)]
+struct ShardArgs {
+    /// The event log: `file://DIR` (embedded, the default) or `kafka://HOST:PORT`.
+    #[arg(long, env = "GPUMARKET_LOG", default_value = "file://./data/log")]
+    log: String,
+    /// Prefix of the topic names (`{prefix}commands`, `{prefix}events`).
+    #[arg(long, env = "GPUMARKET_TOPIC_PREFIX", default_value = "")]
+    topic_prefix: String,
+    /// The shard: the partition of both topics this process works on.
+    #[arg(long, env = "GPUMARKET_SHARD", default_value_t = 0)]
+    shard: u32,
+    /// Partitions per topic: the number of engine shards.
+    #[arg(long, env = "GPUMARKET_SHARDS", default_value_t = 1)]
+    shards: u32,
+}
+
+impl ShardArgs {
+    /// Refuses a shard outside the topics' partitions.
+    fn checked(self) -> Result<ShardArgs> {
+        anyhow::ensure!(
+            self.shard < self.shards,
+            "--shard {} must be below --shards {}",
+            self.shard,
+            self.shards
+        );
+        Ok(self)
+    }
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Create a key and print it (shown only this once).
+    Create {
+        /// trader, provider, finance or admin.
+        #[arg(long)]
+        role: String,
+        /// The market account a trader or provider acts as.
+        #[arg(long)]
+        account: Option<u64>,
+        /// A note to recognise the key by.
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// List every key (never the secrets).
+    List,
+    /// Revoke a key by its id; API processes stop accepting it within seconds.
+    Revoke { id: i64 },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -184,18 +267,13 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Cmd::Engine {
-            log,
+            place,
             data_dir,
-            topic_prefix,
-            shard,
-            shards,
             snapshot_every,
             batch,
         } => {
-            anyhow::ensure!(
-                shard < shards,
-                "--shard {shard} must be below --shards {shards}"
-            );
+            let place = place.checked()?;
+            let (log, shard, shards) = (place.log, place.shard, place.shards);
             let stop = Arc::new(AtomicBool::new(false));
             for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
                 signal_hook::flag::register(signal, Arc::clone(&stop))?;
@@ -203,7 +281,7 @@ fn main() -> Result<()> {
             let log = eventlog::open(&log, &LogConfig::default())
                 .with_context(|| format!("opening the event log {log}"))?;
             let config = RunnerConfig {
-                topics: Topics::with_prefix(&topic_prefix),
+                topics: Topics::with_prefix(&place.topic_prefix),
                 shard,
                 shards,
                 snapshot_every,
@@ -301,6 +379,130 @@ fn main() -> Result<()> {
                         "the reconciliation found {} breaks (listed in the report)",
                         report.breaks.len()
                     );
+                }
+            }
+            Ok(())
+        }
+        Cmd::Api {
+            place,
+            database_url,
+            http,
+            workers,
+            pool,
+            answer_timeout_ms,
+            rate,
+            burst,
+            max_body,
+            escrow_address,
+        } => {
+            let place = place.checked()?;
+            let (log, shard, shards) = (place.log, place.shard, place.shards);
+            let mut conn = PgConnection::establish(&database_url)
+                .context("connecting to the ledger database")?;
+            ledger::migrate(&mut conn)?;
+            drop(conn);
+            let answer_timeout = Duration::from_millis(answer_timeout_ms);
+            let gateway = api::Gateway::start(api::GatewayConfig {
+                log_url: log.clone(),
+                log: LogConfig::default(),
+                topics: Topics::with_prefix(&place.topic_prefix),
+                shard,
+                shards,
+                answer_timeout,
+            })
+            .map_err(|e| anyhow::anyhow!(e.describe()))?;
+            let pool = diesel::r2d2::Pool::builder()
+                .max_size(pool)
+                .build(diesel::r2d2::ConnectionManager::new(database_url))
+                .context("opening the database pool")?;
+            let state = Arc::new(api::AppState::new(
+                pool,
+                gateway,
+                api::Limits {
+                    max_body,
+                    rate_per_sec: rate,
+                    burst,
+                    ..api::Limits::default()
+                },
+                escrow_address,
+                answer_timeout,
+            ));
+            let workers = workers.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+            });
+            actix_web::rt::System::new().block_on(async move {
+                let (server, addr) = api::serve(state.clone(), &http, workers)?;
+                info!(%addr, log = %log, "API up: GraphiQL at http://{addr}/graphql");
+                let handle = server.handle();
+                let stopping = tokio::spawn(async move {
+                    let mut term =
+                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                    info!("stopping: finishing requests in flight");
+                    handle.stop(true).await;
+                    std::io::Result::Ok(())
+                });
+                server.await?;
+                stopping.abort();
+                state.gateway.shutdown();
+                info!("API stopped");
+                anyhow::Ok(())
+            })
+        }
+        Cmd::Keys {
+            database_url,
+            action,
+        } => {
+            let mut conn = PgConnection::establish(&database_url)
+                .context("connecting to the ledger database")?;
+            ledger::migrate(&mut conn)?;
+            let describe = |e: api::ApiError| anyhow::anyhow!(e.describe());
+            let mut out = io::stdout().lock();
+            match action {
+                KeysAction::Create {
+                    role,
+                    account,
+                    label,
+                } => {
+                    let role: api::auth::Role = role.parse().map_err(describe)?;
+                    let (id, key) = api::auth::create_key(
+                        &mut conn,
+                        role,
+                        account.map(contract::AccountId),
+                        &label,
+                    )
+                    .map_err(describe)?;
+                    writeln!(out, "{key}")?;
+                    info!(
+                        id,
+                        role = role.as_str(),
+                        "key created: it is shown only this once"
+                    );
+                }
+                KeysAction::List => {
+                    for k in api::auth::list_keys(&mut conn).map_err(describe)? {
+                        writeln!(
+                            out,
+                            "{}\t{}\t{}\t{}\t{}\t{}",
+                            k.id,
+                            k.role,
+                            k.account.map_or("-".to_owned(), |a| a.to_string()),
+                            k.created_at.to_rfc3339(),
+                            k.revoked_at.map_or("active".to_owned(), |t| format!(
+                                "revoked {}",
+                                t.to_rfc3339()
+                            )),
+                            k.label
+                        )?;
+                    }
+                }
+                KeysAction::Revoke { id } => {
+                    let revoked = api::auth::revoke_key(&mut conn, id).map_err(describe)?;
+                    anyhow::ensure!(revoked, "no active key {id}");
+                    writeln!(out, "revoked {id}")?;
                 }
             }
             Ok(())

@@ -696,21 +696,25 @@ fn write_leases(
         let rows: Vec<(&i64, &LeaseRow)> = batch.new_leases.iter().collect();
         let changes = || rows.iter().map(|(_, r)| &r.change);
         let inserted = diesel::sql_query(
-            // The region comes from the ask, written earlier in this transaction.
+            // The region comes from the ask, written earlier in this transaction. A scalar
+            // subquery per lease is a primary-key lookup; a join let the planner hash the
+            // whole orders table for every batch, which grew with the table.
             "INSERT INTO leases (partition, lease_id, market, buyer, provider, node, region, \
              bid_order, ask_order, gpus, price, hours, cost, status, created_at, started_at, \
              start_delay_ms, ended_at, hours_used, charged, fee, provider_earned, refunded, \
              end_reason) \
-             SELECT $1, u.lease_id, u.market, u.buyer, u.provider, u.node, o.region, \
+             SELECT $1, u.lease_id, u.market, u.buyer, u.provider, u.node, u.region, \
              u.bid_order, u.ask_order, u.gpus, u.price, u.hours, u.cost, u.status, u.created_at, \
              u.started_at, u.start_delay_ms, u.ended_at, u.hours_used, u.charged, u.fee, \
              u.provider_earned, u.refunded, u.end_reason \
+             FROM (SELECT n.*, (SELECT o.region FROM orders o \
+                   WHERE o.partition = $1 AND o.order_id = n.ask_order) AS region \
              FROM unnest($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18, $19, $20, $21, $22, $23) AS u(lease_id, market, buyer, provider, node, \
+             $18, $19, $20, $21, $22, $23) AS n(lease_id, market, buyer, provider, node, \
              bid_order, ask_order, gpus, price, hours, cost, status, created_at, started_at, \
              start_delay_ms, ended_at, hours_used, charged, fee, provider_earned, refunded, \
-             end_reason) \
-             JOIN orders o ON o.partition = $1 AND o.order_id = u.ask_order",
+             end_reason)) u \
+             WHERE u.region IS NOT NULL",
         )
         .bind::<Integer, _>(partition)
         .bind::<Array<BigInt>, _>(rows.iter().map(|(id, _)| **id).collect::<Vec<_>>())

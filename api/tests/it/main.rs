@@ -3,6 +3,7 @@
 //! over HTTP.
 
 mod roles;
+mod subscriptions;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -593,4 +594,99 @@ fn operations_endpoints_answer() {
     let (status, page) = get("/graphql");
     assert_eq!(status, 200);
     assert!(page.contains("graphiql"), "GraphiQL is served");
+}
+
+#[test]
+fn finance_streams_the_exports_and_others_may_not() {
+    let m = Market::start("api_exports", Limits::default());
+    m.seed();
+    m.ok(&m.buyer, PLACE, bid_input("701", "2.10", 2));
+    m.ok(
+        &m.provider,
+        "mutation { endLease(leaseId: \"1\", hoursUsed: \"1.5\") { charged } }",
+        json!({}),
+    );
+    m.projected();
+    let today = chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now()).date_naive();
+    let (from, to) = (today - chrono::Days::new(1), today + chrono::Days::new(2));
+    let get = |key: &str, path: &str| {
+        let r = m
+            .http
+            .get(format!("{}{path}", m.url))
+            .bearer_auth(key)
+            .send()
+            .unwrap();
+        let breaks = r
+            .headers()
+            .get("x-reconciliation-breaks")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (r.status().as_u16(), breaks, r.text().unwrap())
+    };
+    let (status, _, journal) = get(&m.finance, &format!("/exports/journal?from={from}&to={to}"));
+    assert_eq!(status, 200, "{journal}");
+    let lines: Vec<&str> = journal.lines().collect();
+    assert!(
+        lines[0].starts_with("at,partition,event_seq,command_offset,kind"),
+        "{}",
+        lines[0]
+    );
+    // deposit 2 legs, bid hold 2, fill 2-4, lease end: every leg a row.
+    assert!(lines.len() > 8, "{journal}");
+    assert!(journal.contains("lease_ended"), "{journal}");
+
+    let (status, _, focus) = get(
+        &m.admin,
+        &format!("/exports/focus?from={from}&to={to}&currency=USD"),
+    );
+    assert_eq!(status, 200, "{focus}");
+    assert_eq!(focus.lines().count(), 2, "one usage line: {focus}");
+    assert!(focus.lines().next().unwrap().contains("BilledCost"));
+
+    let (status, breaks, recon) = get(
+        &m.finance,
+        &format!("/exports/reconciliation?from={from}&to={to}"),
+    );
+    assert_eq!((status, breaks.as_deref()), (200, Some("0")), "{recon}");
+
+    for (key, path, code) in [
+        (
+            &m.buyer,
+            format!("/exports/journal?from={from}&to={to}"),
+            "FORBIDDEN",
+        ),
+        (
+            &m.provider,
+            format!("/exports/focus?from={from}&to={to}"),
+            "FORBIDDEN",
+        ),
+        (
+            &m.finance,
+            format!("/exports/journal?from={to}&to={from}"),
+            "VALIDATION",
+        ),
+        (
+            &m.finance,
+            "/exports/journal?from=yesterday&to=today".to_owned(),
+            "VALIDATION",
+        ),
+        (
+            &m.finance,
+            format!("/exports/focus?from={from}&to={to}&currency=usd"),
+            "VALIDATION",
+        ),
+        (
+            &m.finance,
+            format!("/exports/ledger?from={from}&to={to}"),
+            "NOT_FOUND",
+        ),
+        (
+            &"gpm_1_x".to_owned(),
+            format!("/exports/journal?from={from}&to={to}"),
+            "UNAUTHENTICATED",
+        ),
+    ] {
+        let (status, _, body) = get(key, &path);
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["code"], code, "{path}: {status} {body}");
+    }
 }

@@ -95,6 +95,18 @@ fn every_role_against_every_mutation_and_sensitive_query() {
             vec![Admin],
         ),
         (
+            "create a key",
+            format!("mutation {{ createApiKey(role: TRADER, account: \"{other}\") {{ id }} }}"),
+            json!({}),
+            vec![Admin],
+        ),
+        (
+            "revoke a key",
+            "mutation { revokeApiKey(id: \"999\") }".into(),
+            json!({}),
+            vec![Admin],
+        ),
+        (
             "credit a deposit",
             format!(
                 "mutation {{ creditDeposit(account: \"{other}\", amount: \"5\") {{ amount }} }}"
