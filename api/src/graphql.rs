@@ -469,6 +469,66 @@ pub struct ReputationChange {
     pub integrity: f64,
 }
 
+/// One GPU's reading from a signed node report. Null: the agent could not read it.
+#[derive(Debug, Clone, QueryableByName, SimpleObject)]
+pub struct TelemetrySample {
+    #[diesel(sql_type = Text)]
+    pub node: String,
+    #[diesel(sql_type = Integer)]
+    pub gpu: i32,
+    #[diesel(sql_type = Timestamptz)]
+    pub at: DateTime<Utc>,
+    #[diesel(sql_type = Text)]
+    pub name: String,
+    #[diesel(sql_type = Text)]
+    pub uuid: String,
+    #[diesel(sql_type = Nullable<diesel::sql_types::Float>)]
+    pub utilisation_pct: Option<f32>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub memory_used_mb: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub memory_total_mb: Option<i64>,
+    #[diesel(sql_type = Nullable<diesel::sql_types::Float>)]
+    pub temperature_c: Option<f32>,
+    #[diesel(sql_type = Nullable<diesel::sql_types::Float>)]
+    pub power_w: Option<f32>,
+    #[diesel(sql_type = Nullable<diesel::sql_types::Float>)]
+    pub power_limit_w: Option<f32>,
+    #[diesel(sql_type = Nullable<Integer>)]
+    pub sm_clock_mhz: Option<i32>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub ecc_errors: Option<i64>,
+    /// From the agent's simulated source, not real hardware.
+    #[diesel(sql_type = Bool)]
+    pub simulated: bool,
+}
+
+impl TelemetrySample {
+    fn of(report: &crate::reports::NodeReport) -> Vec<TelemetrySample> {
+        let big = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+        report
+            .gpus
+            .iter()
+            .map(|g| TelemetrySample {
+                node: report.node.clone(),
+                gpu: g.index as i32,
+                at: report.at,
+                name: g.name.clone(),
+                uuid: g.uuid.clone(),
+                utilisation_pct: g.utilisation_pct,
+                memory_used_mb: big(g.memory_used_mb),
+                memory_total_mb: big(g.memory_total_mb),
+                temperature_c: g.temperature_c,
+                power_w: g.power_w,
+                power_limit_w: g.power_limit_w,
+                sm_clock_mhz: g.sm_clock_mhz.map(|c| c as i32),
+                ecc_errors: big(g.ecc_errors),
+                simulated: report.simulated,
+            })
+            .collect()
+    }
+}
+
 /// A provider, its score with the components it is computed from, and its nodes.
 #[derive(Debug, Clone, QueryableByName, SimpleObject)]
 #[graphql(complex)]
@@ -512,6 +572,33 @@ impl Provider {
                      FROM nodes WHERE provider = $1 ORDER BY node",
                 )
                 .bind::<BigInt, _>(provider)
+                .load(conn)?)
+            })
+            .await?)
+    }
+
+    /// The latest GPU samples of the provider's nodes (signed reports), newest first.
+    async fn telemetry(
+        &self,
+        ctx: &Context<'_>,
+        node: Option<String>,
+        #[graphql(default = 60)] last: i32,
+    ) -> async_graphql::Result<Vec<TelemetrySample>> {
+        let provider = self.account;
+        let last = i64::from(last.clamp(1, MAX_PAGE as i32));
+        Ok(state(ctx)
+            .db(move |conn| {
+                Ok(diesel::sql_query(
+                    "SELECT s.node, s.gpu, s.at, s.name, s.uuid, s.utilisation_pct, \
+                     s.memory_used_mb, s.memory_total_mb, s.temperature_c, s.power_w, \
+                     s.power_limit_w, s.sm_clock_mhz, s.ecc_errors, r.simulated \
+                     FROM gpu_samples s JOIN node_reports r USING (provider, node, sequence) \
+                     WHERE s.provider = $1 AND ($2::text IS NULL OR s.node = $2) \
+                     ORDER BY s.at DESC, s.node, s.gpu LIMIT $3",
+                )
+                .bind::<BigInt, _>(provider)
+                .bind::<Nullable<Text>, _>(node)
+                .bind::<BigInt, _>(last)
                 .load(conn)?)
             })
             .await?)
@@ -604,6 +691,23 @@ pub struct Invoice {
     pub gpu_hours: Decimal,
     #[diesel(sql_type = Numeric)]
     pub amount: Decimal,
+}
+
+/// A provider's statement for a calendar month (UTC).
+#[derive(Debug, Clone, QueryableByName, SimpleObject)]
+pub struct Earning {
+    #[diesel(sql_type = Date)]
+    pub period: NaiveDate,
+    #[diesel(sql_type = Integer)]
+    pub leases: i32,
+    #[diesel(sql_type = Numeric)]
+    pub gpu_hours: Decimal,
+    #[diesel(sql_type = Numeric)]
+    pub gross: Decimal,
+    #[diesel(sql_type = Numeric)]
+    pub fees: Decimal,
+    #[diesel(sql_type = Numeric)]
+    pub net: Decimal,
 }
 
 #[derive(Debug, Clone, SimpleObject)]
@@ -848,6 +952,27 @@ impl Query {
         Ok(connection(rows, limit, after.is_some(), |p| (0, p.account)))
     }
 
+    /// One provider by account, with its nodes, telemetry and reputation.
+    async fn provider(
+        &self,
+        ctx: &Context<'_>,
+        account: ID,
+    ) -> async_graphql::Result<Option<Provider>> {
+        let account = account_param(parse_account(Some(&account))?.expect("given"))?;
+        Ok(state(ctx)
+            .db(move |conn| {
+                Ok(diesel::sql_query(
+                    "SELECT provider AS account, score, completion, uptime, punctuality, integrity, \
+                     leases_completed, leases_failed, starts, starts_on_time, spec_mismatches, \
+                     updated_at FROM provider_reputation WHERE provider = $1",
+                )
+                .bind::<BigInt, _>(account)
+                .get_result(conn)
+                .optional()?)
+            })
+            .await?)
+    }
+
     /// An account's balance as the engine holds it now (a trader's or provider's own;
     /// finance and admin name one).
     async fn balance(
@@ -936,6 +1061,26 @@ impl Query {
                 Ok(diesel::sql_query(
                     "SELECT account, period, status, lines, gpu_hours, amount FROM invoices \
                      WHERE account = $1 ORDER BY period DESC",
+                )
+                .bind::<BigInt, _>(account)
+                .load(conn)?)
+            })
+            .await?)
+    }
+
+    /// A provider's monthly statements (earnings), newest first.
+    async fn earnings(
+        &self,
+        ctx: &Context<'_>,
+        account: Option<ID>,
+    ) -> async_graphql::Result<Vec<Earning>> {
+        let account =
+            account_param(principal(ctx)?.account_to_read(parse_account(account.as_ref())?)?)?;
+        Ok(state(ctx)
+            .db(move |conn| {
+                Ok(diesel::sql_query(
+                    "SELECT period, leases, gpu_hours, gross, fees, net FROM earnings \
+                     WHERE provider = $1 ORDER BY period DESC",
                 )
                 .bind::<BigInt, _>(account)
                 .load(conn)?)
@@ -1065,6 +1210,21 @@ pub struct AmendResult {
 pub struct MoneyResult {
     pub account: u64,
     pub amount: Decimal,
+}
+
+/// What became of a node report.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct ReportReceipt {
+    /// The report's sequence number was received before: nothing was applied again.
+    pub duplicate: bool,
+    pub lease_starts: Vec<LeaseStart>,
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+pub struct LeaseStart {
+    pub lease_id: u64,
+    /// The engine's rejection code when the start was refused (e.g. `NOT_LEASE_PROVIDER`).
+    pub refused: Option<String>,
 }
 
 /// A new key: `key` is shown only this once.
@@ -1533,6 +1693,113 @@ impl Mutation {
             .ok_or_else(|| ApiError::internal("the engine ended no lease").into())
     }
 
+    /// Registers a node's ed25519 public key (hex) for the calling provider; its agent signs
+    /// every report with the private key.
+    async fn register_node(
+        &self,
+        ctx: &Context<'_>,
+        node: String,
+        public_key: String,
+    ) -> async_graphql::Result<bool> {
+        let p = principal(ctx)?;
+        p.require(&[Role::Provider], "registering a node")?;
+        let provider = account_param(p.own_account()?)?;
+        parse_name::<NodeId>("node", &node)?;
+        let key = crate::reports::parse_public_key(&public_key)?;
+        state(ctx)
+            .db(move |conn| crate::reports::register(conn, provider, &node, &key))
+            .await?;
+        Ok(true)
+    }
+
+    /// Takes a node's signed report (`report`: the JSON exactly as signed; `signature`: the
+    /// ed25519 signature in hex): a heartbeat for the engine, GPU samples, lease starts.
+    async fn submit_node_report(
+        &self,
+        ctx: &Context<'_>,
+        report: String,
+        signature: String,
+    ) -> async_graphql::Result<ReportReceipt> {
+        #[derive(serde::Deserialize)]
+        struct Addressed {
+            node: String,
+        }
+        let p = principal(ctx)?;
+        p.require(&[Role::Provider], "reporting for a node")?;
+        let account = p.own_account()?;
+        let provider = account_param(account)?;
+        let node = serde_json::from_str::<Addressed>(&report)
+            .map_err(|e| ApiError::validation(format!("report: {e}")))?
+            .node;
+        let node_id = parse_name::<NodeId>("node", &node)?;
+        let st = state(ctx);
+        let lookup = node.clone();
+        let key = st
+            .db(move |conn| crate::reports::node_key(conn, provider, &lookup))
+            .await?
+            .ok_or_else(|| {
+                ApiError::forbidden(format!("node {node} is not registered for this provider"))
+            })?;
+        let report = crate::reports::verify(&key, &report, &signature)?;
+        let class = parse_market(&report.class)?;
+        let sequence = i64::try_from(report.sequence)
+            .map_err(|_| ApiError::validation("report: sequence out of range"))?;
+        let seen_node = node.clone();
+        if st
+            .db(move |conn| crate::reports::seen(conn, provider, &seen_node, sequence))
+            .await?
+        {
+            return Ok(ReportReceipt {
+                duplicate: true,
+                lease_starts: Vec::new(),
+            });
+        }
+        let gpus = money("gpus", Gpus::new(report.gpus.len() as u64))?;
+        events(
+            st.gateway
+                .submit(Command::Heartbeat {
+                    provider: account,
+                    node: node_id,
+                    class,
+                    gpus,
+                })
+                .await?,
+        )?;
+        let mut lease_starts = Vec::new();
+        for &lease in &report.leases_started {
+            let answer = st
+                .gateway
+                .submit(Command::StartLease {
+                    provider: account,
+                    lease_id: LeaseId(lease),
+                })
+                .await?;
+            // A start the engine already has is the resend of an earlier report.
+            let code = match events(answer) {
+                Ok(_) => None,
+                Err(e) if e.code == "LEASE_ALREADY_STARTED" => None,
+                Err(e) => Some(e.code.to_owned()),
+            };
+            lease_starts.push(LeaseStart {
+                lease_id: lease,
+                refused: code,
+            });
+        }
+        let recorded = report.clone();
+        let fresh = st
+            .db(move |conn| crate::reports::record(conn, provider, &recorded))
+            .await?;
+        if fresh {
+            let _ = st
+                .telemetry
+                .send(Arc::new((provider, TelemetrySample::of(&report))));
+        }
+        Ok(ReportReceipt {
+            duplicate: !fresh,
+            lease_starts,
+        })
+    }
+
     /// Opens a market (admin).
     async fn create_market(
         &self,
@@ -1798,6 +2065,36 @@ impl Subscription {
             while let Some(record) = next(&mut rx).await {
                 for update in order_updates(account, &record) {
                     if tx.send(update).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }))
+    }
+
+    /// A provider's GPU samples as its nodes report them.
+    async fn telemetry(
+        &self,
+        ctx: &Context<'_>,
+        provider: ID,
+        node: Option<String>,
+    ) -> async_graphql::Result<impl Stream<Item = TelemetrySample>> {
+        let provider = account_param(parse_account(Some(&provider))?.expect("given"))?;
+        let mut rx = state(ctx).telemetry.subscribe();
+        Ok(async_stream_like(move |tx| async move {
+            loop {
+                let samples = match rx.recv().await {
+                    Ok(s) => s,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                if samples.0 != provider {
+                    continue;
+                }
+                for sample in &samples.1 {
+                    if node.as_ref().is_none_or(|n| *n == sample.node)
+                        && tx.send(sample.clone()).await.is_err()
+                    {
                         return;
                     }
                 }

@@ -41,6 +41,7 @@ pub fn serve(
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(metrics))
             .route("/exports/{kind}", web::get().to(export))
+            .route("/dashboard", web::get().to(dashboard))
     })
     .workers(workers)
     .shutdown_timeout(5)
@@ -49,6 +50,14 @@ pub fn serve(
     let bound = server.addrs()[0];
     info!(%bound, "API listening");
     Ok((server.run(), bound))
+}
+
+/// The provider dashboard: one page that uses the GraphQL API with the provider's key
+/// (`?key=` or asked for), subscriptions for live telemetry.
+async fn dashboard() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(include_str!("dashboard.html"))
 }
 
 /// The key from `Authorization: Bearer …` or `X-Api-Key`, if any.

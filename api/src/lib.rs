@@ -15,10 +15,11 @@ pub mod errors;
 pub mod gateway;
 pub mod graphql;
 mod http;
+pub mod reports;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use diesel::pg::PgConnection;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub escrow_address: Option<String>,
     pub answer_timeout: Duration,
     pub metrics: Metrics,
+    /// Each accepted node report's samples, for the telemetry subscription.
+    pub telemetry: tokio::sync::broadcast::Sender<Arc<(i64, Vec<graphql::TelemetrySample>)>>,
     buckets: Mutex<HashMap<String, Bucket>>,
 }
 
@@ -95,6 +98,7 @@ impl AppState {
             escrow_address,
             answer_timeout,
             metrics: Metrics::default(),
+            telemetry: tokio::sync::broadcast::channel(1_024).0,
             buckets: Mutex::new(HashMap::new()),
         }
     }

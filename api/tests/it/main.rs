@@ -2,6 +2,8 @@
 //! an embedded log, a real Postgres database, and the actix server on a loopback port, driven
 //! over HTTP.
 
+mod dashboard;
+mod reports;
 mod roles;
 mod subscriptions;
 

@@ -9,10 +9,10 @@ use tungstenite::{Message, WebSocket};
 
 use super::*;
 
-type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
+pub(super) type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
 
 /// Connects, authenticates with the init payload and subscribes to `query`.
-fn subscribe(m: &Market, key: Option<&str>, query: &str) -> Socket {
+pub(super) fn subscribe(m: &Market, key: Option<&str>, query: &str) -> Socket {
     let mut request = format!("{}/graphql", m.url.replace("http://", "ws://"))
         .into_client_request()
         .unwrap();
@@ -44,7 +44,7 @@ fn send(socket: &mut Socket, message: Value) {
 }
 
 /// The next protocol message (pings answered on the way).
-fn receive(socket: &mut Socket) -> Value {
+pub(super) fn receive(socket: &mut Socket) -> Value {
     loop {
         match socket.read().unwrap() {
             Message::Text(text) => {

@@ -1,0 +1,140 @@
+//! The provider dashboard in real headless Chromium against a running server with seeded
+//! data: what it shows, and a screenshot (`target/dashboard.png`).
+
+use std::path::Path;
+use std::process::Command;
+
+use ed25519_dalek::{Signer, SigningKey};
+use serde_json::json;
+
+use super::*;
+
+fn chromium() -> String {
+    let candidates = [
+        std::env::var("CHROMIUM").unwrap_or_default(),
+        "/usr/bin/chromium".to_owned(),
+        "/usr/bin/chromium-browser".to_owned(),
+        "/usr/bin/google-chrome".to_owned(),
+    ];
+    candidates
+        .into_iter()
+        .find(|c| !c.is_empty() && Path::new(c).exists())
+        .expect(
+            "the dashboard test needs Chromium: `apt-get install chromium` (scripts/test \
+             installs it) or set CHROMIUM=/path/to/chrome",
+        )
+}
+
+/// Runs headless Chromium on `url` with `args`; returns its standard output.
+fn headless(url: &str, args: &[&str]) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let output = Command::new(chromium())
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            "--window-size=1400,1300",
+            "--virtual-time-budget=15000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("starting chromium");
+    assert!(
+        output.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn the_provider_dashboard_shows_nodes_telemetry_leases_reputation_and_asks() {
+    let m = Market::start("api_dashboard", Limits::default());
+    m.seed();
+    m.ok(&m.buyer, PLACE, bid_input("901", "2.10", 2));
+    let node_key = SigningKey::from_bytes(&[5; 32]);
+    let public: String = node_key
+        .verifying_key()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    m.ok(
+        &m.provider,
+        &format!("mutation {{ registerNode(node: \"node-a\", publicKey: \"{public}\") }}"),
+        json!({}),
+    );
+    for sequence in 1..=12u64 {
+        let report = json!({
+            "node": "node-a", "sequence": sequence,
+            "at": format!("2026-11-30T12:{:02}:00Z", sequence),
+            "class": "H100-80GB", "simulated": true,
+            "leases_started": if sequence == 1 { vec![1] } else { vec![] },
+            "gpus": (0..2).map(|g| json!({"index": g, "name": "simulated H100", "uuid": format!("GPU-sim-{g}"),
+                "utilisation_pct": 40.0 + (sequence * 4 + g * 10) as f64, "memory_used_mb": 20_000 + sequence * 1_000,
+                "memory_total_mb": 81920, "temperature_c": 50.0 + sequence as f64, "power_w": 300.0 + (sequence * 20) as f64,
+                "power_limit_w": 700.0, "sm_clock_mhz": 1980, "ecc_errors": null})).collect::<Vec<_>>()
+        })
+        .to_string();
+        let signature: String = node_key
+            .sign(report.as_bytes())
+            .to_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        m.ok(
+            &m.provider,
+            "mutation($r: String!, $s: String!) { submitNodeReport(report: $r, signature: $s) { duplicate } }",
+            json!({"r": report, "s": signature}),
+        );
+    }
+    m.projected();
+
+    let url = format!("{}/dashboard?key={}", m.url, m.provider);
+    let dom = headless(&url, &["--dump-dom"]);
+    assert!(
+        dom.contains("data-loaded=\"true\""),
+        "the page loaded its data: {dom}"
+    );
+    for shown in [
+        "provider account 11",
+        "node-a",
+        "simulated H100 (simulated)",
+        "2× H100-80GB",
+        "running",
+        "0.750", // punctuality after one on-time start: (1 + 3.5) / 6
+        "polyline",
+        "not reported", // ECC errors the agent could not read
+    ] {
+        assert!(dom.contains(shown), "the dashboard shows {shown:?}: {dom}");
+    }
+    // The provider's resting ask (8 − 2 filled = 6 open).
+    assert!(
+        dom.contains("<td>6</td>"),
+        "the ask with 6 GPUs open: {dom}"
+    );
+
+    let screenshot: std::path::PathBuf =
+        [env!("CARGO_MANIFEST_DIR"), "..", "target", "dashboard.png"]
+            .iter()
+            .collect();
+    let _ = std::fs::remove_file(&screenshot);
+    headless(&url, &[&format!("--screenshot={}", screenshot.display())]);
+    let size = std::fs::metadata(&screenshot).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        size > 20_000,
+        "a screenshot with content at {}",
+        screenshot.display()
+    );
+
+    // Another role's key is told so instead of shown a provider's page.
+    let dom = headless(
+        &format!("{}/dashboard?key={}", m.url, m.buyer),
+        &["--dump-dom"],
+    );
+    assert!(dom.contains("this dashboard is for provider keys"), "{dom}");
+}

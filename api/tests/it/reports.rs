@@ -1,0 +1,127 @@
+//! Signed node reports: registration, signature checks, replays, heartbeats and lease starts
+//! reaching the engine, samples reaching queries and subscriptions.
+
+use ed25519_dalek::{Signer, SigningKey};
+use serde_json::json;
+
+use super::subscriptions::{receive, subscribe};
+use super::*;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn report(node: &str, sequence: u64, starts: &[u64]) -> String {
+    json!({
+        "node": node, "sequence": sequence, "at": "2026-11-30T12:00:00Z", "class": "H100-80GB",
+        "simulated": true, "leases_started": starts,
+        "gpus": [{"index": 0, "name": "simulated H100", "uuid": "GPU-sim-0",
+                  "utilisation_pct": 87.5, "memory_used_mb": 40960, "memory_total_mb": 81920,
+                  "temperature_c": 71.0, "power_w": 612.0, "power_limit_w": 700.0,
+                  "sm_clock_mhz": 1980, "ecc_errors": null}]
+    })
+    .to_string()
+}
+
+const SUBMIT: &str = "mutation($r: String!, $s: String!) { submitNodeReport(report: $r, signature: $s) { duplicate leaseStarts { leaseId refused } } }";
+
+fn signed(key: &SigningKey, report: &str) -> Value {
+    json!({"r": report, "s": hex(&key.sign(report.as_bytes()).to_bytes())})
+}
+
+#[test]
+fn signed_reports_feed_the_engine_and_the_telemetry_once() {
+    let m = Market::start("api_reports", Limits::default());
+    m.seed();
+    m.ok(&m.buyer, PLACE, bid_input("801", "2.10", 2));
+    let node_key = SigningKey::from_bytes(&[42; 32]);
+    let public = hex(node_key.verifying_key().as_bytes());
+    let register =
+        format!("mutation {{ registerNode(node: \"node-a\", publicKey: \"{public}\") }}");
+    assert_eq!(
+        m.ok(&m.provider, &register, json!({}))["registerNode"],
+        true
+    );
+    assert_eq!(
+        m.ok(&m.provider, &register, json!({}))["registerNode"],
+        true,
+        "same key again"
+    );
+    let other_key = SigningKey::from_bytes(&[43; 32]);
+    let swap = format!(
+        "mutation {{ registerNode(node: \"node-a\", publicKey: \"{}\") }}",
+        hex(other_key.verifying_key().as_bytes())
+    );
+    assert_eq!(m.code(Some(&m.provider), &swap, json!({})), "FORBIDDEN");
+    assert_eq!(m.code(Some(&m.buyer), &register, json!({})), "FORBIDDEN");
+
+    let mut live = subscribe(
+        &m,
+        None,
+        &format!("subscription {{ telemetry(provider: \"{T_PROVIDER}\") {{ node gpu utilisationPct eccErrors simulated }} }}"),
+    );
+    thread::sleep(Duration::from_millis(300));
+
+    let first = report("node-a", 1, &[1, 999]);
+    let before = m.commands();
+    let receipt = m.ok(&m.provider, SUBMIT, signed(&node_key, &first))["submitNodeReport"].clone();
+    assert_eq!(
+        receipt,
+        json!({"duplicate": false, "leaseStarts": [{"leaseId": 1, "refused": null},
+               {"leaseId": 999, "refused": "UNKNOWN_LEASE"}]})
+    );
+    assert_eq!(m.commands(), before + 3, "a heartbeat and two starts");
+    assert_eq!(
+        receive(&mut live)["payload"]["data"]["telemetry"],
+        json!({"node": "node-a", "gpu": 0, "utilisationPct": 87.5, "eccErrors": null, "simulated": true})
+    );
+
+    // The same report again (an agent resending after a lost answer) applies nothing.
+    let again = m.ok(&m.provider, SUBMIT, signed(&node_key, &first))["submitNodeReport"].clone();
+    assert_eq!(again, json!({"duplicate": true, "leaseStarts": []}));
+    assert_eq!(m.commands(), before + 3);
+
+    // Refusals change nothing.
+    let second = report("node-a", 2, &[]);
+    for (key, variables, code) in [
+        (&m.provider, signed(&other_key, &second), "FORBIDDEN"),
+        (
+            &m.provider,
+            signed(&node_key, &report("node-b", 1, &[])),
+            "FORBIDDEN",
+        ),
+        (&m.buyer, signed(&node_key, &second), "FORBIDDEN"),
+        (&m.provider, json!({"r": second, "s": "00"}), "VALIDATION"),
+        (
+            &m.provider,
+            signed(&node_key, &second.replace("H100-80GB", "")),
+            "VALIDATION",
+        ),
+    ] {
+        assert_eq!(m.code(Some(key), SUBMIT, variables), code);
+    }
+    assert_eq!(m.commands(), before + 3);
+
+    m.projected();
+    let provider = m.ok(
+        &m.buyer,
+        &format!("{{ provider(account: \"{T_PROVIDER}\") {{ starts nodes {{ node reportedClass heartbeats }} telemetry {{ gpu powerW temperatureC memoryTotalMb }} }} }}"),
+        json!({}),
+    )["provider"]
+        .clone();
+    assert_eq!(provider["starts"], 1);
+    assert_eq!(
+        provider["nodes"],
+        json!([{"node": "node-a", "reportedClass": "H100-80GB", "heartbeats": 1}])
+    );
+    assert_eq!(
+        provider["telemetry"],
+        json!([{"gpu": 0, "powerW": 612.0, "temperatureC": 71.0, "memoryTotalMb": 81920}])
+    );
+    let lease = m.ok(
+        &m.buyer,
+        "{ leases { edges { node { status } } } }",
+        json!({}),
+    );
+    assert_eq!(lease["leases"]["edges"][0]["node"]["status"], "running");
+}

@@ -1,0 +1,3 @@
+DROP TABLE gpu_samples;
+DROP TABLE node_reports;
+DROP TABLE node_keys;
