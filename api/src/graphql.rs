@@ -80,6 +80,25 @@ fn connection<T: async_graphql::OutputType>(
     connection
 }
 
+/// A month's key in a cursor: days since 1970-01-01.
+fn days(period: NaiveDate) -> i64 {
+    period
+        .signed_duration_since(NaiveDate::default())
+        .num_days()
+}
+
+/// Newest-first lists of months continue below the cursor's month.
+fn month_cursor(after: Option<&str>) -> Result<NaiveDate, ApiError> {
+    let Some(after) = after else {
+        return Ok(NaiveDate::from_ymd_opt(9999, 12, 31).expect("a date"));
+    };
+    let (_, days) = parse_cursor(Some(after))?;
+    u64::try_from(days)
+        .ok()
+        .and_then(|d| NaiveDate::default().checked_add_days(chrono::Days::new(d)))
+        .ok_or_else(|| ApiError::validation(format!("malformed cursor {after:?}")))
+}
+
 fn account_param(account: AccountId) -> Result<i64, ApiError> {
     i64::try_from(account.0).map_err(|_| ApiError::validation("account id out of range"))
 }
@@ -272,6 +291,17 @@ pub struct Order {
     pub remaining: i32,
     #[diesel(sql_type = Text)]
     pub time_in_force: String,
+    /// A bid's lease length in hours.
+    #[diesel(sql_type = Nullable<Integer>)]
+    pub hours: Option<i32>,
+    /// An ask's node and region.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub node: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub region: Option<String>,
+    /// The provider reputation an ask carries (0 for bids).
+    #[diesel(sql_type = Integer)]
+    pub reputation: i32,
     #[diesel(sql_type = Text)]
     pub status: String,
     #[diesel(sql_type = Nullable<Text>)]
@@ -853,7 +883,8 @@ impl Query {
             .db(move |conn| {
                 Ok(diesel::sql_query(
                     "SELECT partition, order_id AS id, account, client_id AS client_order_id, \
-                     market, side, price, gpus, remaining, tif AS time_in_force, status, \
+                     market, side, price, gpus, remaining, tif AS time_in_force, hours, node, region, \
+                     reputation, status, \
                      cancel_reason, created_at, updated_at FROM orders \
                      WHERE account = $1 AND ($2::text IS NULL OR market = $2) \
                      AND ($3::text IS NULL OR status = $3) AND (partition, order_id) > ($4, $5) \
@@ -1053,19 +1084,28 @@ impl Query {
         &self,
         ctx: &Context<'_>,
         account: Option<ID>,
-    ) -> async_graphql::Result<Vec<Invoice>> {
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, Invoice, EmptyFields, EmptyFields>> {
         let account =
             account_param(principal(ctx)?.account_to_read(parse_account(account.as_ref())?)?)?;
-        Ok(state(ctx)
+        let limit = page_size(first)?;
+        let before = month_cursor(after.as_deref())?;
+        let rows: Vec<Invoice> = state(ctx)
             .db(move |conn| {
                 Ok(diesel::sql_query(
                     "SELECT account, period, status, lines, gpu_hours, amount FROM invoices \
-                     WHERE account = $1 ORDER BY period DESC",
+                     WHERE account = $1 AND period < $2 ORDER BY period DESC LIMIT $3",
                 )
                 .bind::<BigInt, _>(account)
+                .bind::<Date, _>(before)
+                .bind::<BigInt, _>(limit + 1)
                 .load(conn)?)
             })
-            .await?)
+            .await?;
+        Ok(connection(rows, limit, after.is_some(), |i| {
+            (0, days(i.period))
+        }))
     }
 
     /// A provider's monthly statements (earnings), newest first.
@@ -1073,19 +1113,28 @@ impl Query {
         &self,
         ctx: &Context<'_>,
         account: Option<ID>,
-    ) -> async_graphql::Result<Vec<Earning>> {
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, Earning, EmptyFields, EmptyFields>> {
         let account =
             account_param(principal(ctx)?.account_to_read(parse_account(account.as_ref())?)?)?;
-        Ok(state(ctx)
+        let limit = page_size(first)?;
+        let before = month_cursor(after.as_deref())?;
+        let rows: Vec<Earning> = state(ctx)
             .db(move |conn| {
                 Ok(diesel::sql_query(
                     "SELECT period, leases, gpu_hours, gross, fees, net FROM earnings \
-                     WHERE provider = $1 ORDER BY period DESC",
+                     WHERE provider = $1 AND period < $2 ORDER BY period DESC LIMIT $3",
                 )
                 .bind::<BigInt, _>(account)
+                .bind::<Date, _>(before)
+                .bind::<BigInt, _>(limit + 1)
                 .load(conn)?)
             })
-            .await?)
+            .await?;
+        Ok(connection(rows, limit, after.is_some(), |e| {
+            (0, days(e.period))
+        }))
     }
 
     /// Where and how the caller deposits funds.

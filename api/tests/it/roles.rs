@@ -50,6 +50,17 @@ fn every_role_against_every_mutation_and_sensitive_query() {
     };
     use Who::*;
     let other = T_PROVIDER + 100;
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let node_key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    let node_public = hex(node_key.verifying_key().as_bytes());
+    let node_report = json!({"node": "node-r", "sequence": 1, "at": "2026-11-30T12:00:00Z",
+        "class": "H100-80GB", "simulated": true, "gpus": [{"index": 0, "name": "sim",
+        "uuid": "GPU-r", "utilisation_pct": null, "memory_used_mb": null, "memory_total_mb": null,
+        "temperature_c": null, "power_w": null, "power_limit_w": null, "sm_clock_mhz": null,
+        "ecc_errors": null}]})
+    .to_string();
+    let node_signature =
+        hex(&ed25519_dalek::Signer::sign(&node_key, node_report.as_bytes()).to_bytes());
     let mutations: Vec<(&str, String, serde_json::Value, Vec<Who>)> = vec![
         (
             "place a bid",
@@ -93,6 +104,18 @@ fn every_role_against_every_mutation_and_sensitive_query() {
                 .into(),
             json!({}),
             vec![Admin],
+        ),
+        (
+            "register a node",
+            format!("mutation {{ registerNode(node: \"node-r\", publicKey: \"{node_public}\") }}"),
+            json!({}),
+            vec![Provider],
+        ),
+        (
+            "submit a node report",
+            "mutation($r: String!, $s: String!) { submitNodeReport(report: $r, signature: $s) { duplicate } }".into(),
+            json!({"r": node_report, "s": node_signature}),
+            vec![Provider],
         ),
         (
             "create a key",
@@ -172,7 +195,7 @@ fn every_role_against_every_mutation_and_sensitive_query() {
         ),
         (
             "another's invoices",
-            format!("{{ invoices(account: \"{other}\") {{ period }} }}"),
+            format!("{{ invoices(account: \"{other}\") {{ edges {{ cursor }} }} }}"),
             vec![Finance, Admin],
             false,
         ),
