@@ -16,6 +16,8 @@ pub mod gateway;
 pub mod graphql;
 mod http;
 pub mod reports;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

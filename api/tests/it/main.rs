@@ -8,202 +8,20 @@ mod roles;
 mod subscriptions;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use api::auth::{self, Role};
-use api::{AppState, Gateway, GatewayConfig, Limits};
-use contract::AccountId;
-use diesel::r2d2::{ConnectionManager, Pool};
-use engine_service::{Runner, RunnerConfig, Topics};
-use eventlog::LogConfig;
-use ledger::testing::TestDb;
-use ledger::{Activity, Journal, Projection, Reputation};
+use api::auth;
+use api::testing::{Market, T_BUYER, T_PROVIDER};
+use api::Limits;
 use serde_json::{json, Value};
 
-const T_BUYER: u64 = 1;
-const T_PROVIDER: u64 = 11;
-
-/// A whole market on one machine, as the API sees it.
-struct Market {
-    db: TestDb,
-    _dir: tempfile::TempDir,
-    log_url: String,
-    url: String,
-    stop: Arc<AtomicBool>,
-    threads: Vec<thread::JoinHandle<()>>,
-    server: actix_web::dev::ServerHandle,
-    http: reqwest::blocking::Client,
-    admin: String,
-    finance: String,
-    buyer: String,
-    provider: String,
+/// The H100 market, money for the buyer, and one ask of 8 GPUs at 2.00.
+trait Seed {
+    fn seed(&self) -> u64;
 }
 
-fn spawn_projector<P: Projection + Send + 'static>(
-    db: &TestDb,
-    log_url: &str,
-    projection: P,
-    stop: &Arc<AtomicBool>,
-) -> thread::JoinHandle<()> {
-    let mut projector = db.projector(log_url, "events", projection);
-    let stop = stop.clone();
-    thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            projector.run_batch(4_096).expect("projecting");
-        }
-    })
-}
-
-impl Market {
-    fn start(tag: &str, limits: Limits) -> Market {
-        let db = TestDb::migrated(tag);
-        let dir = tempfile::tempdir().unwrap();
-        let log_url = format!("file://{}", dir.path().join("log").display());
-        let stop = Arc::new(AtomicBool::new(false));
-        let topics = Topics::with_prefix("");
-        let log_config = LogConfig::default();
-        let mut runner = Runner::open(
-            RunnerConfig {
-                topics: topics.clone(),
-                shard: 0,
-                shards: 1,
-                snapshot_every: 1_000_000,
-                snapshot_dir: dir.path().join("snapshots"),
-                batch: 1_024,
-                poll: Duration::from_millis(20),
-            },
-            eventlog::open(&log_url, &log_config).unwrap(),
-        )
-        .unwrap();
-        let mut threads = Vec::new();
-        let runner_stop = stop.clone();
-        threads.push(thread::spawn(move || runner.run(&runner_stop).unwrap()));
-        threads.push(spawn_projector(&db, &log_url, Journal, &stop));
-        threads.push(spawn_projector(&db, &log_url, Activity, &stop));
-        threads.push(spawn_projector(&db, &log_url, Reputation, &stop));
-
-        let key = |role, account: Option<u64>| {
-            auth::create_key(&mut db.connect(), role, account.map(AccountId), "test")
-                .unwrap()
-                .1
-        };
-        let (admin, finance) = (key(Role::Admin, None), key(Role::Finance, None));
-        let (buyer, provider) = (
-            key(Role::Trader, Some(T_BUYER)),
-            key(Role::Provider, Some(T_PROVIDER)),
-        );
-
-        let gateway = Gateway::start(GatewayConfig {
-            log_url: log_url.clone(),
-            log: log_config,
-            topics,
-            shard: 0,
-            shards: 1,
-            answer_timeout: Duration::from_secs(5),
-        })
-        .unwrap();
-        let pool = Pool::builder()
-            .max_size(4)
-            .build(ConnectionManager::new(db.url()))
-            .unwrap();
-        let state = Arc::new(AppState::new(
-            pool,
-            gateway,
-            limits,
-            Some("cosmos1escrowtestaddress".to_owned()),
-            Duration::from_secs(5),
-        ));
-        let (tx, rx) = std::sync::mpsc::channel();
-        threads.push(thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                let (server, addr) = api::serve(state.clone(), "127.0.0.1:0", 2).unwrap();
-                tx.send((server.handle(), addr)).unwrap();
-                server.await.unwrap();
-                state.gateway.shutdown();
-            });
-        }));
-        let (server, addr) = rx.recv().unwrap();
-        Market {
-            db,
-            _dir: dir,
-            log_url,
-            url: format!("http://{addr}"),
-            stop,
-            threads,
-            server,
-            http: reqwest::blocking::Client::new(),
-            admin,
-            finance,
-            buyer,
-            provider,
-        }
-    }
-
-    /// Posts a GraphQL request with `key` (or none); returns the HTTP status and the body.
-    fn gql_status(&self, key: Option<&str>, query: &str, variables: Value) -> (u16, Value) {
-        let mut request = self
-            .http
-            .post(format!("{}/graphql", self.url))
-            .json(&json!({"query": query, "variables": variables}));
-        if let Some(key) = key {
-            request = request.bearer_auth(key);
-        }
-        let response = request.send().unwrap();
-        (response.status().as_u16(), response.json().unwrap())
-    }
-
-    fn gql(&self, key: Option<&str>, query: &str, variables: Value) -> Value {
-        self.gql_status(key, query, variables).1
-    }
-
-    /// The data of a request that must succeed.
-    fn ok(&self, key: &str, query: &str, variables: Value) -> Value {
-        let body = self.gql(Some(key), query, variables);
-        assert!(body.get("errors").is_none(), "{query}: {body}");
-        body["data"].clone()
-    }
-
-    /// The first error code of a request that must fail.
-    fn code(&self, key: Option<&str>, query: &str, variables: Value) -> String {
-        let body = self.gql(key, query, variables);
-        body["errors"][0]["extensions"]["code"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{query}: expected an error, got {body}"))
-            .to_owned()
-    }
-
-    /// Commands in the log so far: a refused request must not add one.
-    fn commands(&self) -> u64 {
-        eventlog::open(&self.log_url, &LogConfig::default())
-            .unwrap()
-            .end_offset("commands", 0)
-            .unwrap()
-    }
-
-    /// Waits until every projector has applied every event written so far.
-    fn projected(&self) {
-        let events = eventlog::open(&self.log_url, &LogConfig::default())
-            .unwrap()
-            .end_offset("events", 0)
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let positions = self.db.positions();
-            if positions.len() == 3 && positions.values().all(|p| *p as u64 >= events) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "projectors stuck at {positions:?}"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The H100 market, money for the buyer, and one ask of 8 GPUs at 2.00.
+impl Seed for Market {
     fn seed(&self) -> u64 {
         self.ok(
             &self.admin,
@@ -217,17 +35,6 @@ impl Market {
         );
         let ask = self.ok(&self.provider, PLACE, ask_input("101", "2.00", 8));
         ask["placeOrder"]["orderId"].as_u64().unwrap()
-    }
-}
-
-impl Drop for Market {
-    fn drop(&mut self) {
-        let server = self.server.clone();
-        actix_web::rt::System::new().block_on(server.stop(true));
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
     }
 }
 

@@ -1,0 +1,221 @@
+//! A whole market for tests (feature `testing`): the engine runner and the three projectors
+//! on threads over an embedded log, a fresh Postgres database, and the API on a loopback
+//! port, with one key per role. Used by this crate's tests and the provider agent's.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use contract::AccountId;
+use diesel::r2d2::{ConnectionManager, Pool};
+use engine_service::{Runner, RunnerConfig, Topics};
+use eventlog::LogConfig;
+use ledger::testing::TestDb;
+use ledger::{Activity, Journal, Projection, Reputation};
+use serde_json::{json, Value};
+
+use crate::auth::{self, Role};
+use crate::{AppState, Gateway, GatewayConfig, Limits};
+
+/// The buyer's and the provider's accounts.
+pub const T_BUYER: u64 = 1;
+pub const T_PROVIDER: u64 = 11;
+
+/// A whole market on one machine, as the API sees it.
+pub struct Market {
+    pub db: TestDb,
+    /// The log and snapshots; removed with the market.
+    pub dir: tempfile::TempDir,
+    pub log_url: String,
+    pub url: String,
+    pub stop: Arc<AtomicBool>,
+    pub threads: Vec<thread::JoinHandle<()>>,
+    pub server: actix_web::dev::ServerHandle,
+    pub http: reqwest::blocking::Client,
+    pub admin: String,
+    pub finance: String,
+    pub buyer: String,
+    pub provider: String,
+}
+
+fn spawn_projector<P: Projection + Send + 'static>(
+    db: &TestDb,
+    log_url: &str,
+    projection: P,
+    stop: &Arc<AtomicBool>,
+) -> thread::JoinHandle<()> {
+    let mut projector = db.projector(log_url, "events", projection);
+    let stop = stop.clone();
+    thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            projector.run_batch(4_096).expect("projecting");
+        }
+    })
+}
+
+impl Market {
+    pub fn start(tag: &str, limits: Limits) -> Market {
+        let db = TestDb::migrated(tag);
+        let dir = tempfile::tempdir().unwrap();
+        let log_url = format!("file://{}", dir.path().join("log").display());
+        let stop = Arc::new(AtomicBool::new(false));
+        let topics = Topics::with_prefix("");
+        let log_config = LogConfig::default();
+        let mut runner = Runner::open(
+            RunnerConfig {
+                topics: topics.clone(),
+                shard: 0,
+                shards: 1,
+                snapshot_every: 1_000_000,
+                snapshot_dir: dir.path().join("snapshots"),
+                batch: 1_024,
+                poll: Duration::from_millis(20),
+            },
+            eventlog::open(&log_url, &log_config).unwrap(),
+        )
+        .unwrap();
+        let mut threads = Vec::new();
+        let runner_stop = stop.clone();
+        threads.push(thread::spawn(move || runner.run(&runner_stop).unwrap()));
+        threads.push(spawn_projector(&db, &log_url, Journal, &stop));
+        threads.push(spawn_projector(&db, &log_url, Activity, &stop));
+        threads.push(spawn_projector(&db, &log_url, Reputation, &stop));
+
+        let key = |role, account: Option<u64>| {
+            auth::create_key(&mut db.connect(), role, account.map(AccountId), "test")
+                .unwrap()
+                .1
+        };
+        let (admin, finance) = (key(Role::Admin, None), key(Role::Finance, None));
+        let (buyer, provider) = (
+            key(Role::Trader, Some(T_BUYER)),
+            key(Role::Provider, Some(T_PROVIDER)),
+        );
+
+        let gateway = Gateway::start(GatewayConfig {
+            log_url: log_url.clone(),
+            log: log_config,
+            topics,
+            shard: 0,
+            shards: 1,
+            answer_timeout: Duration::from_secs(5),
+        })
+        .unwrap();
+        let pool = Pool::builder()
+            .max_size(4)
+            .build(ConnectionManager::new(db.url()))
+            .unwrap();
+        let state = Arc::new(AppState::new(
+            pool,
+            gateway,
+            limits,
+            Some("cosmos1escrowtestaddress".to_owned()),
+            Duration::from_secs(5),
+        ));
+        let (tx, rx) = std::sync::mpsc::channel();
+        threads.push(thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let (server, addr) = crate::serve(state.clone(), "127.0.0.1:0", 2).unwrap();
+                tx.send((server.handle(), addr)).unwrap();
+                server.await.unwrap();
+                state.gateway.shutdown();
+            });
+        }));
+        let (server, addr) = rx.recv().unwrap();
+        Market {
+            db,
+            dir,
+            log_url,
+            url: format!("http://{addr}"),
+            stop,
+            threads,
+            server,
+            http: reqwest::blocking::Client::new(),
+            admin,
+            finance,
+            buyer,
+            provider,
+        }
+    }
+
+    /// Posts a GraphQL request with `key` (or none); returns the HTTP status and the body.
+    pub fn gql_status(&self, key: Option<&str>, query: &str, variables: Value) -> (u16, Value) {
+        let mut request = self
+            .http
+            .post(format!("{}/graphql", self.url))
+            .json(&json!({"query": query, "variables": variables}));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().unwrap();
+        (response.status().as_u16(), response.json().unwrap())
+    }
+
+    pub fn gql(&self, key: Option<&str>, query: &str, variables: Value) -> Value {
+        self.gql_status(key, query, variables).1
+    }
+
+    /// The data of a request that must succeed.
+    pub fn ok(&self, key: &str, query: &str, variables: Value) -> Value {
+        let body = self.gql(Some(key), query, variables);
+        assert!(body.get("errors").is_none(), "{query}: {body}");
+        body["data"].clone()
+    }
+
+    /// The first error code of a request that must fail.
+    pub fn code(&self, key: Option<&str>, query: &str, variables: Value) -> String {
+        let body = self.gql(key, query, variables);
+        body["errors"][0]["extensions"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{query}: expected an error, got {body}"))
+            .to_owned()
+    }
+
+    /// Commands in the log so far: a refused request must not add one.
+    pub fn commands(&self) -> u64 {
+        eventlog::open(&self.log_url, &LogConfig::default())
+            .unwrap()
+            .end_offset("commands", 0)
+            .unwrap()
+    }
+
+    /// Waits until every projector has applied every event written so far.
+    pub fn projected(&self) {
+        let events = eventlog::open(&self.log_url, &LogConfig::default())
+            .unwrap()
+            .end_offset("events", 0)
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let positions = self.db.positions();
+            if positions.len() == 3 && positions.values().all(|p| *p as u64 >= events) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "projectors stuck at {positions:?}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl std::fmt::Debug for Market {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Market")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Market {
+    fn drop(&mut self) {
+        let server = self.server.clone();
+        actix_web::rt::System::new().block_on(server.stop(true));
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}

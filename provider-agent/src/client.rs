@@ -1,0 +1,98 @@
+//! The agent's side of the GraphQL API.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+/// Why a call did not go through.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// Worth retrying later: no connection, a timeout, the API or its dependencies down, or
+    /// a rate limit.
+    #[error("API unreachable: {0}")]
+    Unreachable(String),
+    /// The API answered no, with its error code.
+    #[error("{code}: {message}")]
+    Refused { code: String, message: String },
+}
+
+/// What the API did with a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub duplicate: bool,
+    /// Lease starts the engine refused, with the code.
+    pub refused_starts: Vec<(u64, String)>,
+}
+
+#[derive(Debug)]
+pub struct Client {
+    http: reqwest::blocking::Client,
+    url: String,
+    key: String,
+}
+
+impl Client {
+    pub fn new(api_url: &str, key: &str) -> Client {
+        Client {
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("an HTTP client with default TLS-less settings"),
+            url: format!("{}/graphql", api_url.trim_end_matches('/')),
+            key: key.trim().to_owned(),
+        }
+    }
+
+    pub fn gql(&self, query: &str, variables: Value) -> Result<Value, ClientError> {
+        let response = self
+            .http
+            .post(&self.url)
+            .bearer_auth(&self.key)
+            .json(&json!({"query": query, "variables": variables}))
+            .send()
+            .map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        let status = response.status();
+        let body: Value = response
+            .json()
+            .map_err(|e| ClientError::Unreachable(format!("HTTP {status}: {e}")))?;
+        if let Some(error) = body["errors"].get(0) {
+            let code = error["extensions"]["code"]
+                .as_str()
+                .unwrap_or("UNKNOWN")
+                .to_owned();
+            let message = error["message"].as_str().unwrap_or_default().to_owned();
+            return Err(match code.as_str() {
+                "UNAVAILABLE" | "RATE_LIMITED" | "ENGINE_TIMEOUT" | "INTERNAL" => {
+                    ClientError::Unreachable(format!("{code}: {message}"))
+                }
+                _ => ClientError::Refused { code, message },
+            });
+        }
+        Ok(body["data"].clone())
+    }
+
+    pub fn register_node(&self, node: &str, public_key: &str) -> Result<(), ClientError> {
+        self.gql(
+            "mutation($n: String!, $k: String!) { registerNode(node: $n, publicKey: $k) }",
+            json!({"n": node, "k": public_key}),
+        )
+        .map(|_| ())
+    }
+
+    pub fn submit_report(&self, report: &str, signature: &str) -> Result<Receipt, ClientError> {
+        let data = self.gql(
+            "mutation($r: String!, $s: String!) { submitNodeReport(report: $r, signature: $s) { duplicate leaseStarts { leaseId refused } } }",
+            json!({"r": report, "s": signature}),
+        )?;
+        let receipt = &data["submitNodeReport"];
+        Ok(Receipt {
+            duplicate: receipt["duplicate"].as_bool().unwrap_or(false),
+            refused_starts: receipt["leaseStarts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| Some((s["leaseId"].as_u64()?, s["refused"].as_str()?.to_owned())))
+                .collect(),
+        })
+    }
+}

@@ -1,0 +1,92 @@
+//! The agent's configuration file (TOML), one per node.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The market's API, e.g. `http://127.0.0.1:8080`.
+    pub api_url: String,
+    /// A file holding the provider's API key (role `provider`), relative to this file.
+    pub api_key_file: PathBuf,
+    /// This node's name in the market (what its asks and reports say).
+    pub node: String,
+    /// The GPU class the node's GPUs are (the market id, e.g. `H100-80GB`).
+    pub class: String,
+    pub region: String,
+    /// `auto` (NVML), `nvml`, `rocm` or `simulated`. `auto` never falls back to a simulation.
+    #[serde(default = "auto")]
+    pub source: String,
+    /// Seconds between reports.
+    #[serde(default = "sixty")]
+    pub interval_secs: u64,
+    /// Where the key, the outbox and the sequence number live, relative to this file.
+    #[serde(default = "state")]
+    pub state_dir: PathBuf,
+    /// Reports kept while the API is unreachable.
+    #[serde(default = "ten_thousand")]
+    pub outbox_capacity: usize,
+    /// The made-up node when `source = "simulated"`.
+    #[serde(default)]
+    pub simulated: Simulated,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Simulated {
+    pub name: String,
+    pub count: u32,
+    pub vram_mb: u64,
+}
+
+impl Default for Simulated {
+    fn default() -> Self {
+        Simulated {
+            name: "H100-80GB".to_owned(),
+            count: 8,
+            vram_mb: 81_920,
+        }
+    }
+}
+
+fn auto() -> String {
+    "auto".to_owned()
+}
+fn sixty() -> u64 {
+    60
+}
+fn state() -> PathBuf {
+    PathBuf::from("state")
+}
+fn ten_thousand() -> usize {
+    10_000
+}
+
+impl Config {
+    /// Reads and checks the file; relative paths in it are taken from its folder.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut config: Config =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.api_key_file = base.join(&config.api_key_file);
+        config.state_dir = base.join(&config.state_dir);
+        if !["auto", "nvml", "rocm", "simulated"].contains(&config.source.as_str()) {
+            bail!(
+                "source must be auto, nvml, rocm or simulated (got {:?})",
+                config.source
+            );
+        }
+        if config.interval_secs == 0 {
+            bail!("interval_secs must be at least 1");
+        }
+        if config.source == "simulated" && config.simulated.count == 0 {
+            bail!("a simulated node needs at least one GPU");
+        }
+        Ok(config)
+    }
+}

@@ -1,0 +1,167 @@
+//! `provider-agent`: `init` (key and config template), `run` (report every interval),
+//! `status` (GPUs, current telemetry, outbox).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+use provider_agent::config::Config;
+use provider_agent::{keys, Agent};
+use tracing::{info, warn};
+
+#[derive(Parser)]
+#[command(
+    name = "provider-agent",
+    version,
+    about = "Reports a GPU node to the gpumarket API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Make a node folder: the node key (0600) and an `agent.toml` to edit.
+    Init {
+        /// The folder to create.
+        #[arg(long, default_value = "./agent")]
+        dir: PathBuf,
+        #[arg(long, default_value = "node-1")]
+        node: String,
+        #[arg(long, default_value = "H100-80GB")]
+        class: String,
+        #[arg(long, default_value = "eu-west")]
+        region: String,
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        api_url: String,
+        /// `auto`, `nvml` or `simulated`.
+        #[arg(long, default_value = "auto")]
+        source: String,
+    },
+    /// Register the node and report every interval until SIGTERM or Ctrl-C.
+    Run {
+        #[arg(long, default_value = "./agent/agent.toml")]
+        config: PathBuf,
+        /// Send one report and stop.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Show the GPUs, a current sample and the outbox, as JSON.
+    Status {
+        #[arg(long, default_value = "./agent/agent.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Cmd::Init {
+            dir,
+            node,
+            class,
+            region,
+            api_url,
+            source,
+        } => {
+            let path = dir.join("agent.toml");
+            if path.exists() {
+                bail!("{} exists already: not overwriting it", path.display());
+            }
+            std::fs::create_dir_all(&dir)?;
+            let key = keys::load_or_create(&dir.join("state").join("node.key"))?;
+            let config = Config {
+                api_url,
+                api_key_file: PathBuf::from("provider.key"),
+                node,
+                class,
+                region,
+                source,
+                interval_secs: 60,
+                state_dir: PathBuf::from("state"),
+                outbox_capacity: 10_000,
+                simulated: Default::default(),
+            };
+            std::fs::write(&path, toml::to_string_pretty(&config)?)?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "wrote {}", path.display())?;
+            writeln!(
+                out,
+                "node public key: {}",
+                keys::hex(key.verifying_key().as_bytes())
+            )?;
+            writeln!(
+                out,
+                "put the provider's API key in {} (gpumarket keys create --role provider --account N)",
+                dir.join("provider.key").display()
+            )?;
+            Ok(())
+        }
+        Cmd::Run { config, once } => {
+            let config = Config::load(&config)?;
+            let interval = Duration::from_secs(config.interval_secs);
+            let mut agent = Agent::open(config)?;
+            if let Err(e) = agent.register() {
+                // The outbox keeps reports until the API is back; registration is retried.
+                warn!(error = %e, "registering the node failed; retrying with the next report");
+            }
+            let stop = Arc::new(AtomicBool::new(false));
+            for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                signal_hook::flag::register(signal, Arc::clone(&stop))?;
+            }
+            let mut registered = false;
+            loop {
+                let started = Instant::now();
+                let sequence = agent.report(&[])?;
+                if !registered {
+                    registered = agent.register().is_ok();
+                }
+                let flushed = agent.flush()?;
+                info!(sequence, ?flushed, "reported");
+                if once {
+                    return Ok(());
+                }
+                while started.elapsed() < interval {
+                    if stop.load(Ordering::Relaxed) {
+                        info!("stopping");
+                        return Ok(());
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        Cmd::Status { config } => {
+            let config = Config::load(&config)?;
+            let mut source = provider_agent::open_source(&config)?;
+            let gpus = source.discover()?;
+            let readings = source.sample()?;
+            let outbox =
+                provider_agent::report::Outbox::open(&config.state_dir, config.outbox_capacity)?;
+            let status = serde_json::json!({
+                "node": config.node,
+                "class": config.class,
+                "source": source.kind(),
+                "gpus": gpus,
+                "readings": readings,
+                "outbox": outbox.len()?,
+            });
+            writeln!(
+                std::io::stdout().lock(),
+                "{}",
+                serde_json::to_string_pretty(&status)?
+            )?;
+            Ok(())
+        }
+    }
+}

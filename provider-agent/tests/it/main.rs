@@ -1,0 +1,169 @@
+//! The agent on simulated GPUs against a real market (engine, projectors, API), and on a real
+//! NVIDIA GPU when one is present.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use api::testing::{Market, T_PROVIDER};
+use api::Limits;
+use provider_agent::config::Config;
+use provider_agent::gpu::{GpuSource, Nvml, SimulatedGpus, SourceKind};
+use provider_agent::{keys, Agent};
+use serde_json::json;
+
+#[test]
+fn a_simulated_node_says_it_is_simulated_and_reads_plausible_values() {
+    let mut sim = SimulatedGpus::new("RTX4090-24GB", 2, 24_576, 9);
+    assert_eq!(sim.kind(), SourceKind::Simulated);
+    let gpus = sim.discover().unwrap();
+    assert_eq!(gpus.len(), 2);
+    assert!(
+        gpus.iter().all(|g| g.name.ends_with("(simulated)")),
+        "{gpus:?}"
+    );
+    assert_ne!(gpus[0].uuid, gpus[1].uuid);
+    for _ in 0..50 {
+        for r in sim.sample().unwrap() {
+            let util = r.utilisation_pct.unwrap();
+            assert!((0.0..=100.0).contains(&util), "{r:?}");
+            assert!(r.memory_used_mb.unwrap() <= r.memory_total_mb.unwrap());
+            assert!(r.power_w.unwrap() <= r.power_limit_w.unwrap());
+            assert_eq!(
+                r.ecc_errors, None,
+                "no ECC on a simulated GPU: missing, not zero"
+            );
+        }
+    }
+}
+
+#[test]
+fn nvml_reads_a_real_nvidia_gpu_when_there_is_one() {
+    let Ok(mut nvml) = Nvml::open() else {
+        eprintln!("SKIPPED: no NVIDIA driver here (NVML did not load); the NVML path runs on a GPU machine");
+        return;
+    };
+    let gpus = nvml.discover().unwrap();
+    if gpus.is_empty() {
+        eprintln!("SKIPPED: NVML loaded but found no GPU");
+        return;
+    }
+    let readings = nvml.sample().unwrap();
+    eprintln!("NVML GPUs: {gpus:#?}\nNVML readings: {readings:#?}");
+    assert_eq!(readings.len(), gpus.len());
+    for (g, r) in gpus.iter().zip(&readings) {
+        assert!(!g.name.is_empty() && g.uuid.starts_with("GPU-"), "{g:?}");
+        assert!(g.vram_total_mb.unwrap_or(0) > 1_000, "{g:?}");
+        assert!(
+            r.memory_total_mb.is_some() && r.temperature_c.is_some(),
+            "{r:?}"
+        );
+    }
+}
+
+#[test]
+fn the_node_key_is_private_and_stable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state/node.key");
+    let key = keys::load_or_create(&path).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_eq!(
+        keys::load_or_create(&path).unwrap().to_bytes(),
+        key.to_bytes()
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = keys::load_or_create(&path).unwrap_err().to_string();
+    assert!(err.contains("readable by others"), "{err}");
+}
+
+/// An agent folder for `node` on simulated GPUs, talking to `url` with `key`.
+fn agent(dir: &Path, url: &str, key: &str, node: &str, capacity: usize) -> Agent {
+    std::fs::write(dir.join("provider.key"), key).unwrap();
+    std::fs::write(
+        dir.join("agent.toml"),
+        format!(
+            "api_url = \"{url}\"\napi_key_file = \"provider.key\"\nnode = \"{node}\"\n\
+             class = \"H100-80GB\"\nregion = \"eu-west\"\nsource = \"simulated\"\n\
+             outbox_capacity = {capacity}\n[simulated]\nname = \"H100-80GB\"\ncount = 2\nvram_mb = 81920\n"
+        ),
+    )
+    .unwrap();
+    Agent::open(Config::load(&dir.join("agent.toml")).unwrap()).unwrap()
+}
+
+#[test]
+fn reports_wait_on_disk_while_the_api_is_away_and_arrive_once_in_order() {
+    let m = Market::start("agent_outbox", Limits::default());
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 9 (discard) on loopback here: the API is "away".
+    let mut a = agent(
+        dir.path(),
+        "http://127.0.0.1:9",
+        &m.provider,
+        "node-z",
+        1_000,
+    );
+    assert!(a.register().is_err());
+    for _ in 0..5 {
+        a.report(&[]).unwrap();
+    }
+    let flushed = a.flush().unwrap();
+    assert_eq!((flushed.sent, flushed.waiting), (0, 5));
+    assert_eq!(a.outbox.len().unwrap(), 5, "kept on disk");
+
+    // A restarted agent finds them and sends them, oldest first, exactly once.
+    drop(a);
+    let mut a = agent(dir.path(), &m.url, &m.provider, "node-z", 1_000);
+    a.register().unwrap();
+    let before = m.commands();
+    let flushed = a.flush().unwrap();
+    assert_eq!(
+        (flushed.sent, flushed.duplicates, flushed.waiting),
+        (5, 0, 0)
+    );
+    assert_eq!(m.commands(), before + 5, "one heartbeat per report");
+    assert!(a.outbox.is_empty().unwrap());
+    // The next report continues the numbering.
+    assert_eq!(a.report(&[]).unwrap(), 6);
+    a.flush().unwrap();
+
+    m.projected();
+    let provider = m.ok(
+        &m.buyer,
+        &format!("{{ provider(account: \"{T_PROVIDER}\") {{ nodes {{ node heartbeats reportedGpus }} telemetry(last: 100) {{ gpu simulated eccErrors }} }} }}"),
+        json!({}),
+    )["provider"]
+        .clone();
+    assert_eq!(
+        provider["nodes"],
+        json!([{"node": "node-z", "heartbeats": 6, "reportedGpus": 2}])
+    );
+    let telemetry = provider["telemetry"].as_array().unwrap();
+    assert_eq!(telemetry.len(), 12, "two GPUs in each of six reports");
+    assert!(telemetry
+        .iter()
+        .all(|s| s["simulated"] == true && s["eccErrors"].is_null()));
+}
+
+#[test]
+fn a_full_outbox_drops_the_oldest_telemetry() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("provider.key"), "unused").unwrap();
+    let mut a = agent(dir.path(), "http://127.0.0.1:9", "gpm_1_x", "node-y", 3);
+    for _ in 0..5 {
+        a.report(&[]).unwrap();
+    }
+    let mut left: Vec<String> = std::fs::read_dir(dir.path().join("state/outbox"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "00000000000000000003.json",
+            "00000000000000000004.json",
+            "00000000000000000005.json"
+        ]
+    );
+}
