@@ -2,12 +2,13 @@
 //! a report every interval with the node's ed25519 key, and sends it to the market's API,
 //! keeping reports on disk, in order, while the API is unreachable.
 //!
-//! Not built yet (issue 5/7 continues): capacity offers (keeping asks in the book) and
-//! running leased jobs; ROCm SMI.
+//! [`jobs`] runs a lease's job restricted to its GPUs and time, crash-safely. Not built yet
+//! (issue 5/7 continues): keeping asks in the book, taking job specs from the API, ROCm SMI.
 
 pub mod client;
 pub mod config;
 pub mod gpu;
+pub mod jobs;
 pub mod keys;
 pub mod report;
 

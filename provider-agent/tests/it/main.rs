@@ -1,6 +1,8 @@
 //! The agent on simulated GPUs against a real market (engine, projectors, API), and on a real
 //! NVIDIA GPU when one is present.
 
+mod jobs;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
