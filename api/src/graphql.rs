@@ -412,6 +412,7 @@ impl Order {
 }
 
 #[derive(Debug, Clone, QueryableByName, SimpleObject)]
+#[graphql(complex)]
 pub struct Lease {
     #[diesel(sql_type = Integer)]
     #[graphql(skip)]
@@ -453,6 +454,65 @@ pub struct Lease {
     pub provider_earned: Option<Decimal>,
     #[diesel(sql_type = Nullable<Text>)]
     pub end_reason: Option<String>,
+}
+
+/// A job for a lease, as its buyer submitted it.
+#[derive(Debug, Clone, QueryableByName, SimpleObject)]
+#[graphql(complex)]
+pub struct Job {
+    #[diesel(sql_type = Text)]
+    pub command: String,
+    #[diesel(sql_type = Array<Text>)]
+    pub args: Vec<String>,
+    #[diesel(sql_type = Array<Text>)]
+    #[graphql(skip)]
+    pub env_names: Vec<String>,
+    #[diesel(sql_type = Array<Text>)]
+    #[graphql(skip)]
+    pub env_values: Vec<String>,
+    #[diesel(sql_type = Timestamptz)]
+    pub submitted_at: DateTime<Utc>,
+}
+
+#[ComplexObject]
+impl Job {
+    async fn env(&self) -> Vec<EnvVar> {
+        self.env_names
+            .iter()
+            .zip(&self.env_values)
+            .map(|(name, value)| EnvVar {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, SimpleObject, InputObject)]
+#[graphql(input_name = "EnvVarInput")]
+pub struct EnvVar {
+    pub name: String,
+    pub value: String,
+}
+
+#[ComplexObject]
+impl Lease {
+    /// The job its buyer submitted, if any (only the buyer and the provider see leases).
+    async fn job(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Job>> {
+        let (partition, id) = (self.partition, self.id);
+        Ok(state(ctx)
+            .db(move |conn| {
+                Ok(diesel::sql_query(
+                    "SELECT command, args, env_names, env_values, submitted_at FROM lease_jobs \
+                     WHERE partition = $1 AND lease_id = $2",
+                )
+                .bind::<Integer, _>(partition)
+                .bind::<BigInt, _>(id)
+                .get_result(conn)
+                .optional()?)
+            })
+            .await?)
+    }
 }
 
 #[derive(Debug, Clone, QueryableByName, SimpleObject)]
@@ -1847,6 +1907,102 @@ impl Mutation {
             duplicate: !fresh,
             lease_starts,
         })
+    }
+
+    /// Gives a running lease the job to run (the lease's buyer, once; the same job again is
+    /// accepted as a retry). The provider's agent runs it on the leased GPUs.
+    async fn submit_job(
+        &self,
+        ctx: &Context<'_>,
+        lease_id: ID,
+        command: String,
+        #[graphql(default)] args: Vec<String>,
+        #[graphql(default)] env: Vec<EnvVar>,
+    ) -> async_graphql::Result<bool> {
+        let p = principal(ctx)?;
+        p.require(&[Role::Trader], "submitting a job")?;
+        let buyer = p.own_account()?;
+        let lease =
+            LeaseId::parse(&lease_id).map_err(|e| ApiError::validation(format!("leaseId: {e}")))?;
+        if command.is_empty() || command.len() > 4_096 {
+            return Err(ApiError::validation("command: 1 to 4096 bytes").into());
+        }
+        if args.len() > 256 || env.len() > 256 {
+            return Err(ApiError::validation("at most 256 arguments and 256 variables").into());
+        }
+        for var in &env {
+            let valid = !var.name.is_empty()
+                && !var.name.starts_with(|c: char| c.is_ascii_digit())
+                && var
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid {
+                return Err(ApiError::validation(format!(
+                    "env: {:?} is not a variable name",
+                    var.name
+                ))
+                .into());
+            }
+            if var.name.ends_with("VISIBLE_DEVICES") || var.name.starts_with("GPUMARKET_") {
+                return Err(
+                    ApiError::validation(format!("env: {} is set by the agent", var.name)).into(),
+                );
+            }
+        }
+        let provider = {
+            let engine = state(ctx).gateway.replica();
+            let lease = engine
+                .lease(lease)
+                .ok_or_else(|| ApiError::not_found(format!("no running lease {}", lease.0)))?;
+            if lease.buyer != buyer {
+                return Err(ApiError::forbidden("the lease is another account's").into());
+            }
+            account_param(lease.provider)?
+        };
+        let (buyer, id) = (account_param(buyer)?, account_param(AccountId(lease.0))?);
+        let names: Vec<String> = env.iter().map(|v| v.name.clone()).collect();
+        let values: Vec<String> = env.iter().map(|v| v.value.clone()).collect();
+        state(ctx)
+            .db(move |conn| {
+                let inserted = diesel::sql_query(
+                    "INSERT INTO lease_jobs (partition, lease_id, buyer, provider, command, args, \
+                     env_names, env_values) VALUES (0, $1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind::<BigInt, _>(id)
+                .bind::<BigInt, _>(buyer)
+                .bind::<BigInt, _>(provider)
+                .bind::<Text, _>(&command)
+                .bind::<Array<Text>, _>(&args)
+                .bind::<Array<Text>, _>(&names)
+                .bind::<Array<Text>, _>(&values)
+                .execute(conn)?;
+                if inserted == 1 {
+                    return Ok(());
+                }
+                let existing: Job = diesel::sql_query(
+                    "SELECT command, args, env_names, env_values, submitted_at FROM lease_jobs \
+                     WHERE partition = 0 AND lease_id = $1",
+                )
+                .bind::<BigInt, _>(id)
+                .get_result(conn)?;
+                if (
+                    existing.command,
+                    existing.args,
+                    existing.env_names,
+                    existing.env_values,
+                ) == (command, args, names, values)
+                {
+                    Ok(())
+                } else {
+                    Err(ApiError::validation(
+                        "the lease has another job already; a job is never replaced",
+                    ))
+                }
+            })
+            .await?;
+        Ok(true)
     }
 
     /// Opens a market (admin).

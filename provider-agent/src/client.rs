@@ -96,3 +96,67 @@ impl Client {
         })
     }
 }
+
+/// A lease on one of the provider's nodes, with its job if the buyer gave one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseInfo {
+    pub id: u64,
+    pub node: String,
+    pub gpus: u32,
+    pub hours: u32,
+    pub job: Option<crate::jobs::JobSpec>,
+}
+
+impl Client {
+    /// The provider's leases in `status` (`created`, `running`, `ended`).
+    pub fn leases(&self, status: &str) -> Result<Vec<LeaseInfo>, ClientError> {
+        let data = self.gql(
+            "query($s: String!) { leases(role: PROVIDER, status: $s, first: 500) { edges { node { id node gpus hours job { command args env { name value } } } } } }",
+            json!({"s": status}),
+        )?;
+        Ok(data["leases"]["edges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|edge| {
+                let l = &edge["node"];
+                let job = l["job"].as_object().map(|job| crate::jobs::JobSpec {
+                    command: job["command"].as_str().unwrap_or_default().to_owned(),
+                    args: job["args"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|a| a.as_str().map(str::to_owned))
+                        .collect(),
+                    env: job["env"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|v| {
+                            Some((
+                                v["name"].as_str()?.to_owned(),
+                                v["value"].as_str()?.to_owned(),
+                            ))
+                        })
+                        .collect(),
+                });
+                Some(LeaseInfo {
+                    id: l["id"].as_u64()?,
+                    node: l["node"].as_str()?.to_owned(),
+                    gpus: u32::try_from(l["gpus"].as_u64()?).ok()?,
+                    hours: u32::try_from(l["hours"].as_u64()?).ok()?,
+                    job,
+                })
+            })
+            .collect())
+    }
+
+    /// Ends a lease as its provider: completed, or failed by the provider.
+    pub fn end_lease(&self, lease: u64, hours_used: f64, failed: bool) -> Result<(), ClientError> {
+        self.gql(
+            "mutation($l: ID!, $h: String!, $f: Boolean!) { endLease(leaseId: $l, hoursUsed: $h, providerFailed: $f) { leaseId } }",
+            json!({"l": lease.to_string(), "h": format!("{hours_used:.6}"), "f": failed}),
+        )
+        .map(|_| ())
+    }
+}

@@ -67,6 +67,9 @@ pub struct Job {
     pub started_ms: u64,
     pub deadline_ms: u64,
     pub status: JobStatus,
+    /// The start is in a signed report in the outbox (so it reaches the market once).
+    #[serde(default)]
+    pub start_reported: bool,
     /// The end has been reported to the market (set by the caller once it has).
     #[serde(default)]
     pub end_reported: bool,
@@ -174,6 +177,7 @@ impl Runner {
             started_ms,
             deadline_ms: started_ms + limit.as_millis() as u64,
             status: JobStatus::Starting,
+            start_reported: false,
             end_reported: false,
         };
         self.save(&job)?;
@@ -277,6 +281,15 @@ impl Runner {
     pub fn mark_reported(&self, lease: u64) -> Result<()> {
         if let Some(mut job) = self.get(lease)? {
             job.end_reported = true;
+            self.save(&job)?;
+        }
+        Ok(())
+    }
+
+    /// Marks the job's start as carried by a report in the outbox.
+    pub fn mark_start_reported(&self, lease: u64) -> Result<()> {
+        if let Some(mut job) = self.get(lease)? {
+            job.start_reported = true;
             self.save(&job)?;
         }
         Ok(())

@@ -39,6 +39,15 @@ pub fn open_source(config: &Config) -> Result<Box<dyn GpuSource>, gpu::GpuError>
     gpu::open_source(&config.source, simulated)
 }
 
+/// What one [`Agent::step`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    pub started: usize,
+    pub cancelled: usize,
+    pub ended: usize,
+    pub flushed: Flushed,
+}
+
 /// A running agent: its source, key, outbox and API client.
 pub struct Agent {
     pub config: Config,
@@ -46,6 +55,7 @@ pub struct Agent {
     pub gpus: Vec<GpuIdentity>,
     pub key: SigningKey,
     pub outbox: Outbox,
+    pub jobs: jobs::Runner,
     sequence: Sequence,
     client: Client,
 }
@@ -68,6 +78,12 @@ impl Agent {
         let key = keys::load_or_create(&config.state_dir.join("node.key"))?;
         let outbox = Outbox::open(&config.state_dir, config.outbox_capacity)?;
         let sequence = Sequence::open(&config.state_dir)?;
+        let vendor = if config.source == "rocm" {
+            jobs::Vendor::Amd
+        } else {
+            jobs::Vendor::Nvidia
+        };
+        let jobs = jobs::Runner::open(&config.state_dir, vendor)?;
         let api_key = std::fs::read_to_string(&config.api_key_file)
             .with_context(|| format!("reading the API key {}", config.api_key_file.display()))?;
         let client = Client::new(&config.api_url, &api_key);
@@ -77,6 +93,7 @@ impl Agent {
             gpus,
             key,
             outbox,
+            jobs,
             sequence,
             client,
         })
@@ -112,6 +129,102 @@ impl Agent {
         );
         self.outbox.push(&signed)?;
         Ok(sequence)
+    }
+
+    /// One round of the agent's work: start the jobs of new leases on this node, stop jobs
+    /// whose lease ended in the market, report (telemetry, heartbeat, the starts not yet
+    /// reported), send the outbox, and end in the market the leases whose jobs are over. The
+    /// API being away only postpones the parts that need it.
+    pub fn step(&mut self) -> Result<Step> {
+        let mut step = Step::default();
+        match self.client.leases("created") {
+            Ok(leases) => {
+                for lease in leases.into_iter().filter(|l| l.node == self.config.node) {
+                    let (Some(spec), None) = (lease.job.clone(), self.jobs.get(lease.id)?) else {
+                        continue;
+                    };
+                    let Some(gpus) = self.free_gpus(lease.gpus)? else {
+                        tracing::warn!(
+                            lease = lease.id,
+                            gpus = lease.gpus,
+                            "not enough free GPUs for the lease"
+                        );
+                        continue;
+                    };
+                    let limit = std::time::Duration::from_secs(u64::from(lease.hours) * 3_600);
+                    self.jobs.start(lease.id, spec, gpus, limit)?;
+                    info!(lease = lease.id, "job started");
+                    step.started += 1;
+                }
+            }
+            Err(e) => info!(error = %e, "leases not read this round"),
+        }
+        if let Ok(ended) = self.client.leases("ended") {
+            for lease in ended {
+                if let Some(job) = self.jobs.get(lease.id)? {
+                    if !job.status.is_over() {
+                        self.jobs.cancel(lease.id)?;
+                        // The market ended it: nothing to report back.
+                        self.jobs.mark_reported(lease.id)?;
+                        step.cancelled += 1;
+                    }
+                }
+            }
+        }
+        self.jobs.poll()?;
+        let unreported: Vec<u64> = self
+            .jobs
+            .jobs()?
+            .iter()
+            .filter(|j| !j.start_reported && !matches!(j.status, jobs::JobStatus::Lost))
+            .map(|j| j.lease)
+            .collect();
+        self.report(&unreported)?;
+        for lease in &unreported {
+            self.jobs.mark_start_reported(*lease)?;
+        }
+        step.flushed = self.flush()?;
+        let now = Utc::now().timestamp_millis().max(0) as u64;
+        for job in self.jobs.jobs()? {
+            if !job.status.is_over() || job.end_reported || !job.start_reported {
+                continue;
+            }
+            let failed = job.status == jobs::JobStatus::Lost;
+            match self
+                .client
+                .end_lease(job.lease, job.hours_used(now), failed)
+            {
+                Ok(()) => {
+                    self.jobs.mark_reported(job.lease)?;
+                    step.ended += 1;
+                }
+                Err(client::ClientError::Refused { code, .. }) if code == "UNKNOWN_LEASE" => {
+                    // Ended already (by the buyer, or by this agent before a crash).
+                    self.jobs.mark_reported(job.lease)?;
+                }
+                Err(e) => info!(lease = job.lease, error = %e, "lease end not reported yet"),
+            }
+        }
+        Ok(step)
+    }
+
+    /// `count` GPU indices no running job uses, lowest first.
+    fn free_gpus(&self, count: u32) -> Result<Option<Vec<u32>>> {
+        let busy: Vec<u32> = self
+            .jobs
+            .jobs()?
+            .iter()
+            .filter(|j| !j.status.is_over())
+            .flat_map(|j| j.gpus.clone())
+            .collect();
+        let free: Vec<u32> = self
+            .gpus
+            .iter()
+            .map(|g| g.index)
+            .filter(|i| !busy.contains(i))
+            .take(count as usize)
+            .collect();
+        Ok((free.len() == count as usize).then_some(free))
     }
 
     /// Sends what the outbox holds.

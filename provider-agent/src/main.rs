@@ -123,12 +123,11 @@ fn main() -> Result<()> {
             let mut registered = false;
             loop {
                 let started = Instant::now();
-                let sequence = agent.report(&[])?;
                 if !registered {
                     registered = agent.register().is_ok();
                 }
-                let flushed = agent.flush()?;
-                info!(sequence, ?flushed, "reported");
+                let step = agent.step()?;
+                info!(?step, "reported");
                 if once {
                     return Ok(());
                 }

@@ -169,3 +169,91 @@ fn a_full_outbox_drops_the_oldest_telemetry() {
         ]
     );
 }
+
+#[test]
+fn the_agent_runs_a_leased_job_once_and_ends_the_lease_with_the_hours_used() {
+    let m = Market::start("agent_jobs", Limits::default());
+    m.ok(
+        &m.admin,
+        "mutation { createMarket(market: \"H100-80GB\", tick: \"0.01\", feeBps: 300) }",
+        json!({}),
+    );
+    m.ok(
+        &m.admin,
+        "mutation { creditDeposit(account: \"1\", amount: \"1000\") { amount } }",
+        json!({}),
+    );
+    let place = "mutation($i: PlaceOrderInput!) { placeOrder(input: $i) { orderId status } }";
+    m.ok(&m.provider, place, json!({"i": {"market": "H100-80GB", "clientOrderId": "1", "price": "2.00",
+        "gpus": 2, "ask": {"node": "node-j", "vendor": "nvidia", "vramGb": 80, "interconnect": "nvlink",
+        "region": "eu-west", "availableUntil": "2099-01-01T00:00:00Z"}}}));
+    let bid = m.ok(
+        &m.buyer,
+        place,
+        json!({"i": {"market": "H100-80GB", "clientOrderId": "2",
+        "price": "2.00", "gpus": 1, "bid": {"hours": 1}}}),
+    );
+    assert_eq!(bid["placeOrder"]["status"], "FILLED");
+
+    let submit = "mutation($c: String!, $a: [String!]!) { submitJob(leaseId: \"1\", command: $c, args: $a, env: [{name: \"EPOCHS\", value: \"3\"}]) }";
+    let job = json!({"c": "/bin/sh", "a": ["-c", "echo training $EPOCHS epochs on GPU $CUDA_VISIBLE_DEVICES"]});
+    assert_eq!(m.ok(&m.buyer, submit, job.clone())["submitJob"], true);
+    assert_eq!(
+        m.ok(&m.buyer, submit, job)["submitJob"],
+        true,
+        "the same job again is a retry"
+    );
+    assert_eq!(
+        m.code(Some(&m.buyer), submit, json!({"c": "/bin/other", "a": []})),
+        "VALIDATION"
+    );
+    assert_eq!(
+        m.code(Some(&m.provider), submit, json!({"c": "/bin/sh", "a": []})),
+        "FORBIDDEN"
+    );
+    let bad_env = "mutation { submitJob(leaseId: \"1\", command: \"x\", env: [{name: \"CUDA_VISIBLE_DEVICES\", value: \"0,1\"}]) }";
+    assert_eq!(m.code(Some(&m.buyer), bad_env, json!({})), "VALIDATION");
+    m.projected();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = agent(dir.path(), &m.url, &m.provider, "node-j", 100);
+    a.register().unwrap();
+    let mut started = 0;
+    let mut ended = 0;
+    for _ in 0..100 {
+        let step = a.step().unwrap();
+        started += step.started;
+        ended += step.ended;
+        if ended == 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!((started, ended), (1, 1));
+    assert_eq!(
+        std::fs::read_to_string(a.jobs.log_path(1)).unwrap(),
+        "training 3 epochs on GPU 0\n"
+    );
+
+    // A restarted agent neither runs the job again nor ends the lease twice.
+    drop(a);
+    let mut a = agent(dir.path(), &m.url, &m.provider, "node-j", 100);
+    let step = a.step().unwrap();
+    assert_eq!((step.started, step.ended), (0, 0));
+
+    m.projected();
+    let lease = m.ok(
+        &m.buyer,
+        "{ leases { edges { node { id status startedAt hoursUsed charged endReason } } } }",
+        json!({}),
+    )["leases"]["edges"][0]["node"]
+        .clone();
+    assert_eq!(lease["status"], "ended", "{lease}");
+    assert_eq!(lease["endReason"], "completed");
+    assert!(
+        !lease["startedAt"].is_null(),
+        "the start was reported: {lease}"
+    );
+    let hours: f64 = lease["hoursUsed"].as_str().unwrap().parse().unwrap();
+    assert!(hours < 0.01, "a job of seconds is charged seconds: {lease}");
+}

@@ -1,0 +1,1 @@
+DROP TABLE lease_jobs;
