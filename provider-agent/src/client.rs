@@ -160,3 +160,70 @@ impl Client {
         .map(|_| ())
     }
 }
+
+impl Client {
+    /// The provider's open asks on `node`, oldest first: (order id, GPUs filled, GPUs still
+    /// open).
+    pub fn open_asks(&self, node: &str) -> Result<Vec<(u64, u32, u32)>, ClientError> {
+        let data = self.gql(
+            "{ orders(status: OPEN, first: 500) { edges { node { id side node gpus remaining } } } }",
+            json!({}),
+        )?;
+        Ok(data["orders"]["edges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| &e["node"])
+            .filter(|o| o["side"] == "ask" && o["node"] == node)
+            .filter_map(|o| {
+                let gpus = u32::try_from(o["gpus"].as_u64()?).ok()?;
+                let remaining = u32::try_from(o["remaining"].as_u64()?).ok()?;
+                Some((o["id"].as_u64()?, gpus.saturating_sub(remaining), remaining))
+            })
+            .collect())
+    }
+
+    /// Places the node's ask; returns its order id.
+    #[allow(clippy::too_many_arguments)]
+    pub fn place_ask(
+        &self,
+        client_id: &str,
+        market: &str,
+        offer: &crate::config::Offer,
+        node: &str,
+        region: &str,
+        gpus: u32,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, ClientError> {
+        let data = self.gql(
+            "mutation($i: PlaceOrderInput!) { placeOrder(input: $i) { orderId } }",
+            json!({"i": {"market": market, "clientOrderId": client_id, "price": offer.price,
+                "gpus": gpus, "ask": {"node": node, "vendor": offer.vendor, "vramGb": offer.vram_gb,
+                "interconnect": offer.interconnect, "region": region,
+                "availableUntil": until.to_rfc3339()}}}),
+        )?;
+        data["placeOrder"]["orderId"]
+            .as_u64()
+            .ok_or_else(|| ClientError::Unreachable("no order id in the answer".into()))
+    }
+
+    /// Sets the ask's whole quantity (filled GPUs included, as the engine counts it).
+    pub fn amend_ask(&self, order: u64, gpus: u32) -> Result<(), ClientError> {
+        self.gql(
+            "mutation($o: ID!, $g: Int!) { amendOrder(orderId: $o, gpus: $g) { orderId } }",
+            json!({"o": order.to_string(), "g": gpus}),
+        )
+        .map(|_| ())
+    }
+
+    pub fn cancel_order(&self, order: u64) -> Result<(), ClientError> {
+        match self.gql(
+            "mutation($o: ID!) { cancelOrder(orderId: $o) { orderId } }",
+            json!({"o": order.to_string()}),
+        ) {
+            // Filled or cancelled meanwhile: gone either way.
+            Err(ClientError::Refused { code, .. }) if code == "UNKNOWN_ORDER" => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+}

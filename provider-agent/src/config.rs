@@ -32,6 +32,40 @@ pub struct Config {
     /// The made-up node when `source = "simulated"`.
     #[serde(default)]
     pub simulated: Simulated,
+    /// What the agent offers in the book; without it the agent places no asks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer: Option<Offer>,
+}
+
+/// The ask the agent keeps in the book for the node's free, healthy GPUs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Offer {
+    /// The least price per GPU-hour, a decimal on the market's tick.
+    pub price: String,
+    /// At most this many GPUs are offered (default: every GPU found).
+    pub gpus: Option<u32>,
+    pub vram_gb: u32,
+    /// `pcie`, `nvlink`, `nvswitch` or `infinity_fabric`.
+    pub interconnect: String,
+    /// `nvidia` or `amd`.
+    pub vendor: String,
+    /// Each ask is offered until this many hours after it is placed.
+    #[serde(default = "month_hours")]
+    pub hours_ahead: u32,
+    /// A GPU hotter than this is withdrawn.
+    #[serde(default = "eighty_five")]
+    pub max_temperature_c: f32,
+    /// A GPU with more uncorrected ECC errors than this is withdrawn.
+    #[serde(default)]
+    pub max_ecc_errors: u64,
+}
+
+fn month_hours() -> u32 {
+    720
+}
+fn eighty_five() -> f32 {
+    85.0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

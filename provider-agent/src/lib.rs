@@ -42,6 +42,8 @@ pub fn open_source(config: &Config) -> Result<Box<dyn GpuSource>, gpu::GpuError>
 /// What one [`Agent::step`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Step {
+    /// Asks placed, resized or withdrawn.
+    pub asks_changed: usize,
     pub started: usize,
     pub cancelled: usize,
     pub ended: usize,
@@ -57,6 +59,10 @@ pub struct Agent {
     pub outbox: Outbox,
     pub jobs: jobs::Runner,
     sequence: Sequence,
+    /// Client order ids for asks.
+    ask_ids: Sequence,
+    /// The latest readings, for the health of each GPU.
+    last: Vec<gpu::GpuReading>,
     client: Client,
 }
 
@@ -77,7 +83,8 @@ impl Agent {
         info!(source = ?source.kind(), gpus = gpus.len(), "GPUs discovered");
         let key = keys::load_or_create(&config.state_dir.join("node.key"))?;
         let outbox = Outbox::open(&config.state_dir, config.outbox_capacity)?;
-        let sequence = Sequence::open(&config.state_dir)?;
+        let sequence = Sequence::open(config.state_dir.join("sequence"))?;
+        let ask_ids = Sequence::open(config.state_dir.join("ask-ids"))?;
         let vendor = if config.source == "rocm" {
             jobs::Vendor::Amd
         } else {
@@ -95,6 +102,8 @@ impl Agent {
             outbox,
             jobs,
             sequence,
+            ask_ids,
+            last: Vec::new(),
             client,
         })
     }
@@ -116,6 +125,7 @@ impl Agent {
     pub fn report(&mut self, leases_started: &[u64]) -> Result<u64> {
         let readings = self.source.sample()?;
         let sequence = self.sequence.take()?;
+        self.last = readings.clone();
         let signed = report::sign(
             &self.key,
             &self.config.node,
@@ -133,7 +143,8 @@ impl Agent {
 
     /// One round of the agent's work: start the jobs of new leases on this node, stop jobs
     /// whose lease ended in the market, report (telemetry, heartbeat, the starts not yet
-    /// reported), send the outbox, and end in the market the leases whose jobs are over. The
+    /// reported), keep the ask to the free healthy GPUs, send the outbox, and end in the
+    /// market the leases whose jobs are over. The
     /// API being away only postpones the parts that need it.
     pub fn step(&mut self) -> Result<Step> {
         let mut step = Step::default();
@@ -183,6 +194,12 @@ impl Agent {
         for lease in &unreported {
             self.jobs.mark_start_reported(*lease)?;
         }
+        // After the report: the health checks use this round's readings.
+        if self.config.offer.is_some() {
+            if let Err(e) = self.keep_ask(&mut step) {
+                info!(error = %e, "the ask was not updated this round");
+            }
+        }
         step.flushed = self.flush()?;
         let now = Utc::now().timestamp_millis().max(0) as u64;
         for job in self.jobs.jobs()? {
@@ -206,6 +223,83 @@ impl Agent {
             }
         }
         Ok(step)
+    }
+
+    /// Keeps one ask in the book for the GPUs that are offered, healthy, and not in a lease
+    /// that has not ended: places it, resizes it, or withdraws it.
+    fn keep_ask(&mut self, step: &mut Step) -> Result<()> {
+        let offer = self.config.offer.clone().expect("called with an offer");
+        let healthy = |index: u32| {
+            self.last.iter().find(|r| r.index == index).is_none_or(|r| {
+                r.temperature_c.is_none_or(|t| t <= offer.max_temperature_c)
+                    && r.ecc_errors.is_none_or(|e| e <= offer.max_ecc_errors)
+            })
+        };
+        let offered = offer.gpus.unwrap_or(u32::MAX) as usize;
+        let usable = self
+            .gpus
+            .iter()
+            .take(offered)
+            .filter(|g| healthy(g.index))
+            .count() as u32;
+        let mut leased = 0;
+        for status in ["created", "running"] {
+            leased += self
+                .client
+                .leases(status)?
+                .iter()
+                .filter(|l| l.node == self.config.node)
+                .map(|l| l.gpus)
+                .sum::<u32>();
+        }
+        let wanted = usable.saturating_sub(leased);
+        let open = self.client.open_asks(&self.config.node)?;
+        let (keep, extra) = match open.split_first() {
+            Some((first, rest)) => (Some(*first), rest.to_vec()),
+            None => (None, Vec::new()),
+        };
+        // More than one open ask (a crash between placing and noting one): keep the oldest.
+        for (order, _, _) in extra {
+            self.client.cancel_order(order)?;
+        }
+        match keep {
+            Some((order, _, _)) if wanted == 0 => {
+                self.client.cancel_order(order)?;
+                info!(order, "ask withdrawn: no free healthy GPU");
+                step.asks_changed += 1;
+            }
+            Some((order, filled, remaining)) if remaining != wanted => {
+                self.client.amend_ask(order, filled + wanted)?;
+                info!(order, from = remaining, to = wanted, "ask resized");
+                step.asks_changed += 1;
+            }
+            Some(_) => {}
+            None if wanted > 0 => {
+                let node_hash = self
+                    .config
+                    .node
+                    .bytes()
+                    .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+                    });
+                // Unique per provider account across its nodes and restarts.
+                let client_id = (u128::from(node_hash) << 64) | u128::from(self.ask_ids.take()?);
+                let until = Utc::now() + chrono::TimeDelta::hours(i64::from(offer.hours_ahead));
+                let order = self.client.place_ask(
+                    &client_id.to_string(),
+                    &self.config.class,
+                    &offer,
+                    &self.config.node,
+                    &self.config.region,
+                    wanted,
+                    until,
+                )?;
+                info!(order, gpus = wanted, "ask placed");
+                step.asks_changed += 1;
+            }
+            None => {}
+        }
+        Ok(())
     }
 
     /// `count` GPU indices no running job uses, lowest first.

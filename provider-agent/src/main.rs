@@ -92,6 +92,7 @@ fn main() -> Result<()> {
                 state_dir: PathBuf::from("state"),
                 outbox_capacity: 10_000,
                 simulated: Default::default(),
+                offer: None,
             };
             std::fs::write(&path, toml::to_string_pretty(&config)?)?;
             let mut out = std::io::stdout().lock();

@@ -198,8 +198,9 @@ impl Outbox {
     }
 }
 
-/// The next report sequence number, kept in a file so numbers never repeat across restarts
-/// (a repeated number would make the API drop a new report as a duplicate).
+/// A counter kept in a file so numbers never repeat across restarts: report sequence numbers
+/// (a repeated one would make the API drop a new report as a duplicate) and the client order
+/// ids of asks (a repeated one would be refused by the engine).
 #[derive(Debug)]
 pub struct Sequence {
     path: PathBuf,
@@ -207,8 +208,8 @@ pub struct Sequence {
 }
 
 impl Sequence {
-    pub fn open(state_dir: &Path) -> Result<Sequence> {
-        let path = state_dir.join("sequence");
+    /// The counter kept in `path`.
+    pub fn open(path: PathBuf) -> Result<Sequence> {
         let next = match fs::read_to_string(&path) {
             Ok(text) => text
                 .trim()

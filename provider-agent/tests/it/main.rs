@@ -80,13 +80,25 @@ fn the_node_key_is_private_and_stable() {
 
 /// An agent folder for `node` on simulated GPUs, talking to `url` with `key`.
 fn agent(dir: &Path, url: &str, key: &str, node: &str, capacity: usize) -> Agent {
+    agent_offering(dir, url, key, node, capacity, "")
+}
+
+/// The same, with `offer` (TOML lines of an `[offer]` table, or nothing).
+fn agent_offering(
+    dir: &Path,
+    url: &str,
+    key: &str,
+    node: &str,
+    capacity: usize,
+    offer: &str,
+) -> Agent {
     std::fs::write(dir.join("provider.key"), key).unwrap();
     std::fs::write(
         dir.join("agent.toml"),
         format!(
             "api_url = \"{url}\"\napi_key_file = \"provider.key\"\nnode = \"{node}\"\n\
              class = \"H100-80GB\"\nregion = \"eu-west\"\nsource = \"simulated\"\n\
-             outbox_capacity = {capacity}\n[simulated]\nname = \"H100-80GB\"\ncount = 2\nvram_mb = 81920\n"
+             outbox_capacity = {capacity}\n[simulated]\nname = \"H100-80GB\"\ncount = 2\nvram_mb = 81920\n{offer}"
         ),
     )
     .unwrap();
@@ -256,4 +268,73 @@ fn the_agent_runs_a_leased_job_once_and_ends_the_lease_with_the_hours_used() {
     );
     let hours: f64 = lease["hoursUsed"].as_str().unwrap().parse().unwrap();
     assert!(hours < 0.01, "a job of seconds is charged seconds: {lease}");
+}
+
+#[test]
+fn the_agent_keeps_one_ask_for_its_free_healthy_gpus() {
+    let m = Market::start("agent_asks", Limits::default());
+    m.ok(
+        &m.admin,
+        "mutation { createMarket(market: \"H100-80GB\", tick: \"0.01\", feeBps: 300) }",
+        json!({}),
+    );
+    m.ok(
+        &m.admin,
+        "mutation { creditDeposit(account: \"1\", amount: \"1000\") { amount } }",
+        json!({}),
+    );
+    let offer = |max_temp: f32| {
+        format!(
+            "[offer]\nprice = \"2.50\"\nvram_gb = 80\ninterconnect = \"nvlink\"\nvendor = \"nvidia\"\n\
+             max_temperature_c = {max_temp:.1}\n"
+        )
+    };
+    let asks = || {
+        m.ok(
+            &m.buyer,
+            "{ depth(market: \"H100-80GB\") { asks { price gpus orders } } }",
+            json!({}),
+        )["depth"]["asks"]
+            .clone()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = agent_offering(dir.path(), &m.url, &m.provider, "node-o", 100, &offer(85.0));
+    a.register().unwrap();
+    assert_eq!(a.step().unwrap().asks_changed, 1);
+    assert_eq!(
+        asks(),
+        json!([{"price": "2.500000", "gpus": 2, "orders": 1}])
+    );
+    assert_eq!(a.step().unwrap().asks_changed, 0, "nothing to change");
+
+    // A buyer takes one GPU: the ask shrinks by the fill, and the agent leaves it so.
+    let place = "mutation($i: PlaceOrderInput!) { placeOrder(input: $i) { status } }";
+    let bid = m.ok(
+        &m.buyer,
+        place,
+        json!({"i": {"market": "H100-80GB", "clientOrderId": "5",
+        "price": "3.00", "gpus": 1, "bid": {"hours": 1}}}),
+    );
+    assert_eq!(bid["placeOrder"]["status"], "FILLED");
+    m.projected();
+    assert_eq!(a.step().unwrap().asks_changed, 0);
+    assert_eq!(
+        asks(),
+        json!([{"price": "2.500000", "gpus": 1, "orders": 1}])
+    );
+
+    // Hot GPUs are withdrawn.
+    drop(a);
+    let mut a = agent_offering(dir.path(), &m.url, &m.provider, "node-o", 100, &offer(0.0));
+    assert_eq!(a.step().unwrap().asks_changed, 1);
+    assert_eq!(asks(), json!([]));
+
+    // Cool again: one GPU is free (the other is leased), and a new ask offers it.
+    drop(a);
+    let mut a = agent_offering(dir.path(), &m.url, &m.provider, "node-o", 100, &offer(85.0));
+    a.step().unwrap();
+    assert_eq!(
+        asks(),
+        json!([{"price": "2.500000", "gpus": 1, "orders": 1}])
+    );
 }
