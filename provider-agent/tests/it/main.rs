@@ -182,9 +182,9 @@ fn a_full_outbox_drops_the_oldest_telemetry() {
     );
 }
 
-#[test]
-fn the_agent_runs_a_leased_job_once_and_ends_the_lease_with_the_hours_used() {
-    let m = Market::start("agent_jobs", Limits::default());
+/// A market with the H100 market open and 1,000 for the buyer.
+fn h100_market(tag: &str) -> Market {
+    let m = Market::start(tag, Limits::default());
     m.ok(
         &m.admin,
         "mutation { createMarket(market: \"H100-80GB\", tick: \"0.01\", feeBps: 300) }",
@@ -195,6 +195,12 @@ fn the_agent_runs_a_leased_job_once_and_ends_the_lease_with_the_hours_used() {
         "mutation { creditDeposit(account: \"1\", amount: \"1000\") { amount } }",
         json!({}),
     );
+    m
+}
+
+#[test]
+fn the_agent_runs_a_leased_job_once_and_ends_the_lease_with_the_hours_used() {
+    let m = h100_market("agent_jobs");
     let place = "mutation($i: PlaceOrderInput!) { placeOrder(input: $i) { orderId status } }";
     m.ok(&m.provider, place, json!({"i": {"market": "H100-80GB", "clientOrderId": "1", "price": "2.00",
         "gpus": 2, "ask": {"node": "node-j", "vendor": "nvidia", "vramGb": 80, "interconnect": "nvlink",
@@ -272,17 +278,7 @@ fn the_agent_runs_a_leased_job_once_and_ends_the_lease_with_the_hours_used() {
 
 #[test]
 fn the_agent_keeps_one_ask_for_its_free_healthy_gpus() {
-    let m = Market::start("agent_asks", Limits::default());
-    m.ok(
-        &m.admin,
-        "mutation { createMarket(market: \"H100-80GB\", tick: \"0.01\", feeBps: 300) }",
-        json!({}),
-    );
-    m.ok(
-        &m.admin,
-        "mutation { creditDeposit(account: \"1\", amount: \"1000\") { amount } }",
-        json!({}),
-    );
+    let m = h100_market("agent_asks");
     let offer = |max_temp: f32| {
         format!(
             "[offer]\nprice = \"2.50\"\nvram_gb = 80\ninterconnect = \"nvlink\"\nvendor = \"nvidia\"\n\
