@@ -229,10 +229,20 @@ impl Agent {
     /// that has not ended: places it, resizes it, or withdraws it.
     fn keep_ask(&mut self, step: &mut Step) -> Result<()> {
         let offer = self.config.offer.clone().expect("called with an offer");
+        let ours: Vec<u32> = self
+            .jobs
+            .jobs()?
+            .iter()
+            .filter(|j| !j.status.is_over())
+            .flat_map(|j| j.gpus.clone())
+            .collect();
+        // Healthy: not too hot, no more ECC errors than allowed, and not busy with a process
+        // that is not one of our jobs (the owner gaming on it, say).
         let healthy = |index: u32| {
             self.last.iter().find(|r| r.index == index).is_none_or(|r| {
                 r.temperature_c.is_none_or(|t| t <= offer.max_temperature_c)
                     && r.ecc_errors.is_none_or(|e| e <= offer.max_ecc_errors)
+                    && (ours.contains(&index) || r.processes.as_ref().is_none_or(Vec::is_empty))
             })
         };
         let offered = offer.gpus.unwrap_or(u32::MAX) as usize;

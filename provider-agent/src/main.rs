@@ -11,6 +11,7 @@ use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 use provider_agent::config::Config;
 use provider_agent::{keys, Agent};
+use serde_json::json;
 use tracing::{info, warn};
 
 #[derive(Parser)]
@@ -51,7 +52,8 @@ enum Cmd {
         #[arg(long)]
         once: bool,
     },
-    /// Show the GPUs, a current sample and the outbox, as JSON.
+    /// Show the GPUs, a current sample, the outbox, the jobs, and the node's asks and leases in
+    /// the market (when the API answers), as JSON.
     Status {
         #[arg(long, default_value = "./agent/agent.toml")]
         config: PathBuf,
@@ -148,13 +150,54 @@ fn main() -> Result<()> {
             let readings = source.sample()?;
             let outbox =
                 provider_agent::report::Outbox::open(&config.state_dir, config.outbox_capacity)?;
-            let status = serde_json::json!({
+            let jobs = provider_agent::jobs::Runner::open(
+                &config.state_dir,
+                provider_agent::jobs::Vendor::Nvidia,
+            )?
+            .jobs()?;
+            // What the market says about the node, when the API answers.
+            let client = provider_agent::client::Client::new(
+                &config.api_url,
+                &std::fs::read_to_string(&config.api_key_file).unwrap_or_default(),
+            );
+            let on_node = |status| {
+                client.leases(status).map(|leases| {
+                    leases
+                        .into_iter()
+                        .filter(|l| l.node == config.node)
+                        .map(|l| json!({"lease": l.id, "gpus": l.gpus, "hours": l.hours, "job": l.job.is_some()}))
+                        .collect::<Vec<_>>()
+                })
+            };
+            let market = match (
+                client.open_asks(&config.node),
+                on_node("created"),
+                on_node("running"),
+            ) {
+                (Ok(asks), Ok(created), Ok(running)) => json!({
+                    "asks": asks
+                        .iter()
+                        .map(|(order, filled, open)| json!({"order": order, "filled": filled, "open": open}))
+                        .collect::<Vec<_>>(),
+                    "leases_created": created,
+                    "leases_running": running,
+                }),
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                    json!({"unavailable": e.to_string()})
+                }
+            };
+            let status = json!({
                 "node": config.node,
                 "class": config.class,
                 "source": source.kind(),
                 "gpus": gpus,
                 "readings": readings,
                 "outbox": outbox.len()?,
+                "jobs": jobs
+                    .iter()
+                    .map(|j| json!({"lease": j.lease, "gpus": j.gpus, "status": j.status}))
+                    .collect::<Vec<_>>(),
+                "market": market,
             });
             writeln!(
                 std::io::stdout().lock(),
