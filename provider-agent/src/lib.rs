@@ -229,13 +229,7 @@ impl Agent {
     /// that has not ended: places it, resizes it, or withdraws it.
     fn keep_ask(&mut self, step: &mut Step) -> Result<()> {
         let offer = self.config.offer.clone().expect("called with an offer");
-        let ours: Vec<u32> = self
-            .jobs
-            .jobs()?
-            .iter()
-            .filter(|j| !j.status.is_over())
-            .flat_map(|j| j.gpus.clone())
-            .collect();
+        let ours = self.gpus_in_jobs()?;
         // Healthy: not too hot, no more ECC errors than allowed, and not busy with a process
         // that is not one of our jobs (the owner gaming on it, say).
         let healthy = |index: u32| {
@@ -312,15 +306,20 @@ impl Agent {
         Ok(())
     }
 
-    /// `count` GPU indices no running job uses, lowest first.
-    fn free_gpus(&self, count: u32) -> Result<Option<Vec<u32>>> {
-        let busy: Vec<u32> = self
+    /// The GPUs the node's unfinished jobs hold.
+    fn gpus_in_jobs(&self) -> Result<Vec<u32>> {
+        Ok(self
             .jobs
             .jobs()?
             .iter()
             .filter(|j| !j.status.is_over())
             .flat_map(|j| j.gpus.clone())
-            .collect();
+            .collect())
+    }
+
+    /// `count` GPU indices no running job uses, lowest first.
+    fn free_gpus(&self, count: u32) -> Result<Option<Vec<u32>>> {
+        let busy = self.gpus_in_jobs()?;
         let free: Vec<u32> = self
             .gpus
             .iter()
