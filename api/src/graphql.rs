@@ -472,6 +472,14 @@ pub struct Job {
     pub env_values: Vec<String>,
     #[diesel(sql_type = Timestamptz)]
     pub submitted_at: DateTime<Utc>,
+    /// The end of the job's output (at most 48 KiB) as the provider's agent last sent it.
+    #[diesel(sql_type = Text)]
+    pub log_tail: String,
+    /// How the job ended, e.g. `exited 0` or `killed: the lease's time ran out`.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub outcome: Option<String>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub log_at: Option<DateTime<Utc>>,
 }
 
 #[ComplexObject]
@@ -503,7 +511,8 @@ impl Lease {
         Ok(state(ctx)
             .db(move |conn| {
                 Ok(diesel::sql_query(
-                    "SELECT command, args, env_names, env_values, submitted_at FROM lease_jobs \
+                    "SELECT command, args, env_names, env_values, submitted_at, log_tail, outcome, \
+                     log_at FROM lease_jobs \
                      WHERE partition = $1 AND lease_id = $2",
                 )
                 .bind::<Integer, _>(partition)
@@ -1982,7 +1991,8 @@ impl Mutation {
                     return Ok(());
                 }
                 let existing: Job = diesel::sql_query(
-                    "SELECT command, args, env_names, env_values, submitted_at FROM lease_jobs \
+                    "SELECT command, args, env_names, env_values, submitted_at, log_tail, outcome, \
+                     log_at FROM lease_jobs \
                      WHERE partition = 0 AND lease_id = $1",
                 )
                 .bind::<BigInt, _>(id)
@@ -1999,6 +2009,52 @@ impl Mutation {
                     Err(ApiError::validation(
                         "the lease has another job already; a job is never replaced",
                     ))
+                }
+            })
+            .await?;
+        Ok(true)
+    }
+
+    /// The provider's agent sends the end of a job's output and, once over, how it ended;
+    /// the lease's buyer reads them on the lease's `job`.
+    async fn submit_job_log(
+        &self,
+        ctx: &Context<'_>,
+        lease_id: ID,
+        log_tail: String,
+        outcome: Option<String>,
+    ) -> async_graphql::Result<bool> {
+        const MAX_TAIL: usize = 48 << 10;
+        let p = principal(ctx)?;
+        p.require(&[Role::Provider], "sending a job's log")?;
+        let provider = account_param(p.own_account()?)?;
+        let lease =
+            LeaseId::parse(&lease_id).map_err(|e| ApiError::validation(format!("leaseId: {e}")))?;
+        let id = account_param(AccountId(lease.0))?;
+        if log_tail.len() > MAX_TAIL || outcome.as_ref().is_some_and(|o| o.len() > 1_024) {
+            return Err(ApiError::validation(format!(
+                "logTail: at most {MAX_TAIL} bytes; outcome: at most 1024"
+            ))
+            .into());
+        }
+        state(ctx)
+            .db(move |conn| {
+                let updated = diesel::sql_query(
+                    "UPDATE lease_jobs SET log_tail = $3, outcome = coalesce($4, outcome), \
+                     log_at = now() WHERE partition = 0 AND lease_id = $1 AND provider = $2",
+                )
+                .bind::<BigInt, _>(id)
+                .bind::<BigInt, _>(provider)
+                .bind::<Text, _>(log_tail)
+                .bind::<Nullable<Text>, _>(outcome)
+                .execute(conn)?;
+                if updated == 1 {
+                    Ok(())
+                } else {
+                    Err(ApiError::not_found(format!(
+                        "no job for lease {} on this provider's nodes",
+                        lease.0
+                    )))
                 }
             })
             .await?;

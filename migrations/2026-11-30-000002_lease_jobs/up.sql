@@ -11,6 +11,11 @@ CREATE TABLE lease_jobs (
     env_names    text[]      NOT NULL,
     env_values   text[]      NOT NULL,
     submitted_at timestamptz NOT NULL DEFAULT now(),
+    -- The end of the job's output as the provider's agent last sent it (the whole log stays
+    -- on the node), and how the job ended.
+    log_tail     text        NOT NULL DEFAULT '',
+    outcome      text,
+    log_at       timestamptz,
     PRIMARY KEY (partition, lease_id)
 );
 CREATE INDEX lease_jobs_by_provider ON lease_jobs (provider, lease_id);

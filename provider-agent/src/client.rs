@@ -151,6 +151,20 @@ impl Client {
             .collect())
     }
 
+    /// Sends the end of a job's output and, when over, how it ended.
+    pub fn job_log(
+        &self,
+        lease: u64,
+        tail: &str,
+        outcome: Option<&str>,
+    ) -> Result<(), ClientError> {
+        self.gql(
+            "mutation($l: ID!, $t: String!, $o: String) { submitJobLog(leaseId: $l, logTail: $t, outcome: $o) }",
+            json!({"l": lease.to_string(), "t": tail, "o": outcome}),
+        )
+        .map(|_| ())
+    }
+
     /// Ends a lease as its provider: completed, or failed by the provider.
     pub fn end_lease(&self, lease: u64, hours_used: f64, failed: bool) -> Result<(), ClientError> {
         self.gql(

@@ -295,6 +295,19 @@ impl Runner {
         Ok(())
     }
 
+    /// The last 48 KiB of the job's output (cut at a character boundary).
+    pub fn log_tail(&self, lease: u64) -> Result<String> {
+        const TAIL: usize = 48 << 10;
+        let bytes = match fs::read(self.log_path(lease)) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let start = bytes.len().saturating_sub(TAIL);
+        let text = String::from_utf8_lossy(&bytes[start..]).into_owned();
+        Ok(text.trim_start_matches('\u{fffd}').to_owned())
+    }
+
     /// Waits for the lease's process if this agent spawned it and it has ended.
     fn reap(&self, lease: u64) {
         let mut children = self.children.lock().expect("children lock");

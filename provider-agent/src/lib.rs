@@ -207,6 +207,18 @@ impl Agent {
                 continue;
             }
             let failed = job.status == jobs::JobStatus::Lost;
+            // The buyer's copy of the output first; a failure here only loses the copy.
+            let outcome = match &job.status {
+                jobs::JobStatus::Exited { code } => format!("exited {code}"),
+                jobs::JobStatus::Killed { reason } => format!("killed: {reason}"),
+                other => format!("{other:?}").to_lowercase(),
+            };
+            if let Err(e) =
+                self.client
+                    .job_log(job.lease, &self.jobs.log_tail(job.lease)?, Some(&outcome))
+            {
+                info!(lease = job.lease, error = %e, "the job's log was not sent");
+            }
             match self
                 .client
                 .end_lease(job.lease, job.hours_used(now), failed)

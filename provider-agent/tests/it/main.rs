@@ -262,12 +262,17 @@ fn the_agent_runs_a_leased_job_once_and_ends_the_lease_with_the_hours_used() {
     m.projected();
     let lease = m.ok(
         &m.buyer,
-        "{ leases { edges { node { id status startedAt hoursUsed charged endReason } } } }",
+        "{ leases { edges { node { id status startedAt hoursUsed charged endReason job { logTail outcome } } } } }",
         json!({}),
     )["leases"]["edges"][0]["node"]
         .clone();
     assert_eq!(lease["status"], "ended", "{lease}");
     assert_eq!(lease["endReason"], "completed");
+    assert_eq!(
+        lease["job"],
+        json!({"logTail": "training 3 epochs on GPU 0\n", "outcome": "exited 0"}),
+        "the buyer reads the job's output"
+    );
     assert!(
         !lease["startedAt"].is_null(),
         "the start was reported: {lease}"
