@@ -2,8 +2,8 @@
 //! a report every interval with the node's ed25519 key, and sends it to the market's API,
 //! keeping reports on disk, in order, while the API is unreachable.
 //!
-//! [`jobs`] runs a lease's job restricted to its GPUs and time, crash-safely. Not built yet
-//! (issue 5/7 continues): keeping asks in the book, taking job specs from the API, ROCm SMI.
+//! [`Agent::step`] also keeps the node's ask in the book and runs leased jobs ([`jobs`]),
+//! restricted to their GPUs and time, crash-safely.
 
 pub mod client;
 pub mod config;
@@ -80,6 +80,9 @@ impl Agent {
     pub fn open(config: Config) -> Result<Agent> {
         let mut source = open_source(&config)?;
         let gpus = source.discover()?;
+        if gpus.is_empty() {
+            return Err(gpu::GpuError::NoGpus(source.kind()).into());
+        }
         info!(source = ?source.kind(), gpus = gpus.len(), "GPUs discovered");
         let key = keys::load_or_create(&config.state_dir.join("node.key"))?;
         let outbox = Outbox::open(&config.state_dir, config.outbox_capacity)?;
