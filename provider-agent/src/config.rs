@@ -43,8 +43,8 @@ pub struct Config {
 pub struct Offer {
     /// The least price per GPU-hour, a decimal on the market's tick.
     pub price: String,
-    /// At most this many GPUs are offered (default: every GPU found).
-    pub gpus: Option<u32>,
+    /// The GPU indices offered (default: every GPU found); leased jobs run only on these.
+    pub gpus: Option<Vec<u32>>,
     pub vram_gb: u32,
     /// `pcie`, `nvlink`, `nvswitch` or `infinity_fabric`.
     pub interconnect: String,

@@ -254,13 +254,7 @@ impl Agent {
                     && (ours.contains(&index) || r.processes.as_ref().is_none_or(Vec::is_empty))
             })
         };
-        let offered = offer.gpus.unwrap_or(u32::MAX) as usize;
-        let usable = self
-            .gpus
-            .iter()
-            .take(offered)
-            .filter(|g| healthy(g.index))
-            .count() as u32;
+        let usable = self.offered().into_iter().filter(|i| healthy(*i)).count() as u32;
         let mut leased = 0;
         for status in ["created", "running"] {
             leased += self
@@ -332,13 +326,22 @@ impl Agent {
             .collect())
     }
 
+    /// The GPUs the node offers: the configured ones that exist, or all.
+    fn offered(&self) -> Vec<u32> {
+        let chosen = self.config.offer.as_ref().and_then(|o| o.gpus.as_ref());
+        self.gpus
+            .iter()
+            .map(|g| g.index)
+            .filter(|i| chosen.is_none_or(|c| c.contains(i)))
+            .collect()
+    }
+
     /// `count` GPU indices no running job uses, lowest first.
     fn free_gpus(&self, count: u32) -> Result<Option<Vec<u32>>> {
         let busy = self.gpus_in_jobs()?;
         let free: Vec<u32> = self
-            .gpus
-            .iter()
-            .map(|g| g.index)
+            .offered()
+            .into_iter()
             .filter(|i| !busy.contains(i))
             .take(count as usize)
             .collect();

@@ -286,7 +286,7 @@ fn the_agent_keeps_one_ask_for_its_free_healthy_gpus() {
     let m = h100_market("agent_asks");
     let offer = |max_temp: f32| {
         format!(
-            "[offer]\nprice = \"2.50\"\nvram_gb = 80\ninterconnect = \"nvlink\"\nvendor = \"nvidia\"\n\
+            "[offer]\nprice = \"2.50\"\ngpus = [0, 1]\nvram_gb = 80\ninterconnect = \"nvlink\"\nvendor = \"nvidia\"\n\
              max_temperature_c = {max_temp:.1}\n"
         )
     };
