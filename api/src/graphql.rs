@@ -809,6 +809,40 @@ pub struct Earning {
     pub net: Decimal,
 }
 
+/// A node in the engine, at one instant.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct NodeState {
+    /// GPUs in the provider's running leases on the node.
+    pub leased_gpus: u32,
+    /// The ask asked about, if it is still resting.
+    pub ask: Option<RestingOrder>,
+}
+
+/// A resting order in the engine.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct RestingOrder {
+    pub id: u64,
+    pub market: String,
+    /// `bid` or `ask`.
+    pub side: String,
+    pub price: Decimal,
+    pub filled: u32,
+    pub remaining: u32,
+}
+
+impl From<matching_engine::RestingOrder> for RestingOrder {
+    fn from(o: matching_engine::RestingOrder) -> RestingOrder {
+        RestingOrder {
+            id: o.id.0,
+            market: o.market.to_string(),
+            side: o.side.as_str().to_owned(),
+            price: six(o.price.to_decimal()),
+            filled: o.filled,
+            remaining: o.remaining,
+        }
+    }
+}
+
 #[derive(Debug, Clone, SimpleObject)]
 pub struct Me {
     pub key_id: i64,
@@ -1204,6 +1238,67 @@ impl Query {
         Ok(connection(rows, limit, after.is_some(), |e| {
             (0, days(e.period))
         }))
+    }
+
+    /// A resting order as the engine holds it now (the caller's own; finance and admin any):
+    /// null once it is filled, cancelled or expired. Unlike `orders`, which reads the
+    /// projections, this never lags the engine.
+    async fn resting_order(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<Option<RestingOrder>> {
+        let p = principal(ctx)?;
+        let id = parse_order_id(&id)?;
+        let engine = state(ctx).gateway.replica();
+        let Some(order) = engine.order(id) else {
+            return Ok(None);
+        };
+        if p.account_to_read(Some(order.account)).is_err() {
+            // Another account's order reads as absent, as if unknown.
+            return Ok(None);
+        }
+        Ok(Some(RestingOrder::from(order)))
+    }
+
+    /// A provider's node as the engine holds it now, read at one instant: the GPUs in its
+    /// running leases and, given the node's ask, that ask. An agent sizes its ask from this
+    /// without racing fills.
+    async fn node_state(
+        &self,
+        ctx: &Context<'_>,
+        node: String,
+        ask: Option<ID>,
+    ) -> async_graphql::Result<NodeState> {
+        let p = principal(ctx)?;
+        p.require(&[Role::Provider], "a node's state")?;
+        let provider = p.own_account()?;
+        let node = parse_name::<NodeId>("node", &node)?;
+        let ask = ask.as_ref().map(parse_order_id).transpose()?;
+        let engine = state(ctx).gateway.replica();
+        let leased_gpus = engine
+            .leases()
+            .filter(|l| l.provider == provider && l.node == node)
+            .map(|l| l.gpus)
+            .sum();
+        let ask = ask
+            .and_then(|id| engine.order(id))
+            .filter(|o| o.account == provider)
+            .map(RestingOrder::from);
+        Ok(NodeState { leased_gpus, ask })
+    }
+
+    /// Events the API has read that the slowest projection has not applied yet: zero means
+    /// every query over the projections is as new as the engine's answers so far.
+    async fn projection_lag(&self, ctx: &Context<'_>) -> async_graphql::Result<u64> {
+        let st = state(ctx);
+        let read = st.gateway.events_read();
+        let positions = st.projector_positions().await?;
+        Ok(positions
+            .iter()
+            .map(|(_, next)| read.saturating_sub(*next))
+            .max()
+            .unwrap_or(read))
     }
 
     /// Where and how the caller deposits funds.

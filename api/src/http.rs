@@ -11,8 +11,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use async_graphql::http::GraphiQLSource;
 use async_graphql::Data;
 use async_graphql_actix_web::GraphQLSubscription;
-use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text};
 use futures_util::StreamExt;
 use tracing::info;
 
@@ -234,7 +232,7 @@ async fn readyz(state: web::Data<Arc<AppState>>) -> HttpResponse {
     if !state.gateway.healthy() {
         return HttpResponse::ServiceUnavailable().body("event log: the gateway stopped\n");
     }
-    match projector_positions(&state).await {
+    match state.projector_positions().await {
         Ok(positions) => {
             let read = state.gateway.events_read();
             let mut body = format!("ready\nevents_read {read}\n");
@@ -249,29 +247,6 @@ async fn readyz(state: web::Data<Arc<AppState>>) -> HttpResponse {
         }
         Err(e) => HttpResponse::ServiceUnavailable().body(format!("{}\n", e.message)),
     }
-}
-
-async fn projector_positions(state: &Arc<AppState>) -> Result<Vec<(String, u64)>, ApiError> {
-    #[derive(QueryableByName)]
-    struct Position {
-        #[diesel(sql_type = Text)]
-        projector: String,
-        #[diesel(sql_type = BigInt)]
-        next_offset: i64,
-    }
-    let rows: Vec<Position> = state
-        .db(|conn| {
-            Ok(diesel::sql_query(
-                "SELECT projector, min(next_offset)::bigint AS next_offset FROM projector_offsets \
-                 GROUP BY projector ORDER BY projector",
-            )
-            .load(conn)?)
-        })
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|p| (p.projector, p.next_offset.max(0) as u64))
-        .collect())
 }
 
 async fn metrics(state: web::Data<Arc<AppState>>) -> HttpResponse {
@@ -301,7 +276,7 @@ async fn metrics(state: web::Data<Arc<AppState>>) -> HttpResponse {
         out,
         "# TYPE gpumarket_api_events_read gauge\ngpumarket_api_events_read {read}"
     );
-    if let Ok(positions) = projector_positions(&state).await {
+    if let Ok(positions) = state.projector_positions().await {
         out.push_str("# HELP gpumarket_projector_lag_events Events the API has read that the projector has not applied.\n# TYPE gpumarket_projector_lag_events gauge\n");
         for (projector, next) in positions {
             let _ = writeln!(

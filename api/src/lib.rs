@@ -122,6 +122,32 @@ impl AppState {
         .map_err(|e| ApiError::internal(format!("database task: {e}")))?
     }
 
+    /// Each projector's position in the events partition (the lowest over its partitions).
+    pub async fn projector_positions(&self) -> Result<Vec<(String, u64)>, ApiError> {
+        use diesel::prelude::*;
+        use diesel::sql_types::{BigInt, Text};
+        #[derive(QueryableByName)]
+        struct Position {
+            #[diesel(sql_type = Text)]
+            projector: String,
+            #[diesel(sql_type = BigInt)]
+            next_offset: i64,
+        }
+        let rows: Vec<Position> = self
+            .db(|conn| {
+                Ok(diesel::sql_query(
+                    "SELECT projector, min(next_offset)::bigint AS next_offset \
+                     FROM projector_offsets GROUP BY projector ORDER BY projector",
+                )
+                .load(conn)?)
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|p| (p.projector, p.next_offset.max(0) as u64))
+            .collect())
+    }
+
     /// Takes one token from `who`'s bucket, or says when to retry.
     pub fn admit(&self, who: &str) -> Result<(), ApiError> {
         let rate = f64::from(self.limits.rate_per_sec);

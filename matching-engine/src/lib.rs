@@ -1034,6 +1034,11 @@ impl Engine {
         self.leases.get(lease_id)
     }
 
+    /// Every running lease, in no particular order.
+    pub fn leases(&self) -> impl Iterator<Item = &Lease> {
+        self.leases.iter()
+    }
+
     pub fn reputation(&self, provider: AccountId) -> Reputation {
         self.reputations
             .get(&provider)

@@ -221,6 +221,27 @@ impl Client {
             .ok_or_else(|| ClientError::Unreachable("no order id in the answer".into()))
     }
 
+    /// The node as the engine holds it, at one instant: GPUs in running leases, and the
+    /// ask `ask` as (GPUs filled, GPUs still open) while it rests.
+    pub fn node_state(
+        &self,
+        node: &str,
+        ask: Option<u64>,
+    ) -> Result<(u32, Option<(u32, u32)>), ClientError> {
+        let data = self.gql(
+            "query($n: String!, $a: ID) { nodeState(node: $n, ask: $a) { leasedGpus ask { filled remaining } } }",
+            json!({"n": node, "a": ask.map(|a| a.to_string())}),
+        )?;
+        let state = &data["nodeState"];
+        let ask = state["ask"].as_object().map(|a| {
+            (
+                a["filled"].as_u64().unwrap_or(0) as u32,
+                a["remaining"].as_u64().unwrap_or(0) as u32,
+            )
+        });
+        Ok((state["leasedGpus"].as_u64().unwrap_or(0) as u32, ask))
+    }
+
     /// Sets the ask's whole quantity (filled GPUs included, as the engine counts it).
     pub fn amend_ask(&self, order: u64, gpus: u32) -> Result<(), ClientError> {
         self.gql(

@@ -39,6 +39,25 @@ pub fn open_source(config: &Config) -> Result<Box<dyn GpuSource>, gpu::GpuError>
     gpu::open_source(&config.source, simulated)
 }
 
+/// The ask the agent keeps: its client order id (taken before placing) and, once placed,
+/// its order id.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct AskState {
+    client_id: String,
+    order: Option<u64>,
+}
+
+/// Writes `value` as JSON durably (temporary file, fsync, rename).
+fn save_json<T: serde::Serialize>(path: &std::path::Path, value: &T) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(serde_json::to_string(value)?.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
 /// What one [`Agent::step`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Step {
@@ -242,6 +261,10 @@ impl Agent {
 
     /// Keeps one ask in the book for the GPUs that are offered, healthy, and not in a lease
     /// that has not ended: places it, resizes it, or withdraws it.
+    ///
+    /// The ask and the GPUs in running leases come from the engine in one read
+    /// (`nodeState`), never from the projections, so neither a lagging projection nor a fill
+    /// between two reads can make the agent place a second ask or offer a GPU a lease took.
     fn keep_ask(&mut self, step: &mut Step) -> Result<()> {
         let offer = self.config.offer.clone().expect("called with an offer");
         let ours = self.gpus_in_jobs()?;
@@ -255,33 +278,40 @@ impl Agent {
             })
         };
         let usable = self.offered().into_iter().filter(|i| healthy(*i)).count() as u32;
-        let mut leased = 0;
-        for status in ["created", "running"] {
-            leased += self
-                .client
-                .leases(status)?
-                .iter()
-                .filter(|l| l.node == self.config.node)
-                .map(|l| l.gpus)
-                .sum::<u32>();
-        }
-        let wanted = usable.saturating_sub(leased);
-        let open = self.client.open_asks(&self.config.node)?;
-        let (keep, extra) = match open.split_first() {
-            Some((first, rest)) => (Some(*first), rest.to_vec()),
-            None => (None, Vec::new()),
+        let path = self.config.state_dir.join("ask.json");
+        let mut ask: Option<AskState> = match std::fs::read_to_string(&path) {
+            Ok(text) => Some(serde_json::from_str(&text)?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
         };
-        // More than one open ask (a crash between placing and noting one): keep the oldest.
-        for (order, _, _) in extra {
-            self.client.cancel_order(order)?;
+        // A placement a crash interrupted: placing again with the same client order id
+        // returns the first order if there was one.
+        if let Some(AskState {
+            client_id,
+            order: None,
+        }) = &ask
+        {
+            let order = self.place(client_id, &offer, usable.max(1))?;
+            ask = Some(AskState {
+                client_id: client_id.clone(),
+                order: Some(order),
+            });
+            save_json(&path, &ask)?;
         }
-        match keep {
-            Some((order, _, _)) if wanted == 0 => {
+        // One read of the engine: the leases and the ask at the same instant, so a fill is
+        // seen in both or in neither.
+        let order = ask.as_ref().and_then(|a| a.order);
+        let (leased, resting) = self.client.node_state(&self.config.node, order)?;
+        let resting = order.zip(resting);
+        let wanted = usable.saturating_sub(leased);
+        match resting {
+            Some((order, _)) if wanted == 0 => {
                 self.client.cancel_order(order)?;
+                std::fs::remove_file(&path)?;
                 info!(order, "ask withdrawn: no free healthy GPU");
                 step.asks_changed += 1;
             }
-            Some((order, filled, remaining)) if remaining != wanted => {
+            Some((order, (filled, remaining))) if wanted != remaining => {
                 self.client.amend_ask(order, filled + wanted)?;
                 info!(order, from = remaining, to = wanted, "ask resized");
                 step.asks_changed += 1;
@@ -296,23 +326,47 @@ impl Agent {
                         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
                     });
                 // Unique per provider account across its nodes and restarts.
-                let client_id = (u128::from(node_hash) << 64) | u128::from(self.ask_ids.take()?);
-                let until = Utc::now() + chrono::TimeDelta::hours(i64::from(offer.hours_ahead));
-                let order = self.client.place_ask(
-                    &client_id.to_string(),
-                    &self.config.class,
-                    &offer,
-                    &self.config.node,
-                    &self.config.region,
-                    wanted,
-                    until,
+                let client_id =
+                    ((u128::from(node_hash) << 64) | u128::from(self.ask_ids.take()?)).to_string();
+                save_json(
+                    &path,
+                    &AskState {
+                        client_id: client_id.clone(),
+                        order: None,
+                    },
+                )?;
+                let order = self.place(&client_id, &offer, wanted)?;
+                save_json(
+                    &path,
+                    &AskState {
+                        client_id,
+                        order: Some(order),
+                    },
                 )?;
                 info!(order, gpus = wanted, "ask placed");
                 step.asks_changed += 1;
             }
-            None => {}
+            None => {
+                if ask.is_some() {
+                    // Filled, cancelled or expired in the market.
+                    std::fs::remove_file(&path)?;
+                }
+            }
         }
         Ok(())
+    }
+
+    fn place(&self, client_id: &str, offer: &config::Offer, gpus: u32) -> Result<u64> {
+        let until = Utc::now() + chrono::TimeDelta::hours(i64::from(offer.hours_ahead));
+        Ok(self.client.place_ask(
+            client_id,
+            &self.config.class,
+            offer,
+            &self.config.node,
+            &self.config.region,
+            gpus,
+            until,
+        )?)
     }
 
     /// The GPUs the node's unfinished jobs hold.

@@ -380,8 +380,29 @@ fn revoked_keys_stop_working() {
 #[test]
 fn operations_endpoints_answer() {
     let m = Market::start("api_ops", Limits::default());
-    m.seed();
+    let ask = m.seed();
     m.projected();
+    assert_eq!(
+        m.ok(&m.buyer, "{ projectionLag }", json!({}))["projectionLag"],
+        0
+    );
+    let resting = format!("{{ restingOrder(id: \"{ask}\") {{ side filled remaining }} }}");
+    assert_eq!(
+        m.ok(&m.provider, &resting, json!({}))["restingOrder"],
+        json!({"side": "ask", "filled": 0, "remaining": 8})
+    );
+    assert!(
+        m.ok(&m.buyer, &resting, json!({}))["restingOrder"].is_null(),
+        "another account's order reads as absent"
+    );
+    let node = format!(
+        "{{ nodeState(node: \"node-a\", ask: \"{ask}\") {{ leasedGpus ask {{ remaining }} }} }}"
+    );
+    assert_eq!(
+        m.ok(&m.provider, &node, json!({}))["nodeState"],
+        json!({"leasedGpus": 0, "ask": {"remaining": 8}})
+    );
+    assert_eq!(m.code(Some(&m.buyer), &node, json!({})), "FORBIDDEN");
     let get = |path: &str| {
         let r = m.http.get(format!("{}{path}", m.url)).send().unwrap();
         (r.status().as_u16(), r.text().unwrap())
