@@ -1,3 +1,30 @@
 //! The Cosmos bridge: deposits in, periodic net settlement out with cosmrs, exactly once.
 //!
-//! Not built yet: issue 6/7 builds it. Until then this crate is empty on purpose.
+//! Built so far (issue 6/7, first slice): the escrow key ([`keys`]: from a BIP-39 mnemonic on
+//! the Cosmos derivation path or a key file, never from an argument, never printed) and real
+//! Cosmos SDK transactions ([`tx`]: a `MsgMultiSend` of payouts, signed with SIGN_MODE_DIRECT,
+//! its bytes and hash ready to be stored before broadcasting, and the verification a chain
+//! does). The chain client, the devnet simulator, deposits and settlement batches follow.
+
+pub mod keys;
+pub mod tx;
+
+/// Everything that can go wrong in the bridge.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    #[error("escrow key: {0}")]
+    Key(String),
+    #[error(
+        "amount {amount} has more than the denom's {decimals} decimal places, or is not positive"
+    )]
+    BadAmount {
+        amount: rust_decimal::Decimal,
+        decimals: u32,
+    },
+    #[error("address {0:?} is not a bech32 account address with the chain's prefix")]
+    BadAddress(String),
+    #[error("transaction: {0}")]
+    Tx(String),
+    #[error("signature: {0}")]
+    Signature(String),
+}
