@@ -4,8 +4,11 @@
 //! the Cosmos derivation path or a key file, never from an argument, never printed) and real
 //! Cosmos SDK transactions ([`tx`]: a `MsgMultiSend` of payouts, signed with SIGN_MODE_DIRECT,
 //! its bytes and hash ready to be stored before broadcasting, and the verification a chain
-//! does). The chain client, the devnet simulator, deposits and settlement batches follow.
+//! does), and the devnet's state machine ([`devnet`]: a bank module that checks them as a
+//! chain does and includes them in blocks). The JSON-RPC front of the devnet, the chain
+//! client, deposits and settlement batches follow.
 
+pub mod devnet;
 pub mod keys;
 pub mod tx;
 
