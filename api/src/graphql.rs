@@ -80,6 +80,36 @@ fn connection<T: async_graphql::OutputType>(
     connection
 }
 
+/// A page of an account's monthly rows, newest first: `sql` takes the account ($1), the
+/// month the page continues below ($2) and the row limit ($3).
+async fn monthly<T>(
+    ctx: &Context<'_>,
+    sql: &'static str,
+    account: Option<&ID>,
+    first: Option<i32>,
+    after: Option<&str>,
+    period: fn(&T) -> NaiveDate,
+) -> Result<Connection<String, T, EmptyFields, EmptyFields>, ApiError>
+where
+    T: async_graphql::OutputType + QueryableByName<diesel::pg::Pg> + Send + 'static,
+{
+    let account = account_to_read(ctx, account)?;
+    let limit = page_size(first)?;
+    let before = month_cursor(after)?;
+    let rows: Vec<T> = state(ctx)
+        .db(move |conn| {
+            Ok(diesel::sql_query(sql)
+                .bind::<BigInt, _>(account)
+                .bind::<Date, _>(before)
+                .bind::<BigInt, _>(limit + 1)
+                .load(conn)?)
+        })
+        .await?;
+    Ok(connection(rows, limit, after.is_some(), |row| {
+        (0, days(period(row)))
+    }))
+}
+
 /// A month's key in a cursor: days since 1970-01-01.
 fn days(period: NaiveDate) -> i64 {
     period
@@ -106,6 +136,12 @@ fn account_param(account: AccountId) -> Result<i64, ApiError> {
 fn parse_account(id: Option<&ID>) -> Result<Option<AccountId>, ApiError> {
     id.map(|id| AccountId::parse(id).map_err(|e| ApiError::validation(format!("account: {e}"))))
         .transpose()
+}
+
+/// The account a query reads, as a database id: the caller's own, or the one finance and
+/// admin name.
+fn account_to_read(ctx: &Context<'_>, account: Option<&ID>) -> Result<i64, ApiError> {
+    account_param(principal(ctx)?.account_to_read(parse_account(account)?)?)
 }
 
 fn parse_market(market: &str) -> Result<MarketId, ApiError> {
@@ -974,8 +1010,7 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<Connection<String, Order, EmptyFields, EmptyFields>> {
-        let account =
-            account_param(principal(ctx)?.account_to_read(parse_account(account.as_ref())?)?)?;
+        let account = account_to_read(ctx, account.as_ref())?;
         let limit = page_size(first)?;
         let cursor = parse_cursor(after.as_deref())?;
         if let Some(market) = &market {
@@ -1018,8 +1053,7 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<Connection<String, Lease, EmptyFields, EmptyFields>> {
-        let account =
-            account_param(principal(ctx)?.account_to_read(parse_account(account.as_ref())?)?)?;
+        let account = account_to_read(ctx, account.as_ref())?;
         let limit = page_size(first)?;
         let cursor = parse_cursor(after.as_deref())?;
         if let Some(s) = &status {
@@ -1134,8 +1168,7 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<Connection<String, JournalEntry, EmptyFields, EmptyFields>> {
-        let account =
-            account_param(principal(ctx)?.account_to_read(parse_account(account.as_ref())?)?)?;
+        let account = account_to_read(ctx, account.as_ref())?;
         let limit = page_size(first)?;
         let cursor = parse_cursor(after.as_deref())?;
         let (from, to) = time_range(from, to)?;
@@ -1190,25 +1223,16 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<Connection<String, Invoice, EmptyFields, EmptyFields>> {
-        let account =
-            account_param(principal(ctx)?.account_to_read(parse_account(account.as_ref())?)?)?;
-        let limit = page_size(first)?;
-        let before = month_cursor(after.as_deref())?;
-        let rows: Vec<Invoice> = state(ctx)
-            .db(move |conn| {
-                Ok(diesel::sql_query(
-                    "SELECT account, period, status, lines, gpu_hours, amount FROM invoices \
-                     WHERE account = $1 AND period < $2 ORDER BY period DESC LIMIT $3",
-                )
-                .bind::<BigInt, _>(account)
-                .bind::<Date, _>(before)
-                .bind::<BigInt, _>(limit + 1)
-                .load(conn)?)
-            })
-            .await?;
-        Ok(connection(rows, limit, after.is_some(), |i| {
-            (0, days(i.period))
-        }))
+        Ok(monthly(
+            ctx,
+            "SELECT account, period, status, lines, gpu_hours, amount FROM invoices \
+             WHERE account = $1 AND period < $2 ORDER BY period DESC LIMIT $3",
+            account.as_ref(),
+            first,
+            after.as_deref(),
+            |i: &Invoice| i.period,
+        )
+        .await?)
     }
 
     /// A provider's monthly statements (earnings), newest first.
@@ -1219,25 +1243,16 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<Connection<String, Earning, EmptyFields, EmptyFields>> {
-        let account =
-            account_param(principal(ctx)?.account_to_read(parse_account(account.as_ref())?)?)?;
-        let limit = page_size(first)?;
-        let before = month_cursor(after.as_deref())?;
-        let rows: Vec<Earning> = state(ctx)
-            .db(move |conn| {
-                Ok(diesel::sql_query(
-                    "SELECT period, leases, gpu_hours, gross, fees, net FROM earnings \
-                     WHERE provider = $1 AND period < $2 ORDER BY period DESC LIMIT $3",
-                )
-                .bind::<BigInt, _>(account)
-                .bind::<Date, _>(before)
-                .bind::<BigInt, _>(limit + 1)
-                .load(conn)?)
-            })
-            .await?;
-        Ok(connection(rows, limit, after.is_some(), |e| {
-            (0, days(e.period))
-        }))
+        Ok(monthly(
+            ctx,
+            "SELECT period, leases, gpu_hours, gross, fees, net FROM earnings \
+             WHERE provider = $1 AND period < $2 ORDER BY period DESC LIMIT $3",
+            account.as_ref(),
+            first,
+            after.as_deref(),
+            |e: &Earning| e.period,
+        )
+        .await?)
     }
 
     /// A resting order as the engine holds it now (the caller's own; finance and admin any):
