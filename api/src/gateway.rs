@@ -249,6 +249,12 @@ fn command_kind(command: &Command) -> &'static str {
         Command::StartLease { .. } => "start_lease",
         Command::Heartbeat { .. } => "heartbeat",
         Command::Tick => "tick",
+        Command::SetPayoutAddress { .. } => "set_payout_address",
+        Command::RequestWithdrawal { .. } => "request_withdrawal",
+        Command::ChainDeposit { .. } => "chain_deposit",
+        Command::OpenSettlement { .. } => "open_settlement",
+        Command::ConfirmSettlement { .. } => "confirm_settlement",
+        Command::FailSettlement { .. } => "fail_settlement",
     }
 }
 

@@ -11,9 +11,10 @@ use async_graphql::{
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use contract::codec::{EventBody, EventRecord};
 use contract::{
-    AccountId, Amount, AskSpec, BidSpec, ClientOrderId, Command, Event, FeeRate, Gpus, Hours,
-    Interconnect, LeaseEndReason, LeaseId, MarketId, NewOrder, NodeId, OrderId, OrderTerms, Price,
-    Region, Reputation, TimeInForce as EngineTif, Timestamp, Vendor,
+    AccountId, Amount, AskSpec, BidSpec, ChainAddress, ClientOrderId, Command, Event,
+    FailureReason, FeeRate, Gpus, Hours, Interconnect, LeaseEndReason, LeaseId, MarketId, NewOrder,
+    NodeId, OrderId, OrderTerms, Price, Region, Reputation, SettlementId, SettlementPayout,
+    TimeInForce as EngineTif, Timestamp, TxHash, Vendor,
 };
 use diesel::prelude::*;
 use diesel::sql_types::{
@@ -771,6 +772,8 @@ pub struct Balance {
     pub held: Decimal,
     /// Paid into running leases.
     pub in_lease: Decimal,
+    /// Requested withdrawals and payouts of the open settlement batch, on their way out.
+    pub settling: Decimal,
 }
 
 #[derive(Debug, Clone, SimpleObject)]
@@ -892,6 +895,117 @@ pub struct DepositInstructions {
     pub escrow_address: String,
     /// ...with exactly this memo, or they cannot be credited automatically.
     pub memo: String,
+}
+
+/// A settlement batch: payouts sent in one transaction from the escrow account.
+#[derive(Debug, Clone, QueryableByName, SimpleObject)]
+#[graphql(complex)]
+pub struct Settlement {
+    #[diesel(sql_type = BigInt)]
+    pub batch: i64,
+    /// `open` (waiting for its transaction), `confirmed` or `failed`.
+    #[diesel(sql_type = Text)]
+    pub state: String,
+    #[diesel(sql_type = Numeric)]
+    pub total: Decimal,
+    /// How many accounts it pays.
+    #[diesel(sql_type = Integer)]
+    pub payouts: i32,
+    #[diesel(sql_type = Timestamptz)]
+    pub opened_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub closed_at: Option<DateTime<Utc>>,
+    /// The transaction that paid it (confirmed batches).
+    #[diesel(sql_type = Nullable<Text>)]
+    pub tx_hash: Option<String>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub height: Option<i64>,
+    /// Why it failed (failed batches); the amounts went back to available.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub reason: Option<String>,
+    /// Whose lines the caller may see: `None` for finance and admin (all).
+    #[graphql(skip)]
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub visible_to: Option<i64>,
+}
+
+/// One account's payout in a settlement batch.
+#[derive(Debug, Clone, QueryableByName, SimpleObject)]
+pub struct SettlementLine {
+    #[diesel(sql_type = BigInt)]
+    pub account: i64,
+    #[diesel(sql_type = Text)]
+    pub address: String,
+    #[diesel(sql_type = Numeric)]
+    pub amount: Decimal,
+    /// The part paid from available earnings; the rest was requested as withdrawals.
+    #[diesel(sql_type = Numeric)]
+    pub from_available: Decimal,
+}
+
+impl From<&SettlementPayout> for SettlementLine {
+    fn from(p: &SettlementPayout) -> SettlementLine {
+        SettlementLine {
+            account: p.account.0 as i64,
+            address: p.address.to_string(),
+            amount: six(p.amount.to_decimal()),
+            from_available: six(p.from_available.to_decimal()),
+        }
+    }
+}
+
+#[ComplexObject]
+impl Settlement {
+    /// The payouts (a trader or provider sees its own line only).
+    async fn lines(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<SettlementLine>> {
+        let (batch, only) = (self.batch, self.visible_to.unwrap_or(-1));
+        Ok(state(ctx)
+            .db(move |conn| {
+                Ok(diesel::sql_query(
+                    "SELECT account, address, amount, from_available FROM settlement_payouts \
+                     WHERE batch = $1 AND ($2 < 0 OR account = $2) ORDER BY account",
+                )
+                .bind::<BigInt, _>(batch)
+                .bind::<BigInt, _>(only)
+                .load(conn)?)
+            })
+            .await?)
+    }
+}
+
+/// The engine's open settlement batch, or what a batch opened now would pay.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct SettlementBatch {
+    /// `None` for a preview.
+    pub batch: Option<u64>,
+    pub total: Decimal,
+    pub lines: Vec<SettlementLine>,
+}
+
+impl SettlementBatch {
+    fn new(batch: Option<SettlementId>, payouts: &[SettlementPayout]) -> SettlementBatch {
+        SettlementBatch {
+            batch: batch.map(|b| b.0),
+            total: six(payouts.iter().map(|p| p.amount.to_decimal()).sum()),
+            lines: payouts.iter().map(SettlementLine::from).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum SettlementState {
+    Open,
+    Confirmed,
+    Failed,
+}
+
+/// A chain deposit as the engine took it.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct ChainDepositResult {
+    pub account: u64,
+    pub amount: Decimal,
+    /// The engine had already credited this (transaction, message): nothing changed.
+    pub duplicate: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -1155,6 +1269,7 @@ impl Query {
             available: six(b.available.to_decimal()),
             held: six(b.held.to_decimal()),
             in_lease: six(b.in_lease.to_decimal()),
+            settling: six(b.settling.to_decimal()),
         })
     }
 
@@ -1314,6 +1429,89 @@ impl Query {
             .map(|(_, next)| read.saturating_sub(*next))
             .max()
             .unwrap_or(read))
+    }
+
+    /// Settlement batches, newest first. Traders and providers see the batches that pay
+    /// them; finance and admin see all (or one account's with `account`).
+    async fn settlements(
+        &self,
+        ctx: &Context<'_>,
+        account: Option<ID>,
+        state_is: Option<SettlementState>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, Settlement, EmptyFields, EmptyFields>> {
+        let p = principal(ctx)?;
+        let (filter, visible_to) = match p.role {
+            Role::Trader | Role::Provider => {
+                let own = account_to_read(ctx, account.as_ref())?;
+                (own, Some(own))
+            }
+            Role::Finance | Role::Admin => match parse_account(account.as_ref())? {
+                Some(a) => (account_param(a)?, None),
+                None => (-1, None),
+            },
+        };
+        let state_is = state_is.map(|s| match s {
+            SettlementState::Open => "open",
+            SettlementState::Confirmed => "confirmed",
+            SettlementState::Failed => "failed",
+        });
+        let limit = page_size(first)?;
+        let before = match after.as_deref() {
+            None => i64::MAX,
+            Some(_) => parse_cursor(after.as_deref())?.1,
+        };
+        let mut rows: Vec<Settlement> = state(ctx)
+            .db(move |conn| {
+                Ok(diesel::sql_query(
+                    "SELECT batch, state, total, payouts, opened_at, closed_at, tx_hash, height, \
+                     reason, NULL::bigint AS visible_to FROM settlements s \
+                     WHERE batch < $1 AND ($2::text IS NULL OR state = $2) \
+                     AND ($3 < 0 OR EXISTS (SELECT 1 FROM settlement_payouts p \
+                                            WHERE p.batch = s.batch AND p.account = $3)) \
+                     ORDER BY batch DESC LIMIT $4",
+                )
+                .bind::<BigInt, _>(before)
+                .bind::<Nullable<Text>, _>(state_is)
+                .bind::<BigInt, _>(filter)
+                .bind::<BigInt, _>(limit + 1)
+                .load(conn)?)
+            })
+            .await?;
+        for row in &mut rows {
+            row.visible_to = visible_to;
+        }
+        Ok(connection(rows, limit, after.is_some(), |s| (0, s.batch)))
+    }
+
+    /// The engine's open settlement batch, if any (finance, admin).
+    async fn pending_settlement(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<SettlementBatch>> {
+        principal(ctx)?.require(&[Role::Finance, Role::Admin], "the open settlement")?;
+        Ok(state(ctx)
+            .gateway
+            .replica()
+            .open_settlement_batch()
+            .map(|(batch, payouts)| SettlementBatch::new(Some(batch), payouts)))
+    }
+
+    /// What a settlement batch opened now would pay (finance, admin).
+    async fn settlement_due(
+        &self,
+        ctx: &Context<'_>,
+        min_payout: String,
+        #[graphql(default = 100)] max_payouts: u32,
+    ) -> async_graphql::Result<SettlementBatch> {
+        principal(ctx)?.require(&[Role::Finance, Role::Admin], "settlement previews")?;
+        let min_payout = money("minPayout", Amount::parse(&min_payout))?;
+        let due = state(ctx)
+            .gateway
+            .replica()
+            .settlement_due(min_payout, max_payouts);
+        Ok(SettlementBatch::new(None, &due))
     }
 
     /// Where and how the caller deposits funds.
@@ -1846,7 +2044,41 @@ impl Mutation {
             .ok_or_else(|| ApiError::internal("the engine amended nothing").into())
     }
 
-    /// Debits the caller's available balance for a payout on the settlement chain.
+    /// Sets where the caller's payouts and withdrawals are sent on the settlement chain (a
+    /// bech32 address with the chain's prefix).
+    async fn set_payout_address(
+        &self,
+        ctx: &Context<'_>,
+        address: String,
+    ) -> async_graphql::Result<String> {
+        let p = principal(ctx)?;
+        p.require(&[Role::Trader, Role::Provider], "setting a payout address")?;
+        let account = p.own_account()?;
+        let address = ChainAddress::parse(address.trim())
+            .map_err(|e| ApiError::validation(format!("address: {e}")))?;
+        let st = state(ctx);
+        if let Some(escrow) = &st.escrow_address {
+            let prefix = escrow.rsplit_once('1').map_or("", |(hrp, _)| hrp);
+            if address.prefix() != prefix {
+                return Err(ApiError::validation(format!(
+                    "address: {address} is not an address of the settlement chain (prefix {prefix})"
+                ))
+                .into());
+            }
+        }
+        events(
+            st.gateway
+                .submit(Command::SetPayoutAddress {
+                    account,
+                    address: address.clone(),
+                })
+                .await?,
+        )?;
+        Ok(address.to_string())
+    }
+
+    /// Moves `amount` of the caller's available balance to settling; the next settlement
+    /// batch sends it to the caller's payout address.
     async fn request_withdrawal(
         &self,
         ctx: &Context<'_>,
@@ -1858,7 +2090,7 @@ impl Mutation {
         let amount = money("amount", Amount::parse(&amount))?;
         let answer = state(ctx)
             .gateway
-            .submit(Command::Withdraw { account, amount })
+            .submit(Command::RequestWithdrawal { account, amount })
             .await?;
         events(answer)?;
         Ok(MoneyResult {
@@ -2223,6 +2455,118 @@ impl Mutation {
         } else {
             Err(ApiError::not_found(format!("no active key {id}")).into())
         }
+    }
+
+    /// Credits a final chain transfer to the account its memo named (admin: the Cosmos
+    /// bridge). A (transaction, message) already credited answers `duplicate` and changes
+    /// nothing, so the bridge may retry freely.
+    async fn credit_chain_deposit(
+        &self,
+        ctx: &Context<'_>,
+        account: ID,
+        amount: String,
+        tx_hash: String,
+        msg_index: u32,
+    ) -> async_graphql::Result<ChainDepositResult> {
+        principal(ctx)?.require(&[Role::Admin], "crediting a chain deposit")?;
+        let account = parse_account(Some(&account))?.expect("given");
+        let amount = money("amount", Amount::parse(&amount))?;
+        let tx_hash =
+            TxHash::parse(&tx_hash).map_err(|e| ApiError::validation(format!("txHash: {e}")))?;
+        let answer = state(ctx)
+            .gateway
+            .submit(Command::ChainDeposit {
+                account,
+                amount,
+                tx_hash,
+                msg_index,
+            })
+            .await?;
+        let duplicate = match events(answer) {
+            Ok(_) => false,
+            Err(e) if e.code == "DUPLICATE_DEPOSIT" => true,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(ChainDepositResult {
+            account: account.0,
+            amount: six(amount.to_decimal()),
+            duplicate,
+        })
+    }
+
+    /// Opens a settlement batch (admin: the Cosmos bridge): requested withdrawals and unpaid
+    /// earnings of at least `minPayout`, at most `maxPayouts` accounts.
+    async fn open_settlement(
+        &self,
+        ctx: &Context<'_>,
+        min_payout: String,
+        #[graphql(default = 100)] max_payouts: u32,
+    ) -> async_graphql::Result<SettlementBatch> {
+        principal(ctx)?.require(&[Role::Admin], "opening a settlement")?;
+        let min_payout = money("minPayout", Amount::parse(&min_payout))?;
+        let answer = state(ctx)
+            .gateway
+            .submit(Command::OpenSettlement {
+                min_payout,
+                max_payouts,
+            })
+            .await?;
+        events(answer)?
+            .iter()
+            .find_map(|e| match e {
+                Event::SettlementOpened { batch, payouts } => {
+                    Some(SettlementBatch::new(Some(*batch), payouts))
+                }
+                _ => None,
+            })
+            .ok_or_else(|| ApiError::internal("the engine opened no batch").into())
+    }
+
+    /// The batch's transaction is included with success at `height` (admin: the bridge).
+    async fn confirm_settlement(
+        &self,
+        ctx: &Context<'_>,
+        batch: ID,
+        tx_hash: String,
+        height: u64,
+    ) -> async_graphql::Result<bool> {
+        principal(ctx)?.require(&[Role::Admin], "confirming a settlement")?;
+        let batch =
+            SettlementId::parse(&batch).map_err(|e| ApiError::validation(format!("batch: {e}")))?;
+        let tx_hash =
+            TxHash::parse(&tx_hash).map_err(|e| ApiError::validation(format!("txHash: {e}")))?;
+        events(
+            state(ctx)
+                .gateway
+                .submit(Command::ConfirmSettlement {
+                    batch,
+                    tx_hash,
+                    height,
+                })
+                .await?,
+        )?;
+        Ok(true)
+    }
+
+    /// The batch's transaction failed for good (admin: the bridge); its amounts go back.
+    async fn fail_settlement(
+        &self,
+        ctx: &Context<'_>,
+        batch: ID,
+        reason: String,
+    ) -> async_graphql::Result<bool> {
+        principal(ctx)?.require(&[Role::Admin], "failing a settlement")?;
+        let batch =
+            SettlementId::parse(&batch).map_err(|e| ApiError::validation(format!("batch: {e}")))?;
+        let reason = FailureReason::new(&reason)
+            .map_err(|e| ApiError::validation(format!("reason: {e}")))?;
+        events(
+            state(ctx)
+                .gateway
+                .submit(Command::FailSettlement { batch, reason })
+                .await?,
+        )?;
+        Ok(true)
     }
 
     /// Credits an account (admin; the Cosmos bridge does this for on-chain deposits).

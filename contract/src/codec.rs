@@ -10,8 +10,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Command, Event, Rejection, Timestamp};
 
-/// The schema version this build writes and reads.
-pub const SCHEMA: u16 = 1;
+/// The schema version this build writes.
+pub const SCHEMA: u16 = 2;
+
+/// The oldest schema this build reads. Schema 2 only appended enum variants (the chain
+/// bridge's commands, events and rejections), so a schema-1 payload decodes unchanged.
+pub const OLDEST_SCHEMA: u16 = 1;
 
 /// No record is larger: a corrupt length prefix cannot make a reader allocate more.
 const MAX_RECORD_BYTES: u64 = 1 << 20;
@@ -54,7 +58,7 @@ impl EventBody {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
-    #[error("record schema version {found} is not supported (this build reads {SCHEMA})")]
+    #[error("record schema version {found} is not supported (this build reads {OLDEST_SCHEMA} to {SCHEMA})")]
     UnknownSchema { found: u16 },
     #[error("corrupt record: {reason}")]
     Corrupt { reason: String },
@@ -84,7 +88,7 @@ pub fn encode_into<T: Serialize>(record: &T, buf: &mut Vec<u8>) {
 
 /// Decodes a payload written with schema `schema`.
 pub fn decode<T: for<'de> Deserialize<'de>>(schema: u16, payload: &[u8]) -> Result<T, DecodeError> {
-    if schema != SCHEMA {
+    if !(OLDEST_SCHEMA..=SCHEMA).contains(&schema) {
         return Err(DecodeError::UnknownSchema { found: schema });
     }
     options()
@@ -181,9 +185,15 @@ mod tests {
     fn unknown_versions_and_damage_are_typed_errors() {
         let bytes = encode(&samples()[0]);
         assert_eq!(
-            decode::<CommandRecord>(2, &bytes),
-            Err(DecodeError::UnknownSchema { found: 2 })
+            decode::<CommandRecord>(3, &bytes),
+            Err(DecodeError::UnknownSchema { found: 3 })
         );
+        assert_eq!(
+            decode::<CommandRecord>(0, &bytes),
+            Err(DecodeError::UnknownSchema { found: 0 })
+        );
+        // A schema-1 record (no bridge variants) still reads.
+        assert_eq!(decode(1, &bytes), Ok(samples().remove(0)));
         for cut in 0..bytes.len() {
             assert!(decode::<CommandRecord>(SCHEMA, &bytes[..cut]).is_err());
         }

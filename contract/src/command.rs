@@ -5,7 +5,7 @@ use crate::{
     AccountId, ClientOrderId, FeeRate, Gpus, Hours, LeaseEndReason, LeaseId, MarketId, NodeId,
     OrderId, Price, Region, Reputation, Timestamp,
 };
-use crate::{Amount, ParseError};
+use crate::{Amount, ChainAddress, FailureReason, ParseError, SettlementId, TxHash};
 
 /// Everything the matching engine can be asked to do. Time is not part of a command: the
 /// log stamps each command with the time it was accepted, and the engine reads it from there.
@@ -78,6 +78,45 @@ pub enum Command {
     },
     /// Only moves time forward (expiring orders); sent when no other command arrives.
     Tick,
+    // Schema 2 appends the chain bridge's commands; earlier variants keep their positions
+    // so schema-1 records still decode.
+    /// Where the account's payouts and withdrawals are sent on chain.
+    SetPayoutAddress {
+        account: AccountId,
+        address: ChainAddress,
+    },
+    /// Moves `amount` from available to settling; the next settlement batch sends it to the
+    /// account's payout address.
+    RequestWithdrawal {
+        account: AccountId,
+        amount: Amount,
+    },
+    /// A transfer to the escrow address, final on chain, whose memo named `account`. Each
+    /// (transaction, message) credits once: the engine refuses a second one.
+    ChainDeposit {
+        account: AccountId,
+        amount: Amount,
+        tx_hash: TxHash,
+        msg_index: u32,
+    },
+    /// Opens a settlement batch (one at a time): every requested withdrawal, and the unpaid
+    /// earnings of accounts with a payout address where they reach `min_payout`; at most
+    /// `max_payouts` accounts, the rest wait for the next batch.
+    OpenSettlement {
+        min_payout: Amount,
+        max_payouts: u32,
+    },
+    /// The batch's transaction is included on chain with success: the money left the market.
+    ConfirmSettlement {
+        batch: SettlementId,
+        tx_hash: TxHash,
+        height: u64,
+    },
+    /// The batch's transaction failed for good: the amounts go back to available.
+    FailSettlement {
+        batch: SettlementId,
+        reason: FailureReason,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -2,8 +2,9 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AccountId, Amount, FeeRate, Gpus, Hours, LeaseId, MarketId, NewOrder, NodeId, OrderId, Price,
-    Reputation, Side, Timestamp,
+    AccountId, Amount, ChainAddress, FailureReason, FeeRate, Gpus, Hours, LeaseId, MarketId,
+    NewOrder, NodeId, OrderId, Price, Reputation, SettlementId, SettlementPayout, Side, Timestamp,
+    TxHash,
 };
 
 /// What the engine did. Events carry every amount that moved, so projections (the ledger,
@@ -105,6 +106,38 @@ pub enum Event {
         class: MarketId,
         gpus: Gpus,
     },
+    // Schema 2: the chain bridge's events, appended.
+    PayoutAddressSet {
+        account: AccountId,
+        address: ChainAddress,
+    },
+    /// available → settling.
+    WithdrawalRequested { account: AccountId, amount: Amount },
+    /// available += amount, like [`Event::Deposited`], from a known chain transfer.
+    ChainDeposited {
+        account: AccountId,
+        amount: Amount,
+        tx_hash: TxHash,
+        msg_index: u32,
+    },
+    /// Each payout's `from_available` moves available → settling.
+    SettlementOpened {
+        batch: SettlementId,
+        payouts: Vec<SettlementPayout>,
+    },
+    /// settling → out of the market, for every payout of the batch.
+    SettlementConfirmed {
+        batch: SettlementId,
+        tx_hash: TxHash,
+        height: u64,
+        payouts: Vec<SettlementPayout>,
+    },
+    /// settling → available, for every payout of the batch.
+    SettlementFailed {
+        batch: SettlementId,
+        reason: FailureReason,
+        payouts: Vec<SettlementPayout>,
+    },
 }
 
 impl Event {
@@ -122,6 +155,12 @@ impl Event {
             Event::ReputationSet { .. } => "reputation_set",
             Event::LeaseStarted { .. } => "lease_started",
             Event::NodeHeartbeat { .. } => "node_heartbeat",
+            Event::PayoutAddressSet { .. } => "payout_address_set",
+            Event::WithdrawalRequested { .. } => "withdrawal_requested",
+            Event::ChainDeposited { .. } => "chain_deposited",
+            Event::SettlementOpened { .. } => "settlement_opened",
+            Event::SettlementConfirmed { .. } => "settlement_confirmed",
+            Event::SettlementFailed { .. } => "settlement_failed",
         }
     }
 }

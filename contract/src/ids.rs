@@ -18,6 +18,10 @@ pub enum ParseError {
     UnknownName { kind: &'static str, input: String },
     #[error("{kind} must be an integer or a UUID (got {input:?})")]
     BadClientOrderId { kind: &'static str, input: String },
+    #[error("{input:?} is not a bech32 account address with a valid checksum")]
+    BadAddress { input: String },
+    #[error("{input:?} is not a transaction hash (64 hex digits)")]
+    BadTxHash { input: String },
 }
 
 /// A short ASCII name stored inline, so ids that are names stay `Copy` and cost no allocation
@@ -174,6 +178,12 @@ numeric_id!(
     /// Assigned by the engine for every fill, in fill order, starting at 1.
     LeaseId,
     "lease id"
+);
+
+numeric_id!(
+    /// A settlement batch, assigned by the engine in order, starting at 1.
+    SettlementId,
+    "settlement id"
 );
 
 impl AccountId {

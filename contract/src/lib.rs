@@ -6,6 +6,7 @@
 //! forms are a public contract (the event log and the API carry them): change them only by
 //! adding a new schema version.
 
+mod chain;
 pub mod codec;
 mod command;
 mod event;
@@ -14,11 +15,14 @@ mod ids;
 mod money;
 mod rejection;
 
+pub use chain::{ChainAddress, FailureReason, SettlementPayout, TxHash};
 pub use command::{
     AskSpec, BidSpec, Command, Interconnect, NewOrder, OrderTerms, Side, TimeInForce, Vendor,
 };
 pub use event::{CancelReason, Event, LeaseEndReason};
 pub use explain::{Exclusion, Explanation, SkippedOrder};
-pub use ids::{AccountId, ClientOrderId, LeaseId, MarketId, NodeId, OrderId, ParseError, Region};
+pub use ids::{
+    AccountId, ClientOrderId, LeaseId, MarketId, NodeId, OrderId, ParseError, Region, SettlementId,
+};
 pub use money::{Amount, FeeRate, Gpus, Hours, MoneyError, Price, Reputation, Timestamp};
 pub use rejection::Rejection;

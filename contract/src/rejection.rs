@@ -1,7 +1,10 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::{AccountId, Amount, ClientOrderId, Gpus, LeaseId, MarketId, OrderId, Price, Timestamp};
+use crate::{
+    AccountId, Amount, ClientOrderId, Gpus, LeaseId, MarketId, OrderId, Price, SettlementId,
+    Timestamp, TxHash,
+};
 
 /// Why the engine refused a command. A rejected command changes nothing.
 ///
@@ -69,6 +72,18 @@ pub enum Rejection {
         hours_used: Decimal,
         hours: u32,
     },
+    #[error("account {account} has no payout address; set one first")]
+    NoPayoutAddress { account: AccountId },
+    #[error("message {msg_index} of transaction {tx_hash} was already credited")]
+    DuplicateDeposit { tx_hash: TxHash, msg_index: u32 },
+    #[error("settlement batch {batch} is still open; one batch settles at a time")]
+    SettlementInProgress { batch: SettlementId },
+    #[error("nothing to settle: no withdrawal requested and no earnings reach the minimum payout")]
+    NothingToSettle,
+    #[error("settlement batch {batch} is not open")]
+    SettlementNotOpen { batch: SettlementId },
+    #[error("a settlement batch holds 1 to 10000 payouts (got {max_payouts})")]
+    BadBatchSize { max_payouts: u32 },
 }
 
 impl Rejection {
@@ -98,6 +113,12 @@ impl Rejection {
             Rejection::NotLeaseParty { .. } => "NOT_LEASE_PARTY",
             Rejection::NotLeaseProvider { .. } => "NOT_LEASE_PROVIDER",
             Rejection::BadHoursUsed { .. } => "BAD_HOURS_USED",
+            Rejection::NoPayoutAddress { .. } => "NO_PAYOUT_ADDRESS",
+            Rejection::DuplicateDeposit { .. } => "DUPLICATE_DEPOSIT",
+            Rejection::SettlementInProgress { .. } => "SETTLEMENT_IN_PROGRESS",
+            Rejection::NothingToSettle => "NOTHING_TO_SETTLE",
+            Rejection::SettlementNotOpen { .. } => "SETTLEMENT_NOT_OPEN",
+            Rejection::BadBatchSize { .. } => "BAD_BATCH_SIZE",
         }
     }
 }

@@ -46,8 +46,8 @@ impl EscrowKey {
         EscrowKey::new(key, prefix)
     }
 
-    /// From a file holding the secret key in hex (64 digits); the file must be private to
-    /// its owner.
+    /// From a file holding the secret key in hex (64 digits) or a BIP-39 mnemonic (no
+    /// passphrase); the file must be private to its owner.
     pub fn from_file(path: &Path, prefix: &str) -> Result<EscrowKey, BridgeError> {
         let mode = std::fs::metadata(path)
             .map_err(key_error)?
@@ -62,6 +62,9 @@ impl EscrowKey {
         }
         let text = Zeroizing::new(std::fs::read_to_string(path).map_err(key_error)?);
         let hex = text.trim();
+        if hex.split_whitespace().count() >= 12 {
+            return EscrowKey::from_mnemonic(hex, "", prefix);
+        }
         if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(BridgeError::Key(format!(
                 "{} does not hold a 32-byte hex key",

@@ -8,6 +8,8 @@
 //! chain does and includes them in blocks). The JSON-RPC front of the devnet, the chain
 //! client, deposits and settlement batches follow.
 
+pub mod bridge;
+pub mod chain;
 pub mod devnet;
 pub mod keys;
 pub mod tx;
@@ -30,4 +32,18 @@ pub enum BridgeError {
     Tx(String),
     #[error("signature: {0}")]
     Signature(String),
+    /// Worth retrying: the node is unreachable or answered with an error.
+    #[error("chain node: {0}")]
+    Chain(String),
+    /// Worth retrying: the market's API is unreachable or busy.
+    #[error("market API: {0}")]
+    Api(String),
+    #[error("the market API refused: {code}: {message}")]
+    Refused { code: String, message: String },
+    #[error("bridge database: {0}")]
+    Db(#[from] diesel::result::Error),
+    #[error("bridge database connection: {0}")]
+    Connect(#[from] diesel::ConnectionError),
+    #[error("configuration: {0}")]
+    Config(String),
 }

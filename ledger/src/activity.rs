@@ -142,6 +142,8 @@ pub struct ActivityBatch {
     trades: Vec<TradeRow>,
     new_leases: BTreeMap<i64, LeaseRow>,
     lease_changes: BTreeMap<i64, LeaseChange>,
+    /// The chain bridge's events, in order: rare, so written one by one.
+    settlement: Vec<(i64, DateTime<Utc>, Event)>,
     /// The latest event time of the batch: the partition's clock.
     clock: Option<DateTime<Utc>>,
 }
@@ -197,6 +199,10 @@ impl Projection for Activity {
         "usage_lines",
         "invoices",
         "earnings",
+        "payout_addresses",
+        "chain_deposits",
+        "settlement_payouts",
+        "settlements",
     ];
     type Batch = ActivityBatch;
 
@@ -457,8 +463,19 @@ impl Projection for Activity {
                     c.end = Some(end);
                 });
             }
+            Event::PayoutAddressSet { .. }
+            | Event::ChainDeposited { .. }
+            | Event::SettlementOpened { .. }
+            | Event::SettlementConfirmed { .. }
+            | Event::SettlementFailed { .. } => {
+                for id in settlement_ids(event) {
+                    fit("id", id)?;
+                }
+                batch.settlement.push((seq, at, event.clone()));
+            }
             Event::Deposited { .. }
             | Event::Withdrawn { .. }
+            | Event::WithdrawalRequested { .. }
             | Event::ReputationSet { .. }
             | Event::NodeHeartbeat { .. } => {}
         }
@@ -480,6 +497,7 @@ impl Projection for Activity {
         write_trades(conn, partition, &batch.trades)?;
         let ended = write_leases(conn, partition, &batch)?;
         write_usage(conn, partition, &ended)?;
+        write_settlement(conn, partition, &batch.settlement)?;
         // The partition's clock moves, and invoices whose month every partition has left
         // close.
         diesel::sql_query(
@@ -500,6 +518,124 @@ impl Projection for Activity {
         .execute(conn)?;
         Ok(())
     }
+}
+
+/// Every id a bridge event stores, so `add` can refuse one that does not fit a `bigint`.
+fn settlement_ids(event: &Event) -> Vec<u64> {
+    match event {
+        Event::PayoutAddressSet { account, .. } | Event::ChainDeposited { account, .. } => {
+            vec![account.0]
+        }
+        Event::SettlementOpened { batch, payouts }
+        | Event::SettlementFailed { batch, payouts, .. } => std::iter::once(batch.0)
+            .chain(payouts.iter().map(|p| p.account.0))
+            .collect(),
+        Event::SettlementConfirmed { batch, height, .. } => vec![batch.0, *height],
+        _ => Vec::new(),
+    }
+}
+
+/// Ids were checked by `add`.
+fn id(value: u64) -> i64 {
+    value as i64
+}
+
+fn write_settlement(
+    conn: &mut PgConnection,
+    partition: i32,
+    events: &[(i64, DateTime<Utc>, Event)],
+) -> Result<(), LedgerError> {
+    for (seq, at, event) in events {
+        match event {
+            Event::PayoutAddressSet { account, address } => {
+                diesel::sql_query(
+                    "INSERT INTO payout_addresses (account, address, partition, event_seq, set_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account) DO UPDATE \
+                     SET address = excluded.address, partition = excluded.partition, \
+                     event_seq = excluded.event_seq, set_at = excluded.set_at",
+                )
+                .bind::<BigInt, _>(id(account.0))
+                .bind::<Text, _>(address.as_str())
+                .bind::<Integer, _>(partition)
+                .bind::<BigInt, _>(*seq)
+                .bind::<Timestamptz, _>(*at)
+                .execute(conn)?;
+            }
+            Event::ChainDeposited {
+                account,
+                amount: credited,
+                tx_hash,
+                msg_index,
+            } => {
+                diesel::sql_query(
+                    "INSERT INTO chain_deposits \
+                     (tx_hash, msg_index, account, amount, partition, event_seq, at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind::<Text, _>(tx_hash.to_string())
+                .bind::<Integer, _>(*msg_index as i32)
+                .bind::<BigInt, _>(id(account.0))
+                .bind::<Numeric, _>(amount(*credited))
+                .bind::<Integer, _>(partition)
+                .bind::<BigInt, _>(*seq)
+                .bind::<Timestamptz, _>(*at)
+                .execute(conn)?;
+            }
+            Event::SettlementOpened { batch, payouts } => {
+                let total: Decimal = payouts.iter().map(|p| amount(p.amount)).sum();
+                diesel::sql_query(
+                    "INSERT INTO settlements (batch, partition, state, total, payouts, opened_at) \
+                     VALUES ($1, $2, 'open', $3, $4, $5)",
+                )
+                .bind::<BigInt, _>(id(batch.0))
+                .bind::<Integer, _>(partition)
+                .bind::<Numeric, _>(total)
+                .bind::<Integer, _>(payouts.len() as i32)
+                .bind::<Timestamptz, _>(*at)
+                .execute(conn)?;
+                diesel::sql_query(
+                    "INSERT INTO settlement_payouts (batch, account, address, amount, from_available) \
+                     SELECT $1, a, d, m, f FROM unnest($2, $3, $4, $5) AS u(a, d, m, f)",
+                )
+                .bind::<BigInt, _>(id(batch.0))
+                .bind::<Array<BigInt>, _>(payouts.iter().map(|p| id(p.account.0)).collect::<Vec<_>>())
+                .bind::<Array<Text>, _>(payouts.iter().map(|p| p.address.as_str()).collect::<Vec<_>>())
+                .bind::<Array<Numeric>, _>(payouts.iter().map(|p| amount(p.amount)).collect::<Vec<_>>())
+                .bind::<Array<Numeric>, _>(
+                    payouts.iter().map(|p| amount(p.from_available)).collect::<Vec<_>>(),
+                )
+                .execute(conn)?;
+            }
+            Event::SettlementConfirmed {
+                batch,
+                tx_hash,
+                height,
+                ..
+            } => {
+                diesel::sql_query(
+                    "UPDATE settlements SET state = 'confirmed', closed_at = $2, tx_hash = $3, \
+                     height = $4 WHERE batch = $1",
+                )
+                .bind::<BigInt, _>(id(batch.0))
+                .bind::<Timestamptz, _>(*at)
+                .bind::<Text, _>(tx_hash.to_string())
+                .bind::<BigInt, _>(id(*height))
+                .execute(conn)?;
+            }
+            Event::SettlementFailed { batch, reason, .. } => {
+                diesel::sql_query(
+                    "UPDATE settlements SET state = 'failed', closed_at = $2, reason = $3 \
+                     WHERE batch = $1",
+                )
+                .bind::<BigInt, _>(id(batch.0))
+                .bind::<Timestamptz, _>(*at)
+                .bind::<Text, _>(reason.as_str())
+                .execute(conn)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn write_markets(

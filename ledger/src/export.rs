@@ -390,6 +390,53 @@ struct Sum {
 }
 
 #[derive(QueryableByName)]
+struct ChainBreak {
+    #[diesel(sql_type = Text)]
+    check: String,
+    #[diesel(sql_type = Text)]
+    detail: String,
+}
+
+/// The ledger against the chain, for one period: settlements the ledger confirmed against
+/// the escrow account's outgoing transfers the bridge saw on chain (per transaction hash),
+/// credited chain deposits against the incoming transfers, and incoming transfers nobody
+/// could credit (missing or unknown memo), which wait for manual handling.
+const CHAIN_CHECKS: &str = "\
+SELECT 'settlements = on-chain payouts' AS check, \
+       format('settlement %s (tx %s) pays %s in the ledger but %s on chain', \
+              s.batch, s.tx_hash, s.total, coalesce(o.total, 0)) AS detail \
+FROM settlements s \
+LEFT JOIN (SELECT tx_hash, sum(amount) AS total FROM bridge_transfers \
+           WHERE direction = 'out' GROUP BY tx_hash) o ON o.tx_hash = s.tx_hash \
+WHERE s.state = 'confirmed' AND s.closed_at >= $1 AND s.closed_at < $2 \
+  AND o.total IS DISTINCT FROM s.total \
+UNION ALL \
+SELECT 'settlements = on-chain payouts', \
+       format('transaction %s at height %s sent %s out of escrow, and no confirmed settlement has it', \
+              t.tx_hash, min(t.height), sum(t.amount)) \
+FROM bridge_transfers t \
+WHERE t.direction = 'out' AND t.block_time >= $1 AND t.block_time < $2 \
+  AND NOT EXISTS (SELECT 1 FROM settlements s WHERE s.tx_hash = t.tx_hash AND s.state = 'confirmed') \
+GROUP BY t.tx_hash \
+UNION ALL \
+SELECT 'deposits = on-chain transfers', \
+       format('deposit %s/%s credits %s to account %s, but the chain shows %s', \
+              d.tx_hash, d.msg_index, d.amount, d.account, coalesce(t.total::text, 'no transfer')) \
+FROM chain_deposits d \
+LEFT JOIN (SELECT tx_hash, msg_index, sum(amount) AS total FROM bridge_transfers \
+           WHERE direction = 'in' GROUP BY tx_hash, msg_index) t \
+       ON t.tx_hash = d.tx_hash AND t.msg_index = d.msg_index \
+WHERE d.at >= $1 AND d.at < $2 AND t.total IS DISTINCT FROM d.amount \
+UNION ALL \
+SELECT 'unmatched deposits', \
+       format('transfer %s/%s of %s base units from %s (memo %s) at height %s: %s; handle by hand', \
+              tx_hash, msg_index, base_amount, counterparty, quote_literal(memo), height, \
+              coalesce(note, 'unknown account')) \
+FROM bridge_transfers \
+WHERE direction = 'in' AND state = 'unmatched' AND block_time >= $1 AND block_time < $2 \
+ORDER BY 1, 2";
+
+#[derive(QueryableByName)]
 struct Unbalanced {
     #[diesel(sql_type = Integer)]
     partition: i32,
@@ -546,6 +593,19 @@ pub fn reconciliation(
                 ),
             });
         }
+        let chain: Vec<ChainBreak> = diesel::sql_query(CHAIN_CHECKS)
+            .bind::<Timestamptz, _>(start)
+            .bind::<Timestamptz, _>(end)
+            .load(conn)?;
+        breaks.extend(chain.into_iter().map(|b| Break {
+            period_start: start,
+            check: match b.check.as_str() {
+                "settlements = on-chain payouts" => "settlements = on-chain payouts",
+                "deposits = on-chain transfers" => "deposits = on-chain transfers",
+                _ => "unmatched deposits",
+            },
+            detail: b.detail,
+        }));
         opening = closing;
         start = end;
     }

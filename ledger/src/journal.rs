@@ -20,6 +20,8 @@ pub enum Bucket {
     Available,
     Held,
     InLease,
+    /// On its way out through the chain: requested withdrawals and open settlement batches.
+    Settling,
     Fees,
     External,
 }
@@ -31,6 +33,7 @@ impl Bucket {
             Bucket::Available => "available",
             Bucket::Held => "held",
             Bucket::InLease => "in_lease",
+            Bucket::Settling => "settling",
             Bucket::Fees => "fees",
             Bucket::External => "external",
         }
@@ -167,10 +170,64 @@ pub fn postings(event: &Event) -> Result<Vec<Posting>, PostingError> {
                 refunded,
             )?;
         }
+        Event::ChainDeposited {
+            account, amount, ..
+        } => {
+            legs.transfer(
+                account,
+                Bucket::External,
+                account,
+                Bucket::spendable(account),
+                amount,
+            )?;
+        }
+        Event::WithdrawalRequested { account, amount } => {
+            legs.transfer(
+                account,
+                Bucket::spendable(account),
+                account,
+                Bucket::Settling,
+                amount,
+            )?;
+        }
+        Event::SettlementOpened { ref payouts, .. } => {
+            for p in payouts {
+                legs.transfer(
+                    p.account,
+                    Bucket::spendable(p.account),
+                    p.account,
+                    Bucket::Settling,
+                    p.from_available,
+                )?;
+            }
+        }
+        Event::SettlementConfirmed { ref payouts, .. } => {
+            for p in payouts {
+                legs.transfer(
+                    p.account,
+                    Bucket::Settling,
+                    p.account,
+                    Bucket::External,
+                    p.amount,
+                )?;
+            }
+        }
+        Event::SettlementFailed { ref payouts, .. } => {
+            for p in payouts {
+                legs.transfer(
+                    p.account,
+                    Bucket::Settling,
+                    p.account,
+                    Bucket::spendable(p.account),
+                    p.amount,
+                )?;
+            }
+        }
         Event::MarketCreated { .. }
         | Event::ReputationSet { .. }
         | Event::LeaseStarted { .. }
-        | Event::NodeHeartbeat { .. } => {}
+        | Event::NodeHeartbeat { .. }
+        | Event::PayoutAddressSet { .. } => {}
     }
     let total: i128 = legs
         .postings
@@ -316,6 +373,79 @@ mod tests {
                 amount: amount("3"),
             },
             &[(0, Fees, "-3"), (0, External, "3")],
+        );
+    }
+
+    #[test]
+    fn settlement_moves_through_settling_to_external_or_back() {
+        use contract::{ChainAddress, FailureReason, SettlementId, SettlementPayout, TxHash};
+        use Bucket::*;
+        let payouts = vec![
+            SettlementPayout {
+                account: BUYER,
+                address: ChainAddress::parse("cosmos19rl4cm2hmr8afy4kldpxz3fka4jguq0auqdal4")
+                    .unwrap(),
+                amount: amount("10"),
+                from_available: amount("0"),
+            },
+            SettlementPayout {
+                account: PROVIDER,
+                address: ChainAddress::parse("cosmos19rl4cm2hmr8afy4kldpxz3fka4jguq0auqdal4")
+                    .unwrap(),
+                amount: amount("4"),
+                from_available: amount("4"),
+            },
+        ];
+        check(
+            Event::WithdrawalRequested {
+                account: BUYER,
+                amount: amount("10"),
+            },
+            &[(7, Available, "-10"), (7, Settling, "10")],
+        );
+        check(
+            Event::ChainDeposited {
+                account: BUYER,
+                amount: amount("5"),
+                tx_hash: TxHash([1; 32]),
+                msg_index: 0,
+            },
+            &[(7, External, "-5"), (7, Available, "5")],
+        );
+        // The buyer's part was already settling since its request.
+        check(
+            Event::SettlementOpened {
+                batch: SettlementId(1),
+                payouts: payouts.clone(),
+            },
+            &[(9, Available, "-4"), (9, Settling, "4")],
+        );
+        check(
+            Event::SettlementConfirmed {
+                batch: SettlementId(1),
+                tx_hash: TxHash([2; 32]),
+                height: 3,
+                payouts: payouts.clone(),
+            },
+            &[
+                (7, Settling, "-10"),
+                (7, External, "10"),
+                (9, Settling, "-4"),
+                (9, External, "4"),
+            ],
+        );
+        check(
+            Event::SettlementFailed {
+                batch: SettlementId(1),
+                reason: FailureReason::new("out of gas").unwrap(),
+                payouts,
+            },
+            &[
+                (7, Settling, "-10"),
+                (7, Available, "10"),
+                (9, Settling, "-4"),
+                (9, Available, "4"),
+            ],
         );
     }
 

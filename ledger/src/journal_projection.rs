@@ -89,6 +89,13 @@ impl Projection for Journal {
         let positions = match *event {
             Event::Deposited { account, amount } => vec![(account, DEPOSITS, amount)],
             Event::Withdrawn { account, amount } => vec![(account, WITHDRAWALS, amount)],
+            Event::ChainDeposited {
+                account, amount, ..
+            } => vec![(account, DEPOSITS, amount)],
+            Event::SettlementConfirmed { ref payouts, .. } => payouts
+                .iter()
+                .map(|p| (p.account, WITHDRAWALS, p.amount))
+                .collect(),
             Event::LeaseEnded {
                 buyer,
                 provider,

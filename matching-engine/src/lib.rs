@@ -13,6 +13,7 @@
 mod book;
 mod index;
 mod matching;
+mod settlement;
 mod snapshot;
 
 use std::cmp::Reverse;
@@ -43,6 +44,8 @@ pub struct Balance {
     pub held: Amount,
     /// Paid into running leases, not yet charged or refunded.
     pub in_lease: Amount,
+    /// Requested withdrawals and payouts of the open settlement batch, on their way out.
+    pub settling: Amount,
 }
 
 /// A resting order as queries see it.
@@ -121,6 +124,11 @@ struct Funds {
     available: i64,
     held: i64,
     in_lease: i64,
+    settling: i64,
+    /// Of `settling`: withdrawals requested and not yet in a batch.
+    requested: i64,
+    /// Earnings not yet paid out: what a settlement batch pays from available.
+    unpaid_earnings: i64,
 }
 
 /// One step of a planned match, computed before anything changes.
@@ -146,6 +154,7 @@ pub struct Engine {
     leases: Leases,
     expiries: BinaryHeap<Reverse<(i64, OrderId)>>,
     regions: Vec<Region>,
+    settlement: settlement::Settlement,
     /// Scratch space reused across commands; not state.
     plan: Vec<Step>,
 }
@@ -227,6 +236,28 @@ impl Engine {
                 Ok(())
             }
             Command::Tick => Ok(()),
+            Command::SetPayoutAddress { account, address } => {
+                self.set_payout_address(*account, address, out)
+            }
+            Command::RequestWithdrawal { account, amount } => {
+                self.request_withdrawal(*account, *amount, out)
+            }
+            Command::ChainDeposit {
+                account,
+                amount,
+                tx_hash,
+                msg_index,
+            } => self.chain_deposit(*account, *amount, *tx_hash, *msg_index, out),
+            Command::OpenSettlement {
+                min_payout,
+                max_payouts,
+            } => self.open_settlement(*min_payout, *max_payouts, out),
+            Command::ConfirmSettlement {
+                batch,
+                tx_hash,
+                height,
+            } => self.confirm_settlement(*batch, *tx_hash, *height, out),
+            Command::FailSettlement { batch, reason } => self.fail_settlement(*batch, reason, out),
         }
     }
 
@@ -926,7 +957,9 @@ impl Engine {
         let buyer = self.funds.entry(lease.buyer).or_default();
         buyer.in_lease -= lease.cost.micros();
         buyer.available += refunded;
-        self.funds.entry(lease.provider).or_default().available += provider_earned;
+        let provider = self.funds.entry(lease.provider).or_default();
+        provider.available += provider_earned;
+        provider.unpaid_earnings += provider_earned;
         self.funds.entry(AccountId::MARKET).or_default().available += fee;
         out.push(Event::LeaseEnded {
             lease_id,
@@ -1002,6 +1035,7 @@ impl Engine {
             available: Amount::from_micros(f.available),
             held: Amount::from_micros(f.held),
             in_lease: Amount::from_micros(f.in_lease),
+            settling: Amount::from_micros(f.settling),
         }
     }
 
@@ -1010,7 +1044,7 @@ impl Engine {
         Amount::from_micros(
             self.funds
                 .values()
-                .map(|f| f.available + f.held + f.in_lease)
+                .map(|f| f.available + f.held + f.in_lease + f.settling)
                 .sum(),
         )
     }
@@ -1186,8 +1220,22 @@ impl Engine {
                     funds.held
                 ));
             }
-            if funds.available < 0 || funds.in_lease < 0 {
+            if funds.available < 0
+                || funds.in_lease < 0
+                || funds.requested < 0
+                || funds.unpaid_earnings < 0
+            {
                 problems.push(format!("account {account} is negative: {funds:?}"));
+            }
+            let in_batch = self
+                .open_settlement_batch()
+                .and_then(|(_, payouts)| payouts.iter().find(|p| p.account == *account))
+                .map_or(0, |p| p.amount.micros());
+            if funds.settling != funds.requested + in_batch {
+                problems.push(format!(
+                    "account {account} has {} settling but {} requested and {in_batch} in the open batch",
+                    funds.settling, funds.requested
+                ));
             }
         }
         let in_leases: i64 = self.leases.iter().map(|l| l.cost.micros()).sum();

@@ -6,14 +6,18 @@
 
 use std::cmp::Reverse;
 
-use contract::{AccountId, FeeRate, MarketId, Region, Reputation, Side};
+use contract::{
+    AccountId, ChainAddress, FeeRate, MarketId, Region, Reputation, SettlementId, SettlementPayout,
+    Side, TxHash,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::book::{Ladder, Order};
 use crate::index::{ClientIds, Leases};
+use crate::settlement::Settlement;
 use crate::{Engine, Funds, Lease, Market};
 
-const MAGIC: &[u8; 8] = b"GPUMKT\x00\x02";
+const MAGIC: &[u8; 8] = b"GPUMKT\x00\x03";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -36,6 +40,11 @@ struct Image {
     reputations: Vec<(AccountId, Reputation)>,
     client_ids: Vec<(AccountId, ClientIds)>,
     leases: Vec<Lease>,
+    payout_addresses: Vec<(AccountId, ChainAddress)>,
+    /// Sorted.
+    chain_deposits: Vec<(TxHash, u32)>,
+    open_settlement: Option<(SettlementId, Vec<SettlementPayout>)>,
+    last_settlement: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -99,6 +108,19 @@ impl Engine {
             reputations: sorted(self.reputations.iter().map(|(k, v)| (*k, *v))),
             client_ids: sorted(self.client_ids.iter().map(|(k, v)| (*k, v.clone()))),
             leases: self.leases.iter().cloned().collect(),
+            payout_addresses: sorted(
+                self.settlement
+                    .addresses
+                    .iter()
+                    .map(|(k, v)| (*k, v.clone())),
+            ),
+            chain_deposits: {
+                let mut v: Vec<_> = self.settlement.deposits.iter().copied().collect();
+                v.sort_unstable();
+                v
+            },
+            open_settlement: self.settlement.open.clone(),
+            last_settlement: self.settlement.last_batch,
         };
         bincode::serialize(&image).expect("the engine image always serializes")
     }
@@ -138,6 +160,12 @@ impl Engine {
             reputations: image.reputations.into_iter().collect(),
             client_ids: image.client_ids.into_iter().collect(),
             leases: Leases::restore(image.leases, image.next_lease_id),
+            settlement: Settlement {
+                addresses: image.payout_addresses.into_iter().collect(),
+                deposits: image.chain_deposits.into_iter().collect(),
+                open: image.open_settlement,
+                last_batch: image.last_settlement,
+            },
             ..Engine::default()
         };
         for (index, m) in image.markets.into_iter().enumerate() {

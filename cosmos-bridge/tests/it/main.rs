@@ -232,8 +232,8 @@ mod devnet {
         );
         let hash = net.broadcast(&bytes).unwrap();
         assert!(net.tx(&hash).is_none(), "not in a block yet");
-        assert_eq!(net.produce_block(), 1);
-        let result = net.tx(&hash).unwrap();
+        assert_eq!(net.produce_block(0, true), 1);
+        let result = net.tx(&hash).unwrap().1;
         assert_eq!((result.code, result.height), (0, 1), "{result:?}");
         assert_eq!(
             net.account(&from).unwrap().balance,
@@ -295,7 +295,7 @@ mod devnet {
         );
         // Garbage.
         assert_eq!(net.broadcast(b"not a transaction").unwrap_err().code, 2);
-        assert_eq!(net.produce_block(), 1);
+        assert_eq!(net.produce_block(0, true), 1);
         assert_eq!(
             net.account(escrow.address().as_ref()).unwrap().balance,
             100_000_000,
@@ -320,9 +320,9 @@ mod devnet {
         let second = payout("30", 1);
         let h1 = net.broadcast(&first).unwrap();
         let h2 = net.broadcast(&second).unwrap();
-        net.produce_block();
+        net.produce_block(0, true);
         assert_eq!(
-            (net.tx(&h1).unwrap().code, net.tx(&h2).unwrap().code),
+            (net.tx(&h1).unwrap().1.code, net.tx(&h2).unwrap().1.code),
             (0, 0)
         );
         // Both fit at CheckTx; at delivery the second finds the balance spent by the first.
@@ -330,9 +330,14 @@ mod devnet {
         let fourth = payout("9", 3);
         let h3 = net.broadcast(&third).unwrap();
         let h4 = net.broadcast(&fourth).unwrap();
-        net.produce_block();
-        assert_eq!(net.tx(&h3).unwrap().code, 0);
-        assert_eq!(net.tx(&h4).unwrap().code, 5, "{:?}", net.tx(&h4));
+        net.produce_block(0, true);
+        assert_eq!(net.tx(&h3).unwrap().1.code, 0);
+        assert_eq!(
+            net.tx(&h4).unwrap().1.code,
+            5,
+            "{:?}",
+            net.tx(&h4).map(|t| t.1)
+        );
         assert_eq!(
             net.account(provider.address().as_ref()).unwrap().balance,
             99_000_000

@@ -7,4 +7,5 @@ mod explain;
 mod orders;
 mod properties;
 mod risk;
+mod settlement;
 mod snapshot;

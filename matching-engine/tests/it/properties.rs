@@ -128,6 +128,11 @@ fn place() -> impl Strategy<Value = Command> {
         })
 }
 
+const PAYOUT_ADDRESSES: [&str; 2] = [
+    "cosmos19rl4cm2hmr8afy4kldpxz3fka4jguq0auqdal4",
+    "cosmos1qypqxpq9qcrsszg2pvxq6rs0zqg3yyc5lzv7xu",
+];
+
 fn command() -> impl Strategy<Value = Command> {
     let account = || (1u64..=6).prop_map(AccountId);
     prop_oneof![
@@ -157,6 +162,20 @@ fn command() -> impl Strategy<Value = Command> {
             gpus: Gpus::new(gpus).unwrap(),
         }),
         1 => Just(Command::Tick),
+        1 => (0u64..=6, 0usize..2).prop_map(|(a, i)| Command::SetPayoutAddress {
+            account: AccountId(a),
+            address: contract::ChainAddress::parse(PAYOUT_ADDRESSES[i]).unwrap(),
+        }),
+        2 => (0u64..=6, 1i64..=50).prop_map(|(a, units)| Command::RequestWithdrawal { account: AccountId(a), amount: Amount::from_micros(units * 1_000_000) }),
+        1 => (account(), 1i64..=100, 0u8..4, 0u32..2).prop_map(|(account, units, tx, msg_index)| Command::ChainDeposit {
+            account,
+            amount: Amount::from_micros(units * 1_000_000),
+            tx_hash: contract::TxHash([tx; 32]),
+            msg_index,
+        }),
+        1 => (0i64..=20, 1u32..=4).prop_map(|(units, max_payouts)| Command::OpenSettlement { min_payout: Amount::from_micros(units * 1_000_000), max_payouts }),
+        1 => (1u64..=4).prop_map(|batch| Command::ConfirmSettlement { batch: contract::SettlementId(batch), tx_hash: contract::TxHash([9; 32]), height: 7 }),
+        1 => (1u64..=4).prop_map(|batch| Command::FailSettlement { batch: contract::SettlementId(batch), reason: contract::FailureReason::new("out of gas").unwrap() }),
     ]
 }
 
@@ -225,6 +244,10 @@ proptest! {
                 match event {
                     Event::Deposited { amount, .. } => outside += amount.micros(),
                     Event::Withdrawn { amount, .. } => outside -= amount.micros(),
+                    Event::ChainDeposited { amount, .. } => outside += amount.micros(),
+                    Event::SettlementConfirmed { payouts, .. } => {
+                        outside -= payouts.iter().map(|p| p.amount.micros()).sum::<i64>();
+                    }
                     Event::OrderAccepted { order_id, order, .. } => {
                         arrivals += 1;
                         orders.insert(*order_id, Tracked {

@@ -1,7 +1,9 @@
-//! The devnet's state machine: a bank module that checks real Cosmos SDK transactions the way
-//! a chain does (decode, signer's account number and sequence, signature, fee, balances),
-//! keeps a mempool, and includes transactions in blocks. The CometBFT JSON-RPC front of the
-//! simulator is still to come; this is its deterministic core.
+//! The devnet simulator: a local stand-in for a Cosmos SDK chain, for tests and demos.
+//!
+//! This module is its deterministic core: a bank module that checks real Cosmos SDK
+//! transactions the way a chain does (decode, signer's account number and sequence,
+//! signature, fee, balances), keeps a mempool, and includes transactions in blocks.
+//! [`server`] serves it over a CometBFT JSON-RPC subset on loopback, with fault injection.
 //!
 //! Result codes are the Cosmos SDK's: 2 tx decode, 4 unauthorized (signature), 5 insufficient
 //! funds, 9 unknown address, 13 insufficient fee, 19 tx already in mempool, 32 wrong sequence.
@@ -12,6 +14,8 @@ use cosmrs::bank::{MsgMultiSend, MsgSend};
 use cosmrs::tx::Msg;
 
 use crate::tx;
+
+pub mod server;
 
 /// A refusal, with the SDK's code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,8 +47,20 @@ pub struct TxResult {
     /// 0 for success, else the SDK's code (the fee is still charged, as on a chain).
     pub code: u32,
     pub log: String,
+    /// The signer.
+    pub sender: String,
     /// The payouts it made: (address, amount in base units).
     pub transfers: Vec<(String, u128)>,
+}
+
+/// A committed block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    pub height: u64,
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: i64,
+    /// Transaction hashes, in order.
+    pub txs: Vec<String>,
 }
 
 /// A chain with one denom.
@@ -57,8 +73,8 @@ pub struct Devnet {
     pub min_fee: u128,
     accounts: BTreeMap<String, AccountState>,
     mempool: Vec<(String, Vec<u8>)>,
-    results: HashMap<String, TxResult>,
-    height: u64,
+    results: HashMap<String, (Vec<u8>, TxResult)>,
+    blocks: Vec<Block>,
 }
 
 /// What a transaction asks for, once decoded and checked against the signer's account.
@@ -81,7 +97,7 @@ impl Devnet {
             accounts: BTreeMap::new(),
             mempool: Vec::new(),
             results: HashMap::new(),
-            height: 0,
+            blocks: Vec::new(),
         }
     }
 
@@ -104,11 +120,46 @@ impl Devnet {
     }
 
     pub fn height(&self) -> u64 {
-        self.height
+        self.blocks.len() as u64
     }
 
-    pub fn tx(&self, hash: &str) -> Option<&TxResult> {
-        self.results.get(hash)
+    pub fn block(&self, height: u64) -> Option<&Block> {
+        self.blocks
+            .get(usize::try_from(height).ok()?.checked_sub(1)?)
+    }
+
+    /// A committed transaction: its bytes and result.
+    pub fn tx(&self, hash: &str) -> Option<(&[u8], &TxResult)> {
+        self.results.get(hash).map(|(b, r)| (b.as_slice(), r))
+    }
+
+    /// Committed transactions touching `address` (as signer, or as recipient of a transfer),
+    /// in `heights`, in chain order.
+    pub fn txs_of(
+        &self,
+        address: &str,
+        as_sender: bool,
+        heights: std::ops::RangeInclusive<u64>,
+    ) -> Vec<(&str, &[u8], &TxResult)> {
+        let (from, to) = (*heights.start().max(&1), *heights.end().min(&self.height()));
+        (from..=to)
+            .filter_map(|h| self.block(h))
+            .flat_map(|b| b.txs.iter())
+            .filter_map(|hash| {
+                let (bytes, result) = self.results.get(hash)?;
+                let touches = if as_sender {
+                    result.sender == address
+                } else {
+                    result.transfers.iter().any(|(to, _)| to == address)
+                };
+                touches.then_some((hash.as_str(), bytes.as_slice(), result))
+            })
+            .collect()
+    }
+
+    /// Waiting transactions.
+    pub fn mempool_len(&self) -> usize {
+        self.mempool.len()
     }
 
     /// CheckTx and into the mempool; returns the hash.
@@ -123,10 +174,16 @@ impl Devnet {
         Ok(hash)
     }
 
-    /// Includes the mempool in a new block, in order; returns its height.
-    pub fn produce_block(&mut self) -> u64 {
-        self.height += 1;
-        let pending = std::mem::take(&mut self.mempool);
+    /// Includes the mempool in a new block at `time_ms`, in order; returns its height.
+    /// `include: false` commits an empty block and keeps the mempool (delayed inclusion).
+    pub fn produce_block(&mut self, time_ms: i64, include: bool) -> u64 {
+        let height = self.height() + 1;
+        let pending = if include {
+            std::mem::take(&mut self.mempool)
+        } else {
+            Vec::new()
+        };
+        let mut hashes = Vec::with_capacity(pending.len());
         for (index, (hash, bytes)) in pending.into_iter().enumerate() {
             let result = match self.check(&bytes, false) {
                 Ok(checked) => {
@@ -144,18 +201,20 @@ impl Devnet {
                             self.fund(to, *amount);
                         }
                         TxResult {
-                            height: self.height,
+                            height,
                             index: index as u32,
                             code: 0,
                             log: String::new(),
+                            sender: checked.signer,
                             transfers: checked.transfers,
                         }
                     } else {
                         TxResult {
-                            height: self.height,
+                            height,
                             index: index as u32,
                             code: 5,
                             log: "insufficient funds".to_owned(),
+                            sender: checked.signer,
                             transfers: Vec::new(),
                         }
                     }
@@ -163,16 +222,23 @@ impl Devnet {
                 // Refused by the ante handler at delivery (e.g. a wrong sequence after an
                 // earlier transaction): recorded as failed, nothing charged.
                 Err(r) => TxResult {
-                    height: self.height,
+                    height,
                     index: index as u32,
                     code: r.code,
                     log: r.log,
+                    sender: self.signer_of(&bytes).unwrap_or_default(),
                     transfers: Vec::new(),
                 },
             };
-            self.results.insert(hash, result);
+            hashes.push(hash.clone());
+            self.results.insert(hash, (bytes, result));
         }
-        self.height
+        self.blocks.push(Block {
+            height,
+            time_ms,
+            txs: hashes,
+        });
+        height
     }
 
     fn check(&self, bytes: &[u8], in_mempool: bool) -> Result<Checked, Refused> {

@@ -1,0 +1,241 @@
+//! The chain client: the CometBFT JSON-RPC calls the bridge makes, over HTTP POST.
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use cosmrs::proto::cosmos::auth::v1beta1::{
+    BaseAccount, QueryAccountRequest, QueryAccountResponse,
+};
+use cosmrs::proto::cosmos::bank::v1beta1::{QueryBalanceRequest, QueryBalanceResponse};
+use cosmrs::proto::prost::Message;
+use serde_json::{json, Value};
+
+use crate::tx::Account;
+use crate::BridgeError;
+
+/// A node's JSON-RPC endpoint.
+#[derive(Debug, Clone)]
+pub struct ChainClient {
+    http: reqwest::blocking::Client,
+    url: String,
+}
+
+/// What CheckTx said of a broadcast.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broadcast {
+    pub code: u32,
+    pub log: String,
+}
+
+/// A committed transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedTx {
+    pub hash: String,
+    pub height: u64,
+    pub code: u32,
+    pub log: String,
+    pub bytes: Vec<u8>,
+}
+
+/// The chain's head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub chain_id: String,
+    pub height: u64,
+}
+
+fn unreachable(e: impl std::fmt::Display) -> BridgeError {
+    BridgeError::Chain(e.to_string())
+}
+
+fn number(v: &Value) -> Result<u64, BridgeError> {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .or_else(|| v.as_u64())
+        .ok_or_else(|| unreachable(format!("expected a number, got {v}")))
+}
+
+impl ChainClient {
+    pub fn new(url: &str) -> ChainClient {
+        ChainClient {
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("an HTTP client with default settings"),
+            url: url.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// One JSON-RPC call; `Ok(Err(data))` is the node's error answer.
+    fn call(&self, method: &str, params: Value) -> Result<Result<Value, String>, BridgeError> {
+        let response: Value = self
+            .http
+            .post(&self.url)
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+            .send()
+            .and_then(|r| r.json())
+            .map_err(|e| unreachable(format!("{method}: {e}")))?;
+        Ok(match response.get("error") {
+            Some(error) => Err(error["data"]
+                .as_str()
+                .or(error["message"].as_str())
+                .unwrap_or("unknown error")
+                .to_owned()),
+            None => Ok(response["result"].clone()),
+        })
+    }
+
+    fn result(&self, method: &str, params: Value) -> Result<Value, BridgeError> {
+        self.call(method, params)?
+            .map_err(|e| unreachable(format!("{method}: {e}")))
+    }
+
+    pub fn head(&self) -> Result<Head, BridgeError> {
+        let status = self.result("status", json!({}))?;
+        Ok(Head {
+            chain_id: status["node_info"]["network"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            height: number(&status["sync_info"]["latest_block_height"])?,
+        })
+    }
+
+    /// The block time of `height`, in milliseconds since the epoch.
+    pub fn block_time_ms(&self, height: u64) -> Result<i64, BridgeError> {
+        let block = self.result("block", json!({"height": height.to_string()}))?;
+        let time = block["block"]["header"]["time"]
+            .as_str()
+            .unwrap_or_default();
+        chrono::DateTime::parse_from_rfc3339(time)
+            .map(|t| t.timestamp_millis())
+            .map_err(|e| unreachable(format!("block {height} time {time:?}: {e}")))
+    }
+
+    fn abci_query(&self, path: &str, data: Vec<u8>) -> Result<Option<Vec<u8>>, BridgeError> {
+        let answer = self.result(
+            "abci_query",
+            json!({"path": path, "data": hex::encode(data), "height": "0", "prove": false}),
+        )?;
+        let response = &answer["response"];
+        match response["code"].as_u64().unwrap_or(0) {
+            0 => BASE64
+                .decode(response["value"].as_str().unwrap_or_default())
+                .map(Some)
+                .map_err(unreachable),
+            // The SDK's "not found": an account the chain has never seen.
+            22 => Ok(None),
+            code => Err(unreachable(format!(
+                "{path}: code {code}: {}",
+                response["log"].as_str().unwrap_or_default()
+            ))),
+        }
+    }
+
+    /// The account's number and sequence, or `None` for an account the chain has not seen.
+    pub fn account(&self, address: &str) -> Result<Option<Account>, BridgeError> {
+        let request = QueryAccountRequest {
+            address: address.to_owned(),
+        };
+        let Some(value) = self.abci_query(
+            "/cosmos.auth.v1beta1.Query/Account",
+            request.encode_to_vec(),
+        )?
+        else {
+            return Ok(None);
+        };
+        let any = QueryAccountResponse::decode(value.as_slice())
+            .map_err(unreachable)?
+            .account
+            .ok_or_else(|| unreachable("account query answered no account"))?;
+        let base = BaseAccount::decode(any.value.as_slice()).map_err(unreachable)?;
+        Ok(Some(Account {
+            number: base.account_number,
+            sequence: base.sequence,
+        }))
+    }
+
+    /// The balance of `address` in `denom`, in base units.
+    pub fn balance(&self, address: &str, denom: &str) -> Result<u128, BridgeError> {
+        let request = QueryBalanceRequest {
+            address: address.to_owned(),
+            denom: denom.to_owned(),
+        };
+        let Some(value) = self.abci_query(
+            "/cosmos.bank.v1beta1.Query/Balance",
+            request.encode_to_vec(),
+        )?
+        else {
+            return Ok(0);
+        };
+        let coin = QueryBalanceResponse::decode(value.as_slice())
+            .map_err(unreachable)?
+            .balance
+            .unwrap_or_default();
+        coin.amount
+            .parse()
+            .or_else(|_| {
+                if coin.amount.is_empty() {
+                    Ok(0)
+                } else {
+                    Err(())
+                }
+            })
+            .map_err(|_| unreachable(format!("balance {:?}", coin.amount)))
+    }
+
+    pub fn broadcast(&self, bytes: &[u8]) -> Result<Broadcast, BridgeError> {
+        let answer = self.result("broadcast_tx_sync", json!({"tx": BASE64.encode(bytes)}))?;
+        Ok(Broadcast {
+            code: answer["code"].as_u64().unwrap_or(0) as u32,
+            log: answer["log"].as_str().unwrap_or_default().to_owned(),
+        })
+    }
+
+    fn committed(v: &Value) -> Result<CommittedTx, BridgeError> {
+        Ok(CommittedTx {
+            hash: v["hash"].as_str().unwrap_or_default().to_uppercase(),
+            height: number(&v["height"])?,
+            code: v["tx_result"]["code"].as_u64().unwrap_or(0) as u32,
+            log: v["tx_result"]["log"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            bytes: BASE64
+                .decode(v["tx"].as_str().unwrap_or_default())
+                .map_err(unreachable)?,
+        })
+    }
+
+    /// The committed transaction with this hash (upper-case hex), or `None` when the chain
+    /// has not included it.
+    pub fn tx(&self, hash: &str) -> Result<Option<CommittedTx>, BridgeError> {
+        let raw = hex::decode(hash).map_err(|e| BridgeError::Tx(format!("hash {hash}: {e}")))?;
+        match self.call("tx", json!({"hash": BASE64.encode(raw), "prove": false}))? {
+            Ok(v) => Self::committed(&v).map(Some),
+            Err(e) if e.contains("not found") => Ok(None),
+            Err(e) => Err(unreachable(format!("tx: {e}"))),
+        }
+    }
+
+    /// Every committed transaction matching an event `query`, in chain order.
+    pub fn tx_search(&self, query: &str) -> Result<Vec<CommittedTx>, BridgeError> {
+        let mut txs = Vec::new();
+        for page in 1.. {
+            let answer = self.result(
+                "tx_search",
+                json!({"query": query, "prove": false, "page": page.to_string(),
+                       "per_page": "100", "order_by": "asc"}),
+            )?;
+            let total = number(&answer["total_count"])? as usize;
+            for tx in answer["txs"].as_array().into_iter().flatten() {
+                txs.push(Self::committed(tx)?);
+            }
+            if txs.len() >= total || answer["txs"].as_array().is_none_or(|a| a.is_empty()) {
+                break;
+            }
+        }
+        Ok(txs)
+    }
+}
