@@ -173,15 +173,12 @@ impl ChainClient {
             .map_err(unreachable)?
             .balance
             .unwrap_or_default();
+        // An empty amount is how a chain writes a balance it has never held.
+        if coin.amount.is_empty() {
+            return Ok(0);
+        }
         coin.amount
             .parse()
-            .or_else(|_| {
-                if coin.amount.is_empty() {
-                    Ok(0)
-                } else {
-                    Err(())
-                }
-            })
             .map_err(|_| unreachable(format!("balance {:?}", coin.amount)))
     }
 

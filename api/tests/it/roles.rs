@@ -87,6 +87,12 @@ fn every_role_against_every_mutation_and_sensitive_query() {
             vec![Trader, Provider],
         ),
         (
+            "set a payout address",
+            "mutation { setPayoutAddress(address: \"cosmos19rl4cm2hmr8afy4kldpxz3fka4jguq0auqdal4\") }".into(),
+            json!({}),
+            vec![Trader, Provider],
+        ),
+        (
             "withdraw",
             "mutation { requestWithdrawal(amount: \"1\") { amount } }".into(),
             json!({}),
@@ -126,6 +132,36 @@ fn every_role_against_every_mutation_and_sensitive_query() {
         (
             "revoke a key",
             "mutation { revokeApiKey(id: \"999\") }".into(),
+            json!({}),
+            vec![Admin],
+        ),
+        (
+            "credit a chain deposit",
+            format!(
+                "mutation {{ creditChainDeposit(account: \"{other}\", amount: \"5\", txHash: \"{}\", msgIndex: 0) {{ duplicate }} }}",
+                "AB".repeat(32)
+            ),
+            json!({}),
+            vec![Admin],
+        ),
+        (
+            "open a settlement",
+            "mutation { openSettlement(minPayout: \"1\") { batch } }".into(),
+            json!({}),
+            vec![Admin],
+        ),
+        (
+            "confirm a settlement",
+            format!(
+                "mutation {{ confirmSettlement(batch: \"999\", txHash: \"{}\", height: 1) }}",
+                "AB".repeat(32)
+            ),
+            json!({}),
+            vec![Admin],
+        ),
+        (
+            "fail a settlement",
+            "mutation { failSettlement(batch: \"999\", reason: \"out of gas\") }".into(),
             json!({}),
             vec![Admin],
         ),
@@ -204,6 +240,30 @@ fn every_role_against_every_mutation_and_sensitive_query() {
             "{ balance { available } }".into(),
             vec![Trader, Provider],
             true,
+        ),
+        (
+            "own settlements",
+            "{ settlements { edges { node { batch lines { amount } } } } }".into(),
+            vec![Trader, Provider, Finance, Admin],
+            false,
+        ),
+        (
+            "another's settlements",
+            format!("{{ settlements(account: \"{other}\") {{ edges {{ cursor }} }} }}"),
+            vec![Finance, Admin],
+            false,
+        ),
+        (
+            "the open settlement",
+            "{ pendingSettlement { batch } }".into(),
+            vec![Finance, Admin],
+            false,
+        ),
+        (
+            "settlement preview",
+            "{ settlementDue(minPayout: \"1\") { total } }".into(),
+            vec![Finance, Admin],
+            false,
         ),
         (
             "deposit instructions",

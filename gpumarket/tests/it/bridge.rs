@@ -160,9 +160,9 @@ fn the_bridge_credits_and_settles_exactly_once_through_crashes_and_chain_failure
     let wallet = key_file(market.dir.path(), "wallet.key", &"11".repeat(32));
     let payout_key = key_file(market.dir.path(), "payout.key", &"22".repeat(32));
     let mut devnet = Devnet::new("gpumarket-devnet-1", "cosmos", "uusdc", 1_000);
-    devnet.fund(&wallet.address().to_string(), 10_000 * USDC);
+    devnet.fund(wallet.address().as_ref(), 10_000 * USDC);
     // The escrow's own float for fees.
-    devnet.fund(&escrow.address().to_string(), 5 * USDC);
+    devnet.fund(escrow.address().as_ref(), 5 * USDC);
     let chain = DevnetServer::start(devnet, "127.0.0.1:0", 100).unwrap();
     let world = World {
         market,
