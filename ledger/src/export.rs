@@ -491,7 +491,8 @@ fn sums(
 /// balance is summed on its own, so a posting counted twice or lost between periods shows);
 /// the closing balances of all accounts sum to zero; every journal transaction in the
 /// period sums to zero and has postings; the fees the journal booked on lease ends equal the
-/// fees on the period's usage lines (billing). At the end: when the period reaches past the
+/// fees on the period's usage lines (billing); the ledger agrees with the chain ([`CHAIN_CHECKS`]).
+/// At the end: when the period reaches past the
 /// last transaction, the closing balances equal the projector's running `balances`.
 pub fn reconciliation(
     conn: &mut PgConnection,
