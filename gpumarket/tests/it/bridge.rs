@@ -329,6 +329,38 @@ fn the_bridge_credits_and_settles_exactly_once_through_crashes_and_chain_failure
         "the two deposits nobody could credit are listed for manual handling"
     );
 
+    // The operator's view: `bridge status` and `bridge settle-now`.
+    let cli = |action: &str| {
+        let output = Process::new(env!("CARGO_BIN_EXE_gpumarket"))
+            .args(["bridge", "--api-url", &m.url, "--rpc-url", world.chain.url()])
+            .arg("--api-key-file")
+            .arg(&world.api_key_file)
+            .args(["--database-url", m.db.url(), action])
+            .env("GPUMARKET_ESCROW_MNEMONIC", MNEMONIC)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "bridge {action}: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let status: serde_json::Value = serde_json::from_str(&cli("status")).unwrap();
+    assert_eq!(status["escrow_address"], world.escrow.address().to_string());
+    assert_eq!(status["unmatched_deposits"], "2");
+    assert_eq!(status["unfinished_transactions"], "0");
+    assert!(status["open_batch"].is_null(), "{status}");
+    assert!(
+        status["last_settlement"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("batch 10 failed")),
+        "{status}"
+    );
+    assert!(
+        status["escrow_balance"]
+            .as_str()
+            .is_some_and(|b| b.ends_with(" uusdc")),
+        "{status}"
+    );
+    assert_eq!(cli("settle-now").trim(), "nothing to settle");
+
     // The settlements query: the buyer sees its batches, with its line.
     let data = m.ok(
         &m.buyer,
