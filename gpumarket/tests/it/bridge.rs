@@ -332,7 +332,13 @@ fn the_bridge_credits_and_settles_exactly_once_through_crashes_and_chain_failure
     // The operator's view: `bridge status` and `bridge settle-now`.
     let cli = |action: &str| {
         let output = Process::new(env!("CARGO_BIN_EXE_gpumarket"))
-            .args(["bridge", "--api-url", &m.url, "--rpc-url", world.chain.url()])
+            .args([
+                "bridge",
+                "--api-url",
+                &m.url,
+                "--rpc-url",
+                world.chain.url(),
+            ])
             .arg("--api-key-file")
             .arg(&world.api_key_file)
             .args(["--database-url", m.db.url(), action])
