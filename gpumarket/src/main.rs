@@ -26,6 +26,9 @@ use matching_engine::Engine;
 use serde::Deserialize;
 use tracing::info;
 
+mod demo;
+mod up;
+
 #[derive(Parser)]
 #[command(name = "gpumarket", version, about = "The open GPU-compute exchange")]
 struct Cli {
@@ -35,6 +38,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// The whole market on this machine: Postgres (DATABASE_URL, or a private cluster made
+    /// with initdb/pg_ctl), the embedded log, engine, projectors, API, dashboard, devnet and
+    /// bridge. Prints where everything is; Ctrl-C stops; a second `up` resumes.
+    Up(up::UpArgs),
     /// Run one shard's matching engine: read its command partition, append its answers to
     /// the event partition, snapshot every N commands. Stops cleanly on SIGTERM or Ctrl-C.
     Engine {
@@ -601,6 +608,7 @@ fn main() -> Result<()> {
                 anyhow::Ok(())
             })
         }
+        Cmd::Up(args) => up::up(args),
         Cmd::Bridge { args, action } => {
             let mut bridge = args.bridge()?;
             match action {

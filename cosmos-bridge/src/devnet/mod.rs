@@ -174,6 +174,16 @@ impl Devnet {
         Ok(hash)
     }
 
+    /// Re-applies a committed block (from [`server`]'s chain file): its transactions are
+    /// delivered as they were, without CheckTx, so the state is rebuilt exactly.
+    pub fn replay_block(&mut self, time_ms: i64, txs: Vec<Vec<u8>>) -> u64 {
+        let waiting = std::mem::take(&mut self.mempool);
+        self.mempool = txs.into_iter().map(|b| (tx::hash(&b), b)).collect();
+        let height = self.produce_block(time_ms, true);
+        self.mempool = waiting;
+        height
+    }
+
     /// Includes the mempool in a new block at `time_ms`, in order; returns its height.
     /// `include: false` commits an empty block and keeps the mempool (delayed inclusion).
     pub fn produce_block(&mut self, time_ms: i64, include: bool) -> u64 {

@@ -64,6 +64,47 @@ impl DevnetServer {
     /// Serves `devnet` on `addr` (e.g. `127.0.0.1:0` for any free port), making a block
     /// every `block_ms` milliseconds.
     pub fn start(devnet: Devnet, addr: &str, block_ms: u64) -> std::io::Result<DevnetServer> {
+        Self::serve(devnet, addr, block_ms, None)
+    }
+
+    /// As [`DevnetServer::start`], keeping the chain in `path` (one JSON line per block):
+    /// the blocks already there are replayed onto `genesis` first, so a restarted devnet
+    /// resumes its chain (only the mempool is lost, as on a real node).
+    pub fn start_persistent(
+        mut genesis: Devnet,
+        addr: &str,
+        block_ms: u64,
+        path: &std::path::Path,
+    ) -> std::io::Result<DevnetServer> {
+        if let Ok(file) = std::fs::File::open(path) {
+            for line in BufReader::new(file).lines() {
+                let line = line?;
+                // A line cut short by a crash is the last one; its block was never served.
+                let Ok(block) = serde_json::from_str::<Value>(&line) else {
+                    break;
+                };
+                let txs = block["txs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| BASE64.decode(t.as_str()?).ok())
+                    .collect();
+                genesis.replay_block(block["time_ms"].as_i64().unwrap_or(0), txs);
+            }
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Self::serve(genesis, addr, block_ms, Some(file))
+    }
+
+    fn serve(
+        devnet: Devnet,
+        addr: &str,
+        block_ms: u64,
+        mut chain_file: Option<std::fs::File>,
+    ) -> std::io::Result<DevnetServer> {
         let listener = TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let url = format!("http://{}", listener.local_addr()?);
@@ -91,8 +132,16 @@ impl DevnetServer {
             std::thread::Builder::new()
                 .name("devnet-blocks".into())
                 .spawn(move || {
+                    let mut next = std::time::Instant::now();
                     while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(Duration::from_millis(block_ms));
+                        // Short naps, so a stop is seen soon whatever the block time.
+                        next += Duration::from_millis(block_ms);
+                        while std::time::Instant::now() < next && !stop.load(Ordering::Relaxed) {
+                            std::thread::sleep(Duration::from_millis(block_ms.clamp(1, 50)));
+                        }
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
                         let include = {
                             let mut f = faults.lock().expect("faults lock");
                             if f.down {
@@ -102,10 +151,21 @@ impl DevnetServer {
                             f.delay_blocks = f.delay_blocks.saturating_sub(1);
                             !delayed
                         };
-                        chain
-                            .lock()
-                            .expect("chain lock")
-                            .produce_block(now_ms(), include);
+                        let mut net = chain.lock().expect("chain lock");
+                        let height = net.produce_block(now_ms(), include);
+                        if let Some(file) = chain_file.as_mut() {
+                            let block = net.block(height).expect("just made");
+                            let txs: Vec<String> = block
+                                .txs
+                                .iter()
+                                .filter_map(|h| net.tx(h).map(|(b, _)| BASE64.encode(b)))
+                                .collect();
+                            // Written before the block is served: the lock is held.
+                            let line = json!({"time_ms": block.time_ms, "txs": txs});
+                            if writeln!(file, "{line}").is_err() {
+                                tracing::error!("the devnet could not write its chain file");
+                            }
+                        }
                     }
                 })?
         };

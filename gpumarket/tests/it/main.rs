@@ -2,4 +2,5 @@
 
 mod bridge;
 mod crash;
+mod e2e;
 mod projector_crash;

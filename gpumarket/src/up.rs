@@ -1,0 +1,525 @@
+//! `gpumarket up`: the whole market in one process on embedded defaults: Postgres (from
+//! `DATABASE_URL`, or a private cluster it starts with `initdb`/`pg_ctl`), the embedded log,
+//! the engine, the projectors, the API with GraphiQL and the dashboard, the devnet simulator
+//! and the Cosmos bridge; with `--demo`, simulated providers and bidding bots too.
+
+use std::path::{Path, PathBuf};
+use std::process::Command as Process;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use engine_service::{Runner, RunnerConfig, Topics};
+use eventlog::LogConfig;
+use ledger::{Activity, Journal, Reputation};
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+use crate::{run_projector, ProjectArgs};
+
+/// What `up` is told.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Everything the market keeps: log, snapshots, Postgres (when private), keys, the
+    /// devnet's chain. A second `up` with the same folder resumes the same market.
+    #[arg(long, env = "GPUMARKET_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Where the API, GraphiQL and the dashboard listen.
+    #[arg(long, env = "GPUMARKET_HTTP", default_value = "127.0.0.1:8080")]
+    pub http: String,
+    /// The event log; default `file://DATA_DIR/log` (embedded).
+    #[arg(long, env = "GPUMARKET_LOG")]
+    pub log: Option<String>,
+    /// Also run simulated providers (several GPU classes and regions) and bidding bots.
+    #[arg(long)]
+    pub demo: bool,
+    /// Where the devnet simulator serves its JSON-RPC.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub chain_rpc: String,
+    /// Milliseconds between devnet blocks.
+    #[arg(long, default_value_t = 1_000)]
+    pub block_ms: u64,
+    /// Seconds between settlement batches.
+    #[arg(long, default_value_t = 3_600)]
+    pub settle_every_secs: u64,
+    /// Earnings below this wait for a later settlement batch.
+    #[arg(long, default_value = "10")]
+    pub min_payout: rust_decimal::Decimal,
+    /// Prefix of the log's topic names (for a Kafka broker shared with other markets).
+    #[arg(long, env = "GPUMARKET_TOPIC_PREFIX", default_value = "")]
+    pub topic_prefix: String,
+}
+
+/// A Postgres cluster `up` started itself; stopped when dropped.
+struct PrivatePostgres {
+    data: PathBuf,
+    pg_ctl: PathBuf,
+    as_user: Option<&'static str>,
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let status = command(&self.pg_ctl, self.as_user)
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "fast", "-w", "stop"])
+            .output();
+        match status {
+            Ok(o) if o.status.success() => info!("private Postgres stopped"),
+            other => warn!(?other, "stopping the private Postgres failed"),
+        }
+    }
+}
+
+/// `program`, run as `user` (via runuser) when given: initdb and pg_ctl refuse root.
+fn command(program: &Path, user: Option<&str>) -> Process {
+    match user {
+        Some(user) => {
+            let mut c = Process::new("runuser");
+            c.args(["-u", user, "--"]).arg(program);
+            c
+        }
+        None => Process::new(program),
+    }
+}
+
+/// The machine's PostgreSQL server programs: on the PATH, or Debian's versioned folders.
+fn postgres_bin(name: &str) -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file());
+    on_path.or_else(|| {
+        let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| Some(e.ok()?.path().join("bin").join(name)))
+            .filter(|p| p.is_file())
+            .collect();
+        versions.sort();
+        versions.pop()
+    })
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Starts (creating it the first time) the private cluster in `dir`; returns its URL.
+fn private_postgres(dir: &Path) -> Result<(String, PrivatePostgres)> {
+    let advice =
+        "install PostgreSQL's server programs (Debian/Ubuntu: apt-get install postgresql) \
+                  or set DATABASE_URL to a running server";
+    let initdb = postgres_bin("initdb").with_context(|| format!("no initdb found: {advice}"))?;
+    let pg_ctl = postgres_bin("pg_ctl").with_context(|| format!("no pg_ctl found: {advice}"))?;
+    let as_user = rustix::process::getuid().is_root().then_some("postgres");
+    let data = dir.join("postgres");
+    if !data.join("PG_VERSION").exists() {
+        std::fs::create_dir_all(&data)?;
+        if let Some(user) = as_user {
+            let ok = Process::new("chown")
+                .arg(user)
+                .arg(&data)
+                .status()?
+                .success();
+            anyhow::ensure!(ok, "chown {user} {} failed", data.display());
+        }
+        info!(dir = %data.display(), "creating a private Postgres cluster (initdb)");
+        let out = command(&initdb, as_user)
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8"])
+            .output()?;
+        if !out.status.success() {
+            bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    // The port is kept, so a resumed market's URL stays the same.
+    let port_file = dir.join("postgres.port");
+    let port = match std::fs::read_to_string(&port_file) {
+        Ok(p) => p.trim().parse()?,
+        Err(_) => {
+            let p = free_port()?;
+            std::fs::write(&port_file, p.to_string())?;
+            p
+        }
+    };
+    let guard = PrivatePostgres {
+        data: data.clone(),
+        pg_ctl: pg_ctl.clone(),
+        as_user,
+    };
+    let out = command(&pg_ctl, as_user)
+        .arg("-D")
+        .arg(&data)
+        .arg("-l")
+        .arg(data.join("server.log"))
+        .args(["-w", "-o"])
+        .arg(format!("-p {port} -c listen_addresses=127.0.0.1 -k /tmp"))
+        .arg("start")
+        .output()?;
+    if !out.status.success() {
+        std::mem::forget(guard);
+        bail!(
+            "pg_ctl start failed (see {}): {}",
+            data.join("server.log").display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let server = format!("postgres://postgres@127.0.0.1:{port}");
+    let mut conn = PgConnection::establish(&format!("{server}/postgres"))?;
+    let exists: i64 = diesel::dsl::sql::<diesel::sql_types::BigInt>(
+        "SELECT count(*) FROM pg_database WHERE datname = 'gpumarket'",
+    )
+    .get_result(&mut conn)?;
+    if exists == 0 {
+        diesel::sql_query("CREATE DATABASE gpumarket").execute(&mut conn)?;
+    }
+    Ok((format!("{server}/gpumarket"), guard))
+}
+
+/// A file only its owner reads.
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// A key of `role` for `account`, made once and kept in `path`.
+pub(crate) fn key_file(
+    db: &str,
+    path: &Path,
+    role: api::auth::Role,
+    account: Option<u64>,
+    label: &str,
+) -> Result<String> {
+    if let Ok(key) = std::fs::read_to_string(path) {
+        return Ok(key.trim().to_owned());
+    }
+    let mut conn = PgConnection::establish(db)?;
+    let (_, secret) =
+        api::auth::create_key(&mut conn, role, account.map(contract::AccountId), label)
+            .map_err(|e| anyhow::anyhow!("creating the {label} key: {}", e.message))?;
+    write_private(path, &secret)?;
+    Ok(secret)
+}
+
+/// The escrow key of the devnet, made once: 32 random bytes in hex.
+fn escrow_key(path: &Path) -> Result<cosmos_bridge::keys::EscrowKey> {
+    if !path.exists() {
+        let mut secret = [0u8; 32];
+        use std::io::Read;
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut secret)?;
+        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        write_private(path, &hex)?;
+    }
+    Ok(cosmos_bridge::keys::EscrowKey::from_file(path, "cosmos")?)
+}
+
+/// The markets a new `up` opens: (class, tick, fee in basis points).
+const MARKETS: [(&str, &str, u32); 4] = [
+    ("H100-80GB", "0.01", 100),
+    ("A100-80GB", "0.01", 100),
+    ("RTX4090-24GB", "0.01", 100),
+    ("MI300X-192GB", "0.01", 100),
+];
+
+pub(crate) fn gql(
+    http: &reqwest::blocking::Client,
+    url: &str,
+    key: &str,
+    query: &str,
+    variables: Value,
+) -> Result<Value> {
+    let body: Value = http
+        .post(format!("{url}/graphql"))
+        .bearer_auth(key)
+        .json(&json!({"query": query, "variables": variables}))
+        .send()?
+        .json()?;
+    if let Some(e) = body["errors"].get(0) {
+        bail!(
+            "{}: {}",
+            e["extensions"]["code"].as_str().unwrap_or("ERROR"),
+            e["message"]
+        );
+    }
+    Ok(body["data"].clone())
+}
+
+pub fn up(args: UpArgs) -> Result<()> {
+    let started = Instant::now();
+    let dir = &args.data_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+
+    // Postgres.
+    let (database_url, postgres) = match std::env::var("DATABASE_URL") {
+        Ok(url) => (url, None),
+        Err(_) => {
+            let (url, guard) = private_postgres(&dir)?;
+            (url, Some(guard))
+        }
+    };
+    let mut conn = PgConnection::establish(&database_url)
+        .with_context(|| format!("connecting to {database_url}"))?;
+    ledger::migrate(&mut conn)?;
+    drop(conn);
+    info!("[1/6] Postgres ready, migrations applied");
+
+    // The engine on the log.
+    let log_url = args
+        .log
+        .clone()
+        .unwrap_or_else(|| format!("file://{}", dir.join("log").display()));
+    let topics = Topics::with_prefix(&args.topic_prefix);
+    let mut runner = Runner::open(
+        RunnerConfig {
+            topics: topics.clone(),
+            shard: 0,
+            shards: 1,
+            snapshot_every: 50_000,
+            snapshot_dir: dir.join("snapshots"),
+            batch: 2_048,
+            poll: Duration::from_millis(5),
+        },
+        eventlog::open(&log_url, &LogConfig::default())?,
+    )?;
+    let mut threads: Vec<(&str, JoinHandle<Result<()>>)> = Vec::new();
+    {
+        let stop = stop.clone();
+        threads.push((
+            "engine",
+            std::thread::spawn(move || {
+                runner.run(&stop)?;
+                Ok(())
+            }),
+        ));
+    }
+    info!("[2/6] engine running on {log_url}");
+
+    // The projectors.
+    for name in ["journal", "activity", "reputation"] {
+        let (db, log, stop) = (database_url.clone(), log_url.clone(), stop.clone());
+        let prefix = args.topic_prefix.clone();
+        threads.push((
+            name,
+            std::thread::spawn(move || {
+                let args = ProjectArgs {
+                    log_url: &log,
+                    database_url: &db,
+                    topic_prefix: &prefix,
+                    shard: 0,
+                    batch: 4_096,
+                    rebuild: false,
+                    progress_every: Duration::from_secs(60),
+                };
+                match name {
+                    "journal" => run_projector(&args, Journal, &stop),
+                    "activity" => run_projector(&args, Activity, &stop),
+                    _ => run_projector(&args, Reputation, &stop),
+                }
+            }),
+        ));
+    }
+    info!("[3/6] projectors running");
+
+    // Keys and the chain.
+    let admin_key = key_file(
+        &database_url,
+        &dir.join("admin.key"),
+        api::auth::Role::Admin,
+        None,
+        "up admin",
+    )?;
+    let escrow = escrow_key(&dir.join("escrow.key"))?;
+    let mut genesis =
+        cosmos_bridge::devnet::Devnet::new("gpumarket-devnet-1", "cosmos", "uusdc", 1_000);
+    // The escrow's float for fees: 100 USDC.
+    genesis.fund(escrow.address().as_ref(), 100_000_000);
+    let chain = cosmos_bridge::devnet::server::DevnetServer::start_persistent(
+        genesis,
+        &args.chain_rpc,
+        args.block_ms,
+        &dir.join("devnet-chain.jsonl"),
+    )?;
+    info!(
+        "[4/6] devnet simulator (a simulated chain) at {}",
+        chain.url()
+    );
+
+    // The API.
+    let gateway = api::Gateway::start(api::GatewayConfig {
+        log_url: log_url.clone(),
+        log: LogConfig::default(),
+        topics,
+        shard: 0,
+        shards: 1,
+        answer_timeout: Duration::from_secs(5),
+    })
+    .map_err(|e| anyhow::anyhow!(e.describe()))?;
+    let pool = diesel::r2d2::Pool::builder()
+        .max_size(8)
+        .build(diesel::r2d2::ConnectionManager::new(database_url.clone()))?;
+    let state = Arc::new(api::AppState::new(
+        pool,
+        gateway,
+        api::Limits::default(),
+        Some(escrow.address().to_string()),
+        Duration::from_secs(5),
+    ));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let http_addr = args.http.clone();
+    let api_thread = {
+        let state = state.clone();
+        std::thread::spawn(move || -> Result<()> {
+            actix_web::rt::System::new().block_on(async move {
+                let (server, addr) = api::serve(state.clone(), &http_addr, 2)?;
+                tx.send((server.handle(), addr)).ok();
+                server.await?;
+                state.gateway.shutdown();
+                anyhow::Ok(())
+            })
+        })
+    };
+    let Ok((server, addr)) = rx.recv() else {
+        return Err(api_thread
+            .join()
+            .expect("the API thread")
+            .expect_err("the API stopped"));
+    };
+    let url = format!("http://{addr}");
+    let http = reqwest::blocking::Client::new();
+    // Ready once Postgres, the log and the projectors answer.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !http
+        .get(format!("{url}/readyz"))
+        .send()
+        .is_ok_and(|r| r.status().is_success())
+    {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the API did not become ready in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let markets = gql(&http, &url, &admin_key, "{ markets { id } }", json!({}))?;
+    if markets["markets"].as_array().is_none_or(|m| m.is_empty()) {
+        for (market, tick, fee) in MARKETS {
+            gql(&http, &url, &admin_key,
+                "mutation($m: String!, $t: String!, $f: Int!) { createMarket(market: $m, tick: $t, feeBps: $f) }",
+                json!({"m": market, "t": tick, "f": fee}))?;
+        }
+    }
+    info!("[5/6] API ready at {url}");
+
+    // The bridge.
+    let bridge_config = cosmos_bridge::bridge::Config {
+        chain: cosmos_bridge::tx::Chain {
+            chain_id: "gpumarket-devnet-1".into(),
+            prefix: "cosmos".into(),
+            denom: "uusdc".into(),
+            decimals: 6,
+        },
+        rpc_url: chain.url().to_owned(),
+        api_url: url.clone(),
+        api_key: admin_key.clone(),
+        database_url: database_url.clone(),
+        gas_price: "0.025".parse()?,
+        gas_base: 100_000,
+        gas_per_payout: 25_000,
+        confirmations: 1,
+        period: Duration::from_secs(args.settle_every_secs),
+        threshold: "10000".parse()?,
+        min_payout: args.min_payout,
+        max_payouts: 100,
+        poll: Duration::from_secs(1),
+        rebroadcast_after: Duration::from_secs(30),
+    };
+    let mut bridge = cosmos_bridge::bridge::Bridge::new(bridge_config, escrow)?;
+    {
+        let stop = stop.clone();
+        threads.push((
+            "bridge",
+            std::thread::spawn(move || {
+                bridge.run(&stop);
+                Ok(())
+            }),
+        ));
+    }
+    info!("[6/6] Cosmos bridge running");
+
+    if args.demo {
+        threads.extend(crate::demo::start(&dir, &database_url, &url, &stop)?);
+    }
+
+    println!();
+    println!("gpumarket is up ({:.1} s)", started.elapsed().as_secs_f64());
+    println!("  API and GraphiQL   {url}/graphql");
+    println!("  provider dashboard {url}/dashboard");
+    println!("  health             {url}/readyz   metrics {url}/metrics");
+    println!("  devnet chain RPC   {} (simulated chain)", chain.url());
+    println!("  data directory     {}", dir.display());
+    println!("  database           {database_url}");
+    println!(
+        "  admin API key      {admin_key}   (also in {})",
+        dir.join("admin.key").display()
+    );
+    if args.demo {
+        println!(
+            "  demo               simulated providers and bidding bots are trading; keys in {}",
+            dir.join("demo").display()
+        );
+    }
+    println!("Ctrl-C stops everything; `gpumarket up` again resumes this market.");
+
+    while !stop.load(Ordering::Relaxed) {
+        if let Some((name, _)) = threads.iter().find(|(_, t)| t.is_finished()) {
+            warn!(
+                part = name,
+                "a part of the market stopped; stopping everything"
+            );
+            stop.store(true, Ordering::Relaxed);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    info!("stopping");
+    actix_web::rt::System::new().block_on(server.stop(true));
+    let mut failed = None;
+    for (name, thread) in threads {
+        match thread.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                warn!(part = name, error = %e, "stopped with an error");
+                failed.get_or_insert(e);
+            }
+            Err(_) => warn!(part = name, "panicked"),
+        }
+    }
+    let _ = api_thread.join();
+    drop(chain);
+    drop(postgres);
+    info!("stopped");
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

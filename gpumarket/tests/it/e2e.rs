@@ -1,0 +1,208 @@
+//! The whole market on a small scale, as a newcomer runs it: `gpumarket up --demo` (engine,
+//! projectors, API, devnet, bridge, simulated providers and bidding bots in one process)
+//! until providers have reported telemetry, bots have traded, leases have run real short
+//! jobs through the provider agents, usage is billed, reputation has moved and the bridge
+//! has settled on the devnet; then a second `up` (no demo) resumes the same market and
+//! finishes what was in flight. At the end the on-chain balances equal the ledger and the
+//! reconciliation report has no break. Once on the embedded log, once on Kafka.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command as Process, Stdio};
+use std::time::{Duration, Instant};
+
+use cosmos_bridge::devnet::server::DevnetServer;
+use cosmos_bridge::devnet::Devnet;
+use cosmos_bridge::keys::EscrowKey;
+use ledger::testing::TestDb;
+
+/// Starts `up` and returns it with its API URL once it printed that it is up.
+fn up(dir: &Path, db: &TestDb, log: &str, prefix: &str, extra: &[&str]) -> (Child, String) {
+    let mut child = Process::new(env!("CARGO_BIN_EXE_gpumarket"))
+        .arg("up")
+        .arg("--data-dir")
+        .arg(dir)
+        .args([
+            "--http",
+            "127.0.0.1:0",
+            "--log",
+            log,
+            "--topic-prefix",
+            prefix,
+        ])
+        .args(["--block-ms", "200", "--min-payout", "0.01"])
+        .args(extra)
+        .env("DATABASE_URL", db.url())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the gpumarket binary starts");
+    let mut url = None;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.trim().strip_prefix("API and GraphiQL") {
+            url = Some(rest.trim().trim_end_matches("/graphql").to_owned());
+        }
+        if line.starts_with("Ctrl-C stops") {
+            break;
+        }
+    }
+    (child, url.expect("`up` printed its API URL"))
+}
+
+fn stop(mut child: Child) {
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "`up` stopped with {status}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "`up` did not stop on Ctrl-C");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn wait(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!("e2e: {what}");
+}
+
+fn whole_market(tag: &str, log: Option<String>) {
+    let db = TestDb::new(tag);
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("{tag}-{}-", std::process::id());
+    let log = log.unwrap_or_else(|| format!("file://{}", dir.path().join("log").display()));
+
+    let (market, _url) = up(
+        dir.path(),
+        &db,
+        &log,
+        &prefix,
+        &["--demo", "--settle-every-secs", "2"],
+    );
+    wait("providers registered and reporting telemetry", 60, || {
+        db.count("SELECT count(*) AS n FROM node_keys") == 5
+            && db.count("SELECT count(DISTINCT node) AS n FROM gpu_samples") == 5
+    });
+    wait("bots trading", 60, || {
+        db.count("SELECT count(*) AS n FROM trades") >= 5
+    });
+    wait("a real job run through a provider agent", 90, || {
+        db.count(
+            "SELECT count(*) AS n FROM lease_jobs WHERE outcome IS NOT NULL AND log_tail LIKE '%done%'",
+        ) >= 1
+    });
+    wait("usage billed", 60, || {
+        db.count("SELECT count(*) AS n FROM usage_lines") >= 3
+    });
+    wait("reputation moved", 60, || {
+        db.count("SELECT count(*) AS n FROM reputation_history") >= 1
+    });
+    wait("a settlement confirmed on the devnet", 90, || {
+        db.count("SELECT count(*) AS n FROM settlements WHERE state = 'confirmed'") >= 1
+    });
+    stop(market);
+
+    // A second `up` resumes the market; without bots it only finishes what was in flight.
+    let (market, url) = up(
+        dir.path(),
+        &db,
+        &log,
+        &prefix,
+        &["--settle-every-secs", "3600"],
+    );
+    let http = reqwest::blocking::Client::new();
+    let admin = std::fs::read_to_string(dir.path().join("admin.key")).unwrap();
+    wait("no settlement in flight and the chain scanned", 60, || {
+        let open = http
+            .post(format!("{url}/graphql"))
+            .bearer_auth(admin.trim())
+            .json(&serde_json::json!({"query": "{ pendingSettlement { batch } }"}))
+            .send()
+            .and_then(|r| r.json::<serde_json::Value>())
+            .map(|v| v["data"]["pendingSettlement"].is_null())
+            .unwrap_or(false);
+        open && db.count(
+            "SELECT count(*) AS n FROM bridge_settlement_txs WHERE state NOT IN ('confirmed', 'failed')",
+        ) == 0
+            && db.count(
+                "SELECT (coalesce((SELECT max(scanned_height) FROM bridge_cursor), 0) \
+                 >= coalesce((SELECT max(height) FROM settlements), 0))::int::bigint AS n",
+            ) == 1
+    });
+    stop(market);
+
+    // Every event projected, then the books.
+    db.project_all(&log, &format!("{prefix}events"), 4_096);
+    let period = ledger::export::Period::new(
+        chrono::Utc::now() - chrono::Duration::days(1),
+        chrono::Utc::now() + chrono::Duration::days(1),
+    )
+    .unwrap();
+    let report =
+        ledger::export::reconciliation(&mut db.connect(), period, ledger::export::Granularity::Day)
+            .unwrap();
+    assert!(report.breaks.is_empty(), "{:#?}", report.breaks);
+    assert_eq!(
+        db.count("SELECT count(*) AS n FROM leases l WHERE NOT EXISTS (SELECT 1 FROM trades t WHERE t.lease_id = l.lease_id)"),
+        0,
+        "every lease comes from a fill"
+    );
+
+    // The devnet's chain, replayed from its file, pays each provider what the ledger settled.
+    let escrow = EscrowKey::from_file(&dir.path().join("escrow.key"), "cosmos").unwrap();
+    let mut genesis = Devnet::new("gpumarket-devnet-1", "cosmos", "uusdc", 1_000);
+    genesis.fund(escrow.address().as_ref(), 100_000_000);
+    let chain = DevnetServer::start_persistent(
+        genesis,
+        "127.0.0.1:0",
+        3_600_000,
+        &dir.path().join("devnet-chain.jsonl"),
+    )
+    .unwrap();
+    for account in 101..=105i64 {
+        let settled = db.count(&format!(
+            "SELECT (coalesce(sum(p.amount), 0) * 1000000)::bigint AS n FROM settlement_payouts p \
+             JOIN settlements s USING (batch) WHERE s.state = 'confirmed' AND p.account = {account}"
+        ));
+        let address = db_text(
+            &db,
+            &format!("SELECT address AS t FROM payout_addresses WHERE account = {account}"),
+        );
+        let on_chain = chain.with(|net| net.account(&address).map_or(0, |a| a.balance));
+        assert_eq!(on_chain as i64, settled, "provider {account} at {address}");
+    }
+}
+
+fn db_text(db: &TestDb, sql: &str) -> String {
+    use diesel::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        t: String,
+    }
+    diesel::sql_query(sql)
+        .get_result::<Row>(&mut db.connect())
+        .unwrap()
+        .t
+}
+
+#[test]
+fn the_whole_market_runs_end_to_end_on_the_embedded_log() {
+    whole_market("e2e_file", None);
+}
+
+#[test]
+fn kafka_the_whole_market_runs_end_to_end_on_kafka() {
+    whole_market("e2e_kafka", Some(eventlog::testing::kafka_url()));
+}
