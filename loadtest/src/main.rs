@@ -4,6 +4,8 @@
 use clap::{Parser, Subcommand};
 
 mod api;
+mod chart;
+mod e2e;
 mod engine;
 mod ledger;
 mod log;
@@ -26,11 +28,15 @@ enum Command {
     Api(api::Args),
     /// Project a generated engine event stream into Postgres through the ledger's projectors.
     Ledger(ledger::Args),
+    /// Bidding bots and providers against a whole running market (`gpumarket up`) for a
+    /// fixed time; prints figures, draws latency over time, then verifies the books.
+    E2e(e2e::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Api(args) => api::run(&args),
+        Command::E2e(args) => e2e::run(&args),
         Command::Engine(args) => engine::run(&args),
         Command::Log(args) => log::run(&args),
         Command::Ledger(args) => ledger::run(&args),

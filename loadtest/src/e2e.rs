@@ -1,0 +1,494 @@
+//! `loadtest e2e`: bidding bots and provider tasks against a whole running market (`gpumarket
+//! up`) for a fixed time, then the books are checked.
+//!
+//! Set-up (untimed), with the admin key: a market of its own (`--market`), `--providers`
+//! provider keys, each keeping a large ask in the book (replaced when it runs low), and
+//! `--bots` trader keys with deposits. During the run every bot sends `placeOrder` IOC bids
+//! that cross the asks, so each order fills at once; order-to-fill latency is from sending
+//! the mutation to holding the engine's answer with its fills. A probe measures projection
+//! lag as the time until every projector has applied the events the API had read when the
+//! probe looked. Afterwards the providers end every lease (untimed), the projectors catch up,
+//! and the books are verified: the journal sums to zero, every fill is a lease, every lease
+//! has a usage line and an invoice, and the reconciliation report has no break.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The market's base URL (what `gpumarket up` printed).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// The admin key file (`DATA_DIR/admin.key` of `gpumarket up`).
+    #[arg(long)]
+    api_key_file: PathBuf,
+    /// The market's database, for the checks after the run (`gpumarket up` prints it).
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 30)]
+    duration: u64,
+    #[arg(long, default_value_t = 48)]
+    bots: u32,
+    #[arg(long, default_value_t = 4)]
+    providers: u32,
+    #[arg(long, default_value = "LOADTEST-E2E")]
+    market: String,
+    /// Where the JSON report and the latency chart are written.
+    #[arg(long, default_value = "target/loadtest-e2e")]
+    out: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    bots: u32,
+    providers: u32,
+    duration_s: f64,
+    orders: u64,
+    orders_per_sec: f64,
+    fills: u64,
+    order_to_fill_p50_ms: f64,
+    order_to_fill_p99_ms: f64,
+    projection_lag_p50_ms: f64,
+    projection_lag_p99_ms: f64,
+    errors: u64,
+    leases_ended_after: u64,
+    checks: Vec<Check>,
+}
+
+#[derive(Debug, Serialize)]
+struct Check {
+    check: &'static str,
+    ok: bool,
+    detail: String,
+}
+
+struct Api {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Api {
+    async fn gql(&self, key: &str, query: &str, variables: Value) -> Result<Value> {
+        let body: Value = self
+            .http
+            .post(format!("{}/graphql", self.url))
+            .bearer_auth(key)
+            .json(&json!({"query": query, "variables": variables}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if let Some(error) = body["errors"].get(0) {
+            bail!("{error}");
+        }
+        Ok(body["data"].clone())
+    }
+
+    /// The lowest projector position and the events the API has read, from `/readyz`.
+    async fn positions(&self) -> Result<(u64, u64)> {
+        let text = self
+            .http
+            .get(format!("{}/readyz", self.url))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let mut read: Option<u64> = None;
+        let mut behind = 0u64;
+        for line in text.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["events_read", n] => read = n.parse().ok(),
+                ["projector", _, "behind", n] => behind = behind.max(n.parse().unwrap_or(0)),
+                _ => {}
+            }
+        }
+        let read = read.context("/readyz shows no events_read")?;
+        Ok((read.saturating_sub(behind), read))
+    }
+}
+
+const PLACE: &str =
+    "mutation($i: PlaceOrderInput!) { placeOrder(input: $i) { orderId remaining fills { leaseId } } }";
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0.0)
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let admin = std::fs::read_to_string(&args.api_key_file)
+        .with_context(|| format!("reading {}", args.api_key_file.display()))?
+        .trim()
+        .to_owned();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(load(args, admin))
+}
+
+async fn key(api: &Api, admin: &str, role: &str, account: u64) -> Result<String> {
+    let data = api
+        .gql(
+            admin,
+            &format!("mutation($a: ID!) {{ createApiKey(role: {role}, account: $a, label: \"loadtest e2e\") {{ key }} }}"),
+            json!({"a": account.to_string()}),
+        )
+        .await?;
+    data["createApiKey"]["key"]
+        .as_str()
+        .map(str::to_owned)
+        .context("no key")
+}
+
+async fn place_ask(api: &Api, key: &str, market: &str, node: &str, id: u128) -> Result<u64> {
+    let data = api
+        .gql(key, PLACE, json!({"i": {"market": market, "clientOrderId": id.to_string(), "price": "1.00",
+            "gpus": 65_536, "ask": {"node": node, "vendor": "nvidia", "vramGb": 80, "interconnect": "nvlink",
+            "region": "eu-west", "availableUntil": "2099-01-01T00:00:00Z"}}}))
+        .await?;
+    data["placeOrder"]["orderId"]
+        .as_u64()
+        .context("no order id")
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+async fn load(args: &Args, admin: String) -> Result<()> {
+    let api = Arc::new(Api {
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(args.bots as usize + 16)
+            .build()?,
+        url: args.url.trim_end_matches('/').to_owned(),
+    });
+    let market = args.market.clone();
+    if let Err(e) = api
+        .gql(
+            &admin,
+            "mutation($m: String!) { createMarket(market: $m, tick: \"0.01\", feeBps: 100) }",
+            json!({"m": market}),
+        )
+        .await
+    {
+        if !e.to_string().contains("MARKET_EXISTS") {
+            return Err(e.context("creating the market"));
+        }
+    }
+    // Accounts of this run only, so a second run on the same market checks its own books.
+    let base = 7_000_000 + (nanos() / 1_000_000_000 % 100_000) as u64 * 1_000;
+    eprintln!(
+        "set-up: market {market}, {} provider and {} bot keys (accounts from {base})",
+        args.providers, args.bots
+    );
+    let mut providers = Vec::new();
+    for i in 0..args.providers {
+        let k = key(&api, &admin, "PROVIDER", base + 900 + u64::from(i)).await?;
+        let node = format!("lt-node-{i}");
+        let order = place_ask(&api, &k, &market, &node, nanos()).await?;
+        providers.push((k, node, order));
+    }
+    let mut bots = Vec::new();
+    for i in 0..args.bots {
+        let account = base + u64::from(i);
+        let k = key(&api, &admin, "TRADER", account).await?;
+        api.gql(
+            &admin,
+            "mutation($a: ID!) { creditDeposit(account: $a, amount: \"1000000000\") { amount } }",
+            json!({"a": account.to_string()}),
+        )
+        .await?;
+        bots.push((account, k));
+    }
+
+    let duration = Duration::from_secs(args.duration);
+    let started = Instant::now();
+    let running = Arc::new(AtomicBool::new(true));
+    let (orders, fills, errors) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let samples: Arc<Mutex<Vec<(f64, f64)>>> = Arc::new(Mutex::new(Vec::new()));
+    let lags: Arc<Mutex<Vec<(f64, f64)>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for (_, k) in bots.clone() {
+        let (api, market, running) = (api.clone(), market.clone(), running.clone());
+        let (orders, fills, errors, samples) = (
+            orders.clone(),
+            fills.clone(),
+            errors.clone(),
+            samples.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            let mut n = 0u64;
+            while running.load(Ordering::Relaxed) {
+                n += 1;
+                let t = Instant::now();
+                let answer = api
+                    .gql(&k, PLACE, json!({"i": {"market": market, "clientOrderId": format!("{}{n}", nanos() % 1_000_000_000),
+                        "price": format!("1.0{}", n % 6), "gpus": 1, "timeInForce": "IOC", "bid": {"hours": 1}}}))
+                    .await;
+                orders.fetch_add(1, Ordering::Relaxed);
+                match answer {
+                    Ok(v) => {
+                        let filled = v["placeOrder"]["fills"].as_array().map_or(0, Vec::len) as u64;
+                        fills.fetch_add(filled, Ordering::Relaxed);
+                        if filled > 0 {
+                            mine.push((started.elapsed().as_secs_f64(), t.elapsed().as_secs_f64() * 1e3));
+                        }
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            samples.lock().expect("samples").extend(mine);
+        }));
+    }
+    // Providers keep their ask large: a new one when the last runs low.
+    for (k, node, order) in providers.clone() {
+        let (api, market, running, errors) =
+            (api.clone(), market.clone(), running.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut order = order;
+            while running.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let resting = api
+                    .gql(
+                        &k,
+                        "query($o: ID!) { restingOrder(orderId: $o) { remaining } }",
+                        json!({"o": order.to_string()}),
+                    )
+                    .await;
+                let low = resting
+                    .map(|v| v["restingOrder"]["remaining"].as_u64().unwrap_or(0) < 20_000)
+                    .unwrap_or(true);
+                if low {
+                    match place_ask(&api, &k, &market, &node, nanos()).await {
+                        Ok(o) => order = o,
+                        Err(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    {
+        let (api, running, lags) = (api.clone(), running.clone(), lags.clone());
+        tasks.push(tokio::spawn(async move {
+            while running.load(Ordering::Relaxed) {
+                let Ok((_, target)) = api.positions().await else {
+                    continue;
+                };
+                let t = Instant::now();
+                while let Ok((reached, _)) = api.positions().await {
+                    if reached >= target {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                lags.lock().expect("lags").push((
+                    started.elapsed().as_secs_f64(),
+                    t.elapsed().as_secs_f64() * 1e3,
+                ));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }));
+    }
+    // Progress.
+    while started.elapsed() < duration {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let done = (started.elapsed().as_secs_f64() / duration.as_secs_f64()).min(1.0);
+        let bar: String = (0..30)
+            .map(|i| if (i as f64) < done * 30.0 { '#' } else { '.' })
+            .collect();
+        eprint!(
+            "\r[{bar}] {:>3.0} s  orders {:>8}  fills {:>8}  errors {}",
+            started.elapsed().as_secs_f64(),
+            orders.load(Ordering::Relaxed),
+            fills.load(Ordering::Relaxed),
+            errors.load(Ordering::Relaxed)
+        );
+    }
+    running.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    for t in tasks {
+        t.await?;
+    }
+    eprintln!();
+
+    // Untimed: the providers end every lease, then the projectors catch up.
+    eprintln!("ending every lease of the run and waiting for the projections");
+    let mut ended = 0u64;
+    for (k, _, _) in &providers {
+        loop {
+            let page = api
+                .gql(k, "{ leases(role: PROVIDER, status: \"created\", first: 500) { edges { node { id } } } }", json!({}))
+                .await?;
+            let ids: Vec<u64> = page["leases"]["edges"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["node"]["id"].as_u64())
+                .collect();
+            if ids.is_empty() {
+                break;
+            }
+            let mut ends = Vec::new();
+            for chunk in ids.chunks(32) {
+                for id in chunk {
+                    let (api, k) = (api.clone(), k.clone());
+                    let id = *id;
+                    ends.push(tokio::spawn(async move {
+                        api.gql(&k, "mutation($l: ID!) { endLease(leaseId: $l, hoursUsed: \"0.5\") { leaseId } }", json!({"l": id.to_string()})).await
+                    }));
+                }
+                for e in ends.drain(..) {
+                    e.await??;
+                    ended += 1;
+                }
+            }
+            // The lease list is a projection: wait until it shows the ends.
+            let (_, target) = api.positions().await?;
+            while api.positions().await?.0 < target {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    let (_, target) = api.positions().await?;
+    while api.positions().await?.0 < target {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let accounts: Vec<i64> = bots.iter().map(|(a, _)| *a as i64).collect();
+    let checks = verify(&args.database_url, &market, &accounts)?;
+    let mut latencies: Vec<f64> = samples
+        .lock()
+        .expect("samples")
+        .iter()
+        .map(|s| s.1)
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let mut lag: Vec<f64> = lags.lock().expect("lags").iter().map(|s| s.1).collect();
+    lag.sort_by(f64::total_cmp);
+    let report = Report {
+        bots: args.bots,
+        providers: args.providers,
+        duration_s: elapsed,
+        orders: orders.load(Ordering::Relaxed),
+        orders_per_sec: (orders.load(Ordering::Relaxed) as f64 / elapsed).round(),
+        fills: fills.load(Ordering::Relaxed),
+        order_to_fill_p50_ms: quantile(&latencies, 0.50),
+        order_to_fill_p99_ms: quantile(&latencies, 0.99),
+        projection_lag_p50_ms: quantile(&lag, 0.50),
+        projection_lag_p99_ms: quantile(&lag, 0.99),
+        errors: errors.load(Ordering::Relaxed),
+        leases_ended_after: ended,
+        checks,
+    };
+    std::fs::create_dir_all(&args.out)?;
+    std::fs::write(
+        args.out.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    crate::chart::latency_png(
+        &args.out.join("latency.png"),
+        &format!(
+            "loadtest e2e: {} bots, {:.0} orders/s",
+            args.bots, report.orders_per_sec
+        ),
+        &samples.lock().expect("samples"),
+        &lags.lock().expect("lags"),
+        elapsed,
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    eprintln!(
+        "report: {}  chart: {}",
+        args.out.join("report.json").display(),
+        args.out.join("latency.png").display()
+    );
+    if report.checks.iter().any(|c| !c.ok) {
+        bail!("the books do not check out: see the report");
+    }
+    Ok(())
+}
+
+fn count(conn: &mut PgConnection, sql: &str) -> Result<i64> {
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    Ok(diesel::sql_query(sql)
+        .get_result::<N>(conn)
+        .with_context(|| sql.to_owned())?
+        .n)
+}
+
+fn verify(database_url: &str, market: &str, bots: &[i64]) -> Result<Vec<Check>> {
+    let mut conn = PgConnection::establish(database_url)?;
+    let market = market.replace('\'', "''");
+    let list = bots
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut checks = Vec::new();
+    let mut check = |check: &'static str, sql: &str, want: i64| -> Result<()> {
+        let got = count(&mut conn, sql)?;
+        checks.push(Check {
+            check,
+            ok: got == want,
+            detail: format!("{got} (want {want})"),
+        });
+        Ok(())
+    };
+    check("the journal sums to zero (micro-units)",
+          "SELECT (coalesce(sum(x), 0) * 1000000)::bigint AS n FROM journal_transactions, unnest(amounts) x", 0)?;
+    check("every fill has a lease",
+          &format!("SELECT count(*) AS n FROM trades t WHERE t.market = '{market}' AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.lease_id = t.lease_id)"), 0)?;
+    check("every lease has a usage line",
+          &format!("SELECT count(*) AS n FROM leases l WHERE l.market = '{market}' AND NOT EXISTS (SELECT 1 FROM usage_lines u WHERE u.lease_id = l.lease_id)"), 0)?;
+    check("every buyer with usage has an invoice",
+          &format!("SELECT count(DISTINCT u.account) AS n FROM usage_lines u WHERE u.account IN ({list}) AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.account = u.account)"), 0)?;
+    let now = chrono::Utc::now();
+    let period = ledger::export::Period::new(
+        now - chrono::Duration::days(1),
+        now + chrono::Duration::days(1),
+    )?;
+    let report =
+        ledger::export::reconciliation(&mut conn, period, ledger::export::Granularity::Day)?;
+    checks.push(Check {
+        check: "the reconciliation report has no break",
+        ok: report.breaks.is_empty(),
+        detail: report
+            .breaks
+            .iter()
+            .map(|b| format!("{}: {}", b.check, b.detail))
+            .collect::<Vec<_>>()
+            .join("; "),
+    });
+    Ok(checks)
+}
