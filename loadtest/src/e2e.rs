@@ -4,8 +4,10 @@
 //! Set-up (untimed), with the admin key: a market of its own (`--market`), `--providers`
 //! provider keys, each keeping a large ask in the book (replaced when it runs low), and
 //! `--bots` trader keys with deposits. During the run every bot sends `placeOrder` IOC bids
-//! that cross the asks, so each order fills at once; order-to-fill latency is from sending
-//! the mutation to holding the engine's answer with its fills. A probe measures projection
+//! that cross the asks, so each order fills at once, and follows its own orders on a
+//! `myOrderUpdates` subscription (websocket, graphql-transport-ws). Order-to-fill latency is
+//! from sending the mutation to holding the engine's answer with its fills; the subscription
+//! latency is from sending it to the `filled` update arriving on the websocket. A probe measures projection
 //! lag as the time until every projector has applied the events the API had read when the
 //! probe looked. Afterwards the providers end every lease (untimed), the projectors catch up,
 //! and the books are verified: the journal sums to zero, every fill is a lease, every lease
@@ -58,6 +60,10 @@ struct Report {
     fills: u64,
     order_to_fill_p50_ms: f64,
     order_to_fill_p99_ms: f64,
+    /// Fills seen on the bots' `myOrderUpdates` subscriptions.
+    subscription_fills: u64,
+    subscription_fill_p50_ms: f64,
+    subscription_fill_p99_ms: f64,
     projection_lag_p50_ms: f64,
     projection_lag_p99_ms: f64,
     errors: u64,
@@ -165,6 +171,67 @@ async fn place_ask(api: &Api, key: &str, market: &str, node: &str, id: u128) -> 
         .context("no order id")
 }
 
+/// Sent times of a bot's orders, by order id.
+type Sent = Arc<Mutex<std::collections::HashMap<u64, Instant>>>;
+
+/// Follows a bot's `myOrderUpdates` on a websocket until `running` ends; for each `filled`
+/// update, the time since its order was sent.
+fn follow(url: &str, key: &str, sent: Sent, running: Arc<AtomicBool>) -> Result<Vec<f64>> {
+    use tungstenite::client::IntoClientRequest;
+    use tungstenite::Message;
+    let mut request =
+        format!("{}/graphql", url.replace("http://", "ws://")).into_client_request()?;
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
+    let (mut socket, _) = tungstenite::connect(request)?;
+    if let tungstenite::stream::MaybeTlsStream::Plain(stream) = socket.get_ref() {
+        stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+    }
+    let init = json!({"type": "connection_init", "payload": {"apiKey": key}});
+    socket.send(Message::text(init.to_string()))?;
+    let subscribe = json!({"id": "1", "type": "subscribe",
+        "payload": {"query": "subscription { myOrderUpdates { orderId change } }"}});
+    socket.send(Message::text(subscribe.to_string()))?;
+    let mut latencies = Vec::new();
+    while running.load(Ordering::Relaxed) {
+        let text = match socket.read() {
+            Ok(Message::Text(t)) => t,
+            Ok(_) => continue,
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let message: Value = serde_json::from_str(&text)?;
+        let update = &message["payload"]["data"]["myOrderUpdates"];
+        if update["change"] != "filled" {
+            continue;
+        }
+        let Some(order) = update["orderId"].as_u64() else {
+            continue;
+        };
+        // The update can overtake the mutation's answer, which records the send time.
+        let deadline = Instant::now() + Duration::from_millis(100);
+        loop {
+            if let Some(at) = sent.lock().expect("sent").remove(&order) {
+                latencies.push(at.elapsed().as_secs_f64() * 1e3);
+                break;
+            }
+            if Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    Ok(latencies)
+}
+
 fn nanos() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -228,6 +295,7 @@ async fn load(args: &Args, admin: String) -> Result<()> {
     let samples: Arc<Mutex<Vec<(f64, f64)>>> = Arc::new(Mutex::new(Vec::new()));
     let lags: Arc<Mutex<Vec<(f64, f64)>>> = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
+    let mut followers = Vec::new();
     for (_, k) in bots.clone() {
         let (api, market, running) = (api.clone(), market.clone(), running.clone());
         let (orders, fills, errors, samples) = (
@@ -236,6 +304,12 @@ async fn load(args: &Args, admin: String) -> Result<()> {
             errors.clone(),
             samples.clone(),
         );
+        let sent: Sent = Arc::default();
+        {
+            let (url, k, sent, running) =
+                (args.url.clone(), k.clone(), sent.clone(), running.clone());
+            followers.push(std::thread::spawn(move || follow(&url, &k, sent, running)));
+        }
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             let mut n = 0u64;
@@ -249,6 +323,9 @@ async fn load(args: &Args, admin: String) -> Result<()> {
                 orders.fetch_add(1, Ordering::Relaxed);
                 match answer {
                     Ok(v) => {
+                        if let Some(order) = v["placeOrder"]["orderId"].as_u64() {
+                            sent.lock().expect("sent").insert(order, t);
+                        }
                         let filled = v["placeOrder"]["fills"].as_array().map_or(0, Vec::len) as u64;
                         fills.fetch_add(filled, Ordering::Relaxed);
                         if filled > 0 {
@@ -334,6 +411,17 @@ async fn load(args: &Args, admin: String) -> Result<()> {
     for t in tasks {
         t.await?;
     }
+    let mut subscribed = Vec::new();
+    for f in followers {
+        match f.join().expect("a subscription thread") {
+            Ok(l) => subscribed.extend(l),
+            Err(e) => {
+                eprintln!("\na subscription failed: {e}");
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    subscribed.sort_by(f64::total_cmp);
     eprintln!();
 
     // Untimed: the providers end every lease, then the projectors catch up.
@@ -412,6 +500,9 @@ async fn load(args: &Args, admin: String) -> Result<()> {
         fills: fills.load(Ordering::Relaxed),
         order_to_fill_p50_ms: quantile(&latencies, 0.50),
         order_to_fill_p99_ms: quantile(&latencies, 0.99),
+        subscription_fills: subscribed.len() as u64,
+        subscription_fill_p50_ms: quantile(&subscribed, 0.50),
+        subscription_fill_p99_ms: quantile(&subscribed, 0.99),
         projection_lag_p50_ms: quantile(&lag, 0.50),
         projection_lag_p99_ms: quantile(&lag, 0.99),
         errors: errors.load(Ordering::Relaxed),
