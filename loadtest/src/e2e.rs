@@ -176,7 +176,13 @@ type Sent = Arc<Mutex<std::collections::HashMap<u64, Instant>>>;
 
 /// Follows a bot's `myOrderUpdates` on a websocket until `running` ends; for each `filled`
 /// update, the time since its order was sent.
-fn follow(url: &str, key: &str, sent: Sent, running: Arc<AtomicBool>) -> Result<Vec<f64>> {
+fn follow(
+    url: &str,
+    key: &str,
+    sent: Sent,
+    running: Arc<AtomicBool>,
+    ready: std::sync::mpsc::Sender<()>,
+) -> Result<Vec<f64>> {
     use tungstenite::client::IntoClientRequest;
     use tungstenite::Message;
     let mut request =
@@ -190,11 +196,39 @@ fn follow(url: &str, key: &str, sent: Sent, running: Arc<AtomicBool>) -> Result<
     }
     let init = json!({"type": "connection_init", "payload": {"apiKey": key}});
     socket.send(Message::text(init.to_string()))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match socket.read() {
+            Ok(Message::Text(t)) => {
+                if serde_json::from_str::<Value>(&t)?["type"] == "connection_ack" {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            // The read timeout (200 ms) while the server has not answered yet.
+            Err(tungstenite::Error::Io(e))
+                if Instant::now() < deadline
+                    && matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     let subscribe = json!({"id": "1", "type": "subscribe",
         "payload": {"query": "subscription { myOrderUpdates { orderId change } }"}});
     socket.send(Message::text(subscribe.to_string()))?;
+    ready.send(()).ok();
     let mut latencies = Vec::new();
-    while running.load(Ordering::Relaxed) {
+    // After the run, updates still on their way are read for half a second more.
+    let mut grace: Option<Instant> = None;
+    loop {
+        if !running.load(Ordering::Relaxed) {
+            let end = *grace.get_or_insert_with(|| Instant::now() + Duration::from_millis(500));
+            if Instant::now() > end {
+                break;
+            }
+        }
         let text = match socket.read() {
             Ok(Message::Text(t)) => t,
             Ok(_) => continue,
@@ -285,8 +319,31 @@ async fn load(args: &Args, admin: String) -> Result<()> {
     }
 
     let duration = Duration::from_secs(args.duration);
-    let started = Instant::now();
     let running = Arc::new(AtomicBool::new(true));
+    // Every bot's subscription is in place before the clock starts.
+    let sents: Vec<Sent> = bots.iter().map(|_| Sent::default()).collect();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let mut followers = Vec::new();
+    for ((_, k), sent) in bots.iter().zip(&sents) {
+        let (url, k, sent, running, ready) = (
+            args.url.clone(),
+            k.clone(),
+            sent.clone(),
+            running.clone(),
+            ready_tx.clone(),
+        );
+        followers.push(std::thread::spawn(move || {
+            follow(&url, &k, sent, running, ready)
+        }));
+    }
+    for _ in &bots {
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .context("a bot's subscription did not start")?;
+    }
+    // The server registers a subscription just after it reads the request.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
     let (orders, fills, errors) = (
         Arc::new(AtomicU64::new(0)),
         Arc::new(AtomicU64::new(0)),
@@ -295,8 +352,7 @@ async fn load(args: &Args, admin: String) -> Result<()> {
     let samples: Arc<Mutex<Vec<(f64, f64)>>> = Arc::new(Mutex::new(Vec::new()));
     let lags: Arc<Mutex<Vec<(f64, f64)>>> = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
-    let mut followers = Vec::new();
-    for (_, k) in bots.clone() {
+    for ((_, k), sent) in bots.clone().into_iter().zip(sents) {
         let (api, market, running) = (api.clone(), market.clone(), running.clone());
         let (orders, fills, errors, samples) = (
             orders.clone(),
@@ -304,12 +360,6 @@ async fn load(args: &Args, admin: String) -> Result<()> {
             errors.clone(),
             samples.clone(),
         );
-        let sent: Sent = Arc::default();
-        {
-            let (url, k, sent, running) =
-                (args.url.clone(), k.clone(), sent.clone(), running.clone());
-            followers.push(std::thread::spawn(move || follow(&url, &k, sent, running)));
-        }
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             let mut n = 0u64;
