@@ -20,7 +20,7 @@ use contract::{AccountId, Amount};
 use cosmrs::bank::{MsgMultiSend, MsgSend};
 use cosmrs::tx::Msg;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bytea, Integer, Nullable, Numeric, Text, Timestamptz};
+use diesel::sql_types::{BigInt, Bytea, Double, Integer, Nullable, Numeric, Text, Timestamptz};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use tracing::{info, warn};
@@ -213,8 +213,6 @@ struct StoredTx {
     #[diesel(sql_type = Double)]
     idle_s: f64,
 }
-
-use diesel::sql_types::Double;
 
 #[derive(QueryableByName)]
 struct PendingDeposit {

@@ -78,7 +78,11 @@ pub fn postings(event: &Event) -> Result<Vec<Posting>, PostingError> {
         postings: Vec::new(),
     };
     match *event {
-        Event::Deposited { account, amount } => {
+        // A chain deposit books as any deposit; its transaction hash is in the read models.
+        Event::Deposited { account, amount }
+        | Event::ChainDeposited {
+            account, amount, ..
+        } => {
             legs.transfer(
                 account,
                 Bucket::External,
@@ -168,17 +172,6 @@ pub fn postings(event: &Event) -> Result<Vec<Posting>, PostingError> {
                 buyer,
                 Bucket::spendable(buyer),
                 refunded,
-            )?;
-        }
-        Event::ChainDeposited {
-            account, amount, ..
-        } => {
-            legs.transfer(
-                account,
-                Bucket::External,
-                account,
-                Bucket::spendable(account),
-                amount,
             )?;
         }
         Event::WithdrawalRequested { account, amount } => {

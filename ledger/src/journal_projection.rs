@@ -87,11 +87,11 @@ impl Projection for Journal {
             .collect::<Result<Vec<i64>, Refusal>>()?;
 
         let positions = match *event {
-            Event::Deposited { account, amount } => vec![(account, DEPOSITS, amount)],
-            Event::Withdrawn { account, amount } => vec![(account, WITHDRAWALS, amount)],
-            Event::ChainDeposited {
+            Event::Deposited { account, amount }
+            | Event::ChainDeposited {
                 account, amount, ..
             } => vec![(account, DEPOSITS, amount)],
+            Event::Withdrawn { account, amount } => vec![(account, WITHDRAWALS, amount)],
             Event::SettlementConfirmed { ref payouts, .. } => payouts
                 .iter()
                 .map(|p| (p.account, WITHDRAWALS, p.amount))

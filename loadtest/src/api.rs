@@ -60,14 +60,15 @@ struct Report {
     method: &'static str,
 }
 
-struct Client {
-    http: reqwest::Client,
-    url: String,
+/// A GraphQL client (also `loadtest e2e`'s): `url` is the `/graphql` endpoint.
+pub(crate) struct Client {
+    pub(crate) http: reqwest::Client,
+    pub(crate) url: String,
 }
 
 impl Client {
     /// Posts a GraphQL request; the data, or the first error as text.
-    async fn gql(&self, key: &str, query: &str, variables: Value) -> Result<Value> {
+    pub(crate) async fn gql(&self, key: &str, query: &str, variables: Value) -> Result<Value> {
         let response = self
             .http
             .post(&self.url)
@@ -233,7 +234,12 @@ async fn bench(args: &Args, admin: String) -> Result<()> {
     Ok(())
 }
 
-async fn new_key(client: &Client, admin: &str, role: &str, account: u64) -> Result<String> {
+pub(crate) async fn new_key(
+    client: &Client,
+    admin: &str,
+    role: &str,
+    account: u64,
+) -> Result<String> {
     let data = client
         .gql(
             admin,

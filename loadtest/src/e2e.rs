@@ -23,6 +23,8 @@ use diesel::{Connection, PgConnection, RunQueryDsl};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::api::{new_key, Client};
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The market's base URL (what `gpumarket up` printed).
@@ -79,33 +81,13 @@ struct Check {
     detail: String,
 }
 
-struct Api {
-    http: reqwest::Client,
-    url: String,
-}
-
-impl Api {
-    async fn gql(&self, key: &str, query: &str, variables: Value) -> Result<Value> {
-        let body: Value = self
-            .http
-            .post(format!("{}/graphql", self.url))
-            .bearer_auth(key)
-            .json(&json!({"query": query, "variables": variables}))
-            .send()
-            .await?
-            .json()
-            .await?;
-        if let Some(error) = body["errors"].get(0) {
-            bail!("{error}");
-        }
-        Ok(body["data"].clone())
-    }
-
+/// `/readyz`, next to the GraphQL endpoint the shared client posts to.
+impl Client {
     /// The lowest projector position and the events the API has read, from `/readyz`.
     async fn positions(&self) -> Result<(u64, u64)> {
         let text = self
             .http
-            .get(format!("{}/readyz", self.url))
+            .get(self.url.replace("/graphql", "/readyz"))
             .send()
             .await?
             .text()
@@ -146,21 +128,7 @@ pub fn run(args: &Args) -> Result<()> {
     runtime.block_on(load(args, admin))
 }
 
-async fn key(api: &Api, admin: &str, role: &str, account: u64) -> Result<String> {
-    let data = api
-        .gql(
-            admin,
-            &format!("mutation($a: ID!) {{ createApiKey(role: {role}, account: $a, label: \"loadtest e2e\") {{ key }} }}"),
-            json!({"a": account.to_string()}),
-        )
-        .await?;
-    data["createApiKey"]["key"]
-        .as_str()
-        .map(str::to_owned)
-        .context("no key")
-}
-
-async fn place_ask(api: &Api, key: &str, market: &str, node: &str, id: u128) -> Result<u64> {
+async fn place_ask(api: &Client, key: &str, market: &str, node: &str, id: u128) -> Result<u64> {
     let data = api
         .gql(key, PLACE, json!({"i": {"market": market, "clientOrderId": id.to_string(), "price": "1.00",
             "gpus": 65_536, "ask": {"node": node, "vendor": "nvidia", "vramGb": 80, "interconnect": "nvlink",
@@ -273,11 +241,11 @@ fn nanos() -> u128 {
 }
 
 async fn load(args: &Args, admin: String) -> Result<()> {
-    let api = Arc::new(Api {
+    let api = Arc::new(Client {
         http: reqwest::Client::builder()
             .pool_max_idle_per_host(args.bots as usize + 16)
             .build()?,
-        url: args.url.trim_end_matches('/').to_owned(),
+        url: format!("{}/graphql", args.url.trim_end_matches('/')),
     });
     let market = args.market.clone();
     if let Err(e) = api
@@ -300,7 +268,7 @@ async fn load(args: &Args, admin: String) -> Result<()> {
     );
     let mut providers = Vec::new();
     for i in 0..args.providers {
-        let k = key(&api, &admin, "PROVIDER", base + 900 + u64::from(i)).await?;
+        let k = new_key(&api, &admin, "PROVIDER", base + 900 + u64::from(i)).await?;
         let node = format!("lt-node-{i}");
         let order = place_ask(&api, &k, &market, &node, nanos()).await?;
         providers.push((k, node, order));
@@ -308,7 +276,7 @@ async fn load(args: &Args, admin: String) -> Result<()> {
     let mut bots = Vec::new();
     for i in 0..args.bots {
         let account = base + u64::from(i);
-        let k = key(&api, &admin, "TRADER", account).await?;
+        let k = new_key(&api, &admin, "TRADER", account).await?;
         api.gql(
             &admin,
             "mutation($a: ID!) { creditDeposit(account: $a, amount: \"1000000000\") { amount } }",

@@ -305,15 +305,24 @@ impl Engine {
         amount: Amount,
         out: &mut Vec<Event>,
     ) -> Result<(), Rejection> {
+        self.credit(account, amount)?;
+        out.push(Event::Deposited { account, amount });
+        Ok(())
+    }
+
+    /// Adds money that entered the market (a deposit, from the admin or the chain) to the
+    /// account's available balance. The account's entry is made only once nothing can fail,
+    /// so a refusal leaves no empty entry behind.
+    fn credit(&mut self, account: AccountId, amount: Amount) -> Result<(), Rejection> {
         if !amount.is_positive() {
             return Err(Rejection::NonPositiveAmount { amount });
         }
         if account == AccountId::MARKET {
             return Err(Rejection::ReservedAccount { account });
         }
-        let funds = self.funds.entry(account).or_default();
-        funds.available = overflow(funds.available.checked_add(amount.micros()))?;
-        out.push(Event::Deposited { account, amount });
+        let available = self.funds.get(&account).map_or(0, |f| f.available);
+        let available = overflow(available.checked_add(amount.micros()))?;
+        self.funds.entry(account).or_default().available = available;
         Ok(())
     }
 

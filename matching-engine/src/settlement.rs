@@ -12,7 +12,7 @@ use contract::{
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
-use crate::{overflow, Engine};
+use crate::Engine;
 
 /// The bridge's state in the engine.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -80,18 +80,10 @@ impl Engine {
         msg_index: u32,
         out: &mut Vec<Event>,
     ) -> Result<(), Rejection> {
-        if !amount.is_positive() {
-            return Err(Rejection::NonPositiveAmount { amount });
-        }
-        if account == AccountId::MARKET {
-            return Err(Rejection::ReservedAccount { account });
-        }
         if self.settlement.deposits.contains(&(tx_hash, msg_index)) {
             return Err(Rejection::DuplicateDeposit { tx_hash, msg_index });
         }
-        let available = self.funds.get(&account).map_or(0, |f| f.available);
-        let available = overflow(available.checked_add(amount.micros()))?;
-        self.funds.entry(account).or_default().available = available;
+        self.credit(account, amount)?;
         self.settlement.deposits.insert((tx_hash, msg_index));
         out.push(Event::ChainDeposited {
             account,
