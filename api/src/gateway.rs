@@ -10,7 +10,10 @@
 //!   replica says how many records the command's answer has; once that many have arrived,
 //!   the answer is complete and durable, and the waiter gets it. The replica also serves the
 //!   live depth and the "why has my order not matched" explanations without a round trip.
-//! - Every event record read is broadcast to the subscriptions.
+//! - Every event record read is broadcast to the market-wide subscriptions, and handed to
+//!   the subscriptions of the accounts it names ([`Gateway::subscribe_account`]): with many
+//!   traders subscribed, waking every subscription for every record cost more CPU than the
+//!   orders themselves.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,10 +23,11 @@ use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use contract::codec::{self, CommandRecord, EventBody, EventRecord, SCHEMA};
-use contract::{Command, Timestamp};
+use contract::{AccountId, Command, Event, Timestamp};
 use engine_service::Topics;
 use eventlog::{Log, LogConfig, NewRecord};
 use matching_engine::Engine;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{broadcast, oneshot, watch};
 use tracing::{error, info, warn};
 
@@ -59,11 +63,81 @@ pub struct GatewayConfig {
     pub answer_timeout: Duration,
 }
 
+/// The subscribers of each account's records.
+type AccountFeeds =
+    Arc<Mutex<HashMap<AccountId, Vec<tokio::sync::mpsc::Sender<Arc<EventRecord>>>>>>;
+
+/// Records an account subscription may hold unread before it loses records, as a broadcast
+/// subscriber would.
+const ACCOUNT_FEED_CAPACITY: usize = 65_536;
+
+/// The accounts an event concerns: the order's owner, a lease's buyer and provider, the
+/// account whose funds moved. Settlement batches and market events name none.
+fn accounts(event: &Event) -> [Option<AccountId>; 2] {
+    match event {
+        Event::OrderAccepted { order, .. } => [Some(order.account), None],
+        Event::LeaseCreated {
+            buyer, provider, ..
+        }
+        | Event::LeaseEnded {
+            buyer, provider, ..
+        } => [Some(*buyer), (provider != buyer).then_some(*provider)],
+        Event::OrderAmended { account, .. }
+        | Event::OrderCancelled { account, .. }
+        | Event::Deposited { account, .. }
+        | Event::Withdrawn { account, .. }
+        | Event::PayoutAddressSet { account, .. }
+        | Event::WithdrawalRequested { account, .. }
+        | Event::ChainDeposited { account, .. } => [Some(*account), None],
+        Event::ReputationSet { provider, .. }
+        | Event::LeaseStarted { provider, .. }
+        | Event::NodeHeartbeat { provider, .. } => [Some(*provider), None],
+        Event::MarketCreated { .. }
+        | Event::SettlementOpened { .. }
+        | Event::SettlementConfirmed { .. }
+        | Event::SettlementFailed { .. } => [None, None],
+    }
+}
+
+/// Hands `record` to the subscribers of the accounts it names, without waiting: one too slow
+/// to keep [`ACCOUNT_FEED_CAPACITY`] records loses this one (logged); one that went away is
+/// dropped.
+fn deliver(feeds: &AccountFeeds, record: &Arc<EventRecord>) {
+    let EventBody::Event(event) = &record.body else {
+        return;
+    };
+    let mut feeds = feeds.lock().expect("feeds lock");
+    if feeds.is_empty() {
+        return;
+    }
+    for account in accounts(event).into_iter().flatten() {
+        let Some(subscribers) = feeds.get_mut(&account) else {
+            continue;
+        };
+        subscribers.retain(|tx| match tx.try_send(record.clone()) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                warn!(
+                    account = account.0,
+                    seq = record.seq,
+                    "an account subscription fell behind and missed a record"
+                );
+                true
+            }
+            Err(TrySendError::Closed(_)) => false,
+        });
+        if subscribers.is_empty() {
+            feeds.remove(&account);
+        }
+    }
+}
+
 /// Commands in, answers out, and the replica engine.
 pub struct Gateway {
     submit: Mutex<mpsc::Sender<Submission>>,
     replica: Arc<RwLock<Engine>>,
     events: broadcast::Sender<Arc<EventRecord>>,
+    accounts: AccountFeeds,
     progress: watch::Receiver<u64>,
     /// Event records read so far (the next event offset).
     events_read: Arc<AtomicU64>,
@@ -114,6 +188,7 @@ impl Gateway {
             next_event: 0,
             pending: PendingTable::default(),
             events: broadcast::channel(65_536).0,
+            accounts: AccountFeeds::default(),
             progress: watch::channel(0).0,
             events_read: Arc::new(AtomicU64::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
@@ -138,6 +213,7 @@ impl Gateway {
             submit: Mutex::new(tx),
             replica: follower.replica.clone(),
             events: follower.events.clone(),
+            accounts: follower.accounts.clone(),
             progress: follower.progress.subscribe(),
             events_read: follower.events_read.clone(),
             healthy: Arc::new(AtomicBool::new(true)),
@@ -210,6 +286,22 @@ impl Gateway {
     /// Every event record read from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<EventRecord>> {
         self.events.subscribe()
+    }
+
+    /// The event records that name `account` (see [`accounts`]), from now on. Dropping the
+    /// receiver ends the subscription.
+    pub fn subscribe_account(
+        &self,
+        account: AccountId,
+    ) -> tokio::sync::mpsc::Receiver<Arc<EventRecord>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(ACCOUNT_FEED_CAPACITY);
+        self.accounts
+            .lock()
+            .expect("feeds lock")
+            .entry(account)
+            .or_default()
+            .push(tx);
+        rx
     }
 
     /// Changes whenever the follower has read more events.
@@ -326,6 +418,7 @@ struct Follower {
     next_event: u64,
     pending: PendingTable,
     events: broadcast::Sender<Arc<EventRecord>>,
+    accounts: AccountFeeds,
     progress: watch::Sender<u64>,
     events_read: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -378,8 +471,10 @@ impl Follower {
             }
             drop(table);
             self.next_event = record.offset + 1;
+            let record = Arc::new(event);
+            deliver(&self.accounts, &record);
             // Nobody listening is fine.
-            let _ = self.events.send(Arc::new(event));
+            let _ = self.events.send(record);
         }
         self.events_read.store(self.next_event, Ordering::Relaxed);
         self.progress.send_replace(self.next_event);
@@ -433,5 +528,80 @@ impl Follower {
                 .tx
                 .send(Err(ApiError::unavailable(format!("event log: {reason}"))));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use contract::Amount;
+
+    fn deposit(seq: u64, account: u64) -> Arc<EventRecord> {
+        Arc::new(EventRecord {
+            seq,
+            command_offset: seq,
+            at: Timestamp(0),
+            body: EventBody::Event(Event::Deposited {
+                account: AccountId(account),
+                amount: Amount::parse("1").unwrap(),
+            }),
+        })
+    }
+
+    fn feed(
+        feeds: &AccountFeeds,
+        account: u64,
+        capacity: usize,
+    ) -> tokio::sync::mpsc::Receiver<Arc<EventRecord>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+        feeds
+            .lock()
+            .unwrap()
+            .entry(AccountId(account))
+            .or_default()
+            .push(tx);
+        rx
+    }
+
+    #[test]
+    fn a_record_reaches_the_subscribers_of_the_accounts_it_names_and_no_one_else() {
+        let feeds = AccountFeeds::default();
+        let (mut one, mut also_one, mut two) =
+            (feed(&feeds, 1, 8), feed(&feeds, 1, 8), feed(&feeds, 2, 8));
+        deliver(&feeds, &deposit(0, 1));
+        assert_eq!(one.try_recv().unwrap().seq, 0);
+        assert_eq!(also_one.try_recv().unwrap().seq, 0);
+        assert!(two.try_recv().is_err(), "account 2 is not named");
+    }
+
+    #[test]
+    fn a_full_subscriber_misses_records_and_a_gone_one_is_dropped() {
+        let feeds = AccountFeeds::default();
+        let mut slow = feed(&feeds, 1, 1);
+        drop(feed(&feeds, 1, 8));
+        deliver(&feeds, &deposit(0, 1));
+        deliver(&feeds, &deposit(1, 1));
+        assert_eq!(
+            feeds.lock().unwrap()[&AccountId(1)].len(),
+            1,
+            "the closed one is gone"
+        );
+        assert_eq!(slow.try_recv().unwrap().seq, 0);
+        assert!(
+            slow.try_recv().is_err(),
+            "record 1 did not fit and was missed"
+        );
+        deliver(&feeds, &deposit(2, 1));
+        assert_eq!(
+            slow.try_recv().unwrap().seq,
+            2,
+            "and it goes on with the next"
+        );
+        drop(slow);
+        deliver(&feeds, &deposit(3, 1));
+        assert!(
+            feeds.lock().unwrap().is_empty(),
+            "no subscriber left, no entry left"
+        );
     }
 }

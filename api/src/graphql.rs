@@ -2775,9 +2775,9 @@ impl Subscription {
         ctx: &Context<'_>,
     ) -> async_graphql::Result<impl Stream<Item = OrderUpdate>> {
         let account = principal(ctx)?.own_account()?;
-        let mut rx = state(ctx).gateway.subscribe();
+        let mut rx = state(ctx).gateway.subscribe_account(account);
         Ok(async_stream_like(move |tx| async move {
-            while let Some(record) = next(&mut rx).await {
+            while let Some(record) = rx.recv().await {
                 for update in order_updates(account, &record) {
                     if tx.send(update).await.is_err() {
                         return;
@@ -2825,9 +2825,9 @@ impl Subscription {
         let p = principal(ctx)?;
         p.require(&[Role::Provider], "lease offers")?;
         let account = p.own_account()?;
-        let mut rx = state(ctx).gateway.subscribe();
+        let mut rx = state(ctx).gateway.subscribe_account(account);
         Ok(async_stream_like(move |tx| async move {
-            while let Some(record) = next(&mut rx).await {
+            while let Some(record) = rx.recv().await {
                 if let EventBody::Event(Event::LeaseCreated {
                     lease_id,
                     market,

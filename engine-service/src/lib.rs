@@ -5,9 +5,9 @@
 //! - The event partition has one writer (this runner) and one record per event or
 //!   rejection, so a record's offset is its `seq`, and the log's end offset says how many
 //!   answers are already written.
-//! - A snapshot records the next command offset and the next `seq` it covers. It is written
-//!   only after the events it covers are durable, atomically (temporary file, fsync,
-//!   rename).
+//! - A snapshot records the next command offset and the next `seq` it covers. It is encoded
+//!   after the events it covers are appended and written atomically (temporary file, fsync,
+//!   rename) on a thread of its own; a restart uses it only if those events are in the log.
 //! - A restart loads the newest valid snapshot whose events are all in the log, replays the
 //!   commands after it, and for every answer whose `seq` is below the log's end offset checks
 //!   that the log already holds exactly that record instead of writing it again. Only then
@@ -21,7 +21,8 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use contract::codec::{self, CommandRecord, DecodeError, EventBody, EventRecord, SCHEMA};
 use eventlog::{Log, LogError, NewRecord};
@@ -118,6 +119,17 @@ pub struct Runner {
     /// Answers below this `seq` are already in the log (found at start-up).
     written_end: u64,
     commands_since_snapshot: u64,
+    /// The snapshot being written in the background, if any.
+    writing: Option<JoinHandle<Result<(), RunnerError>>>,
+}
+
+/// A dropped runner's last snapshot is on disk: the drop waits for a write in flight.
+impl Drop for Runner {
+    fn drop(&mut self) {
+        if let Err(e) = self.finish_snapshot() {
+            warn!(error = %e, "the last snapshot was not written");
+        }
+    }
 }
 
 impl std::fmt::Debug for Runner {
@@ -141,6 +153,30 @@ fn parse_snapshot_name(name: &str) -> Option<SnapshotPoint> {
         next_command: command.parse().ok()?,
         next_seq: seq.parse().ok()?,
     })
+}
+
+/// The snapshot files in `dir` (an unreadable directory has none; `.tmp` files are not
+/// snapshots).
+fn snapshots_in(dir: &Path) -> impl Iterator<Item = (SnapshotPoint, PathBuf)> {
+    fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((parse_snapshot_name(e.file_name().to_str()?)?, e.path())))
+}
+
+/// Keeps the two newest snapshots: the newest, and one to fall back on if it is damaged.
+fn prune_snapshots(dir: &Path, newest: &SnapshotPoint) {
+    let mut older: Vec<(u64, PathBuf)> = snapshots_in(dir)
+        .filter(|(p, _)| p.next_command < newest.next_command)
+        .map(|(p, path)| (p.next_command, path))
+        .collect();
+    older.sort_by_key(|(c, _)| std::cmp::Reverse(*c));
+    for (_, path) in older.into_iter().skip(1) {
+        if let Err(e) = fs::remove_file(&path) {
+            warn!(path = %path.display(), error = %e, "could not remove an old snapshot");
+        }
+    }
 }
 
 impl Runner {
@@ -171,20 +207,14 @@ impl Runner {
             next_seq: point.next_seq,
             written_end,
             commands_since_snapshot: 0,
+            writing: None,
         })
     }
 
     /// The newest snapshot that restores cleanly and whose events are all in the log; a
     /// fresh engine when there is none.
     fn restore_newest(dir: &Path, written_end: u64) -> (Engine, SnapshotPoint) {
-        let mut found: Vec<(SnapshotPoint, PathBuf)> = fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let point = parse_snapshot_name(e.file_name().to_str()?)?;
-                Some((point, e.path()))
-            })
+        let mut found: Vec<(SnapshotPoint, PathBuf)> = snapshots_in(dir)
             .filter(|(p, _)| p.next_seq <= written_end)
             .collect();
         found.sort_by_key(|(p, _)| std::cmp::Reverse(p.next_command));
@@ -258,7 +288,7 @@ impl Runner {
         self.next_command += commands.len() as u64;
         self.commands_since_snapshot += commands.len() as u64;
         if self.commands_since_snapshot >= self.config.snapshot_every {
-            self.snapshot()?;
+            self.start_snapshot()?;
         }
         Ok(commands.len())
     }
@@ -344,55 +374,68 @@ impl Runner {
         Ok(())
     }
 
-    /// Writes a snapshot of everything applied so far (whose answers are all durable).
+    /// Writes a snapshot of everything applied so far and waits until it is durable.
     pub fn snapshot(&mut self) -> Result<(), RunnerError> {
+        self.start_snapshot()?;
+        self.finish_snapshot()
+    }
+
+    /// Encodes the engine's state here, and writes and syncs the file on a thread of its own:
+    /// a snapshot grows with the open orders and leases (tens of megabytes under load), and
+    /// its `fsync` competes with Postgres for the disk, so doing it inline stalled every
+    /// order behind it. The previous write must finish first, so at most one is in flight.
+    /// A crash mid-write leaves a `.tmp` file that restore ignores.
+    fn start_snapshot(&mut self) -> Result<(), RunnerError> {
+        self.finish_snapshot()?;
         let point = SnapshotPoint {
             next_command: self.next_command,
             next_seq: self.next_seq,
         };
-        let dir = &self.config.snapshot_dir;
-        let path = dir.join(snapshot_name(&point));
-        let tmp = dir.join(format!("{}.tmp", snapshot_name(&point)));
-        let io = |source| RunnerError::Snapshot {
-            path: path.clone(),
-            source,
-        };
+        let encoding = Instant::now();
         let bytes = self.engine.snapshot();
-        let mut file = fs::File::create(&tmp).map_err(io)?;
-        file.write_all(&bytes).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        fs::rename(&tmp, &path).map_err(io)?;
-        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        let encode_ms = encoding.elapsed().as_millis() as u64;
         self.commands_since_snapshot = 0;
-        self.prune_snapshots(&point);
-        info!(
-            shard = self.config.shard,
-            next_command = point.next_command,
-            bytes = bytes.len(),
-            "snapshot written"
-        );
+        let (dir, shard) = (self.config.snapshot_dir.clone(), self.config.shard);
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| RunnerError::Snapshot { path, source }
+        };
+        let writer = std::thread::Builder::new()
+            .name("engine-snapshot".to_owned())
+            .spawn(move || {
+                let writing = Instant::now();
+                let path = dir.join(snapshot_name(&point));
+                let tmp = dir.join(format!("{}.tmp", snapshot_name(&point)));
+                let mut file = fs::File::create(&tmp).map_err(io(&path))?;
+                file.write_all(&bytes).map_err(io(&path))?;
+                file.sync_all().map_err(io(&path))?;
+                fs::rename(&tmp, &path).map_err(io(&path))?;
+                fs::File::open(&dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io(&path))?;
+                prune_snapshots(&dir, &point);
+                info!(
+                    shard,
+                    next_command = point.next_command,
+                    bytes = bytes.len(),
+                    encode_ms,
+                    write_ms = writing.elapsed().as_millis() as u64,
+                    "snapshot written"
+                );
+                Ok(())
+            })
+            .map_err(io(&self.config.snapshot_dir))?;
+        self.writing = Some(writer);
         Ok(())
     }
 
-    /// Keeps the two newest snapshots: the newest, and one to fall back on if it is damaged.
-    fn prune_snapshots(&self, newest: &SnapshotPoint) {
-        let mut older: Vec<(u64, PathBuf)> = fs::read_dir(&self.config.snapshot_dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let p = parse_snapshot_name(e.file_name().to_str()?)?;
-                (p.next_command < newest.next_command).then(|| (p.next_command, e.path()))
-            })
-            .collect();
-        older.sort_by_key(|(c, _)| std::cmp::Reverse(*c));
-        for (_, path) in older.into_iter().skip(1) {
-            if let Err(e) = fs::remove_file(&path) {
-                warn!(path = %path.display(), error = %e, "could not remove an old snapshot");
-            }
+    /// Waits for the snapshot in flight, if any.
+    fn finish_snapshot(&mut self) -> Result<(), RunnerError> {
+        match self.writing.take() {
+            Some(writer) => writer.join().expect("the snapshot writer panicked"),
+            None => Ok(()),
         }
     }
-
     /// Runs until `stop` is set, then writes a final snapshot.
     pub fn run(&mut self, stop: &AtomicBool) -> Result<(), RunnerError> {
         while !stop.load(Ordering::Relaxed) {

@@ -61,7 +61,17 @@ fn sleep_unless(stop: &AtomicBool, total: Duration) {
     }
 }
 
-type Part = (&'static str, JoinHandle<Result<()>>);
+pub type Part = (&'static str, JoinHandle<Result<()>>);
+
+/// Starts a part of the market on a thread named after it, so `top -H` and a debugger show
+/// which part is busy.
+pub fn spawn_part(
+    name: &'static str,
+    f: impl FnOnce() -> Result<()> + Send + 'static,
+) -> Result<Part> {
+    let thread = std::thread::Builder::new().name(name.to_owned()).spawn(f)?;
+    Ok((name, thread))
+}
 
 pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<Vec<Part>> {
     let demo = dir.join("demo");
@@ -121,25 +131,22 @@ pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<
             }),
         };
         let stop = stop.clone();
-        parts.push((
-            "demo provider",
-            std::thread::spawn(move || {
-                let interval = Duration::from_secs(config.interval_secs);
-                let mut agent = provider_agent::Agent::open(config)?;
-                let mut registered = false;
-                while !stop.load(Ordering::Relaxed) {
-                    let started = Instant::now();
-                    if !registered {
-                        registered = agent.register().is_ok();
-                    }
-                    if let Err(e) = agent.step() {
-                        warn!(error = %e, "demo provider step failed");
-                    }
-                    sleep_unless(&stop, interval.saturating_sub(started.elapsed()));
+        parts.push(spawn_part("demo provider", move || {
+            let interval = Duration::from_secs(config.interval_secs);
+            let mut agent = provider_agent::Agent::open(config)?;
+            let mut registered = false;
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                if !registered {
+                    registered = agent.register().is_ok();
                 }
-                Ok(())
-            }),
-        ));
+                if let Err(e) = agent.step() {
+                    warn!(error = %e, "demo provider step failed");
+                }
+                sleep_unless(&stop, interval.saturating_sub(started.elapsed()));
+            }
+            Ok(())
+        })?);
     }
     for bot in 1..=BOTS {
         let key = key_file(
@@ -163,7 +170,7 @@ pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<
             )?;
         }
         let (stop, url) = (stop.clone(), url.to_owned());
-        parts.push(("demo bot", std::thread::spawn(move || {
+        parts.push(spawn_part("demo bot", move || {
             let http = reqwest::blocking::Client::new();
             let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64;
             let mut rng = Rng(seed | 1);
@@ -213,7 +220,7 @@ pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<
                 sleep_unless(&stop, Duration::from_millis(300 + rng.below(700)));
             }
             Ok(())
-        })));
+        })?);
     }
     info!(
         providers = NODES.len(),

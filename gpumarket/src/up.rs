@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -18,6 +17,7 @@ use ledger::{Activity, Journal, Reputation};
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
+use crate::demo::{spawn_part, Part};
 use crate::{run_projector, ProjectArgs};
 
 /// What `up` is told.
@@ -295,23 +295,20 @@ pub fn up(args: UpArgs) -> Result<()> {
             topics: topics.clone(),
             shard: 0,
             shards: 1,
-            snapshot_every: 50_000,
+            snapshot_every: 500_000,
             snapshot_dir: dir.join("snapshots"),
             batch: 2_048,
             poll: Duration::from_millis(5),
         },
         eventlog::open(&log_url, &LogConfig::default())?,
     )?;
-    let mut threads: Vec<(&str, JoinHandle<Result<()>>)> = Vec::new();
+    let mut threads: Vec<Part> = Vec::new();
     {
         let stop = stop.clone();
-        threads.push((
-            "engine",
-            std::thread::spawn(move || {
-                runner.run(&stop)?;
-                Ok(())
-            }),
-        ));
+        threads.push(spawn_part("engine", move || {
+            runner.run(&stop)?;
+            Ok(())
+        })?);
     }
     info!("[2/6] engine running on {log_url}");
 
@@ -319,25 +316,23 @@ pub fn up(args: UpArgs) -> Result<()> {
     for name in ["journal", "activity", "reputation"] {
         let (db, log, stop) = (database_url.clone(), log_url.clone(), stop.clone());
         let prefix = args.topic_prefix.clone();
-        threads.push((
-            name,
-            std::thread::spawn(move || {
-                let args = ProjectArgs {
-                    log_url: &log,
-                    database_url: &db,
-                    topic_prefix: &prefix,
-                    shard: 0,
-                    batch: 4_096,
-                    rebuild: false,
-                    progress_every: Duration::from_secs(60),
-                };
-                match name {
-                    "journal" => run_projector(&args, Journal, &stop),
-                    "activity" => run_projector(&args, Activity, &stop),
-                    _ => run_projector(&args, Reputation, &stop),
-                }
-            }),
-        ));
+        threads.push(spawn_part(name, move || {
+            let args = ProjectArgs {
+                log_url: &log,
+                database_url: &db,
+                topic_prefix: &prefix,
+                shard: 0,
+                batch: 4_096,
+                linger: Duration::from_millis(50),
+                rebuild: false,
+                progress_every: Duration::from_secs(60),
+            };
+            match name {
+                "journal" => run_projector(&args, Journal, &stop),
+                "activity" => run_projector(&args, Activity, &stop),
+                _ => run_projector(&args, Reputation, &stop),
+            }
+        })?);
     }
     info!("[3/6] projectors running");
 
@@ -389,15 +384,17 @@ pub fn up(args: UpArgs) -> Result<()> {
     let http_addr = args.http.clone();
     let api_thread = {
         let state = state.clone();
-        std::thread::spawn(move || -> Result<()> {
-            actix_web::rt::System::new().block_on(async move {
-                let (server, addr) = api::serve(state.clone(), &http_addr, 2)?;
-                tx.send((server.handle(), addr)).ok();
-                server.await?;
-                state.gateway.shutdown();
-                anyhow::Ok(())
-            })
-        })
+        std::thread::Builder::new()
+            .name("api".to_owned())
+            .spawn(move || -> Result<()> {
+                actix_web::rt::System::new().block_on(async move {
+                    let (server, addr) = api::serve(state.clone(), &http_addr, 2)?;
+                    tx.send((server.handle(), addr)).ok();
+                    server.await?;
+                    state.gateway.shutdown();
+                    anyhow::Ok(())
+                })
+            })?
     };
     let Ok((server, addr)) = rx.recv() else {
         return Err(api_thread
@@ -456,13 +453,10 @@ pub fn up(args: UpArgs) -> Result<()> {
     let mut bridge = cosmos_bridge::bridge::Bridge::new(bridge_config, escrow)?;
     {
         let stop = stop.clone();
-        threads.push((
-            "bridge",
-            std::thread::spawn(move || {
-                bridge.run(&stop);
-                Ok(())
-            }),
-        ));
+        threads.push(spawn_part("bridge", move || {
+            bridge.run(&stop);
+            Ok(())
+        })?);
     }
     info!("[6/6] Cosmos bridge running");
 

@@ -1,17 +1,27 @@
-//! `loadtest e2e`: bidding bots and provider tasks against a whole running market (`gpumarket
-//! up`) for a fixed time, then the books are checked.
+//! `loadtest e2e`: bidding bots and simulated provider agents against a whole running market
+//! (`gpumarket up`) for a fixed time, then the books are checked.
 //!
 //! Set-up (untimed), with the admin key: a market of its own (`--market`), `--providers`
-//! provider keys, each keeping a large ask in the book (replaced when it runs low), and
-//! `--bots` trader keys with deposits. During the run every bot sends `placeOrder` IOC bids
-//! that cross the asks, so each order fills at once, and follows its own orders on a
-//! `myOrderUpdates` subscription (websocket, graphql-transport-ws). Order-to-fill latency is
-//! from sending the mutation to holding the engine's answer with its fills; the subscription
-//! latency is from sending it to the `filled` update arriving on the websocket. A probe measures projection
-//! lag as the time until every projector has applied the events the API had read when the
-//! probe looked. Afterwards the providers end every lease (untimed), the projectors catch up,
-//! and the books are verified: the journal sums to zero, every fill is a lease, every lease
-//! has a usage line and an invoice, and the reconciliation report has no break.
+//! provider keys and `--bots` trader keys with deposits. Each provider runs the real provider
+//! agent (`provider_agent::Agent`) with its simulated GPU source, labelled simulated in every
+//! report: it registers its node's key and sends a signed telemetry report every second,
+//! which the API verifies, stores and turns into the node's heartbeat in the engine. For the
+//! run, each provider also keeps a large ask on its node (replaced when it runs low), so that
+//! every bid fills. During the run every bot sends `placeOrder` IOC bids that cross the asks
+//! and follows its own orders on a `myOrderUpdates` subscription (websocket,
+//! graphql-transport-ws).
+//!
+//! With `--rate`, the bots send on a fixed schedule (open loop) and latency runs from the
+//! time an order was due, so a stalled server is charged for the orders it held up
+//! (no coordinated omission); without it each bot sends its next order when the last is
+//! answered (closed loop, the most the machine takes). Order-to-fill latency ends when the
+//! engine's answer with its fills is held; the subscription latency when the `filled`
+//! update arrives on the websocket. A probe measures projection lag as the time until every
+//! projector has applied the events the API had read when the probe looked. Afterwards the
+//! providers end every lease (untimed), the projectors catch up, and the books are verified:
+//! the journal sums to zero, every fill is a lease, every lease has a usage line and an
+//! invoice, every report the agents sent is stored, and the reconciliation report has no
+//! break.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -41,6 +51,11 @@ pub struct Args {
     duration: u64,
     #[arg(long, default_value_t = 48)]
     bots: u32,
+    /// Orders per second from all bots together, on a fixed schedule; unset, each bot sends
+    /// as soon as its last order is answered.
+    #[arg(long)]
+    rate: Option<u32>,
+    /// Simulated provider agents (8 simulated GPUs each, a signed report every second).
     #[arg(long, default_value_t = 4)]
     providers: u32,
     #[arg(long, default_value = "LOADTEST-E2E")]
@@ -55,13 +70,21 @@ pub struct Args {
 #[derive(Debug, Serialize)]
 struct Report {
     bots: u32,
+    /// The order rate asked for (`--rate`); absent for a closed-loop run.
+    rate: Option<u32>,
     providers: u32,
+    /// When the clock started (UTC), to line the chart up with the market's logs.
+    started_at: String,
+    /// Signed telemetry reports the provider agents sent and the API accepted.
+    provider_reports: u64,
     duration_s: f64,
     orders: u64,
     orders_per_sec: f64,
     fills: u64,
     order_to_fill_p50_ms: f64,
     order_to_fill_p99_ms: f64,
+    order_to_fill_p999_ms: f64,
+    order_to_fill_max_ms: f64,
     /// Fills seen on the bots' `myOrderUpdates` subscriptions.
     subscription_fills: u64,
     subscription_fill_p50_ms: f64,
@@ -266,12 +289,74 @@ async fn load(args: &Args, admin: String) -> Result<()> {
         "set-up: market {market}, {} provider and {} bot keys (accounts from {base})",
         args.providers, args.bots
     );
+    let running = Arc::new(AtomicBool::new(true));
+    let errors = Arc::new(AtomicU64::new(0));
+    // Each provider agent reports from its own thread (the agent's client is blocking): node
+    // key, outbox and report sequence in a fresh state directory per run.
+    let agents_dir = args.out.join("providers");
+    if agents_dir.exists() {
+        std::fs::remove_dir_all(&agents_dir)?;
+    }
+    std::fs::create_dir_all(&agents_dir)?;
+    let reports = Arc::new(AtomicU64::new(0));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut providers = Vec::new();
+    let mut agents = Vec::new();
     for i in 0..args.providers {
-        let k = new_key(&api, &admin, "PROVIDER", base + 900 + u64::from(i)).await?;
-        let node = format!("lt-node-{i}");
+        let account = base + 900 + u64::from(i);
+        let k = new_key(&api, &admin, "PROVIDER", account).await?;
+        let node = format!("lt-node-{account}");
+        let key_file = agents_dir.join(format!("provider-{account}.key"));
+        std::fs::write(&key_file, &k)?;
+        let config = provider_agent::config::Config {
+            api_url: args.url.clone(),
+            api_key_file: key_file,
+            node: node.clone(),
+            class: market.clone(),
+            region: "eu-west".to_owned(),
+            source: "simulated".to_owned(),
+            interval_secs: 1,
+            state_dir: agents_dir.join(&node),
+            outbox_capacity: 10_000,
+            simulated: provider_agent::config::Simulated {
+                name: "H100-80GB".to_owned(),
+                count: 8,
+                vram_mb: 80 * 1024,
+            },
+            offer: None,
+        };
+        let (running, reports, errors, ready) = (
+            running.clone(),
+            reports.clone(),
+            errors.clone(),
+            ready_tx.clone(),
+        );
+        agents.push(std::thread::spawn(move || -> Result<()> {
+            let mut agent = provider_agent::Agent::open(config)?;
+            agent.register()?;
+            ready.send(()).ok();
+            let mut last = false;
+            while !last {
+                last = !running.load(Ordering::Relaxed);
+                let t = Instant::now();
+                // The last round only sends what is still in the outbox.
+                if !last {
+                    agent.report(&[])?;
+                }
+                let flushed = agent.flush()?;
+                reports.fetch_add(flushed.sent as u64, Ordering::Relaxed);
+                errors.fetch_add(flushed.rejected as u64, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_secs(1).saturating_sub(t.elapsed()));
+            }
+            Ok(())
+        }));
         let order = place_ask(&api, &k, &market, &node, nanos()).await?;
         providers.push((k, node, order));
+    }
+    for _ in &providers {
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .context("a provider agent did not register")?;
     }
     let mut bots = Vec::new();
     for i in 0..args.bots {
@@ -287,10 +372,8 @@ async fn load(args: &Args, admin: String) -> Result<()> {
     }
 
     let duration = Duration::from_secs(args.duration);
-    let running = Arc::new(AtomicBool::new(true));
     // Every bot's subscription is in place before the clock starts.
     let sents: Vec<Sent> = bots.iter().map(|_| Sent::default()).collect();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut followers = Vec::new();
     for ((_, k), sent) in bots.iter().zip(&sents) {
         let (url, k, sent, running, ready) = (
@@ -312,16 +395,19 @@ async fn load(args: &Args, admin: String) -> Result<()> {
     // The server registers a subscription just after it reads the request.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
-    let (orders, fills, errors) = (
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicU64::new(0)),
-    );
+    let started_at = chrono::Utc::now().to_rfc3339();
+    let (orders, fills) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    // Open loop: each bot's orders are due every `bots / rate` seconds, the bots spread
+    // evenly over that interval.
+    let every = args
+        .rate
+        .map(|rate| Duration::from_secs_f64(f64::from(args.bots) / f64::from(rate.max(1))));
     let samples: Arc<Mutex<Vec<(f64, f64)>>> = Arc::new(Mutex::new(Vec::new()));
     let lags: Arc<Mutex<Vec<(f64, f64)>>> = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
-    for ((_, k), sent) in bots.clone().into_iter().zip(sents) {
+    for (i, ((_, k), sent)) in bots.clone().into_iter().zip(sents).enumerate() {
         let (api, market, running) = (api.clone(), market.clone(), running.clone());
+        let first = every.map(|e| started + e.mul_f64(i as f64 / f64::from(args.bots)));
         let (orders, fills, errors, samples) = (
             orders.clone(),
             fills.clone(),
@@ -333,7 +419,17 @@ async fn load(args: &Args, admin: String) -> Result<()> {
             let mut n = 0u64;
             while running.load(Ordering::Relaxed) {
                 n += 1;
-                let t = Instant::now();
+                let t = match (first, every) {
+                    (Some(first), Some(every)) => {
+                        let due = first + every * (n - 1) as u32;
+                        tokio::time::sleep_until(due.into()).await;
+                        if !running.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        due
+                    }
+                    _ => Instant::now(),
+                };
                 let answer = api
                     .gql(&k, PLACE, json!({"i": {"market": market, "clientOrderId": format!("{}{n}", nanos() % 1_000_000_000),
                         "price": format!("1.0{}", n % 6), "gpus": 1, "timeInForce": "IOC", "bid": {"hours": 1}}}))
@@ -440,6 +536,12 @@ async fn load(args: &Args, admin: String) -> Result<()> {
         }
     }
     subscribed.sort_by(f64::total_cmp);
+    for a in agents {
+        if let Err(e) = a.join().expect("a provider agent thread") {
+            eprintln!("\na provider agent failed: {e:#}");
+            errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
     eprintln!();
 
     // Untimed: the providers end every lease, then the projectors catch up.
@@ -499,7 +601,13 @@ async fn load(args: &Args, admin: String) -> Result<()> {
 
     let drained = drain.elapsed();
     let accounts: Vec<i64> = bots.iter().map(|(a, _)| *a as i64).collect();
-    let checks = verify(&args.database_url, &market, &accounts)?;
+    let provider_reports = reports.load(Ordering::Relaxed);
+    let checks = verify(
+        &args.database_url,
+        &market,
+        &accounts,
+        (base + 900, args.providers, provider_reports),
+    )?;
     let mut latencies: Vec<f64> = samples
         .lock()
         .expect("samples")
@@ -511,13 +619,18 @@ async fn load(args: &Args, admin: String) -> Result<()> {
     lag.sort_by(f64::total_cmp);
     let report = Report {
         bots: args.bots,
+        rate: args.rate,
         providers: args.providers,
+        started_at,
+        provider_reports,
         duration_s: elapsed,
         orders: orders.load(Ordering::Relaxed),
         orders_per_sec: (orders.load(Ordering::Relaxed) as f64 / elapsed).round(),
         fills: fills.load(Ordering::Relaxed),
         order_to_fill_p50_ms: quantile(&latencies, 0.50),
         order_to_fill_p99_ms: quantile(&latencies, 0.99),
+        order_to_fill_p999_ms: quantile(&latencies, 0.999),
+        order_to_fill_max_ms: latencies.last().copied().unwrap_or(0.0),
         subscription_fills: subscribed.len() as u64,
         subscription_fill_p50_ms: quantile(&subscribed, 0.50),
         subscription_fill_p99_ms: quantile(&subscribed, 0.99),
@@ -536,8 +649,11 @@ async fn load(args: &Args, admin: String) -> Result<()> {
     crate::chart::latency_png(
         &args.out.join("latency.png"),
         &format!(
-            "loadtest e2e: {} bots, {:.0} orders/s",
-            args.bots, report.orders_per_sec
+            "loadtest e2e: {} bots, {:.0} orders/s ({})",
+            args.bots,
+            report.orders_per_sec,
+            args.rate
+                .map_or("closed loop".to_owned(), |r| format!("open loop at {r}/s"))
         ),
         &samples.lock().expect("samples"),
         &lags.lock().expect("lags"),
@@ -571,7 +687,13 @@ fn count(conn: &mut PgConnection, sql: &str) -> Result<i64> {
         .n)
 }
 
-fn verify(database_url: &str, market: &str, bots: &[i64]) -> Result<Vec<Check>> {
+/// `providers`: the first provider account, how many, and the reports they sent.
+fn verify(
+    database_url: &str,
+    market: &str,
+    bots: &[i64],
+    providers: (u64, u32, u64),
+) -> Result<Vec<Check>> {
     let mut conn = PgConnection::establish(database_url)?;
     // Fresh statistics: planned on the empty tables of the start, the anti-joins below run a
     // nested loop over every row (minutes instead of milliseconds after a long run).
@@ -601,6 +723,15 @@ fn verify(database_url: &str, market: &str, bots: &[i64]) -> Result<Vec<Check>> 
           &format!("SELECT count(*) AS n FROM leases l WHERE l.market = '{market}' AND NOT EXISTS (SELECT 1 FROM usage_lines u WHERE u.lease_id = l.lease_id)"), 0)?;
     check("every buyer with usage has an invoice",
           &format!("SELECT count(DISTINCT u.account) AS n FROM usage_lines u WHERE u.account IN ({list}) AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.account = u.account)"), 0)?;
+    let (first, n, sent) = providers;
+    check(
+        "every report the provider agents sent is stored",
+        &format!(
+            "SELECT count(*) AS n FROM node_reports WHERE provider BETWEEN {first} AND {}",
+            first + u64::from(n)
+        ),
+        sent as i64,
+    )?;
     let now = chrono::Utc::now();
     let period = ledger::export::Period::new(
         now - chrono::Duration::days(1),

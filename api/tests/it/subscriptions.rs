@@ -90,6 +90,11 @@ fn subscribers_see_trades_depth_their_orders_and_lease_offers() {
         Some(&m.provider),
         "subscription { leaseOffers { leaseId node gpus buyer } }",
     );
+    let mut theirs = subscribe(
+        &m,
+        Some(&m.provider),
+        "subscription { myOrderUpdates { orderId change remaining leaseId } }",
+    );
     // Subscriptions start when the server has them; give the server a moment to register
     // them before the order goes in.
     thread::sleep(Duration::from_millis(300));
@@ -119,6 +124,14 @@ fn subscribers_see_trades_depth_their_orders_and_lease_offers() {
     assert_eq!(
         receive(&mut offers)["payload"]["data"]["leaseOffers"],
         json!({"leaseId": 1, "node": "node-a", "gpus": 3, "buyer": T_BUYER})
+    );
+    // The provider's own updates: its ask's fill, never the buyer's order.
+    let ask = receive(&mut theirs)["payload"]["data"]["myOrderUpdates"].clone();
+    assert_ne!(ask["orderId"], json!(order_id), "{ask}");
+    assert_eq!(
+        (&ask["change"], &ask["remaining"], &ask["leaseId"]),
+        (&json!("filled"), &json!(5), &json!(1)),
+        "{ask}"
     );
 
     // Private subscriptions need a key, and the right role.
