@@ -51,7 +51,7 @@ enum Cmd {
         #[arg(long, env = "GPUMARKET_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
         /// Commands between snapshots. A restart replays at most this many (about 250,000 a
-        /// second here); encoding a snapshot pauses the engine for about 3 ms per megabyte of
+        /// second here); encoding a snapshot pauses the engine for about 1.5 ms per megabyte of
         /// state (open orders and leases), so too frequent snapshots show in the latency.
         #[arg(long, env = "GPUMARKET_SNAPSHOT_EVERY", default_value_t = 500_000)]
         snapshot_every: u64,

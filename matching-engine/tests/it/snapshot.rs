@@ -55,3 +55,23 @@ fn damaged_snapshots_are_refused() {
         Err(SnapshotError::BadMagic)
     ));
 }
+
+#[test]
+fn a_format_3_snapshot_written_before_the_crc_still_restores() {
+    let live = busy_market();
+    let v4 = live.engine.snapshot();
+    assert_eq!(&v4[..8], b"GPUMKT\x00\x04");
+    // Format 3: the same image, with FNV-1a (64-bit) as its trailer.
+    let image = &v4[8..v4.len() - 4];
+    let fnv = image.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let mut v3 = b"GPUMKT\x00\x03".to_vec();
+    v3.extend_from_slice(image);
+    v3.extend_from_slice(&fnv.to_le_bytes());
+    let restored = Engine::restore(&v3).unwrap();
+    assert_eq!(restored.state_hash(), live.engine.state_hash());
+    assert_eq!(restored.snapshot(), v4, "written again in format 4");
+    v3[100] ^= 1;
+    assert!(matches!(Engine::restore(&v3), Err(SnapshotError::Corrupt)));
+}
