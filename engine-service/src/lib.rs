@@ -396,23 +396,23 @@ impl Runner {
         let encode_ms = encoding.elapsed().as_millis() as u64;
         self.commands_since_snapshot = 0;
         let (dir, shard) = (self.config.snapshot_dir.clone(), self.config.shard);
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| RunnerError::Snapshot { path, source }
-        };
+        let path = dir.join(snapshot_name(&point));
         let writer = std::thread::Builder::new()
             .name("engine-snapshot".to_owned())
             .spawn(move || {
                 let writing = Instant::now();
-                let path = dir.join(snapshot_name(&point));
-                let tmp = dir.join(format!("{}.tmp", snapshot_name(&point)));
-                let mut file = fs::File::create(&tmp).map_err(io(&path))?;
-                file.write_all(&bytes).map_err(io(&path))?;
-                file.sync_all().map_err(io(&path))?;
-                fs::rename(&tmp, &path).map_err(io(&path))?;
-                fs::File::open(&dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(io(&path))?;
+                let tmp = path.with_extension("snap.tmp");
+                let written = (|| {
+                    let mut file = fs::File::create(&tmp)?;
+                    file.write_all(&bytes)?;
+                    file.sync_all()?;
+                    fs::rename(&tmp, &path)?;
+                    fs::File::open(&dir)?.sync_all()
+                })();
+                written.map_err(|source| RunnerError::Snapshot {
+                    path: path.clone(),
+                    source,
+                })?;
                 prune_snapshots(&dir, &point);
                 info!(
                     shard,
@@ -424,7 +424,10 @@ impl Runner {
                 );
                 Ok(())
             })
-            .map_err(io(&self.config.snapshot_dir))?;
+            .map_err(|source| RunnerError::Snapshot {
+                path: self.config.snapshot_dir.clone(),
+                source,
+            })?;
         self.writing = Some(writer);
         Ok(())
     }
@@ -436,6 +439,7 @@ impl Runner {
             None => Ok(()),
         }
     }
+
     /// Runs until `stop` is set, then writes a final snapshot.
     pub fn run(&mut self, stop: &AtomicBool) -> Result<(), RunnerError> {
         while !stop.load(Ordering::Relaxed) {

@@ -5,7 +5,6 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -13,7 +12,7 @@ use provider_agent::config::{Config, Offer, Simulated};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::up::{gql, key_file};
+use crate::up::{gql, key_file, spawn_part, Part};
 
 /// (class, region, GPUs, VRAM GB, price per GPU-hour, vendor, interconnect).
 const NODES: [(&str, &str, u32, u32, &str, &str, &str); 5] = [
@@ -59,18 +58,6 @@ fn sleep_unless(stop: &AtomicBool, total: Duration) {
     while Instant::now() < end && !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-pub type Part = (&'static str, JoinHandle<Result<()>>);
-
-/// Starts a part of the market on a thread named after it, so `top -H` and a debugger show
-/// which part is busy.
-pub fn spawn_part(
-    name: &'static str,
-    f: impl FnOnce() -> Result<()> + Send + 'static,
-) -> Result<Part> {
-    let thread = std::thread::Builder::new().name(name.to_owned()).spawn(f)?;
-    Ok((name, thread))
 }
 
 pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<Vec<Part>> {

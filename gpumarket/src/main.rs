@@ -29,6 +29,11 @@ use tracing::info;
 mod demo;
 mod up;
 
+/// Commands between engine snapshots (`engine --snapshot-every`, and `up`).
+const SNAPSHOT_EVERY: u64 = 500_000;
+/// How often a caught-up projector commits (`project --linger-ms`, and `up`).
+const LINGER_MS: u64 = 50;
+
 #[derive(Parser)]
 #[command(name = "gpumarket", version, about = "The open GPU-compute exchange")]
 struct Cli {
@@ -53,7 +58,7 @@ enum Cmd {
         /// Commands between snapshots. A restart replays at most this many (about 250,000 a
         /// second here); encoding a snapshot pauses the engine for about 1.5 ms per megabyte of
         /// state (open orders and leases), so too frequent snapshots show in the latency.
-        #[arg(long, env = "GPUMARKET_SNAPSHOT_EVERY", default_value_t = 500_000)]
+        #[arg(long, env = "GPUMARKET_SNAPSHOT_EVERY", default_value_t = SNAPSHOT_EVERY)]
         snapshot_every: u64,
         /// Commands read and answered per batch.
         #[arg(long, default_value_t = 2_048)]
@@ -98,7 +103,7 @@ enum Cmd {
         /// arrive meanwhile wait for the next transaction. Fewer, larger transactions cost
         /// Postgres far less per event; the price is up to this much more lag. 0: commit
         /// whatever each read finds.
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = LINGER_MS)]
         linger_ms: u64,
         /// Seconds between progress lines in the log.
         #[arg(long, default_value_t = 10)]

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -17,8 +18,7 @@ use ledger::{Activity, Journal, Reputation};
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
-use crate::demo::{spawn_part, Part};
-use crate::{run_projector, ProjectArgs};
+use crate::{run_projector, ProjectArgs, LINGER_MS, SNAPSHOT_EVERY};
 
 /// What `up` is told.
 #[derive(Debug, clap::Args)]
@@ -260,6 +260,19 @@ pub(crate) fn gql(
     Ok(body["data"].clone())
 }
 
+/// A part of the market and its thread.
+pub type Part = (&'static str, JoinHandle<Result<()>>);
+
+/// Starts a part of the market on a thread named after it, so `top -H` and a debugger show
+/// which part is busy.
+pub fn spawn_part(
+    name: &'static str,
+    f: impl FnOnce() -> Result<()> + Send + 'static,
+) -> Result<Part> {
+    let thread = std::thread::Builder::new().name(name.to_owned()).spawn(f)?;
+    Ok((name, thread))
+}
+
 pub fn up(args: UpArgs) -> Result<()> {
     let started = Instant::now();
     let dir = &args.data_dir;
@@ -295,7 +308,7 @@ pub fn up(args: UpArgs) -> Result<()> {
             topics: topics.clone(),
             shard: 0,
             shards: 1,
-            snapshot_every: 500_000,
+            snapshot_every: SNAPSHOT_EVERY,
             snapshot_dir: dir.join("snapshots"),
             batch: 2_048,
             poll: Duration::from_millis(5),
@@ -323,7 +336,7 @@ pub fn up(args: UpArgs) -> Result<()> {
                 topic_prefix: &prefix,
                 shard: 0,
                 batch: 4_096,
-                linger: Duration::from_millis(50),
+                linger: Duration::from_millis(LINGER_MS),
                 rebuild: false,
                 progress_every: Duration::from_secs(60),
             };

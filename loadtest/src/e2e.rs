@@ -407,7 +407,8 @@ async fn load(args: &Args, admin: String) -> Result<()> {
     let mut tasks = Vec::new();
     for (i, ((_, k), sent)) in bots.clone().into_iter().zip(sents).enumerate() {
         let (api, market, running) = (api.clone(), market.clone(), running.clone());
-        let first = every.map(|e| started + e.mul_f64(i as f64 / f64::from(args.bots)));
+        // This bot's first due time and its interval.
+        let schedule = every.map(|e| (started + e.mul_f64(i as f64 / f64::from(args.bots)), e));
         let (orders, fills, errors, samples) = (
             orders.clone(),
             fills.clone(),
@@ -419,8 +420,8 @@ async fn load(args: &Args, admin: String) -> Result<()> {
             let mut n = 0u64;
             while running.load(Ordering::Relaxed) {
                 n += 1;
-                let t = match (first, every) {
-                    (Some(first), Some(every)) => {
+                let t = match schedule {
+                    Some((first, every)) => {
                         let due = first + every * (n - 1) as u32;
                         tokio::time::sleep_until(due.into()).await;
                         if !running.load(Ordering::Relaxed) {
@@ -428,7 +429,7 @@ async fn load(args: &Args, admin: String) -> Result<()> {
                         }
                         due
                     }
-                    _ => Instant::now(),
+                    None => Instant::now(),
                 };
                 let answer = api
                     .gql(&k, PLACE, json!({"i": {"market": market, "clientOrderId": format!("{}{n}", nanos() % 1_000_000_000),
@@ -727,7 +728,7 @@ fn verify(
     check(
         "every report the provider agents sent is stored",
         &format!(
-            "SELECT count(*) AS n FROM node_reports WHERE provider BETWEEN {first} AND {}",
+            "SELECT count(*) AS n FROM node_reports WHERE provider >= {first} AND provider < {}",
             first + u64::from(n)
         ),
         sent as i64,
