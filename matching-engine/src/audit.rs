@@ -1,0 +1,104 @@
+//! The engine checking its own invariants (`Engine::audit`); the tests run it after every
+//! command.
+
+use contract::AccountId;
+use rustc_hash::FxHashMap;
+
+use crate::book::{Terms, NIL};
+use crate::matching::{attribute_exclusion, fill_quantity};
+use crate::Engine;
+
+impl Engine {
+    /// Checks the engine's invariants and lists every violation (empty when sound): holds
+    /// match resting bids, level totals match their orders, and no resting bid could trade
+    /// with a resting ask.
+    pub fn audit(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut held: FxHashMap<AccountId, i64> = FxHashMap::default();
+        for market in &self.markets {
+            for ladder in [&market.bids, &market.asks] {
+                for level in ladder.levels() {
+                    let (mut gpus, mut count, mut slot) = (0u64, 0u32, level.head);
+                    while slot != NIL {
+                        let o = self.orders.get(slot);
+                        gpus += u64::from(o.remaining);
+                        count += 1;
+                        if o.price != level.price {
+                            problems.push(format!("order {} sits at a wrong level", o.id));
+                        }
+                        if let Some(b) = o.bid() {
+                            let expected = o.price * i64::from(o.remaining) * i64::from(b.hours);
+                            if o.hold != expected {
+                                problems.push(format!(
+                                    "order {} holds {} instead of {expected}",
+                                    o.id, o.hold
+                                ));
+                            }
+                            *held.entry(o.account).or_default() += o.hold;
+                        }
+                        slot = o.next;
+                    }
+                    if gpus != level.gpus || count != level.orders {
+                        problems.push(format!(
+                            "{} level {} counts {}/{} but holds {gpus}/{count}",
+                            market.id, level.price, level.gpus, level.orders
+                        ));
+                    }
+                }
+            }
+            for b in market.bids.iter(&self.orders).map(|s| self.orders.get(s)) {
+                let bid = b.bid().expect("the bid ladder holds bids");
+                for a in market.asks.iter(&self.orders).map(|s| self.orders.get(s)) {
+                    if a.price > b.price {
+                        break;
+                    }
+                    let Terms::Ask(ask) = &a.terms else {
+                        unreachable!("the ask ladder holds asks")
+                    };
+                    let apart = attribute_exclusion(bid, ask, self.now).is_some()
+                        || fill_quantity(bid, b.remaining, a.remaining, false).is_err();
+                    if !apart {
+                        problems.push(format!(
+                            "{} is crossed: bid {} at {} could trade with ask {} at {}",
+                            market.id, b.id, b.price, a.id, a.price
+                        ));
+                    }
+                }
+            }
+        }
+        for (account, funds) in &self.funds {
+            let expected = held.get(account).copied().unwrap_or(0);
+            if funds.held != expected {
+                problems.push(format!(
+                    "account {account} has {} held but its bids hold {expected}",
+                    funds.held
+                ));
+            }
+            if funds.available < 0
+                || funds.in_lease < 0
+                || funds.requested < 0
+                || funds.unpaid_earnings < 0
+            {
+                problems.push(format!("account {account} is negative: {funds:?}"));
+            }
+            let in_batch = self
+                .open_settlement_batch()
+                .and_then(|(_, payouts)| payouts.iter().find(|p| p.account == *account))
+                .map_or(0, |p| p.amount.micros());
+            if funds.settling != funds.requested + in_batch {
+                problems.push(format!(
+                    "account {account} has {} settling but {} requested and {in_batch} in the open batch",
+                    funds.settling, funds.requested
+                ));
+            }
+        }
+        let in_leases: i64 = self.leases.iter().map(|l| l.cost.micros()).sum();
+        let in_lease_funds: i64 = self.funds.values().map(|f| f.in_lease).sum();
+        if in_leases != in_lease_funds {
+            problems.push(format!(
+                "leases hold {in_leases} but accounts count {in_lease_funds} in leases"
+            ));
+        }
+        problems
+    }
+}

@@ -1,0 +1,400 @@
+//! Orders in and out of the book: placing (validation, then the match), cancelling and
+//! amending, retiring an order with its hold released (which every cancellation goes
+//! through), and a new reputation cancelling the asks that advertised more.
+
+use contract::{
+    AccountId, Amount, AskSpec, BidSpec, CancelReason, Event, Gpus, MarketId, NewOrder, OrderId,
+    OrderTerms, Price, Region, Rejection, Reputation, TimeInForce, Timestamp,
+};
+
+use crate::book::{AskTerms, BidTerms, Order, Terms, NIL};
+use crate::funds::overflow;
+use crate::matching::{interconnect_bit, region_bit, vendor_bit, ANY_REGION, MAX_REGIONS};
+use crate::Engine;
+
+impl Engine {
+    fn market_of(&self, market: MarketId) -> Result<u32, Rejection> {
+        self.market_index
+            .get(&market)
+            .copied()
+            .ok_or(Rejection::UnknownMarket { market })
+    }
+
+    fn check_tick(&self, market: u32, price: Price) -> Result<(), Rejection> {
+        let tick = self.markets[market as usize].tick;
+        if price.micros() % tick != 0 {
+            return Err(Rejection::PriceOffTick {
+                price,
+                tick: Price::from_micros(tick),
+            });
+        }
+        Ok(())
+    }
+
+    /// The regions a command names that the engine has not seen, checked against capacity.
+    fn new_regions<'a>(
+        &self,
+        names: impl Iterator<Item = &'a Region>,
+    ) -> Result<Vec<Region>, Rejection> {
+        let mut fresh: Vec<Region> = Vec::new();
+        for r in names {
+            if region_bit(&self.regions, *r).is_none() && !fresh.contains(r) {
+                fresh.push(*r);
+            }
+        }
+        if self.regions.len() + fresh.len() > MAX_REGIONS {
+            return Err(Rejection::TooManyRegions {
+                max: MAX_REGIONS as u32,
+            });
+        }
+        Ok(fresh)
+    }
+
+    fn bid_terms(&self, spec: &BidSpec, gpus: Gpus) -> Result<BidTerms, Rejection> {
+        if let Some(min_fill) = spec.min_fill {
+            if min_fill > gpus {
+                return Err(Rejection::MinFillAboveQuantity { min_fill, gpus });
+            }
+        }
+        let region_mask = if spec.regions.is_empty() {
+            ANY_REGION
+        } else {
+            // Regions nobody has offered yet get their bit when the order is accepted.
+            spec.regions
+                .iter()
+                .filter_map(|r| region_bit(&self.regions, *r))
+                .fold(0, |mask, bit| mask | (1u64 << bit))
+        };
+        let interconnect_mask = if spec.interconnects.is_empty() {
+            u8::MAX
+        } else {
+            spec.interconnects
+                .iter()
+                .fold(0, |mask, i| mask | interconnect_bit(*i))
+        };
+        Ok(BidTerms {
+            hours: spec.hours.get(),
+            min_vram_gb: spec.min_vram_gb,
+            region_mask,
+            interconnect_mask,
+            vendor_mask: spec.vendor.map_or(u8::MAX, vendor_bit),
+            min_reputation: spec.min_reputation,
+            single_node: spec.single_node,
+            all_or_none: spec.all_or_none,
+            min_fill: spec.min_fill.map_or(0, Gpus::get),
+        })
+    }
+
+    fn ask_terms(&self, provider: AccountId, spec: &AskSpec) -> Result<AskTerms, Rejection> {
+        if spec.available_until.0 < self.now.saturating_add(Timestamp::MS_PER_HOUR) {
+            return Err(Rejection::AvailabilityTooShort {
+                available_until: spec.available_until,
+                now: Timestamp(self.now),
+            });
+        }
+        Ok(AskTerms {
+            node: spec.node,
+            vendor: spec.vendor,
+            vram_gb: spec.vram_gb,
+            interconnect: spec.interconnect,
+            region: spec.region,
+            // A new region gets the next bit, which no bid's mask can name yet.
+            region_bit: region_bit(&self.regions, spec.region).unwrap_or(self.regions.len() as u8),
+            available_until: spec.available_until.0,
+            reputation: self
+                .reputations
+                .get(&provider)
+                .copied()
+                .unwrap_or(Reputation::MIN),
+        })
+    }
+
+    pub(crate) fn place(&mut self, new: &NewOrder, out: &mut Vec<Event>) -> Result<(), Rejection> {
+        let market = self.market_of(new.market)?;
+        if new.account == AccountId::MARKET {
+            return Err(Rejection::ReservedAccount {
+                account: new.account,
+            });
+        }
+        self.check_tick(market, new.price)?;
+        if self
+            .client_ids
+            .get(&new.account)
+            .is_some_and(|ids| ids.contains(new.client_id))
+        {
+            return Err(Rejection::DuplicateClientOrderId {
+                client_id: new.client_id,
+            });
+        }
+        let mut expires_at = match new.tif {
+            TimeInForce::Gtt { expires_at } if expires_at.0 <= self.now => {
+                return Err(Rejection::Expired {
+                    expires_at,
+                    now: Timestamp(self.now),
+                })
+            }
+            TimeInForce::Gtt { expires_at } => expires_at.0,
+            _ => i64::MAX,
+        };
+        let (terms, hold, fresh_regions) = match &new.terms {
+            OrderTerms::Bid(spec) => {
+                let hold = overflow(new.price.cost(new.gpus, spec.hours))?.micros();
+                self.ensure_funds(new.account, hold)?;
+                let fresh = self.new_regions(spec.regions.iter())?;
+                (Terms::Bid(self.bid_terms(spec, new.gpus)?), hold, fresh)
+            }
+            OrderTerms::Ask(spec) => {
+                let fresh = self.new_regions(std::iter::once(&spec.region))?;
+                let terms = self.ask_terms(new.account, spec)?;
+                // An ask that can no longer fit a one-hour lease leaves the book.
+                expires_at = expires_at.min(terms.available_until - Timestamp::MS_PER_HOUR);
+                (Terms::Ask(terms), 0, fresh)
+            }
+        };
+        let mut order = Order {
+            id: OrderId(self.next_order_id),
+            account: new.account,
+            client_id: new.client_id,
+            market,
+            side: new.side(),
+            price: new.price.micros(),
+            remaining: new.gpus.get(),
+            filled: 0,
+            hold,
+            expires_at,
+            post_only: new.post_only,
+            terms,
+            level: NIL,
+            prev: NIL,
+            next: NIL,
+        };
+        let mut plan = std::mem::take(&mut self.plan);
+        let planned = self.plan_match(&order, &mut plan);
+        let checked = self.check_plan(&order, new.tif, planned, &mut plan);
+        if let Err(rejection) = checked {
+            plan.clear();
+            self.plan = plan;
+            return Err(rejection);
+        }
+
+        // Nothing can fail from here on.
+        for region in fresh_regions {
+            self.regions.push(region);
+        }
+        if let (Terms::Bid(terms), OrderTerms::Bid(spec)) = (&mut order.terms, &new.terms) {
+            if !spec.regions.is_empty() {
+                terms.region_mask = spec
+                    .regions
+                    .iter()
+                    .filter_map(|r| region_bit(&self.regions, *r))
+                    .fold(0, |mask, bit| mask | (1u64 << bit));
+            }
+        }
+        self.client_ids
+            .entry(new.account)
+            .or_default()
+            .insert(new.client_id);
+        self.next_order_id += 1;
+        if hold > 0 {
+            let funds = self.funds.entry(new.account).or_default();
+            funds.available -= hold;
+            funds.held += hold;
+        }
+        let reputation = match &order.terms {
+            Terms::Ask(a) => a.reputation,
+            Terms::Bid(_) => Reputation::MIN,
+        };
+        out.push(Event::OrderAccepted {
+            order_id: order.id,
+            order: new.clone(),
+            hold: Amount::from_micros(hold),
+            reputation,
+        });
+        let slot = self.orders.insert(order);
+        self.execute(slot, false, &plan, out);
+        plan.clear();
+        self.plan = plan;
+        let immediate = matches!(new.tif, TimeInForce::Ioc | TimeInForce::Fok);
+        self.settle_taker(slot, immediate, out);
+        Ok(())
+    }
+
+    /// Removes an order with its remainder unfilled and releases its hold.
+    pub(crate) fn retire(
+        &mut self,
+        slot: u32,
+        in_book: bool,
+        reason: CancelReason,
+        out: &mut Vec<Event>,
+    ) {
+        if in_book {
+            let (market, side) = {
+                let o = self.orders.get(slot);
+                (o.market, o.side)
+            };
+            self.markets[market as usize]
+                .ladder_mut(side)
+                .unlink(&mut self.orders, slot);
+        }
+        let order = self.orders.remove(slot);
+        self.order_index.remove(order.id);
+        if order.hold > 0 {
+            let funds = self.funds.entry(order.account).or_default();
+            funds.held -= order.hold;
+            funds.available += order.hold;
+        }
+        out.push(Event::OrderCancelled {
+            order_id: order.id,
+            account: order.account,
+            remaining: order.remaining,
+            released: Amount::from_micros(order.hold),
+            reason,
+        });
+    }
+
+    fn owned_slot(&self, account: AccountId, order_id: OrderId) -> Result<u32, Rejection> {
+        let slot = self
+            .order_index
+            .get(order_id)
+            .ok_or(Rejection::UnknownOrder { order_id })?;
+        if self.orders.get(slot).account != account {
+            return Err(Rejection::NotOwner { order_id });
+        }
+        Ok(slot)
+    }
+
+    pub(crate) fn cancel(
+        &mut self,
+        account: AccountId,
+        order_id: OrderId,
+        out: &mut Vec<Event>,
+    ) -> Result<(), Rejection> {
+        let slot = self.owned_slot(account, order_id)?;
+        self.retire(slot, true, CancelReason::Requested, out);
+        Ok(())
+    }
+
+    pub(crate) fn amend(
+        &mut self,
+        account: AccountId,
+        order_id: OrderId,
+        price: Option<Price>,
+        gpus: Option<Gpus>,
+        out: &mut Vec<Event>,
+    ) -> Result<(), Rejection> {
+        let slot = self.owned_slot(account, order_id)?;
+        let current = self.orders.get(slot);
+        if let Some(p) = price {
+            self.check_tick(current.market, p)?;
+        }
+        let new_price = price.map_or(current.price, Price::micros);
+        let total = current.filled + current.remaining;
+        let new_total = gpus.map_or(total, Gpus::get);
+        if new_price == current.price && new_total == total {
+            return Err(Rejection::NothingToAmend);
+        }
+        if new_total <= current.filled {
+            return Err(Rejection::AmendBelowFilled {
+                filled: current.filled,
+                requested: gpus.unwrap_or(Gpus::MIN),
+            });
+        }
+        let new_remaining = new_total - current.filled;
+        let mut amended = current.clone();
+        amended.price = new_price;
+        amended.remaining = new_remaining;
+        if let Some(bid) = current.bid() {
+            // The remainder must stay fillable: never below the minimum fill.
+            if bid.min_fill > new_remaining {
+                return Err(Rejection::MinFillAboveQuantity {
+                    min_fill: Gpus::new(u64::from(bid.min_fill)).unwrap_or(Gpus::MAX),
+                    gpus: Gpus::new(u64::from(new_remaining)).unwrap_or(Gpus::MAX),
+                });
+            }
+            let units = i64::from(new_remaining) * i64::from(bid.hours);
+            amended.hold = overflow(new_price.checked_mul(units))?;
+            self.ensure_funds(account, amended.hold - current.hold)?;
+        }
+        let keeps_priority = new_price == current.price && new_remaining < current.remaining;
+        let hold_change = amended.hold - current.hold;
+        let reduced_by = current.remaining.saturating_sub(new_remaining);
+
+        // A smaller single-node, all-or-none or min-fill bid may now fit an ask it could
+        // not before, and a new price may cross: either way the order trades now.
+        let mut plan = std::mem::take(&mut self.plan);
+        let planned = self.plan_match(&amended, &mut plan);
+        if let Err(rejection) = self.check_plan(&amended, TimeInForce::Gtc, planned, &mut plan) {
+            plan.clear();
+            self.plan = plan;
+            return Err(rejection);
+        }
+
+        let market = amended.market;
+        let side = amended.side;
+        if keeps_priority {
+            self.markets[market as usize]
+                .ladder_mut(side)
+                .reduce(self.orders.get(slot).level, reduced_by);
+        } else {
+            self.markets[market as usize]
+                .ladder_mut(side)
+                .unlink(&mut self.orders, slot);
+        }
+        {
+            let o = self.orders.get_mut(slot);
+            o.price = amended.price;
+            o.remaining = amended.remaining;
+            o.hold = amended.hold;
+        }
+        if hold_change != 0 {
+            let funds = self.funds.entry(account).or_default();
+            funds.available -= hold_change;
+            funds.held += hold_change;
+        }
+        out.push(Event::OrderAmended {
+            order_id,
+            account,
+            price: Price::from_micros(new_price),
+            remaining: Gpus::new(u64::from(new_remaining)).expect("checked above filled"),
+            hold_change: Amount::from_micros(hold_change),
+            priority_kept: keeps_priority,
+        });
+        self.execute(slot, keeps_priority, &plan, out);
+        plan.clear();
+        self.plan = plan;
+        if keeps_priority {
+            if self.orders.get(slot).remaining == 0 {
+                let done = self.orders.remove(slot);
+                self.order_index.remove(done.id);
+            }
+        } else {
+            // Leaves the index while it trades; `settle_taker` puts it back if it rests.
+            self.order_index.remove(order_id);
+            self.settle_taker(slot, false, out);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn set_reputation(
+        &mut self,
+        provider: AccountId,
+        score: Reputation,
+        out: &mut Vec<Event>,
+    ) {
+        self.reputations.insert(provider, score);
+        out.push(Event::ReputationSet { provider, score });
+        let mut dropped: Vec<(OrderId, u32)> = self
+            .orders
+            .live()
+            .filter(|(_, o)| {
+                o.account == provider && matches!(&o.terms, Terms::Ask(a) if a.reputation > score)
+            })
+            .map(|(slot, o)| (o.id, slot))
+            .collect();
+        // Slots differ after a restore; order ids do not.
+        dropped.sort_unstable();
+        for (_, slot) in dropped {
+            self.retire(slot, true, CancelReason::ReputationDropped, out);
+        }
+    }
+}

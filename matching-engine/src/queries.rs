@@ -1,0 +1,138 @@
+//! Queries. They read state and never change it.
+
+use contract::{
+    AccountId, Amount, Exclusion, Explanation, LeaseId, MarketId, OrderId, Price, Rejection,
+    Reputation, Side, SkippedOrder,
+};
+
+use crate::book::{Ladder, Terms};
+use crate::matching::{attribute_exclusion, fill_quantity};
+use crate::{Balance, Depth, DepthLevel, Engine, Lease, RestingOrder};
+
+impl Engine {
+    pub fn balance(&self, account: AccountId) -> Balance {
+        let f = self.funds.get(&account).copied().unwrap_or_default();
+        Balance {
+            available: Amount::from_micros(f.available),
+            held: Amount::from_micros(f.held),
+            in_lease: Amount::from_micros(f.in_lease),
+            settling: Amount::from_micros(f.settling),
+        }
+    }
+
+    /// The sum of every account's buckets: changes only with deposits and withdrawals.
+    pub fn total_money(&self) -> Amount {
+        Amount::from_micros(
+            self.funds
+                .values()
+                .map(|f| f.available + f.held + f.in_lease + f.settling)
+                .sum(),
+        )
+    }
+
+    pub fn order(&self, order_id: OrderId) -> Option<RestingOrder> {
+        let slot = self.order_index.get(order_id)?;
+        let o = self.orders.get(slot);
+        Some(RestingOrder {
+            id: o.id,
+            account: o.account,
+            market: self.markets[o.market as usize].id,
+            side: o.side,
+            price: Price::from_micros(o.price),
+            remaining: o.remaining,
+            filled: o.filled,
+            hold: Amount::from_micros(o.hold),
+        })
+    }
+
+    pub fn lease(&self, lease_id: LeaseId) -> Option<&Lease> {
+        self.leases.get(lease_id)
+    }
+
+    /// Every running lease, in no particular order.
+    pub fn leases(&self) -> impl Iterator<Item = &Lease> {
+        self.leases.iter()
+    }
+
+    pub fn reputation(&self, provider: AccountId) -> Reputation {
+        self.reputations
+            .get(&provider)
+            .copied()
+            .unwrap_or(Reputation::MIN)
+    }
+
+    /// The best `levels` price levels of each side of a market.
+    pub fn depth(&self, market: MarketId, levels: usize) -> Option<Depth> {
+        let m = &self.markets[*self.market_index.get(&market)? as usize];
+        let side = |ladder: &Ladder| {
+            ladder
+                .levels()
+                .take(levels)
+                .map(|l| DepthLevel {
+                    price: Price::from_micros(l.price),
+                    gpus: l.gpus,
+                    orders: l.orders,
+                })
+                .collect()
+        };
+        Some(Depth {
+            market,
+            bids: side(&m.bids),
+            asks: side(&m.asks),
+        })
+    }
+
+    /// Every counter-order at a price the resting order would accept, in priority order,
+    /// with the constraint that keeps them apart (at most `limit` of them).
+    pub fn explain(&self, order_id: OrderId, limit: usize) -> Result<Explanation, Rejection> {
+        let slot = self
+            .order_index
+            .get(order_id)
+            .ok_or(Rejection::UnknownOrder { order_id })?;
+        let order = self.orders.get(slot);
+        let market = &self.markets[order.market as usize];
+        let opposite = match order.side {
+            Side::Bid => &market.asks,
+            Side::Ask => &market.bids,
+        };
+        let mut skipped = Vec::new();
+        let mut truncated = false;
+        for other_slot in opposite.iter(&self.orders) {
+            let other = self.orders.get(other_slot);
+            let crosses = match order.side {
+                Side::Bid => other.price <= order.price,
+                Side::Ask => other.price >= order.price,
+            };
+            if !crosses {
+                break;
+            }
+            if skipped.len() == limit {
+                truncated = true;
+                break;
+            }
+            let (bid, b, a) = match order.side {
+                Side::Bid => (order.bid(), order, other),
+                Side::Ask => (other.bid(), other, order),
+            };
+            let (Some(bid), Terms::Ask(ask)) = (bid, &a.terms) else {
+                unreachable!("ladders hold one side each")
+            };
+            let reason = attribute_exclusion(bid, ask, self.now)
+                .or((b.account == a.account).then_some(Exclusion::SameAccount))
+                .or_else(|| fill_quantity(bid, b.remaining, a.remaining, false).err());
+            if let Some(reason) = reason {
+                skipped.push(SkippedOrder {
+                    order_id: other.id,
+                    price: Price::from_micros(other.price),
+                    gpus: other.remaining,
+                    reason,
+                });
+            }
+        }
+        Ok(Explanation {
+            order_id,
+            skipped,
+            truncated,
+        })
+    }
+}
