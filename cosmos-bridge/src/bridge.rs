@@ -17,8 +17,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use contract::{AccountId, Amount};
-use cosmrs::bank::{MsgMultiSend, MsgSend};
-use cosmrs::tx::Msg;
+use cosmrs::proto::tendermint::abci::Event;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bytea, Double, Integer, Nullable, Numeric, Text, Timestamptz};
 use rust_decimal::Decimal;
@@ -321,10 +320,13 @@ impl Bridge {
         let escrow = self.escrow();
         let mut rows = Vec::new();
         let mut times: HashMap<u64, i64> = HashMap::new();
-        for (direction, field) in [("in", "recipient"), ("out", "sender")] {
-            let query = format!(
-                "transfer.{field}='{escrow}' AND tx.height>={from} AND tx.height<={last_final}"
-            );
+        // The standard events: every transfer to escrow names it as recipient, and every
+        // message escrow signs names it as sender.
+        for (direction, condition) in [
+            ("in", format!("transfer.recipient='{escrow}'")),
+            ("out", format!("message.sender='{escrow}'")),
+        ] {
+            let query = format!("{condition} AND tx.height>={from} AND tx.height<={last_final}");
             for tx in self.chain.tx_search(&query)? {
                 if tx.code != 0 {
                     continue;
@@ -337,10 +339,12 @@ impl Bridge {
                         t
                     }
                 };
-                let decoded = cosmrs::Tx::from_bytes(&tx.bytes)
-                    .map_err(|e| BridgeError::Chain(format!("tx {}: {e}", tx.hash)))?;
-                let memo = decoded.body.memo.clone();
-                for t in transfers(&decoded, &escrow, &self.config.chain.denom, direction) {
+                // The memo is in no event: the deposit's account is read from the bytes.
+                let memo = cosmrs::Tx::from_bytes(&tx.bytes)
+                    .map_err(|e| BridgeError::Chain(format!("tx {}: {e}", tx.hash)))?
+                    .body
+                    .memo;
+                for t in transfers(&tx.events, &escrow, &self.config.chain.denom, direction) {
                     rows.push((tx.hash.clone(), tx.height, time, memo.clone(), t));
                 }
             }
@@ -799,53 +803,82 @@ pub fn market_amount(base: u128, decimals: u32) -> Option<Decimal> {
     Amount::from_decimal(value).ok().map(|a| a.to_decimal())
 }
 
-/// The transfers of a decoded transaction into (`in`) or out of (`out`) `escrow`, in
-/// `denom`.
-fn transfers(tx: &cosmrs::Tx, escrow: &str, denom: &str, direction: &'static str) -> Vec<Transfer> {
-    let amount = |coins: &[cosmrs::Coin]| -> u128 {
-        coins
-            .iter()
-            .filter(|c| c.denom.as_ref() == denom)
-            .map(|c| c.amount)
-            .sum()
-    };
+/// The transfers into (`in`) or out of (`out`) `escrow` in `denom`, read from a committed
+/// transaction's events as the bank module emits them. Each `message` event with an
+/// `action` starts a message (its `msg_index`, where the SDK gives one, else the next
+/// index); the events before the first are the ante handler's, whose fee transfer is not
+/// a deposit or a payout. Within a message, the sender is the transfer's `sender` or, for
+/// a multi-send (whose transfers name none), the spender of its `coin_spent`; a transfer's
+/// place among the message's transfers is its output index.
+fn transfers(
+    events: &[Event],
+    escrow: &str,
+    denom: &str,
+    direction: &'static str,
+) -> Vec<Transfer> {
     let mut out = Vec::new();
-    for (i, any) in tx.body.messages.iter().enumerate() {
-        let mut push = |output_index: usize, counterparty: String, base_amount: u128| {
-            if base_amount > 0 {
-                out.push(Transfer {
-                    msg_index: i as i32,
-                    output_index: output_index as i32,
-                    direction,
-                    counterparty,
-                    base_amount,
-                });
-            }
+    let mut message: Option<i32> = None;
+    let (mut output, mut spender) = (0, None);
+    for e in events {
+        let attribute = |key: &str| {
+            e.attributes
+                .iter()
+                .find(|a| a.key == key)
+                .map(|a| a.value.as_str())
         };
-        if let Ok(m) = MsgSend::from_any(any) {
-            let (from, to) = (m.from_address.to_string(), m.to_address.to_string());
-            match direction {
-                "in" if to == escrow && from != escrow => push(0, from, amount(&m.amount)),
-                "out" if from == escrow && to != escrow => push(0, to, amount(&m.amount)),
-                _ => {}
-            }
-        } else if let Ok(m) = MsgMultiSend::from_any(any) {
-            let sender = m
-                .inputs
-                .first()
-                .map(|io| io.address.to_string())
-                .unwrap_or_default();
-            for (j, o) in m.outputs.iter().enumerate() {
-                let to = o.address.to_string();
-                match direction {
-                    "in" if to == escrow && sender != escrow => {
-                        push(j, sender.clone(), amount(&o.coins))
-                    }
-                    "out" if sender == escrow && to != escrow => push(j, to, amount(&o.coins)),
-                    _ => {}
+        if e.r#type == "message" && attribute("action").is_some() {
+            let next = message.map_or(0, |m| m + 1);
+            message = Some(
+                attribute("msg_index")
+                    .and_then(|i| i.parse().ok())
+                    .unwrap_or(next),
+            );
+            (output, spender) = (0, None);
+            continue;
+        }
+        let Some(msg_index) = message else {
+            continue;
+        };
+        match e.r#type.as_str() {
+            "coin_spent" if spender.is_none() => spender = attribute("spender").map(str::to_owned),
+            "transfer" => {
+                let output_index = output;
+                output += 1;
+                let recipient = attribute("recipient").unwrap_or_default();
+                let sender = attribute("sender")
+                    .map(str::to_owned)
+                    .or_else(|| spender.clone())
+                    .unwrap_or_default();
+                let counterparty = match direction {
+                    "in" if recipient == escrow && sender != escrow => sender,
+                    "out" if sender == escrow && recipient != escrow => recipient.to_owned(),
+                    _ => continue,
+                };
+                let base_amount = coin_amount(attribute("amount").unwrap_or_default(), denom);
+                if base_amount > 0 {
+                    out.push(Transfer {
+                        msg_index,
+                        output_index,
+                        direction,
+                        counterparty,
+                        base_amount,
+                    });
                 }
             }
+            _ => {}
         }
     }
     out
+}
+
+/// The amount of `denom` in coins as the SDK prints them: `12uusdc,5ibc/27A6...`.
+fn coin_amount(coins: &str, denom: &str) -> u128 {
+    coins
+        .split(',')
+        .filter_map(|coin| {
+            let digits = coin.trim().find(|c: char| !c.is_ascii_digit())?;
+            let (amount, coin_denom) = coin.trim().split_at(digits);
+            (coin_denom == denom).then(|| amount.parse::<u128>().ok())?
+        })
+        .sum()
 }

@@ -1,4 +1,4 @@
-//! The chain client: the CometBFT JSON-RPC calls the bridge makes, over HTTP POST.
+//! The chain client: the CometBFT 0.38 JSON-RPC calls the bridge makes, over HTTP POST.
 
 use std::time::Duration;
 
@@ -9,6 +9,7 @@ use cosmrs::proto::cosmos::auth::v1beta1::{
 };
 use cosmrs::proto::cosmos::bank::v1beta1::{QueryBalanceRequest, QueryBalanceResponse};
 use cosmrs::proto::prost::Message;
+use cosmrs::proto::tendermint::abci::{Event, EventAttribute};
 use serde_json::{json, Value};
 
 use crate::tx::Account;
@@ -29,13 +30,15 @@ pub struct Broadcast {
 }
 
 /// A committed transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CommittedTx {
     pub hash: String,
     pub height: u64,
     pub code: u32,
     pub log: String,
     pub bytes: Vec<u8>,
+    /// What the transaction did, as the chain's modules report it.
+    pub events: Vec<Event>,
 }
 
 /// The chain's head.
@@ -183,7 +186,15 @@ impl ChainClient {
     }
 
     pub fn broadcast(&self, bytes: &[u8]) -> Result<Broadcast, BridgeError> {
-        let answer = self.result("broadcast_tx_sync", json!({"tx": BASE64.encode(bytes)}))?;
+        let answer = match self.call("broadcast_tx_sync", json!({"tx": BASE64.encode(bytes)}))? {
+            Ok(answer) => answer,
+            // CometBFT's mempool cache refuses bytes it has seen (waiting or committed)
+            // before the application sees them: the SDK's "already known", as an error.
+            Err(e) if e.contains("tx already exists in cache") => {
+                return Ok(Broadcast { code: 19, log: e })
+            }
+            Err(e) => return Err(unreachable(format!("broadcast_tx_sync: {e}"))),
+        };
         Ok(Broadcast {
             code: answer["code"].as_u64().unwrap_or(0) as u32,
             log: answer["log"].as_str().unwrap_or_default().to_owned(),
@@ -191,17 +202,34 @@ impl ChainClient {
     }
 
     fn committed(v: &Value) -> Result<CommittedTx, BridgeError> {
+        let result = &v["tx_result"];
+        let events = result["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| Event {
+                r#type: e["type"].as_str().unwrap_or_default().to_owned(),
+                attributes: e["attributes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|a| EventAttribute {
+                        key: a["key"].as_str().unwrap_or_default().to_owned(),
+                        value: a["value"].as_str().unwrap_or_default().to_owned(),
+                        index: a["index"].as_bool().unwrap_or(false),
+                    })
+                    .collect(),
+            })
+            .collect();
         Ok(CommittedTx {
             hash: v["hash"].as_str().unwrap_or_default().to_uppercase(),
             height: number(&v["height"])?,
-            code: v["tx_result"]["code"].as_u64().unwrap_or(0) as u32,
-            log: v["tx_result"]["log"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
+            code: result["code"].as_u64().unwrap_or(0) as u32,
+            log: result["log"].as_str().unwrap_or_default().to_owned(),
             bytes: BASE64
                 .decode(v["tx"].as_str().unwrap_or_default())
                 .map_err(unreachable)?,
+            events,
         })
     }
 
@@ -216,22 +244,38 @@ impl ChainClient {
         }
     }
 
-    /// Every committed transaction matching an event `query`, in chain order.
+    /// Every committed transaction matching an event `query`, in chain order, over as many
+    /// pages as the node makes of them.
     pub fn tx_search(&self, query: &str) -> Result<Vec<CommittedTx>, BridgeError> {
         let mut txs = Vec::new();
+        let mut per_page = 100;
+        let mut total = 0;
         for page in 1.. {
             let answer = self.result(
                 "tx_search",
                 json!({"query": query, "prove": false, "page": page.to_string(),
-                       "per_page": "100", "order_by": "asc"}),
+                       "per_page": per_page.to_string(), "order_by": "asc"}),
             )?;
-            let total = number(&answer["total_count"])? as usize;
-            for tx in answer["txs"].as_array().into_iter().flatten() {
+            total = number(&answer["total_count"])? as usize;
+            let found = answer["txs"].as_array().map_or(&[][..], Vec::as_slice);
+            // A node may make shorter pages than asked (CometBFT caps them at 100, others
+            // lower). Its pages are then that long, and asking on with the longer size
+            // would skip the transactions in between.
+            if page == 1 && found.len() < per_page && found.len() < total {
+                per_page = found.len();
+            }
+            for tx in found {
                 txs.push(Self::committed(tx)?);
             }
-            if txs.len() >= total || answer["txs"].as_array().is_none_or(|a| a.is_empty()) {
+            if found.is_empty() || txs.len() >= total {
                 break;
             }
+        }
+        if txs.len() != total {
+            return Err(unreachable(format!(
+                "tx_search {query:?}: the node listed {} of {total} transactions",
+                txs.len()
+            )));
         }
         Ok(txs)
     }

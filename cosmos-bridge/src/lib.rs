@@ -1,12 +1,12 @@
 //! The Cosmos bridge: deposits in, periodic net settlement out with cosmrs, exactly once.
 //!
-//! Built so far (issue 6/7, first slice): the escrow key ([`keys`]: from a BIP-39 mnemonic on
-//! the Cosmos derivation path or a key file, never from an argument, never printed) and real
-//! Cosmos SDK transactions ([`tx`]: a `MsgMultiSend` of payouts, signed with SIGN_MODE_DIRECT,
-//! its bytes and hash ready to be stored before broadcasting, and the verification a chain
-//! does), and the devnet's state machine ([`devnet`]: a bank module that checks them as a
-//! chain does and includes them in blocks). The JSON-RPC front of the devnet, the chain
-//! client, deposits and settlement batches follow.
+//! [`keys`]: the escrow key, from a BIP-39 mnemonic on the Cosmos derivation path or a key
+//! file, never from an argument, never printed. [`tx`]: real Cosmos SDK transactions (a
+//! `MsgMultiSend` of payouts, signed with SIGN_MODE_DIRECT, its bytes and hash ready to be
+//! stored before broadcasting) and the signature check a chain does. [`chain`]: the
+//! CometBFT JSON-RPC client. [`bridge`]: the process that credits deposits, read from the
+//! chain's standard events, and settles batches. [`devnet`]: a simulated Cosmos SDK chain
+//! that answers as a CometBFT 0.38 node does, for tests and demos.
 
 pub mod bridge;
 pub mod chain;

@@ -4,6 +4,8 @@
 //! chain instead of paying twice.
 
 use cosmrs::bank::{MsgMultiSend, MultiSendIo};
+use cosmrs::proto::cosmos::tx::v1beta1::TxRaw;
+use cosmrs::proto::prost::Message;
 use cosmrs::tx::{self, Fee, Msg, SignDoc, SignerInfo};
 use cosmrs::{AccountId, Coin, Denom};
 use k256::ecdsa::signature::Verifier;
@@ -147,8 +149,9 @@ pub fn hash(bytes: &[u8]) -> String {
 }
 
 /// What a chain checks of a transaction's signature: decodes `bytes`, rebuilds the sign doc
-/// for `chain_id` and `account_number`, and verifies the single signer's signature. Returns
-/// the decoded transaction and the signer's address.
+/// for `chain_id` and `account_number` from the body and auth info bytes as signed, and
+/// verifies the single signer's signature. Returns the decoded transaction and the
+/// signer's address.
 pub fn verify(
     bytes: &[u8],
     chain_id: &str,
@@ -156,13 +159,9 @@ pub fn verify(
     prefix: &str,
 ) -> Result<(cosmrs::Tx, AccountId), BridgeError> {
     let tx = cosmrs::Tx::from_bytes(bytes).map_err(tx_error)?;
+    let raw = TxRaw::decode(bytes).map_err(tx_error)?;
     let [signer] = tx.auth_info.signer_infos.as_slice() else {
         return Err(BridgeError::Signature("exactly one signer expected".into()));
-    };
-    let [signature] = tx.signatures.as_slice() else {
-        return Err(BridgeError::Signature(
-            "exactly one signature expected".into(),
-        ));
     };
     let public_key = match &signer.public_key {
         Some(tx::SignerPublicKey::Single(key)) => *key,
@@ -172,18 +171,37 @@ pub fn verify(
             ))
         }
     };
-    let chain_id = chain_id.parse().map_err(tx_error)?;
-    let doc = SignDoc::new(&tx.body, &tx.auth_info, &chain_id, account_number)
-        .map_err(tx_error)?
-        .into_bytes()
-        .map_err(tx_error)?;
-    let verifying = k256::ecdsa::VerifyingKey::from_sec1_bytes(&public_key.to_bytes())
+    verify_raw(&raw, &public_key.to_bytes(), chain_id, account_number)?;
+    let signer = public_key.account_id(prefix).map_err(tx_error)?;
+    Ok((tx, signer))
+}
+
+/// Verifies the one signature of `raw` with a SEC1 secp256k1 `public_key`, over the
+/// SIGN_MODE_DIRECT sign doc of the bytes as they were signed (re-encoding a decoded body
+/// could differ from what another client encoded).
+pub fn verify_raw(
+    raw: &TxRaw,
+    public_key: &[u8],
+    chain_id: &str,
+    account_number: u64,
+) -> Result<(), BridgeError> {
+    let [signature] = raw.signatures.as_slice() else {
+        return Err(BridgeError::Signature(
+            "exactly one signature expected".into(),
+        ));
+    };
+    let doc = cosmrs::proto::cosmos::tx::v1beta1::SignDoc {
+        body_bytes: raw.body_bytes.clone(),
+        auth_info_bytes: raw.auth_info_bytes.clone(),
+        chain_id: chain_id.to_owned(),
+        account_number,
+    }
+    .encode_to_vec();
+    let verifying = k256::ecdsa::VerifyingKey::from_sec1_bytes(public_key)
         .map_err(|e| BridgeError::Signature(e.to_string()))?;
     let signature = k256::ecdsa::Signature::from_slice(signature)
         .map_err(|e| BridgeError::Signature(e.to_string()))?;
     verifying
         .verify(&doc, &signature)
-        .map_err(|_| BridgeError::Signature("does not verify".into()))?;
-    let signer = public_key.account_id(prefix).map_err(tx_error)?;
-    Ok((tx, signer))
+        .map_err(|_| BridgeError::Signature("does not verify".into()))
 }

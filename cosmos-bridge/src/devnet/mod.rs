@@ -1,35 +1,59 @@
-//! The devnet simulator: a local stand-in for a Cosmos SDK chain, for tests and demos.
+//! The devnet simulator: a local stand-in for a Cosmos SDK chain on CometBFT 0.38, for tests
+//! and demos.
 //!
-//! This module is its deterministic core: a bank module that checks real Cosmos SDK
-//! transactions the way a chain does (decode, signer's account number and sequence,
-//! signature, fee, balances), keeps a mempool, and includes transactions in blocks.
-//! [`server`] serves it over a CometBFT JSON-RPC subset on loopback, with fault injection.
+//! This module is its deterministic core: accounts with one denom, a mempool, and blocks.
+//! [`ante`] and [`bank`] are the application (the SDK's ante handler and bank messages,
+//! with their result codes, gas and events), [`consensus`] the chain of signed blocks,
+//! [`query`] the event queries of `tx_search`, and [`server`] serves all of it over
+//! CometBFT's JSON-RPC on loopback, with fault injection.
 //!
-//! Result codes are the Cosmos SDK's: 2 tx decode, 4 unauthorized (signature), 5 insufficient
-//! funds, 9 unknown address, 13 insufficient fee, 19 tx already in mempool, 32 wrong sequence.
+//! Result codes are the Cosmos SDK's (codespace `sdk` unless noted): 2 tx decode, 4
+//! unauthorized (signature), 5 insufficient funds, 7 invalid address, 8 invalid public key,
+//! 9 unknown address, 10 invalid coins, 11 out of gas, 12 memo too large, 13 insufficient
+//! fee, 15 no signatures, 18 invalid request, 19 tx already in mempool, 30 tx timeout
+//! height, 32 wrong sequence; bank's 2 to 4 and 9 for malformed multi-sends.
 
 use std::collections::{BTreeMap, HashMap};
 
-use cosmrs::bank::{MsgMultiSend, MsgSend};
-use cosmrs::tx::Msg;
+use cosmrs::proto::prost::bytes::Bytes;
+use cosmrs::proto::prost::Message;
+use cosmrs::proto::tendermint::abci::{Event, ExecTxResult};
+use sha2::{Digest, Sha256};
 
 use crate::tx;
 
+mod ante;
+mod bank;
+pub mod consensus;
+pub mod query;
 pub mod server;
+
+use ante::Mode;
+use consensus::{Proposal, Sealed, Validator};
 
 /// A refusal, with the SDK's code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("code {code}: {log}")]
 pub struct Refused {
     pub code: u32,
+    /// `sdk` or the module that refused (`bank`).
+    pub codespace: &'static str,
     pub log: String,
+    /// The transaction's gas limit, and the gas used when it was refused.
+    pub gas_wanted: u64,
+    pub gas_used: u64,
 }
 
-fn refused(code: u32, log: impl Into<String>) -> Refused {
-    Refused {
-        code,
-        log: log.into(),
-    }
+/// What CheckTx says of a transaction it took into the mempool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    /// The transaction's hash (upper-case hex).
+    pub hash: String,
+    pub gas_wanted: u64,
+    /// Gas of the ante handler (CheckTx does not run the messages).
+    pub gas_used: u64,
+    /// The ante handler's events (fee, sequence, signature).
+    pub events: Vec<Event>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,67 +61,93 @@ pub struct AccountState {
     pub number: u64,
     pub sequence: u64,
     pub balance: u128,
+    /// The compressed secp256k1 key, once the account has signed a transaction.
+    pub pub_key: Option<Vec<u8>>,
 }
 
-/// A transaction's fate once it is in a block.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A transaction's fate once it is in a block (or what a simulation says it would be).
+#[derive(Debug, Clone, PartialEq)]
 pub struct TxResult {
     pub height: u64,
     pub index: u32,
-    /// 0 for success, else the SDK's code (the fee is still charged, as on a chain).
+    /// 0 for success, else the SDK's code (the fee is still charged once the ante handler
+    /// passed, as on a chain).
     pub code: u32,
+    pub codespace: &'static str,
     pub log: String,
-    /// The signer.
-    pub sender: String,
-    /// The payouts it made: (address, amount in base units).
-    pub transfers: Vec<(String, u128)>,
+    /// The messages' responses (`TxMsgData`), on success.
+    pub data: Vec<u8>,
+    pub gas_wanted: u64,
+    pub gas_used: u64,
+    pub events: Vec<Event>,
 }
 
 /// A committed block.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Block {
     pub height: u64,
     /// Milliseconds since the Unix epoch.
     pub time_ms: i64,
     /// Transaction hashes, in order.
     pub txs: Vec<String>,
+    /// The header, the block id and the commits, as CometBFT has them.
+    pub sealed: Sealed,
+    /// The application's state hash after this block (the next header carries it).
+    pub app_hash: Vec<u8>,
+    /// The Merkle root of this block's deterministic results (the next header carries it).
+    pub results_hash: Vec<u8>,
 }
 
-/// A chain with one denom.
+/// A waiting transaction.
+#[derive(Debug, Clone)]
+struct Pending {
+    hash: String,
+    bytes: Vec<u8>,
+    signer: String,
+}
+
+/// A chain with one denom and one validator.
 #[derive(Debug, Clone)]
 pub struct Devnet {
     pub chain_id: String,
     pub prefix: String,
     pub denom: String,
-    /// The least fee a transaction must pay, in base units.
+    /// The least fee CheckTx takes, in base units.
     pub min_fee: u128,
     accounts: BTreeMap<String, AccountState>,
-    mempool: Vec<(String, Vec<u8>)>,
+    /// The fee collector module's address and balance. It is kept apart from the accounts
+    /// so that it takes no account number: replayed chains keep the numbers their
+    /// transactions were signed with.
+    fee_collector: String,
+    fees_collected: u128,
+    mempool: Vec<Pending>,
     results: HashMap<String, (Vec<u8>, TxResult)>,
     blocks: Vec<Block>,
-}
-
-/// What a transaction asks for, once decoded and checked against the signer's account.
-struct Checked {
-    signer: String,
-    fee: u128,
-    debit: u128,
-    /// The balance covers the messages as well as the fee.
-    funded: bool,
-    transfers: Vec<(String, u128)>,
+    validator: Validator,
 }
 
 impl Devnet {
     pub fn new(chain_id: &str, prefix: &str, denom: &str, min_fee: u128) -> Devnet {
+        // A module account's address is the hash of its name. With a prefix bech32 refuses,
+        // no signer has an address either, so no event ever names the fee collector.
+        let module: [u8; 20] = Sha256::digest(b"fee_collector")[..20]
+            .try_into()
+            .expect("20 bytes");
+        let fee_collector = cosmrs::AccountId::new(prefix, &module)
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         Devnet {
             chain_id: chain_id.to_owned(),
             prefix: prefix.to_owned(),
             denom: denom.to_owned(),
             min_fee,
             accounts: BTreeMap::new(),
+            fee_collector,
+            fees_collected: 0,
             mempool: Vec::new(),
             results: HashMap::new(),
             blocks: Vec::new(),
+            validator: Validator::for_chain(chain_id),
         }
     }
 
@@ -111,12 +161,31 @@ impl Devnet {
                 number: next,
                 sequence: 0,
                 balance: 0,
+                pub_key: None,
             });
         account.balance += amount;
     }
 
     pub fn account(&self, address: &str) -> Option<&AccountState> {
         self.accounts.get(address)
+    }
+
+    /// The balance of `address` in the chain's denom, the fee collector's included.
+    pub fn balance(&self, address: &str) -> u128 {
+        let held = self.account(address).map_or(0, |a| a.balance);
+        if address == self.fee_collector {
+            held + self.fees_collected
+        } else {
+            held
+        }
+    }
+
+    pub fn fee_collector(&self) -> &str {
+        &self.fee_collector
+    }
+
+    pub fn validator(&self) -> &Validator {
+        &self.validator
     }
 
     pub fn height(&self) -> u64 {
@@ -133,26 +202,31 @@ impl Devnet {
         self.results.get(hash).map(|(b, r)| (b.as_slice(), r))
     }
 
-    /// Committed transactions touching `address` (as signer, or as recipient of a transfer),
-    /// in `heights`, in chain order.
-    pub fn txs_of(
-        &self,
-        address: &str,
-        as_sender: bool,
-        heights: std::ops::RangeInclusive<u64>,
-    ) -> Vec<(&str, &[u8], &TxResult)> {
-        let (from, to) = (*heights.start().max(&1), *heights.end().min(&self.height()));
+    /// The committed transactions `query` matches, in chain order: hash, bytes, result.
+    pub fn search(&self, query: &query::Query) -> Vec<(&str, &[u8], &TxResult)> {
+        // A lookup by hash (how clients find their transaction) needs no walk of the chain.
+        if let Some(hash) = query.hash() {
+            return self
+                .results
+                .get_key_value(&hash)
+                .filter(|(h, (_, r))| query.matches(r.height, h, &r.events))
+                .map(|(h, (bytes, r))| (h.as_str(), bytes.as_slice(), r))
+                .into_iter()
+                .collect();
+        }
+        let heights = query.heights();
+        let (from, to) = (
+            (*heights.start()).max(1),
+            (*heights.end()).min(self.height()),
+        );
         (from..=to)
             .filter_map(|h| self.block(h))
             .flat_map(|b| b.txs.iter())
             .filter_map(|hash| {
                 let (bytes, result) = self.results.get(hash)?;
-                let touches = if as_sender {
-                    result.sender == address
-                } else {
-                    result.transfers.iter().any(|(to, _)| to == address)
-                };
-                touches.then_some((hash.as_str(), bytes.as_slice(), result))
+                query
+                    .matches(result.height, hash, &result.events)
+                    .then_some((hash.as_str(), bytes.as_slice(), result))
             })
             .collect()
     }
@@ -162,235 +236,149 @@ impl Devnet {
         self.mempool.len()
     }
 
-    /// CheckTx and into the mempool; returns the hash.
-    pub fn broadcast(&mut self, bytes: &[u8]) -> Result<String, Refused> {
+    /// The application's state hash now: after the latest block, or at genesis.
+    pub fn app_hash(&self) -> Vec<u8> {
+        self.blocks
+            .last()
+            .map_or_else(|| self.state_hash(), |b| b.app_hash.clone())
+    }
+
+    /// CheckTx and into the mempool.
+    pub fn broadcast(&mut self, bytes: &[u8]) -> Result<Accepted, Refused> {
         let hash = tx::hash(bytes);
-        if self.results.contains_key(&hash) || self.mempool.iter().any(|(h, _)| *h == hash) {
-            return Err(refused(19, "tx already in mempool or committed"));
+        if self.results.contains_key(&hash) || self.mempool.iter().any(|p| p.hash == hash) {
+            return Err(Refused {
+                code: 19,
+                codespace: "sdk",
+                log: "tx already in mempool".into(),
+                gas_wanted: 0,
+                gas_used: 0,
+            });
         }
-        // Sequences of this signer's transactions already waiting count, as in a mempool.
-        self.check(bytes, true)?;
-        self.mempool.push((hash.clone(), bytes.to_vec()));
-        Ok(hash)
+        let ante = self.ante(bytes, Mode::Check, self.height() + 1)?;
+        self.mempool.push(Pending {
+            hash: hash.clone(),
+            bytes: bytes.to_vec(),
+            signer: ante.signer,
+        });
+        Ok(Accepted {
+            hash,
+            gas_wanted: ante.gas_wanted,
+            gas_used: ante.gas_used,
+            events: ante.events,
+        })
+    }
+
+    /// What delivering `bytes` in the next block would do, changing nothing: the SDK's
+    /// simulation (signatures are not checked, the gas limit is not enforced).
+    pub fn simulate(&self, bytes: &[u8]) -> Result<TxResult, Refused> {
+        let height = self.height() + 1;
+        let ante = self.ante(bytes, Mode::Simulate, height)?;
+        let available = self.balance(&ante.signer) - ante.fee;
+        let run = self.execute(&ante, available, u64::MAX)?;
+        let mut events = ante.events;
+        events.extend(run.events);
+        Ok(TxResult {
+            height,
+            index: 0,
+            code: 0,
+            codespace: "",
+            log: String::new(),
+            data: run.data,
+            gas_wanted: ante.gas_wanted,
+            gas_used: run.gas_used,
+            events,
+        })
     }
 
     /// Re-applies a committed block (from [`server`]'s chain file): its transactions are
     /// delivered as they were, without CheckTx, so the state is rebuilt exactly.
     pub fn replay_block(&mut self, time_ms: i64, txs: Vec<Vec<u8>>) -> u64 {
-        let waiting = std::mem::take(&mut self.mempool);
-        self.mempool = txs.into_iter().map(|b| (tx::hash(&b), b)).collect();
-        let height = self.produce_block(time_ms, true);
-        self.mempool = waiting;
-        height
+        let txs = txs.into_iter().map(|b| (tx::hash(&b), b)).collect();
+        self.commit(time_ms, txs)
     }
 
     /// Includes the mempool in a new block at `time_ms`, in order; returns its height.
     /// `include: false` commits an empty block and keeps the mempool (delayed inclusion).
     pub fn produce_block(&mut self, time_ms: i64, include: bool) -> u64 {
-        let height = self.height() + 1;
-        let pending = if include {
+        let txs = if include {
             std::mem::take(&mut self.mempool)
+                .into_iter()
+                .map(|p| (p.hash, p.bytes))
+                .collect()
         } else {
             Vec::new()
         };
-        let mut hashes = Vec::with_capacity(pending.len());
-        for (index, (hash, bytes)) in pending.into_iter().enumerate() {
-            let result = match self.check(&bytes, false) {
-                Ok(checked) => {
-                    // As on a chain: once the ante handler passed, the fee is charged and the
-                    // sequence used even if the messages then fail.
-                    let account = self
-                        .accounts
-                        .get_mut(&checked.signer)
-                        .expect("checked signers exist");
-                    account.sequence += 1;
-                    account.balance -= checked.fee;
-                    if checked.funded {
-                        account.balance -= checked.debit;
-                        for (to, amount) in &checked.transfers {
-                            self.fund(to, *amount);
-                        }
-                        TxResult {
-                            height,
-                            index: index as u32,
-                            code: 0,
-                            log: String::new(),
-                            sender: checked.signer,
-                            transfers: checked.transfers,
-                        }
-                    } else {
-                        TxResult {
-                            height,
-                            index: index as u32,
-                            code: 5,
-                            log: "insufficient funds".to_owned(),
-                            sender: checked.signer,
-                            transfers: Vec::new(),
-                        }
-                    }
+        self.commit(time_ms, txs)
+    }
+
+    fn commit(&mut self, time_ms: i64, txs: Vec<(String, Vec<u8>)>) -> u64 {
+        let height = self.height() + 1;
+        // The header commits to the state before this block's transactions: CometBFT's
+        // app hash lags a block.
+        let app_hash = self.app_hash();
+        let last_results_hash = self.blocks.last().map_or_else(
+            || consensus::merkle_root::<Vec<u8>>(&[]),
+            |b| b.results_hash.clone(),
+        );
+        let mut hashes = Vec::with_capacity(txs.len());
+        let mut bytes = Vec::with_capacity(txs.len());
+        let mut deterministic = Vec::with_capacity(txs.len());
+        for (index, (hash, tx)) in txs.into_iter().enumerate() {
+            let result = self.deliver(&tx, height, index as u32);
+            // What CometBFT hashes of a result: the parts every node computes alike.
+            deterministic.push(
+                ExecTxResult {
+                    code: result.code,
+                    data: Bytes::from(result.data.clone()),
+                    gas_wanted: result.gas_wanted as i64,
+                    gas_used: result.gas_used as i64,
+                    ..Default::default()
                 }
-                // Refused by the ante handler at delivery (e.g. a wrong sequence after an
-                // earlier transaction): recorded as failed, nothing charged.
-                Err(r) => TxResult {
-                    height,
-                    index: index as u32,
-                    code: r.code,
-                    log: r.log,
-                    sender: self.signer_of(&bytes).unwrap_or_default(),
-                    transfers: Vec::new(),
-                },
-            };
+                .encode_to_vec(),
+            );
             hashes.push(hash.clone());
-            self.results.insert(hash, (bytes, result));
+            bytes.push(tx.clone());
+            self.results.insert(hash, (tx, result));
         }
+        let sealed = consensus::seal(
+            &self.validator,
+            Proposal {
+                chain_id: &self.chain_id,
+                height: height as i64,
+                time_ms,
+                last: self.blocks.last().map(|b| &b.sealed),
+                app_hash,
+                last_results_hash,
+            },
+            &bytes,
+        );
+        let app_hash = self.state_hash();
         self.blocks.push(Block {
             height,
             time_ms,
             txs: hashes,
+            sealed,
+            app_hash,
+            results_hash: consensus::merkle_root(&deterministic),
         });
         height
     }
 
-    fn check(&self, bytes: &[u8], in_mempool: bool) -> Result<Checked, Refused> {
-        let decoded = cosmrs::Tx::from_bytes(bytes)
-            .map_err(|e| refused(2, format!("tx parse error: {e}")))?;
-        let signer_key = match decoded.auth_info.signer_infos.as_slice() {
-            [info] => match &info.public_key {
-                Some(cosmrs::tx::SignerPublicKey::Single(key)) => *key,
-                _ => return Err(refused(4, "a single public key is required")),
-            },
-            _ => return Err(refused(4, "exactly one signer is required")),
-        };
-        let signer = signer_key
-            .account_id(&self.prefix)
-            .map_err(|e| refused(4, e.to_string()))?
-            .to_string();
-        let account = self
-            .accounts
-            .get(&signer)
-            .ok_or_else(|| refused(9, format!("account {signer} not found")))?;
-        let waiting = if in_mempool {
-            self.mempool
-                .iter()
-                .filter_map(|(_, b)| self.signer_of(b))
-                .filter(|s| *s == signer)
-                .count() as u64
-        } else {
-            0
-        };
-        let expected = account.sequence + waiting;
-        let sequence = decoded.auth_info.signer_infos[0].sequence;
-        if sequence != expected {
-            return Err(refused(
-                32,
-                format!("account sequence mismatch, expected {expected}, got {sequence}"),
-            ));
+    /// A hash of every account and the fee collector, in address order.
+    fn state_hash(&self) -> Vec<u8> {
+        let mut hasher = Sha256::new();
+        for (address, a) in &self.accounts {
+            let key = a.pub_key.as_deref().unwrap_or_default();
+            hasher.update((address.len() as u64).to_be_bytes());
+            hasher.update(address);
+            hasher.update(a.number.to_be_bytes());
+            hasher.update(a.sequence.to_be_bytes());
+            hasher.update(a.balance.to_be_bytes());
+            hasher.update((key.len() as u64).to_be_bytes());
+            hasher.update(key);
         }
-        tx::verify(bytes, &self.chain_id, account.number, &self.prefix)
-            .map_err(|e| refused(4, format!("signature verification failed: {e}")))?;
-        let fee: u128 = decoded
-            .auth_info
-            .fee
-            .amount
-            .iter()
-            .filter(|c| c.denom.as_ref() == self.denom)
-            .map(|c| c.amount)
-            .sum();
-        if fee < self.min_fee {
-            return Err(refused(
-                13,
-                format!(
-                    "insufficient fee: got {fee}{} required {}{}",
-                    self.denom, self.min_fee, self.denom
-                ),
-            ));
-        }
-        let mut transfers = Vec::new();
-        let mut debit = 0u128;
-        for any in &decoded.body.messages {
-            let (inputs, outputs) = if let Ok(m) = MsgMultiSend::from_any(any) {
-                (
-                    m.inputs
-                        .into_iter()
-                        .map(|io| (io.address.to_string(), io.coins))
-                        .collect::<Vec<_>>(),
-                    m.outputs
-                        .into_iter()
-                        .map(|io| (io.address.to_string(), io.coins))
-                        .collect::<Vec<_>>(),
-                )
-            } else if let Ok(m) = MsgSend::from_any(any) {
-                (
-                    vec![(m.from_address.to_string(), m.amount.clone())],
-                    vec![(m.to_address.to_string(), m.amount)],
-                )
-            } else {
-                return Err(refused(2, format!("unsupported message {}", any.type_url)));
-            };
-            let sum = |coins: &[cosmrs::Coin]| -> u128 {
-                coins
-                    .iter()
-                    .filter(|c| c.denom.as_ref() == self.denom)
-                    .map(|c| c.amount)
-                    .sum()
-            };
-            let mut paid_in = 0u128;
-            for (from, coins) in &inputs {
-                if *from != signer {
-                    return Err(refused(4, format!("{from} did not sign the transaction")));
-                }
-                paid_in += sum(coins);
-            }
-            let mut paid_out = 0u128;
-            for (to, coins) in outputs {
-                let amount = sum(&coins);
-                paid_out += amount;
-                transfers.push((to, amount));
-            }
-            if paid_in != paid_out {
-                return Err(refused(4, "sum inputs != sum outputs".to_owned()));
-            }
-            debit += paid_in;
-        }
-        // The ante handler: the fee must be payable, or nothing happens at all.
-        if account.balance < fee {
-            return Err(refused(
-                5,
-                format!(
-                    "insufficient funds for the fee: {}{}",
-                    account.balance, self.denom
-                ),
-            ));
-        }
-        let funded = account.balance >= fee + debit;
-        if in_mempool && !funded {
-            return Err(refused(
-                5,
-                format!(
-                    "insufficient funds: {}{} < {}{}",
-                    account.balance,
-                    self.denom,
-                    fee + debit,
-                    self.denom
-                ),
-            ));
-        }
-        Ok(Checked {
-            signer,
-            fee,
-            debit,
-            funded,
-            transfers,
-        })
-    }
-
-    fn signer_of(&self, bytes: &[u8]) -> Option<String> {
-        let decoded = cosmrs::Tx::from_bytes(bytes).ok()?;
-        match &decoded.auth_info.signer_infos.first()?.public_key {
-            Some(cosmrs::tx::SignerPublicKey::Single(key)) => {
-                Some(key.account_id(&self.prefix).ok()?.to_string())
-            }
-            _ => None,
-        }
+        hasher.update(self.fees_collected.to_be_bytes());
+        hasher.finalize().to_vec()
     }
 }

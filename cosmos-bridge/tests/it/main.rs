@@ -1,8 +1,18 @@
-//! The escrow key and payout transactions: derivation, conversion to base units, signing, and
-//! the checks a chain makes of the signature.
+//! The cosmos-bridge's tests. Here: the escrow key and payout transactions (derivation,
+//! conversion to base units, signing, and the checks a chain makes of the signature). In
+//! the modules: the devnet's chain ([`devnet`]), its JSON-RPC against CometBFT 0.38's
+//! documented shapes ([`rpc`]), the chain client against it ([`chain`]), and CosmJS, the
+//! standard JavaScript client, against it ([`cosmjs`]).
+
+mod chain;
+mod cosmjs;
+mod devnet;
+mod rpc;
 
 use std::os::unix::fs::PermissionsExt;
 
+use cosmos_bridge::devnet::server::DevnetServer;
+use cosmos_bridge::devnet::Devnet;
 use cosmos_bridge::keys::EscrowKey;
 use cosmos_bridge::tx::{base_units, hash, sign_payouts, verify, Account, Chain, Fees, Payout};
 use cosmos_bridge::BridgeError;
@@ -183,170 +193,32 @@ fn bad_payouts_are_refused_before_signing() {
     ));
 }
 
-mod devnet {
-    use cosmos_bridge::devnet::Devnet;
-    use cosmos_bridge::keys::EscrowKey;
-    use cosmos_bridge::tx::{sign_payouts, Account, Fees, Payout};
+/// A devnet with the escrow funded (100 USDC, account 0), the escrow key, and a second key
+/// (a provider's, not on chain yet).
+fn setup() -> (Devnet, EscrowKey, EscrowKey) {
+    let escrow = EscrowKey::from_mnemonic(MNEMONIC, "", "cosmos").unwrap();
+    let provider = EscrowKey::from_mnemonic(MNEMONIC, "provider", "cosmos").unwrap();
+    let mut devnet = Devnet::new("gpumarket-devnet-1", "cosmos", "uusdc", 5_000);
+    devnet.fund(escrow.address().as_ref(), 100_000_000);
+    (devnet, escrow, provider)
+}
 
-    use super::{chain, dec, FEES, MNEMONIC};
+/// A signed payout of `amount` USDC from `from` to `to`.
+fn pay(from: &EscrowKey, to: &EscrowKey, amount: &str, fees: Fees, account: Account) -> Vec<u8> {
+    let payout = Payout {
+        address: to.address().to_string(),
+        amount: dec(amount),
+    };
+    sign_payouts(from, &chain(), &[payout], "", fees, account)
+        .unwrap()
+        .bytes
+}
 
-    fn setup() -> (Devnet, EscrowKey, EscrowKey) {
-        let escrow = EscrowKey::from_mnemonic(MNEMONIC, "", "cosmos").unwrap();
-        let provider = EscrowKey::from_mnemonic(MNEMONIC, "provider", "cosmos").unwrap();
-        let mut devnet = Devnet::new("gpumarket-devnet-1", "cosmos", "uusdc", 5_000);
-        devnet.fund(escrow.address().as_ref(), 100_000_000);
-        (devnet, escrow, provider)
-    }
-
-    fn pay(
-        escrow: &EscrowKey,
-        to: &EscrowKey,
-        amount: &str,
-        fees: Fees,
-        account: Account,
-    ) -> Vec<u8> {
-        let payout = Payout {
-            address: to.address().to_string(),
-            amount: dec(amount),
-        };
-        sign_payouts(escrow, &chain(), &[payout], "", fees, account)
-            .unwrap()
-            .bytes
-    }
-
-    #[test]
-    fn a_payout_moves_the_balances_once_and_advances_the_sequence() {
-        let (mut net, escrow, provider) = setup();
-        let from = escrow.address().to_string();
-        let to = provider.address().to_string();
-        let account = net.account(&from).unwrap().clone();
-        let bytes = pay(
-            &escrow,
-            &provider,
-            "12.5",
-            FEES,
-            Account {
-                number: account.number,
-                sequence: 0,
-            },
-        );
-        let hash = net.broadcast(&bytes).unwrap();
-        assert!(net.tx(&hash).is_none(), "not in a block yet");
-        assert_eq!(net.produce_block(0, true), 1);
-        let result = net.tx(&hash).unwrap().1;
-        assert_eq!((result.code, result.height), (0, 1), "{result:?}");
-        assert_eq!(
-            net.account(&from).unwrap().balance,
-            100_000_000 - 12_500_000 - 5_000
-        );
-        assert_eq!(net.account(&from).unwrap().sequence, 1);
-        assert_eq!(net.account(&to).unwrap().balance, 12_500_000);
-        // The same bytes again are refused: the chain never pays twice.
-        assert_eq!(net.broadcast(&bytes).unwrap_err().code, 19);
-    }
-
-    #[test]
-    fn the_devnet_refuses_what_a_chain_refuses() {
-        let (mut net, escrow, provider) = setup();
-        let number = net.account(escrow.address().as_ref()).unwrap().number;
-        let at = |sequence| Account { number, sequence };
-        // Wrong sequence.
-        assert_eq!(
-            net.broadcast(&pay(&escrow, &provider, "1", FEES, at(5)))
-                .unwrap_err()
-                .code,
-            32
-        );
-        // Wrong account number: the signature does not verify.
-        let wrong = Account {
-            number: number + 1,
-            sequence: 0,
-        };
-        assert_eq!(
-            net.broadcast(&pay(&escrow, &provider, "1", FEES, wrong))
-                .unwrap_err()
-                .code,
-            4
-        );
-        // Too small a fee.
-        let cheap = Fees {
-            amount: 1,
-            gas_limit: 200_000,
-        };
-        assert_eq!(
-            net.broadcast(&pay(&escrow, &provider, "1", cheap, at(0)))
-                .unwrap_err()
-                .code,
-            13
-        );
-        // More than the escrow holds.
-        assert_eq!(
-            net.broadcast(&pay(&escrow, &provider, "1000", FEES, at(0)))
-                .unwrap_err()
-                .code,
-            5
-        );
-        // An unfunded signer.
-        assert_eq!(
-            net.broadcast(&pay(&provider, &escrow, "1", FEES, at(0)))
-                .unwrap_err()
-                .code,
-            9
-        );
-        // Garbage.
-        assert_eq!(net.broadcast(b"not a transaction").unwrap_err().code, 2);
-        assert_eq!(net.produce_block(0, true), 1);
-        assert_eq!(
-            net.account(escrow.address().as_ref()).unwrap().balance,
-            100_000_000,
-            "nothing moved"
-        );
-    }
-
-    #[test]
-    fn queued_transactions_take_consecutive_sequences_and_fail_alone_in_the_block() {
-        let (mut net, escrow, provider) = setup();
-        let number = net.account(escrow.address().as_ref()).unwrap().number;
-        let payout = |amount, sequence| {
-            pay(
-                &escrow,
-                &provider,
-                amount,
-                FEES,
-                Account { number, sequence },
-            )
-        };
-        let first = payout("60", 0);
-        let second = payout("30", 1);
-        let h1 = net.broadcast(&first).unwrap();
-        let h2 = net.broadcast(&second).unwrap();
-        net.produce_block(0, true);
-        assert_eq!(
-            (net.tx(&h1).unwrap().1.code, net.tx(&h2).unwrap().1.code),
-            (0, 0)
-        );
-        // Both fit at CheckTx; at delivery the second finds the balance spent by the first.
-        let third = payout("9", 2);
-        let fourth = payout("9", 3);
-        let h3 = net.broadcast(&third).unwrap();
-        let h4 = net.broadcast(&fourth).unwrap();
-        net.produce_block(0, true);
-        assert_eq!(net.tx(&h3).unwrap().1.code, 0);
-        assert_eq!(
-            net.tx(&h4).unwrap().1.code,
-            5,
-            "{:?}",
-            net.tx(&h4).map(|t| t.1)
-        );
-        assert_eq!(
-            net.account(provider.address().as_ref()).unwrap().balance,
-            99_000_000
-        );
-        let escrow_left = net.account(escrow.address().as_ref()).unwrap();
-        assert_eq!(
-            (escrow_left.balance, escrow_left.sequence),
-            (1_000_000 - 4 * 5_000, 4),
-            "the failed payout still paid its fee and used its sequence, as on a chain"
-        );
+/// Waits until the served chain has included the transaction `hash`.
+fn wait_for(server: &DevnetServer, hash: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while server.with(|net| net.tx(hash).is_none()) {
+        assert!(std::time::Instant::now() < deadline, "{hash} not included");
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
