@@ -12,11 +12,9 @@ use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use chrono::{DateTime, Utc};
 use contract::AccountId;
 use diesel::pg::PgConnection;
-use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Nullable, Text, Timestamptz};
+use ledger::store;
 use rand_core::{OsRng, RngCore};
 
 use crate::errors::ApiError;
@@ -24,9 +22,11 @@ use crate::errors::ApiError;
 /// How long a verified key is trusted before its row is read again.
 pub const RECHECK_AFTER: Duration = Duration::from_secs(5);
 
-/// What a key may do. A trader and a provider act as one market account; finance reads
-/// balances, journals and exports of every account; admin manages markets and keys.
+/// What a key may do (the stored role, `ledger::store::Role`, as GraphQL shows it). A trader
+/// and a provider act as one market account; finance reads balances, journals and exports
+/// of every account; admin manages markets and keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, async_graphql::Enum)]
+#[graphql(remote = "ledger::store::Role")]
 pub enum Role {
     Trader,
     Provider,
@@ -36,27 +36,18 @@ pub enum Role {
 
 impl Role {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Trader => "trader",
-            Role::Provider => "provider",
-            Role::Finance => "finance",
-            Role::Admin => "admin",
-        }
+        store::Role::from(self).as_str()
     }
 }
 
 impl std::str::FromStr for Role {
     type Err = ApiError;
     fn from_str(s: &str) -> Result<Role, ApiError> {
-        match s {
-            "trader" => Ok(Role::Trader),
-            "provider" => Ok(Role::Provider),
-            "finance" => Ok(Role::Finance),
-            "admin" => Ok(Role::Admin),
-            _ => Err(ApiError::validation(format!(
+        s.parse::<store::Role>().map(Role::from).map_err(|()| {
+            ApiError::validation(format!(
                 "unknown role {s:?} (trader, provider, finance, admin)"
-            ))),
-        }
+            ))
+        })
     }
 }
 
@@ -110,40 +101,7 @@ impl Principal {
     }
 }
 
-/// A key as listed (never with its secret).
-#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
-pub struct KeyInfo {
-    #[diesel(sql_type = BigInt)]
-    pub id: i64,
-    #[diesel(sql_type = Text)]
-    pub role: String,
-    #[diesel(sql_type = Nullable<BigInt>)]
-    pub account: Option<i64>,
-    #[diesel(sql_type = Text)]
-    pub label: String,
-    #[diesel(sql_type = Timestamptz)]
-    pub created_at: DateTime<Utc>,
-    #[diesel(sql_type = Nullable<Timestamptz>)]
-    pub revoked_at: Option<DateTime<Utc>>,
-}
-
-#[derive(QueryableByName)]
-struct KeyRow {
-    #[diesel(sql_type = Text)]
-    role: String,
-    #[diesel(sql_type = Nullable<BigInt>)]
-    account: Option<i64>,
-    #[diesel(sql_type = Text)]
-    secret_hash: String,
-    #[diesel(sql_type = Nullable<Timestamptz>)]
-    revoked_at: Option<DateTime<Utc>>,
-}
-
-#[derive(QueryableByName)]
-struct Id {
-    #[diesel(sql_type = BigInt)]
-    id: i64,
-}
+pub use ledger::store::KeyInfo;
 
 /// Creates a key and returns its id and the whole key, which is shown only this once.
 pub fn create_key(
@@ -180,37 +138,17 @@ pub fn create_key(
         .hash_password(secret.as_bytes(), &salt)
         .map_err(|e| ApiError::internal(format!("argon2: {e}")))?
         .to_string();
-    let account = account
-        .map(|a| i64::try_from(a.0))
-        .transpose()
-        .map_err(|_| ApiError::validation("the account id does not fit a signed 64-bit integer"))?;
-    let row: Id = diesel::sql_query(
-        "INSERT INTO api_keys (role, account, label, secret_hash) VALUES ($1, $2, $3, $4) \
-         RETURNING id",
-    )
-    .bind::<Text, _>(role.as_str())
-    .bind::<Nullable<BigInt>, _>(account)
-    .bind::<Text, _>(label)
-    .bind::<Text, _>(hash)
-    .get_result(conn)?;
-    Ok((row.id, format!("gpm_{}_{secret}", row.id)))
+    let id = store::insert_key(conn, role.into(), account, label, &hash)?;
+    Ok((id, format!("gpm_{id}_{secret}")))
 }
 
 /// Revokes a key; `false` when there is no such key or it was revoked already.
 pub fn revoke_key(conn: &mut PgConnection, id: i64) -> Result<bool, ApiError> {
-    let changed = diesel::sql_query(
-        "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
-    )
-    .bind::<BigInt, _>(id)
-    .execute(conn)?;
-    Ok(changed == 1)
+    Ok(store::revoke_key(conn, id)?)
 }
 
 pub fn list_keys(conn: &mut PgConnection) -> Result<Vec<KeyInfo>, ApiError> {
-    Ok(diesel::sql_query(
-        "SELECT id, role, account, label, created_at, revoked_at FROM api_keys ORDER BY id",
-    )
-    .load(conn)?)
+    Ok(store::keys(conn)?)
 }
 
 /// Splits `gpm_{id}_{secret}`.
@@ -258,14 +196,8 @@ impl KeyCache {
     pub fn verify(&self, conn: &mut PgConnection, key: &str) -> Result<Principal, ApiError> {
         let (id, secret) = parse_key(key)?;
         let unknown = || ApiError::unauthenticated("unknown or revoked API key");
-        let row: Option<KeyRow> = diesel::sql_query(
-            "SELECT role, account, secret_hash, revoked_at FROM api_keys WHERE id = $1",
-        )
-        .bind::<BigInt, _>(id)
-        .get_result(conn)
-        .optional()?;
-        let row = row.ok_or_else(unknown)?;
-        if row.revoked_at.is_some() {
+        let row = store::key(conn, id)?.ok_or_else(unknown)?;
+        if row.revoked {
             self.verified.lock().expect("key cache lock").remove(&id);
             return Err(unknown());
         }
@@ -282,10 +214,8 @@ impl KeyCache {
         }
         let principal = Principal {
             key_id: id,
-            role: row.role.parse()?,
-            account: row
-                .account
-                .map(|a| AccountId(u64::try_from(a).unwrap_or_default())),
+            role: row.role.into(),
+            account: row.account,
         };
         self.verified.lock().expect("key cache lock").insert(
             id,
@@ -302,6 +232,7 @@ impl KeyCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use contract::ErrorCode;
 
     #[test]
     fn malformed_keys_are_refused_before_any_lookup() {
@@ -314,7 +245,7 @@ mod tests {
             "gpm_1_zz00000000000000000000000000000000000000000000000000000000000000",
         ] {
             let err = KeyCache::default().cached(key).unwrap_err();
-            assert_eq!(err.code, "UNAUTHENTICATED", "{key}");
+            assert_eq!(err.code, ErrorCode::Unauthenticated, "{key}");
         }
         let fine = format!("gpm_12_{}", "ab".repeat(32));
         assert_eq!(KeyCache::default().cached(&fine).unwrap(), None);
@@ -334,7 +265,7 @@ mod tests {
         );
         assert_eq!(
             trader.account_to_read(Some(AccountId(8))).unwrap_err().code,
-            "FORBIDDEN"
+            ErrorCode::Forbidden
         );
         let finance = Principal {
             key_id: 2,
@@ -347,8 +278,8 @@ mod tests {
         );
         assert_eq!(
             finance.account_to_read(None).unwrap_err().code,
-            "VALIDATION"
+            ErrorCode::Validation
         );
-        assert_eq!(finance.own_account().unwrap_err().code, "FORBIDDEN");
+        assert_eq!(finance.own_account().unwrap_err().code, ErrorCode::Forbidden);
     }
 }

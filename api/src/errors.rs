@@ -1,81 +1,56 @@
-//! The one table of error codes. Every failure the API reports carries one of these codes,
-//! as GraphQL `extensions.code` and, on REST routes, with the HTTP status beside it.
+//! Every failure the API reports is an [`ApiError`]: a code from the one table
+//! ([`contract::ErrorCode`], which also gives the HTTP status) and a readable message. It
+//! travels as GraphQL `extensions.code` and `extensions.status`, and on REST routes as the
+//! response's status with the same body.
 
-use contract::Rejection;
+use contract::{ErrorCode, Rejection};
+use engine_service::client::ClientError;
+use ledger::LedgerError;
 
-/// An error as the API reports it: a stable code, its HTTP status and a readable message.
+/// An error as the API reports it.
 ///
 /// Deliberately not `Display`: async-graphql converts every `Display` type into an error
 /// without extensions, and this type must always carry its code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
-    pub code: &'static str,
-    pub status: u16,
+    pub code: ErrorCode,
     pub message: String,
 }
 
-/// Every code the API itself produces, with its HTTP status and when it happens. The
-/// engine's rejection codes (`contract::Rejection::code`) come on top: see [`ApiError::rejected`].
-pub const CODES: &[(&str, u16, &str)] = &[
-    ("VALIDATION", 400, "an argument is malformed or out of range; nothing changed"),
-    ("UNAUTHENTICATED", 401, "no API key, or a key that is unknown, malformed or revoked"),
-    ("FORBIDDEN", 403, "the key's role may not do this, or the object is another account's"),
-    ("NOT_FOUND", 404, "no such object"),
-    ("PAYLOAD_TOO_LARGE", 413, "the request body is larger than the limit"),
-    ("QUERY_TOO_COMPLEX", 400, "the query is deeper or more complex than the limits"),
-    ("RATE_LIMITED", 429, "the key sent more requests than its rate allows; retry later"),
-    ("ENGINE_TIMEOUT", 504, "the command is in the log but the engine did not answer in time; it will still be applied, retry with the same client order id to learn the result"),
-    ("UNAVAILABLE", 503, "a dependency (Postgres, the event log) is not reachable"),
-    ("INTERNAL", 500, "a bug; the log has the details"),
-];
-
 impl ApiError {
-    fn new(code: &'static str, message: impl Into<String>) -> ApiError {
-        let status = CODES
-            .iter()
-            .find(|(c, _, _)| *c == code)
-            .map_or(500, |(_, status, _)| *status);
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
             code,
-            status,
             message: message.into(),
         }
     }
 
     pub fn validation(message: impl Into<String>) -> ApiError {
-        ApiError::new("VALIDATION", message)
+        ApiError::new(ErrorCode::Validation, message)
     }
 
     pub fn unauthenticated(message: impl Into<String>) -> ApiError {
-        ApiError::new("UNAUTHENTICATED", message)
+        ApiError::new(ErrorCode::Unauthenticated, message)
     }
 
     pub fn forbidden(message: impl Into<String>) -> ApiError {
-        ApiError::new("FORBIDDEN", message)
+        ApiError::new(ErrorCode::Forbidden, message)
     }
 
     pub fn not_found(message: impl Into<String>) -> ApiError {
-        ApiError::new("NOT_FOUND", message)
-    }
-
-    pub fn payload_too_large(message: impl Into<String>) -> ApiError {
-        ApiError::new("PAYLOAD_TOO_LARGE", message)
-    }
-
-    pub fn rate_limited(message: impl Into<String>) -> ApiError {
-        ApiError::new("RATE_LIMITED", message)
-    }
-
-    pub fn engine_timeout(message: impl Into<String>) -> ApiError {
-        ApiError::new("ENGINE_TIMEOUT", message)
+        ApiError::new(ErrorCode::NotFound, message)
     }
 
     pub fn unavailable(message: impl Into<String>) -> ApiError {
-        ApiError::new("UNAVAILABLE", message)
+        ApiError::new(ErrorCode::Unavailable, message)
     }
 
     pub fn internal(message: impl Into<String>) -> ApiError {
-        ApiError::new("INTERNAL", message)
+        ApiError::new(ErrorCode::Internal, message)
+    }
+
+    pub fn status(&self) -> u16 {
+        self.code.status()
     }
 
     /// `CODE: message`, for logs and the command line.
@@ -83,31 +58,57 @@ impl ApiError {
         format!("{}: {}", self.code, self.message)
     }
 
-    /// The engine refused the command: its own stable code, a 4xx status by kind.
+    /// The engine refused the command: its own code.
     pub fn rejected(rejection: &Rejection) -> ApiError {
-        let status = match rejection {
-            Rejection::UnknownMarket { .. }
-            | Rejection::UnknownOrder { .. }
-            | Rejection::UnknownLease { .. } => 404,
-            Rejection::NotOwner { .. }
-            | Rejection::NotLeaseParty { .. }
-            | Rejection::NotLeaseProvider { .. }
-            | Rejection::ReservedAccount { .. } => 403,
-            Rejection::InsufficientFunds { .. } => 402,
-            _ => 422,
-        };
-        ApiError {
-            code: rejection.code(),
-            status,
-            message: rejection.to_string(),
+        ApiError::new(rejection.code(), rejection.to_string())
+    }
+
+    /// The JSON error object of GraphQL responses and REST bodies.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "message": self.message,
+            "extensions": {"code": self.code, "status": self.status()},
+        })
+    }
+}
+
+/// The database's own words stay in the server's log: a client learns that the database
+/// failed, never its schema or its data.
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> ApiError {
+        use diesel::result::Error as Db;
+        match &e {
+            LedgerError::Database(Db::DatabaseError(kind, _))
+                if matches!(
+                    kind,
+                    diesel::result::DatabaseErrorKind::ClosedConnection
+                        | diesel::result::DatabaseErrorKind::UnableToSendCommand
+                        | diesel::result::DatabaseErrorKind::SerializationFailure
+                ) =>
+            {
+                tracing::warn!(error = %e, "database unreachable");
+                ApiError::unavailable("the database is not reachable; retry")
+            }
+            LedgerError::OutOfRange { what, value } => {
+                ApiError::validation(format!("{what} {value} is out of range"))
+            }
+            _ => {
+                tracing::error!(error = %e, "database statement failed");
+                ApiError::internal("a database statement failed; the server's log has the details")
+            }
         }
     }
 }
 
-impl From<diesel::result::Error> for ApiError {
-    fn from(e: diesel::result::Error) -> ApiError {
-        tracing::error!(error = %e, "database query failed");
-        ApiError::unavailable(format!("database: {e}"))
+impl From<ClientError> for ApiError {
+    fn from(e: ClientError) -> ApiError {
+        match e {
+            ClientError::Unavailable(reason) => ApiError::unavailable(format!("event log: {reason}")),
+            ClientError::Timeout(after) => ApiError::new(
+                ErrorCode::EngineTimeout,
+                format!("no answer within {} ms", after.as_millis()),
+            ),
+        }
     }
 }
 
@@ -115,8 +116,8 @@ impl From<ApiError> for async_graphql::Error {
     fn from(e: ApiError) -> async_graphql::Error {
         use async_graphql::ErrorExtensions;
         async_graphql::Error::new(e.message.clone()).extend_with(|_, ext| {
-            ext.set("code", e.code);
-            ext.set("status", e.status);
+            ext.set("code", e.code.as_str());
+            ext.set("status", e.status());
         })
     }
 }

@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use actix_web::dev::Server;
 use actix_web::{web, HttpRequest, HttpResponse};
-use async_graphql::http::GraphiQLSource;
 use async_graphql::Data;
 use async_graphql_actix_web::GraphQLSubscription;
 use futures_util::StreamExt;
@@ -16,7 +15,7 @@ use tracing::info;
 
 use crate::auth::Principal;
 use crate::errors::ApiError;
-use crate::graphql::{schema, MarketSchema};
+use crate::schema::{schema, MarketSchema};
 use crate::AppState;
 
 /// Starts the server on `addr` (port 0 picks a free one); returns it and the bound address.
@@ -40,6 +39,7 @@ pub fn serve(
             .route("/metrics", web::get().to(metrics))
             .route("/exports/{kind}", web::get().to(export))
             .route("/dashboard", web::get().to(dashboard))
+            .route("/graphiql/{file}", web::get().to(graphiql_asset))
     })
     .workers(workers)
     .shutdown_timeout(5)
@@ -56,6 +56,46 @@ async fn dashboard() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .body(include_str!("dashboard.html"))
+}
+
+/// GraphiQL's files: where in a `node_modules` folder each one is, and where on the CDN.
+const GRAPHIQL_FILES: &[(&str, &str, &str)] = &[
+    ("graphiql.min.css", "graphiql/graphiql.min.css", "text/css"),
+    ("graphiql.min.js", "graphiql/graphiql.min.js", "text/javascript"),
+    ("react.production.min.js", "react/umd/react.production.min.js", "text/javascript"),
+    (
+        "react-dom.production.min.js",
+        "react-dom/umd/react-dom.production.min.js",
+        "text/javascript",
+    ),
+];
+
+/// One of GraphiQL's files, from the configured folder, or a redirect to unpkg with the
+/// versions the page is written for. Only the listed names are served.
+async fn graphiql_asset(state: web::Data<Arc<AppState>>, file: web::Path<String>) -> HttpResponse {
+    let Some((_, path, mime)) = GRAPHIQL_FILES.iter().find(|(name, _, _)| *name == *file) else {
+        return HttpResponse::NotFound().finish();
+    };
+    let Some(dir) = &state.config.graphiql_assets else {
+        let (package, rest) = path.split_once('/').expect("package/file");
+        let version = match package {
+            "graphiql" => "4",
+            _ => "18",
+        };
+        return HttpResponse::Found()
+            .insert_header(("location", format!("https://unpkg.com/{package}@{version}/{rest}")))
+            .finish();
+    };
+    match tokio::fs::read(dir.join(path)).await {
+        Ok(bytes) => HttpResponse::Ok()
+            .content_type(*mime)
+            .insert_header(("cache-control", "max-age=3600"))
+            .body(bytes),
+        Err(e) => {
+            tracing::warn!(file = %path, error = %e, "a GraphiQL file is missing");
+            HttpResponse::NotFound().finish()
+        }
+    }
 }
 
 /// The key from `Authorization: Bearer …` or `X-Api-Key`, if any.
@@ -78,15 +118,14 @@ async fn authenticate(state: &Arc<AppState>, key: &str) -> Result<Principal, Api
     state.db(move |conn| st.keys.verify(conn, &key)).await
 }
 
+fn status_of(e: &ApiError) -> actix_web::http::StatusCode {
+    actix_web::http::StatusCode::from_u16(e.status())
+        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR)
+}
+
 /// A GraphQL error response for a request refused before execution.
 fn refused(e: &ApiError) -> HttpResponse {
-    actix_web::HttpResponse::build(
-        actix_web::http::StatusCode::from_u16(e.status)
-            .unwrap_or(actix_web::http::StatusCode::BAD_REQUEST),
-    )
-    .json(serde_json::json!({
-        "errors": [{"message": e.message, "extensions": {"code": e.code, "status": e.status}}]
-    }))
+    HttpResponse::build(status_of(e)).json(serde_json::json!({ "errors": [e.to_json()] }))
 }
 
 async fn graphql(
@@ -102,11 +141,14 @@ async fn graphql(
         let Ok(chunk) = chunk else {
             return refused(&ApiError::validation("the request body could not be read"));
         };
-        if body.len() + chunk.len() > state.limits.max_body {
-            return refused(&ApiError::payload_too_large(format!(
-                "the request body is larger than {} bytes",
-                state.limits.max_body
-            )));
+        if body.len() + chunk.len() > state.config.limits.max_body {
+            return refused(&ApiError::new(
+                contract::ErrorCode::PayloadTooLarge,
+                format!(
+                    "the request body is larger than {} bytes",
+                    state.config.limits.max_body
+                ),
+            ));
         }
         body.extend_from_slice(&chunk);
     }
@@ -153,27 +195,6 @@ async fn graphql(
     } else {
         state.metrics.errors.fetch_add(1, Ordering::Relaxed);
     }
-    // Validation of limits (depth, complexity) happens inside async-graphql; give those
-    // errors our code too.
-    let mut response = response;
-    for error in &mut response.errors {
-        let has_code = error
-            .extensions
-            .as_ref()
-            .is_some_and(|e| e.get("code").is_some());
-        if !has_code {
-            let code =
-                if error.message.contains("too complex") || error.message.contains("too deep") {
-                    "QUERY_TOO_COMPLEX"
-                } else {
-                    "VALIDATION"
-                };
-            error
-                .extensions
-                .get_or_insert_with(Default::default)
-                .set("code", code);
-        }
-    }
     HttpResponse::Ok().json(response)
 }
 
@@ -191,12 +212,7 @@ async fn graphiql_or_ws(
     if !upgrade {
         return Ok(HttpResponse::Ok()
             .content_type("text/html; charset=utf-8")
-            .body(
-                GraphiQLSource::build()
-                    .endpoint("/graphql")
-                    .subscription_endpoint("/graphql")
-                    .finish(),
-            ));
+            .body(include_str!("graphiql.html")));
     }
     let header_key = key_of(&req).map(str::to_owned);
     let state = state.get_ref().clone();
@@ -226,15 +242,15 @@ async fn graphiql_or_ws(
         .start(&req, payload)
 }
 
-/// Ready when Postgres answers and the gateway follows the log; says how far behind each
+/// Ready when Postgres answers and the engine client follows the log; says how far behind each
 /// projector is (events it has not applied yet).
 async fn readyz(state: web::Data<Arc<AppState>>) -> HttpResponse {
-    if !state.gateway.healthy() {
-        return HttpResponse::ServiceUnavailable().body("event log: the gateway stopped\n");
+    if !state.engine.healthy() {
+        return HttpResponse::ServiceUnavailable().body("event log: the engine client stopped\n");
     }
-    match state.projector_positions().await {
+    match state.db(ledger::read::projector_positions).await {
         Ok(positions) => {
-            let read = state.gateway.events_read();
+            let read = state.engine.events_read();
             let mut body = format!("ready\nevents_read {read}\n");
             for (projector, next) in positions {
                 let _ = writeln!(
@@ -271,12 +287,12 @@ async fn metrics(state: web::Data<Arc<AppState>>) -> HttpResponse {
         "# TYPE gpumarket_api_rate_limited_total counter\ngpumarket_api_rate_limited_total {}",
         m.rate_limited.load(Ordering::Relaxed)
     );
-    let read = state.gateway.events_read();
+    let read = state.engine.events_read();
     let _ = writeln!(
         out,
         "# TYPE gpumarket_api_events_read gauge\ngpumarket_api_events_read {read}"
     );
-    if let Ok(positions) = state.projector_positions().await {
+    if let Ok(positions) = state.db(ledger::read::projector_positions).await {
         out.push_str("# HELP gpumarket_projector_lag_events Events the API has read that the projector has not applied.\n# TYPE gpumarket_projector_lag_events gauge\n");
         for (projector, next) in positions {
             let _ = writeln!(
@@ -359,11 +375,8 @@ async fn export(
 ) -> HttpResponse {
     match export_response(&state, &req, &kind, &params).await {
         Ok(response) => response,
-        Err(e) => HttpResponse::build(
-            actix_web::http::StatusCode::from_u16(e.status)
-                .unwrap_or(actix_web::http::StatusCode::BAD_REQUEST),
-        )
-        .json(serde_json::json!({"code": e.code, "message": e.message})),
+        Err(e) => HttpResponse::build(status_of(&e))
+            .json(serde_json::json!({"code": e.code, "message": e.message})),
     }
 }
 
@@ -405,13 +418,12 @@ async fn export_response(
         // its break count can go in a header.
         let (csv, breaks) = state
             .db(move |conn| {
-                let report = export::reconciliation(conn, period, granularity)
-                    .map_err(|e| ApiError::unavailable(format!("reconciliation: {e}")))?;
+                let report = export::reconciliation(conn, period, granularity)?;
                 let mut csv = Vec::new();
                 report
                     .write_csv(&mut csv)
                     .map_err(|e| ApiError::internal(format!("writing the report: {e}")))?;
-                Ok((csv, report.breaks.len()))
+                Ok::<_, ApiError>((csv, report.breaks.len()))
             })
             .await?;
         return Ok(HttpResponse::Ok()

@@ -2,20 +2,19 @@
 //! dashboards.
 //!
 //! - Queries read the ledger's read models in Postgres (orders, trades, leases, journal,
-//!   invoices, reputation) and the [`gateway`]'s replica engine (live depth, balances, and
-//!   why a resting order has not matched).
-//! - Mutations become engine commands through the [`gateway`] and return the engine's
-//!   answer: accepted with fills, or the typed rejection.
+//!   invoices, reputation) through `ledger::read`, and the engine client's replica engine
+//!   (live depth, balances, and why a resting order has not matched).
+//! - Mutations become engine commands through `engine_service::client` and return the
+//!   engine's answer: accepted with fills, or the typed rejection.
 //! - Subscriptions (`graphql-transport-ws`) follow the event log.
 //!
-//! Every error carries a code from [`errors::CODES`] or the engine's rejection codes.
+//! Every error carries a code from `contract::ErrorCode`, with its HTTP status.
 
 pub mod auth;
 pub mod errors;
-pub mod gateway;
-pub mod graphql;
 mod http;
 pub mod reports;
+pub mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -24,11 +23,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use contract::AccountId;
 use diesel::pg::PgConnection;
 use diesel::r2d2::{ConnectionManager, Pool};
+use engine_service::client::EngineClient;
 
 pub use errors::ApiError;
-pub use gateway::{Gateway, GatewayConfig};
 pub use http::serve;
 
 /// Caps on what one request may ask.
@@ -56,25 +56,49 @@ impl Default for Limits {
     }
 }
 
-/// What every request handler shares.
-pub struct AppState {
-    pub pool: Pool<ConnectionManager<PgConnection>>,
-    pub gateway: Gateway,
-    pub keys: auth::KeyCache,
+/// How the API serves, beside its pool and engine client.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
     pub limits: Limits,
     /// Where deposits go on the settlement chain (shown by `depositInstructions`).
     pub escrow_address: Option<String>,
+    /// The longest a mutation waits for the engine's answer (and a replay for its order to
+    /// reach the read models).
     pub answer_timeout: Duration,
+    /// A `node_modules` folder with `graphiql@4`, `react@18` and `react-dom@18`, served at
+    /// `/graphiql/…` for GraphiQL; without one those files redirect to the unpkg CDN.
+    pub graphiql_assets: Option<std::path::PathBuf>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            limits: Limits::default(),
+            escrow_address: None,
+            answer_timeout: Duration::from_secs(5),
+            graphiql_assets: None,
+        }
+    }
+}
+
+/// What every request handler shares.
+pub struct AppState {
+    pub pool: Pool<ConnectionManager<PgConnection>>,
+    pub engine: EngineClient,
+    pub keys: auth::KeyCache,
+    pub config: ApiConfig,
     pub metrics: Metrics,
     /// Each accepted node report's samples, for the telemetry subscription.
-    pub telemetry: tokio::sync::broadcast::Sender<Arc<(i64, Vec<graphql::TelemetrySample>)>>,
+    pub telemetry: tokio::sync::broadcast::Sender<
+        Arc<(AccountId, Vec<schema::types::provider::TelemetrySample>)>,
+    >,
     buckets: Mutex<HashMap<String, Bucket>>,
 }
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
-            .field("gateway", &self.gateway)
+            .field("engine", &self.engine)
             .finish_non_exhaustive()
     }
 }
@@ -87,71 +111,44 @@ struct Bucket {
 impl AppState {
     pub fn new(
         pool: Pool<ConnectionManager<PgConnection>>,
-        gateway: Gateway,
-        limits: Limits,
-        escrow_address: Option<String>,
-        answer_timeout: Duration,
+        engine: EngineClient,
+        config: ApiConfig,
     ) -> AppState {
         AppState {
             pool,
-            gateway,
+            engine,
             keys: auth::KeyCache::default(),
-            limits,
-            escrow_address,
-            answer_timeout,
+            config,
             metrics: Metrics::default(),
             telemetry: tokio::sync::broadcast::channel(1_024).0,
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Runs `f` with a pooled connection on the blocking threads.
-    pub async fn db<T, F>(&self, f: F) -> Result<T, ApiError>
+    /// Runs `f` with a pooled connection on the blocking threads: a `ledger::read` or
+    /// `ledger::store` function, or anything that fails with an [`ApiError`].
+    pub async fn db<T, E, F>(&self, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut PgConnection) -> Result<T, ApiError> + Send + 'static,
+        E: Into<ApiError>,
+        F: FnOnce(&mut PgConnection) -> Result<T, E> + Send + 'static,
     {
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = pool
-                .get()
-                .map_err(|e| ApiError::unavailable(format!("database pool: {e}")))?;
-            f(&mut conn)
+            let mut conn = pool.get().map_err(|e| {
+                tracing::warn!(error = %e, "no database connection");
+                ApiError::unavailable("the database is not reachable; retry")
+            })?;
+            f(&mut conn).map_err(Into::into)
         })
         .await
         .map_err(|e| ApiError::internal(format!("database task: {e}")))?
     }
 
-    /// Each projector's position in the events partition (the lowest over its partitions).
-    pub async fn projector_positions(&self) -> Result<Vec<(String, u64)>, ApiError> {
-        use diesel::prelude::*;
-        use diesel::sql_types::{BigInt, Text};
-        #[derive(QueryableByName)]
-        struct Position {
-            #[diesel(sql_type = Text)]
-            projector: String,
-            #[diesel(sql_type = BigInt)]
-            next_offset: i64,
-        }
-        let rows: Vec<Position> = self
-            .db(|conn| {
-                Ok(diesel::sql_query(
-                    "SELECT projector, min(next_offset)::bigint AS next_offset \
-                     FROM projector_offsets GROUP BY projector ORDER BY projector",
-                )
-                .load(conn)?)
-            })
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|p| (p.projector, p.next_offset.max(0) as u64))
-            .collect())
-    }
-
     /// Takes one token from `who`'s bucket, or says when to retry.
     pub fn admit(&self, who: &str) -> Result<(), ApiError> {
-        let rate = f64::from(self.limits.rate_per_sec);
-        let burst = f64::from(self.limits.burst.max(1));
+        let rate = f64::from(self.config.limits.rate_per_sec);
+        let burst = f64::from(self.config.limits.burst.max(1));
         let mut buckets = self.buckets.lock().expect("rate buckets lock");
         let now = Instant::now();
         let bucket = buckets.entry(who.to_owned()).or_insert(Bucket {
@@ -166,10 +163,10 @@ impl AppState {
             Ok(())
         } else {
             self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
-            Err(ApiError::rate_limited(format!(
+            Err(ApiError::new(contract::ErrorCode::RateLimited, format!(
                 "more than {} requests/s (burst {}); retry in {} ms",
-                self.limits.rate_per_sec,
-                self.limits.burst,
+                self.config.limits.rate_per_sec,
+                self.config.limits.burst,
                 ((1.0 - bucket.tokens) / rate * 1000.0).ceil()
             )))
         }

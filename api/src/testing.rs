@@ -16,7 +16,9 @@ use ledger::{Activity, Journal, Projection, Reputation};
 use serde_json::{json, Value};
 
 use crate::auth::{self, Role};
-use crate::{AppState, Gateway, GatewayConfig, Limits};
+use engine_service::client::{ClientConfig, EngineClient};
+
+use crate::{ApiConfig, AppState, Limits};
 
 /// The buyer's and the provider's accounts.
 pub const T_BUYER: u64 = 1;
@@ -56,6 +58,17 @@ fn spawn_projector<P: Projection + Send + 'static>(
 
 impl Market {
     pub fn start(tag: &str, limits: Limits) -> Market {
+        Market::start_with(
+            tag,
+            ApiConfig {
+                limits,
+                escrow_address: Some("cosmos1escrowtestaddress".to_owned()),
+                ..ApiConfig::default()
+            },
+        )
+    }
+
+    pub fn start_with(tag: &str, config: ApiConfig) -> Market {
         let db = TestDb::migrated(tag);
         let dir = tempfile::tempdir().unwrap();
         let log_url = format!("file://{}", dir.path().join("log").display());
@@ -93,33 +106,27 @@ impl Market {
             key(Role::Provider, Some(T_PROVIDER)),
         );
 
-        let gateway = Gateway::start(GatewayConfig {
+        let engine = EngineClient::start(ClientConfig {
             log_url: log_url.clone(),
             log: log_config,
             topics,
             shard: 0,
             shards: 1,
-            answer_timeout: Duration::from_secs(5),
+            answer_timeout: config.answer_timeout,
         })
         .unwrap();
         let pool = Pool::builder()
             .max_size(4)
             .build(ConnectionManager::new(db.url()))
             .unwrap();
-        let state = Arc::new(AppState::new(
-            pool,
-            gateway,
-            limits,
-            Some("cosmos1escrowtestaddress".to_owned()),
-            Duration::from_secs(5),
-        ));
+        let state = Arc::new(AppState::new(pool, engine, config));
         let (tx, rx) = std::sync::mpsc::channel();
         threads.push(thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
                 let (server, addr) = crate::serve(state.clone(), "127.0.0.1:0", 2).unwrap();
                 tx.send((server.handle(), addr)).unwrap();
                 server.await.unwrap();
-                state.gateway.shutdown();
+                state.engine.shutdown();
             });
         }));
         let (server, addr) = rx.recv().unwrap();
@@ -218,4 +225,62 @@ impl Drop for Market {
             let _ = t.join();
         }
     }
+}
+
+/// Installs npm `packages` once into a folder of the target folder named `name` and
+/// returns its `node_modules`: tests judge the API with clients nobody here wrote. The
+/// installation is made in a folder of this process's own and renamed into place when
+/// complete, so concurrent tests neither see half of one nor race.
+pub fn npm_modules(name: &str, packages: &[&str]) -> std::path::PathBuf {
+    installed(name, "node_modules", |scratch| {
+        std::process::Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix"])
+            .arg(scratch)
+            .args(packages)
+            .status()
+            .expect("npm runs (Node.js and npm are needed)")
+    })
+}
+
+/// A Python virtual environment with `packages` from PyPI, made once (as [`npm_modules`]);
+/// returns its `python`.
+pub fn python_env(name: &str, packages: &[&str]) -> std::path::PathBuf {
+    installed(name, "bin/python", |scratch| {
+        let made = std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(scratch)
+            .status()
+            .expect("python3 runs");
+        if !made.success() {
+            return made;
+        }
+        std::process::Command::new(scratch.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(packages)
+            .status()
+            .expect("pip runs")
+    })
+}
+
+fn installed(
+    name: &str,
+    inside: &str,
+    install: impl FnOnce(&std::path::Path) -> std::process::ExitStatus,
+) -> std::path::PathBuf {
+    // The workspace's target folder, which `cargo clean` clears with the rest.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/outside-clients")
+        .join(name);
+    if root.join(inside).exists() {
+        return root.join(inside);
+    }
+    let scratch = root.with_extension(format!("installing-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).unwrap();
+    assert!(install(&scratch).success(), "installing {name} failed");
+    if std::fs::rename(&scratch, &root).is_err() {
+        // Another test installed it first.
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    root.join(inside)
 }

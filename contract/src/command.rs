@@ -158,6 +158,31 @@ pub enum Interconnect {
     InfinityFabric,
 }
 
+impl Command {
+    /// The record's type, as written in its header (Kafka `type`, the file log's frame).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::CreateMarket { .. } => "create_market",
+            Command::Deposit { .. } => "deposit",
+            Command::Withdraw { .. } => "withdraw",
+            Command::Place(_) => "place",
+            Command::Cancel { .. } => "cancel",
+            Command::Amend { .. } => "amend",
+            Command::EndLease { .. } => "end_lease",
+            Command::SetReputation { .. } => "set_reputation",
+            Command::StartLease { .. } => "start_lease",
+            Command::Heartbeat { .. } => "heartbeat",
+            Command::Tick => "tick",
+            Command::SetPayoutAddress { .. } => "set_payout_address",
+            Command::RequestWithdrawal { .. } => "request_withdrawal",
+            Command::ChainDeposit { .. } => "chain_deposit",
+            Command::OpenSettlement { .. } => "open_settlement",
+            Command::ConfirmSettlement { .. } => "confirm_settlement",
+            Command::FailSettlement { .. } => "fail_settlement",
+        }
+    }
+}
+
 impl Side {
     /// The name in the JSON form (`bid`, `ask`).
     pub fn as_str(self) -> &'static str {
@@ -367,3 +392,5 @@ mod tests {
         }
     }
 }
+
+stored_form!(Side, "side", [Bid, Ask]);

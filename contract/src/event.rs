@@ -215,3 +215,20 @@ impl LeaseEndReason {
         }
     }
 }
+
+stored_form!(
+    CancelReason,
+    "cancel reason",
+    [
+        Requested,
+        ImmediateRemainder,
+        Expired,
+        SelfTrade,
+        ReputationDropped
+    ]
+);
+stored_form!(
+    LeaseEndReason,
+    "lease end reason",
+    [Completed, BuyerStopped, ProviderFailed]
+);

@@ -2,7 +2,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AccountId, Amount, ClientOrderId, Gpus, LeaseId, MarketId, OrderId, Price, SettlementId,
+    AccountId, ErrorCode, Amount, ClientOrderId, Gpus, LeaseId, MarketId, OrderId, Price, SettlementId,
     Timestamp, TxHash,
 };
 
@@ -88,37 +88,37 @@ pub enum Rejection {
 
 impl Rejection {
     /// The stable code of this rejection, e.g. `PRICE_OFF_TICK`.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Rejection::UnknownMarket { .. } => "UNKNOWN_MARKET",
-            Rejection::LeaseAlreadyStarted { .. } => "LEASE_ALREADY_STARTED",
-            Rejection::MarketExists { .. } => "MARKET_EXISTS",
-            Rejection::PriceOffTick { .. } => "PRICE_OFF_TICK",
-            Rejection::NonPositiveAmount { .. } => "NON_POSITIVE_AMOUNT",
-            Rejection::InsufficientFunds { .. } => "INSUFFICIENT_FUNDS",
-            Rejection::AmountOverflow => "AMOUNT_OVERFLOW",
-            Rejection::ReservedAccount { .. } => "RESERVED_ACCOUNT",
-            Rejection::DuplicateClientOrderId { .. } => "DUPLICATE_CLIENT_ORDER_ID",
-            Rejection::UnknownOrder { .. } => "UNKNOWN_ORDER",
-            Rejection::NotOwner { .. } => "NOT_OWNER",
-            Rejection::Expired { .. } => "EXPIRED",
-            Rejection::AvailabilityTooShort { .. } => "AVAILABILITY_TOO_SHORT",
-            Rejection::PostOnlyWouldTrade => "POST_ONLY_WOULD_TRADE",
-            Rejection::FillOrKillUnfilled => "FILL_OR_KILL_UNFILLED",
-            Rejection::MinFillAboveQuantity { .. } => "MIN_FILL_ABOVE_QUANTITY",
-            Rejection::NothingToAmend => "NOTHING_TO_AMEND",
-            Rejection::AmendBelowFilled { .. } => "AMEND_BELOW_FILLED",
-            Rejection::TooManyRegions { .. } => "TOO_MANY_REGIONS",
-            Rejection::UnknownLease { .. } => "UNKNOWN_LEASE",
-            Rejection::NotLeaseParty { .. } => "NOT_LEASE_PARTY",
-            Rejection::NotLeaseProvider { .. } => "NOT_LEASE_PROVIDER",
-            Rejection::BadHoursUsed { .. } => "BAD_HOURS_USED",
-            Rejection::NoPayoutAddress { .. } => "NO_PAYOUT_ADDRESS",
-            Rejection::DuplicateDeposit { .. } => "DUPLICATE_DEPOSIT",
-            Rejection::SettlementInProgress { .. } => "SETTLEMENT_IN_PROGRESS",
-            Rejection::NothingToSettle => "NOTHING_TO_SETTLE",
-            Rejection::SettlementNotOpen { .. } => "SETTLEMENT_NOT_OPEN",
-            Rejection::BadBatchSize { .. } => "BAD_BATCH_SIZE",
+            Rejection::UnknownMarket { .. } => ErrorCode::UnknownMarket,
+            Rejection::LeaseAlreadyStarted { .. } => ErrorCode::LeaseAlreadyStarted,
+            Rejection::MarketExists { .. } => ErrorCode::MarketExists,
+            Rejection::PriceOffTick { .. } => ErrorCode::PriceOffTick,
+            Rejection::NonPositiveAmount { .. } => ErrorCode::NonPositiveAmount,
+            Rejection::InsufficientFunds { .. } => ErrorCode::InsufficientFunds,
+            Rejection::AmountOverflow => ErrorCode::AmountOverflow,
+            Rejection::ReservedAccount { .. } => ErrorCode::ReservedAccount,
+            Rejection::DuplicateClientOrderId { .. } => ErrorCode::DuplicateClientOrderId,
+            Rejection::UnknownOrder { .. } => ErrorCode::UnknownOrder,
+            Rejection::NotOwner { .. } => ErrorCode::NotOwner,
+            Rejection::Expired { .. } => ErrorCode::Expired,
+            Rejection::AvailabilityTooShort { .. } => ErrorCode::AvailabilityTooShort,
+            Rejection::PostOnlyWouldTrade => ErrorCode::PostOnlyWouldTrade,
+            Rejection::FillOrKillUnfilled => ErrorCode::FillOrKillUnfilled,
+            Rejection::MinFillAboveQuantity { .. } => ErrorCode::MinFillAboveQuantity,
+            Rejection::NothingToAmend => ErrorCode::NothingToAmend,
+            Rejection::AmendBelowFilled { .. } => ErrorCode::AmendBelowFilled,
+            Rejection::TooManyRegions { .. } => ErrorCode::TooManyRegions,
+            Rejection::UnknownLease { .. } => ErrorCode::UnknownLease,
+            Rejection::NotLeaseParty { .. } => ErrorCode::NotLeaseParty,
+            Rejection::NotLeaseProvider { .. } => ErrorCode::NotLeaseProvider,
+            Rejection::BadHoursUsed { .. } => ErrorCode::BadHoursUsed,
+            Rejection::NoPayoutAddress { .. } => ErrorCode::NoPayoutAddress,
+            Rejection::DuplicateDeposit { .. } => ErrorCode::DuplicateDeposit,
+            Rejection::SettlementInProgress { .. } => ErrorCode::SettlementInProgress,
+            Rejection::NothingToSettle => ErrorCode::NothingToSettle,
+            Rejection::SettlementNotOpen { .. } => ErrorCode::SettlementNotOpen,
+            Rejection::BadBatchSize { .. } => ErrorCode::BadBatchSize,
         }
     }
 }
@@ -134,7 +134,7 @@ mod tests {
             tick: Price::parse("0.01").unwrap(),
         };
         let json = serde_json::to_value(&r).unwrap();
-        assert!(json.get(r.code()).is_some(), "{json}");
+        assert!(json.get(r.code().as_str()).is_some(), "{json}");
         assert_eq!(
             r.to_string(),
             "price 1.005 is not a multiple of the market's tick 0.01"

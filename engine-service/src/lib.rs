@@ -14,6 +14,7 @@
 //!   does it write. The engine is deterministic, so the replay reproduces the same answers;
 //!   a difference is reported as divergence and the runner stops.
 
+pub mod client;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -85,6 +86,38 @@ pub fn shard_of(market: contract::MarketId, shards: u32) -> u32 {
             (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
         });
     (hash % u64::from(shards.max(1))) as u32
+}
+
+/// Applies one command to `engine` and appends its answer to `out`: one record per event,
+/// then the rejection if there is one, numbered from `first_seq`; returns the next `seq`.
+/// The runner writes these records and the API's replica checks them against the log, so
+/// both turn a command into its answer with this one function. `events` is scratch space,
+/// reused across calls.
+pub fn answer(
+    engine: &mut Engine,
+    command_offset: u64,
+    first_seq: u64,
+    command: &CommandRecord,
+    events: &mut Vec<contract::Event>,
+    out: &mut Vec<EventRecord>,
+) -> u64 {
+    events.clear();
+    let result = engine.apply(command.at, &command.command, events);
+    let bodies = events
+        .drain(..)
+        .map(EventBody::Event)
+        .chain(result.err().map(EventBody::Rejected));
+    let mut seq = first_seq;
+    for body in bodies {
+        out.push(EventRecord {
+            seq,
+            command_offset,
+            at: command.at,
+            body,
+        });
+        seq += 1;
+    }
+    seq
 }
 
 /// How a runner runs.
@@ -268,21 +301,14 @@ impl Runner {
                         source,
                     }
                 })?;
-            events.clear();
-            let result = self.engine.apply(command.at, &command.command, &mut events);
-            let bodies = events
-                .drain(..)
-                .map(EventBody::Event)
-                .chain(result.err().map(EventBody::Rejected));
-            for body in bodies {
-                answers.push(EventRecord {
-                    seq: self.next_seq,
-                    command_offset: record.offset,
-                    at: command.at,
-                    body,
-                });
-                self.next_seq += 1;
-            }
+            self.next_seq = answer(
+                &mut self.engine,
+                record.offset,
+                self.next_seq,
+                &command,
+                &mut events,
+                &mut answers,
+            );
         }
         self.write(answers)?;
         self.next_command += commands.len() as u64;

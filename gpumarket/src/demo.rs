@@ -12,7 +12,7 @@ use provider_agent::config::{Config, Offer, Simulated};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::up::{gql, key_file, spawn_part, Part};
+use crate::common::{gql, key_file, spawn_part, Part};
 
 /// (class, region, GPUs, VRAM GB, price per GPU-hour, vendor, interconnect).
 const NODES: [(&str, &str, u32, u32, &str, &str, &str); 5] = [

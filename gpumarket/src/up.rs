@@ -5,24 +5,28 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command as Process;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use diesel::{Connection, PgConnection, RunQueryDsl};
+use engine_service::client::{ClientConfig, EngineClient};
 use engine_service::{Runner, RunnerConfig, Topics};
 use eventlog::LogConfig;
 use ledger::{Activity, Journal, Reputation};
-use serde_json::{json, Value};
+use serde_json::json;
 use tracing::{info, warn};
 
-use crate::{run_projector, ProjectArgs, LINGER_MS, SNAPSHOT_EVERY};
+use crate::common::{gql, key_file, spawn_part, stop_on_signals, write_private, Part};
+use crate::engine::SNAPSHOT_EVERY;
+use crate::project::{self, run_projector, LINGER_MS};
 
-/// What `up` is told.
+/// The whole market on this machine: Postgres (DATABASE_URL, or a private cluster made
+/// with initdb/pg_ctl), the embedded log, engine, projectors, API, dashboard, devnet and
+/// bridge. Prints where everything is; Ctrl-C stops; a second `up` resumes.
 #[derive(Debug, clap::Args)]
-pub struct UpArgs {
+pub struct Args {
     /// Everything the market keeps: log, snapshots, Postgres (when private), keys, the
     /// devnet's chain. A second `up` with the same folder resumes the same market.
     #[arg(long, env = "GPUMARKET_DATA_DIR", default_value = "./data")]
@@ -51,6 +55,10 @@ pub struct UpArgs {
     /// Prefix of the log's topic names (for a Kafka broker shared with other markets).
     #[arg(long, env = "GPUMARKET_TOPIC_PREFIX", default_value = "")]
     pub topic_prefix: String,
+    /// A `node_modules` folder holding graphiql@4, react@18 and react-dom@18, so GraphiQL
+    /// works without reaching the unpkg CDN.
+    #[arg(long, env = "GPUMARKET_GRAPHIQL_ASSETS")]
+    pub graphiql_assets: Option<PathBuf>,
 }
 
 /// A Postgres cluster `up` started itself; stopped when dropped.
@@ -183,40 +191,6 @@ fn private_postgres(dir: &Path) -> Result<(String, PrivatePostgres)> {
     Ok((format!("{server}/gpumarket"), guard))
 }
 
-/// A file only its owner reads.
-fn write_private(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    Ok(())
-}
-
-/// A key of `role` for `account`, made once and kept in `path`.
-pub(crate) fn key_file(
-    db: &str,
-    path: &Path,
-    role: api::auth::Role,
-    account: Option<u64>,
-    label: &str,
-) -> Result<String> {
-    if let Ok(key) = std::fs::read_to_string(path) {
-        return Ok(key.trim().to_owned());
-    }
-    let mut conn = PgConnection::establish(db)?;
-    let (_, secret) =
-        api::auth::create_key(&mut conn, role, account.map(contract::AccountId), label)
-            .map_err(|e| anyhow::anyhow!("creating the {label} key: {}", e.message))?;
-    write_private(path, &secret)?;
-    Ok(secret)
-}
-
 /// The escrow key of the devnet, made once: 32 random bytes in hex.
 fn escrow_key(path: &Path) -> Result<cosmos_bridge::keys::EscrowKey> {
     if !path.exists() {
@@ -237,51 +211,12 @@ const MARKETS: [(&str, &str, u32); 4] = [
     ("MI300X-192GB", "0.01", 100),
 ];
 
-pub(crate) fn gql(
-    http: &reqwest::blocking::Client,
-    url: &str,
-    key: &str,
-    query: &str,
-    variables: Value,
-) -> Result<Value> {
-    let body: Value = http
-        .post(format!("{url}/graphql"))
-        .bearer_auth(key)
-        .json(&json!({"query": query, "variables": variables}))
-        .send()?
-        .json()?;
-    if let Some(e) = body["errors"].get(0) {
-        bail!(
-            "{}: {}",
-            e["extensions"]["code"].as_str().unwrap_or("ERROR"),
-            e["message"]
-        );
-    }
-    Ok(body["data"].clone())
-}
-
-/// A part of the market and its thread.
-pub type Part = (&'static str, JoinHandle<Result<()>>);
-
-/// Starts a part of the market on a thread named after it, so `top -H` and a debugger show
-/// which part is busy.
-pub fn spawn_part(
-    name: &'static str,
-    f: impl FnOnce() -> Result<()> + Send + 'static,
-) -> Result<Part> {
-    let thread = std::thread::Builder::new().name(name.to_owned()).spawn(f)?;
-    Ok((name, thread))
-}
-
-pub fn up(args: UpArgs) -> Result<()> {
+pub fn run(args: Args) -> Result<()> {
     let started = Instant::now();
     let dir = &args.data_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, stop.clone())?;
-    }
+    let stop = stop_on_signals()?;
 
     // Postgres.
     let (database_url, postgres) = match std::env::var("DATABASE_URL") {
@@ -330,7 +265,7 @@ pub fn up(args: UpArgs) -> Result<()> {
         let (db, log, stop) = (database_url.clone(), log_url.clone(), stop.clone());
         let prefix = args.topic_prefix.clone();
         threads.push(spawn_part(name, move || {
-            let args = ProjectArgs {
+            let args = project::Config {
                 log_url: &log,
                 database_url: &db,
                 topic_prefix: &prefix,
@@ -374,7 +309,7 @@ pub fn up(args: UpArgs) -> Result<()> {
     );
 
     // The API.
-    let gateway = api::Gateway::start(api::GatewayConfig {
+    let engine = EngineClient::start(ClientConfig {
         log_url: log_url.clone(),
         log: LogConfig::default(),
         topics,
@@ -382,16 +317,18 @@ pub fn up(args: UpArgs) -> Result<()> {
         shards: 1,
         answer_timeout: Duration::from_secs(5),
     })
-    .map_err(|e| anyhow::anyhow!(e.describe()))?;
+    .context("starting the engine client")?;
     let pool = diesel::r2d2::Pool::builder()
         .max_size(8)
         .build(diesel::r2d2::ConnectionManager::new(database_url.clone()))?;
     let state = Arc::new(api::AppState::new(
         pool,
-        gateway,
-        api::Limits::default(),
-        Some(escrow.address().to_string()),
-        Duration::from_secs(5),
+        engine,
+        api::ApiConfig {
+            escrow_address: Some(escrow.address().to_string()),
+            graphiql_assets: args.graphiql_assets.clone(),
+            ..api::ApiConfig::default()
+        },
     ));
     let (tx, rx) = std::sync::mpsc::channel();
     let http_addr = args.http.clone();
@@ -404,7 +341,7 @@ pub fn up(args: UpArgs) -> Result<()> {
                     let (server, addr) = api::serve(state.clone(), &http_addr, 2)?;
                     tx.send((server.handle(), addr)).ok();
                     server.await?;
-                    state.gateway.shutdown();
+                    state.engine.shutdown();
                     anyhow::Ok(())
                 })
             })?

@@ -10,13 +10,13 @@ use std::io::Write;
 use chrono::{DateTime, Datelike, Months, NaiveDate, TimeDelta, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Date, Integer, Nullable, Numeric, SmallInt, Text, Timestamptz};
+use diesel::sql_types::{BigInt, Date, Integer, Nullable, Numeric, Text, Timestamptz};
 use rust_decimal::Decimal;
 
-use crate::LedgerError;
+use crate::{read, LedgerError};
 
-/// Rows read per round trip.
-const PAGE: i64 = 5_000;
+/// Rows (journal transactions, usage lines) read per round trip.
+const PAGE: u32 = 5_000;
 
 /// A half-open time range `[from, to)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,28 +70,6 @@ fn csv_error(e: csv::Error) -> LedgerError {
     LedgerError::Export(e.to_string())
 }
 
-#[derive(QueryableByName)]
-struct JournalRow {
-    #[diesel(sql_type = Timestamptz)]
-    at: DateTime<Utc>,
-    #[diesel(sql_type = Integer)]
-    partition: i32,
-    #[diesel(sql_type = BigInt)]
-    event_seq: i64,
-    #[diesel(sql_type = BigInt)]
-    command_offset: i64,
-    #[diesel(sql_type = Text)]
-    kind: String,
-    #[diesel(sql_type = SmallInt)]
-    leg: i16,
-    #[diesel(sql_type = BigInt)]
-    account: i64,
-    #[diesel(sql_type = Text)]
-    bucket: String,
-    #[diesel(sql_type = Numeric)]
-    amount: Decimal,
-}
-
 /// Writes every posting of the journal transactions in `period` as CSV, in log time order;
 /// returns the number of postings. `event` is the events-topic record (`partition/seq`) and
 /// `command_offset` the commands-topic record that caused it, so every row traces back to
@@ -114,45 +92,38 @@ pub fn journal_csv(
         "amount",
     ])
     .map_err(csv_error)?;
-    let mut after: (DateTime<Utc>, i32, i64) = (period.from, -1, -1);
+    let filter = read::JournalFilter {
+        account: None,
+        from: period.from,
+        to: period.to,
+    };
+    let mut after = None;
     let mut written = 0u64;
     loop {
-        // Keyset pagination over whole transactions: a page never splits one.
-        let rows: Vec<JournalRow> = diesel::sql_query(
-            "SELECT j.at, j.partition, j.event_seq, j.command_offset, j.kind, \
-             (l.leg - 1)::smallint AS leg, l.account, l.bucket, l.amount \
-             FROM (SELECT * FROM journal_transactions \
-                   WHERE at < $2 AND (at, partition, event_seq) > ($1, $3, $4) \
-                   ORDER BY at, partition, event_seq LIMIT $5) j \
-             CROSS JOIN LATERAL unnest(j.accounts, j.buckets, j.amounts) WITH ORDINALITY \
-               AS l(account, bucket, amount, leg) \
-             ORDER BY j.at, j.partition, j.event_seq, l.leg",
-        )
-        .bind::<Timestamptz, _>(after.0)
-        .bind::<Timestamptz, _>(period.to)
-        .bind::<Integer, _>(after.1)
-        .bind::<BigInt, _>(after.2)
-        .bind::<BigInt, _>(PAGE)
-        .load(conn)?;
-        let Some(last) = rows.last() else {
-            break;
-        };
-        after = (last.at, last.partition, last.event_seq);
-        for row in &rows {
-            csv.write_record([
-                row.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                row.partition.to_string(),
-                row.event_seq.to_string(),
-                row.command_offset.to_string(),
-                row.kind.clone(),
-                row.leg.to_string(),
-                row.account.to_string(),
-                row.bucket.clone(),
-                row.amount.to_string(),
-            ])
-            .map_err(csv_error)?;
+        let page = read::journal(conn, &filter, after, PAGE)?;
+        for entry in &page.rows {
+            for (leg, posting) in entry.postings.iter().enumerate() {
+                csv.write_record([
+                    entry
+                        .at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    entry.partition.to_string(),
+                    entry.event_seq.to_string(),
+                    entry.command_offset.to_string(),
+                    entry.kind.clone(),
+                    leg.to_string(),
+                    posting.account.to_string(),
+                    posting.bucket.as_str().to_owned(),
+                    posting.amount.to_string(),
+                ])
+                .map_err(csv_error)?;
+                written += 1;
+            }
         }
-        written += rows.len() as u64;
+        match page.rows.last() {
+            Some(last) if page.more => after = Some(last.key()),
+            _ => break,
+        }
     }
     csv.flush()?;
     Ok(written)
@@ -273,7 +244,7 @@ pub fn focus_csv(
         .bind::<Timestamptz, _>(period.to)
         .bind::<Integer, _>(after.1)
         .bind::<BigInt, _>(after.2)
-        .bind::<BigInt, _>(PAGE)
+        .bind::<BigInt, _>(i64::from(PAGE))
         .load(conn)?;
         let Some(last) = rows.last() else {
             break;

@@ -39,6 +39,15 @@ impl Bucket {
         }
     }
 
+    const ALL: [Bucket; 6] = [
+        Bucket::Available,
+        Bucket::Held,
+        Bucket::InLease,
+        Bucket::Settling,
+        Bucket::Fees,
+        Bucket::External,
+    ];
+
     /// Where an account's spendable money is booked. The market account never trades (the
     /// engine refuses its orders and deposits), so all its spendable money is fee income and
     /// is booked as `Fees`: a withdrawal by the market account withdraws fees, and the
@@ -49,6 +58,14 @@ impl Bucket {
         } else {
             Bucket::Available
         }
+    }
+}
+
+impl std::str::FromStr for Bucket {
+    type Err = ();
+    /// A bucket from its stored name.
+    fn from_str(s: &str) -> Result<Bucket, ()> {
+        Bucket::ALL.into_iter().find(|b| b.as_str() == s).ok_or(())
     }
 }
 

@@ -21,8 +21,10 @@ pub mod export;
 pub mod journal;
 mod journal_projection;
 mod projector;
+pub mod read;
 pub mod reputation;
 pub mod schema;
+pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -118,6 +120,10 @@ pub enum LedgerError {
         existing: String,
         requested: String,
     },
+    /// A stored value that does not read back as its type: the table was changed by hand
+    /// or by another version.
+    #[error("table {table}: {detail}")]
+    BadRow { table: &'static str, detail: String },
     #[error("{what} {value} does not fit its database column")]
     OutOfRange { what: &'static str, value: i128 },
     #[error("an export period must end after it starts (from {from}, to {to})")]

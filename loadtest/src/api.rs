@@ -18,9 +18,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+use api_client::mutations::{
+    CreateApiKey, CreateApiKeyVariables, CreateMarket, CreateMarketVariables, CreditDeposit,
+    CreditDepositVariables, PlaceOrder, PlaceOrderVariables,
+};
+use api_client::queries::{DepthQuery, DepthVariables, OrdersQuery, OrdersVariables};
+use api_client::types::{AskInput, BidInput, PlaceOrderInput, Role, TimeInForce};
+use api_client::{AsyncClient, ClientError, ErrorCode, Id, MutationBuilder, QueryBuilder, U64};
 use serde::Serialize;
-use serde_json::{json, Value};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -60,97 +66,123 @@ struct Report {
     method: &'static str,
 }
 
-/// A GraphQL client (also `loadtest e2e`'s): `url` is the `/graphql` endpoint.
-pub(crate) struct Client {
-    pub(crate) http: reqwest::Client,
-    pub(crate) url: String,
-}
-
-impl Client {
-    /// Posts a GraphQL request; the data, or the first error as text.
-    pub(crate) async fn gql(&self, key: &str, query: &str, variables: Value) -> Result<Value> {
-        let response = self
-            .http
-            .post(&self.url)
-            .bearer_auth(key)
-            .json(&json!({"query": query, "variables": variables}))
-            .send()
-            .await?;
-        let status = response.status();
-        let body: Value = response.json().await?;
-        if let Some(error) = body["errors"].get(0) {
-            bail!("HTTP {status}: {error}");
-        }
-        Ok(body["data"].clone())
-    }
-}
-
-const DEPTH: &str = "query($m: String!) { depth(market: $m, levels: 10) { bids { price gpus orders } asks { price gpus orders } } }";
-const MY_ORDERS: &str = "{ orders(first: 20) { edges { node { id status remaining price } } } }";
-const PLACE: &str =
-    "mutation($i: PlaceOrderInput!) { placeOrder(input: $i) { orderId status remaining } }";
-
 pub fn run(args: &Args) -> Result<()> {
     let admin = std::fs::read_to_string(&args.api_key_file)
-        .with_context(|| format!("reading {}", args.api_key_file.display()))?
-        .trim()
-        .to_owned();
+        .with_context(|| format!("reading {}", args.api_key_file.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(bench(args, admin))
+    runtime.block_on(bench(args, AsyncClient::new(&args.url, &admin)))
 }
 
-async fn bench(args: &Args, admin: String) -> Result<()> {
-    let client = Arc::new(Client {
-        http: reqwest::Client::builder()
-            .pool_max_idle_per_host(args.clients as usize)
-            .build()?,
-        url: format!("{}/graphql", args.url.trim_end_matches('/')),
-    });
+/// Opens `market` (admin) unless it exists already.
+pub(crate) async fn create_market(admin: &AsyncClient, market: &str) -> Result<()> {
+    let created = admin
+        .run(&CreateMarket::build(CreateMarketVariables {
+            market: market.to_owned(),
+            tick: "0.01".to_owned(),
+            fee_bps: U64(100),
+        }))
+        .await;
+    match created {
+        Ok(_)
+        | Err(ClientError::Refused {
+            code: ErrorCode::MarketExists,
+            ..
+        }) => Ok(()),
+        Err(e) => Err(anyhow::Error::new(e).context("creating the market")),
+    }
+}
+
+/// Credits `account` generously (admin), so a bot never runs out.
+pub(crate) async fn fund(admin: &AsyncClient, account: u64) -> Result<()> {
+    admin
+        .run(&CreditDeposit::build(CreditDepositVariables {
+            account: Id::new(account.to_string()),
+            amount: "1000000000".to_owned(),
+        }))
+        .await
+        .context("crediting a trader")?;
+    Ok(())
+}
+
+/// A GTC ask by `provider` for `gpus` on `node`, available until 2099; its order id.
+pub(crate) async fn place_ask(
+    provider: &AsyncClient,
+    market: &str,
+    node: &str,
+    client_order_id: String,
+    price: &str,
+    gpus: u64,
+) -> Result<u64, ClientError> {
+    let ask = AskInput {
+        node: node.to_owned(),
+        vendor: "nvidia".to_owned(),
+        vram_gb: U64(80),
+        interconnect: "nvlink".to_owned(),
+        region: "eu-west".to_owned(),
+        available_until: "2099-01-01T00:00:00Z".parse().expect("a valid time"),
+    };
+    let placed = provider
+        .run(&PlaceOrder::build(PlaceOrderVariables {
+            input: PlaceOrderInput {
+                market: market.to_owned(),
+                client_order_id,
+                price: price.to_owned(),
+                gpus: U64(gpus),
+                time_in_force: TimeInForce::Gtc,
+                bid: None,
+                ask: Some(ask),
+            },
+        }))
+        .await?;
+    Ok(placed.place_order.order_id.0)
+}
+
+/// A one-GPU bid for one hour.
+pub(crate) fn bid(
+    market: &str,
+    client_order_id: String,
+    price: String,
+    time_in_force: TimeInForce,
+) -> PlaceOrderVariables {
+    PlaceOrderVariables {
+        input: PlaceOrderInput {
+            market: market.to_owned(),
+            client_order_id,
+            price,
+            gpus: U64(1),
+            time_in_force,
+            bid: Some(BidInput { hours: U64(1) }),
+            ask: None,
+        },
+    }
+}
+
+async fn bench(args: &Args, admin: AsyncClient) -> Result<()> {
     let market = args.market.clone();
     eprintln!("set-up: market {market}, {} trader keys", args.clients);
-    if let Err(e) = client
-        .gql(
-            &admin,
-            "mutation($m: String!) { createMarket(market: $m, tick: \"0.01\", feeBps: 100) }",
-            json!({"m": market}),
-        )
-        .await
-    {
-        if !e.to_string().contains("MARKET_EXISTS") {
-            return Err(e.context("creating the market"));
-        }
-    }
+    create_market(&admin, &market).await?;
     let provider_account = args.first_account + u64::from(args.clients);
-    let provider = new_key(&client, &admin, "PROVIDER", provider_account).await?;
+    let provider = admin.with_key(&new_key(&admin, Role::Provider, provider_account).await?);
     let run_id = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
-    client
-        .gql(
-            &provider,
-            PLACE,
-            json!({"i": {"market": market, "clientOrderId": run_id.to_string(), "price": "999.00",
-                "gpus": 8, "ask": {"node": "loadtest-node", "vendor": "nvidia", "vramGb": 80,
-                "interconnect": "nvlink", "region": "eu-west",
-                "availableUntil": "2099-01-01T00:00:00Z"}}}),
-        )
-        .await
-        .context("placing the provider's ask")?;
+    place_ask(
+        &provider,
+        &market,
+        "loadtest-node",
+        run_id.to_string(),
+        "999.00",
+        8,
+    )
+    .await
+    .context("placing the provider's ask")?;
     let mut traders = Vec::new();
     for i in 0..args.clients {
         let account = args.first_account + u64::from(i);
-        let key = new_key(&client, &admin, "TRADER", account).await?;
-        client
-            .gql(
-                &admin,
-                "mutation($a: ID!) { creditDeposit(account: $a, amount: \"1000000000\") { amount } }",
-                json!({"a": account.to_string()}),
-            )
-            .await
-            .context("crediting a trader")?;
-        traders.push(key);
+        traders.push(admin.with_key(&new_key(&admin, Role::Trader, account).await?));
+        fund(&admin, account).await?;
     }
     let duration = Duration::from_secs(args.duration);
     let counter = Arc::new(AtomicU64::new(run_id * 1_000_000_000));
@@ -161,31 +193,37 @@ async fn bench(args: &Args, admin: String) -> Result<()> {
         );
         let started = Instant::now();
         let mut tasks = Vec::new();
-        for key in &traders {
-            let (client, key, market, counter) =
-                (client.clone(), key.clone(), market.clone(), counter.clone());
+        for trader in &traders {
+            let (trader, market, counter) = (trader.clone(), market.clone(), counter.clone());
             tasks.push(tokio::spawn(async move {
+                let depth = DepthQuery::build(DepthVariables {
+                    market: market.clone(),
+                    levels: U64(10),
+                });
+                let my_orders = OrdersQuery::build(OrdersVariables {
+                    status: None,
+                    first: U64(20),
+                });
                 let mut latencies = Vec::new();
                 let mut errors = 0u64;
                 while started.elapsed() < duration {
                     let t = Instant::now();
-                    let result = match operation {
-                        "depth" => client.gql(&key, DEPTH, json!({"m": market})).await,
-                        "my_orders" => client.gql(&key, MY_ORDERS, json!({})).await,
+                    let answered = match operation {
+                        "depth" => trader.run(&depth).await.map(drop),
+                        "my_orders" => trader.run(&my_orders).await.map(drop),
                         _ => {
                             let id = counter.fetch_add(1, Ordering::Relaxed);
-                            client
-                                .gql(
-                                    &key,
-                                    PLACE,
-                                    json!({"i": {"market": market, "clientOrderId": id.to_string(),
-                                        "price": "1.00", "gpus": 1, "bid": {"hours": 1}}}),
-                                )
-                                .await
+                            let place = PlaceOrder::build(bid(
+                                &market,
+                                id.to_string(),
+                                "1.00".to_owned(),
+                                TimeInForce::Gtc,
+                            ));
+                            trader.run(&place).await.map(drop)
                         }
                     };
-                    match result {
-                        Ok(_) => latencies.push(t.elapsed()),
+                    match answered {
+                        Ok(()) => latencies.push(t.elapsed()),
                         Err(_) => errors += 1,
                     }
                 }
@@ -234,24 +272,15 @@ async fn bench(args: &Args, admin: String) -> Result<()> {
     Ok(())
 }
 
-pub(crate) async fn new_key(
-    client: &Client,
-    admin: &str,
-    role: &str,
-    account: u64,
-) -> Result<String> {
-    let data = client
-        .gql(
-            admin,
-            &format!(
-                "mutation($a: ID!) {{ createApiKey(role: {role}, account: $a, label: \"loadtest\") {{ key }} }}"
-            ),
-            json!({"a": account.to_string()}),
-        )
+/// A new key for `account` (admin).
+pub(crate) async fn new_key(admin: &AsyncClient, role: Role, account: u64) -> Result<String> {
+    let created = admin
+        .run(&CreateApiKey::build(CreateApiKeyVariables {
+            role,
+            account: Some(Id::new(account.to_string())),
+            label: "loadtest".to_owned(),
+        }))
         .await
         .context("creating a key")?;
-    data["createApiKey"]["key"]
-        .as_str()
-        .map(str::to_owned)
-        .context("no key in the answer")
+    Ok(created.create_api_key.key)
 }

@@ -16,12 +16,14 @@
 //! (no coordinated omission); without it each bot sends its next order when the last is
 //! answered (closed loop, the most the machine takes). Order-to-fill latency ends when the
 //! engine's answer with its fills is held; the subscription latency when the `filled`
-//! update arrives on the websocket. A probe measures projection lag as the time until every
-//! projector has applied the events the API had read when the probe looked. Afterwards the
-//! providers end every lease (untimed), the projectors catch up, and the books are verified:
-//! the journal sums to zero, every fill is a lease, every lease has a usage line and an
-//! invoice, every report the agents sent is stored, and the reconciliation report has no
-//! break.
+//! update arrives on the websocket. A subscription whose connection drops (the market
+//! restarted) subscribes again and goes on counting; what the market sent while it was away
+//! is not seen, and the report says how often that happened. A probe measures projection
+//! lag as the time until every projector has applied the events the API had read when the
+//! probe looked. Afterwards the providers end every lease (untimed), the projectors catch up,
+//! and the books are verified: the journal sums to zero, every fill is a lease, every lease
+//! has a usage line and an invoice, every report the agents sent is stored, and the
+//! reconciliation report has no break.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,11 +31,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use api_client::mutations::{EndLease, EndLeaseVariables, PlaceOrder};
+use api_client::queries::{LeasesQuery, LeasesVariables, RestingOrderQuery, RestingOrderVariables};
+use api_client::subscriptions::MyOrderUpdates;
+use api_client::types::{LeaseRole, Role, TimeInForce};
+use api_client::{
+    AsyncClient, ClientError, ErrorCode, Id, MutationBuilder, QueryBuilder, SubscriptionBuilder,
+    U64,
+};
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use serde::Serialize;
-use serde_json::{json, Value};
 
-use crate::api::{new_key, Client};
+use crate::api::{bid, create_market, fund, new_key, place_ask};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -85,8 +94,10 @@ struct Report {
     order_to_fill_p99_ms: f64,
     order_to_fill_p999_ms: f64,
     order_to_fill_max_ms: f64,
-    /// Fills seen on the bots' `myOrderUpdates` subscriptions.
+    /// Fills seen on the bots' `myOrderUpdates` subscriptions, across reconnects.
     subscription_fills: u64,
+    /// Times a bot's subscription lost its connection and subscribed again.
+    subscription_reconnects: u64,
     subscription_fill_p50_ms: f64,
     subscription_fill_p99_ms: f64,
     projection_lag_p50_ms: f64,
@@ -104,34 +115,23 @@ struct Check {
     detail: String,
 }
 
-/// `/readyz`, next to the GraphQL endpoint the shared client posts to.
-impl Client {
-    /// The lowest projector position and the events the API has read, from `/readyz`.
-    async fn positions(&self) -> Result<(u64, u64)> {
-        let text = self
-            .http
-            .get(self.url.replace("/graphql", "/readyz"))
-            .send()
-            .await?
-            .text()
-            .await?;
-        let mut read: Option<u64> = None;
-        let mut behind = 0u64;
-        for line in text.lines() {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            match words.as_slice() {
-                ["events_read", n] => read = n.parse().ok(),
-                ["projector", _, "behind", n] => behind = behind.max(n.parse().unwrap_or(0)),
-                _ => {}
-            }
+/// The lowest projector position and the events the API has read, from `/readyz` at
+/// `readyz`.
+async fn positions(http: &reqwest::Client, readyz: &str) -> Result<(u64, u64)> {
+    let text = http.get(readyz).send().await?.text().await?;
+    let mut read: Option<u64> = None;
+    let mut behind = 0u64;
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["events_read", n] => read = n.parse().ok(),
+            ["projector", _, "behind", n] => behind = behind.max(n.parse().unwrap_or(0)),
+            _ => {}
         }
-        let read = read.context("/readyz shows no events_read")?;
-        Ok((read.saturating_sub(behind), read))
     }
+    let read = read.context("/readyz shows no events_read")?;
+    Ok((read.saturating_sub(behind), read))
 }
-
-const PLACE: &str =
-    "mutation($i: PlaceOrderInput!) { placeOrder(input: $i) { orderId remaining fills { leaseId } } }";
 
 fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted
@@ -142,75 +142,37 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 
 pub fn run(args: &Args) -> Result<()> {
     let admin = std::fs::read_to_string(&args.api_key_file)
-        .with_context(|| format!("reading {}", args.api_key_file.display()))?
-        .trim()
-        .to_owned();
+        .with_context(|| format!("reading {}", args.api_key_file.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(load(args, admin))
+    runtime.block_on(load(args, AsyncClient::new(&args.url, &admin)))
 }
 
-async fn place_ask(api: &Client, key: &str, market: &str, node: &str, id: u128) -> Result<u64> {
-    let data = api
-        .gql(key, PLACE, json!({"i": {"market": market, "clientOrderId": id.to_string(), "price": "1.00",
-            "gpus": 65_536, "ask": {"node": node, "vendor": "nvidia", "vramGb": 80, "interconnect": "nvlink",
-            "region": "eu-west", "availableUntil": "2099-01-01T00:00:00Z"}}}))
-        .await?;
-    data["placeOrder"]["orderId"]
-        .as_u64()
-        .context("no order id")
+/// The ask each provider keeps: large enough that every bid fills.
+async fn keep_ask(provider: &AsyncClient, market: &str, node: &str) -> Result<u64, ClientError> {
+    place_ask(provider, market, node, nanos().to_string(), "1.00", 65_536).await
 }
 
 /// Sent times of a bot's orders, by order id.
 type Sent = Arc<Mutex<std::collections::HashMap<u64, Instant>>>;
 
-/// Follows a bot's `myOrderUpdates` on a websocket until `running` ends; for each `filled`
-/// update, the time since its order was sent.
+/// Follows a bot's `myOrderUpdates` until `running` ends: for each `filled` update, the time
+/// since its order was sent, and how many times the connection dropped and the bot
+/// subscribed again (a market restart).
 fn follow(
     url: &str,
     key: &str,
     sent: Sent,
     running: Arc<AtomicBool>,
     ready: std::sync::mpsc::Sender<()>,
-) -> Result<Vec<f64>> {
-    use tungstenite::client::IntoClientRequest;
-    use tungstenite::Message;
-    let mut request =
-        format!("{}/graphql", url.replace("http://", "ws://")).into_client_request()?;
-    request
-        .headers_mut()
-        .insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
-    let (mut socket, _) = tungstenite::connect(request)?;
-    if let tungstenite::stream::MaybeTlsStream::Plain(stream) = socket.get_ref() {
-        stream.set_read_timeout(Some(Duration::from_millis(200)))?;
-    }
-    let init = json!({"type": "connection_init", "payload": {"apiKey": key}});
-    socket.send(Message::text(init.to_string()))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match socket.read() {
-            Ok(Message::Text(t)) => {
-                if serde_json::from_str::<Value>(&t)?["type"] == "connection_ack" {
-                    break;
-                }
-            }
-            Ok(_) => {}
-            // The read timeout (200 ms) while the server has not answered yet.
-            Err(tungstenite::Error::Io(e))
-                if Instant::now() < deadline
-                    && matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let subscribe = json!({"id": "1", "type": "subscribe",
-        "payload": {"query": "subscription { myOrderUpdates { orderId change } }"}});
-    socket.send(Message::text(subscribe.to_string()))?;
+) -> Result<(Vec<f64>, u64)> {
+    let client = api_client::Client::new(url, key).with_timeout(Duration::from_secs(10));
+    let operation = MyOrderUpdates::build(());
+    let mut subscription = client.subscribe(&operation)?;
     ready.send(()).ok();
     let mut latencies = Vec::new();
+    let mut reconnects = 0;
     // After the run, updates still on their way are read for half a second more.
     let mut grace: Option<Instant> = None;
     loop {
@@ -220,27 +182,24 @@ fn follow(
                 break;
             }
         }
-        let text = match socket.read() {
-            Ok(Message::Text(t)) => t,
-            Ok(_) => continue,
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue
+        let update = match subscription.next(Duration::from_millis(200)) {
+            Ok(Some(update)) => update.my_order_updates,
+            Ok(None) => continue,
+            Err(ClientError::Unreachable { .. }) => {
+                // Until the market is back, each round tries once more.
+                std::thread::sleep(Duration::from_millis(200));
+                if let Ok(again) = client.subscribe(&operation) {
+                    subscription = again;
+                    reconnects += 1;
+                }
+                continue;
             }
             Err(e) => return Err(e.into()),
         };
-        let message: Value = serde_json::from_str(&text)?;
-        let update = &message["payload"]["data"]["myOrderUpdates"];
-        if update["change"] != "filled" {
+        if update.change != "filled" {
             continue;
         }
-        let Some(order) = update["orderId"].as_u64() else {
-            continue;
-        };
+        let order = update.order_id.0;
         // The update can overtake the mutation's answer, which records the send time.
         let deadline = Instant::now() + Duration::from_millis(100);
         loop {
@@ -254,7 +213,7 @@ fn follow(
             std::thread::sleep(Duration::from_micros(200));
         }
     }
-    Ok(latencies)
+    Ok((latencies, reconnects))
 }
 
 fn nanos() -> u128 {
@@ -263,26 +222,11 @@ fn nanos() -> u128 {
         .map_or(0, |d| d.as_nanos())
 }
 
-async fn load(args: &Args, admin: String) -> Result<()> {
-    let api = Arc::new(Client {
-        http: reqwest::Client::builder()
-            .pool_max_idle_per_host(args.bots as usize + 16)
-            .build()?,
-        url: format!("{}/graphql", args.url.trim_end_matches('/')),
-    });
+async fn load(args: &Args, admin: AsyncClient) -> Result<()> {
+    let http = reqwest::Client::new();
+    let readyz = format!("{}/readyz", args.url.trim_end_matches('/'));
     let market = args.market.clone();
-    if let Err(e) = api
-        .gql(
-            &admin,
-            "mutation($m: String!) { createMarket(market: $m, tick: \"0.01\", feeBps: 100) }",
-            json!({"m": market}),
-        )
-        .await
-    {
-        if !e.to_string().contains("MARKET_EXISTS") {
-            return Err(e.context("creating the market"));
-        }
-    }
+    create_market(&admin, &market).await?;
     // Accounts of this run only, so a second run on the same market checks its own books.
     let base = 7_000_000 + (nanos() / 1_000_000_000 % 100_000) as u64 * 1_000;
     eprintln!(
@@ -304,7 +248,7 @@ async fn load(args: &Args, admin: String) -> Result<()> {
     let mut agents = Vec::new();
     for i in 0..args.providers {
         let account = base + 900 + u64::from(i);
-        let k = new_key(&api, &admin, "PROVIDER", account).await?;
+        let k = new_key(&admin, Role::Provider, account).await?;
         let node = format!("lt-node-{account}");
         let key_file = agents_dir.join(format!("provider-{account}.key"));
         std::fs::write(&key_file, &k)?;
@@ -350,8 +294,9 @@ async fn load(args: &Args, admin: String) -> Result<()> {
             }
             Ok(())
         }));
-        let order = place_ask(&api, &k, &market, &node, nanos()).await?;
-        providers.push((k, node, order));
+        let provider = admin.with_key(&k);
+        let order = keep_ask(&provider, &market, &node).await?;
+        providers.push((provider, node, order));
     }
     for _ in &providers {
         ready_rx
@@ -361,13 +306,8 @@ async fn load(args: &Args, admin: String) -> Result<()> {
     let mut bots = Vec::new();
     for i in 0..args.bots {
         let account = base + u64::from(i);
-        let k = new_key(&api, &admin, "TRADER", account).await?;
-        api.gql(
-            &admin,
-            "mutation($a: ID!) { creditDeposit(account: $a, amount: \"1000000000\") { amount } }",
-            json!({"a": account.to_string()}),
-        )
-        .await?;
+        let k = new_key(&admin, Role::Trader, account).await?;
+        fund(&admin, account).await?;
         bots.push((account, k));
     }
 
@@ -406,7 +346,7 @@ async fn load(args: &Args, admin: String) -> Result<()> {
     let lags: Arc<Mutex<Vec<(f64, f64)>>> = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     for (i, ((_, k), sent)) in bots.clone().into_iter().zip(sents).enumerate() {
-        let (api, market, running) = (api.clone(), market.clone(), running.clone());
+        let (bot, market, running) = (admin.with_key(&k), market.clone(), running.clone());
         // This bot's first due time and its interval.
         let schedule = every.map(|e| (started + e.mul_f64(i as f64 / f64::from(args.bots)), e));
         let (orders, fills, errors, samples) = (
@@ -431,20 +371,25 @@ async fn load(args: &Args, admin: String) -> Result<()> {
                     }
                     None => Instant::now(),
                 };
-                let answer = api
-                    .gql(&k, PLACE, json!({"i": {"market": market, "clientOrderId": format!("{}{n}", nanos() % 1_000_000_000),
-                        "price": format!("1.0{}", n % 6), "gpus": 1, "timeInForce": "IOC", "bid": {"hours": 1}}}))
-                    .await;
+                let place = PlaceOrder::build(bid(
+                    &market,
+                    format!("{}{n}", nanos() % 1_000_000_000),
+                    format!("1.0{}", n % 6),
+                    TimeInForce::Ioc,
+                ));
+                let answer = bot.run(&place).await;
                 orders.fetch_add(1, Ordering::Relaxed);
                 match answer {
-                    Ok(v) => {
-                        if let Some(order) = v["placeOrder"]["orderId"].as_u64() {
-                            sent.lock().expect("sent").insert(order, t);
-                        }
-                        let filled = v["placeOrder"]["fills"].as_array().map_or(0, Vec::len) as u64;
+                    Ok(placed) => {
+                        let placed = placed.place_order;
+                        sent.lock().expect("sent").insert(placed.order_id.0, t);
+                        let filled = placed.fills.len() as u64;
                         fills.fetch_add(filled, Ordering::Relaxed);
                         if filled > 0 {
-                            mine.push((started.elapsed().as_secs_f64(), t.elapsed().as_secs_f64() * 1e3));
+                            mine.push((
+                                started.elapsed().as_secs_f64(),
+                                t.elapsed().as_secs_f64() * 1e3,
+                            ));
                         }
                     }
                     Err(_) => {
@@ -456,25 +401,23 @@ async fn load(args: &Args, admin: String) -> Result<()> {
         }));
     }
     // Providers keep their ask large: a new one when the last runs low.
-    for (k, node, order) in providers.clone() {
-        let (api, market, running, errors) =
-            (api.clone(), market.clone(), running.clone(), errors.clone());
+    for (provider, node, order) in providers.clone() {
+        let (market, running, errors) = (market.clone(), running.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
             let mut order = order;
             while running.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                let resting = api
-                    .gql(
-                        &k,
-                        "query($o: ID!) { restingOrder(orderId: $o) { remaining } }",
-                        json!({"o": order.to_string()}),
-                    )
+                let resting = provider
+                    .run(&RestingOrderQuery::build(RestingOrderVariables {
+                        id: Id::new(order.to_string()),
+                    }))
                     .await;
-                let low = resting
-                    .map(|v| v["restingOrder"]["remaining"].as_u64().unwrap_or(0) < 20_000)
-                    .unwrap_or(true);
+                // Gone (filled), or not known to be there: a new one.
+                let low = resting.map_or(true, |r| {
+                    r.resting_order.map_or(0, |o| o.remaining.0) < 20_000
+                });
                 if low {
-                    match place_ask(&api, &k, &market, &node, nanos()).await {
+                    match keep_ask(&provider, &market, &node).await {
                         Ok(o) => order = o,
                         Err(_) => {
                             errors.fetch_add(1, Ordering::Relaxed);
@@ -485,14 +428,15 @@ async fn load(args: &Args, admin: String) -> Result<()> {
         }));
     }
     {
-        let (api, running, lags) = (api.clone(), running.clone(), lags.clone());
+        let (http, readyz, running, lags) =
+            (http.clone(), readyz.clone(), running.clone(), lags.clone());
         tasks.push(tokio::spawn(async move {
             while running.load(Ordering::Relaxed) {
-                let Ok((_, target)) = api.positions().await else {
+                let Ok((_, target)) = positions(&http, &readyz).await else {
                     continue;
                 };
                 let t = Instant::now();
-                while let Ok((reached, _)) = api.positions().await {
+                while let Ok((reached, _)) = positions(&http, &readyz).await {
                     if reached >= target {
                         break;
                     }
@@ -526,10 +470,13 @@ async fn load(args: &Args, admin: String) -> Result<()> {
     for t in tasks {
         t.await?;
     }
-    let mut subscribed = Vec::new();
+    let (mut subscribed, mut reconnects) = (Vec::new(), 0);
     for f in followers {
         match f.join().expect("a subscription thread") {
-            Ok(l) => subscribed.extend(l),
+            Ok((l, r)) => {
+                subscribed.extend(l);
+                reconnects += r;
+            }
             Err(e) => {
                 eprintln!("\na subscription failed: {e}");
                 errors.fetch_add(1, Ordering::Relaxed);
@@ -549,33 +496,34 @@ async fn load(args: &Args, admin: String) -> Result<()> {
     eprintln!("ending every lease of the run and waiting for the projections");
     let drain = Instant::now();
     let mut ended = 0u64;
-    for (k, _, _) in &providers {
+    let created = LeasesQuery::build(LeasesVariables {
+        role: LeaseRole::Provider,
+        status: "created".to_owned(),
+        first: U64(500),
+    });
+    for (provider, _, _) in &providers {
         loop {
-            let page = api
-                .gql(k, "{ leases(role: PROVIDER, status: \"created\", first: 500) { edges { node { id } } } }", json!({}))
-                .await?;
-            let ids: Vec<u64> = page["leases"]["edges"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|e| e["node"]["id"].as_u64())
-                .collect();
-            if ids.is_empty() {
+            let page = provider.run(&created).await?.leases.nodes;
+            if page.is_empty() {
                 break;
             }
             let mut ends = Vec::new();
-            for chunk in ids.chunks(32) {
-                for id in chunk {
-                    let (api, k) = (api.clone(), k.clone());
-                    let id = *id;
+            for chunk in page.chunks(32) {
+                for lease in chunk {
+                    let provider = provider.clone();
+                    let end = EndLease::build(EndLeaseVariables {
+                        lease_id: Id::new(lease.id.0.to_string()),
+                        hours_used: "0.5".to_owned(),
+                        provider_failed: false,
+                    });
                     ends.push(tokio::spawn(async move {
                         loop {
-                            let ended = api
-                                .gql(&k, "mutation($l: ID!) { endLease(leaseId: $l, hoursUsed: \"0.5\") { leaseId } }", json!({"l": id.to_string()}))
-                                .await;
-                            match ended {
+                            match provider.run(&end).await {
                                 // The drain goes as fast as the key's rate limit allows.
-                                Err(e) if e.to_string().contains("RATE_LIMITED") => {
+                                Err(ClientError::Unreachable {
+                                    code: Some(ErrorCode::RateLimited),
+                                    ..
+                                }) => {
                                     tokio::time::sleep(Duration::from_millis(5)).await;
                                 }
                                 other => return other,
@@ -589,14 +537,14 @@ async fn load(args: &Args, admin: String) -> Result<()> {
                 }
             }
             // The lease list is a projection: wait until it shows the ends.
-            let (_, target) = api.positions().await?;
-            while api.positions().await?.0 < target {
+            let (_, target) = positions(&http, &readyz).await?;
+            while positions(&http, &readyz).await?.0 < target {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
     }
-    let (_, target) = api.positions().await?;
-    while api.positions().await?.0 < target {
+    let (_, target) = positions(&http, &readyz).await?;
+    while positions(&http, &readyz).await?.0 < target {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
@@ -633,6 +581,7 @@ async fn load(args: &Args, admin: String) -> Result<()> {
         order_to_fill_p999_ms: quantile(&latencies, 0.999),
         order_to_fill_max_ms: latencies.last().copied().unwrap_or(0.0),
         subscription_fills: subscribed.len() as u64,
+        subscription_reconnects: reconnects,
         subscription_fill_p50_ms: quantile(&subscribed, 0.50),
         subscription_fill_p99_ms: quantile(&subscribed, 0.99),
         projection_lag_p50_ms: quantile(&lag, 0.50),

@@ -2,8 +2,30 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+
+/// Why a configuration file was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing {}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("source must be auto, nvml, rocm or simulated (got {0:?})")]
+    UnknownSource(String),
+    #[error("interval_secs must be at least 1")]
+    ZeroInterval,
+    #[error("a simulated node needs at least one GPU")]
+    NoSimulatedGpus,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -101,25 +123,26 @@ fn ten_thousand() -> usize {
 
 impl Config {
     /// Reads and checks the file; relative paths in it are taken from its folder.
-    pub fn load(path: &Path) -> Result<Config> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut config: Config =
-            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.api_key_file = base.join(&config.api_key_file);
         config.state_dir = base.join(&config.state_dir);
         if !["auto", "nvml", "rocm", "simulated"].contains(&config.source.as_str()) {
-            bail!(
-                "source must be auto, nvml, rocm or simulated (got {:?})",
-                config.source
-            );
+            return Err(ConfigError::UnknownSource(config.source));
         }
         if config.interval_secs == 0 {
-            bail!("interval_secs must be at least 1");
+            return Err(ConfigError::ZeroInterval);
         }
         if config.source == "simulated" && config.simulated.count == 0 {
-            bail!("a simulated node needs at least one GPU");
+            return Err(ConfigError::NoSimulatedGpus);
         }
         Ok(config)
     }

@@ -18,8 +18,28 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+
+/// Why a job could not be started or its state kept.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("lease {0} already has a job: a job never runs twice")]
+    AlreadyStarted(u64),
+    #[error("the job has no command")]
+    NoCommand,
+    #[error("starting the job of lease {lease}")]
+    Spawn {
+        lease: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A state, log or exit file could not be read or written.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// A job's state file does not parse.
+    #[error(transparent)]
+    State(#[from] serde_json::Error),
+}
 
 /// What the buyer wants run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,7 +127,7 @@ pub struct Runner {
 }
 
 impl Runner {
-    pub fn open(state_dir: &Path, vendor: Vendor) -> Result<Runner> {
+    pub fn open(state_dir: &Path, vendor: Vendor) -> Result<Runner, JobError> {
         let dir = state_dir.join("jobs");
         fs::create_dir_all(&dir)?;
         Ok(Runner {
@@ -130,7 +150,7 @@ impl Runner {
         self.dir.join(format!("{lease}.exit"))
     }
 
-    fn save(&self, job: &Job) -> Result<()> {
+    fn save(&self, job: &Job) -> Result<(), JobError> {
         let path = self.state_path(job.lease);
         let tmp = path.with_extension("tmp");
         let mut file = fs::File::create(&tmp)?;
@@ -140,7 +160,7 @@ impl Runner {
         Ok(())
     }
 
-    pub fn get(&self, lease: u64) -> Result<Option<Job>> {
+    pub fn get(&self, lease: u64) -> Result<Option<Job>, JobError> {
         match fs::read_to_string(self.state_path(lease)) {
             Ok(text) => Ok(Some(serde_json::from_str(&text)?)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -149,7 +169,7 @@ impl Runner {
     }
 
     /// Every job this node has a record of, by lease.
-    pub fn jobs(&self) -> Result<Vec<Job>> {
+    pub fn jobs(&self) -> Result<Vec<Job>, JobError> {
         let mut jobs = Vec::new();
         for entry in fs::read_dir(&self.dir)? {
             let path = entry?.path();
@@ -162,12 +182,18 @@ impl Runner {
     }
 
     /// Starts the lease's job, once: a lease that already has a job is refused.
-    pub fn start(&self, lease: u64, spec: JobSpec, gpus: Vec<u32>, limit: Duration) -> Result<Job> {
+    pub fn start(
+        &self,
+        lease: u64,
+        spec: JobSpec,
+        gpus: Vec<u32>,
+        limit: Duration,
+    ) -> Result<Job, JobError> {
         if self.get(lease)?.is_some() {
-            bail!("lease {lease} already has a job: a job never runs twice");
+            return Err(JobError::AlreadyStarted(lease));
         }
         if spec.command.is_empty() {
-            bail!("the job has no command");
+            return Err(JobError::NoCommand);
         }
         let started_ms = now_ms();
         let mut job = Job {
@@ -216,7 +242,7 @@ impl Runner {
         }
         let child = command
             .spawn()
-            .with_context(|| format!("starting the job of lease {lease}"))?;
+            .map_err(|source| JobError::Spawn { lease, source })?;
         job.status = JobStatus::Running { pid: child.id() };
         self.save(&job)?;
         self.children
@@ -228,7 +254,7 @@ impl Runner {
 
     /// Brings every running job's status up to date: ended (exit file), over time (killed),
     /// gone without a trace (the agent's machine rebooted), or lost before spawning.
-    pub fn poll(&self) -> Result<Vec<Job>> {
+    pub fn poll(&self) -> Result<Vec<Job>, JobError> {
         let now = now_ms();
         let mut changed = Vec::new();
         for mut job in self.jobs()? {
@@ -262,7 +288,7 @@ impl Runner {
     }
 
     /// Kills the lease's job (the lease was cancelled).
-    pub fn cancel(&self, lease: u64) -> Result<Option<Job>> {
+    pub fn cancel(&self, lease: u64) -> Result<Option<Job>, JobError> {
         let Some(mut job) = self.get(lease)? else {
             return Ok(None);
         };
@@ -278,7 +304,7 @@ impl Runner {
     }
 
     /// Marks the job's end as reported, so a restart does not report it again.
-    pub fn mark_reported(&self, lease: u64) -> Result<()> {
+    pub fn mark_reported(&self, lease: u64) -> Result<(), JobError> {
         if let Some(mut job) = self.get(lease)? {
             job.end_reported = true;
             self.save(&job)?;
@@ -287,7 +313,7 @@ impl Runner {
     }
 
     /// Marks the job's start as carried by a report in the outbox.
-    pub fn mark_start_reported(&self, lease: u64) -> Result<()> {
+    pub fn mark_start_reported(&self, lease: u64) -> Result<(), JobError> {
         if let Some(mut job) = self.get(lease)? {
             job.start_reported = true;
             self.save(&job)?;
@@ -296,7 +322,7 @@ impl Runner {
     }
 
     /// The last 48 KiB of the job's output (cut at a character boundary).
-    pub fn log_tail(&self, lease: u64) -> Result<String> {
+    pub fn log_tail(&self, lease: u64) -> Result<String, JobError> {
         const TAIL: usize = 48 << 10;
         let bytes = match fs::read(self.log_path(lease)) {
             Ok(bytes) => bytes,
@@ -318,7 +344,7 @@ impl Runner {
         }
     }
 
-    fn exit_code(&self, lease: u64) -> Result<Option<i32>> {
+    fn exit_code(&self, lease: u64) -> Result<Option<i32>, JobError> {
         match fs::read_to_string(self.exit_path(lease)) {
             // The wrapper writes the number and a newline; a half-written file reads as not
             // yet ended and is read again at the next poll.

@@ -12,15 +12,44 @@ pub mod jobs;
 pub mod keys;
 pub mod report;
 
-use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+use api_client::ErrorCode;
 use chrono::Utc;
 use ed25519_dalek::SigningKey;
 use tracing::info;
 
-use crate::client::Client;
+use crate::client::{Client, ClientError};
 use crate::config::Config;
 use crate::gpu::{GpuIdentity, GpuSource, SimulatedGpus};
 use crate::report::{Flushed, Outbox, Sequence};
+
+/// Why the agent could not open or do a round of its work.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Gpu(#[from] gpu::GpuError),
+    #[error(transparent)]
+    Key(#[from] keys::KeyError),
+    #[error(transparent)]
+    Job(#[from] jobs::JobError),
+    #[error(transparent)]
+    Store(#[from] report::StoreError),
+    #[error(transparent)]
+    Api(#[from] ClientError),
+    #[error("reading the API key {}", path.display())]
+    ApiKey {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The ask's state file could not be read or written.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The ask's state file does not parse.
+    #[error(transparent)]
+    AskState(#[from] serde_json::Error),
+}
 
 /// The configured GPU source; a simulated node's ids derive from its name, so they stay the
 /// same across restarts.
@@ -48,7 +77,7 @@ struct AskState {
 }
 
 /// Writes `value` as JSON durably (temporary file, fsync, rename).
-fn save_json<T: serde::Serialize>(path: &std::path::Path, value: &T) -> Result<()> {
+fn save_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), AgentError> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::File::create(&tmp)?;
@@ -96,7 +125,7 @@ impl std::fmt::Debug for Agent {
 
 impl Agent {
     /// Opens the GPU source, the key (made at first start) and the state.
-    pub fn open(config: Config) -> Result<Agent> {
+    pub fn open(config: Config) -> Result<Agent, AgentError> {
         let mut source = open_source(&config)?;
         let gpus = source.discover()?;
         if gpus.is_empty() {
@@ -113,8 +142,11 @@ impl Agent {
             jobs::Vendor::Nvidia
         };
         let jobs = jobs::Runner::open(&config.state_dir, vendor)?;
-        let api_key = std::fs::read_to_string(&config.api_key_file)
-            .with_context(|| format!("reading the API key {}", config.api_key_file.display()))?;
+        let api_key =
+            std::fs::read_to_string(&config.api_key_file).map_err(|source| AgentError::ApiKey {
+                path: config.api_key_file.clone(),
+                source,
+            })?;
         let client = Client::new(&config.api_url, &api_key);
         Ok(Agent {
             config,
@@ -136,7 +168,7 @@ impl Agent {
     }
 
     /// Registers the node's public key with the API (again is harmless).
-    pub fn register(&self) -> Result<(), client::ClientError> {
+    pub fn register(&self) -> Result<(), ClientError> {
         self.client.register_node(
             &self.config.node,
             &keys::hex(self.key.verifying_key().as_bytes()),
@@ -144,7 +176,7 @@ impl Agent {
     }
 
     /// Samples the GPUs, signs a report and puts it in the outbox.
-    pub fn report(&mut self, leases_started: &[u64]) -> Result<u64> {
+    pub fn report(&mut self, leases_started: &[u64]) -> Result<u64, AgentError> {
         let readings = self.source.sample()?;
         let sequence = self.sequence.take()?;
         self.last = readings.clone();
@@ -168,7 +200,7 @@ impl Agent {
     /// reported), keep the ask to the free healthy GPUs, send the outbox, and end in the
     /// market the leases whose jobs are over. The
     /// API being away only postpones the parts that need it.
-    pub fn step(&mut self) -> Result<Step> {
+    pub fn step(&mut self) -> Result<Step, AgentError> {
         let mut step = Step::default();
         match self.client.leases("created") {
             Ok(leases) => {
@@ -249,7 +281,10 @@ impl Agent {
                     self.jobs.mark_reported(job.lease)?;
                     step.ended += 1;
                 }
-                Err(client::ClientError::Refused { code, .. }) if code == "UNKNOWN_LEASE" => {
+                Err(ClientError::Refused {
+                    code: ErrorCode::UnknownLease,
+                    ..
+                }) => {
                     // Ended already (by the buyer, or by this agent before a crash).
                     self.jobs.mark_reported(job.lease)?;
                 }
@@ -265,7 +300,7 @@ impl Agent {
     /// The ask and the GPUs in running leases come from the engine in one read
     /// (`nodeState`), never from the projections, so neither a lagging projection nor a fill
     /// between two reads can make the agent place a second ask or offer a GPU a lease took.
-    fn keep_ask(&mut self, step: &mut Step) -> Result<()> {
+    fn keep_ask(&mut self, step: &mut Step) -> Result<(), AgentError> {
         let offer = self.config.offer.clone().expect("called with an offer");
         let ours = self.gpus_in_jobs()?;
         // Healthy: not too hot, no more ECC errors than allowed, and not busy with a process
@@ -356,9 +391,9 @@ impl Agent {
         Ok(())
     }
 
-    fn place(&self, client_id: &str, offer: &config::Offer, gpus: u32) -> Result<u64> {
+    fn place(&self, client_id: &str, offer: &config::Offer, gpus: u32) -> Result<u64, ClientError> {
         let until = Utc::now() + chrono::TimeDelta::hours(i64::from(offer.hours_ahead));
-        Ok(self.client.place_ask(
+        self.client.place_ask(
             client_id,
             &self.config.class,
             offer,
@@ -366,11 +401,11 @@ impl Agent {
             &self.config.region,
             gpus,
             until,
-        )?)
+        )
     }
 
     /// The GPUs the node's unfinished jobs hold.
-    fn gpus_in_jobs(&self) -> Result<Vec<u32>> {
+    fn gpus_in_jobs(&self) -> Result<Vec<u32>, AgentError> {
         Ok(self
             .jobs
             .jobs()?
@@ -391,7 +426,7 @@ impl Agent {
     }
 
     /// `count` GPU indices no running job uses, lowest first.
-    fn free_gpus(&self, count: u32) -> Result<Option<Vec<u32>>> {
+    fn free_gpus(&self, count: u32) -> Result<Option<Vec<u32>>, AgentError> {
         let busy = self.gpus_in_jobs()?;
         let free: Vec<u32> = self
             .offered()
@@ -403,7 +438,7 @@ impl Agent {
     }
 
     /// Sends what the outbox holds.
-    pub fn flush(&self) -> Result<Flushed> {
+    pub fn flush(&self) -> Result<Flushed, report::StoreError> {
         self.outbox.flush(&self.client)
     }
 }

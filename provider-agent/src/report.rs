@@ -5,7 +5,6 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use ed25519_dalek::{Signer, SigningKey};
 use serde::{Deserialize, Serialize};
@@ -15,6 +14,24 @@ use tracing::{info, warn};
 use crate::client::{Client, ClientError};
 use crate::gpu::{GpuIdentity, GpuReading, SourceKind};
 use crate::keys::hex;
+
+/// Why the outbox or a counter could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("reading {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A queued report does not parse.
+    #[error(transparent)]
+    Report(#[from] serde_json::Error),
+    #[error("the sequence file is damaged")]
+    DamagedSequence(#[source] std::num::ParseIntError),
+}
 
 /// A report ready to send: the exact signed text and its signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,7 +115,7 @@ pub struct Flushed {
 }
 
 impl Outbox {
-    pub fn open(state_dir: &Path, capacity: usize) -> Result<Outbox> {
+    pub fn open(state_dir: &Path, capacity: usize) -> Result<Outbox, StoreError> {
         let dir = state_dir.join("outbox");
         let rejected = state_dir.join("rejected");
         fs::create_dir_all(&dir)?;
@@ -110,7 +127,7 @@ impl Outbox {
         })
     }
 
-    fn files(&self) -> Result<Vec<PathBuf>> {
+    fn files(&self) -> Result<Vec<PathBuf>, StoreError> {
         let mut files: Vec<PathBuf> = fs::read_dir(&self.dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "json"))
@@ -120,16 +137,16 @@ impl Outbox {
         Ok(files)
     }
 
-    pub fn len(&self) -> Result<usize> {
+    pub fn len(&self) -> Result<usize, StoreError> {
         Ok(self.files()?.len())
     }
 
-    pub fn is_empty(&self) -> Result<bool> {
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
         Ok(self.len()? == 0)
     }
 
     /// Puts a report in the outbox, durably (temporary file, fsync, rename).
-    pub fn push(&self, report: &SignedReport) -> Result<()> {
+    pub fn push(&self, report: &SignedReport) -> Result<(), StoreError> {
         let name = format!("{:020}.json", report.sequence);
         let tmp = self.dir.join(format!("{name}.tmp"));
         let mut file = fs::File::create(&tmp)?;
@@ -156,13 +173,15 @@ impl Outbox {
     }
 
     /// Sends what is waiting, oldest first, until the outbox is empty or the API is away.
-    pub fn flush(&self, client: &Client) -> Result<Flushed> {
+    pub fn flush(&self, client: &Client) -> Result<Flushed, StoreError> {
         let mut done = Flushed::default();
         let files = self.files()?;
         for (i, path) in files.iter().enumerate() {
-            let queued: SignedReport = serde_json::from_str(
-                &fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
-            )?;
+            let text = fs::read_to_string(path).map_err(|source| StoreError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let queued: SignedReport = serde_json::from_str(&text)?;
             match client.submit_report(&queued.report, &queued.signature) {
                 Ok(receipt) => {
                     if receipt.duplicate {
@@ -175,22 +194,24 @@ impl Outbox {
                     }
                     fs::remove_file(path)?;
                 }
-                Err(ClientError::Refused { code, message }) => {
-                    // The API will never take it: set it aside instead of retrying forever.
-                    warn!(
-                        sequence = queued.sequence,
-                        code, message, "report refused, kept in rejected/"
-                    );
-                    fs::rename(path, self.rejected.join(path.file_name().expect("a file")))?;
-                    done.rejected += 1;
-                }
-                Err(ClientError::Unreachable(reason)) => {
+                Err(ClientError::Unreachable { message, .. }) => {
                     done.waiting = files.len() - i;
                     info!(
                         waiting = done.waiting,
-                        reason, "API unreachable: reports stay in the outbox"
+                        reason = message,
+                        "API unreachable: reports stay in the outbox"
                     );
                     return Ok(done);
+                }
+                Err(refused) => {
+                    // The API will never take it: set it aside instead of retrying forever.
+                    warn!(
+                        sequence = queued.sequence,
+                        error = %refused,
+                        "report refused, kept in rejected/"
+                    );
+                    fs::rename(path, self.rejected.join(path.file_name().expect("a file")))?;
+                    done.rejected += 1;
                 }
             }
         }
@@ -209,12 +230,9 @@ pub struct Sequence {
 
 impl Sequence {
     /// The counter kept in `path`.
-    pub fn open(path: PathBuf) -> Result<Sequence> {
+    pub fn open(path: PathBuf) -> Result<Sequence, StoreError> {
         let next = match fs::read_to_string(&path) {
-            Ok(text) => text
-                .trim()
-                .parse()
-                .context("the sequence file is damaged")?,
+            Ok(text) => text.trim().parse().map_err(StoreError::DamagedSequence)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 1,
             Err(e) => return Err(e.into()),
         };
@@ -223,7 +241,7 @@ impl Sequence {
 
     /// Takes a number; it is on disk before it is used, so a crash can skip a number but
     /// never reuse one.
-    pub fn take(&mut self) -> Result<u64> {
+    pub fn take(&mut self) -> Result<u64, StoreError> {
         let taken = self.next;
         let tmp = self.path.with_extension("tmp");
         let mut file = fs::File::create(&tmp)?;

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::*;
 
-fn chromium() -> String {
+pub fn chromium() -> String {
     let candidates = [
         std::env::var("CHROMIUM").unwrap_or_default(),
         "/usr/bin/chromium".to_owned(),

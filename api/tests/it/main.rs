@@ -3,6 +3,7 @@
 //! over HTTP.
 
 mod dashboard;
+mod introspection;
 mod reports;
 mod roles;
 mod subscriptions;
@@ -59,7 +60,7 @@ fn the_published_schema_is_the_code_s_schema() {
     let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "schema.graphql"]
         .iter()
         .collect();
-    let sdl = api::graphql::sdl();
+    let sdl = api::schema::sdl();
     if std::env::var_os("UPDATE_SCHEMA").is_some() {
         std::fs::write(&path, &sdl).unwrap();
     }
@@ -204,6 +205,79 @@ fn a_retried_order_returns_the_first_answer_and_places_nothing_more() {
         json!({}),
     );
     assert_eq!(depth["depth"]["bids"], json!([{"gpus": 2, "orders": 1}]));
+}
+
+/// Everything of an answer but what a replay changes.
+fn decided(answer: &Value) -> Value {
+    let mut answer = answer.clone();
+    let object = answer.as_object_mut().unwrap();
+    object.remove("replayed");
+    object.remove("clientOrderId");
+    answer
+}
+
+#[test]
+fn a_retry_finds_its_first_answer_whatever_form_its_key_takes() {
+    let m = Market::start("api_retry_forms", Limits::default());
+    m.seed();
+    let uuid = "3f2b8c1e-9a4d-4e6f-8b21-0c5d7e9f1a2b";
+    for (first, retries) in [
+        (uuid.to_owned(), vec![uuid.to_owned(), uuid.to_uppercase()]),
+        ("42".to_owned(), vec!["42".to_owned(), "0042".to_owned()]),
+        (
+            "0000000000000000000000000000000000000017".to_owned(),
+            vec!["17".to_owned()],
+        ),
+    ] {
+        let placed = m.ok(&m.buyer, PLACE, bid_input(&first, "1.50", 1))["placeOrder"].clone();
+        assert_eq!(placed["replayed"], false, "{placed}");
+        for retry in retries {
+            let started = std::time::Instant::now();
+            let again = m.ok(&m.buyer, PLACE, bid_input(&retry, "1.50", 1))["placeOrder"].clone();
+            assert_eq!(again["replayed"], true, "{first} retried as {retry}: {again}");
+            assert_eq!(decided(&again), decided(&placed), "{first} retried as {retry}");
+            assert_eq!(again["clientOrderId"], retry.as_str(), "echoes this request's form");
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "{retry} waited {:?}: the replay found no first answer",
+                started.elapsed()
+            );
+        }
+    }
+    let depth = m.ok(
+        &m.buyer,
+        "{ depth(market: \"H100-80GB\") { bids { gpus orders } } }",
+        json!({}),
+    );
+    assert_eq!(
+        depth["depth"]["bids"],
+        json!([{"gpus": 3, "orders": 3}]),
+        "three orders, not one more per retry"
+    );
+}
+
+#[test]
+fn a_retry_after_the_order_changed_still_returns_the_first_answer() {
+    let m = Market::start("api_retry_changed", Limits::default());
+    m.seed();
+    // Rests below the ask; then a cheaper ask fills part of it, then it is cancelled.
+    let first = m.ok(&m.buyer, PLACE, bid_input("8008", "1.50", 3))["placeOrder"].clone();
+    assert_eq!((first["status"].as_str(), first["remaining"].as_u64()), (Some("OPEN"), Some(3)));
+    let cheap = m.ok(&m.provider, PLACE, ask_input("8009", "1.40", 2))["placeOrder"].clone();
+    assert_eq!(cheap["fills"][0]["gpus"], 2, "{cheap}");
+    m.ok(
+        &m.buyer,
+        "mutation($o: ID!) { cancelOrder(orderId: $o) { remaining } }",
+        json!({"o": first["orderId"].to_string()}),
+    );
+    m.projected();
+    let again = m.ok(&m.buyer, PLACE, bid_input("8008", "1.50", 3))["placeOrder"].clone();
+    assert_eq!(again["replayed"], true);
+    assert_eq!(
+        decided(&again),
+        decided(&first),
+        "the first answer (open, 3 remaining, no fills), not the order's state now"
+    );
 }
 
 #[test]

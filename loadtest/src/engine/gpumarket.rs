@@ -112,7 +112,7 @@ impl Book for Gpumarket {
 
     fn observe(&mut self, seen: &mut Observed) {
         if let Err(rejection) = &self.last {
-            seen.reject(rejection.code());
+            seen.reject(rejection.code().as_str());
         }
         seen.trades += self
             .out

@@ -129,5 +129,5 @@ fn no_lease_is_smaller_than_the_minimum_fill_and_no_smaller_remainder_is_left() 
     // An amend may not leave less than the minimum fill either.
     s.when(bid(BUYER, 2, "1.00", 6).min_fill(3)); // 5
     s.when(amend(BUYER, 5, None, Some(2)))
-        .then_rejected_with("MIN_FILL_ABOVE_QUANTITY");
+        .then_rejected_with(ErrorCode::MinFillAboveQuantity);
 }

@@ -121,7 +121,7 @@ fn an_ask_leaves_the_book_when_it_can_no_longer_fit_an_hour() {
         .when(Command::Tick)
         .then_cancels(&[(1, CancelReason::Expired)]);
     s.when(ask(PROVIDER, 2, "2.00", 2).until(T0 + 2 * HOUR + HOUR / 2))
-        .then_rejected_with("AVAILABILITY_TOO_SHORT");
+        .then_rejected_with(ErrorCode::AvailabilityTooShort);
 }
 
 #[test]
@@ -205,7 +205,7 @@ fn a_client_order_id_is_used_once_per_account() {
     // Still used after the order is gone: a late retry must not place a second order.
     s.when(cancel(BUYER, 1)).accepted();
     s.when(bid(BUYER, 7, "1.00", 1))
-        .then_rejected_with("DUPLICATE_CLIENT_ORDER_ID");
+        .then_rejected_with(ErrorCode::DuplicateClientOrderId);
     s.when(bid(BUYER2, 7, "1.00", 1)).accepted();
 }
 
@@ -232,15 +232,15 @@ fn invalid_orders_are_rejected_with_their_reason() {
             market: MarketId::parse("B200-192GB").unwrap(),
         });
     s.when(bid(BUYER, 1, "2.00", 2).min_fill(3))
-        .then_rejected_with("MIN_FILL_ABOVE_QUANTITY");
+        .then_rejected_with(ErrorCode::MinFillAboveQuantity);
     s.when(bid(contract::AccountId::MARKET, 1, "2.00", 1))
-        .then_rejected_with("RESERVED_ACCOUNT");
+        .then_rejected_with(ErrorCode::ReservedAccount);
     s.when(Command::CreateMarket {
         market: h100(),
         tick: px("0.01"),
         fee: contract::FeeRate::new(0).unwrap(),
     })
-    .then_rejected_with("MARKET_EXISTS");
+    .then_rejected_with(ErrorCode::MarketExists);
 }
 
 #[test]

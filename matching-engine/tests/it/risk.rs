@@ -93,7 +93,7 @@ fn only_the_lease_parties_may_end_it_and_only_within_its_hours() {
         });
     for bad in ["2.5", "-1", "0.0000001"] {
         s.when(end(BUYER, 1, bad))
-            .then_rejected_with("BAD_HOURS_USED");
+            .then_rejected_with(ErrorCode::BadHoursUsed);
     }
     s.when(end(AccountId::MARKET, 1, "2")).accepted();
     assert_eq!(s.engine.balance(PROVIDER).available, amt("3.6"));
@@ -106,12 +106,12 @@ fn deposits_and_withdrawals_move_available_money_only() {
         account: BUYER,
         amount: amt("0"),
     })
-    .then_rejected_with("NON_POSITIVE_AMOUNT");
+    .then_rejected_with(ErrorCode::NonPositiveAmount);
     s.when(Command::Deposit {
         account: BUYER,
         amount: amt("-5"),
     })
-    .then_rejected_with("NON_POSITIVE_AMOUNT");
+    .then_rejected_with(ErrorCode::NonPositiveAmount);
     s.when(bid(BUYER, 1, "1.00", 1).hours(100)); // holds 100
     s.when(Command::Withdraw {
         account: BUYER,
@@ -204,5 +204,5 @@ fn a_heartbeat_is_recorded_as_stated_and_changes_no_state() {
     assert_eq!(idle.engine.state_hash(), s.engine.state_hash());
     assert_ne!(before, s.engine.state_hash(), "the clock moved");
     s.when(beat(AccountId::MARKET))
-        .then_rejected_with("RESERVED_ACCOUNT");
+        .then_rejected_with(ErrorCode::ReservedAccount);
 }

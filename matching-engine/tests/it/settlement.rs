@@ -119,9 +119,9 @@ fn a_withdrawal_needs_a_payout_address_and_the_funds() {
         .then_rejected(Rejection::NoPayoutAddress { account: BUYER });
     s.when(set_address(BUYER)).accepted();
     s.when(withdraw(BUYER, "1000.000001"))
-        .then_rejected_with("INSUFFICIENT_FUNDS");
+        .then_rejected_with(ErrorCode::InsufficientFunds);
     s.when(withdraw(BUYER, "0"))
-        .then_rejected_with("NON_POSITIVE_AMOUNT");
+        .then_rejected_with(ErrorCode::NonPositiveAmount);
     s.when(withdraw(BUYER, "300")).accepted();
     let b = s.engine.balance(BUYER);
     assert_eq!((b.available, b.settling), (amt("700"), amt("300")));
@@ -246,5 +246,5 @@ fn settlement_state_survives_a_snapshot() {
         tx_hash: TxHash([3; 32]),
         msg_index: 0,
     })
-    .then_rejected_with("DUPLICATE_DEPOSIT");
+    .then_rejected_with(ErrorCode::DuplicateDeposit);
 }

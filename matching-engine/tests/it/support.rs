@@ -1,6 +1,7 @@
 //! Given/when/then for the engine: `Scenario::given(commands).when(command)` returns the
 //! outcome, and the `then_*` checks read like the rule under test.
 
+pub use contract::ErrorCode;
 use contract::{
     AccountId, Amount, AskSpec, BidSpec, CancelReason, ClientOrderId, Command, Event, FeeRate,
     Gpus, Hours, Interconnect, MarketId, NewOrder, NodeId, OrderId, OrderTerms, Price, Region,
@@ -287,7 +288,7 @@ impl Outcome {
         );
     }
 
-    pub fn then_rejected_with(&self, code: &str) {
+    pub fn then_rejected_with(&self, code: ErrorCode) {
         match &self.result {
             Err(r) => assert_eq!(r.code(), code, "{r}"),
             Ok(()) => panic!("expected {code}, got events {:#?}", self.events),

@@ -1,0 +1,219 @@
+//! Reads. Each `…Query` is one query document; its `…Variables`, where it has any, are its
+//! arguments. Build one with [`crate::QueryBuilder`].
+
+// The `QueryVariables` derive adds a `…Fields` type without `Debug` beside each struct.
+#![allow(missing_debug_implementations)]
+
+use rust_decimal::Decimal;
+
+use crate::types::{LeaseRole, OrderStatus, SettlementBatch};
+use crate::{schema, Id, U64};
+
+/// The markets that exist (`gpumarket up` opens its own when there are none).
+#[derive(cynic::QueryFragment, Debug)]
+#[cynic(graphql_type = "Query")]
+pub struct MarketsQuery {
+    pub markets: Vec<Market>,
+}
+
+#[derive(cynic::QueryFragment, Debug, Clone, PartialEq)]
+pub struct Market {
+    pub id: String,
+    pub tick: Decimal,
+    pub fee_bps: U64,
+}
+
+#[derive(cynic::QueryVariables, Debug, Clone)]
+pub struct DepthVariables {
+    pub market: String,
+    /// Price levels of each side.
+    pub levels: U64,
+}
+
+/// A market's live book, from the API's replica engine.
+#[derive(cynic::QueryFragment, Debug)]
+#[cynic(graphql_type = "Query", variables = "DepthVariables")]
+pub struct DepthQuery {
+    #[arguments(market: $market, levels: $levels)]
+    pub depth: Depth,
+}
+
+#[derive(cynic::QueryFragment, Debug, Clone, PartialEq)]
+pub struct Depth {
+    pub market: String,
+    /// Best (highest) first.
+    pub bids: Vec<DepthLevel>,
+    /// Best (lowest) first.
+    pub asks: Vec<DepthLevel>,
+    pub as_of_event: U64,
+}
+
+#[derive(cynic::QueryFragment, Debug, Clone, PartialEq)]
+pub struct DepthLevel {
+    pub price: Decimal,
+    pub gpus: U64,
+    pub orders: U64,
+}
+
+#[derive(cynic::QueryVariables, Debug, Clone)]
+pub struct OrdersVariables {
+    /// Any status when `None`.
+    pub status: Option<OrderStatus>,
+    pub first: U64,
+}
+
+/// The caller's orders, oldest first, from the projections.
+#[derive(cynic::QueryFragment, Debug)]
+#[cynic(graphql_type = "Query", variables = "OrdersVariables")]
+pub struct OrdersQuery {
+    #[arguments(status: $status, first: $first)]
+    pub orders: OrderConnection,
+}
+
+#[derive(cynic::QueryFragment, Debug, Clone, PartialEq)]
+pub struct OrderConnection {
+    pub nodes: Vec<Order>,
+}
+
+#[derive(cynic::QueryFragment, Debug, Clone, PartialEq)]
+pub struct Order {
+    pub id: U64,
+    /// `bid` or `ask`.
+    pub side: String,
+    /// An ask's node.
+    pub node: Option<String>,
+    pub price: Decimal,
+    pub gpus: U64,
+    pub remaining: U64,
+    pub status: String,
+}
+
+#[derive(cynic::QueryVariables, Debug, Clone)]
+pub struct LeasesVariables {
+    pub role: LeaseRole,
+    /// `created`, `running` or `ended`.
+    pub status: String,
+    pub first: U64,
+}
+
+/// Leases the caller bought or provided, oldest first, with their jobs.
+#[derive(cynic::QueryFragment, Debug)]
+#[cynic(graphql_type = "Query", variables = "LeasesVariables")]
+pub struct LeasesQuery {
+    #[arguments(role: $role, status: $status, first: $first)]
+    pub leases: LeaseConnection,
+}
+
+#[derive(cynic::QueryFragment, Debug, Clone, PartialEq)]
+pub struct LeaseConnection {
+    pub nodes: Vec<Lease>,
+}
+
+#[derive(cynic::QueryFragment, Debug, Clone, PartialEq)]
+pub struct Lease {
+    pub id: U64,
+    pub node: String,
+    pub gpus: U64,
+    pub hours: U64,
+    pub status: String,
+    pub job: Option<Job>,
+}
+
+/// The job a lease's buyer gave it.
+#[derive(cynic::QueryFragment, Debug, Clone, PartialEq)]
+pub struct Job {
+    pub command: String,
+    pub args: Vec<String>,
+    pub env: Vec<EnvVar>,
+}
+
+#[derive(cynic::QueryFragment, Debug, Clone, PartialEq)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(cynic::QueryVariables, Debug, Clone)]
+pub struct RestingOrderVariables {
+    pub id: Id,
+}
+
+/// A resting order as the engine holds it now; `None` once filled, cancelled or expired.
+#[derive(cynic::QueryFragment, Debug)]
+#[cynic(graphql_type = "Query", variables = "RestingOrderVariables")]
+pub struct RestingOrderQuery {
+    #[arguments(id: $id)]
+    pub resting_order: Option<RestingOrder>,
+}
+
+#[derive(cynic::QueryFragment, Debug, Clone, PartialEq)]
+pub struct RestingOrder {
+    pub id: U64,
+    pub market: String,
+    /// `bid` or `ask`.
+    pub side: String,
+    pub price: Decimal,
+    pub filled: U64,
+    pub remaining: U64,
+}
+
+#[derive(cynic::QueryVariables, Debug, Clone)]
+pub struct NodeStateVariables {
+    pub node: String,
+    /// The node's ask, if it has one.
+    pub ask: Option<Id>,
+}
+
+/// A provider's node as the engine holds it, at one instant.
+#[derive(cynic::QueryFragment, Debug)]
+#[cynic(graphql_type = "Query", variables = "NodeStateVariables")]
+pub struct NodeStateQuery {
+    #[arguments(node: $node, ask: $ask)]
+    pub node_state: NodeState,
+}
+
+#[derive(cynic::QueryFragment, Debug, Clone, PartialEq)]
+pub struct NodeState {
+    /// GPUs in the provider's running leases on the node.
+    pub leased_gpus: U64,
+    /// The ask asked about, while it rests.
+    pub ask: Option<RestingOrder>,
+}
+
+/// The caller's balance as the engine holds it now.
+#[derive(cynic::QueryFragment, Debug)]
+#[cynic(graphql_type = "Query")]
+pub struct BalanceQuery {
+    pub balance: Balance,
+}
+
+#[derive(cynic::QueryFragment, Debug, Clone, PartialEq)]
+pub struct Balance {
+    pub account: U64,
+    pub available: Decimal,
+    pub held: Decimal,
+    pub in_lease: Decimal,
+    pub settling: Decimal,
+}
+
+/// The engine's open settlement batch, if any (the Cosmos bridge).
+#[derive(cynic::QueryFragment, Debug)]
+#[cynic(graphql_type = "Query")]
+pub struct PendingSettlementQuery {
+    pub pending_settlement: Option<SettlementBatch>,
+}
+
+#[derive(cynic::QueryVariables, Debug, Clone)]
+pub struct SettlementDueVariables {
+    /// A decimal amount.
+    pub min_payout: String,
+    pub max_payouts: U64,
+}
+
+/// What a settlement batch opened now would pay (the Cosmos bridge).
+#[derive(cynic::QueryFragment, Debug)]
+#[cynic(graphql_type = "Query", variables = "SettlementDueVariables")]
+pub struct SettlementDueQuery {
+    #[arguments(minPayout: $min_payout, maxPayouts: $max_payouts)]
+    pub settlement_due: SettlementBatch,
+}

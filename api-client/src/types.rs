@@ -1,0 +1,90 @@
+//! What several operations share: the schema's enums, the order inputs and settlement
+//! batches.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+
+use crate::{schema, U64};
+
+#[derive(cynic::Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeInForce {
+    Gtc,
+    Gtt,
+    Ioc,
+    Fok,
+}
+
+#[derive(cynic::Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderStatus {
+    Open,
+    Filled,
+    Cancelled,
+}
+
+#[derive(cynic::Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseRole {
+    Buyer,
+    Provider,
+    Either,
+}
+
+#[derive(cynic::Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Trader,
+    Provider,
+    Finance,
+    Admin,
+}
+
+/// A bid or an ask. `expiresAt` (for `GTT`) and `postOnly` keep the schema's defaults: no
+/// Rust caller sets them yet.
+#[derive(cynic::InputObject, Debug, Clone)]
+pub struct PlaceOrderInput {
+    pub market: String,
+    /// The caller's idempotency key: a retry with it returns the first answer.
+    pub client_order_id: String,
+    /// Per GPU-hour, a decimal on the market's tick.
+    pub price: String,
+    pub gpus: U64,
+    pub time_in_force: TimeInForce,
+    #[cynic(skip_serializing_if = "Option::is_none")]
+    pub bid: Option<BidInput>,
+    #[cynic(skip_serializing_if = "Option::is_none")]
+    pub ask: Option<AskInput>,
+}
+
+/// A bid's terms; its constraints (regions, VRAM, interconnects, reputation, ...) keep the
+/// schema's defaults, "any": no Rust caller narrows them yet.
+#[derive(cynic::InputObject, Debug, Clone)]
+pub struct BidInput {
+    pub hours: U64,
+}
+
+/// An ask's node and what it offers.
+#[derive(cynic::InputObject, Debug, Clone)]
+pub struct AskInput {
+    pub node: String,
+    /// `nvidia` or `amd`.
+    pub vendor: String,
+    pub vram_gb: U64,
+    /// `pcie`, `nvlink`, `nvswitch` or `infinity_fabric`.
+    pub interconnect: String,
+    pub region: String,
+    pub available_until: DateTime<Utc>,
+}
+
+/// A settlement batch: the engine's open one, one just opened, or a preview (no `batch`).
+#[derive(cynic::QueryFragment, Debug, Clone, PartialEq)]
+pub struct SettlementBatch {
+    pub batch: Option<U64>,
+    pub total: Decimal,
+    pub lines: Vec<SettlementLine>,
+}
+
+#[derive(cynic::QueryFragment, Debug, Clone, PartialEq)]
+pub struct SettlementLine {
+    pub account: U64,
+    pub address: String,
+    pub amount: Decimal,
+    pub from_available: Decimal,
+}

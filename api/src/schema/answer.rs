@@ -1,0 +1,174 @@
+//! The engine's answers as mutation results. Each result is computed from the answer's
+//! records only, so the first answer to a command and its replay read the same.
+
+use async_graphql::SimpleObject;
+use contract::codec::EventBody;
+use contract::{Event, OrderId, OrderStatus as Status};
+use rust_decimal::Decimal;
+
+use crate::errors::ApiError;
+use crate::schema::six;
+use crate::schema::types::order::OrderStatus;
+
+/// The events of an answer, or its rejection as the error.
+pub fn events(answer: Vec<EventBody>) -> Result<Vec<Event>, ApiError> {
+    answer
+        .into_iter()
+        .map(|body| match body {
+            EventBody::Event(e) => Ok(e),
+            EventBody::Rejected(r) => Err(ApiError::rejected(&r)),
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, PartialEq, SimpleObject)]
+pub struct Fill {
+    pub lease_id: u64,
+    pub price: Decimal,
+    pub gpus: u32,
+    pub hours: u32,
+    pub cost: Decimal,
+    /// The other side's order.
+    pub counter_order_id: u64,
+}
+
+/// The fills of `order_id` among `events`.
+pub fn fills_of(order_id: OrderId, events: &[Event]) -> Vec<Fill> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::LeaseCreated {
+                lease_id,
+                bid_order,
+                ask_order,
+                gpus,
+                price,
+                hours,
+                cost,
+                ..
+            } if *bid_order == order_id || *ask_order == order_id => Some(Fill {
+                lease_id: lease_id.0,
+                price: six(price.to_decimal()),
+                gpus: gpus.get(),
+                hours: hours.get(),
+                cost: six(cost.to_decimal()),
+                counter_order_id: if *bid_order == order_id {
+                    ask_order.0
+                } else {
+                    bid_order.0
+                },
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The engine's answer to an order.
+#[derive(Debug, Clone, PartialEq, SimpleObject)]
+pub struct OrderResult {
+    pub order_id: u64,
+    /// As this request gave it.
+    pub client_order_id: String,
+    pub status: OrderStatus,
+    pub remaining: u32,
+    pub fills: Vec<Fill>,
+    /// Why the rest was cancelled (`immediate_remainder` for IOC, `self_trade`, ...).
+    pub cancel_reason: Option<String>,
+    /// True when this is the answer to an earlier request with the same client order id.
+    pub replayed: bool,
+}
+
+/// The result of the order an answer accepted: the answer to a `Place`, or (replayed) the
+/// records of the first answer from its `OrderAccepted` on.
+pub fn order_result(
+    client_id: String,
+    events: &[Event],
+    replayed: bool,
+) -> Result<OrderResult, ApiError> {
+    let (order_id, gpus) = events
+        .iter()
+        .find_map(|e| match e {
+            Event::OrderAccepted {
+                order_id, order, ..
+            } => Some((*order_id, order.gpus.get())),
+            _ => None,
+        })
+        .ok_or_else(|| ApiError::internal("the engine accepted no order"))?;
+    let fills = fills_of(order_id, events);
+    let filled: u32 = fills.iter().map(|f| f.gpus).sum();
+    let cancel_reason = events.iter().find_map(|e| match e {
+        Event::OrderCancelled {
+            order_id: id,
+            reason,
+            ..
+        } if *id == order_id => Some(reason.as_str().to_owned()),
+        _ => None,
+    });
+    let cancelled = cancel_reason.is_some();
+    let remaining = if cancelled { 0 } else { gpus - filled };
+    Ok(OrderResult {
+        order_id: order_id.0,
+        client_order_id: client_id,
+        status: Status::of(remaining, cancelled).into(),
+        remaining,
+        fills,
+        cancel_reason,
+        replayed,
+    })
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+pub struct CancelResult {
+    pub order_id: u64,
+    /// GPUs that were still open.
+    pub remaining: u32,
+    /// Money the cancel released from the hold.
+    pub released: Decimal,
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+pub struct AmendResult {
+    pub order_id: u64,
+    pub price: Decimal,
+    pub remaining: u32,
+    /// Smaller quantity keeps time priority; a new price or more GPUs loses it.
+    pub priority_kept: bool,
+    pub fills: Vec<Fill>,
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+pub struct MoneyResult {
+    pub account: u64,
+    pub amount: Decimal,
+}
+
+/// What became of a node report.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct ReportReceipt {
+    /// The report's sequence number was received before: nothing was applied again.
+    pub duplicate: bool,
+    pub lease_starts: Vec<LeaseStart>,
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+pub struct LeaseStart {
+    pub lease_id: u64,
+    /// The engine's rejection code when the start was refused (e.g. `NOT_LEASE_PROVIDER`).
+    pub refused: Option<String>,
+}
+
+/// A new key: `key` is shown only this once.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct NewApiKey {
+    pub id: i64,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+pub struct LeaseEndResult {
+    pub lease_id: u64,
+    pub hours_used: Decimal,
+    pub charged: Decimal,
+    pub refunded: Decimal,
+    pub provider_earned: Decimal,
+}

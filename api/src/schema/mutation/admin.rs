@@ -1,0 +1,69 @@
+//! Markets and API keys (admin).
+
+use async_graphql::{Context, Object, ID};
+use contract::{Command, FeeRate, Price};
+
+use crate::auth::{self, Role};
+use crate::errors::ApiError;
+use crate::schema::answer::{events, NewApiKey};
+use crate::schema::input::money;
+use crate::schema::{parse_account, parse_market, principal, state};
+
+#[derive(Debug, Default)]
+pub struct AdminMutation;
+
+#[Object]
+impl AdminMutation {
+    /// Opens a market (admin).
+    async fn create_market(
+        &self,
+        ctx: &Context<'_>,
+        market: String,
+        tick: String,
+        fee_bps: u32,
+    ) -> async_graphql::Result<String> {
+        principal(ctx)?.require(&[Role::Admin], "creating a market")?;
+        let command = Command::CreateMarket {
+            market: parse_market(&market)?,
+            tick: money("tick", Price::parse(&tick))?,
+            fee: money("feeBps", FeeRate::new(u64::from(fee_bps)))?,
+        };
+        events(state(ctx).engine.submit(command).await?)?;
+        Ok(market)
+    }
+
+    /// Creates an API key (admin); the key is in the answer only this once.
+    async fn create_api_key(
+        &self,
+        ctx: &Context<'_>,
+        role: Role,
+        account: Option<ID>,
+        #[graphql(default)] label: String,
+    ) -> async_graphql::Result<NewApiKey> {
+        principal(ctx)?.require(&[Role::Admin], "creating keys")?;
+        let account = parse_account(account.as_ref())?;
+        if label.len() > 200 {
+            return Err(ApiError::validation("label: at most 200 bytes").into());
+        }
+        let (id, key) = state(ctx)
+            .db(move |conn| auth::create_key(conn, role, account, &label))
+            .await?;
+        Ok(NewApiKey { id, key })
+    }
+
+    /// Revokes an API key (admin); API processes refuse it within seconds.
+    async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
+        principal(ctx)?.require(&[Role::Admin], "revoking keys")?;
+        let id: i64 = id
+            .parse()
+            .map_err(|_| ApiError::validation(format!("id: not a key id: {:?}", id.as_str())))?;
+        if state(ctx)
+            .db(move |conn| auth::revoke_key(conn, id))
+            .await?
+        {
+            Ok(true)
+        } else {
+            Err(ApiError::not_found(format!("no active key {id}")).into())
+        }
+    }
+}

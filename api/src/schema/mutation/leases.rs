@@ -1,0 +1,172 @@
+//! Ending leases, and the jobs that run on them.
+
+use async_graphql::{Context, Object, ID};
+use contract::{Command, Event, LeaseEndReason};
+use ledger::store::{JobLogged, JobSubmitted};
+use rust_decimal::Decimal;
+
+use crate::auth::Role;
+use crate::errors::ApiError;
+use crate::schema::answer::{events, LeaseEndResult};
+use crate::schema::input::parse_lease_id;
+use crate::schema::types::lease::EnvVar;
+use crate::schema::{principal, six, state};
+
+/// The most of a job's log the provider sends: its end.
+const MAX_TAIL: usize = 48 << 10;
+
+#[derive(Debug, Default)]
+pub struct LeaseMutation;
+
+#[Object]
+impl LeaseMutation {
+    /// Ends a lease the caller bought or provided, charging `hoursUsed`.
+    async fn end_lease(
+        &self,
+        ctx: &Context<'_>,
+        lease_id: ID,
+        hours_used: String,
+        #[graphql(default)] provider_failed: bool,
+    ) -> async_graphql::Result<LeaseEndResult> {
+        let p = principal(ctx)?;
+        p.require(&[Role::Trader, Role::Provider], "ending a lease")?;
+        let lease_id = parse_lease_id(&lease_id)?;
+        let hours_used = Decimal::from_str_exact(hours_used.trim()).map_err(|_| {
+            ApiError::validation(format!("hoursUsed: not a decimal: {hours_used:?}"))
+        })?;
+        let reason = match (p.role, provider_failed) {
+            (Role::Trader, false) => LeaseEndReason::BuyerStopped,
+            (Role::Provider, false) => LeaseEndReason::Completed,
+            (Role::Provider, true) => LeaseEndReason::ProviderFailed,
+            _ => {
+                return Err(ApiError::forbidden("only the provider reports its own failure").into())
+            }
+        };
+        let answer = state(ctx)
+            .engine
+            .submit(Command::EndLease {
+                by: p.own_account()?,
+                lease_id,
+                hours_used,
+                reason,
+            })
+            .await?;
+        events(answer)?
+            .iter()
+            .find_map(|e| match e {
+                Event::LeaseEnded {
+                    lease_id,
+                    hours_used,
+                    charged,
+                    refunded,
+                    provider_earned,
+                    ..
+                } => Some(LeaseEndResult {
+                    lease_id: lease_id.0,
+                    hours_used: *hours_used,
+                    charged: six(charged.to_decimal()),
+                    refunded: six(refunded.to_decimal()),
+                    provider_earned: six(provider_earned.to_decimal()),
+                }),
+                _ => None,
+            })
+            .ok_or_else(|| ApiError::internal("the engine ended no lease").into())
+    }
+
+    /// Gives a running lease the job to run (the lease's buyer, once; the same job again is
+    /// accepted as a retry). The provider's agent runs it on the leased GPUs.
+    async fn submit_job(
+        &self,
+        ctx: &Context<'_>,
+        lease_id: ID,
+        command: String,
+        #[graphql(default)] args: Vec<String>,
+        #[graphql(default)] env: Vec<EnvVar>,
+    ) -> async_graphql::Result<bool> {
+        let p = principal(ctx)?;
+        p.require(&[Role::Trader], "submitting a job")?;
+        let buyer = p.own_account()?;
+        let lease = parse_lease_id(&lease_id)?;
+        if command.is_empty() || command.len() > 4_096 {
+            return Err(ApiError::validation("command: 1 to 4096 bytes").into());
+        }
+        if args.len() > 256 || env.len() > 256 {
+            return Err(ApiError::validation("at most 256 arguments and 256 variables").into());
+        }
+        for var in &env {
+            let valid = !var.name.is_empty()
+                && !var.name.starts_with(|c: char| c.is_ascii_digit())
+                && var
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid {
+                return Err(ApiError::validation(format!(
+                    "env: {:?} is not a variable name",
+                    var.name
+                ))
+                .into());
+            }
+            if var.name.ends_with("VISIBLE_DEVICES") || var.name.starts_with("GPUMARKET_") {
+                return Err(
+                    ApiError::validation(format!("env: {} is set by the agent", var.name)).into(),
+                );
+            }
+        }
+        let provider = {
+            let engine = state(ctx).engine.replica();
+            let lease = engine
+                .lease(lease)
+                .ok_or_else(|| ApiError::not_found(format!("no running lease {}", lease.0)))?;
+            if lease.buyer != buyer {
+                return Err(ApiError::forbidden("the lease is another account's").into());
+            }
+            lease.provider
+        };
+        let env: Vec<(String, String)> = env.into_iter().map(|v| (v.name, v.value)).collect();
+        let submitted = state(ctx)
+            .db(move |c| {
+                ledger::store::submit_job(c, lease, buyer, provider, &command, &args, &env)
+            })
+            .await?;
+        match submitted {
+            JobSubmitted::New | JobSubmitted::Again => Ok(true),
+            JobSubmitted::Other => Err(ApiError::validation(
+                "the lease has another job already; a job is never replaced",
+            )
+            .into()),
+        }
+    }
+
+    /// The provider's agent sends the end of a job's output and, once over, how it ended;
+    /// the lease's buyer reads them on the lease's `job`.
+    async fn submit_job_log(
+        &self,
+        ctx: &Context<'_>,
+        lease_id: ID,
+        log_tail: String,
+        outcome: Option<String>,
+    ) -> async_graphql::Result<bool> {
+        let p = principal(ctx)?;
+        p.require(&[Role::Provider], "sending a job's log")?;
+        let provider = p.own_account()?;
+        let lease = parse_lease_id(&lease_id)?;
+        if log_tail.len() > MAX_TAIL || outcome.as_ref().is_some_and(|o| o.len() > 1_024) {
+            return Err(ApiError::validation(format!(
+                "logTail: at most {MAX_TAIL} bytes; outcome: at most 1024"
+            ))
+            .into());
+        }
+        let logged = state(ctx)
+            .db(move |c| ledger::store::job_log(c, lease, provider, &log_tail, outcome.as_deref()))
+            .await?;
+        match logged {
+            JobLogged::Stored => Ok(true),
+            JobLogged::NoJob => Err(ApiError::not_found(format!(
+                "no job for lease {} on this provider's nodes",
+                lease.0
+            ))
+            .into()),
+        }
+    }
+}

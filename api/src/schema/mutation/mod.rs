@@ -1,0 +1,20 @@
+//! The mutation root: every mutation that changes market state is one or more engine
+//! commands, split by what they act on. Validation, authentication and role checks come
+//! first, so a refused request appends nothing.
+
+mod admin;
+mod leases;
+mod money;
+mod nodes;
+mod orders;
+
+use async_graphql::MergedObject;
+
+#[derive(Debug, Default, MergedObject)]
+pub struct Mutation(
+    orders::OrderMutation,
+    leases::LeaseMutation,
+    nodes::NodeMutation,
+    money::MoneyMutation,
+    admin::AdminMutation,
+);

@@ -1,0 +1,208 @@
+//! Money in and out: deposits, withdrawals, payout addresses and settlement batches (the
+//! Cosmos bridge drives the admin ones).
+
+use async_graphql::{Context, Object, ID};
+use contract::{Amount, ChainAddress, Command, ErrorCode, Event, FailureReason, TxHash};
+
+use crate::auth::Role;
+use crate::errors::ApiError;
+use crate::schema::answer::{events, MoneyResult};
+use crate::schema::input::{money, parse_batch};
+use crate::schema::types::settlement::{ChainDepositResult, SettlementBatch};
+use crate::schema::{parse_account, principal, six, state};
+
+#[derive(Debug, Default)]
+pub struct MoneyMutation;
+
+fn tx_hash(s: &str) -> Result<TxHash, ApiError> {
+    TxHash::parse(s).map_err(|e| ApiError::validation(format!("txHash: {e}")))
+}
+
+#[Object]
+impl MoneyMutation {
+    /// Sets where the caller's payouts and withdrawals are sent on the settlement chain (a
+    /// bech32 address with the chain's prefix).
+    async fn set_payout_address(
+        &self,
+        ctx: &Context<'_>,
+        address: String,
+    ) -> async_graphql::Result<String> {
+        let p = principal(ctx)?;
+        p.require(&[Role::Trader, Role::Provider], "setting a payout address")?;
+        let account = p.own_account()?;
+        let address = ChainAddress::parse(address.trim())
+            .map_err(|e| ApiError::validation(format!("address: {e}")))?;
+        let st = state(ctx);
+        if let Some(escrow) = &st.config.escrow_address {
+            let prefix = escrow.rsplit_once('1').map_or("", |(hrp, _)| hrp);
+            if address.prefix() != prefix {
+                return Err(ApiError::validation(format!(
+                    "address: {address} is not an address of the settlement chain (prefix {prefix})"
+                ))
+                .into());
+            }
+        }
+        events(
+            st.engine
+                .submit(Command::SetPayoutAddress {
+                    account,
+                    address: address.clone(),
+                })
+                .await?,
+        )?;
+        Ok(address.to_string())
+    }
+
+    /// Moves `amount` of the caller's available balance to settling; the next settlement
+    /// batch sends it to the caller's payout address.
+    async fn request_withdrawal(
+        &self,
+        ctx: &Context<'_>,
+        amount: String,
+    ) -> async_graphql::Result<MoneyResult> {
+        let p = principal(ctx)?;
+        p.require(&[Role::Trader, Role::Provider], "withdrawing")?;
+        let account = p.own_account()?;
+        let amount = money("amount", Amount::parse(&amount))?;
+        events(
+            state(ctx)
+                .engine
+                .submit(Command::RequestWithdrawal { account, amount })
+                .await?,
+        )?;
+        Ok(MoneyResult {
+            account: account.0,
+            amount: six(amount.to_decimal()),
+        })
+    }
+
+    /// Credits an account (admin; the Cosmos bridge does this for on-chain deposits).
+    async fn credit_deposit(
+        &self,
+        ctx: &Context<'_>,
+        account: ID,
+        amount: String,
+    ) -> async_graphql::Result<MoneyResult> {
+        principal(ctx)?.require(&[Role::Admin], "crediting a deposit")?;
+        let account = parse_account(Some(&account))?.expect("given");
+        let amount = money("amount", Amount::parse(&amount))?;
+        events(
+            state(ctx)
+                .engine
+                .submit(Command::Deposit { account, amount })
+                .await?,
+        )?;
+        Ok(MoneyResult {
+            account: account.0,
+            amount: six(amount.to_decimal()),
+        })
+    }
+
+    /// Credits a final chain transfer to the account its memo named (admin: the Cosmos
+    /// bridge). A (transaction, message) already credited answers `duplicate` and changes
+    /// nothing, so the bridge may retry freely.
+    async fn credit_chain_deposit(
+        &self,
+        ctx: &Context<'_>,
+        account: ID,
+        amount: String,
+        tx_hash: String,
+        msg_index: u32,
+    ) -> async_graphql::Result<ChainDepositResult> {
+        principal(ctx)?.require(&[Role::Admin], "crediting a chain deposit")?;
+        let account = parse_account(Some(&account))?.expect("given");
+        let amount = money("amount", Amount::parse(&amount))?;
+        let tx_hash = self::tx_hash(&tx_hash)?;
+        let answer = state(ctx)
+            .engine
+            .submit(Command::ChainDeposit {
+                account,
+                amount,
+                tx_hash,
+                msg_index,
+            })
+            .await?;
+        let duplicate = match events(answer) {
+            Ok(_) => false,
+            Err(e) if e.code == ErrorCode::DuplicateDeposit => true,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(ChainDepositResult {
+            account: account.0,
+            amount: six(amount.to_decimal()),
+            duplicate,
+        })
+    }
+
+    /// Opens a settlement batch (admin: the Cosmos bridge): requested withdrawals and unpaid
+    /// earnings of at least `minPayout`, at most `maxPayouts` accounts.
+    async fn open_settlement(
+        &self,
+        ctx: &Context<'_>,
+        min_payout: String,
+        #[graphql(default = 100)] max_payouts: u32,
+    ) -> async_graphql::Result<SettlementBatch> {
+        principal(ctx)?.require(&[Role::Admin], "opening a settlement")?;
+        let min_payout = money("minPayout", Amount::parse(&min_payout))?;
+        let answer = state(ctx)
+            .engine
+            .submit(Command::OpenSettlement {
+                min_payout,
+                max_payouts,
+            })
+            .await?;
+        events(answer)?
+            .iter()
+            .find_map(|e| match e {
+                Event::SettlementOpened { batch, payouts } => {
+                    Some(SettlementBatch::new(Some(*batch), payouts))
+                }
+                _ => None,
+            })
+            .ok_or_else(|| ApiError::internal("the engine opened no batch").into())
+    }
+
+    /// The batch's transaction is included with success at `height` (admin: the bridge).
+    async fn confirm_settlement(
+        &self,
+        ctx: &Context<'_>,
+        batch: ID,
+        tx_hash: String,
+        height: u64,
+    ) -> async_graphql::Result<bool> {
+        principal(ctx)?.require(&[Role::Admin], "confirming a settlement")?;
+        let batch = parse_batch(&batch)?;
+        let tx_hash = self::tx_hash(&tx_hash)?;
+        events(
+            state(ctx)
+                .engine
+                .submit(Command::ConfirmSettlement {
+                    batch,
+                    tx_hash,
+                    height,
+                })
+                .await?,
+        )?;
+        Ok(true)
+    }
+
+    /// The batch's transaction failed for good (admin: the bridge); its amounts go back.
+    async fn fail_settlement(
+        &self,
+        ctx: &Context<'_>,
+        batch: ID,
+        reason: String,
+    ) -> async_graphql::Result<bool> {
+        principal(ctx)?.require(&[Role::Admin], "failing a settlement")?;
+        let batch = parse_batch(&batch)?;
+        let reason = FailureReason::new(&reason)
+            .map_err(|e| ApiError::validation(format!("reason: {e}")))?;
+        events(
+            state(ctx)
+                .engine
+                .submit(Command::FailSettlement { batch, reason })
+                .await?,
+        )?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,133 @@
+//! Provider nodes: their keys and their signed reports.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, Object};
+use contract::{Command, ErrorCode, Gpus, LeaseId, NodeId};
+use ed25519_dalek::VerifyingKey;
+use ledger::store::Registered;
+
+use crate::auth::Role;
+use crate::errors::ApiError;
+use crate::reports;
+use crate::schema::answer::{events, LeaseStart, ReportReceipt};
+use crate::schema::input::{money, parse_name};
+use crate::schema::types::provider::TelemetrySample;
+use crate::schema::{parse_market, principal, state};
+
+#[derive(Debug, Default)]
+pub struct NodeMutation;
+
+#[Object]
+impl NodeMutation {
+    /// Registers a node's ed25519 public key (hex) for the calling provider; its agent signs
+    /// every report with the private key.
+    async fn register_node(
+        &self,
+        ctx: &Context<'_>,
+        node: String,
+        public_key: String,
+    ) -> async_graphql::Result<bool> {
+        let p = principal(ctx)?;
+        p.require(&[Role::Provider], "registering a node")?;
+        let provider = p.own_account()?;
+        let node_id = parse_name::<NodeId>("node", &node)?;
+        let key = reports::parse_public_key(&public_key)?.to_bytes();
+        let registered = state(ctx)
+            .db(move |c| ledger::store::register_node_key(c, provider, node_id, key))
+            .await?;
+        match registered {
+            Registered::New | Registered::Again => Ok(true),
+            // A stolen provider key must not be able to swap a node's identity silently.
+            Registered::OtherKey => Err(ApiError::forbidden(format!(
+                "node {node} is registered with another key"
+            ))
+            .into()),
+        }
+    }
+
+    /// Takes a node's signed report (`report`: the JSON exactly as signed; `signature`: the
+    /// ed25519 signature in hex): a heartbeat for the engine, GPU samples, lease starts.
+    async fn submit_node_report(
+        &self,
+        ctx: &Context<'_>,
+        report: String,
+        signature: String,
+    ) -> async_graphql::Result<ReportReceipt> {
+        #[derive(serde::Deserialize)]
+        struct Addressed {
+            node: String,
+        }
+        let p = principal(ctx)?;
+        p.require(&[Role::Provider], "reporting for a node")?;
+        let provider = p.own_account()?;
+        let node = serde_json::from_str::<Addressed>(&report)
+            .map_err(|e| ApiError::validation(format!("report: {e}")))?
+            .node;
+        let node_id = parse_name::<NodeId>("node", &node)?;
+        let st = state(ctx);
+        let key = st
+            .db(move |c| ledger::store::node_key(c, provider, node_id))
+            .await?
+            .and_then(|bytes| VerifyingKey::from_bytes(&bytes).ok())
+            .ok_or_else(|| {
+                ApiError::forbidden(format!("node {node} is not registered for this provider"))
+            })?;
+        let report = reports::verify(&key, &report, &signature)?;
+        let class = parse_market(&report.class)?;
+        let sequence = report.sequence;
+        if st
+            .db(move |c| ledger::store::report_seen(c, provider, node_id, sequence))
+            .await?
+        {
+            return Ok(ReportReceipt {
+                duplicate: true,
+                lease_starts: Vec::new(),
+            });
+        }
+        let gpus = money("gpus", Gpus::new(report.gpus.len() as u64))?;
+        events(
+            st.engine
+                .submit(Command::Heartbeat {
+                    provider,
+                    node: node_id,
+                    class,
+                    gpus,
+                })
+                .await?,
+        )?;
+        let mut lease_starts = Vec::new();
+        for &lease in &report.leases_started {
+            let answer = st
+                .engine
+                .submit(Command::StartLease {
+                    provider,
+                    lease_id: LeaseId(lease),
+                })
+                .await?;
+            // A start the engine already has is the resend of an earlier report.
+            let refused = match events(answer) {
+                Ok(_) => None,
+                Err(e) if e.code == ErrorCode::LeaseAlreadyStarted => None,
+                Err(e) => Some(e.code.as_str().to_owned()),
+            };
+            lease_starts.push(LeaseStart {
+                lease_id: lease,
+                refused,
+            });
+        }
+        let recorded = report.clone();
+        let fresh = st
+            .db(move |c| ledger::store::record_report(c, provider, &recorded))
+            .await?;
+        if fresh {
+            let _ = st
+                .telemetry
+                .send(Arc::new((provider, TelemetrySample::of(&report))));
+        }
+        Ok(ReportReceipt {
+            duplicate: !fresh,
+            lease_starts,
+        })
+    }
+}

@@ -1,0 +1,98 @@
+// Standard GraphQL tooling against the running API, for `introspection.rs`:
+//   node outside.cjs introspect URL SCHEMA_FILE   graphql-js's own introspection query
+//   node outside.cjs graphiql BASE_URL CHROMIUM   GraphiQL's docs explorer in Chromium
+// Each prints one JSON document on standard output.
+const fs = require("fs");
+const [mode, target, extra] = process.argv.slice(2);
+
+async function introspect(url, schemaFile) {
+  const g = require("graphql");
+  const file = g.buildSchema(fs.readFileSync(schemaFile, "utf8"));
+  // What a client that did not ask for the schema's own description must see.
+  const withoutDescription = new g.GraphQLSchema({ ...file.toConfig(), description: undefined });
+  // The defaults, and everything GraphiQL and other tools may ask for.
+  const variants = [
+    {},
+    {
+      descriptions: true,
+      specifiedByUrl: true,
+      directiveIsRepeatable: true,
+      schemaDescription: true,
+      inputValueDeprecation: true,
+    },
+  ];
+  const results = [];
+  for (const options of variants) {
+    const response = await fetch(url, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ query: g.getIntrospectionQuery(options) }),
+    });
+    const body = await response.json();
+    if (body.errors) {
+      results.push({ options, status: response.status, errors: body.errors });
+      continue;
+    }
+    const served = g.printSchema(g.lexicographicSortSchema(g.buildClientSchema(body.data)));
+    let published = g.printSchema(
+      g.lexicographicSortSchema(options.schemaDescription ? file : withoutDescription)
+    );
+    if (!options.specifiedByUrl) {
+      // Nor, unasked, each scalar's specification.
+      published = published.replace(/ @specifiedBy\(url: "[^"]*"\)/g, "");
+    }
+    const a = served.split("\n");
+    const b = published.split("\n");
+    const line = a.findIndex((l, i) => l !== b[i]);
+    results.push({
+      options,
+      status: response.status,
+      equal: served === published,
+      types: Object.keys(g.buildClientSchema(body.data).getTypeMap()).length,
+      first_difference: line < 0 ? null : { served: a[line], published: b[line] },
+    });
+  }
+  return results;
+}
+
+async function graphiql(base, chromium) {
+  const { chromium: browserType } = require("playwright-core");
+  const browser = await browserType.launch({
+    executablePath: chromium,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-dev-shm-usage",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--no-first-run",
+    ],
+  });
+  try {
+    const page = await browser.newPage();
+    const problems = [];
+    page.on("pageerror", (e) => problems.push(String(e)));
+    await page.goto(`${base}/graphql`);
+    await page.getByRole("button", { name: /documentation explorer/i }).click();
+    const explorer = page.locator(".graphiql-doc-explorer");
+    await explorer.getByText("Root Types").waitFor({ timeout: 20000 });
+    const roots = await explorer.innerText();
+    // Into the query root: its fields are listed from the introspected schema.
+    await explorer.getByRole("link", { name: "Query", exact: true }).first().click();
+    await explorer.getByText("placeOrder").or(explorer.getByText("markets")).first().waitFor();
+    const query = await explorer.innerText();
+    await page.screenshot({ path: `${extra}.png` }).catch(() => {});
+    return { roots, query, problems };
+  } finally {
+    await browser.close();
+  }
+}
+
+(async () => {
+  const result =
+    mode === "introspect" ? await introspect(target, extra) : await graphiql(target, extra);
+  console.log(JSON.stringify(result));
+})().catch((e) => {
+  console.log(JSON.stringify({ failed: String(e && e.stack ? e.stack : e) }));
+  process.exit(1);
+});

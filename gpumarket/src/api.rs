@@ -1,0 +1,129 @@
+//! `gpumarket api`: the GraphQL API for one engine shard. This module shares its name with
+//! the `api` crate it serves, hence the `::api` paths.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use diesel::{Connection, PgConnection};
+use engine_service::client::{ClientConfig, EngineClient};
+use engine_service::Topics;
+use eventlog::LogConfig;
+use tracing::info;
+
+use crate::common::ShardArgs;
+
+/// Serve the GraphQL API (GraphiQL at /graphql, /healthz, /readyz, /metrics) for one
+/// engine shard: commands go to the log, reads come from the ledger database and a
+/// replica engine. Stops cleanly on SIGTERM or Ctrl-C.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    place: ShardArgs,
+    /// The ledger database, e.g. `postgres://user@host:5432/gpumarket`.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    /// Where to listen.
+    #[arg(long, env = "GPUMARKET_HTTP", default_value = "127.0.0.1:8080")]
+    http: String,
+    /// HTTP worker threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Postgres connections the API may hold.
+    #[arg(long, default_value_t = 8)]
+    pool: u32,
+    /// Milliseconds a mutation waits for the engine's answer.
+    #[arg(long, default_value_t = 5_000)]
+    answer_timeout_ms: u64,
+    /// Requests per second per API key.
+    #[arg(long, env = "GPUMARKET_RATE", default_value_t = 2_000)]
+    rate: u32,
+    /// Requests a key may send at once above its rate.
+    #[arg(long, default_value_t = 4_000)]
+    burst: u32,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 65_536)]
+    max_body: usize,
+    /// The settlement chain's escrow address shown as deposit instructions.
+    #[arg(long, env = "GPUMARKET_ESCROW_ADDRESS")]
+    escrow_address: Option<String>,
+    /// A `node_modules` folder holding graphiql@4, react@18 and react-dom@18, so GraphiQL
+    /// works without reaching the unpkg CDN.
+    #[arg(long, env = "GPUMARKET_GRAPHIQL_ASSETS")]
+    graphiql_assets: Option<std::path::PathBuf>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let Args {
+        place,
+        database_url,
+        http,
+        workers,
+        pool,
+        answer_timeout_ms,
+        rate,
+        burst,
+        max_body,
+        escrow_address,
+        graphiql_assets,
+    } = args;
+    let place = place.checked()?;
+    let (log, shard, shards) = (place.log, place.shard, place.shards);
+    let mut conn =
+        PgConnection::establish(&database_url).context("connecting to the ledger database")?;
+    ledger::migrate(&mut conn)?;
+    drop(conn);
+    let answer_timeout = Duration::from_millis(answer_timeout_ms);
+    let engine = EngineClient::start(ClientConfig {
+        log_url: log.clone(),
+        log: LogConfig::default(),
+        topics: Topics::with_prefix(&place.topic_prefix),
+        shard,
+        shards,
+        answer_timeout,
+    })
+    .context("starting the engine client")?;
+    let pool = diesel::r2d2::Pool::builder()
+        .max_size(pool)
+        .build(diesel::r2d2::ConnectionManager::new(database_url))
+        .context("opening the database pool")?;
+    let state = Arc::new(::api::AppState::new(
+        pool,
+        engine,
+        ::api::ApiConfig {
+            limits: ::api::Limits {
+                max_body,
+                rate_per_sec: rate,
+                burst,
+                ..::api::Limits::default()
+            },
+            escrow_address,
+            answer_timeout,
+            graphiql_assets,
+        },
+    ));
+    let workers = workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+    });
+    actix_web::rt::System::new().block_on(async move {
+        let (server, addr) = ::api::serve(state.clone(), &http, workers)?;
+        info!(%addr, log = %log, "API up: GraphiQL at http://{addr}/graphql");
+        let handle = server.handle();
+        let stopping = tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            info!("stopping: finishing requests in flight");
+            handle.stop(true).await;
+            std::io::Result::Ok(())
+        });
+        server.await?;
+        stopping.abort();
+        state.engine.shutdown();
+        info!("API stopped");
+        anyhow::Ok(())
+    })
+}

@@ -1,0 +1,108 @@
+//! `gpumarket export`: the finance exports of the ledger database.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, NaiveDate, Utc};
+use diesel::{Connection, PgConnection};
+use tracing::info;
+
+/// Write a finance export of the ledger database for a period: the journal (every
+/// posting, traceable to its event and command), usage in the FOCUS format, or the
+/// reconciliation report (which fails the command when it finds a break).
+#[derive(clap::Args)]
+pub struct Args {
+    what: ExportKind,
+    /// The ledger database, e.g. `postgres://user@host:5432/gpumarket`.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    /// Start of the period (inclusive): `YYYY-MM-DD` (UTC midnight) or RFC 3339.
+    #[arg(long, value_parser = parse_time)]
+    from: DateTime<Utc>,
+    /// End of the period (exclusive), in the same forms.
+    #[arg(long, value_parser = parse_time)]
+    to: DateTime<Utc>,
+    /// The file to write; standard output when absent.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The ISO 4217 code the market's amounts are in (FOCUS `BillingCurrency`).
+    #[arg(long, default_value = "USD")]
+    currency: String,
+    /// How the reconciliation report cuts the period.
+    #[arg(long, default_value = "day")]
+    granularity: GranularityArg,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportKind {
+    Journal,
+    Focus,
+    Reconciliation,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum GranularityArg {
+    Day,
+    Month,
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(day) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
+    }
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{s:?} is neither YYYY-MM-DD nor RFC 3339: {e}"))
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let period = ledger::export::Period::new(args.from, args.to)?;
+    let mut conn =
+        PgConnection::establish(&args.database_url).context("connecting to the ledger database")?;
+    let sink: Box<dyn Write> = match &args.out {
+        Some(path) => Box::new(BufWriter::new(
+            File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(BufWriter::new(io::stdout().lock())),
+    };
+    match args.what {
+        ExportKind::Journal => {
+            let rows = ledger::export::journal_csv(&mut conn, period, sink)?;
+            info!(rows, "journal exported");
+        }
+        ExportKind::Focus => {
+            let currency = &args.currency;
+            anyhow::ensure!(
+                currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase()),
+                "--currency must be an ISO 4217 code such as USD (got {currency:?})"
+            );
+            let rows = ledger::export::focus_csv(&mut conn, period, currency, sink)?;
+            info!(rows, "FOCUS usage exported");
+        }
+        ExportKind::Reconciliation => {
+            let granularity = match args.granularity {
+                GranularityArg::Day => ledger::export::Granularity::Day,
+                GranularityArg::Month => ledger::export::Granularity::Month,
+            };
+            let report = ledger::export::reconciliation(&mut conn, period, granularity)?;
+            report.write_csv(sink)?;
+            info!(
+                lines = report.lines.len(),
+                transactions = report.transactions,
+                breaks = report.breaks.len(),
+                "reconciliation written"
+            );
+            for b in &report.breaks {
+                tracing::error!(check = b.check, period_start = %b.period_start, "{}", b.detail);
+            }
+            anyhow::ensure!(
+                report.breaks.is_empty(),
+                "the reconciliation found {} breaks (listed in the report)",
+                report.breaks.len()
+            );
+        }
+    }
+    Ok(())
+}
