@@ -151,6 +151,11 @@ pub fn list_keys(conn: &mut PgConnection) -> Result<Vec<KeyInfo>, ApiError> {
     Ok(store::keys(conn)?)
 }
 
+/// The id of a well-formed key (its row), before anything is looked up or hashed.
+pub fn key_id(key: &str) -> Result<i64, ApiError> {
+    parse_key(key).map(|(id, _)| id)
+}
+
 /// Splits `gpm_{id}_{secret}`.
 fn parse_key(key: &str) -> Result<(i64, &str), ApiError> {
     let malformed = || ApiError::unauthenticated("malformed API key (expected gpm_ID_SECRET)");
@@ -190,6 +195,16 @@ impl KeyCache {
             .get(&id)
             .filter(|v| v.at.elapsed() < RECHECK_AFTER && v.secret == secret)
             .map(|v| v.principal))
+    }
+
+    /// Whether `key` was verified before (however long ago): checking it again reads its row
+    /// but hashes nothing, so it need not wait behind someone else's failures.
+    pub fn known(&self, key: &str) -> bool {
+        let Ok((id, secret)) = parse_key(key) else {
+            return false;
+        };
+        let verified = self.verified.lock().expect("key cache lock");
+        verified.get(&id).is_some_and(|v| v.secret == secret)
     }
 
     /// Reads the key's row and checks the secret (blocking: call off the async threads).

@@ -42,6 +42,10 @@ pub struct Limits {
     pub rate_per_sec: u32,
     /// Requests a key may send at once above its rate.
     pub burst: u32,
+    /// Failed authentications an address or a key id may have per second, after
+    /// `failed_auth_burst` at once: each costs an argon2 check.
+    pub failed_auth_per_sec: f64,
+    pub failed_auth_burst: u32,
 }
 
 impl Default for Limits {
@@ -52,6 +56,8 @@ impl Default for Limits {
             max_complexity: 1_000,
             rate_per_sec: 2_000,
             burst: 4_000,
+            failed_auth_per_sec: 1.0,
+            failed_auth_burst: 10,
         }
     }
 }
@@ -88,11 +94,14 @@ pub struct AppState {
     pub keys: auth::KeyCache,
     pub config: ApiConfig,
     pub metrics: Metrics,
+    /// Requests per key (anonymous ones per address).
+    pub requests: RateLimiter,
+    /// Failed authentications per address and per key id.
+    pub failed_auth: RateLimiter,
     /// Each accepted node report's samples, for the telemetry subscription.
     pub telemetry: tokio::sync::broadcast::Sender<
         Arc<(AccountId, Vec<schema::types::provider::TelemetrySample>)>,
     >,
-    buckets: Mutex<HashMap<String, Bucket>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -103,6 +112,7 @@ impl std::fmt::Debug for AppState {
     }
 }
 
+#[derive(Debug)]
 struct Bucket {
     tokens: f64,
     at: Instant,
@@ -118,10 +128,17 @@ impl AppState {
             pool,
             engine,
             keys: auth::KeyCache::default(),
+            requests: RateLimiter::new(
+                f64::from(config.limits.rate_per_sec),
+                config.limits.burst,
+            ),
+            failed_auth: RateLimiter::new(
+                config.limits.failed_auth_per_sec,
+                config.limits.failed_auth_burst,
+            ),
             config,
             metrics: Metrics::default(),
             telemetry: tokio::sync::broadcast::channel(1_024).0,
-            buckets: Mutex::new(HashMap::new()),
         }
     }
 
@@ -144,31 +161,72 @@ impl AppState {
         .await
         .map_err(|e| ApiError::internal(format!("database task: {e}")))?
     }
+}
 
-    /// Takes one token from `who`'s bucket, or says when to retry.
-    pub fn admit(&self, who: &str) -> Result<(), ApiError> {
-        let rate = f64::from(self.config.limits.rate_per_sec);
-        let burst = f64::from(self.config.limits.burst.max(1));
-        let mut buckets = self.buckets.lock().expect("rate buckets lock");
+/// Token buckets by caller: `rate` tokens a second up to `burst`. The request limiter
+/// takes one per request; the failed-authentication limiter is checked before a key is
+/// hashed and takes one per failure.
+#[derive(Debug)]
+pub struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+/// Callers remembered at most; past that, the full (idle) buckets are forgotten, which
+/// costs nothing since a full bucket is what a new caller gets.
+const MAX_BUCKETS: usize = 100_000;
+
+impl RateLimiter {
+    pub fn new(rate_per_sec: f64, burst: u32) -> RateLimiter {
+        RateLimiter {
+            rate: rate_per_sec,
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `who`'s tokens now, refilled since it was last seen.
+    fn refill(&self, buckets: &mut HashMap<String, Bucket>, who: &str) -> f64 {
         let now = Instant::now();
+        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(who) {
+            let (rate, burst) = (self.rate, self.burst);
+            buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst);
+        }
         let bucket = buckets.entry(who.to_owned()).or_insert(Bucket {
-            tokens: burst,
+            tokens: self.burst,
             at: now,
         });
         bucket.tokens =
-            (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate).min(burst);
+            (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * self.rate).min(self.burst);
         bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        bucket.tokens
+    }
+
+    fn retry_after(&self, tokens: f64) -> Duration {
+        Duration::from_secs_f64(((1.0 - tokens) / self.rate).max(0.001))
+    }
+
+    /// Takes a token from `who`'s bucket, or says when one will be there.
+    pub fn take(&self, who: &str) -> Result<(), Duration> {
+        let mut buckets = self.buckets.lock().expect("rate buckets lock");
+        let tokens = self.refill(&mut buckets, who);
+        if tokens >= 1.0 {
+            buckets.get_mut(who).expect("refilled").tokens -= 1.0;
             Ok(())
         } else {
-            self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
-            Err(ApiError::new(contract::ErrorCode::RateLimited, format!(
-                "more than {} requests/s (burst {}); retry in {} ms",
-                self.config.limits.rate_per_sec,
-                self.config.limits.burst,
-                ((1.0 - bucket.tokens) / rate * 1000.0).ceil()
-            )))
+            Err(self.retry_after(tokens))
+        }
+    }
+
+    /// Whether `who` has a token, without taking it.
+    pub fn check(&self, who: &str) -> Result<(), Duration> {
+        let mut buckets = self.buckets.lock().expect("rate buckets lock");
+        let tokens = self.refill(&mut buckets, who);
+        if tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(self.retry_after(tokens))
         }
     }
 }

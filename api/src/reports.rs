@@ -63,7 +63,48 @@ pub fn verify(key: &VerifyingKey, report: &str, signature: &str) -> Result<NodeR
             "report: at most {MAX_STARTS} lease starts"
         )));
     }
+    check(&report)?;
     Ok(report)
+}
+
+/// Everything the report's values must satisfy before any of it reaches the log or the
+/// database: a report refused here appends nothing, and the agent sets it aside instead of
+/// sending it again.
+fn check(report: &NodeReport) -> Result<(), ApiError> {
+    let bad = |what: String| Err(ApiError::validation(format!("report: {what}")));
+    // The tables keep counts and ids as signed 64-bit integers.
+    let fits = |v: u64| i64::try_from(v).is_ok();
+    if !fits(report.sequence) {
+        return bad(format!("sequence {} is out of range", report.sequence));
+    }
+    let mut indices = std::collections::BTreeSet::new();
+    for gpu in &report.gpus {
+        if !indices.insert(gpu.index) {
+            return bad(format!("GPU index {} appears twice", gpu.index));
+        }
+        if gpu.index >= MAX_GPUS as u32 {
+            return bad(format!("GPU index {} is not below {MAX_GPUS}", gpu.index));
+        }
+        for (what, text) in [("name", &gpu.name), ("uuid", &gpu.uuid)] {
+            if text.is_empty() || text.len() > 256 || text.chars().any(char::is_control) {
+                return bad(format!("GPU {} {what}: 1 to 256 printable characters", gpu.index));
+            }
+        }
+        let counts = [gpu.memory_used_mb, gpu.memory_total_mb, gpu.ecc_errors];
+        if counts.into_iter().flatten().any(|v| !fits(v)) {
+            return bad(format!("GPU {}: a count is out of range", gpu.index));
+        }
+        if gpu.sm_clock_mhz.is_some_and(|c| i32::try_from(c).is_err()) {
+            return bad(format!("GPU {}: the clock is out of range", gpu.index));
+        }
+    }
+    let mut starts = std::collections::BTreeSet::new();
+    for &lease in &report.leases_started {
+        if !fits(lease) || !starts.insert(lease) {
+            return bad(format!("lease start {lease} is out of range or repeated"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -114,6 +155,11 @@ mod tests {
             report(1).replace("\"simulated\":true,", ""),
             report(1).replace("\"class\"", "\"colour\":1,\"class\""),
             r#"{"node":"n","sequence":1,"at":"2026-11-30T12:00:00Z","class":"X","simulated":false,"gpus":[]}"#.to_owned(),
+            report(1).replace("}]}", "},{\"index\":0,\"name\":\"b\",\"uuid\":\"GPU-1\",\"utilisation_pct\":null,\"memory_used_mb\":null,\"memory_total_mb\":null,\"temperature_c\":null,\"power_w\":null,\"power_limit_w\":null,\"sm_clock_mhz\":null,\"ecc_errors\":null}]}"),
+            report(1).replace("\"memory_used_mb\":1024", "\"memory_used_mb\":18446744073709551615"),
+            report(9_223_372_036_854_775_808),
+            report(1).replace("\"uuid\":\"GPU-0\"", "\"uuid\":\"\""),
+            report(1).replace("}]}", "}],\"leases_started\":[5,5]}"),
         ] {
             let signature = hex(&signer.sign(text.as_bytes()).to_bytes());
             assert_eq!(verify(&key, &text, &signature).unwrap_err().code, ErrorCode::Validation, "{text}");

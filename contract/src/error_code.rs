@@ -52,6 +52,8 @@ error_codes! {
     Forbidden = "FORBIDDEN", 403, "The key's role may not do this, or the object is another account's.";
     NotFound = "NOT_FOUND", 404, "No such object.";
     PayloadTooLarge = "PAYLOAD_TOO_LARGE", 413, "The request body is larger than the limit.";
+    UnsupportedMediaType = "UNSUPPORTED_MEDIA_TYPE", 415, "A GraphQL request must be sent as application/json.";
+    RequestTimeout = "REQUEST_TIMEOUT", 408, "The request's body did not arrive in time.";
     QueryTooComplex = "QUERY_TOO_COMPLEX", 400, "The query is deeper or more complex than the limits.";
     RateLimited = "RATE_LIMITED", 429, "The key sent more requests than its rate allows; retry later.";
     EngineTimeout = "ENGINE_TIMEOUT", 504, "The command is in the log but the engine did not answer in time; it will still be applied: retry with the same idempotency key to learn the result.";

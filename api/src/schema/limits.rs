@@ -78,6 +78,34 @@ fn coded(mut error: ServerError, code: ErrorCode) -> ServerError {
     error
 }
 
+fn nul_refused() -> ServerError {
+    coded(
+        ServerError::new("a string argument contains a NUL byte", None),
+        ErrorCode::Validation,
+    )
+}
+
+fn const_has_nul(value: &async_graphql::Value) -> bool {
+    match value {
+        async_graphql::Value::String(s) => s.contains('\0'),
+        async_graphql::Value::List(items) => items.iter().any(const_has_nul),
+        async_graphql::Value::Object(fields) => {
+            fields.iter().any(|(k, v)| k.contains('\0') || const_has_nul(v))
+        }
+        _ => false,
+    }
+}
+
+fn has_nul(value: &async_graphql_value::Value) -> bool {
+    use async_graphql_value::Value;
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::List(items) => items.iter().any(has_nul),
+        Value::Object(fields) => fields.values().any(has_nul),
+        _ => false,
+    }
+}
+
 fn too_complex(message: String) -> ServerError {
     let e = ApiError::new(ErrorCode::QueryTooComplex, message);
     coded(ServerError::new(e.message, None), e.code)
@@ -104,6 +132,11 @@ impl Extension for Checks {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
+        // A NUL byte is never meant: Postgres refuses it in text, and logs and terminals
+        // cut at it. Refused here, once, for every argument of every field.
+        if variables.values().any(const_has_nul) {
+            return Err(nul_refused());
+        }
         let document = next
             .run(ctx, query, variables)
             .await
@@ -114,6 +147,9 @@ impl Extension for Checks {
                  fragments more than {MAX_SPREAD_NESTING} deep"
             ))
         })?;
+        if shape.nul {
+            return Err(nul_refused());
+        }
         if shape.depth > self.0.max_depth {
             return Err(too_complex(format!(
                 "the query is nested {} deep, more than {}",
@@ -160,6 +196,8 @@ struct Shape {
     introspection_depth: usize,
     introspection_lists: usize,
     selections: usize,
+    /// Some argument holds a NUL byte.
+    nul: bool,
 }
 
 impl Shape {
@@ -186,6 +224,7 @@ impl Shape {
             }
             match &selection.node {
                 Selection::Field(field) => {
+                    self.nul |= field.node.arguments.iter().any(|(_, v)| has_nul(&v.node));
                     let name = field.node.name.node.as_str();
                     let mut next = at;
                     if at.introspection || name == "__schema" || name == "__type" {

@@ -1,7 +1,6 @@
 //! The provider dashboard in real headless Chromium against a running server with seeded
 //! data: what it shows, and a screenshot (`target/dashboard.png`).
 
-use std::path::Path;
 use std::process::Command;
 
 use ed25519_dalek::{Signer, SigningKey};
@@ -9,26 +8,10 @@ use serde_json::json;
 
 use super::*;
 
-pub fn chromium() -> String {
-    let candidates = [
-        std::env::var("CHROMIUM").unwrap_or_default(),
-        "/usr/bin/chromium".to_owned(),
-        "/usr/bin/chromium-browser".to_owned(),
-        "/usr/bin/google-chrome".to_owned(),
-    ];
-    candidates
-        .into_iter()
-        .find(|c| !c.is_empty() && Path::new(c).exists())
-        .expect(
-            "the dashboard test needs Chromium: `apt-get install chromium` (scripts/test \
-             installs it) or set CHROMIUM=/path/to/chrome",
-        )
-}
-
 /// Runs headless Chromium on `url` with `args`; returns its standard output.
 fn headless(url: &str, args: &[&str]) -> String {
     let profile = tempfile::tempdir().unwrap();
-    let output = Command::new(chromium())
+    let output = Command::new(testkit::chromium())
         .args([
             "--headless=new",
             "--no-sandbox",

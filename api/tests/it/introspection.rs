@@ -6,8 +6,8 @@
 
 use std::process::Command;
 
-use api::testing::{npm_modules, python_env};
 use api::ApiConfig;
+use testkit::{npm_modules, python_env};
 
 use super::*;
 
@@ -80,7 +80,7 @@ fn graphiql_shows_the_docs_explorer() {
     let screenshot = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/graphiql");
     let seen = node(
         &modules,
-        &["graphiql", &m.url, &dashboard::chromium(), screenshot],
+        &["graphiql", &m.url, &testkit::chromium(), screenshot],
     );
     let (roots, query) = (seen["roots"].as_str().unwrap(), seen["query"].as_str().unwrap());
     assert!(roots.contains("Root Types"), "{seen}");
