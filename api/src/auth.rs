@@ -295,6 +295,9 @@ mod tests {
             finance.account_to_read(None).unwrap_err().code,
             ErrorCode::Validation
         );
-        assert_eq!(finance.own_account().unwrap_err().code, ErrorCode::Forbidden);
+        assert_eq!(
+            finance.own_account().unwrap_err().code,
+            ErrorCode::Forbidden
+        );
     }
 }

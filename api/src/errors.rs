@@ -103,7 +103,9 @@ impl From<LedgerError> for ApiError {
 impl From<ClientError> for ApiError {
     fn from(e: ClientError) -> ApiError {
         match e {
-            ClientError::Unavailable(reason) => ApiError::unavailable(format!("event log: {reason}")),
+            ClientError::Unavailable(reason) => {
+                ApiError::unavailable(format!("event log: {reason}"))
+            }
             ClientError::Timeout(after) => ApiError::new(
                 ErrorCode::EngineTimeout,
                 format!("no answer within {} ms", after.as_millis()),

@@ -46,6 +46,8 @@ pub struct Limits {
     /// `failed_auth_burst` at once: each costs an argon2 check.
     pub failed_auth_per_sec: f64,
     pub failed_auth_burst: u32,
+    /// The longest a client may take to send a request's body, from its headers on.
+    pub body_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -58,6 +60,7 @@ impl Default for Limits {
             burst: 4_000,
             failed_auth_per_sec: 1.0,
             failed_auth_burst: 10,
+            body_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -128,10 +131,7 @@ impl AppState {
             pool,
             engine,
             keys: auth::KeyCache::default(),
-            requests: RateLimiter::new(
-                f64::from(config.limits.rate_per_sec),
-                config.limits.burst,
-            ),
+            requests: RateLimiter::new(f64::from(config.limits.rate_per_sec), config.limits.burst),
             failed_auth: RateLimiter::new(
                 config.limits.failed_auth_per_sec,
                 config.limits.failed_auth_burst,
@@ -197,8 +197,8 @@ impl RateLimiter {
             tokens: self.burst,
             at: now,
         });
-        bucket.tokens =
-            (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * self.rate).min(self.burst);
+        bucket.tokens = (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * self.rate)
+            .min(self.burst);
         bucket.at = now;
         bucket.tokens
     }

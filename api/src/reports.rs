@@ -87,7 +87,10 @@ fn check(report: &NodeReport) -> Result<(), ApiError> {
         }
         for (what, text) in [("name", &gpu.name), ("uuid", &gpu.uuid)] {
             if text.is_empty() || text.len() > 256 || text.chars().any(char::is_control) {
-                return bad(format!("GPU {} {what}: 1 to 256 printable characters", gpu.index));
+                return bad(format!(
+                    "GPU {} {what}: 1 to 256 printable characters",
+                    gpu.index
+                ));
             }
         }
         let counts = [gpu.memory_used_mb, gpu.memory_total_mb, gpu.ecc_errors];
@@ -141,9 +144,18 @@ mod tests {
         );
         let other = SigningKey::from_bytes(&[8; 32]);
         let forged = hex(&other.sign(text.as_bytes()).to_bytes());
-        assert_eq!(verify(&key, &text, &forged).unwrap_err().code, ErrorCode::Forbidden);
-        assert_eq!(verify(&key, &text, "abc").unwrap_err().code, ErrorCode::Validation);
-        assert_eq!(parse_public_key("zz").unwrap_err().code, ErrorCode::Validation);
+        assert_eq!(
+            verify(&key, &text, &forged).unwrap_err().code,
+            ErrorCode::Forbidden
+        );
+        assert_eq!(
+            verify(&key, &text, "abc").unwrap_err().code,
+            ErrorCode::Validation
+        );
+        assert_eq!(
+            parse_public_key("zz").unwrap_err().code,
+            ErrorCode::Validation
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! A whole market for tests (feature `testing`): the engine runner and the three projectors
 //! on threads over an embedded log, a fresh Postgres database, and the API on a loopback
 //! port, with one key per role. Used by this crate's tests and the provider agent's.
+//! GraphQL goes through `api-client`, the market's one client, as raw documents: the tests
+//! send what no typed operation would (hostile, invalid or unknown documents).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use engine_service::{Runner, RunnerConfig, Topics};
 use eventlog::LogConfig;
 use ledger::testing::TestDb;
 use ledger::{Activity, Journal, Projection, Reputation};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::auth::{self, Role};
 use engine_service::client::{ClientConfig, EngineClient};
@@ -34,7 +36,10 @@ pub struct Market {
     pub stop: Arc<AtomicBool>,
     pub threads: Vec<thread::JoinHandle<()>>,
     pub server: actix_web::dev::ServerHandle,
+    /// For the routes that are not GraphQL (health, metrics, exports).
     pub http: reqwest::blocking::Client,
+    /// The API without a key; [`Market::gql_status`] adds one.
+    pub client: api_client::Client,
     pub admin: String,
     pub finance: String,
     pub buyer: String,
@@ -130,11 +135,13 @@ impl Market {
             });
         }));
         let (server, addr) = rx.recv().unwrap();
+        let url = format!("http://{addr}");
         Market {
             db,
             dir,
             log_url,
-            url: format!("http://{addr}"),
+            client: api_client::Client::anonymous(&url),
+            url,
             stop,
             threads,
             server,
@@ -148,15 +155,10 @@ impl Market {
 
     /// Posts a GraphQL request with `key` (or none); returns the HTTP status and the body.
     pub fn gql_status(&self, key: Option<&str>, query: &str, variables: Value) -> (u16, Value) {
-        let mut request = self
-            .http
-            .post(format!("{}/graphql", self.url))
-            .json(&json!({"query": query, "variables": variables}));
-        if let Some(key) = key {
-            request = request.bearer_auth(key);
-        }
-        let response = request.send().unwrap();
-        (response.status().as_u16(), response.json().unwrap())
+        let client = key.map_or_else(|| self.client.clone(), |k| self.client.with_key(k));
+        client
+            .post_raw(query, variables)
+            .unwrap_or_else(|e| panic!("{query}: no JSON answer: {e}"))
     }
 
     pub fn gql(&self, key: Option<&str>, query: &str, variables: Value) -> Value {

@@ -4,8 +4,8 @@
 //! finance exports ([`exports`]).
 //!
 //! Every request is bounded: headers must arrive within [`HEADER_TIMEOUT`], a body within
-//! [`BODY_TIMEOUT`] and [`crate::Limits::max_body`] bytes; authentication failures are
-//! throttled per address and per key id before any hash is computed.
+//! [`crate::Limits::body_timeout`] and [`crate::Limits::max_body`] bytes; authentication
+//! failures are throttled per address and per key id before any hash is computed.
 
 mod exports;
 mod ops;
@@ -28,8 +28,6 @@ use crate::AppState;
 
 /// The longest a client may take to send a request's headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-/// The longest a client may take to send a request's body, from its headers on.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Starts the server on `addr` (port 0 picks a free one); returns it and the bound address.
 pub fn serve(
@@ -151,8 +149,14 @@ fn json_body(req: &HttpRequest) -> Result<(), ApiError> {
 }
 
 /// Reads the body ourselves so an oversize or slow one gets our error code, not actix's.
-async fn read_body(state: &AppState, payload: &mut web::Payload) -> Result<web::BytesMut, ApiError> {
-    let max = state.config.limits.max_body;
+async fn read_body(
+    state: &AppState,
+    payload: &mut web::Payload,
+) -> Result<web::BytesMut, ApiError> {
+    let (max, timeout) = (
+        state.config.limits.max_body,
+        state.config.limits.body_timeout,
+    );
     let reading = async {
         let mut body = web::BytesMut::new();
         while let Some(chunk) = payload.next().await {
@@ -168,14 +172,12 @@ async fn read_body(state: &AppState, payload: &mut web::Payload) -> Result<web::
         }
         Ok(body)
     };
-    tokio::time::timeout(BODY_TIMEOUT, reading)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                ErrorCode::RequestTimeout,
-                format!("the body did not arrive within {} s", BODY_TIMEOUT.as_secs()),
-            )
-        })?
+    tokio::time::timeout(timeout, reading).await.map_err(|_| {
+        ApiError::new(
+            ErrorCode::RequestTimeout,
+            format!("the body did not arrive within {} ms", timeout.as_millis()),
+        )
+    })?
 }
 
 async fn graphql(

@@ -20,8 +20,16 @@ pub(super) async fn dashboard() -> HttpResponse {
 /// GraphiQL's files: where in a `node_modules` folder each one is, and where on the CDN.
 const GRAPHIQL_FILES: &[(&str, &str, &str)] = &[
     ("graphiql.min.css", "graphiql/graphiql.min.css", "text/css"),
-    ("graphiql.min.js", "graphiql/graphiql.min.js", "text/javascript"),
-    ("react.production.min.js", "react/umd/react.production.min.js", "text/javascript"),
+    (
+        "graphiql.min.js",
+        "graphiql/graphiql.min.js",
+        "text/javascript",
+    ),
+    (
+        "react.production.min.js",
+        "react/umd/react.production.min.js",
+        "text/javascript",
+    ),
     (
         "react-dom.production.min.js",
         "react-dom/umd/react-dom.production.min.js",
@@ -31,7 +39,10 @@ const GRAPHIQL_FILES: &[(&str, &str, &str)] = &[
 
 /// One of GraphiQL's files, from the configured folder, or a redirect to unpkg with the
 /// versions the page is written for. Only the listed names are served.
-pub(super) async fn graphiql_asset(state: web::Data<Arc<AppState>>, file: web::Path<String>) -> HttpResponse {
+pub(super) async fn graphiql_asset(
+    state: web::Data<Arc<AppState>>,
+    file: web::Path<String>,
+) -> HttpResponse {
     let Some((_, path, mime)) = GRAPHIQL_FILES.iter().find(|(name, _, _)| *name == *file) else {
         return HttpResponse::NotFound().finish();
     };
@@ -42,7 +53,10 @@ pub(super) async fn graphiql_asset(state: web::Data<Arc<AppState>>, file: web::P
             _ => "18",
         };
         return HttpResponse::Found()
-            .insert_header(("location", format!("https://unpkg.com/{package}@{version}/{rest}")))
+            .insert_header((
+                "location",
+                format!("https://unpkg.com/{package}@{version}/{rest}"),
+            ))
             .finish();
     };
     match tokio::fs::read(dir.join(path)).await {
@@ -121,4 +135,3 @@ pub(super) async fn metrics(state: web::Data<Arc<AppState>>) -> HttpResponse {
         .content_type("text/plain; version=0.0.4")
         .body(out)
 }
-

@@ -31,15 +31,15 @@ fn refusal_close(code: Option<ErrorCode>) -> u16 {
     }
 }
 
-/// async-graphql's own close codes in the protocol's terms: 1002 is a frame it could not
-/// read (or a refused init, which [`refusal_close`] names), 1011 a subscription before the
+/// async-graphql's own close codes in the protocol's terms: 1002 is a refused init (which
+/// [`refusal_close`] names) or a frame it could not read, 1011 a subscription before the
 /// handshake.
-fn protocol_close(code: u16, refused: Option<ErrorCode>, initialised: bool) -> u16 {
-    match code {
-        1002 if !initialised => refusal_close(refused),
-        1002 => 4400,
-        1011 => 4401,
-        other => other,
+fn protocol_close(code: u16, refused: Option<ErrorCode>) -> u16 {
+    match (code, refused) {
+        (1002, Some(refusal)) => refusal_close(Some(refusal)),
+        (1002, None) => 4400,
+        (1011, _) => 4401,
+        (other, _) => other,
     }
 }
 
@@ -136,9 +136,8 @@ pub async fn subscriptions(
                         }
                     }
                     Some(WsMessage::Close(code, reason)) => {
-                        let initialised = accepted.lock().expect("accepted lock").is_some();
                         let refusal = *refused.lock().expect("refused lock");
-                        break Some((protocol_close(code, refusal, initialised), reason));
+                        break Some((protocol_close(code, refusal), reason));
                     }
                     None => break None,
                 },
@@ -169,22 +168,33 @@ mod tests {
 
     #[test]
     fn refusals_close_with_the_protocol_s_codes() {
-        assert_eq!(protocol_close(1002, Some(ErrorCode::Unauthenticated), false), 4401);
-        assert_eq!(protocol_close(1002, Some(ErrorCode::Forbidden), false), 4403);
-        assert_eq!(protocol_close(1002, Some(ErrorCode::RateLimited), false), 4429);
-        assert_eq!(protocol_close(1002, None, true), 4400, "an unreadable frame");
-        assert_eq!(protocol_close(1011, None, false), 4401, "subscribed before the ack");
-        assert_eq!(protocol_close(3008, None, true), 3008);
+        assert_eq!(protocol_close(1002, Some(ErrorCode::Unauthenticated)), 4401);
+        assert_eq!(protocol_close(1002, Some(ErrorCode::Forbidden)), 4403);
+        assert_eq!(protocol_close(1002, Some(ErrorCode::RateLimited)), 4429);
+        assert_eq!(protocol_close(1002, None), 4400, "an unreadable frame");
+        assert_eq!(
+            protocol_close(1011, None),
+            4401,
+            "subscribed before the ack"
+        );
+        assert_eq!(protocol_close(3008, None), 3008);
     }
 
     #[test]
     fn the_key_comes_from_either_init_form() {
         let key = "gpm_1_x";
-        assert_eq!(init_key(&serde_json::json!({"apiKey": key})).as_deref(), Some(key));
+        assert_eq!(
+            init_key(&serde_json::json!({"apiKey": key})).as_deref(),
+            Some(key)
+        );
         assert_eq!(
             init_key(&serde_json::json!({"Authorization": format!("Bearer {key}")})).as_deref(),
             Some(key)
         );
-        assert_eq!(init_key(&serde_json::json!({"authorization": key})), None, "no Bearer");
+        assert_eq!(
+            init_key(&serde_json::json!({"authorization": key})),
+            None,
+            "no Bearer"
+        );
     }
 }

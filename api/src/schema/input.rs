@@ -4,9 +4,9 @@
 use async_graphql::{InputObject, ID};
 use chrono::{DateTime, Utc};
 use contract::{
-    AskSpec, BidSpec, ClientOrderId, Gpus, Hours, Interconnect, LeaseId, NewOrder, NodeId,
-    OrderId, OrderTerms, Price, Region, Reputation, SettlementId, TimeInForce as EngineTif,
-    Timestamp, Vendor,
+    AskSpec, BidSpec, ClientOrderId, Gpus, Hours, Interconnect, LeaseId, NewOrder, NodeId, OrderId,
+    OrderTerms, Price, Region, Reputation, SettlementId, TimeInForce as EngineTif, Timestamp,
+    Vendor,
 };
 
 use crate::auth::{Principal, Role};

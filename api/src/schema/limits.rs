@@ -89,9 +89,9 @@ fn const_has_nul(value: &async_graphql::Value) -> bool {
     match value {
         async_graphql::Value::String(s) => s.contains('\0'),
         async_graphql::Value::List(items) => items.iter().any(const_has_nul),
-        async_graphql::Value::Object(fields) => {
-            fields.iter().any(|(k, v)| k.contains('\0') || const_has_nul(v))
-        }
+        async_graphql::Value::Object(fields) => fields
+            .iter()
+            .any(|(k, v)| k.contains('\0') || const_has_nul(v)),
         _ => false,
     }
 }
@@ -304,7 +304,11 @@ mod tests {
     fn fragments_that_multiply_are_cut_off() {
         let mut query = String::from("{ a { ...F0 } }");
         for i in 0..24 {
-            query.push_str(&format!(" fragment F{i} on A {{ x: b {{ ...F{} }} y: b {{ ...F{} }} }}", i + 1, i + 1));
+            query.push_str(&format!(
+                " fragment F{i} on A {{ x: b {{ ...F{} }} y: b {{ ...F{} }} }}",
+                i + 1,
+                i + 1
+            ));
         }
         query.push_str(" fragment F24 on A { c }");
         assert_eq!(shape(&query), None, "2^24 paths");

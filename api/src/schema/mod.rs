@@ -47,8 +47,8 @@ pub fn schema(state: Arc<AppState>) -> MarketSchema {
 /// client knows); the latter two are asked for here.
 /// Blocks on a runtime of its own: call it outside one.
 pub fn sdl() -> String {
-    let schema = async_graphql::Schema::build(Query::default(), Mutation::default(), Subscription)
-        .finish();
+    let schema =
+        async_graphql::Schema::build(Query::default(), Mutation::default(), Subscription).finish();
     let answer = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a runtime for one query")
@@ -80,8 +80,15 @@ pub fn sdl() -> String {
         if let Some(text) = directive["description"].as_str() {
             missing.push_str(&format!("\"\"\"\n{text}\n\"\"\"\n"));
         }
-        let repeatable = if directive["isRepeatable"] == true { " repeatable" } else { "" };
-        missing.push_str(&format!("directive @{name}{repeatable} on {}\n", locations.join(" | ")));
+        let repeatable = if directive["isRepeatable"] == true {
+            " repeatable"
+        } else {
+            ""
+        };
+        missing.push_str(&format!(
+            "directive @{name}{repeatable} on {}\n",
+            locations.join(" | ")
+        ));
     }
     let schema_block = match served["description"].as_str() {
         Some(text) => format!("{missing}\"\"\"\n{text}\n\"\"\"\nschema {{"),
@@ -201,7 +208,10 @@ pub(crate) fn parse_account(id: Option<&ID>) -> Result<Option<AccountId>, ApiErr
 }
 
 /// The account a query reads: the caller's own, or the one finance and admin name.
-pub(crate) fn account_to_read(ctx: &Context<'_>, account: Option<&ID>) -> Result<AccountId, ApiError> {
+pub(crate) fn account_to_read(
+    ctx: &Context<'_>,
+    account: Option<&ID>,
+) -> Result<AccountId, ApiError> {
     principal(ctx)?.account_to_read(parse_account(account)?)
 }
 

@@ -22,9 +22,8 @@ use crate::schema::types::order::{NodeState, Order, OrderStatus, RestingOrder, T
 use crate::schema::types::provider::Provider;
 use crate::schema::types::settlement::{Settlement, SettlementBatch, SettlementState};
 use crate::schema::{
-    account_to_read, connection, key_cursor, key_string, month_cursor, month_string,
-    page_size, parse_account, parse_cursor, parse_market, principal, six, state, time_range,
-    Page,
+    account_to_read, connection, key_cursor, key_string, month_cursor, month_string, page_size,
+    parse_account, parse_cursor, parse_market, principal, six, state, time_range, Page,
 };
 
 /// The complexity of a field that reads the database once.
@@ -83,7 +82,12 @@ impl Query {
         let page = state(ctx)
             .db(move |c| ledger::read::trades(c, &filter, cursor, limit))
             .await?;
-        Ok(connection(page, after.is_some(), |t| key_string(t.key), Trade::from))
+        Ok(connection(
+            page,
+            after.is_some(),
+            |t| key_string(t.key),
+            Trade::from,
+        ))
     }
 
     /// Orders of an account (a trader's or provider's own; finance and admin name one),
@@ -108,7 +112,12 @@ impl Query {
         let page = state(ctx)
             .db(move |c| ledger::read::orders(c, &filter, cursor, limit))
             .await?;
-        Ok(connection(page, after.is_some(), |o| key_string(o.key), Order::from))
+        Ok(connection(
+            page,
+            after.is_some(),
+            |o| key_string(o.key),
+            Order::from,
+        ))
     }
 
     /// Leases an account bought or provided, oldest first.
@@ -141,7 +150,12 @@ impl Query {
         let page = state(ctx)
             .db(move |c| ledger::read::leases(c, &filter, cursor, limit))
             .await?;
-        Ok(connection(page, after.is_some(), |l| key_string(l.key), Lease::from))
+        Ok(connection(
+            page,
+            after.is_some(),
+            |l| key_string(l.key),
+            Lease::from,
+        ))
     }
 
     /// Providers by account (a key that stays put while scores move), with the

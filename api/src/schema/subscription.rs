@@ -48,14 +48,15 @@ fn order_updates(account: AccountId, record: &EventRecord) -> Vec<OrderUpdate> {
         return Vec::new();
     };
     let at = to_time(record.at);
-    let update = |order_id: contract::OrderId, change: &str, remaining, price, lease_id| OrderUpdate {
-        order_id: order_id.0,
-        change: change.to_owned(),
-        remaining,
-        price,
-        lease_id,
-        at,
-    };
+    let update =
+        |order_id: contract::OrderId, change: &str, remaining, price, lease_id| OrderUpdate {
+            order_id: order_id.0,
+            change: change.to_owned(),
+            remaining,
+            price,
+            lease_id,
+            at,
+        };
     match event {
         Event::OrderAccepted {
             order_id, order, ..

@@ -1,37 +1,30 @@
 //! The provider dashboard in real headless Chromium against a running server with seeded
 //! data: what it shows, and a screenshot (`target/dashboard.png`).
 
-use std::process::Command;
-
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::json;
 
 use super::*;
 
-/// Runs headless Chromium on `url` with `args`; returns its standard output.
-fn headless(url: &str, args: &[&str]) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let output = Command::new(testkit::chromium())
-        .args([
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--hide-scrollbars",
-            "--window-size=1400,1300",
-            "--virtual-time-budget=15000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(args)
-        .arg(url)
-        .output()
-        .expect("starting chromium");
-    assert!(
-        output.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&output.stderr)
+/// The dashboard in Chromium with `key` typed into its form (never in the URL): the page's
+/// HTML once it has loaded (or said why not), and a screenshot at `shot`.
+fn dashboard_page(m: &Market, key: &str, shot: &std::path::Path) -> String {
+    let modules = testkit::npm_modules("browser", introspection::BROWSER);
+    let seen = introspection::node(
+        &modules,
+        &[
+            "dashboard",
+            &m.url,
+            &testkit::chromium(),
+            shot.to_str().unwrap(),
+            key,
+        ],
     );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    assert!(
+        !seen["url"].as_str().unwrap().contains("gpm_"),
+        "the key is not in the URL: {seen}"
+    );
+    seen["html"].as_str().unwrap().to_owned()
 }
 
 #[test]
@@ -77,8 +70,12 @@ fn the_provider_dashboard_shows_nodes_telemetry_leases_reputation_and_asks() {
     }
     m.projected();
 
-    let url = format!("{}/dashboard?key={}", m.url, m.provider);
-    let dom = headless(&url, &["--dump-dom"]);
+    let screenshot: std::path::PathBuf =
+        [env!("CARGO_MANIFEST_DIR"), "..", "target", "dashboard.png"]
+            .iter()
+            .collect();
+    let _ = std::fs::remove_file(&screenshot);
+    let dom = dashboard_page(&m, &m.provider, &screenshot);
     assert!(
         dom.contains("data-loaded=\"true\""),
         "the page loaded its data: {dom}"
@@ -101,12 +98,6 @@ fn the_provider_dashboard_shows_nodes_telemetry_leases_reputation_and_asks() {
         "the ask with 6 GPUs open: {dom}"
     );
 
-    let screenshot: std::path::PathBuf =
-        [env!("CARGO_MANIFEST_DIR"), "..", "target", "dashboard.png"]
-            .iter()
-            .collect();
-    let _ = std::fs::remove_file(&screenshot);
-    headless(&url, &[&format!("--screenshot={}", screenshot.display())]);
     let size = std::fs::metadata(&screenshot).map(|m| m.len()).unwrap_or(0);
     assert!(
         size > 20_000,
@@ -115,9 +106,14 @@ fn the_provider_dashboard_shows_nodes_telemetry_leases_reputation_and_asks() {
     );
 
     // Another role's key is told so instead of shown a provider's page.
-    let dom = headless(
-        &format!("{}/dashboard?key={}", m.url, m.buyer),
-        &["--dump-dom"],
-    );
+    let other: std::path::PathBuf = [
+        env!("CARGO_MANIFEST_DIR"),
+        "..",
+        "target",
+        "dashboard-trader.png",
+    ]
+    .iter()
+    .collect();
+    let dom = dashboard_page(&m, &m.buyer, &other);
     assert!(dom.contains("this dashboard is for provider keys"), "{dom}");
 }

@@ -15,7 +15,16 @@ const GRAPHQL_JS: &str = "graphql@16.9.0";
 const SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql");
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/outside.cjs");
 
-fn node(modules: &std::path::Path, args: &[&str]) -> Value {
+/// The browser tests' npm packages: GraphiQL's files and playwright-core, which drives the
+/// machine's Chromium.
+pub const BROWSER: &[&str] = &[
+    "graphiql@4.1.2",
+    "react@18.3.1",
+    "react-dom@18.3.1",
+    "playwright-core@1.49.1",
+];
+
+pub fn node(modules: &std::path::Path, args: &[&str]) -> Value {
     let output = Command::new("node")
         .arg(SCRIPT)
         .args(args)
@@ -39,13 +48,22 @@ fn standard_introspection_is_answered_in_full_and_equals_the_published_schema() 
     let results = node(&graphql_js, &["introspect", &url, SCHEMA]);
     for result in results.as_array().unwrap() {
         assert_eq!(result["status"], 200, "{result}");
-        assert_eq!(result["equal"], true, "graphql-js sees another schema: {result}");
+        assert_eq!(
+            result["equal"], true,
+            "graphql-js sees another schema: {result}"
+        );
         assert!(result["types"].as_u64().unwrap() > 50, "{result}");
     }
 
-    let python = python_env("python-gql", &["gql[requests]==3.5.0", "graphql-core==3.2.5"]);
+    let python = python_env(
+        "python-gql",
+        &["gql[requests]==3.5.0", "graphql-core==3.2.5"],
+    );
     let output = Command::new(&python)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/outside_gql.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/it/outside_gql.py"
+        ))
         .args([&url, SCHEMA])
         .output()
         .expect("python runs");
@@ -61,15 +79,7 @@ fn standard_introspection_is_answered_in_full_and_equals_the_published_schema() 
 
 #[test]
 fn graphiql_shows_the_docs_explorer() {
-    let modules = npm_modules(
-        "graphiql",
-        &[
-            "graphiql@4.1.2",
-            "react@18.3.1",
-            "react-dom@18.3.1",
-            "playwright-core@1.49.1",
-        ],
-    );
+    let modules = npm_modules("browser", BROWSER);
     let m = Market::start_with(
         "api_graphiql",
         ApiConfig {
@@ -77,14 +87,21 @@ fn graphiql_shows_the_docs_explorer() {
             ..ApiConfig::default()
         },
     );
-    let screenshot = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/graphiql");
+    let screenshot = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/graphiql.png");
     let seen = node(
         &modules,
         &["graphiql", &m.url, &testkit::chromium(), screenshot],
     );
-    let (roots, query) = (seen["roots"].as_str().unwrap(), seen["query"].as_str().unwrap());
+    let (roots, query) = (
+        seen["roots"].as_str().unwrap(),
+        seen["query"].as_str().unwrap(),
+    );
     assert!(roots.contains("Root Types"), "{seen}");
-    for root in ["query: Query", "mutation: Mutation", "subscription: Subscription"] {
+    for root in [
+        "query: Query",
+        "mutation: Mutation",
+        "subscription: Subscription",
+    ] {
         assert!(roots.contains(root), "{root} missing: {seen}");
     }
     for field in ["markets", "orders", "providers"] {
@@ -112,8 +129,16 @@ fn abusive_introspection_and_the_library_s_own_errors_are_coded() {
         "type lists inside type lists multiply the answer"
     );
     let validation = (Some("VALIDATION".into()), Some(400));
-    assert_eq!(status_and_code("{ markets { id ", json!({})), validation, "syntax");
-    assert_eq!(status_and_code("{ nothingHere }", json!({})), validation, "unknown field");
+    assert_eq!(
+        status_and_code("{ markets { id ", json!({})),
+        validation,
+        "syntax"
+    );
+    assert_eq!(
+        status_and_code("{ nothingHere }", json!({})),
+        validation,
+        "unknown field"
+    );
     assert_eq!(
         status_and_code(
             "query($n: Int!) { depth(market: \"H100-80GB\", levels: $n) { market } }",
@@ -123,13 +148,19 @@ fn abusive_introspection_and_the_library_s_own_errors_are_coded() {
         "a variable that is not an Int"
     );
     assert_eq!(
-        status_and_code("{ depth(market: \"H100-80GB\", levels: 99999999999) { market } }", json!({})),
+        status_and_code(
+            "{ depth(market: \"H100-80GB\", levels: 99999999999) { market } }",
+            json!({})
+        ),
         validation,
         "an Int out of range"
     );
     let wide = format!(
         "{{ {} }}",
-        (0..400).map(|i| format!("a{i}: markets {{ id }}")).collect::<Vec<_>>().join(" ")
+        (0..400)
+            .map(|i| format!("a{i}: markets {{ id }}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     assert_eq!(
         status_and_code(&wide, json!({})),

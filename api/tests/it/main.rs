@@ -3,6 +3,7 @@
 //! over HTTP.
 
 mod dashboard;
+mod hardening;
 mod introspection;
 mod reports;
 mod roles;
@@ -234,9 +235,20 @@ fn a_retry_finds_its_first_answer_whatever_form_its_key_takes() {
         for retry in retries {
             let started = std::time::Instant::now();
             let again = m.ok(&m.buyer, PLACE, bid_input(&retry, "1.50", 1))["placeOrder"].clone();
-            assert_eq!(again["replayed"], true, "{first} retried as {retry}: {again}");
-            assert_eq!(decided(&again), decided(&placed), "{first} retried as {retry}");
-            assert_eq!(again["clientOrderId"], retry.as_str(), "echoes this request's form");
+            assert_eq!(
+                again["replayed"], true,
+                "{first} retried as {retry}: {again}"
+            );
+            assert_eq!(
+                decided(&again),
+                decided(&placed),
+                "{first} retried as {retry}"
+            );
+            assert_eq!(
+                again["clientOrderId"],
+                retry.as_str(),
+                "echoes this request's form"
+            );
             assert!(
                 started.elapsed() < Duration::from_secs(2),
                 "{retry} waited {:?}: the replay found no first answer",
@@ -262,7 +274,10 @@ fn a_retry_after_the_order_changed_still_returns_the_first_answer() {
     m.seed();
     // Rests below the ask; then a cheaper ask fills part of it, then it is cancelled.
     let first = m.ok(&m.buyer, PLACE, bid_input("8008", "1.50", 3))["placeOrder"].clone();
-    assert_eq!((first["status"].as_str(), first["remaining"].as_u64()), (Some("OPEN"), Some(3)));
+    assert_eq!(
+        (first["status"].as_str(), first["remaining"].as_u64()),
+        (Some("OPEN"), Some(3))
+    );
     let cheap = m.ok(&m.provider, PLACE, ask_input("8009", "1.40", 2))["placeOrder"].clone();
     assert_eq!(cheap["fills"][0]["gpus"], 2, "{cheap}");
     m.ok(

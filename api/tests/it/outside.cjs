@@ -1,9 +1,10 @@
-// Standard GraphQL tooling against the running API, for `introspection.rs`:
-//   node outside.cjs introspect URL SCHEMA_FILE   graphql-js's own introspection query
-//   node outside.cjs graphiql BASE_URL CHROMIUM   GraphiQL's docs explorer in Chromium
+// Standard tooling against the running API, for `introspection.rs` and `dashboard.rs`:
+//   node outside.cjs introspect URL SCHEMA_FILE          graphql-js's own introspection query
+//   node outside.cjs graphiql BASE CHROMIUM SHOT         GraphiQL's docs explorer in Chromium
+//   node outside.cjs dashboard BASE CHROMIUM SHOT KEY    the provider dashboard, key typed in
 // Each prints one JSON document on standard output.
 const fs = require("fs");
-const [mode, target, extra] = process.argv.slice(2);
+const [mode, target, extra, shot, key] = process.argv.slice(2);
 
 async function introspect(url, schemaFile) {
   const g = require("graphql");
@@ -55,9 +56,9 @@ async function introspect(url, schemaFile) {
   return results;
 }
 
-async function graphiql(base, chromium) {
+function launch(chromium) {
   const { chromium: browserType } = require("playwright-core");
-  const browser = await browserType.launch({
+  return browserType.launch({
     executablePath: chromium,
     args: [
       "--no-sandbox",
@@ -68,6 +69,10 @@ async function graphiql(base, chromium) {
       "--no-first-run",
     ],
   });
+}
+
+async function graphiql(base, chromium) {
+  const browser = await launch(chromium);
   try {
     const page = await browser.newPage();
     const problems = [];
@@ -81,16 +86,36 @@ async function graphiql(base, chromium) {
     await explorer.getByRole("link", { name: "Query", exact: true }).first().click();
     await explorer.getByText("placeOrder").or(explorer.getByText("markets")).first().waitFor();
     const query = await explorer.innerText();
-    await page.screenshot({ path: `${extra}.png` }).catch(() => {});
+    await page.screenshot({ path: shot });
     return { roots, query, problems };
   } finally {
     await browser.close();
   }
 }
 
+async function dashboard(base, chromium) {
+  const browser = await launch(chromium);
+  try {
+    const page = await browser.newPage({ viewport: { width: 1400, height: 1300 } });
+    await page.goto(`${base}/dashboard`);
+    await page.locator("#key").fill(key);
+    await page.locator("#key").press("Enter");
+    await page
+      .locator('[data-loaded="true"], #error:not(:empty)')
+      .first()
+      .waitFor({ timeout: 20000 });
+    // Live telemetry draws its chart after the first load.
+    await page.waitForTimeout(1500);
+    await page.screenshot({ path: shot, fullPage: true });
+    return { html: await page.content(), url: page.url() };
+  } finally {
+    await browser.close();
+  }
+}
+
 (async () => {
-  const result =
-    mode === "introspect" ? await introspect(target, extra) : await graphiql(target, extra);
+  const run = { introspect, graphiql, dashboard }[mode];
+  const result = await run(target, extra);
   console.log(JSON.stringify(result));
 })().catch((e) => {
   console.log(JSON.stringify({ failed: String(e && e.stack ? e.stack : e) }));

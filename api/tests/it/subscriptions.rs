@@ -39,7 +39,7 @@ pub(super) fn subscribe(m: &Market, key: Option<&str>, query: &str) -> Socket {
     socket
 }
 
-fn send(socket: &mut Socket, message: Value) {
+pub(super) fn send(socket: &mut Socket, message: Value) {
     socket.send(Message::text(message.to_string())).unwrap();
 }
 
