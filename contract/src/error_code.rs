@@ -105,6 +105,28 @@ impl ErrorCode {
     }
 }
 
+impl ErrorCode {
+    /// The engine's answer to a command it refused: the command is in the log (and changed
+    /// nothing). Every other code is the API's own, for a request that appended nothing.
+    pub fn is_rejection(self) -> bool {
+        !matches!(
+            self,
+            ErrorCode::Validation
+                | ErrorCode::Unauthenticated
+                | ErrorCode::Forbidden
+                | ErrorCode::NotFound
+                | ErrorCode::PayloadTooLarge
+                | ErrorCode::UnsupportedMediaType
+                | ErrorCode::RequestTimeout
+                | ErrorCode::QueryTooComplex
+                | ErrorCode::RateLimited
+                | ErrorCode::EngineTimeout
+                | ErrorCode::Unavailable
+                | ErrorCode::Internal
+        )
+    }
+}
+
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

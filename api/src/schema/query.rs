@@ -27,7 +27,7 @@ use crate::schema::{
 };
 
 /// The complexity of a field that reads the database once.
-pub const DB: usize = 5;
+pub const DB: usize = 10;
 
 #[derive(Debug, Default)]
 pub struct Query;

@@ -3,6 +3,7 @@
 //! over HTTP.
 
 mod dashboard;
+mod fuzz;
 mod hardening;
 mod introspection;
 mod reports;

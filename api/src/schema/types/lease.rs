@@ -72,7 +72,7 @@ impl From<ledger::read::Lease> for Lease {
 #[ComplexObject]
 impl Lease {
     /// The job its buyer submitted, if any (only the buyer and the provider see leases).
-    #[graphql(complexity = 5)]
+    #[graphql(complexity = "crate::schema::query::DB + child_complexity")]
     async fn job(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Job>> {
         let (partition, lease) = (self.key.partition, LeaseId(self.id));
         let job = state(ctx)

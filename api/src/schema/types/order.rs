@@ -178,7 +178,7 @@ impl Order {
     }
 
     /// Every change of the order, oldest first.
-    #[graphql(complexity = 5)]
+    #[graphql(complexity = "crate::schema::query::DB + child_complexity")]
     async fn history(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<OrderChange>> {
         let key = self.key;
         let changes = state(ctx)

@@ -171,7 +171,7 @@ impl TelemetrySample {
 
 #[ComplexObject]
 impl Provider {
-    #[graphql(complexity = 5)]
+    #[graphql(complexity = "crate::schema::query::DB + child_complexity")]
     async fn nodes(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Node>> {
         let provider = AccountId(self.account);
         let nodes = state(ctx)
@@ -181,7 +181,7 @@ impl Provider {
     }
 
     /// The latest GPU samples of the provider's nodes (signed reports), newest first.
-    #[graphql(complexity = 5)]
+    #[graphql(complexity = "crate::schema::query::DB + child_complexity")]
     async fn telemetry(
         &self,
         ctx: &Context<'_>,
@@ -200,7 +200,7 @@ impl Provider {
     }
 
     /// Why the score is what it is: the latest changes, newest first.
-    #[graphql(complexity = 5)]
+    #[graphql(complexity = "crate::schema::query::DB + child_complexity")]
     async fn history(
         &self,
         ctx: &Context<'_>,

@@ -90,7 +90,7 @@ impl From<ledger::read::SettlementLine> for SettlementLine {
 #[ComplexObject]
 impl Settlement {
     /// The payouts (a trader or provider sees its own line only).
-    #[graphql(complexity = 5)]
+    #[graphql(complexity = "crate::schema::query::DB + child_complexity")]
     async fn lines(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<SettlementLine>> {
         let (batch, only) = (SettlementId(self.batch), self.visible_to);
         let lines = state(ctx)
