@@ -24,6 +24,12 @@ pub enum ParseError {
     BadTxHash { input: String },
 }
 
+/// Whether `s` is one or more ASCII digits: the whole grammar of a number in text, with no
+/// sign, whitespace or separator (`str::parse` alone would take a leading `+`).
+pub(crate) fn all_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// A short ASCII name stored inline, so ids that are names stay `Copy` and cost no allocation
 /// in the engine's hot path.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -141,11 +147,17 @@ macro_rules! numeric_id {
         pub struct $name(pub u64);
 
         impl $name {
+            /// Reads `DIGITS`: ASCII digits below 2^64, leading zeros allowed (`007` is
+            /// 7); no sign, no whitespace.
             pub fn parse(s: &str) -> Result<Self, ParseError> {
-                s.parse::<u64>().map($name).map_err(|_| ParseError::NotAnInteger {
+                let bad = || ParseError::NotAnInteger {
                     kind: $kind,
                     input: s.to_owned(),
-                })
+                };
+                if !all_digits(s) {
+                    return Err(bad());
+                }
+                s.parse::<u64>().map($name).map_err(|_| bad())
             }
         }
 
@@ -200,21 +212,31 @@ impl AccountId {
 pub struct ClientOrderId(pub u128);
 
 impl ClientOrderId {
+    /// Reads either form, nothing around it:
+    ///
+    /// - a UUID: 36 characters, 32 hex digits (either case) in groups of 8-4-4-4-12 with a
+    ///   `-` between groups, and nothing else (no sign, no braces, no `urn:uuid:`);
+    /// - a decimal: ASCII digits below 2^128, leading zeros allowed. `007` and `7` are the
+    ///   same key, so a client that pads its counters still replays the same order.
     pub fn parse(s: &str) -> Result<Self, ParseError> {
         let bad = || ParseError::BadClientOrderId {
             kind: "client order id",
             input: s.to_owned(),
         };
         if s.len() == 36 && s.as_bytes()[8] == b'-' {
-            let hex: String = s.chars().filter(|c| *c != '-').collect();
-            if hex.len() != 32 || [8, 13, 18, 23].iter().any(|&i| s.as_bytes()[i] != b'-') {
+            let well_formed = s.bytes().enumerate().all(|(i, b)| match i {
+                8 | 13 | 18 | 23 => b == b'-',
+                _ => b.is_ascii_hexdigit(),
+            });
+            if !well_formed {
                 return Err(bad());
             }
+            let hex: String = s.chars().filter(|c| *c != '-').collect();
             return u128::from_str_radix(&hex, 16)
                 .map(ClientOrderId)
                 .map_err(|_| bad());
         }
-        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        if !all_digits(s) {
             return Err(bad());
         }
         s.parse::<u128>().map(ClientOrderId).map_err(|_| bad())
@@ -289,6 +311,72 @@ mod tests {
             "abc",
             "67e55044-10b1-426f-9247-bb680e5fe0cg",
             "1.5",
+        ] {
+            assert!(
+                ClientOrderId::parse(bad).is_err(),
+                "{bad:?} must be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn numeric_ids_are_digits_only() {
+        assert_eq!(OrderId::parse("42"), Ok(OrderId(42)));
+        assert_eq!(AccountId::parse("007"), Ok(AccountId(7)));
+        assert_eq!(
+            LeaseId::parse("18446744073709551615"),
+            Ok(LeaseId(u64::MAX))
+        );
+        for bad in [
+            "",
+            "+5",
+            " 5",
+            "5 ",
+            "-1",
+            "1_000",
+            "1e3",
+            "5.0",
+            "0x5",
+            "18446744073709551616",
+        ] {
+            assert_eq!(
+                SettlementId::parse(bad),
+                Err(ParseError::NotAnInteger {
+                    kind: "settlement id",
+                    input: bad.to_owned()
+                }),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn client_order_ids_are_a_uuid_or_digits_and_nothing_else() {
+        let uuid = ClientOrderId(0x67e5504410b1426f9247bb680e5fe0c8);
+        assert_eq!(
+            ClientOrderId::parse("67E55044-10B1-426F-9247-BB680E5FE0C8"),
+            Ok(uuid)
+        );
+        // Leading zeros name the same key, which is what a replayed order is found by.
+        assert_eq!(ClientOrderId::parse("0042"), Ok(ClientOrderId(42)));
+        assert_eq!(
+            ClientOrderId::parse("340282366920938463463374607431768211455"),
+            Ok(ClientOrderId(u128::MAX))
+        );
+        for bad in [
+            "+7e55044-10b1-426f-9247-bb680e5fe0c8",
+            "67e55044-+0b1-426f-9247-bb680e5fe0c8",
+            "67e55044-10b1-426f-9247-bb680e5fe0c+",
+            "67e55044-10b1-426f-9247+bb680e5fe0c8",
+            "67e55044-10b1-426f-9247-bb680e5fe0c8 ",
+            " 67e55044-10b1-426f-9247-bb680e5fe0c8",
+            "{67e55044-10b1-426f-9247-bb680e5fe0c8}",
+            "67e5504410b1426f9247bb680e5fe0c8",
+            "+42",
+            " 42",
+            "42 ",
+            "4_2",
+            "340282366920938463463374607431768211456",
         ] {
             assert!(
                 ClientOrderId::parse(bad).is_err(),

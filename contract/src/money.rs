@@ -4,6 +4,18 @@
 //! micro-units (scale 6, the `uusdc` of the chain boundary) inside: the engine adds and
 //! multiplies integers, never floats and never rounds. A decimal with more than six places
 //! is refused, not rounded.
+//!
+//! Text is read strictly, in one grammar per kind, so that one value has few spellings and
+//! nothing a person might mean differently is guessed at:
+//!
+//! - a decimal (`Amount`, `Price`) is `-?DIGITS(.DIGITS)?` in ASCII digits: no `+`, no
+//!   whitespace anywhere, no `_` or `,` separators, no exponent (`1e3`), no bare dot (`.5`,
+//!   `5.`). Leading zeros and trailing zeros after the point are the same value (`007.50`
+//!   is `7.5`); `-0` is zero. Beyond that, the value decides: more than six places after
+//!   trailing zeros are dropped is too precise, more than `i64::MAX` micro-units is out of
+//!   range;
+//! - a count (`Gpus`, `Hours`, `Reputation`, `FeeRate`) is `DIGITS`: no sign, no
+//!   whitespace, leading zeros allowed, then the type's bounds.
 
 use std::fmt;
 use std::str::FromStr;
@@ -11,18 +23,20 @@ use std::str::FromStr;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::ids::all_digits;
+
 /// Decimal places carried by [`Amount`] and [`Price`].
 pub const SCALE: u32 = 6;
 
 /// Why a number is not a valid amount, price or quantity.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MoneyError {
-    #[error("{input:?} is not a decimal number")]
+    #[error("{input:?} is not a decimal number (digits, optionally a '-' before and one '.' between them)")]
     NotANumber { input: String },
-    #[error("{value} has more than {SCALE} decimal places")]
-    TooPrecise { value: Decimal },
-    #[error("{value} is out of range")]
-    OutOfRange { value: Decimal },
+    #[error("{input} has more than {SCALE} decimal places")]
+    TooPrecise { input: String },
+    #[error("{input} is out of range")]
+    OutOfRange { input: String },
     #[error("{what} must be positive (got {value})")]
     NotPositive { what: &'static str, value: Decimal },
     #[error("{what} must be a whole number between {min} and {max} (got {input:?})")]
@@ -37,16 +51,54 @@ pub enum MoneyError {
 fn micros_from_decimal(value: Decimal) -> Result<i64, MoneyError> {
     let value = value.normalize();
     if value.scale() > SCALE {
-        return Err(MoneyError::TooPrecise { value });
+        return Err(MoneyError::TooPrecise {
+            input: value.to_string(),
+        });
     }
     let micros = value.mantissa() * 10i128.pow(SCALE - value.scale());
-    i64::try_from(micros).map_err(|_| MoneyError::OutOfRange { value })
+    i64::try_from(micros).map_err(|_| MoneyError::OutOfRange {
+        input: value.to_string(),
+    })
 }
 
-fn parse_decimal(s: &str) -> Result<Decimal, MoneyError> {
-    Decimal::from_str_exact(s.trim()).map_err(|_| MoneyError::NotANumber {
+/// The most digits before the point of a value in range: `i64::MAX` micro-units is
+/// 9,223,372,036,854.775807.
+const MAX_WHOLE_DIGITS: usize = 13;
+
+/// Reads the decimal grammar of the module documentation into micro-units.
+fn parse_micros(s: &str) -> Result<i64, MoneyError> {
+    let (negative, unsigned) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (whole, fraction) = match unsigned.split_once('.') {
+        Some((whole, fraction)) => (whole, Some(fraction)),
+        None => (unsigned, None),
+    };
+    if !all_digits(whole) || !fraction.is_none_or(all_digits) {
+        return Err(MoneyError::NotANumber {
+            input: s.to_owned(),
+        });
+    }
+    // Zeros that do not change the value are not counted against the limits.
+    let fraction = fraction.unwrap_or("").trim_end_matches('0');
+    if fraction.len() > SCALE as usize {
+        return Err(MoneyError::TooPrecise {
+            input: s.to_owned(),
+        });
+    }
+    let whole = whole.trim_start_matches('0');
+    let out_of_range = || MoneyError::OutOfRange {
         input: s.to_owned(),
-    })
+    };
+    if whole.len() > MAX_WHOLE_DIGITS {
+        return Err(out_of_range());
+    }
+    // At most 13 and 6 ASCII digits: both parse, and the sum fits an i128.
+    let digits = |part: &str| part.parse::<i128>().unwrap_or(0);
+    let scale = 10i128.pow(SCALE - fraction.len() as u32);
+    let micros = digits(whole) * 10i128.pow(SCALE) + digits(fraction) * scale;
+    i64::try_from(if negative { -micros } else { micros }).map_err(|_| out_of_range())
 }
 
 macro_rules! micro_money {
@@ -60,15 +112,24 @@ macro_rules! micro_money {
 
             /// Exact conversion; more than six decimal places is an error, never rounded.
             pub fn from_decimal(value: Decimal) -> Result<Self, MoneyError> {
-                let micros = micros_from_decimal(value)?;
-                if $positive && micros <= 0 {
-                    return Err(MoneyError::NotPositive { what: $what, value });
-                }
-                Ok($name(micros))
+                Self::checked(micros_from_decimal(value)?)
             }
 
+            /// Reads `-?DIGITS(.DIGITS)?` (ASCII digits; no `+`, whitespace, separators,
+            /// exponent or bare dot; `-0` is zero), exactly: more than six decimal places
+            /// is [`MoneyError::TooPrecise`], never rounded.
             pub fn parse(s: &str) -> Result<Self, MoneyError> {
-                Self::from_decimal(parse_decimal(s)?)
+                Self::checked(parse_micros(s)?)
+            }
+
+            fn checked(micros: i64) -> Result<Self, MoneyError> {
+                if $positive && micros <= 0 {
+                    return Err(MoneyError::NotPositive {
+                        what: $what,
+                        value: Decimal::new(micros, SCALE),
+                    });
+                }
+                Ok($name(micros))
             }
 
             /// From integer micro-units (`1_000_000` is one unit).
@@ -195,6 +256,8 @@ macro_rules! bounded_int {
                 Ok($name(value as $int))
             }
 
+            /// Reads `DIGITS` (ASCII digits, leading zeros allowed; no sign, no
+            /// whitespace) within the type's bounds.
             pub fn parse(s: &str) -> Result<Self, MoneyError> {
                 let bad = || MoneyError::BadInteger {
                     what: $what,
@@ -202,7 +265,10 @@ macro_rules! bounded_int {
                     min: $min as u64,
                     max: $max as u64,
                 };
-                Self::new(s.trim().parse::<u64>().map_err(|_| bad())?).map_err(|_| bad())
+                if !all_digits(s) {
+                    return Err(bad());
+                }
+                Self::new(s.parse::<u64>().map_err(|_| bad())?).map_err(|_| bad())
             }
 
             pub const fn get(self) -> $int {
@@ -315,6 +381,88 @@ mod tests {
             Err(MoneyError::OutOfRange { .. })
         ));
         assert_eq!(Amount::parse("-3.25").unwrap().micros(), -3_250_000);
+    }
+
+    #[test]
+    fn decimals_are_read_in_one_strict_grammar() {
+        // Given a spelling, then its micro-units.
+        for (text, micros) in [
+            ("2.10", 2_100_000),
+            ("0", 0),
+            ("-0", 0),
+            ("-0.000", 0),
+            ("007.50", 7_500_000),
+            ("00000000000000000000000001", 1_000_000),
+            (&format!("0.1{}", "0".repeat(40)), 100_000),
+            ("9223372036854.775807", i64::MAX),
+            ("-9223372036854.775808", i64::MIN),
+        ] {
+            assert_eq!(
+                Amount::parse(text).map(Amount::micros),
+                Ok(micros),
+                "{text:?}"
+            );
+        }
+        for text in [
+            "", "-", "+2.10", " 2.10 ", " 2.10", "2.10 ", "2 .10", "2.10\n", "1_000", "1,000",
+            "1e3", "1E3", ".5", "5.", "-.5", "1..2", "1.2.3", "--1", "-+1", "0x10", "\u{663}",
+            "NaN", "inf",
+        ] {
+            assert_eq!(
+                Amount::parse(text),
+                Err(MoneyError::NotANumber {
+                    input: text.to_owned()
+                }),
+                "{text:?}"
+            );
+        }
+        for text in ["0.0000001", "1.00000010", &format!("0.{}1", "0".repeat(40))] {
+            assert!(
+                matches!(Amount::parse(text), Err(MoneyError::TooPrecise { .. })),
+                "{text:?}"
+            );
+        }
+        for text in [
+            "9223372036854.775808",
+            "-9223372036854.775809",
+            "99999999999999",
+            &format!("1{}", "0".repeat(40)),
+        ] {
+            assert!(
+                matches!(Amount::parse(text), Err(MoneyError::OutOfRange { .. })),
+                "{text:?}"
+            );
+        }
+        // A price reads the same grammar; zero, however spelt, is not a price.
+        assert_eq!(Price::parse("2.10").unwrap().micros(), 2_100_000);
+        for text in ["+2.10", " 2.10 ", "1_000", ".5"] {
+            assert!(
+                matches!(Price::parse(text), Err(MoneyError::NotANumber { .. })),
+                "{text:?}"
+            );
+        }
+        assert!(matches!(
+            Price::parse("-0"),
+            Err(MoneyError::NotPositive { .. })
+        ));
+        assert!(serde_json::from_str::<Price>("\" 1.75\"").is_err());
+        assert!(serde_json::from_str::<Amount>("\"+1.75\"").is_err());
+    }
+
+    #[test]
+    fn counts_are_digits_only() {
+        assert_eq!(Gpus::parse("8").unwrap().get(), 8);
+        assert_eq!(Gpus::parse("008").unwrap().get(), 8);
+        assert_eq!(Hours::parse("8760").unwrap().get(), 8_760);
+        for text in ["", "+8", " 8", "8 ", "-0", "8.0", "1_0", "0x8", "\u{664}"] {
+            assert!(
+                matches!(Gpus::parse(text), Err(MoneyError::BadInteger { .. })),
+                "{text:?}"
+            );
+        }
+        assert!(Hours::parse("8761").is_err());
+        assert!(FeeRate::parse("+250").is_err());
+        assert!(Reputation::parse("99999999999999999999").is_err());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Numeric, Text, Timestamptz};
 use rust_decimal::Decimal;
 
-use crate::columns::{amount, fit, fit_i32, price, timestamp};
+use crate::columns::{amount, fit, fit_i32, micros_sum, price, timestamp};
 use crate::projector::{Projection, Refusal};
 use crate::LedgerError;
 
@@ -471,6 +471,15 @@ impl Projection for Activity {
                 for id in settlement_ids(event) {
                     fit("id", id)?;
                 }
+                match event {
+                    Event::ChainDeposited { msg_index, .. } => {
+                        fit_i32("message index", *msg_index)?;
+                    }
+                    Event::SettlementOpened { payouts, .. } => {
+                        fit_i32("payouts", payouts.len() as u64)?;
+                    }
+                    _ => {}
+                }
                 batch.settlement.push((seq, at, event.clone()));
             }
             Event::Deposited { .. }
@@ -573,6 +582,7 @@ fn write_settlement(
                      VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 )
                 .bind::<Text, _>(tx_hash.to_string())
+                // Checked by `add`, as the payout count below.
                 .bind::<Integer, _>(*msg_index as i32)
                 .bind::<BigInt, _>(id(account.0))
                 .bind::<Numeric, _>(amount(*credited))
@@ -582,7 +592,9 @@ fn write_settlement(
                 .execute(conn)?;
             }
             Event::SettlementOpened { batch, payouts } => {
-                let total: Decimal = payouts.iter().map(|p| amount(p.amount)).sum();
+                // Each payout fits i64 micro-units; their sum may not, and the column holds it.
+                let total =
+                    micros_sum(payouts.iter().map(|p| i128::from(p.amount.micros())).sum())?;
                 diesel::sql_query(
                     "INSERT INTO settlements (batch, partition, state, total, payouts, opened_at) \
                      VALUES ($1, $2, 'open', $3, $4, $5)",

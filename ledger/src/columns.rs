@@ -53,3 +53,13 @@ pub(crate) fn micros_sum(micros: i128) -> Result<Decimal, LedgerError> {
         value: micros,
     })
 }
+
+/// `a + b` for a counter kept in Rust (a count or milliseconds), refused when it leaves its
+/// column's type: a log written by hand can hold more than any real history.
+pub(crate) fn checked_sum<T>(what: &'static str, a: T, b: T) -> Result<T, LedgerError>
+where
+    T: Into<i128> + TryFrom<i128>,
+{
+    let value = a.into() + b.into();
+    T::try_from(value).map_err(|_| LedgerError::OutOfRange { what, value })
+}

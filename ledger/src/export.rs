@@ -465,7 +465,22 @@ fn sums(
 /// fees on the period's usage lines (billing); the ledger agrees with the chain ([`CHAIN_CHECKS`]).
 /// At the end: when the period reaches past the
 /// last transaction, the closing balances equal the projector's running `balances`.
+///
+/// Every statement reads one snapshot (a read-only `REPEATABLE READ` transaction): the
+/// projectors commit while the report runs, and sums read at different moments would
+/// disagree by whatever committed in between, a break that is not one.
 pub fn reconciliation(
+    conn: &mut PgConnection,
+    period: Period,
+    granularity: Granularity,
+) -> Result<Reconciliation, LedgerError> {
+    conn.build_transaction()
+        .read_only()
+        .repeatable_read()
+        .run(|conn| reconcile(conn, period, granularity))
+}
+
+fn reconcile(
     conn: &mut PgConnection,
     period: Period,
     granularity: Granularity,

@@ -33,7 +33,7 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 
-use crate::columns::{fit, fit_i32, timestamp};
+use crate::columns::{checked_sum, fit, fit_i32, timestamp};
 use crate::projector::{Projection, Refusal};
 use crate::schema::{nodes, provider_reputation, reputation_history};
 use crate::LedgerError;
@@ -81,15 +81,16 @@ impl Record {
         let bayes = |good: f64, total: f64, (weight, prior): (f64, f64)| {
             (good + weight * prior) / (total + weight)
         };
-        let hours = |ms: i64| ms as f64 / 3_600_000.0;
+        // Totals are added wider than the counts, so no record can overflow its score.
+        let hours = |ms: i128| ms as f64 / 3_600_000.0;
         let completion = bayes(
             f64::from(self.leases_completed),
-            f64::from(self.leases_completed + self.leases_failed),
+            f64::from(self.leases_completed) + f64::from(self.leases_failed),
             LEASE_PRIOR,
         );
         let uptime = bayes(
-            hours(self.up_ms),
-            hours(self.up_ms + self.down_ms),
+            hours(self.up_ms.into()),
+            hours(i128::from(self.up_ms) + i128::from(self.down_ms)),
             UPTIME_PRIOR_HOURS,
         );
         let punctuality = bayes(
@@ -156,8 +157,14 @@ impl Node {
         }
     }
 
-    /// Records a heartbeat at `at` reporting `gpus` GPUs of `class`.
-    pub fn heartbeat(&mut self, at: DateTime<Utc>, class: &str, gpus: i32) -> Beat {
+    /// Records a heartbeat at `at` reporting `gpus` GPUs of `class`. A count that would
+    /// leave its column's type is refused and the node is left as it was.
+    pub fn heartbeat(
+        &mut self,
+        at: DateTime<Utc>,
+        class: &str,
+        gpus: i32,
+    ) -> Result<Beat, LedgerError> {
         let (up_ms, down_ms) = match self.last_heartbeat {
             None => (0, 0),
             Some(last) => {
@@ -175,20 +182,24 @@ impl Node {
             _ => false,
         };
         let new_mismatch = mismatch && !self.mismatching;
+        let mismatches = checked_sum("spec mismatches", self.mismatches, new_mismatch.into())?;
+        let heartbeats = checked_sum("heartbeats", self.heartbeats, 1)?;
+        let up = checked_sum("up time (ms)", self.up_ms, up_ms)?;
+        let down = checked_sum("down time (ms)", self.down_ms, down_ms)?;
         self.mismatching = mismatch;
-        self.mismatches += i32::from(new_mismatch);
+        self.mismatches = mismatches;
         self.first_heartbeat.get_or_insert(at);
         self.last_heartbeat = Some(at);
         self.reported_class = Some(class.to_owned());
         self.reported_gpus = Some(gpus);
-        self.heartbeats += 1;
-        self.up_ms += up_ms;
-        self.down_ms += down_ms;
-        Beat {
+        self.heartbeats = heartbeats;
+        self.up_ms = up;
+        self.down_ms = down;
+        Ok(Beat {
             up_ms,
             down_ms,
             new_mismatch,
-        }
+        })
     }
 }
 
@@ -434,10 +445,14 @@ impl Projection for Reputation {
                     let beat = node_rows
                         .entry((provider, node.clone()))
                         .or_insert_with(|| Node::new(provider, node))
-                        .heartbeat(at, &class, gpus);
-                    record.up_ms += beat.up_ms;
-                    record.down_ms += beat.down_ms;
-                    record.spec_mismatches += i32::from(beat.new_mismatch);
+                        .heartbeat(at, &class, gpus)?;
+                    record.up_ms = checked_sum("up time (ms)", record.up_ms, beat.up_ms)?;
+                    record.down_ms = checked_sum("down time (ms)", record.down_ms, beat.down_ms)?;
+                    record.spec_mismatches = checked_sum(
+                        "spec mismatches",
+                        record.spec_mismatches,
+                        beat.new_mismatch.into(),
+                    )?;
                     Some(if beat.new_mismatch {
                         "spec_mismatch"
                     } else {
@@ -445,17 +460,22 @@ impl Projection for Reputation {
                     })
                 }
                 Fact::Started { after_ms } => {
-                    record.starts += 1;
-                    record.starts_on_time += i32::from(after_ms as u64 <= ON_TIME_MS);
-                    record.start_delay_ms += after_ms;
+                    record.starts = checked_sum("lease starts", record.starts, 1)?;
+                    // `add` made the delay an i64 from a u64: it is not negative.
+                    let on_time = i32::from(after_ms as u64 <= ON_TIME_MS);
+                    record.starts_on_time =
+                        checked_sum("starts on time", record.starts_on_time, on_time)?;
+                    record.start_delay_ms =
+                        checked_sum("start delays (ms)", record.start_delay_ms, after_ms)?;
                     Some("lease_started")
                 }
                 Fact::Ended { reason } => {
-                    match reason {
-                        LeaseEndReason::Completed => record.leases_completed += 1,
-                        LeaseEndReason::ProviderFailed => record.leases_failed += 1,
-                        LeaseEndReason::BuyerStopped => record.leases_stopped += 1,
-                    }
+                    let count = match reason {
+                        LeaseEndReason::Completed => &mut record.leases_completed,
+                        LeaseEndReason::ProviderFailed => &mut record.leases_failed,
+                        LeaseEndReason::BuyerStopped => &mut record.leases_stopped,
+                    };
+                    *count = checked_sum("leases ended", *count, 1)?;
                     Some(reason.as_str())
                 }
                 Fact::EngineScore { score } => {
@@ -600,7 +620,7 @@ mod tests {
     #[test]
     fn heartbeat_gaps_count_as_up_until_the_tolerance_then_as_down() {
         let mut node = Node::new(1, "fra-1".to_owned());
-        let beat = |node: &mut Node, ms| node.heartbeat(at(ms), "H100-80GB", 8);
+        let beat = |node: &mut Node, ms| node.heartbeat(at(ms), "H100-80GB", 8).unwrap();
         assert_eq!(beat(&mut node, 0).up_ms, 0);
         assert_eq!(beat(&mut node, 60_000).up_ms, 60_000);
         // Two missed beats are tolerated.
@@ -615,18 +635,50 @@ mod tests {
     }
 
     #[test]
+    fn a_count_past_its_column_is_refused_and_leaves_the_node_as_it_was() {
+        let mut node = Node::new(1, "fra-1".to_owned());
+        node.heartbeat(at(0), "H100-80GB", 8).unwrap();
+        node.up_ms = i64::MAX - 1;
+        let before = node.clone();
+        assert!(matches!(
+            node.heartbeat(at(60_000), "H100-80GB", 8),
+            Err(LedgerError::OutOfRange {
+                what: "up time (ms)",
+                ..
+            })
+        ));
+        assert_eq!(node, before);
+        // A record of counts at their limits still has a score.
+        let full = Record {
+            leases_completed: i32::MAX,
+            leases_failed: i32::MAX,
+            up_ms: i64::MAX,
+            down_ms: i64::MAX,
+            ..Record::default()
+        }
+        .score();
+        assert!((0..=1000).contains(&full.score), "{full:?}");
+    }
+
+    #[test]
     fn a_mismatch_counts_once_per_episode_and_only_against_advertised_hardware() {
         let mut node = Node::new(1, "fra-1".to_owned());
         // Nothing advertised: nothing to mismatch.
-        assert!(!node.heartbeat(at(0), "A100-40GB", 1).new_mismatch);
+        assert!(!node.heartbeat(at(0), "A100-40GB", 1).unwrap().new_mismatch);
         node.advertised_class = Some("H100-80GB".to_owned());
         node.advertised_gpus = Some(8);
-        assert!(!node.heartbeat(at(60_000), "H100-80GB", 8).new_mismatch);
-        assert!(node.heartbeat(at(120_000), "A100-40GB", 8).new_mismatch);
-        assert!(!node.heartbeat(at(180_000), "A100-40GB", 8).new_mismatch);
-        assert!(!node.heartbeat(at(240_000), "H100-80GB", 8).new_mismatch);
-        // Fewer GPUs than offered is a mismatch too.
-        assert!(node.heartbeat(at(300_000), "H100-80GB", 4).new_mismatch);
+        // Given each report in turn, then whether it starts a mismatch episode; fewer GPUs
+        // than offered is a mismatch too.
+        for (ms, class, gpus, starts) in [
+            (60_000, "H100-80GB", 8, false),
+            (120_000, "A100-40GB", 8, true),
+            (180_000, "A100-40GB", 8, false),
+            (240_000, "H100-80GB", 8, false),
+            (300_000, "H100-80GB", 4, true),
+        ] {
+            let beat = node.heartbeat(at(ms), class, gpus).unwrap();
+            assert_eq!(beat.new_mismatch, starts, "at {ms} ms");
+        }
         assert_eq!(node.mismatches, 2);
     }
 }

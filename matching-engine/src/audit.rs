@@ -10,11 +10,12 @@ use crate::Engine;
 
 impl Engine {
     /// Checks the engine's invariants and lists every violation (empty when sound): holds
-    /// match resting bids, level totals match their orders, and no resting bid could trade
-    /// with a resting ask.
+    /// match resting bids, level totals match their orders, no resting bid could trade
+    /// with a resting ask, and every account's money is non-negative and in range. Sums are
+    /// widened to i128, so a broken invariant is reported, never an overflow.
     pub fn audit(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        let mut held: FxHashMap<AccountId, i64> = FxHashMap::default();
+        let mut held: FxHashMap<AccountId, i128> = FxHashMap::default();
         for market in &self.markets {
             for ladder in [&market.bids, &market.asks] {
                 for level in ladder.levels() {
@@ -27,14 +28,15 @@ impl Engine {
                             problems.push(format!("order {} sits at a wrong level", o.id));
                         }
                         if let Some(b) = o.bid() {
-                            let expected = o.price * i64::from(o.remaining) * i64::from(b.hours);
-                            if o.hold != expected {
+                            let expected =
+                                i128::from(o.price) * i128::from(o.remaining) * i128::from(b.hours);
+                            if i128::from(o.hold) != expected {
                                 problems.push(format!(
                                     "order {} holds {} instead of {expected}",
                                     o.id, o.hold
                                 ));
                             }
-                            *held.entry(o.account).or_default() += o.hold;
+                            *held.entry(o.account).or_default() += i128::from(o.hold);
                         }
                         slot = o.next;
                     }
@@ -68,32 +70,47 @@ impl Engine {
         }
         for (account, funds) in &self.funds {
             let expected = held.get(account).copied().unwrap_or(0);
-            if funds.held != expected {
+            if i128::from(funds.held) != expected {
                 problems.push(format!(
                     "account {account} has {} held but its bids hold {expected}",
                     funds.held
                 ));
             }
             if funds.available < 0
+                || funds.held < 0
                 || funds.in_lease < 0
+                || funds.settling < 0
                 || funds.requested < 0
                 || funds.unpaid_earnings < 0
             {
                 problems.push(format!("account {account} is negative: {funds:?}"));
             }
+            let max = i128::from(i64::MAX);
+            if funds.total() > max {
+                problems.push(format!("account {account} holds more than i64: {funds:?}"));
+            }
+            if i128::from(funds.unpaid_earnings) + i128::from(funds.settling) > max {
+                problems.push(format!(
+                    "account {account} owes earnings and settles more than i64: {funds:?}"
+                ));
+            }
             let in_batch = self
                 .open_settlement_batch()
                 .and_then(|(_, payouts)| payouts.iter().find(|p| p.account == *account))
                 .map_or(0, |p| p.amount.micros());
-            if funds.settling != funds.requested + in_batch {
+            if i128::from(funds.settling) != i128::from(funds.requested) + i128::from(in_batch) {
                 problems.push(format!(
                     "account {account} has {} settling but {} requested and {in_batch} in the open batch",
                     funds.settling, funds.requested
                 ));
             }
         }
-        let in_leases: i64 = self.leases.iter().map(|l| l.cost.micros()).sum();
-        let in_lease_funds: i64 = self.funds.values().map(|f| f.in_lease).sum();
+        let in_leases: i128 = self
+            .leases
+            .iter()
+            .map(|l| i128::from(l.cost.micros()))
+            .sum();
+        let in_lease_funds: i128 = self.funds.values().map(|f| i128::from(f.in_lease)).sum();
         if in_leases != in_lease_funds {
             problems.push(format!(
                 "leases hold {in_leases} but accounts count {in_lease_funds} in leases"

@@ -242,6 +242,7 @@ impl Ladder {
             orders.get_mut(tail).next = slot;
         }
         level.tail = slot;
+        // At most 2^32 slots of at most 65,536 GPUs each: a level's total fits a u64.
         level.gpus += u64::from(gpus);
         level.orders += 1;
     }

@@ -150,6 +150,7 @@ impl Engine {
                 o.hold -= bid_part;
             }
         }
+        // The buyer's own money changes buckets: its total is unchanged.
         let funds = self.funds.entry(buyer).or_default();
         funds.held -= bid_part;
         funds.in_lease += cost;

@@ -31,9 +31,11 @@ impl Engine {
         if account == AccountId::MARKET {
             return Err(Rejection::ReservedAccount { account });
         }
-        let available = self.funds.get(&account).map_or(0, |f| f.available);
-        let available = overflow(available.checked_add(amount.micros()))?;
-        self.funds.entry(account).or_default().available = available;
+        // The whole account must have room, not only its available balance: money later
+        // moves between its buckets unchecked (a cancelled hold back to available).
+        let funds = self.funds.get(&account).copied().unwrap_or_default();
+        funds.can_receive(amount.micros())?;
+        self.funds.entry(account).or_default().available += amount.micros();
         Ok(())
     }
 
@@ -54,6 +56,7 @@ impl Engine {
             });
         }
         if let Some(funds) = self.funds.get_mut(&account) {
+            // At most what is available, both non-negative.
             funds.available -= amount.micros();
         }
         out.push(Event::Withdrawn { account, amount });

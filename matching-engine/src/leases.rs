@@ -7,6 +7,7 @@ use contract::{
 };
 use rust_decimal::Decimal;
 
+use crate::funds::overflow;
 use crate::Engine;
 
 impl Engine {
@@ -26,23 +27,42 @@ impl Engine {
             return Err(Rejection::NotLeaseParty { lease_id, by });
         }
         let used = hours_used.normalize();
-        let bad = || Rejection::BadHoursUsed {
-            hours_used,
-            hours: lease.hours,
-        };
         if used.is_sign_negative() || used.scale() > 6 || used > Decimal::from(lease.hours) {
-            return Err(bad());
+            return Err(Rejection::BadHoursUsed {
+                hours_used,
+                hours: lease.hours,
+            });
         }
-        // Micro-hours are exact because at most six decimal places are allowed.
+        // Micro-hours are exact because at most six decimal places are allowed. In i128 the
+        // product cannot overflow (below 2^63 × 2^17 × 2^34), and since at most the lease's
+        // hours are used, the charge is at most the lease's cost, which is an i64.
         let micro_hours = used.mantissa() * 10i128.pow(6 - used.scale());
         let charged =
             i128::from(lease.price.micros()) * i128::from(lease.gpus) * micro_hours / 1_000_000;
-        let charged = i64::try_from(charged).map_err(|_| bad())?;
+        let charged = i64::try_from(charged).expect("a charge is at most the lease's cost");
         let fee_rate = self.markets[self.market_index[&lease.market] as usize].fee;
         let fee = i64::try_from(i128::from(charged) * i128::from(fee_rate.get()) / 10_000)
             .expect("a fee is at most the charge");
         let refunded = lease.cost.micros() - charged;
         let provider_earned = charged - fee;
+        // Money comes into two other accounts, so both must have room before anything
+        // changes, and the provider's owed earnings too (the `Funds` invariant). The buyer's
+        // refund comes out of its own lease; self-trade prevention means the buyer is never
+        // the provider.
+        let provider = self.funds.get(&lease.provider).copied().unwrap_or_default();
+        provider.can_receive(provider_earned)?;
+        overflow(
+            provider
+                .unpaid_earnings
+                .checked_add(provider.settling)
+                .and_then(|owed| owed.checked_add(provider_earned)),
+        )?;
+        let market = self
+            .funds
+            .get(&AccountId::MARKET)
+            .copied()
+            .unwrap_or_default();
+        market.can_receive(fee)?;
 
         let lease = self.leases.remove(lease_id).expect("looked up above");
         let buyer = self.funds.entry(lease.buyer).or_default();

@@ -119,6 +119,13 @@ impl Market {
     }
 }
 
+/// One account's money, in micro-units.
+///
+/// Architecture Invariant: every bucket is non-negative, and two sums fit an `i64`: the
+/// account's total (available + held + in-lease + settling) and its owed earnings with what
+/// is on its way out (unpaid earnings + settling). So money moving between one account's
+/// buckets never overflows; only money coming into an account (a deposit, earnings, a fee)
+/// is checked, before anything changes. `Engine::audit` checks both sums.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Funds {
     available: i64,
@@ -129,6 +136,24 @@ struct Funds {
     requested: i64,
     /// Earnings not yet paid out: what a settlement batch pays from available.
     unpaid_earnings: i64,
+}
+
+impl Funds {
+    /// Every bucket together, widened so that it is exact even where the invariant broke.
+    fn total(&self) -> i128 {
+        i128::from(self.available)
+            + i128::from(self.held)
+            + i128::from(self.in_lease)
+            + i128::from(self.settling)
+    }
+
+    /// Refuses `micros` coming into the account when its total would leave the `i64` range.
+    fn can_receive(&self, micros: i64) -> Result<(), Rejection> {
+        if self.total() + i128::from(micros) > i128::from(i64::MAX) {
+            return Err(Rejection::AmountOverflow);
+        }
+        Ok(())
+    }
 }
 
 /// One step of a planned match, computed before anything changes.

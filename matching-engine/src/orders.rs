@@ -196,6 +196,8 @@ impl Engine {
             .insert(new.client_id);
         self.next_order_id += 1;
         if hold > 0 {
+            // `ensure_funds` bounded the hold by available; within one account the total
+            // stays in range (the `Funds` invariant), so neither bucket overflows.
             let funds = self.funds.entry(new.account).or_default();
             funds.available -= hold;
             funds.held += hold;
@@ -239,6 +241,8 @@ impl Engine {
         let order = self.orders.remove(slot);
         self.order_index.remove(order.id);
         if order.hold > 0 {
+            // Back within one account: the total, which fits (the `Funds` invariant), is
+            // unchanged.
             let funds = self.funds.entry(order.account).or_default();
             funds.held -= order.hold;
             funds.available += order.hold;
@@ -288,6 +292,7 @@ impl Engine {
             self.check_tick(current.market, p)?;
         }
         let new_price = price.map_or(current.price, Price::micros);
+        // Both parts of one order's GPUs, at most `Gpus::MAX` together.
         let total = current.filled + current.remaining;
         let new_total = gpus.map_or(total, Gpus::get);
         if new_price == current.price && new_total == total {
@@ -311,11 +316,13 @@ impl Engine {
                     gpus: Gpus::new(u64::from(new_remaining)).unwrap_or(Gpus::MAX),
                 });
             }
+            // At most 65,536 GPUs × 8,760 hours; only the price can take it past i64.
             let units = i64::from(new_remaining) * i64::from(bid.hours);
             amended.hold = overflow(new_price.checked_mul(units))?;
             self.ensure_funds(account, amended.hold - current.hold)?;
         }
         let keeps_priority = new_price == current.price && new_remaining < current.remaining;
+        // Two holds, each in 0..=i64::MAX: their difference fits.
         let hold_change = amended.hold - current.hold;
         let reduced_by = current.remaining.saturating_sub(new_remaining);
 
@@ -347,6 +354,7 @@ impl Engine {
             o.hold = amended.hold;
         }
         if hold_change != 0 {
+            // Within one account, and a rise is at most what is available (checked above).
             let funds = self.funds.entry(account).or_default();
             funds.available -= hold_change;
             funds.held += hold_change;

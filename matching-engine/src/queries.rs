@@ -7,7 +7,7 @@ use contract::{
 
 use crate::book::{Ladder, Terms};
 use crate::matching::{attribute_exclusion, fill_quantity};
-use crate::{Balance, Depth, DepthLevel, Engine, Lease, RestingOrder};
+use crate::{Balance, Depth, DepthLevel, Engine, Funds, Lease, RestingOrder};
 
 impl Engine {
     pub fn balance(&self, account: AccountId) -> Balance {
@@ -20,14 +20,11 @@ impl Engine {
         }
     }
 
-    /// The sum of every account's buckets: changes only with deposits and withdrawals.
-    pub fn total_money(&self) -> Amount {
-        Amount::from_micros(
-            self.funds
-                .values()
-                .map(|f| f.available + f.held + f.in_lease + f.settling)
-                .sum(),
-        )
+    /// The sum of every account's buckets in micro-units: changes only with deposits and
+    /// withdrawals. Each account's total fits an `i64`; their sum need not, so it is an
+    /// `i128`.
+    pub fn total_money(&self) -> i128 {
+        self.funds.values().map(Funds::total).sum()
     }
 
     pub fn order(&self, order_id: OrderId) -> Option<RestingOrder> {

@@ -62,6 +62,8 @@ impl Engine {
             });
         }
         // Creating the entry only now keeps a rejection from leaving an empty one behind.
+        // The amount stays in the account (available to settling, which counts what was
+        // requested), so no bucket leaves the range its total keeps.
         let funds = self.funds.entry(account).or_default();
         funds.available -= amount.micros();
         funds.settling += amount.micros();
@@ -109,6 +111,8 @@ impl Engine {
                 } else {
                     0
                 };
+                // Requested is part of settling and earnings part of available: the sum is
+                // at most the account's total, which fits (the `Funds` invariant).
                 let amount = funds.requested + earnings;
                 (amount > 0).then(|| SettlementPayout {
                     account: *account,
@@ -155,6 +159,8 @@ impl Engine {
                 .funds
                 .get_mut(&payout.account)
                 .expect("due accounts have funds");
+            // Earnings are at most both available and unpaid earnings, and they move within
+            // the account.
             let earnings = payout.from_available.micros();
             funds.available -= earnings;
             funds.unpaid_earnings -= earnings;
@@ -194,6 +200,7 @@ impl Engine {
                 .funds
                 .get_mut(&payout.account)
                 .expect("batch accounts have funds");
+            // The batch's amount is part of settling since the batch opened.
             funds.settling -= payout.amount.micros();
         }
         out.push(Event::SettlementConfirmed {
@@ -220,7 +227,8 @@ impl Engine {
             funds.settling -= payout.amount.micros();
             funds.available += payout.amount.micros();
             // Earnings that did not leave are still owed; a failed withdrawal is not retried
-            // unless the account asks again.
+            // unless the account asks again. They were part of settling, so unpaid earnings
+            // + settling does not grow and stays in range (the `Funds` invariant).
             funds.unpaid_earnings += payout.from_available.micros();
         }
         out.push(Event::SettlementFailed {

@@ -462,3 +462,37 @@ fn the_kafka_backend_projects_the_same_tables() {
     file_sums.remove("projector_offsets");
     assert_eq!(kafka_sums, file_sums);
 }
+
+#[test]
+fn the_books_of_a_projected_stream_check_out() {
+    let run = EngineRun::file(7, 5_000);
+    let db = TestDb::migrated("ledger");
+    let mut conn = db.connect();
+    assert_eq!(ledger::read::projected_rows(&mut conn).unwrap(), 0);
+    db.project_all(&run.log_url, &run.events_topic, 1_000);
+    assert!(ledger::read::projected_rows(&mut conn).unwrap() > 0);
+    let buyers: Vec<AccountId> = run.accounts.iter().map(|a| AccountId(*a)).collect();
+    let markets = ledger::read::markets(&mut conn).unwrap();
+    assert!(!markets.is_empty());
+    for m in markets {
+        let books = ledger::read::books(
+            &mut conn,
+            &m.market,
+            &buyers,
+            AccountId(0)..AccountId(i64::MAX as u64),
+        )
+        .unwrap();
+        // No agent reports in this stream; everything else that should not exist, does not.
+        assert_eq!(
+            (
+                books.journal_sum,
+                books.fills_without_lease,
+                books.buyers_without_invoice,
+                books.provider_reports
+            ),
+            (Decimal::ZERO, 0, 0, 0),
+            "{}",
+            m.market
+        );
+    }
+}

@@ -431,20 +431,19 @@ fn at(date: &str, hms: (u32, u32, u32)) -> Timestamp {
     Timestamp(t.timestamp_millis())
 }
 
-/// A buyer (1) and a provider (11) trade four GPUs for three hours at 2.00 on 31 January;
-/// the lease starts two minutes later and ends after 1.5 hours, in February's first hour.
-fn across_a_month_end() -> Vec<CommandRecord> {
-    let market = MarketId::parse(H100).unwrap();
-    let order = |account, side: Side| NewOrder {
+/// A `Place` of `gpus` GPUs at `price` on H100-80GB: a bid for `hours`, or an ask on node
+/// `fra-1` until March 2026.
+fn place(account: u64, side: Side, price: Price, gpus: u64, hours: u64) -> Command {
+    Command::Place(NewOrder {
         account: AccountId(account),
         client_id: contract::ClientOrderId(1),
-        market,
-        price: Price::parse("2.00").unwrap(),
-        gpus: Gpus::new(4).unwrap(),
+        market: MarketId::parse(H100).unwrap(),
+        price,
+        gpus: Gpus::new(gpus).unwrap(),
         tif: TimeInForce::Gtc,
         post_only: false,
         terms: match side {
-            Side::Bid => OrderTerms::Bid(BidSpec::any(Hours::new(3).unwrap())),
+            Side::Bid => OrderTerms::Bid(BidSpec::any(Hours::new(hours).unwrap())),
             Side::Ask => OrderTerms::Ask(AskSpec {
                 node: NodeId::parse("fra-1").unwrap(),
                 vendor: Vendor::Nvidia,
@@ -454,7 +453,14 @@ fn across_a_month_end() -> Vec<CommandRecord> {
                 available_until: at("2026-03-01", (0, 0, 0)),
             }),
         },
-    };
+    })
+}
+
+/// A buyer (1) and a provider (11) trade four GPUs for three hours at 2.00 on 31 January;
+/// the lease starts two minutes later and ends after 1.5 hours, in February's first hour.
+fn across_a_month_end() -> Vec<CommandRecord> {
+    let market = MarketId::parse(H100).unwrap();
+    let two = Price::parse("2.00").unwrap();
     let day = "2026-01-31";
     vec![
         (
@@ -472,8 +478,8 @@ fn across_a_month_end() -> Vec<CommandRecord> {
                 amount: Amount::parse("100").unwrap(),
             },
         ),
-        (at(day, (22, 0, 2)), Command::Place(order(11, Side::Ask))),
-        (at(day, (23, 0, 0)), Command::Place(order(1, Side::Bid))),
+        (at(day, (22, 0, 2)), place(11, Side::Ask, two, 4, 3)),
+        (at(day, (23, 0, 0)), place(1, Side::Bid, two, 4, 3)),
         (
             at(day, (23, 2, 0)),
             Command::StartLease {
@@ -624,4 +630,150 @@ fn a_lease_end_without_its_lease_stops_the_activity_projector_before_it() {
     assert_eq!(activity.next_offset(), 2);
     assert_eq!(db.positions()["activity"], 2);
     assert_eq!(db.count("SELECT count(*) AS n FROM usage_lines"), 0);
+}
+
+/// The most one account holds, `i64::MAX` micro-units, through the engine and all three
+/// projections: a lease that costs all of it, its fee and earnings, withdrawals, and the
+/// buyer depositing it a second time, so that its deposits add up past `i64` in the
+/// database. Postings, balances, net positions and billing are exact, and the
+/// reconciliation finds no break.
+#[test]
+fn the_most_an_account_holds_is_booked_exactly() {
+    let max = Amount::from_micros(i64::MAX);
+    let price = Price::from_micros(i64::MAX);
+    // 2.5% of the charge, rounded down; the provider earns the rest.
+    let (fee, earned) = (
+        Amount::from_micros(230_584_300_921_369_395),
+        Amount::from_micros(8_992_787_735_933_406_412),
+    );
+    let day = "2026-02-10";
+    let commands: Vec<CommandRecord> = [
+        Command::CreateMarket {
+            market: MarketId::parse(H100).unwrap(),
+            tick: Price::from_micros(1),
+            fee: FeeRate::new(250).unwrap(),
+        },
+        Command::Deposit {
+            account: AccountId(1),
+            amount: max,
+        },
+        place(101, Side::Ask, price, 1, 1),
+        place(1, Side::Bid, price, 1, 1),
+        Command::EndLease {
+            by: AccountId(1),
+            lease_id: LeaseId(1),
+            hours_used: Decimal::ONE,
+            reason: LeaseEndReason::Completed,
+        },
+        Command::Withdraw {
+            account: AccountId(101),
+            amount: earned,
+        },
+        Command::Withdraw {
+            account: AccountId::MARKET,
+            amount: fee,
+        },
+        Command::Deposit {
+            account: AccountId(1),
+            amount: max,
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, command)| CommandRecord {
+        at: at(day, (12, 0, i as u32)),
+        command,
+    })
+    .collect();
+    let run = EngineRun::file_of(commands);
+    // The engine accepted all eight.
+    assert!(run
+        .events()
+        .iter()
+        .all(|e| matches!(e.body, EventBody::Event(_))));
+    let db = TestDb::migrated("ledger");
+    db.project_all(&run.log_url, &run.events_topic, 100);
+    check_books(&db, &run);
+
+    let positions: BTreeMap<i64, (Decimal, Decimal, Decimal, Decimal, Decimal)> = {
+        use ledger::schema::net_positions::dsl::*;
+        net_positions
+            .select((
+                account,
+                (deposits, withdrawals, earnings, usage_charges, fees),
+            ))
+            .load(&mut db.connect())
+            .unwrap()
+            .into_iter()
+            .collect()
+    };
+    let d = |a: Amount| decimal(a.micros());
+    let zero = Decimal::ZERO;
+    assert_eq!(
+        positions,
+        BTreeMap::from([
+            (0, (zero, d(fee), zero, zero, d(fee))),
+            (1, (d(max) + d(max), zero, zero, d(max), zero)),
+            (101, (zero, d(earned), d(earned), zero, zero)),
+        ])
+    );
+    let billed: (Decimal, Decimal) = {
+        use ledger::schema::usage_lines::dsl::*;
+        usage_lines
+            .select((amount, provider_earned))
+            .first(&mut db.connect())
+            .unwrap()
+    };
+    assert_eq!(billed, (d(max), d(earned)));
+    let utc = |t: Timestamp| chrono::DateTime::from_timestamp_millis(t.0).unwrap();
+    let period =
+        ledger::export::Period::new(utc(at(day, (0, 0, 0))), utc(at("2026-02-11", (0, 0, 0))))
+            .unwrap();
+    let report =
+        ledger::export::reconciliation(&mut db.connect(), period, ledger::export::Granularity::Day)
+            .unwrap();
+    assert!(report.breaks.is_empty(), "{:#?}", report.breaks);
+}
+
+#[test]
+fn a_count_past_its_column_stops_the_reputation_projector_before_the_batch() {
+    let started = codec::encode(&EventRecord {
+        seq: 2,
+        command_offset: 2,
+        at: Timestamp(1_767_225_600_000),
+        body: EventBody::Event(Event::LeaseStarted {
+            lease_id: LeaseId(1),
+            provider: AccountId(2),
+            node: NodeId::parse("fra-1").unwrap(),
+            after_ms: i64::MAX as u64,
+        }),
+    });
+    let (_dir, url) = bad_record_log(eventlog::NewRecord {
+        kind: "lease_started",
+        schema: SCHEMA,
+        payload: &started,
+    });
+    let db = TestDb::migrated("ledger");
+    // A provider whose start delays already add up to a millisecond.
+    diesel::sql_query(
+        "INSERT INTO provider_reputation VALUES \
+         (2, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0.7, 0.8, 0.7, 1, 730, NULL, now())",
+    )
+    .execute(&mut db.connect())
+    .unwrap();
+    let mut reputation = db.projector(&url, "events", Reputation);
+    let before = db.checksums();
+    let err = reputation.run_batch(10).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LedgerError::OutOfRange {
+                what: "start delays (ms)",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(reputation.next_offset(), 0);
+    assert_eq!(db.checksums(), before);
 }

@@ -4,6 +4,7 @@ mod support;
 
 mod constraints;
 mod explain;
+mod limits;
 mod orders;
 mod properties;
 mod risk;

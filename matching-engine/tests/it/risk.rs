@@ -1,20 +1,8 @@
 //! Pre-trade risk, holds, lease settlement and money conservation.
 
-use contract::{
-    AccountId, Command, Event, Gpus, LeaseEndReason, LeaseId, NodeId, Rejection, Timestamp,
-};
-use rust_decimal::Decimal;
+use contract::{AccountId, Command, Event, Gpus, LeaseId, NodeId, Rejection, Timestamp};
 
 use crate::support::*;
-
-fn end(by: AccountId, lease: u64, hours_used: &str) -> Command {
-    Command::EndLease {
-        by,
-        lease_id: LeaseId(lease),
-        hours_used: hours_used.parse::<Decimal>().unwrap(),
-        reason: LeaseEndReason::BuyerStopped,
-    }
-}
 
 #[test]
 fn a_bid_holds_price_times_gpus_times_hours() {
@@ -56,7 +44,7 @@ fn an_early_end_refunds_the_buyer_and_pays_the_provider_less_the_fee() {
     assert_eq!(s.engine.balance(BUYER).in_lease, amt("0"));
     assert_eq!(s.engine.balance(PROVIDER).available, amt("18"));
     assert_eq!(s.engine.balance(AccountId::MARKET).available, amt("2"));
-    assert_eq!(s.engine.total_money(), amt("2000"));
+    assert_eq!(s.engine.total_money(), micros("2000"));
     s.when(end(BUYER, 1, "1"))
         .then_rejected(Rejection::UnknownLease {
             lease_id: LeaseId(1),
@@ -78,7 +66,7 @@ fn charges_round_down_to_the_micro_unit_and_the_remainder_is_refunded() {
         "{:#?}",
         out.events
     );
-    assert_eq!(s.engine.total_money(), amt("2000"));
+    assert_eq!(s.engine.total_money(), micros("2000"));
 }
 
 #[test]
@@ -127,7 +115,7 @@ fn deposits_and_withdrawals_move_available_money_only() {
     })
     .accepted();
     assert_eq!(s.engine.balance(BUYER).available, amt("0"));
-    assert_eq!(s.engine.total_money(), amt("1100"));
+    assert_eq!(s.engine.total_money(), micros("1100"));
 }
 
 #[test]

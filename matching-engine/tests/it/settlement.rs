@@ -2,8 +2,8 @@
 //! earnings paid in batches, one batch at a time, and failed batches returned.
 
 use contract::{
-    AccountId, Amount, ChainAddress, Command, Event, FailureReason, LeaseEndReason, LeaseId,
-    Rejection, SettlementId, SettlementPayout, TxHash,
+    AccountId, Amount, ChainAddress, Command, Event, FailureReason, Rejection, SettlementId,
+    SettlementPayout, TxHash,
 };
 
 use crate::support::*;
@@ -74,13 +74,7 @@ fn provider_with_earnings() -> Scenario {
     let mut s = Scenario::given(market_with_buyers());
     s.when(ask(PROVIDER, 1, "2.00", 4));
     s.when(bid(BUYER, 1, "2.00", 4).hours(10));
-    s.when(Command::EndLease {
-        by: BUYER,
-        lease_id: LeaseId(1),
-        hours_used: "2.5".parse().unwrap(),
-        reason: LeaseEndReason::BuyerStopped,
-    })
-    .accepted();
+    s.when(end(BUYER, 1, "2.5")).accepted();
     s
 }
 
@@ -101,15 +95,10 @@ fn a_chain_deposit_is_credited_once_per_transaction_message() {
         });
     s.when(deposit(1)).accepted();
     assert_eq!(s.engine.balance(BUYER).available, amt("1050"));
-    s.when(Command::ChainDeposit {
-        account: AccountId::MARKET,
-        amount: amt("1"),
-        tx_hash: TxHash([2; 32]),
-        msg_index: 0,
-    })
-    .then_rejected(Rejection::ReservedAccount {
-        account: AccountId::MARKET,
-    });
+    s.when(chain_deposit(AccountId::MARKET, "1", 2))
+        .then_rejected(Rejection::ReservedAccount {
+            account: AccountId::MARKET,
+        });
 }
 
 #[test]
@@ -154,7 +143,7 @@ fn a_batch_pays_requested_withdrawals_and_earnings_above_the_minimum() {
     assert_eq!(s.engine.balance(PROVIDER).settling, amt("0"));
     assert_eq!(s.engine.balance(BUYER).settling, amt("0"));
     // 2000 deposited, 118 left on chain.
-    assert_eq!(s.engine.total_money(), amt("1882"));
+    assert_eq!(s.engine.total_money(), micros("1882"));
     s.when(confirm(1))
         .then_rejected(Rejection::SettlementNotOpen {
             batch: SettlementId(1),
@@ -173,7 +162,7 @@ fn earnings_below_the_minimum_wait_and_a_failed_batch_returns_everything() {
     s.when(fail(1)).accepted();
     let p = s.engine.balance(PROVIDER);
     assert_eq!((p.available, p.settling), (amt("18"), amt("0")));
-    assert_eq!(s.engine.total_money(), amt("2000"));
+    assert_eq!(s.engine.total_money(), micros("2000"));
     // Still owed: the next batch pays it.
     let out = s.when(open("1"));
     assert_eq!(opened(&out), vec![payout(PROVIDER, "18", "18")]);
@@ -223,13 +212,7 @@ fn a_batch_holds_at_most_max_payouts_and_the_rest_wait() {
 fn settlement_state_survives_a_snapshot() {
     let mut s = provider_with_earnings();
     s.when(set_address(PROVIDER)).accepted();
-    s.when(Command::ChainDeposit {
-        account: BUYER,
-        amount: amt("5"),
-        tx_hash: TxHash([3; 32]),
-        msg_index: 0,
-    })
-    .accepted();
+    s.when(chain_deposit(BUYER, "5", 3)).accepted();
     s.when(open("1")).accepted();
     let restored = matching_engine::Engine::restore(&s.engine.snapshot()).unwrap();
     assert_eq!(restored.state_hash(), s.engine.state_hash());
@@ -240,11 +223,61 @@ fn settlement_state_survives_a_snapshot() {
         Some((SettlementId(1), vec![payout(PROVIDER, "18", "18")]))
     );
     s.engine = restored;
-    s.when(Command::ChainDeposit {
-        account: BUYER,
-        amount: amt("5"),
-        tx_hash: TxHash([3; 32]),
-        msg_index: 0,
-    })
-    .then_rejected_with(ErrorCode::DuplicateDeposit);
+    s.when(chain_deposit(BUYER, "5", 3))
+        .then_rejected_with(ErrorCode::DuplicateDeposit);
+}
+
+#[test]
+fn money_on_its_way_out_still_counts_toward_the_accounts_limit() {
+    let mut s = Scenario::given(limit_markets());
+    s.when(set_address(BUYER)).accepted();
+    s.when(deposit(BUYER, MAX)).accepted();
+    s.when(withdraw(BUYER, MAX)).accepted();
+    // Settling money comes back if its batch fails, so it leaves no room.
+    s.when(deposit(BUYER, "0.000001"))
+        .then_rejected(Rejection::AmountOverflow);
+    s.when(chain_deposit(BUYER, "1", 1))
+        .then_rejected(Rejection::AmountOverflow);
+    s.when(open("0")).accepted();
+    s.when(fail(1)).accepted();
+    assert_eq!(s.engine.balance(BUYER).available, amt(MAX));
+    s.when(withdraw(BUYER, MAX)).accepted();
+    assert_eq!(opened(&s.when(open("0"))), vec![payout(BUYER, MAX, "0")]);
+    s.when(confirm(2)).accepted();
+    assert_eq!(s.engine.total_money(), 0);
+    s.when(deposit(BUYER, MAX)).accepted();
+}
+
+#[test]
+fn owed_earnings_past_the_limit_wait_until_a_withdrawal_settles_them() {
+    let mut s = Scenario::given(limit_markets());
+    // The provider earns BIG (lease 1) and spends it on a lease from another provider
+    // (lease 2): its account is empty, yet BIG is still owed to it as earnings.
+    s.when(deposit(BUYER, BIG)).accepted();
+    s.when(ask(PROVIDER, 1, BIG, 1)).accepted();
+    s.when(bid(BUYER, 1, BIG, 1)).accepted();
+    s.when(end(BUYER, 1, "1")).accepted();
+    s.when(ask(PROVIDER2, 1, BIG, 1)).accepted();
+    s.when(bid(PROVIDER, 2, BIG, 1)).accepted();
+    s.when(end(PROVIDER, 2, "1")).accepted();
+    assert_eq!(
+        s.engine.balance(PROVIDER),
+        matching_engine::Balance::default()
+    );
+    // Another BIG earned (lease 3) would be owed past the range.
+    s.when(deposit(BUYER2, BIG)).accepted();
+    s.when(ask(PROVIDER, 3, BIG, 1)).accepted();
+    s.when(bid(BUYER2, 1, BIG, 1)).accepted();
+    s.when(end(BUYER2, 3, "1"))
+        .then_rejected(Rejection::AmountOverflow);
+    // A withdrawal request settles what is owed against what is there: nothing.
+    s.when(set_address(PROVIDER)).accepted();
+    s.when(deposit(PROVIDER, "1")).accepted();
+    s.when(withdraw(PROVIDER, "1")).accepted();
+    s.when(end(BUYER2, 3, "1")).accepted();
+    assert_eq!(
+        opened(&s.when(open("0"))),
+        vec![payout(PROVIDER, "5000000000001", BIG)]
+    );
+    assert_eq!(s.engine.total_money(), 2 * micros(BIG) + micros("1"));
 }

@@ -4,10 +4,11 @@
 pub use contract::ErrorCode;
 use contract::{
     AccountId, Amount, AskSpec, BidSpec, CancelReason, ClientOrderId, Command, Event, FeeRate,
-    Gpus, Hours, Interconnect, MarketId, NewOrder, NodeId, OrderId, OrderTerms, Price, Region,
-    Rejection, Reputation, TimeInForce, Timestamp, Vendor,
+    Gpus, Hours, Interconnect, LeaseEndReason, LeaseId, MarketId, NewOrder, NodeId, OrderId,
+    OrderTerms, Price, Region, Rejection, Reputation, TimeInForce, Timestamp, TxHash, Vendor,
 };
 use matching_engine::Engine;
+use rust_decimal::Decimal;
 
 pub const T0: i64 = 1_700_000_000_000;
 pub const HOUR: i64 = Timestamp::MS_PER_HOUR;
@@ -32,6 +33,54 @@ pub fn region(s: &str) -> Region {
     Region::parse(s).unwrap()
 }
 
+/// An amount as `Engine::total_money` counts it.
+pub fn micros(s: &str) -> i128 {
+    amt(s).micros().into()
+}
+
+/// The most one account can hold: `i64::MAX` micro-units.
+pub const MAX: &str = "9223372036854.775807";
+/// More than half of [`MAX`]: two of them do not fit one account.
+pub const BIG: &str = "5000000000000";
+
+pub fn deposit(account: AccountId, amount: &str) -> Command {
+    Command::Deposit {
+        account,
+        amount: amt(amount),
+    }
+}
+
+/// Message 0 of transaction `[tx; 32]`.
+pub fn chain_deposit(account: AccountId, amount: &str, tx: u8) -> Command {
+    Command::ChainDeposit {
+        account,
+        amount: amt(amount),
+        tx_hash: TxHash([tx; 32]),
+        msg_index: 0,
+    }
+}
+
+pub fn end(by: AccountId, lease: u64, hours_used: &str) -> Command {
+    Command::EndLease {
+        by,
+        lease_id: LeaseId(lease),
+        hours_used: hours_used.parse::<Decimal>().unwrap(),
+        reason: LeaseEndReason::BuyerStopped,
+    }
+}
+
+/// Two markets on a one-micro-unit tick, so that any amount is a price: `H100-80GB` takes
+/// no fee, `MI300X-192GB` takes all of every charge.
+pub fn limit_markets() -> Vec<Command> {
+    [("H100-80GB", 0), ("MI300X-192GB", 10_000)]
+        .map(|(market, fee)| Command::CreateMarket {
+            market: MarketId::parse(market).unwrap(),
+            tick: px("0.000001"),
+            fee: FeeRate::new(fee).unwrap(),
+        })
+        .into()
+}
+
 /// A market with tick 0.01 and a 10% fee, and two buyers with 1,000 each.
 pub fn market_with_buyers() -> Vec<Command> {
     vec![
@@ -40,14 +89,8 @@ pub fn market_with_buyers() -> Vec<Command> {
             tick: px("0.01"),
             fee: FeeRate::new(1_000).unwrap(),
         },
-        Command::Deposit {
-            account: BUYER,
-            amount: amt("1000"),
-        },
-        Command::Deposit {
-            account: BUYER2,
-            amount: amt("1000"),
-        },
+        deposit(BUYER, "1000"),
+        deposit(BUYER2, "1000"),
     ]
 }
 

@@ -3,12 +3,11 @@
 use async_graphql::{Context, Object, ID};
 use contract::{Command, Event, LeaseEndReason};
 use ledger::store::{JobLogged, JobSubmitted};
-use rust_decimal::Decimal;
 
 use crate::auth::Role;
 use crate::errors::ApiError;
 use crate::schema::answer::{events, LeaseEndResult};
-use crate::schema::input::parse_lease_id;
+use crate::schema::input::{money, parse_lease_id};
 use crate::schema::types::lease::EnvVar;
 use crate::schema::{principal, six, state};
 
@@ -31,9 +30,8 @@ impl LeaseMutation {
         let p = principal(ctx)?;
         p.require(&[Role::Trader, Role::Provider], "ending a lease")?;
         let lease_id = parse_lease_id(&lease_id)?;
-        let hours_used = Decimal::from_str_exact(hours_used.trim()).map_err(|_| {
-            ApiError::validation(format!("hoursUsed: not a decimal: {hours_used:?}"))
-        })?;
+        // The market's one decimal grammar (digits, at most six places, nothing else).
+        let hours_used = money("hoursUsed", contract::Amount::parse(&hours_used))?.to_decimal();
         let reason = match (p.role, provider_failed) {
             (Role::Trader, false) => LeaseEndReason::BuyerStopped,
             (Role::Provider, false) => LeaseEndReason::Completed,
