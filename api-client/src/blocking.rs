@@ -43,6 +43,14 @@ impl Client {
         }
     }
 
+    /// The same API as `key`, sharing this client's connections (and its time limit).
+    pub fn with_key(&self, key: &str) -> Client {
+        Client {
+            key: Some(key.trim().to_owned()),
+            ..self.clone()
+        }
+    }
+
     /// How long a request, or a subscription's handshake, may take before it counts as
     /// unreachable.
     pub fn with_timeout(self, timeout: Duration) -> Client {

@@ -16,10 +16,18 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use contract::{AccountId, Amount};
+use api_client::mutations::{
+    ConfirmSettlement, ConfirmSettlementVariables, CreditChainDeposit, CreditChainDepositVariables,
+    FailSettlement, FailSettlementVariables, OpenSettlement, OpenSettlementVariables,
+};
+use api_client::queries::{PendingSettlementQuery, SettlementDueQuery, SettlementDueVariables};
+use api_client::types::SettlementBatch;
+use api_client::{ClientError, ErrorCode, Id, MutationBuilder, QueryBuilder, U64};
+use contract::{AccountId, Amount, SettlementId, TxHash};
 use cosmrs::proto::tendermint::abci::Event;
-use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bytea, Double, Integer, Nullable, Numeric, Text, Timestamptz};
+use diesel::{Connection, PgConnection};
+use ledger::read::SettlementFilter;
+use ledger::store::{self, Seen, SeenTransfer, TxState};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use tracing::{info, warn};
@@ -103,52 +111,6 @@ fn checkpoint(step: Step) {
     }
 }
 
-/// The market's GraphQL API, as an admin.
-#[derive(Debug)]
-pub struct Api {
-    http: reqwest::blocking::Client,
-    url: String,
-    key: String,
-}
-
-impl Api {
-    pub fn new(url: &str, key: &str) -> Api {
-        Api {
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(15))
-                .build()
-                .expect("an HTTP client with default settings"),
-            url: format!("{}/graphql", url.trim_end_matches('/')),
-            key: key.trim().to_owned(),
-        }
-    }
-
-    pub fn gql(&self, query: &str, variables: Value) -> Result<Value, BridgeError> {
-        let body: Value = self
-            .http
-            .post(&self.url)
-            .bearer_auth(&self.key)
-            .json(&json!({"query": query, "variables": variables}))
-            .send()
-            .and_then(|r| r.json())
-            .map_err(|e| BridgeError::Api(e.to_string()))?;
-        if let Some(error) = body["errors"].get(0) {
-            let code = error["extensions"]["code"]
-                .as_str()
-                .unwrap_or("UNKNOWN")
-                .to_owned();
-            let message = error["message"].as_str().unwrap_or_default().to_owned();
-            return Err(match code.as_str() {
-                "UNAVAILABLE" | "RATE_LIMITED" | "ENGINE_TIMEOUT" | "INTERNAL" => {
-                    BridgeError::Api(format!("{code}: {message}"))
-                }
-                _ => BridgeError::Refused { code, message },
-            });
-        }
-        Ok(body["data"].clone())
-    }
-}
-
 /// A settlement batch as the engine holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
@@ -156,37 +118,21 @@ pub struct Batch {
     pub payouts: Vec<Payout>,
 }
 
-const BATCH_FIELDS: &str = "batch total lines { account address amount }";
-
-fn batch_of(v: &Value) -> Result<Option<Batch>, BridgeError> {
-    if v.is_null() {
-        return Ok(None);
-    }
-    let bad = |what: &str| BridgeError::Api(format!("malformed batch: {what} in {v}"));
-    let id = v["batch"].as_u64().ok_or_else(|| bad("batch"))?;
-    let payouts = v["lines"]
-        .as_array()
-        .ok_or_else(|| bad("lines"))?
-        .iter()
-        .map(|l| {
-            Ok(Payout {
-                address: l["address"]
-                    .as_str()
-                    .ok_or_else(|| bad("address"))?
-                    .to_owned(),
-                amount: decimal(&l["amount"]).ok_or_else(|| bad("amount"))?,
-            })
+/// The engine's batch as the bridge pays it: every batch the engine holds has its id (only
+/// a preview of one has none).
+fn batch_of(batch: SettlementBatch) -> Result<Batch, BridgeError> {
+    let id = batch
+        .batch
+        .ok_or_else(|| BridgeError::Api("a settlement batch without its id".into()))?;
+    let payouts = batch
+        .lines
+        .into_iter()
+        .map(|l| Payout {
+            address: l.address,
+            amount: l.amount,
         })
-        .collect::<Result<_, BridgeError>>()?;
-    Ok(Some(Batch { id, payouts }))
-}
-
-fn decimal(v: &Value) -> Option<Decimal> {
-    match v {
-        Value::String(s) => s.parse().ok(),
-        Value::Number(n) => n.to_string().parse().ok(),
-        _ => None,
-    }
+        .collect();
+    Ok(Batch { id: id.0, payouts })
 }
 
 /// A transfer into or out of escrow, as seen in a final block.
@@ -199,38 +145,12 @@ struct Transfer {
     base_amount: u128,
 }
 
-#[derive(QueryableByName)]
-struct StoredTx {
-    #[diesel(sql_type = Text)]
-    tx_hash: String,
-    #[diesel(sql_type = Bytea)]
-    tx_bytes: Vec<u8>,
-    #[diesel(sql_type = BigInt)]
-    sequence: i64,
-    #[diesel(sql_type = Text)]
-    state: String,
-    #[diesel(sql_type = Double)]
-    idle_s: f64,
-}
-
-#[derive(QueryableByName)]
-struct PendingDeposit {
-    #[diesel(sql_type = Text)]
-    tx_hash: String,
-    #[diesel(sql_type = Integer)]
-    msg_index: i32,
-    #[diesel(sql_type = BigInt)]
-    account: i64,
-    #[diesel(sql_type = Numeric)]
-    amount: Decimal,
-}
-
 /// The running bridge.
 pub struct Bridge {
     config: Config,
     key: EscrowKey,
     chain: ChainClient,
-    api: Api,
+    api: api_client::Client,
     db: PgConnection,
     started: Instant,
 }
@@ -264,7 +184,8 @@ impl Bridge {
         }
         Ok(Bridge {
             chain: ChainClient::new(&config.rpc_url),
-            api: Api::new(&config.api_url, &config.api_key),
+            api: api_client::Client::new(&config.api_url, &config.api_key)
+                .with_timeout(Duration::from_secs(15)),
             db: PgConnection::establish(&config.database_url)?,
             key,
             config,
@@ -307,13 +228,7 @@ impl Bridge {
         let Some(last_final) = (head.height + 1).checked_sub(self.config.confirmations) else {
             return Ok(());
         };
-        let scanned: i64 = diesel::sql_query(
-            "SELECT coalesce((SELECT scanned_height FROM bridge_cursor WHERE chain_id = $1), 0) AS n",
-        )
-        .bind::<Text, _>(&self.config.chain.chain_id)
-        .get_result::<Count>(&mut self.db)?
-        .n;
-        let from = scanned as u64 + 1;
+        let from = store::scanned_height(&mut self.db, &self.config.chain.chain_id)? + 1;
         if last_final < from {
             return Ok(());
         }
@@ -344,69 +259,57 @@ impl Bridge {
                     .map_err(|e| BridgeError::Chain(format!("tx {}: {e}", tx.hash)))?
                     .body
                     .memo;
+                let hash = TxHash::parse(&tx.hash)
+                    .map_err(|e| BridgeError::Chain(format!("tx {}: {e}", tx.hash)))?;
                 for t in transfers(&tx.events, &escrow, &self.config.chain.denom, direction) {
-                    rows.push((tx.hash.clone(), tx.height, time, memo.clone(), t));
+                    rows.push((hash, tx.height, time, memo.clone(), t));
                 }
             }
         }
         let decimals = self.config.chain.decimals;
-        let chain_id = self.config.chain.chain_id.clone();
-        self.db.transaction(|db| {
-            for (hash, height, time, memo, t) in &rows {
-                let amount = market_amount(t.base_amount, decimals);
-                let (state, account, note) = if t.direction == "out" {
-                    ("payout", None, None)
-                } else {
-                    match (memo.trim().parse::<AccountId>(), amount) {
-                        (_, None) => ("unmatched", None, Some("the amount is finer than the market's unit".to_owned())),
-                        (Err(_), _) => ("unmatched", None, Some("the memo is not an account id".to_owned())),
-                        (Ok(account), Some(_)) => {
-                            let known: Count = diesel::sql_query(
-                                "SELECT count(*) AS n FROM api_keys WHERE account = $1",
-                            )
-                            .bind::<BigInt, _>(account.0 as i64)
-                            .get_result(db)?;
-                            if known.n > 0 && account != AccountId::MARKET {
-                                ("pending", Some(account.0 as i64), None)
-                            } else {
-                                ("unmatched", None, Some(format!("no account {account} in this market")))
-                            }
+        let mut seen = Vec::with_capacity(rows.len());
+        for (tx_hash, height, time, memo, t) in rows {
+            let amount = market_amount(t.base_amount, decimals);
+            let what = if t.direction == "out" {
+                Seen::Payout
+            } else {
+                match (memo.trim().parse::<AccountId>(), amount) {
+                    (_, None) => {
+                        Seen::Unmatched("the amount is finer than the market's unit".to_owned())
+                    }
+                    (Err(_), _) => Seen::Unmatched("the memo is not an account id".to_owned()),
+                    (Ok(account), Some(_)) => {
+                        if account != AccountId::MARKET
+                            && store::is_market_account(&mut self.db, account)?
+                        {
+                            Seen::Deposit(account)
+                        } else {
+                            Seen::Unmatched(format!("no account {account} in this market"))
                         }
                     }
-                };
-                diesel::sql_query(
-                    "INSERT INTO bridge_transfers (tx_hash, msg_index, output_index, direction, \
-                     height, block_time, counterparty, memo, base_amount, amount, account, state, note) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::numeric, $10, $11, $12, $13) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind::<Text, _>(hash)
-                .bind::<Integer, _>(t.msg_index)
-                .bind::<Integer, _>(t.output_index)
-                .bind::<Text, _>(t.direction)
-                .bind::<BigInt, _>(*height as i64)
-                .bind::<Timestamptz, _>(ts(*time))
-                .bind::<Text, _>(&t.counterparty)
-                .bind::<Text, _>(memo)
-                .bind::<Text, _>(t.base_amount.to_string())
-                .bind::<Nullable<Numeric>, _>(amount)
-                .bind::<Nullable<BigInt>, _>(account)
-                .bind::<Text, _>(state)
-                .bind::<Nullable<Text>, _>(note)
-                .execute(db)?;
-            }
-            diesel::sql_query(
-                "INSERT INTO bridge_cursor (chain_id, scanned_height) VALUES ($1, $2) \
-                 ON CONFLICT (chain_id) DO UPDATE SET scanned_height = excluded.scanned_height",
-            )
-            .bind::<Text, _>(&chain_id)
-            .bind::<BigInt, _>(last_final as i64)
-            .execute(db)?;
-            Ok::<_, BridgeError>(())
-        })?;
-        if !rows.is_empty() {
+                }
+            };
+            // Indexes count up from zero; a negative one is a node's mistake.
+            let index = |i: i32| {
+                u32::try_from(i).map_err(|_| BridgeError::Chain(format!("tx {tx_hash}: index {i}")))
+            };
+            seen.push(SeenTransfer {
+                msg_index: index(t.msg_index)?,
+                output_index: index(t.output_index)?,
+                tx_hash,
+                height,
+                block_time: ts(time),
+                counterparty: t.counterparty,
+                memo,
+                base_amount: t.base_amount,
+                amount,
+                seen: what,
+            });
+        }
+        store::record_scan(&mut self.db, &self.config.chain.chain_id, last_final, &seen)?;
+        if !seen.is_empty() {
             info!(
-                transfers = rows.len(),
+                transfers = seen.len(),
                 through = last_final,
                 "escrow transfers seen"
             );
@@ -415,29 +318,20 @@ impl Bridge {
     }
 
     fn credit(&mut self) -> Result<(), BridgeError> {
-        let pending: Vec<PendingDeposit> = diesel::sql_query(
-            "SELECT tx_hash, msg_index, min(account) AS account, sum(amount) AS amount \
-             FROM bridge_transfers WHERE direction = 'in' AND state = 'pending' \
-             GROUP BY tx_hash, msg_index ORDER BY min(height), tx_hash, msg_index",
-        )
-        .load(&mut self.db)?;
-        for d in pending {
-            let answer = self.api.gql(
-                "mutation($a: ID!, $m: String!, $h: String!, $i: Int!) { \
-                 creditChainDeposit(account: $a, amount: $m, txHash: $h, msgIndex: $i) { duplicate } }",
-                json!({"a": d.account.to_string(), "m": d.amount.normalize().to_string(),
-                       "h": d.tx_hash, "i": d.msg_index}),
-            )?;
+        for d in store::pending_deposits(&mut self.db)? {
+            let answer = self
+                .api
+                .run(&CreditChainDeposit::build(CreditChainDepositVariables {
+                    account: Id::new(d.account.to_string()),
+                    amount: d.amount.normalize().to_string(),
+                    tx_hash: d.tx_hash.to_string(),
+                    msg_index: U64(d.msg_index.into()),
+                }))?
+                .credit_chain_deposit;
             checkpoint(Step::Credited);
-            diesel::sql_query(
-                "UPDATE bridge_transfers SET state = 'credited' \
-                 WHERE tx_hash = $1 AND msg_index = $2 AND direction = 'in'",
-            )
-            .bind::<Text, _>(&d.tx_hash)
-            .bind::<Integer, _>(d.msg_index)
-            .execute(&mut self.db)?;
-            info!(tx = %d.tx_hash, msg = d.msg_index, account = d.account, amount = %d.amount,
-                  duplicate = answer["creditChainDeposit"]["duplicate"].as_bool(), "deposit credited");
+            store::deposit_credited(&mut self.db, &d.tx_hash, d.msg_index)?;
+            info!(tx = %d.tx_hash, msg = d.msg_index, account = d.account.0, amount = %d.amount,
+                  duplicate = answer.duplicate, "deposit credited");
         }
         Ok(())
     }
@@ -445,12 +339,12 @@ impl Bridge {
     // ----- Settlement. -----
 
     fn settle(&mut self) -> Result<(), BridgeError> {
-        let open = batch_of(
-            &self.api.gql(
-                &format!("{{ pendingSettlement {{ {BATCH_FIELDS} }} }}"),
-                json!({}),
-            )?["pendingSettlement"],
-        )?;
+        let open = self
+            .api
+            .run(&PendingSettlementQuery::build(()))?
+            .pending_settlement
+            .map(batch_of)
+            .transpose()?;
         self.close_finished(open.as_ref().map(|b| b.id))?;
         let batch = match open {
             Some(batch) => batch,
@@ -470,16 +364,19 @@ impl Bridge {
 
     /// Opens a batch now; `None` when there is nothing to settle.
     pub fn open_batch(&mut self) -> Result<Option<Batch>, BridgeError> {
-        let opened = self.api.gql(
-            &format!(
-                "mutation($m: String!, $n: Int!) {{ openSettlement(minPayout: $m, maxPayouts: $n) {{ {BATCH_FIELDS} }} }}"
-            ),
-            json!({"m": self.config.min_payout.to_string(), "n": self.config.max_payouts}),
-        );
+        let opened = self
+            .api
+            .run(&OpenSettlement::build(OpenSettlementVariables {
+                min_payout: self.config.min_payout.to_string(),
+                max_payouts: U64(self.config.max_payouts.into()),
+            }));
         let batch = match opened {
-            Ok(v) => batch_of(&v["openSettlement"])?,
-            Err(BridgeError::Refused { code, .. }) if code == "NOTHING_TO_SETTLE" => None,
-            Err(e) => return Err(e),
+            Ok(opened) => Some(batch_of(opened.open_settlement)?),
+            Err(ClientError::Refused {
+                code: ErrorCode::NothingToSettle,
+                ..
+            }) => None,
+            Err(e) => return Err(e.into()),
         };
         if let Some(b) = &batch {
             info!(
@@ -495,20 +392,15 @@ impl Bridge {
     /// Local transactions of batches the engine has closed (a crash between telling the
     /// engine and marking it here) are marked from the chain's record.
     fn close_finished(&mut self, open: Option<u64>) -> Result<(), BridgeError> {
-        let stale: Vec<BatchTx> = diesel::sql_query(
-            "SELECT batch, tx_hash FROM bridge_settlement_txs \
-             WHERE state NOT IN ('confirmed', 'failed') AND batch IS DISTINCT FROM $1",
-        )
-        .bind::<Nullable<BigInt>, _>(open.map(|b| b as i64))
-        .load(&mut self.db)?;
-        for s in stale {
-            let included = self.chain.tx(&s.tx_hash)?;
-            let (state, height) = match included {
-                Some(c) if c.code == 0 => ("confirmed", Some(c.height as i64)),
-                other => ("failed", other.map(|c| c.height as i64)),
+        let open = open.map(SettlementId);
+        for (batch, tx_hash) in store::unfinished_settlement_txs(&mut self.db, open)? {
+            let (state, height) = match self.chain.tx(&tx_hash.to_string())? {
+                Some(c) if c.code == 0 => (TxState::Confirmed, Some(c.height)),
+                other => (TxState::Failed, other.map(|c| c.height)),
             };
-            self.finish(
-                s.batch as u64,
+            store::settlement_tx_finished(
+                &mut self.db,
+                batch,
                 state,
                 height,
                 "closed by the engine before a restart",
@@ -518,23 +410,21 @@ impl Bridge {
     }
 
     fn due(&mut self) -> Result<bool, BridgeError> {
-        let preview = self.api.gql(
-            "query($m: String!, $n: Int!) { settlementDue(minPayout: $m, maxPayouts: $n) { total lines { account } } }",
-            json!({"m": self.config.min_payout.to_string(), "n": self.config.max_payouts}),
-        )?;
-        let preview = &preview["settlementDue"];
-        if preview["lines"].as_array().is_none_or(|l| l.is_empty()) {
+        let preview = self
+            .api
+            .run(&SettlementDueQuery::build(SettlementDueVariables {
+                min_payout: self.config.min_payout.to_string(),
+                max_payouts: U64(self.config.max_payouts.into()),
+            }))?
+            .settlement_due;
+        if preview.lines.is_empty() {
             return Ok(false);
         }
-        if decimal(&preview["total"]).is_some_and(|t| t >= self.config.threshold) {
+        if preview.total >= self.config.threshold {
             return Ok(true);
         }
-        let last: Option<f64> = diesel::sql_query(
-            "SELECT extract(epoch FROM now() - max(signed_at))::float8 AS s FROM bridge_settlement_txs",
-        )
-        .get_result::<Seconds>(&mut self.db)?
-        .s;
-        let since = last.map_or(self.started.elapsed(), Duration::from_secs_f64);
+        let since =
+            store::since_last_signed(&mut self.db)?.unwrap_or_else(|| self.started.elapsed());
         Ok(since >= self.config.period)
     }
 
@@ -563,75 +453,52 @@ impl Bridge {
             batch,
             reason, "settlement failed for good; amounts return to the accounts"
         );
-        match self.api.gql(
-            "mutation($b: ID!, $r: String!) { failSettlement(batch: $b, reason: $r) }",
-            json!({"b": batch.to_string(), "r": reason}),
-        ) {
-            Ok(_) => {}
-            Err(BridgeError::Refused { code, .. }) if code == "SETTLEMENT_NOT_OPEN" => {}
-            Err(e) => return Err(e),
+        match self
+            .api
+            .run(&FailSettlement::build(FailSettlementVariables {
+                batch: Id::new(batch.to_string()),
+                reason: reason.to_owned(),
+            })) {
+            Ok(_)
+            | Err(ClientError::Refused {
+                code: ErrorCode::SettlementNotOpen,
+                ..
+            }) => {}
+            Err(e) => return Err(e.into()),
         }
-        self.finish(batch, "failed", None, reason)
-    }
-
-    fn finish(
-        &mut self,
-        batch: u64,
-        state: &str,
-        height: Option<i64>,
-        result: &str,
-    ) -> Result<(), BridgeError> {
-        // A batch that failed before anything was signed has no row; keep none.
-        diesel::sql_query(
-            "UPDATE bridge_settlement_txs SET state = $2, height = coalesce($3, height), \
-             result = $4, updated_at = now() WHERE batch = $1",
-        )
-        .bind::<BigInt, _>(batch as i64)
-        .bind::<Text, _>(state)
-        .bind::<Nullable<BigInt>, _>(height)
-        .bind::<Text, _>(result)
-        .execute(&mut self.db)?;
+        store::settlement_tx_finished(
+            &mut self.db,
+            SettlementId(batch),
+            TxState::Failed,
+            None,
+            reason,
+        )?;
         Ok(())
-    }
-
-    fn stored(&mut self, batch: u64) -> Result<Option<StoredTx>, BridgeError> {
-        Ok(diesel::sql_query(
-            "SELECT tx_hash, tx_bytes, sequence, state, \
-             extract(epoch FROM now() - updated_at)::float8 AS idle_s \
-             FROM bridge_settlement_txs WHERE batch = $1",
-        )
-        .bind::<BigInt, _>(batch as i64)
-        .get_result(&mut self.db)
-        .optional()?)
     }
 
     fn store(
         &mut self,
-        batch: u64,
+        batch: SettlementId,
         signed: &crate::tx::SignedTx,
         account: Account,
     ) -> Result<(), BridgeError> {
-        diesel::sql_query(
-            "INSERT INTO bridge_settlement_txs (batch, tx_hash, tx_bytes, account_number, sequence, state) \
-             VALUES ($1, $2, $3, $4, $5, 'signed') \
-             ON CONFLICT (batch) DO UPDATE SET tx_hash = excluded.tx_hash, tx_bytes = excluded.tx_bytes, \
-             account_number = excluded.account_number, sequence = excluded.sequence, state = 'signed', \
-             replaced_hashes = bridge_settlement_txs.replaced_hashes || bridge_settlement_txs.tx_hash, \
-             updated_at = now()",
-        )
-        .bind::<BigInt, _>(batch as i64)
-        .bind::<Text, _>(&signed.hash)
-        .bind::<Bytea, _>(&signed.bytes)
-        .bind::<BigInt, _>(account.number as i64)
-        .bind::<BigInt, _>(account.sequence as i64)
-        .execute(&mut self.db)?;
+        let hash = TxHash::parse(&signed.hash).map_err(|e| BridgeError::Tx(e.to_string()))?;
+        store::store_settlement_tx(
+            &mut self.db,
+            batch,
+            &hash,
+            &signed.bytes,
+            account.number,
+            account.sequence,
+        )?;
         Ok(())
     }
 
     /// Takes the open batch one step further.
     fn drive(&mut self, batch: &Batch) -> Result<(), BridgeError> {
         let escrow = self.escrow();
-        let stored = match self.stored(batch.id)? {
+        let id = SettlementId(batch.id);
+        let stored = match store::settlement_tx(&mut self.db, id)? {
             Some(s) => s,
             None => {
                 let Some(account) = self.chain.account(&escrow)? else {
@@ -647,13 +514,14 @@ impl Bridge {
                     }
                     Err(e) => return Err(e),
                 };
-                self.store(batch.id, &signed, account)?;
+                self.store(id, &signed, account)?;
                 info!(batch = batch.id, tx = %signed.hash, sequence = account.sequence, "settlement signed and stored");
                 checkpoint(Step::Signed);
-                self.stored(batch.id)?.expect("just stored")
+                store::settlement_tx(&mut self.db, id)?.expect("just stored")
             }
         };
-        if let Some(committed) = self.chain.tx(&stored.tx_hash)? {
+        let tx_hash = stored.tx_hash.to_string();
+        if let Some(committed) = self.chain.tx(&tx_hash)? {
             let head = self.chain.head()?.height;
             if head + 1 < committed.height + self.config.confirmations {
                 return Ok(());
@@ -666,21 +534,32 @@ impl Bridge {
                 );
                 return self.fail(batch.id, &reason);
             }
-            match self.api.gql(
-                "mutation($b: ID!, $h: String!, $n: Int!) { confirmSettlement(batch: $b, txHash: $h, height: $n) }",
-                json!({"b": batch.id.to_string(), "h": stored.tx_hash, "n": committed.height}),
-            ) {
-                Ok(_) => {}
-                Err(BridgeError::Refused { code, .. }) if code == "SETTLEMENT_NOT_OPEN" => {}
-                Err(e) => return Err(e),
+            match self
+                .api
+                .run(&ConfirmSettlement::build(ConfirmSettlementVariables {
+                    batch: Id::new(batch.id.to_string()),
+                    tx_hash: tx_hash.clone(),
+                    height: U64(committed.height),
+                })) {
+                Ok(_)
+                | Err(ClientError::Refused {
+                    code: ErrorCode::SettlementNotOpen,
+                    ..
+                }) => {}
+                Err(e) => return Err(e.into()),
             }
             checkpoint(Step::Confirmed);
-            info!(batch = batch.id, tx = %stored.tx_hash, height = committed.height, "settlement confirmed");
-            return self.finish(batch.id, "confirmed", Some(committed.height as i64), "");
+            info!(batch = batch.id, tx = %tx_hash, height = committed.height, "settlement confirmed");
+            store::settlement_tx_finished(
+                &mut self.db,
+                id,
+                TxState::Confirmed,
+                Some(committed.height),
+                "",
+            )?;
+            return Ok(());
         }
-        if stored.state == "broadcast"
-            && stored.idle_s < self.config.rebroadcast_after.as_secs_f64()
-        {
+        if stored.state == TxState::Broadcast && stored.idle < self.config.rebroadcast_after {
             return Ok(());
         }
         let answer = self.chain.broadcast(&stored.tx_bytes)?;
@@ -688,13 +567,8 @@ impl Bridge {
             // Accepted, or already in the mempool or the chain: the same bytes either way.
             0 | 19 => {
                 checkpoint(Step::Broadcast);
-                diesel::sql_query(
-                    "UPDATE bridge_settlement_txs SET state = 'broadcast', broadcasts = broadcasts + 1, \
-                     updated_at = now() WHERE batch = $1",
-                )
-                .bind::<BigInt, _>(batch.id as i64)
-                .execute(&mut self.db)?;
-                info!(batch = batch.id, tx = %stored.tx_hash, "settlement broadcast");
+                store::settlement_tx_broadcast(&mut self.db, id)?;
+                info!(batch = batch.id, tx = %tx_hash, "settlement broadcast");
                 Ok(())
             }
             32 => {
@@ -704,20 +578,14 @@ impl Bridge {
                 let account = self.chain.account(&escrow)?.ok_or_else(|| {
                     BridgeError::Chain("the escrow account vanished from the chain".into())
                 })?;
-                if account.sequence > stored.sequence as u64
-                    && self.chain.tx(&stored.tx_hash)?.is_none()
-                {
+                if account.sequence > stored.sequence && self.chain.tx(&tx_hash)?.is_none() {
                     let signed = self.sign(batch, account)?;
-                    warn!(batch = batch.id, old = %stored.tx_hash, new = %signed.hash,
+                    warn!(batch = batch.id, old = %tx_hash, new = %signed.hash,
                           sequence = account.sequence, "the escrow's sequence moved past the stored transaction; signed again");
-                    self.store(batch.id, &signed, account)?;
+                    self.store(id, &signed, account)?;
                 } else {
                     warn!(batch = batch.id, log = %answer.log, "sequence mismatch at broadcast; the stored transaction is still valid, retrying later");
-                    diesel::sql_query(
-                        "UPDATE bridge_settlement_txs SET updated_at = now() WHERE batch = $1",
-                    )
-                    .bind::<BigInt, _>(batch.id as i64)
-                    .execute(&mut self.db)?;
+                    store::settlement_tx_waits(&mut self.db, id)?;
                 }
                 Ok(())
             }
@@ -736,62 +604,52 @@ impl Bridge {
         let escrow = self.escrow();
         let head = self.chain.head();
         let balance = self.chain.balance(&escrow, &self.config.chain.denom);
-        let pending = self.api.gql(
-            &format!("{{ pendingSettlement {{ {BATCH_FIELDS} }} }}"),
-            json!({}),
-        );
-        let rows: Vec<StatusRow> = diesel::sql_query(
-            "SELECT 'scanned_height' AS k, coalesce(max(scanned_height), 0)::text AS v FROM bridge_cursor WHERE chain_id = $1 \
-             UNION ALL SELECT 'unmatched_deposits', count(*)::text FROM bridge_transfers WHERE direction = 'in' AND state = 'unmatched' \
-             UNION ALL SELECT 'uncredited_deposits', count(*)::text FROM bridge_transfers WHERE direction = 'in' AND state = 'pending' \
-             UNION ALL SELECT 'unfinished_transactions', count(*)::text FROM bridge_settlement_txs WHERE state NOT IN ('confirmed', 'failed') \
-             UNION ALL SELECT 'last_settlement', coalesce((SELECT format('batch %s %s at %s, tx %s', batch, state, coalesce(closed_at, opened_at), coalesce(tx_hash, '-')) \
-                FROM settlements ORDER BY batch DESC LIMIT 1), 'none')",
-        )
-        .bind::<Text, _>(&self.config.chain.chain_id)
-        .load(&mut self.db)?;
-        let mut status = json!({
+        let open_batch = match self.api.run(&PendingSettlementQuery::build(())) {
+            Ok(pending) => pending.pending_settlement.map_or(Value::Null, |b| {
+                let lines: Vec<Value> = b
+                    .lines
+                    .iter()
+                    .map(
+                        |l| json!({"account": l.account, "address": l.address, "amount": l.amount}),
+                    )
+                    .collect();
+                json!({"batch": b.batch, "total": b.total, "lines": lines})
+            }),
+            Err(e) => json!(BridgeError::from(e).to_string()),
+        };
+        let scanned = store::scanned_height(&mut self.db, &self.config.chain.chain_id)?;
+        let backlog = store::bridge_backlog(&mut self.db)?;
+        let every = SettlementFilter {
+            account: None,
+            state: None,
+        };
+        let last = ledger::read::settlements(&mut self.db, &every, None, 1)?
+            .rows
+            .into_iter()
+            .next()
+            .map_or_else(
+                || "none".to_owned(),
+                |s| {
+                    let tx = s.tx_hash.map_or_else(|| "-".to_owned(), |h| h.to_string());
+                    let at = s.closed_at.unwrap_or(s.opened_at);
+                    format!("batch {} {} at {at}, tx {tx}", s.batch, s.state.as_str())
+                },
+            );
+        Ok(json!({
             "escrow_address": escrow,
             "chain_id": self.config.chain.chain_id,
             "chain_height": head.as_ref().map(|h| json!(h.height)).unwrap_or_else(|e| json!(e.to_string())),
             "escrow_balance": balance
                 .map(|b| json!(format!("{} {}", market_amount(b, self.config.chain.decimals).map_or(b.to_string(), |a| a.to_string()), self.config.chain.denom)))
                 .unwrap_or_else(|e| json!(e.to_string())),
-            "open_batch": pending.map(|p| p["pendingSettlement"].clone()).unwrap_or_else(|e| json!(e.to_string())),
-        });
-        for r in rows {
-            status[r.k] = json!(r.v);
-        }
-        Ok(status)
+            "open_batch": open_batch,
+            "scanned_height": scanned.to_string(),
+            "unmatched_deposits": backlog.unmatched_deposits.to_string(),
+            "uncredited_deposits": backlog.uncredited_deposits.to_string(),
+            "unfinished_transactions": backlog.unfinished_transactions.to_string(),
+            "last_settlement": last,
+        }))
     }
-}
-
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
-#[derive(QueryableByName)]
-struct Seconds {
-    #[diesel(sql_type = Nullable<Double>)]
-    s: Option<f64>,
-}
-
-#[derive(QueryableByName)]
-struct BatchTx {
-    #[diesel(sql_type = BigInt)]
-    batch: i64,
-    #[diesel(sql_type = Text)]
-    tx_hash: String,
-}
-
-#[derive(QueryableByName)]
-struct StatusRow {
-    #[diesel(sql_type = Text)]
-    k: String,
-    #[diesel(sql_type = Text)]
-    v: String,
 }
 
 /// Base units as the market's amount, when it converts exactly (six decimal places).

@@ -38,12 +38,23 @@ pub enum BridgeError {
     /// Worth retrying: the market's API is unreachable or busy.
     #[error("market API: {0}")]
     Api(String),
-    #[error("the market API refused: {code}: {message}")]
-    Refused { code: String, message: String },
+    /// The market's API answered no (with a code, or one this build does not know).
+    #[error("the market API refused: {0}")]
+    Refused(api_client::ClientError),
     #[error("bridge database: {0}")]
-    Db(#[from] diesel::result::Error),
+    Db(#[from] ledger::LedgerError),
     #[error("bridge database connection: {0}")]
     Connect(#[from] diesel::ConnectionError),
     #[error("configuration: {0}")]
     Config(String),
+}
+
+impl From<api_client::ClientError> for BridgeError {
+    /// An API that is away or busy is worth retrying; any other answer is the API's no.
+    fn from(e: api_client::ClientError) -> BridgeError {
+        match e {
+            api_client::ClientError::Unreachable { message, .. } => BridgeError::Api(message),
+            refused => BridgeError::Refused(refused),
+        }
+    }
 }

@@ -1,16 +1,14 @@
 //! What several subcommands use and none of them owns: where an engine shard lives (`engine`
 //! and `api`), the stop flag the long-running ones watch, and, for `up` and its demo, the
-//! parts of the market on their threads, the key files in the data directory and GraphQL
-//! calls to the market's API.
+//! parts of the market on their threads and the key files in the data directory.
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use diesel::{Connection, PgConnection};
-use serde_json::{json, Value};
 
 /// Where one engine shard lives: the log, the topics and the partition.
 #[derive(clap::Args)]
@@ -97,29 +95,4 @@ pub fn key_file(
             .map_err(|e| anyhow::anyhow!("creating the {label} key: {}", e.message))?;
     write_private(path, &secret)?;
     Ok(secret)
-}
-
-/// One GraphQL request to the market's API as `key`; the data, or the first error as
-/// `CODE: message`.
-pub fn gql(
-    http: &reqwest::blocking::Client,
-    url: &str,
-    key: &str,
-    query: &str,
-    variables: Value,
-) -> Result<Value> {
-    let body: Value = http
-        .post(format!("{url}/graphql"))
-        .bearer_auth(key)
-        .json(&json!({"query": query, "variables": variables}))
-        .send()?
-        .json()?;
-    if let Some(e) = body["errors"].get(0) {
-        bail!(
-            "{}: {}",
-            e["extensions"]["code"].as_str().unwrap_or("ERROR"),
-            e["message"]
-        );
-    }
-    Ok(body["data"].clone())
 }

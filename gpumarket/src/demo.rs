@@ -8,11 +8,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use api_client::mutations::{
+    CreditDeposit, CreditDepositVariables, EndLease, EndLeaseVariables, PlaceOrder,
+    PlaceOrderVariables, SetPayoutAddress, SetPayoutAddressVariables, SubmitJob,
+    SubmitJobVariables,
+};
+use api_client::queries::{BalanceQuery, LeasesQuery, LeasesVariables};
+use api_client::types::{BidInput, LeaseRole, PlaceOrderInput, TimeInForce};
+use api_client::{Client, Id, MutationBuilder, QueryBuilder, U64};
 use provider_agent::config::{Config, Offer, Simulated};
-use serde_json::json;
+use rust_decimal::Decimal;
 use tracing::{info, warn};
 
-use crate::common::{gql, key_file, spawn_part, Part};
+use crate::common::{key_file, spawn_part, Part};
 
 /// (class, region, GPUs, VRAM GB, price per GPU-hour, vendor, interconnect).
 const NODES: [(&str, &str, u32, u32, &str, &str, &str); 5] = [
@@ -64,8 +72,7 @@ pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<
     let demo = dir.join("demo");
     std::fs::create_dir_all(&demo)?;
     let mut parts = Vec::new();
-    let http = reqwest::blocking::Client::new();
-    let admin = std::fs::read_to_string(dir.join("admin.key"))?;
+    let admin = Client::new(url, &std::fs::read_to_string(dir.join("admin.key"))?);
     for (i, (class, region, gpus, vram_gb, price, vendor, interconnect)) in
         NODES.into_iter().enumerate()
     {
@@ -84,13 +91,9 @@ pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<
             &format!("demo-provider-{account}"),
             "cosmos",
         )?;
-        gql(
-            &http,
-            url,
-            &key,
-            "mutation($a: String!) { setPayoutAddress(address: $a) }",
-            json!({"a": payout.address().to_string()}),
-        )?;
+        Client::new(url, &key).run(&SetPayoutAddress::build(SetPayoutAddressVariables {
+            address: payout.address().to_string(),
+        }))?;
         let config = Config {
             api_url: url.to_owned(),
             api_key_file: key_path,
@@ -143,22 +146,15 @@ pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<
             Some(bot),
             "demo bot",
         )?;
-        let balance = gql(&http, url, &key, "{ balance { available } }", json!({}))?;
-        if balance["balance"]["available"]
-            .as_str()
-            .is_none_or(|a| a.parse::<f64>().unwrap_or(0.0) < 1_000.0)
-        {
-            gql(
-                &http,
-                url,
-                &admin,
-                "mutation($a: ID!) { creditDeposit(account: $a, amount: \"100000\") { amount } }",
-                json!({"a": bot.to_string()}),
-            )?;
+        let client = Client::new(url, &key);
+        if client.run(&BalanceQuery::build(()))?.balance.available < Decimal::from(1_000) {
+            admin.run(&CreditDeposit::build(CreditDepositVariables {
+                account: Id::new(bot.to_string()),
+                amount: "100000".to_owned(),
+            }))?;
         }
-        let (stop, url) = (stop.clone(), url.to_owned());
+        let stop = stop.clone();
         parts.push(spawn_part("demo bot", move || {
-            let http = reqwest::blocking::Client::new();
             let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64;
             let mut rng = Rng(seed | 1);
             let mut last_end = Instant::now();
@@ -167,18 +163,29 @@ pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<
                 let cents: u64 = price.replace('.', "").parse().unwrap_or(100);
                 let bid = format!("{:.2}", (cents + rng.below(30)) as f64 / 100.0);
                 let client_id = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
-                let placed = gql(&http, &url, &key,
-                    "mutation($i: PlaceOrderInput!) { placeOrder(input: $i) { orderId fills { leaseId } } }",
-                    json!({"i": {"market": class, "clientOrderId": client_id.to_string(), "price": bid,
-                                 "gpus": 1 + rng.below(2), "timeInForce": "IOC", "bid": {"hours": 1}}}));
+                let placed = client.run(&PlaceOrder::build(PlaceOrderVariables {
+                    input: PlaceOrderInput {
+                        market: class.to_owned(),
+                        client_order_id: client_id.to_string(),
+                        price: bid,
+                        gpus: U64(1 + rng.below(2)),
+                        time_in_force: TimeInForce::Ioc,
+                        bid: Some(BidInput { hours: U64(1) }),
+                        ask: None,
+                    },
+                }));
                 match placed {
                     // Each lease runs a short job on the provider's node, through its agent.
                     Ok(order) => {
-                        for fill in order["placeOrder"]["fills"].as_array().into_iter().flatten() {
-                            let job = gql(&http, &url, &key,
-                                "mutation($l: ID!, $a: [String!]!) { submitJob(leaseId: $l, command: \"sh\", args: $a) }",
-                                json!({"l": fill["leaseId"].to_string(),
-                                       "a": ["-c", "echo \"demo job on GPUs $CUDA_VISIBLE_DEVICES\"; sleep 2; echo done"]}));
+                        for fill in order.place_order.fills {
+                            let job = client.run(&SubmitJob::build(SubmitJobVariables {
+                                lease_id: Id::new(fill.lease_id.0.to_string()),
+                                command: "sh".to_owned(),
+                                args: vec![
+                                    "-c".to_owned(),
+                                    "echo \"demo job on GPUs $CUDA_VISIBLE_DEVICES\"; sleep 2; echo done".to_owned(),
+                                ],
+                            }));
                             if let Err(e) = job {
                                 warn!(error = %e, "demo bot job refused");
                             }
@@ -192,16 +199,19 @@ pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<
                     // Leases whose job has not started yet are `created`, started ones `running`.
                     let mut held = Vec::new();
                     for status in ["created", "running"] {
-                        let leases = gql(&http, &url, &key,
-                            "query($s: String!) { leases(role: BUYER, status: $s, first: 100) { edges { node { id } } } }",
-                            json!({"s": status}));
-                        held.extend(leases.ok().and_then(|l| l["leases"]["edges"].as_array().cloned()).unwrap_or_default());
+                        let leases = client.run(&LeasesQuery::build(LeasesVariables {
+                            role: LeaseRole::Buyer,
+                            status: status.to_owned(),
+                            first: U64(100),
+                        }));
+                        held.extend(leases.map(|l| l.leases.nodes).unwrap_or_default());
                     }
-                    for edge in held {
-                        let used = format!("0.{:02}", 5 + rng.below(40));
-                        let _ = gql(&http, &url, &key,
-                            "mutation($l: ID!, $h: String!) { endLease(leaseId: $l, hoursUsed: $h) { leaseId } }",
-                            json!({"l": edge["node"]["id"].to_string(), "h": used}));
+                    for lease in held {
+                        let _ = client.run(&EndLease::build(EndLeaseVariables {
+                            lease_id: Id::new(lease.id.0.to_string()),
+                            hours_used: format!("0.{:02}", 5 + rng.below(40)),
+                            provider_failed: false,
+                        }));
                     }
                 }
                 sleep_unless(&stop, Duration::from_millis(300 + rng.below(700)));

@@ -10,15 +10,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use api_client::mutations::{CreateMarket, CreateMarketVariables};
+use api_client::queries::MarketsQuery;
+use api_client::{MutationBuilder, QueryBuilder, U64};
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use engine_service::client::{ClientConfig, EngineClient};
 use engine_service::{Runner, RunnerConfig, Topics};
 use eventlog::LogConfig;
 use ledger::{Activity, Journal, Reputation};
-use serde_json::json;
 use tracing::{info, warn};
 
-use crate::common::{gql, key_file, spawn_part, stop_on_signals, write_private, Part};
+use crate::common::{key_file, spawn_part, stop_on_signals, write_private, Part};
 use crate::engine::SNAPSHOT_EVERY;
 use crate::project::{self, run_projector, LINGER_MS};
 
@@ -367,12 +369,14 @@ pub fn run(args: Args) -> Result<()> {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let markets = gql(&http, &url, &admin_key, "{ markets { id } }", json!({}))?;
-    if markets["markets"].as_array().is_none_or(|m| m.is_empty()) {
+    let api = api_client::Client::new(&url, &admin_key);
+    if api.run(&MarketsQuery::build(()))?.markets.is_empty() {
         for (market, tick, fee) in MARKETS {
-            gql(&http, &url, &admin_key,
-                "mutation($m: String!, $t: String!, $f: Int!) { createMarket(market: $m, tick: $t, feeBps: $f) }",
-                json!({"m": market, "t": tick, "f": fee}))?;
+            api.run(&CreateMarket::build(CreateMarketVariables {
+                market: market.to_owned(),
+                tick: tick.to_owned(),
+                fee_bps: U64(fee.into()),
+            }))?;
         }
     }
     info!("[5/6] API ready at {url}");

@@ -33,7 +33,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use contract::codec::{self, EventBody, EventRecord, SCHEMA};
 use diesel::prelude::*;
-use diesel::sql_types::BigInt;
 use engine_service::testing::{market_day, Rng};
 use eventlog::{LogConfig, NewRecord};
 use ledger::{Activity, Journal, Projection, Projector, ProjectorConfig, Reputation};
@@ -82,7 +81,7 @@ struct Report {
     batch: usize,
     events_per_sec: u64,
     /// Rows the projection holds after its throughput phase.
-    rows: i64,
+    rows: u64,
     lag_rate: u64,
     lag_p50_ms: f64,
     lag_p99_ms: f64,
@@ -98,22 +97,8 @@ commits the last event; lag: events appended at lag_rate by another thread while
 follow together, an event's lag from the start of the append that writes it to the return \
 of the commit of the projector's batch holding it (all: the slowest projector's)";
 
-/// The projections, by name, with a query counting the rows they wrote.
-const PROJECTIONS: [(&str, &str); 3] = [
-    (
-        "journal",
-        "SELECT (SELECT count(*) FROM postings) + (SELECT count(*) FROM journal_transactions) AS n",
-    ),
-    (
-        "activity",
-        "SELECT (SELECT count(*) FROM orders) + (SELECT count(*) FROM order_history) \
-         + (SELECT count(*) FROM trades) + (SELECT count(*) FROM usage_lines) AS n",
-    ),
-    (
-        "reputation",
-        "SELECT (SELECT count(*) FROM nodes) + (SELECT count(*) FROM reputation_history) AS n",
-    ),
-];
+/// The projections, by name.
+const PROJECTIONS: [&str; 3] = ["journal", "activity", "reputation"];
 
 pub fn run(args: &Args) -> Result<()> {
     anyhow::ensure!(
@@ -137,11 +122,12 @@ pub fn run(args: &Args) -> Result<()> {
     let quiet = |_: u64, _: u64| {};
 
     let mut alone = Vec::new();
-    for (name, rows_sql) in PROJECTIONS {
+    for name in PROJECTIONS {
         eprintln!("{name} alone: {events} events, batch {}", args.batch);
         let db = server.create(name)?;
         let elapsed = follow(name, &db, &url, &topic, args.batch, events, None, &quiet)?;
-        let rows = count(&mut PgConnection::establish(&db)?, rows_sql)?;
+        // The database is this projection's alone: every row counted is its.
+        let rows = ledger::read::projected_rows(&mut PgConnection::establish(&db)?)?;
         alone.push((name, (events as f64 / elapsed.as_secs_f64()) as u64, rows));
     }
 
@@ -151,7 +137,7 @@ pub fn run(args: &Args) -> Result<()> {
     std::thread::scope(|scope| {
         let threads: Vec<_> = PROJECTIONS
             .iter()
-            .map(|(name, _)| {
+            .map(|name| {
                 let (db, url, topic, quiet) = (&db, &url, &topic, &quiet);
                 scope.spawn(move || follow(name, db, url, topic, args.batch, events, None, quiet))
             })
@@ -162,11 +148,7 @@ pub fn run(args: &Args) -> Result<()> {
             .collect::<Result<Vec<_>>>()
     })?;
     let all_per_sec = (events as f64 / started.elapsed().as_secs_f64()) as u64;
-    let mut conn = PgConnection::establish(&db)?;
-    let all_rows = PROJECTIONS
-        .iter()
-        .map(|(_, sql)| count(&mut conn, sql))
-        .sum::<Result<i64>>()?;
+    let all_rows = ledger::read::projected_rows(&mut PgConnection::establish(&db)?)?;
 
     let rate = args.lag_rate.unwrap_or(all_per_sec / 2).max(1);
     eprintln!("lag: {events} events appended at {rate} events/s, the three projectors following");
@@ -382,7 +364,7 @@ fn lag_phase(
     let lags = std::thread::scope(|scope| {
         let threads: Vec<_> = PROJECTIONS
             .iter()
-            .map(|(name, _)| {
+            .map(|name| {
                 let (db, topic, appended) = (&db, &topic, &appended);
                 scope.spawn(move || {
                     let lags = Mutex::new(vec![0u64; total]);
@@ -410,15 +392,6 @@ fn lag_phase(
         .map_err(|_| anyhow::anyhow!("the writer panicked"))?
         .context("appending events")?;
     Ok(lags)
-}
-
-fn count(conn: &mut PgConnection, sql: &str) -> Result<i64> {
-    #[derive(QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
-    Ok(diesel::sql_query(sql).get_result::<Count>(conn)?.n)
 }
 
 /// The Postgres server: creates migrated benchmark databases and drops them at the end

@@ -6,9 +6,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+use contract::{GpuSample, NodeReport};
 use ed25519_dalek::{Signer, SigningKey};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tracing::{info, warn};
 
 use crate::client::{Client, ClientError};
@@ -56,35 +56,35 @@ pub fn sign(
     readings: &[GpuReading],
     leases_started: &[u64],
 ) -> SignedReport {
-    let samples: Vec<serde_json::Value> = readings
+    let samples = readings
         .iter()
         .map(|r| {
             let identity = gpus.iter().find(|g| g.index == r.index);
-            json!({
-                "index": r.index,
-                "name": identity.map_or("unknown", |g| g.name.as_str()),
-                "uuid": identity.map_or("unknown", |g| g.uuid.as_str()),
-                "utilisation_pct": r.utilisation_pct,
-                "memory_used_mb": r.memory_used_mb,
-                "memory_total_mb": r.memory_total_mb,
-                "temperature_c": r.temperature_c,
-                "power_w": r.power_w,
-                "power_limit_w": r.power_limit_w,
-                "sm_clock_mhz": r.sm_clock_mhz,
-                "ecc_errors": r.ecc_errors,
-            })
+            GpuSample {
+                index: r.index,
+                name: identity.map_or("unknown", |g| g.name.as_str()).to_owned(),
+                uuid: identity.map_or("unknown", |g| g.uuid.as_str()).to_owned(),
+                utilisation_pct: r.utilisation_pct,
+                memory_used_mb: r.memory_used_mb,
+                memory_total_mb: r.memory_total_mb,
+                temperature_c: r.temperature_c,
+                power_w: r.power_w,
+                power_limit_w: r.power_limit_w,
+                sm_clock_mhz: r.sm_clock_mhz,
+                ecc_errors: r.ecc_errors,
+            }
         })
         .collect();
-    let report = json!({
-        "node": node,
-        "sequence": sequence,
-        "at": at.to_rfc3339(),
-        "class": class,
-        "simulated": source == SourceKind::Simulated,
-        "gpus": samples,
-        "leases_started": leases_started,
+    let report = serde_json::to_string(&NodeReport {
+        node: node.to_owned(),
+        sequence,
+        at,
+        class: class.to_owned(),
+        simulated: source == SourceKind::Simulated,
+        gpus: samples,
+        leases_started: leases_started.to_vec(),
     })
-    .to_string();
+    .expect("strings, numbers and lists always serialize");
     let signature = hex(&key.sign(report.as_bytes()).to_bytes());
     SignedReport {
         sequence,

@@ -1,8 +1,8 @@
 //! CosmJS, the standard JavaScript client, against the devnet (`cosmjs.cjs` does the
-//! client's side). npm installs `@cosmjs/stargate` and `@cosmjs/proto-signing` once into
-//! the target directory's scratch space; later runs reuse them.
+//! client's side). `testkit` installs `@cosmjs/stargate` and `@cosmjs/proto-signing` from
+//! npm once into the target folder; later runs, and the other crate's CosmJS tests, reuse
+//! them.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use cosmos_bridge::devnet::server::DevnetServer;
@@ -12,37 +12,13 @@ use serde_json::{json, Value};
 
 use super::{chain, dec, setup, wait_for, FEES, MNEMONIC};
 
-const COSMJS: &str = "0.39.0";
+/// CosmJS's packages, and the folder they are installed in.
+const COSMJS: (&str, [&str; 2]) = (
+    "cosmjs-0.39.0",
+    ["@cosmjs/stargate@0.39.0", "@cosmjs/proto-signing@0.39.0"],
+);
 /// A BIP-39 test vector: the buyer's wallet.
 const WALLET: &str = "legal winner thank year wave sausage worth useful legal winner thank yellow";
-
-/// CosmJS's `node_modules`, installed when missing. npm installs into a folder of this
-/// process's own, renamed into place when complete, so concurrent test runs neither see
-/// half an installation nor race.
-fn cosmjs() -> PathBuf {
-    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cosmjs-{COSMJS}"));
-    let modules = root.join("node_modules");
-    if modules.join("@cosmjs/stargate/package.json").exists() {
-        return modules;
-    }
-    let scratch = root.with_extension(format!("installing-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).unwrap();
-    let status = Command::new("npm")
-        .args(["install", "--no-audit", "--no-fund", "--prefix"])
-        .arg(&scratch)
-        .args([
-            format!("@cosmjs/stargate@{COSMJS}"),
-            format!("@cosmjs/proto-signing@{COSMJS}"),
-        ])
-        .status()
-        .expect("npm runs (Node.js 20 and npm are needed)");
-    assert!(status.success(), "npm install of CosmJS failed");
-    if std::fs::rename(&scratch, &root).is_err() {
-        // Another run installed it first.
-        std::fs::remove_dir_all(&scratch).unwrap();
-    }
-    modules
-}
 
 #[test]
 fn cosmjs_reads_the_chain_sends_a_deposit_and_finds_transactions() {
@@ -80,7 +56,7 @@ fn cosmjs_reads_the_chain_sends_a_deposit_and_finds_transactions() {
 
     let output = Command::new("node")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/cosmjs.cjs"))
-        .env("NODE_PATH", cosmjs())
+        .env("NODE_PATH", testkit::npm_modules(COSMJS.0, &COSMJS.1))
         .env("RPC", server.url())
         .env("MNEMONIC", WALLET)
         .env("TO", escrow.address().to_string())

@@ -1,10 +1,11 @@
 //! A buyer deposits with CosmJS, the standard JavaScript client, on the devnet; the real
 //! `gpumarket bridge run` credits the deposit exactly once and the API shows it; CosmJS then
 //! finds the market's settlement transaction and its events (`cosmjs.cjs` does the
-//! client's side). npm installs `@cosmjs/stargate` and `@cosmjs/proto-signing` once into
-//! the target directory's scratch space; later runs reuse them.
+//! client's side). `testkit` installs `@cosmjs/stargate` and `@cosmjs/proto-signing` from
+//! npm once into the target folder; later runs, and the other crate's CosmJS tests, reuse
+//! them.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,45 +16,21 @@ use cosmos_bridge::keys::EscrowKey;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
-const COSMJS: &str = "0.39.0";
+/// CosmJS's packages, and the folder they are installed in.
+const COSMJS: (&str, [&str; 2]) = (
+    "cosmjs-0.39.0",
+    ["@cosmjs/stargate@0.39.0", "@cosmjs/proto-signing@0.39.0"],
+);
 const ESCROW_MNEMONIC: &str =
     "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
 /// A BIP-39 test vector: the buyer's wallet.
 const WALLET: &str = "legal winner thank year wave sausage worth useful legal winner thank yellow";
 
-/// CosmJS's `node_modules`, installed when missing, into a folder of this process's own
-/// that is renamed into place when complete (concurrent runs neither see half an
-/// installation nor race).
-fn cosmjs() -> PathBuf {
-    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cosmjs-{COSMJS}"));
-    let modules = root.join("node_modules");
-    if modules.join("@cosmjs/stargate/package.json").exists() {
-        return modules;
-    }
-    let scratch = root.with_extension(format!("installing-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).unwrap();
-    let status = Command::new("npm")
-        .args(["install", "--no-audit", "--no-fund", "--prefix"])
-        .arg(&scratch)
-        .args([
-            format!("@cosmjs/stargate@{COSMJS}"),
-            format!("@cosmjs/proto-signing@{COSMJS}"),
-        ])
-        .status()
-        .expect("npm runs (Node.js 20 and npm are needed)");
-    assert!(status.success(), "npm install of CosmJS failed");
-    if std::fs::rename(&scratch, &root).is_err() {
-        // Another run installed it first.
-        std::fs::remove_dir_all(&scratch).unwrap();
-    }
-    modules
-}
-
 fn node(mode: &str, env: &[(&str, &str)]) -> Value {
     let output = Command::new("node")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/cosmjs.cjs"))
         .arg(mode)
-        .env("NODE_PATH", cosmjs())
+        .env("NODE_PATH", testkit::npm_modules(COSMJS.0, &COSMJS.1))
         .envs(env.iter().copied())
         .output()
         .expect("node runs");

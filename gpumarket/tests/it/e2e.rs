@@ -11,6 +11,8 @@ use std::path::Path;
 use std::process::{Child, Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
+use api_client::queries::PendingSettlementQuery;
+use api_client::QueryBuilder;
 use cosmos_bridge::devnet::server::DevnetServer;
 use cosmos_bridge::devnet::Devnet;
 use cosmos_bridge::keys::EscrowKey;
@@ -121,17 +123,14 @@ fn whole_market(tag: &str, log: Option<String>) {
         &prefix,
         &["--settle-every-secs", "3600"],
     );
-    let http = reqwest::blocking::Client::new();
-    let admin = std::fs::read_to_string(dir.path().join("admin.key")).unwrap();
+    let admin = api_client::Client::new(
+        &url,
+        &std::fs::read_to_string(dir.path().join("admin.key")).unwrap(),
+    );
     wait("no settlement in flight and the chain scanned", 60, || {
-        let open = http
-            .post(format!("{url}/graphql"))
-            .bearer_auth(admin.trim())
-            .json(&serde_json::json!({"query": "{ pendingSettlement { batch } }"}))
-            .send()
-            .and_then(|r| r.json::<serde_json::Value>())
-            .map(|v| v["data"]["pendingSettlement"].is_null())
-            .unwrap_or(false);
+        let open = admin
+            .run(&PendingSettlementQuery::build(()))
+            .is_ok_and(|q| q.pending_settlement.is_none());
         open && db.count(
             "SELECT count(*) AS n FROM bridge_settlement_txs WHERE state NOT IN ('confirmed', 'failed')",
         ) == 0

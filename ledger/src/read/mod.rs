@@ -7,6 +7,7 @@
 //! enums and ids, counts as unsigned integers, money as exact decimals; a stored value that
 //! does not parse is [`LedgerError::BadRow`], never a default.
 
+mod checks;
 mod leases;
 mod money;
 mod orders;
@@ -24,11 +25,12 @@ use rust_decimal::Decimal;
 
 use crate::LedgerError;
 
+pub use checks::{books, projected_rows, Books};
+pub use leases::{leases, Lease, LeaseFilter, LeaseRole};
 pub use money::{
     earnings, invoices, journal, Earning, Invoice, InvoiceStatus, JournalEntry, JournalFilter,
     JournalKey, Posting,
 };
-pub use leases::{leases, Lease, LeaseFilter, LeaseRole};
 pub use orders::{
     order_history, orders, placement, trades, Order, OrderChange, OrderChangeKind, OrderFilter,
     Placement, Trade, TradeFilter,

@@ -1,11 +1,19 @@
-//! The tables the API writes itself (not projected from the log): API keys, node keys and
-//! signed reports, and lease jobs. Their statements live here, beside the migrations that
-//! define them; the API decides what to write, this module knows how.
+//! The tables the API and the Cosmos bridge write themselves (not projected from the log):
+//! API keys, node keys and signed reports, lease jobs, and the bridge's transfers, cursor
+//! and settlement transactions. Their statements live here, beside the migrations that
+//! define them; the API and the bridge decide what to write, this module knows how.
 
+mod bridge;
 mod jobs;
 mod keys;
 mod nodes;
 
+pub use bridge::{
+    bridge_backlog, deposit_credited, is_market_account, pending_deposits, record_scan,
+    scanned_height, settlement_tx, settlement_tx_broadcast, settlement_tx_finished,
+    settlement_tx_waits, since_last_signed, store_settlement_tx, unfinished_settlement_txs,
+    BridgeBacklog, PendingDeposit, Seen, SeenTransfer, SettlementTx, TxState,
+};
 pub use jobs::{job, job_log, submit_job, Job, JobLogged, JobSubmitted};
 pub use keys::{insert_key, key, keys, revoke_key, KeyInfo, KeyRecord, Role};
 pub use nodes::{node_key, record_report, register_node_key, report_seen, Registered};
