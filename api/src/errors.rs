@@ -76,16 +76,12 @@ impl ApiError {
 /// failed, never its schema or its data.
 impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> ApiError {
-        use diesel::result::Error as Db;
+        use diesel::result::{DatabaseErrorKind as Kind, Error as Db};
         match &e {
-            LedgerError::Database(Db::DatabaseError(kind, _))
-                if matches!(
-                    kind,
-                    diesel::result::DatabaseErrorKind::ClosedConnection
-                        | diesel::result::DatabaseErrorKind::UnableToSendCommand
-                        | diesel::result::DatabaseErrorKind::SerializationFailure
-                ) =>
-            {
+            LedgerError::Database(Db::DatabaseError(
+                Kind::ClosedConnection | Kind::UnableToSendCommand | Kind::SerializationFailure,
+                _,
+            )) => {
                 tracing::warn!(error = %e, "database unreachable");
                 ApiError::unavailable("the database is not reachable; retry")
             }

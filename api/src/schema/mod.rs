@@ -34,7 +34,7 @@ pub type MarketSchema = async_graphql::Schema<Query, Mutation, Subscription>;
 /// Builds the schema with the limits.
 pub fn schema(state: Arc<AppState>) -> MarketSchema {
     let limits = state.config.limits.clone();
-    async_graphql::Schema::build(Query::default(), Mutation::default(), Subscription)
+    async_graphql::Schema::build(Query, Mutation::default(), Subscription)
         .data(state)
         .extension(limits::LimitsExtension(limits))
         .finish()
@@ -48,7 +48,7 @@ pub fn schema(state: Arc<AppState>) -> MarketSchema {
 /// Blocks on a runtime of its own: call it outside one.
 pub fn sdl() -> String {
     let schema =
-        async_graphql::Schema::build(Query::default(), Mutation::default(), Subscription).finish();
+        async_graphql::Schema::build(Query, Mutation::default(), Subscription).finish();
     let answer = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a runtime for one query")
