@@ -47,8 +47,7 @@ pub fn schema(state: Arc<AppState>) -> MarketSchema {
 /// client knows); the latter two are asked for here.
 /// Blocks on a runtime of its own: call it outside one.
 pub fn sdl() -> String {
-    let schema =
-        async_graphql::Schema::build(Query, Mutation::default(), Subscription).finish();
+    let schema = async_graphql::Schema::build(Query, Mutation::default(), Subscription).finish();
     let answer = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a runtime for one query")
