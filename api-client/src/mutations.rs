@@ -4,9 +4,10 @@
 // The `QueryVariables` derive adds a `…Fields` type without `Debug` beside each struct.
 #![allow(missing_debug_implementations)]
 
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
-use crate::types::{OrderStatus, PlaceOrderInput, Role, SettlementBatch};
+use crate::types::{MarketConfigInput, OrderStatus, PlaceOrderInput, Role, SettlementBatch};
 use crate::{schema, Id, U64};
 
 #[derive(cynic::QueryVariables, Debug, Clone)]
@@ -90,27 +91,78 @@ pub struct AmendResult {
 #[derive(cynic::QueryVariables, Debug, Clone)]
 pub struct EndLeaseVariables {
     pub lease_id: Id,
-    /// A decimal number of hours.
-    pub hours_used: String,
-    /// The provider failed the lease (a provider's agent says so for a lost job).
-    pub provider_failed: bool,
 }
 
-/// Ends a lease the caller bought or provided, charging the hours used.
+/// Stops a lease the caller bought or provided; nobody states hours. The buyer is charged
+/// to now; the provider stopping it is a provider failure, charged to the last heartbeat
+/// that showed it healthy.
 #[derive(cynic::QueryFragment, Debug)]
 #[cynic(graphql_type = "Mutation", variables = "EndLeaseVariables")]
 pub struct EndLease {
-    #[arguments(leaseId: $lease_id, hoursUsed: $hours_used, providerFailed: $provider_failed)]
+    #[arguments(leaseId: $lease_id)]
     pub end_lease: LeaseEndResult,
 }
 
+#[derive(cynic::QueryVariables, Debug, Clone)]
+pub struct AdminEndLeaseVariables {
+    pub lease_id: Id,
+    /// Why the operator ends it (shown as the lease's `closeDetail`).
+    pub reason: String,
+}
+
+/// Ends a lease as the operator (admin), charged to now.
+#[derive(cynic::QueryFragment, Debug)]
+#[cynic(graphql_type = "Mutation", variables = "AdminEndLeaseVariables")]
+pub struct AdminEndLease {
+    #[arguments(leaseId: $lease_id, reason: $reason)]
+    pub admin_end_lease: LeaseEndResult,
+}
+
+/// How a lease ended, as the engine charged it.
 #[derive(cynic::QueryFragment, Debug, Clone, PartialEq)]
 pub struct LeaseEndResult {
     pub lease_id: U64,
+    /// `buyer_stopped`, `provider_stopped`, `operator`, ...
+    pub cause: String,
+    pub ended_at: DateTime<Utc>,
+    pub charged_until: DateTime<Utc>,
+    pub charged_ms: U64,
     pub hours_used: Decimal,
     pub charged: Decimal,
     pub refunded: Decimal,
     pub provider_earned: Decimal,
+    /// The bid the engine placed for the unused hours, after a provider failure of a bid
+    /// placed with `rebid_on_failure`.
+    pub rebid_order_id: Option<U64>,
+}
+
+#[derive(cynic::QueryVariables, Debug, Clone)]
+pub struct ConfigureMarketVariables {
+    pub market: String,
+    pub config: MarketConfigInput,
+}
+
+/// Sets a market's parameters (admin).
+#[derive(cynic::QueryFragment, Debug)]
+#[cynic(graphql_type = "Mutation", variables = "ConfigureMarketVariables")]
+pub struct ConfigureMarket {
+    #[arguments(market: $market, config: $config)]
+    pub configure_market: MarketConfig,
+}
+
+/// A market's parameters as the engine took them.
+#[derive(cynic::QueryFragment, Debug, Clone, PartialEq)]
+pub struct MarketConfig {
+    pub market: String,
+    pub charge_period_seconds: U64,
+    pub report_interval_ms: U64,
+    pub heartbeat_timeout_ms: U64,
+    pub simulated: bool,
+    pub bond_per_gpu: Decimal,
+    pub slash_share_bps: U64,
+    pub unbonding_delay_ms: U64,
+    pub report_clock_window_ms: U64,
+    pub model_names: Vec<String>,
 }
 
 #[derive(cynic::QueryVariables, Debug, Clone)]
@@ -231,20 +283,41 @@ pub struct CreditDepositVariables {
     pub account: Id,
     /// A decimal amount.
     pub amount: String,
+    /// A decimal below 2^128 or a UUID, unique per credited account: a retry with it
+    /// credits once (`replayed: true`). `None` credits again on every request.
+    pub idempotency_key: Option<String>,
 }
 
 /// Credits an account (admin).
 #[derive(cynic::QueryFragment, Debug)]
 #[cynic(graphql_type = "Mutation", variables = "CreditDepositVariables")]
 pub struct CreditDeposit {
-    #[arguments(account: $account, amount: $amount)]
+    #[arguments(account: $account, amount: $amount, idempotencyKey: $idempotency_key)]
     pub credit_deposit: MoneyResult,
+}
+
+#[derive(cynic::QueryVariables, Debug, Clone)]
+pub struct RequestWithdrawalVariables {
+    /// A decimal amount.
+    pub amount: String,
+    /// As [`CreditDepositVariables::idempotency_key`], in the caller's account's key space.
+    pub idempotency_key: Option<String>,
+}
+
+/// Moves the caller's money to settling; the next settlement batch pays it out.
+#[derive(cynic::QueryFragment, Debug)]
+#[cynic(graphql_type = "Mutation", variables = "RequestWithdrawalVariables")]
+pub struct RequestWithdrawal {
+    #[arguments(amount: $amount, idempotencyKey: $idempotency_key)]
+    pub request_withdrawal: MoneyResult,
 }
 
 #[derive(cynic::QueryFragment, Debug, Clone, PartialEq)]
 pub struct MoneyResult {
     pub account: U64,
     pub amount: Decimal,
+    /// The answer to an earlier request with the same idempotency key: nothing moved.
+    pub replayed: bool,
 }
 
 #[derive(cynic::QueryVariables, Debug, Clone)]

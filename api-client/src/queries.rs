@@ -21,6 +21,12 @@ pub struct Market {
     pub id: String,
     pub tick: Decimal,
     pub fee_bps: U64,
+    /// Usage accrues per charge period of this many seconds.
+    pub charge_period_seconds: U64,
+    /// A node silent for longer fails its leases.
+    pub heartbeat_timeout_ms: U64,
+    /// How often an agent should send its signed report.
+    pub report_interval_ms: U64,
 }
 
 #[derive(cynic::QueryVariables, Debug, Clone)]
@@ -86,6 +92,8 @@ pub struct Order {
     pub gpus: U64,
     pub remaining: U64,
     pub status: String,
+    /// The failed lease whose unused hours the engine re-bid as this order.
+    pub rebid_of: Option<U64>,
 }
 
 #[derive(cynic::QueryVariables, Debug, Clone)]
@@ -116,6 +124,20 @@ pub struct Lease {
     pub gpus: U64,
     pub hours: U64,
     pub status: String,
+    /// The end of its term: a job still running then is killed.
+    pub ends_at: chrono::DateTime<chrono::Utc>,
+    /// The bid it filled.
+    pub bid_order: U64,
+    /// Why it closed (`term_reached`, `buyer_stopped`, `provider_stopped`, `node_silent`,
+    /// `unhealthy`, `not_acknowledged`, `operator`), and what that rests on.
+    pub close_cause: Option<String>,
+    pub close_detail: Option<String>,
+    /// Charged up to here, for this long.
+    pub charged_until: Option<chrono::DateTime<chrono::Utc>>,
+    pub charged_ms: Option<U64>,
+    /// The order its provider failure placed for its unused hours, or why that was refused.
+    pub rebid_order: Option<U64>,
+    pub rebid_refused: Option<String>,
     pub job: Option<Job>,
 }
 

@@ -6,7 +6,7 @@ use rust_decimal::Decimal;
 
 use crate::{schema, U64};
 
-/// Changes of the caller's orders: accepted, filled, amended, cancelled.
+/// Changes of the caller's orders: accepted, filled, amended, cancelled, re-bid.
 #[derive(cynic::QueryFragment, Debug)]
 #[cynic(graphql_type = "Subscription")]
 pub struct MyOrderUpdates {
@@ -16,11 +16,14 @@ pub struct MyOrderUpdates {
 #[derive(cynic::QueryFragment, Debug, Clone, PartialEq)]
 pub struct OrderUpdate {
     pub order_id: U64,
-    /// `accepted`, `filled`, `amended` or `cancelled`.
+    /// `accepted`, `filled`, `amended`, `cancelled`, or `rebid` (the engine placed this
+    /// order for the unused hours of the failed lease `lease_id`).
     pub change: String,
     /// GPUs still open after the change.
     pub remaining: U64,
     pub price: Option<Decimal>,
     pub lease_id: Option<U64>,
+    /// The failed lease this order re-bids.
+    pub rebid_of: Option<U64>,
     pub at: DateTime<Utc>,
 }

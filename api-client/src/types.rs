@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
-use crate::{schema, U64};
+use crate::{schema, Id, U64};
 
 #[derive(cynic::Enum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeInForce {
@@ -54,10 +54,58 @@ pub struct PlaceOrderInput {
 }
 
 /// A bid's terms; its constraints (regions, VRAM, interconnects, reputation, ...) keep the
-/// schema's defaults, "any": no Rust caller narrows them yet.
+/// schema's defaults, "any": no Rust caller narrows them yet. [`BidInput::new`] is a bid
+/// with no options.
 #[derive(cynic::InputObject, Debug, Clone)]
 pub struct BidInput {
     pub hours: U64,
+    /// Re-bid the unused hours when a lease fails through its provider.
+    pub rebid_on_failure: bool,
+    /// Nodes whose asks this bid never takes (at most 32).
+    pub exclude_nodes: Vec<NodeRefInput>,
+}
+
+impl BidInput {
+    /// A bid for `hours` with no options.
+    pub fn new(hours: U64) -> BidInput {
+        BidInput {
+            hours,
+            rebid_on_failure: false,
+            exclude_nodes: Vec::new(),
+        }
+    }
+}
+
+/// A node by its provider's account and its name.
+#[derive(cynic::InputObject, Debug, Clone)]
+pub struct NodeRefInput {
+    pub provider: Id,
+    pub node: String,
+}
+
+/// A market's parameters for `configureMarket`; a field left `None` takes the market's
+/// default (not its current value).
+#[derive(cynic::InputObject, Debug, Clone, Default)]
+pub struct MarketConfigInput {
+    #[cynic(skip_serializing_if = "Option::is_none")]
+    pub charge_period_seconds: Option<U64>,
+    #[cynic(skip_serializing_if = "Option::is_none")]
+    pub report_interval_ms: Option<U64>,
+    #[cynic(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_timeout_ms: Option<U64>,
+    #[cynic(skip_serializing_if = "Option::is_none")]
+    pub simulated: Option<bool>,
+    /// A decimal.
+    #[cynic(skip_serializing_if = "Option::is_none")]
+    pub bond_per_gpu: Option<String>,
+    #[cynic(skip_serializing_if = "Option::is_none")]
+    pub slash_share_bps: Option<U64>,
+    #[cynic(skip_serializing_if = "Option::is_none")]
+    pub unbonding_delay_ms: Option<U64>,
+    #[cynic(skip_serializing_if = "Option::is_none")]
+    pub report_clock_window_ms: Option<U64>,
+    #[cynic(skip_serializing_if = "Option::is_none")]
+    pub model_names: Option<Vec<String>>,
 }
 
 /// An ask's node and what it offers.

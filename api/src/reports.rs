@@ -3,24 +3,29 @@
 //! A node registers its ed25519 public key once (`registerNode`). Each report is a JSON
 //! document the agent signs as bytes; the API verifies the signature over exactly the bytes
 //! it received, then parses them, so no re-serialisation can change what was signed. A
-//! report proves three things at once: the node is alive (a `Heartbeat` command, which feeds
-//! uptime and spec-mismatch checks in the reputation projection), what its GPUs measure now
+//! report proves three things at once: the node is alive and which of its leases are
+//! healthy (a `SignedHeartbeat` command carrying the report's bytes, signature and key as
+//! evidence: the engine meters leases and judges liveness by it), what its GPUs measure now
 //! (stored as samples), and which leases' jobs it started (`StartLease` commands).
 //!
 //! Exactly once where it matters: the commands go to the engine before the report is
 //! recorded, so a crash in between makes the agent resend it; a resent report repeats a
-//! heartbeat (a zero-length gap, harmless to uptime) and a start the engine already has
-//! (`LEASE_ALREADY_STARTED`, ignored). Once recorded, its sequence number makes any later
-//! copy an acknowledged no-op.
+//! heartbeat (the engine judges by the record's own time, so the repeat also shows the
+//! listed leases healthy up to when it arrived: the agent resends at once, which bounds
+//! that) and a start the engine already has (`LEASE_ALREADY_STARTED`, ignored). Once
+//! recorded, its sequence number makes any later copy an acknowledged no-op.
 
-use contract::NodeReport;
+use contract::{
+    AccountId, GpuStatus, LeaseId, MarketId, NodeId, NodeKey, NodeReport, ReportEvidence,
+    ShortText, SignedHeartbeat, Timestamp, Vendor,
+};
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 
 use crate::errors::ApiError;
 
 /// The most GPUs one node may report.
 pub const MAX_GPUS: usize = 64;
-/// The most lease starts one report may carry.
+/// The most lease starts, and the most healthy leases, one report may carry.
 pub const MAX_STARTS: usize = 256;
 
 /// Parses a hex string of exactly `N` bytes.
@@ -58,9 +63,9 @@ pub fn verify(key: &VerifyingKey, report: &str, signature: &str) -> Result<NodeR
             report.gpus.len()
         )));
     }
-    if report.leases_started.len() > MAX_STARTS {
+    if report.leases_started.len() > MAX_STARTS || report.healthy_leases.len() > MAX_STARTS {
         return Err(ApiError::validation(format!(
-            "report: at most {MAX_STARTS} lease starts"
+            "report: at most {MAX_STARTS} lease starts and {MAX_STARTS} healthy leases"
         )));
     }
     check(&report)?;
@@ -107,7 +112,84 @@ fn check(report: &NodeReport) -> Result<(), ApiError> {
             return bad(format!("lease start {lease} is out of range or repeated"));
         }
     }
+    let mut healthy = std::collections::BTreeSet::new();
+    for &lease in &report.healthy_leases {
+        if !fits(lease) || !healthy.insert(lease) {
+            return bad(format!("healthy lease {lease} is out of range or repeated"));
+        }
+    }
     Ok(())
+}
+
+/// What the report tells the engine, with the report itself as evidence: `text` and
+/// `signature` exactly as received and verified with `key`, `report` parsed from them. Every
+/// GPU the report lists is present and counted healthy; its text must be the contract's
+/// short text (`VALIDATION` otherwise, before anything is appended).
+pub fn heartbeat(
+    provider: AccountId,
+    node: NodeId,
+    market: MarketId,
+    key: &VerifyingKey,
+    text: &str,
+    signature: &str,
+    report: &NodeReport,
+) -> Result<SignedHeartbeat, ApiError> {
+    let short = |index: u32, what: &str, s: &str| {
+        ShortText::parse(s)
+            .map_err(|e| ApiError::validation(format!("report: GPU {index} {what}: {e}")))
+    };
+    let gpus = report
+        .gpus
+        .iter()
+        .map(|gpu| {
+            Ok(GpuStatus {
+                index: gpu.index,
+                vendor: vendor_of(&gpu.name, market),
+                model: short(gpu.index, "name", &gpu.name)?,
+                uuid: short(gpu.index, "uuid", &gpu.uuid)?,
+                memory_mb: gpu.memory_total_mb,
+                pci_bus_id: None,
+                healthy: true,
+            })
+        })
+        .collect::<Result<_, ApiError>>()?;
+    Ok(SignedHeartbeat {
+        provider,
+        node,
+        market,
+        sequence: report.sequence,
+        reported_at: Timestamp(report.at.timestamp_millis()),
+        simulated: report.simulated,
+        gpus,
+        healthy_leases: report.healthy_leases.iter().copied().map(LeaseId).collect(),
+        evidence: ReportEvidence {
+            node_key: NodeKey(key.to_bytes()),
+            signed: text.as_bytes().to_vec(),
+            signature: contract::Signature(hex_bytes::<64>("signature", signature)?),
+        },
+    })
+}
+
+/// A GPU's vendor from what its driver calls it (`NVIDIA H100 80GB HBM3`, `AMD Instinct
+/// MI300X`), else from its class's name (AMD's classes are `MI…` and `RX…`). Neither naming
+/// one (a simulated `sim H100`), it is NVIDIA's: the engine does not judge by the vendor a
+/// report states, asks carry their own.
+pub fn vendor_of(model: &str, class: MarketId) -> Vendor {
+    let model = model.to_ascii_uppercase();
+    const AMD: [&str; 3] = ["AMD", "RADEON", "INSTINCT"];
+    const NVIDIA: [&str; 5] = ["NVIDIA", "GEFORCE", "TESLA", "QUADRO", "RTX"];
+    if AMD.iter().any(|w| model.contains(w)) {
+        return Vendor::Amd;
+    }
+    if NVIDIA.iter().any(|w| model.contains(w)) {
+        return Vendor::Nvidia;
+    }
+    let class = class.as_str().to_ascii_uppercase();
+    if class.starts_with("MI") || class.starts_with("RX") || class.contains("RADEON") {
+        Vendor::Amd
+    } else {
+        Vendor::Nvidia
+    }
 }
 
 #[cfg(test)]
@@ -176,6 +258,85 @@ mod tests {
             let signature = hex(&signer.sign(text.as_bytes()).to_bytes());
             assert_eq!(verify(&key, &text, &signature).unwrap_err().code, ErrorCode::Validation, "{text}");
         }
+    }
+
+    #[test]
+    fn a_verified_report_becomes_a_heartbeat_with_its_evidence() {
+        let signer = SigningKey::from_bytes(&[7; 32]);
+        let key = signer.verifying_key();
+        let text = report(3).replace("}]}", "}],\"healthy_leases\":[4,9]}");
+        let signature = hex(&signer.sign(text.as_bytes()).to_bytes());
+        let parsed = verify(&key, &text, &signature).unwrap();
+        let market = MarketId::parse("H100-80GB").unwrap();
+        let node = NodeId::parse("node-a").unwrap();
+        let beat = heartbeat(
+            AccountId(11),
+            node,
+            market,
+            &key,
+            &text,
+            &signature,
+            &parsed,
+        )
+        .unwrap();
+        assert_eq!(beat.sequence, 3);
+        assert_eq!(beat.healthy_leases, vec![LeaseId(4), LeaseId(9)]);
+        assert_eq!(beat.reported_at, Timestamp(1_796_040_000_000));
+        assert_eq!(beat.gpus.len(), 1);
+        let gpu = &beat.gpus[0];
+        assert_eq!(
+            (
+                gpu.model.as_str(),
+                gpu.uuid.as_str(),
+                gpu.memory_mb,
+                gpu.healthy,
+                gpu.vendor
+            ),
+            ("sim H100", "GPU-0", Some(81_920), true, Vendor::Nvidia)
+        );
+        assert_eq!(beat.evidence.signed, text.as_bytes());
+        assert_eq!(beat.evidence.node_key, NodeKey(key.to_bytes()));
+        assert_eq!(beat.evidence.signature.to_string(), signature);
+
+        // Text the contract cannot carry is refused before anything is sent.
+        let long = report(4).replace("sim H100", &"x".repeat(200));
+        let signature = hex(&signer.sign(long.as_bytes()).to_bytes());
+        let parsed = verify(&key, &long, &signature).unwrap();
+        assert_eq!(
+            heartbeat(
+                AccountId(11),
+                node,
+                market,
+                &key,
+                &long,
+                &signature,
+                &parsed
+            )
+            .unwrap_err()
+            .code,
+            ErrorCode::Validation
+        );
+        let repeated = report(5).replace("}]}", "}],\"healthy_leases\":[4,4]}");
+        let signature = hex(&signer.sign(repeated.as_bytes()).to_bytes());
+        assert_eq!(
+            verify(&key, &repeated, &signature).unwrap_err().code,
+            ErrorCode::Validation
+        );
+    }
+
+    #[test]
+    fn vendors_come_from_the_driver_s_name_then_the_class() {
+        let class = |c: &str| MarketId::parse(c).unwrap();
+        assert_eq!(
+            vendor_of("NVIDIA H100 80GB HBM3", class("MI300X-192GB")),
+            Vendor::Nvidia
+        );
+        assert_eq!(
+            vendor_of("AMD Instinct MI300X", class("H100-80GB")),
+            Vendor::Amd
+        );
+        assert_eq!(vendor_of("sim MI300X", class("MI300X-192GB")), Vendor::Amd);
+        assert_eq!(vendor_of("sim H100", class("H100-80GB")), Vendor::Nvidia);
     }
 
     fn hex(bytes: &[u8]) -> String {

@@ -118,6 +118,8 @@ impl Market {
             shard: 0,
             shards: 1,
             answer_timeout: config.answer_timeout,
+            // No clock: tests that count what a refusal appended stay exact.
+            tick_every: None,
         })
         .unwrap();
         let pool = Pool::builder()

@@ -11,10 +11,13 @@ use serde::{Deserialize, Serialize};
 use crate::{Command, Event, Rejection, Timestamp};
 
 /// The schema version this build writes.
-pub const SCHEMA: u16 = 2;
+pub const SCHEMA: u16 = 3;
 
-/// The oldest schema this build reads. Schema 2 only appended enum variants (the chain
-/// bridge's commands, events and rejections), so a schema-1 payload decodes unchanged.
+/// The oldest schema this build reads. Each schema since only appended enum variants, so
+/// older payloads decode unchanged: schema 2 the chain bridge's commands, events and
+/// rejections; schema 3 metered leases (`PlaceWith`, `StopLease`, `AdminEndLease`,
+/// `LeaseAccrued`, `LeaseClosed`, …), node liveness (`SignedHeartbeat`, `NodeSilent`),
+/// market parameters (`ConfigureMarket`) and idempotent money commands.
 pub const OLDEST_SCHEMA: u16 = 1;
 
 /// No record is larger: a corrupt length prefix cannot make a reader allocate more.
@@ -139,7 +142,7 @@ mod tests {
             ..bid.clone()
         };
         [
-            Command::Place(bid),
+            Command::Place(bid.clone()),
             Command::Place(ask),
             Command::EndLease {
                 by: AccountId(3),
@@ -148,6 +151,53 @@ mod tests {
                 reason: LeaseEndReason::ProviderFailed,
             },
             Command::Tick,
+            Command::PlaceWith {
+                order: bid.clone(),
+                options: crate::OrderOptions {
+                    rebid_on_failure: true,
+                    exclude_nodes: vec![crate::NodeRef {
+                        provider: AccountId(9),
+                        node: NodeId::parse("fra-2").unwrap(),
+                    }],
+                },
+            },
+            Command::ConfigureMarket {
+                market: MarketId::parse("H100-80GB").unwrap(),
+                config: crate::MarketConfig::new(crate::MarketConfigFields {
+                    charge_period: crate::ChargePeriod::new(60).unwrap(),
+                    model_names: vec![crate::ShortText::parse("NVIDIA H100 80GB HBM3").unwrap()],
+                    ..crate::MarketConfigFields::default()
+                })
+                .unwrap(),
+            },
+            Command::SignedHeartbeat(crate::SignedHeartbeat {
+                provider: AccountId(9),
+                node: NodeId::parse("fra-1").unwrap(),
+                market: MarketId::parse("H100-80GB").unwrap(),
+                sequence: 12,
+                reported_at: Timestamp(1_700_000_000_000),
+                simulated: false,
+                gpus: vec![crate::GpuStatus {
+                    index: 0,
+                    vendor: Vendor::Nvidia,
+                    model: crate::ShortText::parse("NVIDIA H100 80GB HBM3").unwrap(),
+                    uuid: crate::ShortText::parse("GPU-5c1b").unwrap(),
+                    memory_mb: Some(81_559),
+                    pci_bus_id: None,
+                    healthy: true,
+                }],
+                healthy_leases: vec![LeaseId(4)],
+                evidence: crate::ReportEvidence {
+                    node_key: crate::NodeKey([1; 32]),
+                    signed: b"{}".to_vec(),
+                    signature: crate::Signature([2; 64]),
+                },
+            }),
+            Command::DepositOnce {
+                account: AccountId(1),
+                amount: crate::Amount::parse("5").unwrap(),
+                key: crate::IdempotencyKey(u128::MAX),
+            },
         ]
         .into_iter()
         .map(|command| CommandRecord {
@@ -185,15 +235,17 @@ mod tests {
     fn unknown_versions_and_damage_are_typed_errors() {
         let bytes = encode(&samples()[0]);
         assert_eq!(
-            decode::<CommandRecord>(3, &bytes),
-            Err(DecodeError::UnknownSchema { found: 3 })
+            decode::<CommandRecord>(SCHEMA + 1, &bytes),
+            Err(DecodeError::UnknownSchema { found: SCHEMA + 1 })
         );
         assert_eq!(
             decode::<CommandRecord>(0, &bytes),
             Err(DecodeError::UnknownSchema { found: 0 })
         );
-        // A schema-1 record (no bridge variants) still reads.
-        assert_eq!(decode(1, &bytes), Ok(samples().remove(0)));
+        // Records of every older schema still read.
+        for schema in OLDEST_SCHEMA..SCHEMA {
+            assert_eq!(decode(schema, &bytes), Ok(samples().remove(0)));
+        }
         for cut in 0..bytes.len() {
             assert!(decode::<CommandRecord>(SCHEMA, &bytes[..cut]).is_err());
         }

@@ -2,8 +2,9 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AccountId, ClientOrderId, FeeRate, Gpus, Hours, LeaseEndReason, LeaseId, MarketId, NodeId,
-    OrderId, Price, Region, Reputation, Timestamp,
+    AccountId, ClientOrderId, FeeRate, Gpus, Hours, IdempotencyKey, LeaseEndReason, LeaseId,
+    MarketConfig, MarketId, NodeId, NodeRef, OrderId, Price, Region, Reputation, SignedHeartbeat,
+    Timestamp,
 };
 use crate::{Amount, ChainAddress, FailureReason, ParseError, SettlementId, TxHash};
 
@@ -43,8 +44,11 @@ pub enum Command {
         price: Option<Price>,
         gpus: Option<Gpus>,
     },
-    /// A lease stopped, early or on time. `hours_used` (at most six decimal places) is
-    /// charged; the rest of the lease's cost goes back to the buyer.
+    /// Schema 1's lease end, kept so that older logs replay as they ran: `hours_used` (at
+    /// most six decimal places) is charged, the rest of the cost goes back to the buyer.
+    /// Nothing sends it any more: a party never states hours. Leases of bids placed with
+    /// [`Command::PlaceWith`] refuse it (`LEASE_METERED`); they end by [`Command::StopLease`],
+    /// [`Command::AdminEndLease`] or by themselves.
     EndLease {
         /// The buyer, the provider or [`AccountId::MARKET`] (the operator).
         by: AccountId,
@@ -66,9 +70,9 @@ pub enum Command {
         provider: AccountId,
         lease_id: LeaseId,
     },
-    /// A node's agent is alive and its hardware was identified as `class` GPUs, `gpus` of
-    /// them. Sent about once a minute per node; the reputation projection derives uptime
-    /// from the gaps and spec mismatches from the identity.
+    /// Schema 1's heartbeat, kept for older logs: recorded as stated (`NodeHeartbeat`), with
+    /// no effect on the engine's state. Signed reports arrive as
+    /// [`Command::SignedHeartbeat`].
     Heartbeat {
         provider: AccountId,
         node: NodeId,
@@ -76,7 +80,11 @@ pub enum Command {
         class: MarketId,
         gpus: Gpus,
     },
-    /// Only moves time forward (expiring orders); sent when no other command arrives.
+    /// Only moves time forward, so that deadlines (GTT expiry, lease terms, heartbeat
+    /// timeouts, charge periods) happen without traffic. The engine client appends one when
+    /// it has appended nothing for a while (`ClientConfig::tick_every`). A tick stamped
+    /// before the engine's clock is refused (`CLOCK_WENT_BACKWARDS`) and changes nothing;
+    /// every other command stamped before the clock counts as stamped at it.
     Tick,
     // Schema 2 appends the chain bridge's commands; earlier variants keep their positions
     // so schema-1 records still decode.
@@ -117,6 +125,72 @@ pub enum Command {
         batch: SettlementId,
         reason: FailureReason,
     },
+    // Schema 3 appends metered leases, node liveness and idempotent money commands; earlier
+    // variants keep their positions and their behaviour.
+    /// Sets a market's parameters (admin). A market that never got one has
+    /// `MarketConfig::default()`. A change applies from the next deadline it sets: running
+    /// leases keep the timers already set.
+    ConfigureMarket {
+        market: MarketId,
+        config: MarketConfig,
+    },
+    /// A new order with options; every order the API places since schema 3 is one. A bid
+    /// placed this way makes **metered** leases: they end at their term, by
+    /// [`Command::StopLease`] or [`Command::AdminEndLease`], or when their node fails,
+    /// and are charged by the engine's clock. Client ids in the engine's own range
+    /// (`ClientOrderId::is_reserved`) are refused.
+    PlaceWith {
+        order: NewOrder,
+        options: OrderOptions,
+    },
+    /// A party stops a metered lease. The buyer: charged to now. The provider: a provider
+    /// failure, charged only to the last moment a heartbeat showed the lease healthy.
+    StopLease {
+        by: AccountId,
+        lease_id: LeaseId,
+    },
+    /// The operator ends a lease, charged to now (admin).
+    AdminEndLease {
+        lease_id: LeaseId,
+        reason: FailureReason,
+    },
+    /// A node's signed report: it is alive, its GPUs are these, these of its leases are
+    /// healthy.
+    SignedHeartbeat(SignedHeartbeat),
+    /// [`Command::Deposit`] once per key: a retry with the same key and amount is answered
+    /// `ALREADY_APPLIED` and changes nothing; the same key with another amount, or a key
+    /// the account used for a withdrawal, is `IDEMPOTENCY_KEY_REUSED`.
+    DepositOnce {
+        account: AccountId,
+        amount: Amount,
+        key: IdempotencyKey,
+    },
+    /// [`Command::RequestWithdrawal`] once per key, as [`Command::DepositOnce`] is for
+    /// deposits (one key space per account for both).
+    RequestWithdrawalOnce {
+        account: AccountId,
+        amount: Amount,
+        key: IdempotencyKey,
+    },
+}
+
+/// How an order placed with [`Command::PlaceWith`] behaves beyond its terms. Both options
+/// are for bids; an ask with any of them is refused (`BID_OPTION_ON_ASK`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderOptions {
+    /// When a lease of this bid fails through the provider, the engine places the unused
+    /// whole GPU-hours again as a new bid (same constraints, limit price and time in force,
+    /// held from the refund, the failed node excluded, itself re-bidding on failure). Its
+    /// client id is `ClientOrderId::rebid(lease)`; the `OrderRebid` event links the two.
+    #[serde(default)]
+    pub rebid_on_failure: bool,
+    /// Nodes whose asks this bid never takes (at most [`OrderOptions::MAX_EXCLUDED`]).
+    #[serde(default)]
+    pub exclude_nodes: Vec<NodeRef>,
+}
+
+impl OrderOptions {
+    pub const MAX_EXCLUDED: usize = 32;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -133,7 +207,8 @@ pub enum Side {
 pub enum TimeInForce {
     /// Good till cancelled.
     Gtc,
-    /// Good till the given time; the order is cancelled by the first command at or after it.
+    /// Good till the given time; the order is cancelled at it (by the first command at or
+    /// after it, a tick when nothing else arrives).
     Gtt { expires_at: Timestamp },
     /// Immediate or cancel: fill what is possible now, cancel the rest.
     Ioc,
@@ -179,6 +254,13 @@ impl Command {
             Command::OpenSettlement { .. } => "open_settlement",
             Command::ConfirmSettlement { .. } => "confirm_settlement",
             Command::FailSettlement { .. } => "fail_settlement",
+            Command::ConfigureMarket { .. } => "configure_market",
+            Command::PlaceWith { .. } => "place_with",
+            Command::StopLease { .. } => "stop_lease",
+            Command::AdminEndLease { .. } => "admin_end_lease",
+            Command::SignedHeartbeat(_) => "signed_heartbeat",
+            Command::DepositOnce { .. } => "deposit_once",
+            Command::RequestWithdrawalOnce { .. } => "request_withdrawal_once",
         }
     }
 }

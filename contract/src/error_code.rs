@@ -89,6 +89,17 @@ error_codes! {
     NothingToSettle = "NOTHING_TO_SETTLE", 422, "No withdrawal is requested and no earnings reach the minimum payout.";
     SettlementNotOpen = "SETTLEMENT_NOT_OPEN", 409, "That settlement batch is not open.";
     BadBatchSize = "BAD_BATCH_SIZE", 422, "A settlement batch holds 1 to 10,000 payouts.";
+    ClockWentBackwards = "CLOCK_WENT_BACKWARDS", 409, "A clock tick was stamped before the engine's clock; nothing changed.";
+    LeaseEnded = "LEASE_ENDED", 409, "The lease has ended.";
+    LeaseMetered = "LEASE_METERED", 422, "The lease is metered: stop it; hours are never stated.";
+    NodeSilent = "NODE_SILENT", 409, "The node's heartbeats stopped; it cannot be matched until it reports again.";
+    ReservedClientOrderId = "RESERVED_CLIENT_ORDER_ID", 422, "Client order ids whose upper 64 bits are all ones are the engine's own.";
+    TooManyExcludedNodes = "TOO_MANY_EXCLUDED_NODES", 422, "A bid excludes at most 32 nodes.";
+    BidOptionOnAsk = "BID_OPTION_ON_ASK", 422, "Re-bidding and excluded nodes are options of bids.";
+    AlreadyApplied = "ALREADY_APPLIED", 409, "A request with this idempotency key and the same content was applied before; nothing changed (the API answers it as replayed).";
+    IdempotencyKeyReused = "IDEMPOTENCY_KEY_REUSED", 422, "The idempotency key was used for a different request.";
+    StaleReport = "STALE_REPORT", 409, "A node report whose sequence number is not above the node's last one; nothing changed.";
+    UnknownNode = "UNKNOWN_NODE", 404, "No node of that name is registered for this provider; register it first.";
 }
 
 impl ErrorCode {
@@ -115,6 +126,7 @@ impl ErrorCode {
                 | ErrorCode::Unauthenticated
                 | ErrorCode::Forbidden
                 | ErrorCode::NotFound
+                | ErrorCode::UnknownNode
                 | ErrorCode::PayloadTooLarge
                 | ErrorCode::UnsupportedMediaType
                 | ErrorCode::RequestTimeout

@@ -2,9 +2,9 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AccountId, Amount, ChainAddress, FailureReason, FeeRate, Gpus, Hours, LeaseId, MarketId,
-    NewOrder, NodeId, OrderId, Price, Reputation, SettlementId, SettlementPayout, Side, Timestamp,
-    TxHash,
+    AccountId, Amount, ChainAddress, FailureReason, FeeRate, GpuStatus, Gpus, Hours, LeaseId,
+    MarketConfig, MarketId, NewOrder, NodeId, OrderId, Price, Rejection, Reputation, SettlementId,
+    SettlementPayout, Side, Timestamp, TxHash,
 };
 
 /// What the engine did. Events carry every amount that moved, so projections (the ledger,
@@ -75,7 +75,12 @@ pub enum Event {
         reason: CancelReason,
     },
     /// The lease's cost splits into `charged` (= `fee` + `provider_earned`) and `refunded`
-    /// (back to the buyer's available balance).
+    /// (back to the buyer's available balance). in lease −= cost; the buyer's available +=
+    /// refunded, the provider's += provider_earned, the market's += fee.
+    ///
+    /// For a metered lease it follows its [`Event::LeaseClosed`], and its three amounts are
+    /// the sums of the lease's [`Event::LeaseAccrued`] events; `hours_used` is the charged
+    /// milliseconds in hours, rounded down to six places (display only).
     LeaseEnded {
         lease_id: LeaseId,
         buyer: AccountId,
@@ -138,6 +143,86 @@ pub enum Event {
         reason: FailureReason,
         payouts: Vec<SettlementPayout>,
     },
+    // Schema 3: metered leases and node liveness, appended.
+    MarketConfigured {
+        market: MarketId,
+        config: MarketConfig,
+    },
+    /// A node's signed heartbeat, as the report stated it (the report's bytes and signature
+    /// are in the command, found by the record's command offset). Liveness and lease health
+    /// count from the record's time, never the report's.
+    NodeReported {
+        provider: AccountId,
+        node: NodeId,
+        market: MarketId,
+        sequence: u64,
+        gpus: Vec<GpuStatus>,
+        healthy_leases: Vec<LeaseId>,
+    },
+    /// No heartbeat from the node for longer than its heartbeat timeout: it went silent at
+    /// `at` (its last heartbeat plus the timeout). The node's asks are cancelled
+    /// (`CancelReason::NodeSilent`) and its leases closed (`LeaseEndCause::NodeSilent`) in
+    /// the events that follow; it cannot be matched until it reports again. Its downtime
+    /// runs from `last_seen`.
+    NodeSilent {
+        provider: AccountId,
+        node: NodeId,
+        last_seen: Timestamp,
+        at: Timestamp,
+    },
+    /// Usage of a metered lease within one charge period, `[from, to)` inside
+    /// `[period_start, period_end)`, charged by the market's rule (`contract::market`).
+    /// Informational: no money moves until the lease's [`Event::LeaseEnded`], whose amounts
+    /// are the sums of these. A lease accrues each period at most once: when the period's
+    /// verification is final (`period_end` + the market's heartbeat timeout, up to the last
+    /// healthy heartbeat; unverified time of a closed period is never charged), or when the
+    /// lease closes (its open periods, up to where it is charged).
+    LeaseAccrued {
+        lease_id: LeaseId,
+        market: MarketId,
+        buyer: AccountId,
+        provider: AccountId,
+        node: NodeId,
+        gpus: Gpus,
+        price: Price,
+        period_start: Timestamp,
+        period_end: Timestamp,
+        from: Timestamp,
+        to: Timestamp,
+        charged: Amount,
+        fee: Amount,
+        provider_earned: Amount,
+    },
+    /// A metered lease stopped: why, when, and up to when it is charged. Its last
+    /// accruals come before this event; its [`Event::LeaseEnded`], which moves the money,
+    /// comes right after (or, only when the provider's or the market's account has no room
+    /// for the money, with the first later command after which they have).
+    LeaseClosed {
+        lease_id: LeaseId,
+        buyer: AccountId,
+        provider: AccountId,
+        node: NodeId,
+        cause: LeaseEndCause,
+        ended_at: Timestamp,
+        charged_until: Timestamp,
+        /// The milliseconds charged, over all the lease's accruals.
+        charged_ms: u64,
+    },
+    /// After a provider failure of a lease whose bid asked to re-bid, the engine placed
+    /// order `order_id` (client id `ClientOrderId::rebid(lease_id)`) for `hours` whole unused
+    /// hours. Its `OrderAccepted`, fills and rest follow.
+    OrderRebid {
+        lease_id: LeaseId,
+        buyer: AccountId,
+        order_id: OrderId,
+        hours: Hours,
+    },
+    /// The re-bid for a failed lease's unused hours was refused, e.g. for funds.
+    RebidRefused {
+        lease_id: LeaseId,
+        buyer: AccountId,
+        reason: Rejection,
+    },
 }
 
 impl Event {
@@ -161,6 +246,13 @@ impl Event {
             Event::SettlementOpened { .. } => "settlement_opened",
             Event::SettlementConfirmed { .. } => "settlement_confirmed",
             Event::SettlementFailed { .. } => "settlement_failed",
+            Event::MarketConfigured { .. } => "market_configured",
+            Event::NodeReported { .. } => "node_reported",
+            Event::NodeSilent { .. } => "node_silent",
+            Event::LeaseAccrued { .. } => "lease_accrued",
+            Event::LeaseClosed { .. } => "lease_closed",
+            Event::OrderRebid { .. } => "order_rebid",
+            Event::RebidRefused { .. } => "rebid_refused",
         }
     }
 }
@@ -179,6 +271,8 @@ pub enum CancelReason {
     SelfTrade,
     /// The provider's reputation dropped below the score this ask advertised.
     ReputationDropped,
+    /// The ask's node went silent (schema 3).
+    NodeSilent,
 }
 
 impl CancelReason {
@@ -190,6 +284,7 @@ impl CancelReason {
             CancelReason::Expired => "expired",
             CancelReason::SelfTrade => "self_trade",
             CancelReason::ReputationDropped => "reputation_dropped",
+            CancelReason::NodeSilent => "node_silent",
         }
     }
 }
@@ -201,8 +296,10 @@ pub enum LeaseEndReason {
     Completed,
     /// The buyer stopped it early.
     BuyerStopped,
-    /// The node failed or went silent.
+    /// The node failed or went silent, or the provider stopped it early.
     ProviderFailed,
+    /// The operator ended it (schema 3; the reason is in its `LeaseClosed`).
+    Operator,
 }
 
 impl LeaseEndReason {
@@ -212,6 +309,57 @@ impl LeaseEndReason {
             LeaseEndReason::Completed => "completed",
             LeaseEndReason::BuyerStopped => "buyer_stopped",
             LeaseEndReason::ProviderFailed => "provider_failed",
+            LeaseEndReason::Operator => "operator",
+        }
+    }
+}
+
+/// Why a metered lease stopped, with what the engine judged it by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseEndCause {
+    /// It ran its hours: charged the whole term.
+    TermReached,
+    /// The buyer stopped it: charged to then.
+    BuyerStopped,
+    /// The provider stopped it early. Like every provider failure, charged only to the last
+    /// heartbeat that showed it healthy.
+    ProviderStopped,
+    /// Its node went silent; `last_seen` is the node's last heartbeat.
+    NodeSilent { last_seen: Timestamp },
+    /// The node's report with this sequence number did not show the lease healthy.
+    Unhealthy { sequence: u64 },
+    /// No report of its node showed it healthy within the heartbeat timeout of its start:
+    /// nothing is charged.
+    NotAcknowledged,
+    /// The operator ended it: charged to then.
+    Operator { reason: FailureReason },
+}
+
+impl LeaseEndCause {
+    /// The reason its `LeaseEnded` carries.
+    pub fn reason(&self) -> LeaseEndReason {
+        match self {
+            LeaseEndCause::TermReached => LeaseEndReason::Completed,
+            LeaseEndCause::BuyerStopped => LeaseEndReason::BuyerStopped,
+            LeaseEndCause::ProviderStopped
+            | LeaseEndCause::NodeSilent { .. }
+            | LeaseEndCause::Unhealthy { .. }
+            | LeaseEndCause::NotAcknowledged => LeaseEndReason::ProviderFailed,
+            LeaseEndCause::Operator { .. } => LeaseEndReason::Operator,
+        }
+    }
+
+    /// The name in the JSON form, e.g. `node_silent`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LeaseEndCause::TermReached => "term_reached",
+            LeaseEndCause::BuyerStopped => "buyer_stopped",
+            LeaseEndCause::ProviderStopped => "provider_stopped",
+            LeaseEndCause::NodeSilent { .. } => "node_silent",
+            LeaseEndCause::Unhealthy { .. } => "unhealthy",
+            LeaseEndCause::NotAcknowledged => "not_acknowledged",
+            LeaseEndCause::Operator { .. } => "operator",
         }
     }
 }
@@ -224,11 +372,12 @@ stored_form!(
         ImmediateRemainder,
         Expired,
         SelfTrade,
-        ReputationDropped
+        ReputationDropped,
+        NodeSilent
     ]
 );
 stored_form!(
     LeaseEndReason,
     "lease end reason",
-    [Completed, BuyerStopped, ProviderFailed]
+    [Completed, BuyerStopped, ProviderFailed, Operator]
 );

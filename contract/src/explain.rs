@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use crate::{Interconnect, OrderId, Price, Region, Reputation, Timestamp, Vendor};
+use crate::{Interconnect, NodeId, OrderId, Price, Region, Reputation, Timestamp, Vendor};
 
 /// Why a resting order has not traded: every counter-order at a price it would accept, in
 /// priority order, with the constraint that kept the two apart.
@@ -56,5 +56,9 @@ pub enum Exclusion {
     BelowMinFill {
         ask_gpus: u32,
         min_fill: u32,
+    },
+    /// The bid excludes the ask's node (one of its leases failed there, or its buyer chose so).
+    NodeExcluded {
+        node: NodeId,
     },
 }

@@ -22,6 +22,12 @@ pub enum ParseError {
     BadAddress { input: String },
     #[error("{input:?} is not a transaction hash (64 hex digits)")]
     BadTxHash { input: String },
+    #[error("{kind} must be {len} bytes as {} hex digits (got {input:?})", 2 * len)]
+    BadHex {
+        kind: &'static str,
+        len: usize,
+        input: String,
+    },
 }
 
 /// Whether `s` is one or more ASCII digits: the whole grammar of a number in text, with no
@@ -203,77 +209,119 @@ impl AccountId {
     pub const MARKET: AccountId = AccountId(0);
 }
 
-/// The client's idempotency key for an order, unique per account for the engine's lifetime.
+/// Reads a 128-bit key in either of its text forms, nothing around it:
 ///
-/// Stored as 128 bits so that both counters (`42`) and UUIDs
-/// (`67e55044-10b1-426f-9247-bb680e5fe0c8`) fit without allocation; the canonical text form
-/// is the decimal integer.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
-pub struct ClientOrderId(pub u128);
-
-impl ClientOrderId {
-    /// Reads either form, nothing around it:
-    ///
-    /// - a UUID: 36 characters, 32 hex digits (either case) in groups of 8-4-4-4-12 with a
-    ///   `-` between groups, and nothing else (no sign, no braces, no `urn:uuid:`);
-    /// - a decimal: ASCII digits below 2^128, leading zeros allowed. `007` and `7` are the
-    ///   same key, so a client that pads its counters still replays the same order.
-    pub fn parse(s: &str) -> Result<Self, ParseError> {
-        let bad = || ParseError::BadClientOrderId {
-            kind: "client order id",
-            input: s.to_owned(),
-        };
-        if s.len() == 36 && s.as_bytes()[8] == b'-' {
-            let well_formed = s.bytes().enumerate().all(|(i, b)| match i {
-                8 | 13 | 18 | 23 => b == b'-',
-                _ => b.is_ascii_hexdigit(),
-            });
-            if !well_formed {
-                return Err(bad());
-            }
-            let hex: String = s.chars().filter(|c| *c != '-').collect();
-            return u128::from_str_radix(&hex, 16)
-                .map(ClientOrderId)
-                .map_err(|_| bad());
-        }
-        if !all_digits(s) {
+/// - a UUID: 36 characters, 32 hex digits (either case) in groups of 8-4-4-4-12 with a
+///   `-` between groups, and nothing else (no sign, no braces, no `urn:uuid:`);
+/// - a decimal: ASCII digits below 2^128, leading zeros allowed. `007` and `7` are the
+///   same key, so a client that pads its counters still replays the same request.
+fn parse_key(kind: &'static str, s: &str) -> Result<u128, ParseError> {
+    let bad = || ParseError::BadClientOrderId {
+        kind,
+        input: s.to_owned(),
+    };
+    if s.len() == 36 && s.as_bytes()[8] == b'-' {
+        let well_formed = s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        });
+        if !well_formed {
             return Err(bad());
         }
-        s.parse::<u128>().map(ClientOrderId).map_err(|_| bad())
+        let hex: String = s.chars().filter(|c| *c != '-').collect();
+        return u128::from_str_radix(&hex, 16).map_err(|_| bad());
     }
+    if !all_digits(s) {
+        return Err(bad());
+    }
+    s.parse::<u128>().map_err(|_| bad())
 }
 
-impl fmt::Display for ClientOrderId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
+/// A 128-bit key written as a decimal or a UUID: the canonical text form is the decimal,
+/// binary forms carry the integer.
+macro_rules! key_id {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+        pub struct $name(pub u128);
 
-impl FromStr for ClientOrderId {
-    type Err = ParseError;
-    fn from_str(s: &str) -> Result<Self, ParseError> {
-        Self::parse(s)
-    }
-}
-
-impl Serialize for ClientOrderId {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable() {
-            s.collect_str(self)
-        } else {
-            s.serialize_u128(self.0)
+        impl $name {
+            /// Reads a UUID (8-4-4-4-12 hex digits, either case) or ASCII digits below
+            /// 2^128, nothing around it; `007` and `7` are the same key.
+            pub fn parse(s: &str) -> Result<Self, ParseError> {
+                parse_key($kind, s).map($name)
+            }
         }
-    }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}", self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ParseError;
+            fn from_str(s: &str) -> Result<Self, ParseError> {
+                Self::parse(s)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if s.is_human_readable() {
+                    s.collect_str(self)
+                } else {
+                    s.serialize_u128(self.0)
+                }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                if d.is_human_readable() {
+                    let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                    Self::parse(&s).map_err(serde::de::Error::custom)
+                } else {
+                    u128::deserialize(d).map($name)
+                }
+            }
+        }
+    };
 }
 
-impl<'de> Deserialize<'de> for ClientOrderId {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        if d.is_human_readable() {
-            let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-            Self::parse(&s).map_err(serde::de::Error::custom)
-        } else {
-            u128::deserialize(d).map(ClientOrderId)
-        }
+key_id!(
+    /// The client's idempotency key for an order, unique per account for the engine's
+    /// lifetime.
+    ///
+    /// Stored as 128 bits so that both counters (`42`) and UUIDs
+    /// (`67e55044-10b1-426f-9247-bb680e5fe0c8`) fit without allocation.
+    ///
+    /// Ids whose upper 64 bits are all ones are the engine's own (see
+    /// [`ClientOrderId::rebid`]); `PlaceWith` refuses them, so a buyer's id never collides
+    /// with an order the engine places for it.
+    ClientOrderId,
+    "client order id"
+);
+
+key_id!(
+    /// The caller's key for a deposit or a withdrawal request (`DepositOnce`,
+    /// `RequestWithdrawalOnce`), unique per account: a retry with the same key and the same
+    /// content is answered as a duplicate and changes nothing.
+    IdempotencyKey,
+    "idempotency key"
+);
+
+impl ClientOrderId {
+    /// The id of the bid the engine places again for the unused hours of `lease` after a
+    /// provider failure: the upper 64 bits all ones, the lower the lease id. Each lease
+    /// fails at most once, so no two re-bids share an id.
+    pub fn rebid(lease: LeaseId) -> ClientOrderId {
+        ClientOrderId(u128::from(u64::MAX) << 64 | u128::from(lease.0))
+    }
+
+    /// Whether the id is in the engine's own range (see [`ClientOrderId::rebid`]).
+    pub fn is_reserved(self) -> bool {
+        self.0 >> 64 == u128::from(u64::MAX)
     }
 }
 

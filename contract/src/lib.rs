@@ -31,14 +31,15 @@ macro_rules! stored_form {
     };
 }
 
-
 mod chain;
 pub mod codec;
 mod command;
 mod error_code;
 mod event;
 mod explain;
+mod heartbeat;
 mod ids;
+pub mod market;
 mod money;
 mod rejection;
 mod report;
@@ -46,14 +47,20 @@ mod status;
 
 pub use chain::{ChainAddress, FailureReason, SettlementPayout, TxHash};
 pub use command::{
-    AskSpec, BidSpec, Command, Interconnect, NewOrder, OrderTerms, Side, TimeInForce, Vendor,
+    AskSpec, BidSpec, Command, Interconnect, NewOrder, OrderOptions, OrderTerms, Side, TimeInForce,
+    Vendor,
 };
 pub use error_code::{ErrorCode, UnknownErrorCode};
-pub use event::{CancelReason, Event, LeaseEndReason};
+pub use event::{CancelReason, Event, LeaseEndCause, LeaseEndReason};
 pub use explain::{Exclusion, Explanation, SkippedOrder};
-pub use ids::{
-    AccountId, ClientOrderId, LeaseId, MarketId, NodeId, OrderId, ParseError, Region, SettlementId,
+pub use heartbeat::{
+    GpuStatus, NodeKey, NodeRef, ReportEvidence, ShortText, Signature, SignedHeartbeat,
 };
+pub use ids::{
+    AccountId, ClientOrderId, IdempotencyKey, LeaseId, MarketId, NodeId, OrderId, ParseError,
+    Region, SettlementId,
+};
+pub use market::{hours_of_ms, ChargePeriod, ConfigError, MarketConfig, MarketConfigFields};
 pub use money::{Amount, FeeRate, Gpus, Hours, MoneyError, Price, Reputation, Timestamp};
 pub use rejection::Rejection;
 pub use report::{GpuSample, NodeReport};

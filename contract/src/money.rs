@@ -229,6 +229,27 @@ impl Price {
             .checked_mul(i64::from(hours.0))
             .map(Amount)
     }
+
+    /// The charge for `ms` milliseconds of `gpus` GPUs at this price per GPU-hour, rounded
+    /// down to the micro-unit: `floor(price × gpus × ms / 3,600,000)`, or `None` when it does
+    /// not fit. The market's one rounding rule (see `contract::market`).
+    pub fn charge_for(self, gpus: Gpus, ms: u64) -> Option<Amount> {
+        let exact = i128::from(self.0)
+            .checked_mul(i128::from(gpus.0))?
+            .checked_mul(i128::from(ms))?;
+        i64::try_from(exact / i128::from(Timestamp::MS_PER_HOUR))
+            .ok()
+            .map(Amount)
+    }
+}
+
+impl FeeRate {
+    /// The fee on `charge`, rounded down to the micro-unit: `floor(charge × bps / 10,000)`,
+    /// at most the charge.
+    pub fn fee_on(self, charge: Amount) -> Amount {
+        let fee = i128::from(charge.0) * i128::from(self.0) / 10_000;
+        Amount(i64::try_from(fee).expect("a fee is at most its charge"))
+    }
 }
 
 macro_rules! bounded_int {

@@ -2,8 +2,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AccountId, ErrorCode, Amount, ClientOrderId, Gpus, LeaseId, MarketId, OrderId, Price, SettlementId,
-    Timestamp, TxHash,
+    AccountId, Amount, ClientOrderId, ErrorCode, Gpus, IdempotencyKey, LeaseId, MarketId, NodeId,
+    OrderId, Price, SettlementId, Timestamp, TxHash,
 };
 
 /// Why the engine refused a command. A rejected command changes nothing.
@@ -84,6 +84,31 @@ pub enum Rejection {
     SettlementNotOpen { batch: SettlementId },
     #[error("a settlement batch holds 1 to 10000 payouts (got {max_payouts})")]
     BadBatchSize { max_payouts: u32 },
+    // Schema 3, appended.
+    #[error("a tick at {at} is before the engine's clock {now}")]
+    ClockWentBackwards { at: Timestamp, now: Timestamp },
+    #[error("lease {lease_id} has ended")]
+    LeaseEnded { lease_id: LeaseId },
+    #[error("lease {lease_id} is metered: it is stopped, never ended by stating hours")]
+    LeaseMetered { lease_id: LeaseId },
+    #[error("node {node} is silent since its last heartbeat at {last_seen}; it cannot be matched until it reports again")]
+    NodeSilent { node: NodeId, last_seen: Timestamp },
+    #[error("client order id {client_id} is in the engine's own range")]
+    ReservedClientOrderId { client_id: ClientOrderId },
+    #[error("a bid excludes at most {max} nodes")]
+    TooManyExcludedNodes { max: u32 },
+    #[error("re-bidding and excluded nodes are options of bids, not asks")]
+    BidOptionOnAsk,
+    #[error("the request with idempotency key {key} was applied before; nothing changed")]
+    AlreadyApplied { key: IdempotencyKey },
+    #[error("idempotency key {key} was used for a different request")]
+    IdempotencyKeyReused { key: IdempotencyKey },
+    #[error("node {node}'s report {sequence} is not after its last one, {last}")]
+    StaleReport {
+        node: NodeId,
+        sequence: u64,
+        last: u64,
+    },
 }
 
 impl Rejection {
@@ -119,6 +144,16 @@ impl Rejection {
             Rejection::NothingToSettle => ErrorCode::NothingToSettle,
             Rejection::SettlementNotOpen { .. } => ErrorCode::SettlementNotOpen,
             Rejection::BadBatchSize { .. } => ErrorCode::BadBatchSize,
+            Rejection::ClockWentBackwards { .. } => ErrorCode::ClockWentBackwards,
+            Rejection::LeaseEnded { .. } => ErrorCode::LeaseEnded,
+            Rejection::LeaseMetered { .. } => ErrorCode::LeaseMetered,
+            Rejection::NodeSilent { .. } => ErrorCode::NodeSilent,
+            Rejection::ReservedClientOrderId { .. } => ErrorCode::ReservedClientOrderId,
+            Rejection::TooManyExcludedNodes { .. } => ErrorCode::TooManyExcludedNodes,
+            Rejection::BidOptionOnAsk => ErrorCode::BidOptionOnAsk,
+            Rejection::AlreadyApplied { .. } => ErrorCode::AlreadyApplied,
+            Rejection::IdempotencyKeyReused { .. } => ErrorCode::IdempotencyKeyReused,
+            Rejection::StaleReport { .. } => ErrorCode::StaleReport,
         }
     }
 }

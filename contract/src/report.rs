@@ -39,4 +39,10 @@ pub struct NodeReport {
     /// Leases whose jobs the node started since its last report.
     #[serde(default)]
     pub leases_started: Vec<u64>,
+    /// The node's running leases whose jobs are alive on GPUs present and healthy in this
+    /// report. This is the evidence a metered lease is charged by: a lease the node listed
+    /// before and no longer lists fails at its last listing (an agent that predates the
+    /// field lists none, so its leases are never charged past acknowledgement).
+    #[serde(default)]
+    pub healthy_leases: Vec<u64>,
 }

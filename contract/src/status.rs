@@ -73,7 +73,11 @@ mod tests {
 
     #[test]
     fn stored_forms_read_back() {
-        for s in [OrderStatus::Open, OrderStatus::Filled, OrderStatus::Cancelled] {
+        for s in [
+            OrderStatus::Open,
+            OrderStatus::Filled,
+            OrderStatus::Cancelled,
+        ] {
             assert_eq!(s.as_str().parse(), Ok(s));
         }
         for s in [LeaseState::Created, LeaseState::Running, LeaseState::Ended] {

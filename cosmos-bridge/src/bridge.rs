@@ -13,7 +13,7 @@
 //! `GPUMARKET_BRIDGE_KILL_AT=<step>` makes the bridge `kill -9` itself at that step (see
 //! [`Step`]), for the crash tests.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use api_client::mutations::{
@@ -23,9 +23,11 @@ use api_client::mutations::{
 use api_client::queries::{PendingSettlementQuery, SettlementDueQuery, SettlementDueVariables};
 use api_client::types::SettlementBatch;
 use api_client::{ClientError, ErrorCode, Id, MutationBuilder, QueryBuilder, U64};
+use chrono::{DateTime, Utc};
 use contract::{AccountId, Amount, SettlementId, TxHash};
 use cosmrs::proto::tendermint::abci::Event;
 use diesel::{Connection, PgConnection};
+use ledger::export::{ChainTransfer, ChainView};
 use ledger::read::SettlementFilter;
 use ledger::store::{self, Seen, SeenTransfer, TxState};
 use rust_decimal::Decimal;
@@ -68,6 +70,34 @@ pub struct Config {
     pub poll: Duration,
     /// A broadcast transaction not included after this long is sent again (same bytes).
     pub rebroadcast_after: Duration,
+}
+
+impl Config {
+    /// What a payout transaction of `outputs` outputs pays: `gas_base + gas_per_payout ×
+    /// outputs` gas at `gas_price`, rounded up to a base unit. A configuration whose fee does
+    /// not fit the chain's numbers is refused, never wrapped or capped.
+    pub fn fees(&self, outputs: u64) -> Result<Fees, BridgeError> {
+        let too_much = || {
+            BridgeError::Config(format!(
+                "the fee of {outputs} payouts at gas price {} does not fit the chain's numbers",
+                self.gas_price
+            ))
+        };
+        let gas_limit = self
+            .gas_per_payout
+            .checked_mul(outputs)
+            .and_then(|g| g.checked_add(self.gas_base))
+            .ok_or_else(too_much)?;
+        let amount = self
+            .gas_price
+            .checked_mul(Decimal::from(gas_limit))
+            .ok_or_else(too_much)?
+            .ceil();
+        Ok(Fees {
+            amount: u128::try_from(amount).map_err(|_| too_much())?,
+            gas_limit,
+        })
+    }
 }
 
 /// The steps of the bridge's work where a crash test may kill it.
@@ -135,14 +165,124 @@ fn batch_of(batch: SettlementBatch) -> Result<Batch, BridgeError> {
     Ok(Batch { id: id.0, payouts })
 }
 
-/// A transfer into or out of escrow, as seen in a final block.
+/// A transfer into or out of escrow, as one transaction's events show it.
 #[derive(Debug, Clone)]
 struct Transfer {
-    msg_index: i32,
-    output_index: i32,
+    msg_index: u32,
+    output_index: u32,
     direction: &'static str,
     counterparty: String,
     base_amount: u128,
+}
+
+/// A transfer into or out of escrow in a committed transaction.
+#[derive(Debug, Clone)]
+struct EscrowTransfer {
+    tx_hash: TxHash,
+    height: u64,
+    block_time: DateTime<Utc>,
+    /// The transaction's memo (in no event: read from its bytes).
+    memo: String,
+    transfer: Transfer,
+}
+
+/// Every transfer into and out of `escrow` in `denom` in the successful transactions of
+/// blocks `from..=to`, found by the bank module's standard events: every transfer to escrow
+/// names it as recipient, and every message escrow signs names it as sender.
+fn escrow_transfers(
+    chain: &ChainClient,
+    escrow: &str,
+    denom: &str,
+    from: u64,
+    to: u64,
+) -> Result<Vec<EscrowTransfer>, BridgeError> {
+    let mut found = Vec::new();
+    let mut times: HashMap<u64, DateTime<Utc>> = HashMap::new();
+    for (direction, condition) in [
+        ("in", format!("transfer.recipient='{escrow}'")),
+        ("out", format!("message.sender='{escrow}'")),
+    ] {
+        let query = format!("{condition} AND tx.height>={from} AND tx.height<={to}");
+        for tx in chain.tx_search(&query)? {
+            if tx.code != 0 {
+                continue;
+            }
+            let block_time = match times.get(&tx.height) {
+                Some(t) => *t,
+                None => {
+                    let t = chain.block_time(tx.height)?;
+                    times.insert(tx.height, t);
+                    t
+                }
+            };
+            let bad =
+                |e: &dyn std::fmt::Display| BridgeError::Chain(format!("tx {}: {e}", tx.hash));
+            let memo = cosmrs::Tx::from_bytes(&tx.bytes)
+                .map_err(|e| bad(&e))?
+                .body
+                .memo;
+            let tx_hash = TxHash::parse(&tx.hash).map_err(|e| bad(&e))?;
+            for transfer in transfers(&tx.events, escrow, denom, direction).map_err(|e| bad(&e))? {
+                found.push(EscrowTransfer {
+                    tx_hash,
+                    height: tx.height,
+                    block_time,
+                    memo: memo.clone(),
+                    transfer,
+                });
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The escrow account as the chain reports it, for the reconciliation: its balance, and
+/// every transfer into and out of it up to the height the balance was read at, one per
+/// (transaction, message), in the market's unit exactly.
+pub fn chain_view(
+    chain: &ChainClient,
+    denom: &str,
+    decimals: u32,
+    escrow: &str,
+) -> Result<ChainView, BridgeError> {
+    let in_units = |base: u128| {
+        base_in_units(base, decimals).ok_or_else(|| {
+            BridgeError::Chain(format!("{base} base units do not fit a decimal amount"))
+        })
+    };
+    // The balance first, and the transfers of the blocks up to the height it was read at:
+    // the two describe the same state however many blocks come meanwhile.
+    let (balance, height) = chain.balance(escrow, denom)?;
+    let mut view = ChainView {
+        height,
+        balance: in_units(balance)?,
+        incoming: Vec::new(),
+        outgoing: Vec::new(),
+    };
+    let mut messages: BTreeMap<(&'static str, TxHash, u32), (u64, DateTime<Utc>, u128)> =
+        BTreeMap::new();
+    for t in escrow_transfers(chain, escrow, denom, 1, height)? {
+        let key = (t.transfer.direction, t.tx_hash, t.transfer.msg_index);
+        let message = messages.entry(key).or_insert((t.height, t.block_time, 0));
+        message.2 = message
+            .2
+            .checked_add(t.transfer.base_amount)
+            .ok_or_else(|| BridgeError::Chain(format!("tx {}: the amounts overflow", t.tx_hash)))?;
+    }
+    for ((direction, tx_hash, msg_index), (height, block_time, base)) in messages {
+        let transfer = ChainTransfer {
+            tx_hash,
+            msg_index,
+            amount: in_units(base)?,
+            height,
+            block_time,
+        };
+        match direction {
+            "in" => view.incoming.push(transfer),
+            _ => view.outgoing.push(transfer),
+        }
+    }
+    Ok(view)
 }
 
 /// The running bridge.
@@ -164,10 +304,6 @@ impl std::fmt::Debug for Bridge {
     }
 }
 
-fn ts(ms: i64) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
-
 impl Bridge {
     pub fn new(config: Config, key: EscrowKey) -> Result<Bridge, BridgeError> {
         if key.address().prefix() != config.chain.prefix {
@@ -182,6 +318,10 @@ impl Bridge {
                 "max payouts and confirmations must be at least 1".into(),
             ));
         }
+        // Refused now rather than at the first batch: a denom's scale that overflows, a fee
+        // that does not fit.
+        crate::tx::base_unit(config.chain.decimals)?;
+        config.fees(config.max_payouts.into())?;
         Ok(Bridge {
             chain: ChainClient::new(&config.rpc_url),
             api: api_client::Client::new(&config.api_url, &config.api_key)
@@ -225,50 +365,41 @@ impl Bridge {
                 head.chain_id, self.config.chain.chain_id
             )));
         }
-        let Some(last_final) = (head.height + 1).checked_sub(self.config.confirmations) else {
+        // Heights come from the node: one at the end of the numbers is its mistake, not a
+        // reason to wrap or panic.
+        let absurd = |what: &str| BridgeError::Chain(format!("{what} has no next height"));
+        let Some(last_final) = head
+            .height
+            .checked_add(1)
+            .ok_or_else(|| absurd("the chain's head"))?
+            .checked_sub(self.config.confirmations)
+        else {
             return Ok(());
         };
-        let from = store::scanned_height(&mut self.db, &self.config.chain.chain_id)? + 1;
+        let from = store::scanned_height(&mut self.db, &self.config.chain.chain_id)?
+            .checked_add(1)
+            .ok_or_else(|| absurd("the scanned height"))?;
         if last_final < from {
             return Ok(());
         }
         let escrow = self.escrow();
-        let mut rows = Vec::new();
-        let mut times: HashMap<u64, i64> = HashMap::new();
-        // The standard events: every transfer to escrow names it as recipient, and every
-        // message escrow signs names it as sender.
-        for (direction, condition) in [
-            ("in", format!("transfer.recipient='{escrow}'")),
-            ("out", format!("message.sender='{escrow}'")),
-        ] {
-            let query = format!("{condition} AND tx.height>={from} AND tx.height<={last_final}");
-            for tx in self.chain.tx_search(&query)? {
-                if tx.code != 0 {
-                    continue;
-                }
-                let time = match times.get(&tx.height) {
-                    Some(t) => *t,
-                    None => {
-                        let t = self.chain.block_time_ms(tx.height)?;
-                        times.insert(tx.height, t);
-                        t
-                    }
-                };
-                // The memo is in no event: the deposit's account is read from the bytes.
-                let memo = cosmrs::Tx::from_bytes(&tx.bytes)
-                    .map_err(|e| BridgeError::Chain(format!("tx {}: {e}", tx.hash)))?
-                    .body
-                    .memo;
-                let hash = TxHash::parse(&tx.hash)
-                    .map_err(|e| BridgeError::Chain(format!("tx {}: {e}", tx.hash)))?;
-                for t in transfers(&tx.events, &escrow, &self.config.chain.denom, direction) {
-                    rows.push((hash, tx.height, time, memo.clone(), t));
-                }
-            }
-        }
+        let found = escrow_transfers(
+            &self.chain,
+            &escrow,
+            &self.config.chain.denom,
+            from,
+            last_final,
+        )?;
         let decimals = self.config.chain.decimals;
-        let mut seen = Vec::with_capacity(rows.len());
-        for (tx_hash, height, time, memo, t) in rows {
+        let mut seen = Vec::with_capacity(found.len());
+        for EscrowTransfer {
+            tx_hash,
+            height,
+            block_time,
+            memo,
+            transfer: t,
+        } in found
+        {
             let amount = market_amount(t.base_amount, decimals);
             let what = if t.direction == "out" {
                 Seen::Payout
@@ -289,16 +420,12 @@ impl Bridge {
                     }
                 }
             };
-            // Indexes count up from zero; a negative one is a node's mistake.
-            let index = |i: i32| {
-                u32::try_from(i).map_err(|_| BridgeError::Chain(format!("tx {tx_hash}: index {i}")))
-            };
             seen.push(SeenTransfer {
-                msg_index: index(t.msg_index)?,
-                output_index: index(t.output_index)?,
+                msg_index: t.msg_index,
+                output_index: t.output_index,
                 tx_hash,
                 height,
-                block_time: ts(time),
+                block_time,
                 counterparty: t.counterparty,
                 memo,
                 base_amount: t.base_amount,
@@ -428,22 +555,15 @@ impl Bridge {
         Ok(since >= self.config.period)
     }
 
-    fn fees(&self, outputs: usize) -> Fees {
-        let gas_limit = self.config.gas_base + self.config.gas_per_payout * outputs as u64;
-        let amount = (self.config.gas_price * Decimal::from(gas_limit)).ceil();
-        Fees {
-            amount: u128::try_from(amount).unwrap_or(u128::MAX),
-            gas_limit,
-        }
-    }
-
     fn sign(&self, batch: &Batch, account: Account) -> Result<crate::tx::SignedTx, BridgeError> {
+        let outputs = u64::try_from(batch.payouts.len())
+            .map_err(|_| BridgeError::Tx("more payouts than a transaction holds".into()))?;
         sign_payouts(
             &self.key,
             &self.config.chain,
             &batch.payouts,
             &format!("gpumarket settlement {}", batch.id),
-            self.fees(batch.payouts.len()),
+            self.config.fees(outputs)?,
             account,
         )
     }
@@ -640,7 +760,7 @@ impl Bridge {
             "chain_id": self.config.chain.chain_id,
             "chain_height": head.as_ref().map(|h| json!(h.height)).unwrap_or_else(|e| json!(e.to_string())),
             "escrow_balance": balance
-                .map(|b| json!(format!("{} {}", market_amount(b, self.config.chain.decimals).map_or(b.to_string(), |a| a.to_string()), self.config.chain.denom)))
+                .map(|(b, _)| json!(format!("{} {}", market_amount(b, self.config.chain.decimals).map_or(b.to_string(), |a| a.to_string()), self.config.chain.denom)))
                 .unwrap_or_else(|e| json!(e.to_string())),
             "open_batch": open_batch,
             "scanned_height": scanned.to_string(),
@@ -652,13 +772,20 @@ impl Bridge {
     }
 }
 
+/// Base units in the market's unit, exactly, however fine (`None` past what a decimal
+/// holds).
+pub fn base_in_units(base: u128, decimals: u32) -> Option<Decimal> {
+    let base = i128::try_from(base).ok()?;
+    Decimal::try_from_i128_with_scale(base, decimals)
+        .ok()
+        .map(|d| d.normalize())
+}
+
 /// Base units as the market's amount, when it converts exactly (six decimal places).
 pub fn market_amount(base: u128, decimals: u32) -> Option<Decimal> {
-    let base = i128::try_from(base).ok()?;
-    let value = Decimal::try_from_i128_with_scale(base, decimals)
-        .ok()?
-        .normalize();
-    Amount::from_decimal(value).ok().map(|a| a.to_decimal())
+    Amount::from_decimal(base_in_units(base, decimals)?)
+        .ok()
+        .map(|a| a.to_decimal())
 }
 
 /// The transfers into (`in`) or out of (`out`) `escrow` in `denom`, read from a committed
@@ -667,16 +794,17 @@ pub fn market_amount(base: u128, decimals: u32) -> Option<Decimal> {
 /// index); the events before the first are the ante handler's, whose fee transfer is not
 /// a deposit or a payout. Within a message, the sender is the transfer's `sender` or, for
 /// a multi-send (whose transfers name none), the spender of its `coin_spent`; a transfer's
-/// place among the message's transfers is its output index.
+/// place among the message's transfers is its output index. An index or an amount that is
+/// not a number, or amounts past `u128`, are the node's error, never read as something else.
 fn transfers(
     events: &[Event],
     escrow: &str,
     denom: &str,
     direction: &'static str,
-) -> Vec<Transfer> {
+) -> Result<Vec<Transfer>, String> {
     let mut out = Vec::new();
-    let mut message: Option<i32> = None;
-    let (mut output, mut spender) = (0, None);
+    let mut message: Option<u32> = None;
+    let (mut output, mut spender) = (0u32, None);
     for e in events {
         let attribute = |key: &str| {
             e.attributes
@@ -685,12 +813,13 @@ fn transfers(
                 .map(|a| a.value.as_str())
         };
         if e.r#type == "message" && attribute("action").is_some() {
-            let next = message.map_or(0, |m| m + 1);
-            message = Some(
-                attribute("msg_index")
-                    .and_then(|i| i.parse().ok())
-                    .unwrap_or(next),
-            );
+            message = Some(match attribute("msg_index") {
+                Some(i) => i.parse().map_err(|_| format!("message index {i:?}"))?,
+                None => match message {
+                    None => 0,
+                    Some(m) => m.checked_add(1).ok_or("too many messages")?,
+                },
+            });
             (output, spender) = (0, None);
             continue;
         }
@@ -701,7 +830,7 @@ fn transfers(
             "coin_spent" if spender.is_none() => spender = attribute("spender").map(str::to_owned),
             "transfer" => {
                 let output_index = output;
-                output += 1;
+                output = output.checked_add(1).ok_or("too many transfers")?;
                 let recipient = attribute("recipient").unwrap_or_default();
                 let sender = attribute("sender")
                     .map(str::to_owned)
@@ -712,7 +841,7 @@ fn transfers(
                     "out" if sender == escrow && recipient != escrow => recipient.to_owned(),
                     _ => continue,
                 };
-                let base_amount = coin_amount(attribute("amount").unwrap_or_default(), denom);
+                let base_amount = coin_amount(attribute("amount").unwrap_or_default(), denom)?;
                 if base_amount > 0 {
                     out.push(Transfer {
                         msg_index,
@@ -726,17 +855,26 @@ fn transfers(
             _ => {}
         }
     }
-    out
+    Ok(out)
 }
 
 /// The amount of `denom` in coins as the SDK prints them: `12uusdc,5ibc/27A6...`.
-fn coin_amount(coins: &str, denom: &str) -> u128 {
-    coins
-        .split(',')
-        .filter_map(|coin| {
-            let digits = coin.trim().find(|c: char| !c.is_ascii_digit())?;
-            let (amount, coin_denom) = coin.trim().split_at(digits);
-            (coin_denom == denom).then(|| amount.parse::<u128>().ok())?
-        })
-        .sum()
+fn coin_amount(coins: &str, denom: &str) -> Result<u128, String> {
+    let mut total = 0u128;
+    for coin in coins.split(',').map(str::trim) {
+        let digits = coin
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(coin.len());
+        let (amount, coin_denom) = coin.split_at(digits);
+        if coin_denom != denom {
+            continue;
+        }
+        let amount: u128 = amount
+            .parse()
+            .map_err(|_| format!("the amount {coin:?} is not a u128"))?;
+        total = total
+            .checked_add(amount)
+            .ok_or_else(|| format!("the amounts {coins:?} overflow u128"))?;
+    }
+    Ok(total)
 }

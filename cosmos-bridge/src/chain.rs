@@ -59,6 +59,14 @@ fn number(v: &Value) -> Result<u64, BridgeError> {
         .ok_or_else(|| unreachable(format!("expected a number, got {v}")))
 }
 
+/// A result code as CometBFT writes it (a JSON number that fits `uint32`). A missing one is
+/// the node's error, never success: reading it as 0 would take a refusal for an acceptance.
+fn code(v: &Value, what: &str) -> Result<u32, BridgeError> {
+    v.as_u64()
+        .and_then(|c| u32::try_from(c).ok())
+        .ok_or_else(|| unreachable(format!("{what}: the result code is not a uint32: {v}")))
+}
+
 impl ChainClient {
     pub fn new(url: &str) -> ChainClient {
         ChainClient {
@@ -105,30 +113,33 @@ impl ChainClient {
         })
     }
 
-    /// The block time of `height`, in milliseconds since the epoch.
-    pub fn block_time_ms(&self, height: u64) -> Result<i64, BridgeError> {
+    /// The block time of `height`.
+    pub fn block_time(&self, height: u64) -> Result<chrono::DateTime<chrono::Utc>, BridgeError> {
         let block = self.result("block", json!({"height": height.to_string()}))?;
         let time = block["block"]["header"]["time"]
             .as_str()
             .unwrap_or_default();
         chrono::DateTime::parse_from_rfc3339(time)
-            .map(|t| t.timestamp_millis())
+            .map(|t| t.to_utc())
             .map_err(|e| unreachable(format!("block {height} time {time:?}: {e}")))
     }
 
-    fn abci_query(&self, path: &str, data: Vec<u8>) -> Result<Option<Vec<u8>>, BridgeError> {
+    /// The latest state's answer to a query (`None`: not found) and the height of that
+    /// state.
+    fn abci_query(&self, path: &str, data: Vec<u8>) -> Result<(Option<Vec<u8>>, u64), BridgeError> {
         let answer = self.result(
             "abci_query",
             json!({"path": path, "data": hex::encode(data), "height": "0", "prove": false}),
         )?;
         let response = &answer["response"];
-        match response["code"].as_u64().unwrap_or(0) {
+        let height = number(&response["height"])?;
+        match code(&response["code"], path)? {
             0 => BASE64
                 .decode(response["value"].as_str().unwrap_or_default())
-                .map(Some)
+                .map(|v| (Some(v), height))
                 .map_err(unreachable),
             // The SDK's "not found": an account the chain has never seen.
-            22 => Ok(None),
+            22 => Ok((None, height)),
             code => Err(unreachable(format!(
                 "{path}: code {code}: {}",
                 response["log"].as_str().unwrap_or_default()
@@ -141,7 +152,7 @@ impl ChainClient {
         let request = QueryAccountRequest {
             address: address.to_owned(),
         };
-        let Some(value) = self.abci_query(
+        let (Some(value), _) = self.abci_query(
             "/cosmos.auth.v1beta1.Query/Account",
             request.encode_to_vec(),
         )?
@@ -159,18 +170,18 @@ impl ChainClient {
         }))
     }
 
-    /// The balance of `address` in `denom`, in base units.
-    pub fn balance(&self, address: &str, denom: &str) -> Result<u128, BridgeError> {
+    /// The balance of `address` in `denom`, in base units, and the height it was read at.
+    pub fn balance(&self, address: &str, denom: &str) -> Result<(u128, u64), BridgeError> {
         let request = QueryBalanceRequest {
             address: address.to_owned(),
             denom: denom.to_owned(),
         };
-        let Some(value) = self.abci_query(
+        let (value, height) = self.abci_query(
             "/cosmos.bank.v1beta1.Query/Balance",
             request.encode_to_vec(),
-        )?
-        else {
-            return Ok(0);
+        )?;
+        let Some(value) = value else {
+            return Ok((0, height));
         };
         let coin = QueryBalanceResponse::decode(value.as_slice())
             .map_err(unreachable)?
@@ -178,11 +189,13 @@ impl ChainClient {
             .unwrap_or_default();
         // An empty amount is how a chain writes a balance it has never held.
         if coin.amount.is_empty() {
-            return Ok(0);
+            return Ok((0, height));
         }
-        coin.amount
+        let amount = coin
+            .amount
             .parse()
-            .map_err(|_| unreachable(format!("balance {:?}", coin.amount)))
+            .map_err(|_| unreachable(format!("balance {:?}", coin.amount)))?;
+        Ok((amount, height))
     }
 
     pub fn broadcast(&self, bytes: &[u8]) -> Result<Broadcast, BridgeError> {
@@ -196,7 +209,7 @@ impl ChainClient {
             Err(e) => return Err(unreachable(format!("broadcast_tx_sync: {e}"))),
         };
         Ok(Broadcast {
-            code: answer["code"].as_u64().unwrap_or(0) as u32,
+            code: code(&answer["code"], "broadcast_tx_sync")?,
             log: answer["log"].as_str().unwrap_or_default().to_owned(),
         })
     }
@@ -224,7 +237,7 @@ impl ChainClient {
         Ok(CommittedTx {
             hash: v["hash"].as_str().unwrap_or_default().to_uppercase(),
             height: number(&v["height"])?,
-            code: result["code"].as_u64().unwrap_or(0) as u32,
+            code: code(&result["code"], "tx_result")?,
             log: result["log"].as_str().unwrap_or_default().to_owned(),
             bytes: BASE64
                 .decode(v["tx"].as_str().unwrap_or_default())
@@ -256,7 +269,8 @@ impl ChainClient {
                 json!({"query": query, "prove": false, "page": page.to_string(),
                        "per_page": per_page.to_string(), "order_by": "asc"}),
             )?;
-            total = number(&answer["total_count"])? as usize;
+            total = usize::try_from(number(&answer["total_count"])?)
+                .map_err(|_| unreachable("tx_search: a total count past this machine's size"))?;
             let found = answer["txs"].as_array().map_or(&[][..], Vec::as_slice);
             // A node may make shorter pages than asked (CometBFT caps them at 100, others
             // lower). Its pages are then that long, and asking on with the longer size

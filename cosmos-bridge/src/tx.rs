@@ -47,15 +47,26 @@ fn tx_error(e: impl std::fmt::Display) -> BridgeError {
     BridgeError::Tx(e.to_string())
 }
 
+/// Base units per unit of the market's amount: `10^decimals`. A scale past `u64` (20
+/// places or more, which no chain's denom has) is refused as a configuration error.
+pub fn base_unit(decimals: u32) -> Result<Decimal, BridgeError> {
+    10u64
+        .checked_pow(decimals)
+        .map(Decimal::from)
+        .ok_or_else(|| {
+            BridgeError::Config(format!(
+                "a denom of {decimals} decimal places: at most 19 are taken"
+            ))
+        })
+}
+
 /// An amount in the denom's base units, refusing anything finer than the denom can hold.
 pub fn base_units(amount: Decimal, decimals: u32) -> Result<u128, BridgeError> {
     let bad = || BridgeError::BadAmount { amount, decimals };
     if amount <= Decimal::ZERO {
         return Err(bad());
     }
-    let scaled = amount
-        .checked_mul(Decimal::from(10u64.pow(decimals)))
-        .ok_or_else(bad)?;
+    let scaled = amount.checked_mul(base_unit(decimals)?).ok_or_else(bad)?;
     if scaled.fract() != Decimal::ZERO {
         return Err(bad());
     }

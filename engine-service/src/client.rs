@@ -5,6 +5,12 @@
 //!   stamping each with the wall-clock time it is accepted: the only time the engine ever
 //!   sees. It registers each caller's offset while it still holds the pending table's lock,
 //!   so the follower can never see an answer before its waiter exists.
+//! - The same writer is the market's clock: when it has appended nothing for
+//!   [`ClientConfig::tick_every`], it appends a `Command::Tick` stamped with the wall clock,
+//!   so deadlines (GTT expiry, lease terms, heartbeat timeouts, charge periods) take effect
+//!   within one interval with no traffic. This is the one place that appends ticks; extra
+//!   clients of the same shard (API replicas) run with `tick_every: None`, since ticks from
+//!   clocks that disagree would be refused as going backwards.
 //! - A follower thread reads the event partition. For every command an event answers it
 //!   first applies that command (and all before it) to a **replica** engine with the
 //!   runner's own [`crate::answer`]: the engine is deterministic, so the replica is the
@@ -23,7 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use contract::codec::{self, CommandRecord, EventBody, EventRecord, SCHEMA};
 use contract::{AccountId, Command, Event, Timestamp};
@@ -75,6 +81,15 @@ pub struct ClientConfig {
     pub shards: u32,
     /// The longest a caller waits for the engine's answer.
     pub answer_timeout: Duration,
+    /// Append a `Tick` after this long without appending anything
+    /// ([`ClientConfig::DEFAULT_TICK_EVERY`]); `None` (or zero) appends none, for every
+    /// client of a shard but one.
+    pub tick_every: Option<Duration>,
+}
+
+impl ClientConfig {
+    /// A second: every deadline takes effect within a second of its time.
+    pub const DEFAULT_TICK_EVERY: Duration = Duration::from_secs(1);
 }
 
 /// The subscribers of each account's records.
@@ -95,7 +110,14 @@ fn accounts(event: &Event) -> [Option<AccountId>; 2] {
         }
         | Event::LeaseEnded {
             buyer, provider, ..
+        }
+        | Event::LeaseAccrued {
+            buyer, provider, ..
+        }
+        | Event::LeaseClosed {
+            buyer, provider, ..
         } => [Some(*buyer), (provider != buyer).then_some(*provider)],
+        Event::OrderRebid { buyer, .. } | Event::RebidRefused { buyer, .. } => [Some(*buyer), None],
         Event::OrderAmended { account, .. }
         | Event::OrderCancelled { account, .. }
         | Event::Deposited { account, .. }
@@ -105,8 +127,11 @@ fn accounts(event: &Event) -> [Option<AccountId>; 2] {
         | Event::ChainDeposited { account, .. } => [Some(*account), None],
         Event::ReputationSet { provider, .. }
         | Event::LeaseStarted { provider, .. }
-        | Event::NodeHeartbeat { provider, .. } => [Some(*provider), None],
+        | Event::NodeHeartbeat { provider, .. }
+        | Event::NodeReported { provider, .. }
+        | Event::NodeSilent { provider, .. } => [Some(*provider), None],
         Event::MarketCreated { .. }
+        | Event::MarketConfigured { .. }
         | Event::SettlementOpened { .. }
         | Event::SettlementConfirmed { .. }
         | Event::SettlementFailed { .. } => [None, None],
@@ -243,14 +268,18 @@ impl EngineClient {
             shard: config.shard,
             answer_timeout: config.answer_timeout,
         };
-        let pending = follower.pending.clone();
-        let healthy = client.healthy.clone();
-        let topics = config.topics.clone();
-        let shard = config.shard;
+        let writer = Writer {
+            log: writer,
+            topics: config.topics.clone(),
+            shard: config.shard,
+            pending: follower.pending.clone(),
+            healthy: client.healthy.clone(),
+            tick_every: config.tick_every.filter(|every| !every.is_zero()),
+        };
         let spawn_error = |e: std::io::Error| unavailable(format!("spawn: {e}"));
         let writer_thread = thread::Builder::new()
             .name("api-writer".into())
-            .spawn(move || write_loop(writer, &topics, shard, &rx, &pending, &healthy))
+            .spawn(move || writer.run(&rx))
             .map_err(spawn_error)?;
         let healthy = client.healthy.clone();
         let follower_thread = thread::Builder::new()
@@ -315,7 +344,13 @@ impl EngineClient {
                     return Err(ClientError::Timeout(Duration::ZERO));
                 }
                 let batch = log
-                    .read(&topics.events, shard, next, 256, remaining.min(Duration::from_millis(200)))
+                    .read(
+                        &topics.events,
+                        shard,
+                        next,
+                        256,
+                        remaining.min(Duration::from_millis(200)),
+                    )
                     .map_err(unavailable)?;
                 for raw in batch {
                     let record: EventRecord = codec::decode(raw.schema, &raw.payload)
@@ -385,26 +420,73 @@ impl EngineClient {
     }
 }
 
-/// Appends submissions in batches; each waiter is registered under the pending table's
-/// lock, taken before the append, so the follower (which needs the lock to deliver) cannot
-/// look for a waiter that is not there yet.
-fn write_loop(
-    mut log: Box<dyn Log>,
-    topics: &Topics,
+/// The writer thread's side: the log it appends to and where waiters are registered.
+struct Writer {
+    log: Box<dyn Log>,
+    topics: Topics,
     shard: u32,
-    rx: &mpsc::Receiver<Submission>,
-    pending: &PendingTable,
-    healthy: &AtomicBool,
-) {
-    const MAX_BATCH: usize = 1_024;
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+    pending: PendingTable,
+    healthy: Arc<AtomicBool>,
+    tick_every: Option<Duration>,
+}
+
+impl Writer {
+    /// Appends submissions in batches; each waiter is registered under the pending table's
+    /// lock, taken before the append, so the follower (which needs the lock to deliver)
+    /// cannot look for a waiter that is not there yet. When nothing was appended for
+    /// `tick_every`, appends a tick instead.
+    fn run(mut self, rx: &mpsc::Receiver<Submission>) {
+        const MAX_BATCH: usize = 1_024;
+        let mut last_append = Instant::now();
+        loop {
+            let first = match self.tick_every {
+                None => match rx.recv() {
+                    Ok(first) => first,
+                    Err(_) => return,
+                },
+                Some(every) => {
+                    let wait = every.saturating_sub(last_append.elapsed());
+                    match rx.recv_timeout(wait) {
+                        Ok(first) => first,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            self.tick();
+                            last_append = Instant::now();
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
             }
+            self.append(batch);
+            last_append = Instant::now();
         }
+    }
+
+    /// Appends a tick that nobody waits for; the follower applies it like any command.
+    fn tick(&mut self) {
+        let record = codec::encode(&CommandRecord {
+            at: Timestamp(now_ms()),
+            command: Command::Tick,
+        });
+        let tick = NewRecord {
+            kind: Command::Tick.kind(),
+            schema: SCHEMA,
+            payload: &record,
+        };
+        if let Err(e) = self.log.append(&self.topics.commands, self.shard, &[tick]) {
+            // The next submission's append reports the log's state to its caller.
+            warn!(error = %e, "appending a clock tick failed");
+        }
+    }
+
+    fn append(&mut self, batch: Vec<Submission>) {
         let records: Vec<NewRecord<'_>> = batch
             .iter()
             .map(|s| NewRecord {
@@ -413,8 +495,8 @@ fn write_loop(
                 payload: &s.record,
             })
             .collect();
-        let mut table = pending.lock().expect("pending lock");
-        match log.append(&topics.commands, shard, &records) {
+        let mut table = self.pending.lock().expect("pending lock");
+        match self.log.append(&self.topics.commands, self.shard, &records) {
             Ok(first_offset) => {
                 drop(records);
                 for (i, submission) in batch.into_iter().enumerate() {
@@ -431,7 +513,7 @@ fn write_loop(
             Err(e) => {
                 drop(table);
                 error!(error = %e, "appending commands failed");
-                healthy.store(false, Ordering::Relaxed);
+                self.healthy.store(false, Ordering::Relaxed);
                 drop(records);
                 for submission in batch {
                     let _ = submission.tx.send(Err(unavailable(&e)));
@@ -544,8 +626,7 @@ impl Follower {
                 &mut answer_records,
             );
             if let Some(waiting) = table.get_mut(&record.offset) {
-                let bodies: Vec<EventBody> =
-                    answer_records.drain(..).map(|r| r.body).collect();
+                let bodies: Vec<EventBody> = answer_records.drain(..).map(|r| r.body).collect();
                 if bodies.is_empty() {
                     // Nothing will come from the event log for it (a tick that expired nothing).
                     let done = table.remove(&record.offset).expect("the entry exists");

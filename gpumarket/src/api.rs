@@ -51,6 +51,11 @@ pub struct Args {
     /// works without reaching the unpkg CDN.
     #[arg(long, env = "GPUMARKET_GRAPHIQL_ASSETS")]
     graphiql_assets: Option<std::path::PathBuf>,
+    /// Milliseconds without an appended command after which this API appends a clock tick,
+    /// so deadlines happen without traffic. Exactly one API of a shard ticks: give every
+    /// other replica 0.
+    #[arg(long, default_value_t = 1_000)]
+    tick_every_ms: u64,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -66,6 +71,7 @@ pub fn run(args: Args) -> Result<()> {
         max_body,
         escrow_address,
         graphiql_assets,
+        tick_every_ms,
     } = args;
     let place = place.checked()?;
     let (log, shard, shards) = (place.log, place.shard, place.shards);
@@ -81,6 +87,7 @@ pub fn run(args: Args) -> Result<()> {
         shard,
         shards,
         answer_timeout,
+        tick_every: Some(Duration::from_millis(tick_every_ms)),
     })
     .context("starting the engine client")?;
     let pool = diesel::r2d2::Pool::builder()

@@ -63,22 +63,8 @@ pub fn spawn_part(
     Ok((name, thread))
 }
 
-/// A file only its owner reads.
-pub fn write_private(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    Ok(())
-}
-
-/// A key of `role` for `account`, made once and kept in `path`.
+/// A key of `role` for `account`, made once and kept in `path` (whole, only its owner
+/// reading it: a crash while writing it leaves no half key for the next start).
 pub fn key_file(
     db: &str,
     path: &Path,
@@ -93,6 +79,6 @@ pub fn key_file(
     let (_, secret) =
         api::auth::create_key(&mut conn, role, account.map(contract::AccountId), label)
             .map_err(|e| anyhow::anyhow!("creating the {label} key: {}", e.message))?;
-    write_private(path, &secret)?;
+    provider_agent::durable::write_atomic(path, secret.as_bytes(), 0o600)?;
     Ok(secret)
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use api_client::mutations::{
     CreditDeposit, CreditDepositVariables, EndLease, EndLeaseVariables, PlaceOrder,
     PlaceOrderVariables, SetPayoutAddress, SetPayoutAddressVariables, SubmitJob,
@@ -68,32 +68,40 @@ fn sleep_unless(stop: &AtomicBool, total: Duration) {
     }
 }
 
+/// Starts the demo's providers and bots. Every one is set up and checked first (its keys,
+/// its payout address, each provider's agent opened and registered), and only then do any
+/// run: a part that cannot start is an error here, before `up` says it is up, naming the
+/// part and why.
 pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<Vec<Part>> {
     let demo = dir.join("demo");
     std::fs::create_dir_all(&demo)?;
-    let mut parts = Vec::new();
-    let admin = Client::new(url, &std::fs::read_to_string(dir.join("admin.key"))?);
+    let mut agents = Vec::new();
+    let admin = Client::new(url, std::fs::read_to_string(dir.join("admin.key"))?.trim());
     for (i, (class, region, gpus, vram_gb, price, vendor, interconnect)) in
         NODES.into_iter().enumerate()
     {
         let account = 101 + i as u64;
         let key_path = demo.join(format!("provider-{account}.key"));
+        let part = format!("demo provider {account} ({})", key_path.display());
         let key = key_file(
             db,
             &key_path,
             api::auth::Role::Provider,
             Some(account),
             "demo provider",
-        )?;
+        )
+        .with_context(|| part.clone())?;
         // Providers are paid on the devnet: an address derived for each.
         let payout = cosmos_bridge::keys::EscrowKey::from_mnemonic(
             "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about",
             &format!("demo-provider-{account}"),
             "cosmos",
         )?;
-        Client::new(url, &key).run(&SetPayoutAddress::build(SetPayoutAddressVariables {
-            address: payout.address().to_string(),
-        }))?;
+        Client::new(url, &key)
+            .run(&SetPayoutAddress::build(SetPayoutAddressVariables {
+                address: payout.address().to_string(),
+            }))
+            .with_context(|| format!("{part}: setting its payout address"))?;
         let config = Config {
             api_url: url.to_owned(),
             api_key_file: key_path,
@@ -120,24 +128,14 @@ pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<
                 max_ecc_errors: 0,
             }),
         };
-        let stop = stop.clone();
-        parts.push(spawn_part("demo provider", move || {
-            let interval = Duration::from_secs(config.interval_secs);
-            let mut agent = provider_agent::Agent::open(config)?;
-            let mut registered = false;
-            while !stop.load(Ordering::Relaxed) {
-                let started = Instant::now();
-                if !registered {
-                    registered = agent.register().is_ok();
-                }
-                if let Err(e) = agent.step() {
-                    warn!(error = %e, "demo provider step failed");
-                }
-                sleep_unless(&stop, interval.saturating_sub(started.elapsed()));
-            }
-            Ok(())
-        })?);
+        let interval = Duration::from_secs(config.interval_secs);
+        let agent = provider_agent::Agent::open(config).with_context(|| part.clone())?;
+        agent
+            .register()
+            .with_context(|| format!("{part}: registering its node"))?;
+        agents.push((agent, interval));
     }
+    let mut bots = Vec::new();
     for bot in 1..=BOTS {
         let key = key_file(
             db,
@@ -147,12 +145,33 @@ pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<
             "demo bot",
         )?;
         let client = Client::new(url, &key);
-        if client.run(&BalanceQuery::build(()))?.balance.available < Decimal::from(1_000) {
+        let balance = client
+            .run(&BalanceQuery::build(()))
+            .with_context(|| format!("demo bot {bot}: reading its balance"))?;
+        if balance.balance.available < Decimal::from(1_000) {
             admin.run(&CreditDeposit::build(CreditDepositVariables {
                 account: Id::new(bot.to_string()),
                 amount: "100000".to_owned(),
+                idempotency_key: None,
             }))?;
         }
+        bots.push(client);
+    }
+    let mut parts = Vec::new();
+    for (mut agent, interval) in agents {
+        let stop = stop.clone();
+        parts.push(spawn_part("demo provider", move || {
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                if let Err(e) = agent.step() {
+                    warn!(error = %e, "demo provider step failed");
+                }
+                sleep_unless(&stop, interval.saturating_sub(started.elapsed()));
+            }
+            Ok(())
+        })?);
+    }
+    for client in bots {
         let stop = stop.clone();
         parts.push(spawn_part("demo bot", move || {
             let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64;
@@ -170,7 +189,7 @@ pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<
                         price: bid,
                         gpus: U64(1 + rng.below(2)),
                         time_in_force: TimeInForce::Ioc,
-                        bid: Some(BidInput { hours: U64(1) }),
+                        bid: Some(BidInput::new(U64(1))),
                         ask: None,
                     },
                 }));
@@ -209,8 +228,6 @@ pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<
                     for lease in held {
                         let _ = client.run(&EndLease::build(EndLeaseVariables {
                             lease_id: Id::new(lease.id.0.to_string()),
-                            hours_used: format!("0.{:02}", 5 + rng.below(40)),
-                            provider_failed: false,
                         }));
                     }
                 }

@@ -11,7 +11,9 @@ use tracing::info;
 
 /// Write a finance export of the ledger database for a period: the journal (every
 /// posting, traceable to its event and command), usage in the FOCUS format, or the
-/// reconciliation report (which fails the command when it finds a break).
+/// reconciliation report (which fails the command when it finds a break). Given the chain's
+/// node and the escrow address, the reconciliation checks the ledger against the chain
+/// itself and reports solvency: customer liabilities against the escrow's holdings.
 #[derive(clap::Args)]
 pub struct Args {
     what: ExportKind,
@@ -33,6 +35,19 @@ pub struct Args {
     /// How the reconciliation report cuts the period.
     #[arg(long, default_value = "day")]
     granularity: GranularityArg,
+    /// The chain node's CometBFT JSON-RPC endpoint: the reconciliation reads the escrow's
+    /// balance and transfers from it.
+    #[arg(long, env = "GPUMARKET_CHAIN_RPC", requires = "escrow_address")]
+    chain_rpc: Option<String>,
+    /// The escrow account's address on the chain.
+    #[arg(long, env = "GPUMARKET_ESCROW_ADDRESS", requires = "chain_rpc")]
+    escrow_address: Option<String>,
+    /// The bank denom the market settles in.
+    #[arg(long, env = "GPUMARKET_CHAIN_DENOM", default_value = "uusdc")]
+    denom: String,
+    /// Decimal places between the market's unit and the denom.
+    #[arg(long, env = "GPUMARKET_CHAIN_DECIMALS", default_value_t = 6)]
+    decimals: u32,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -86,8 +101,27 @@ pub fn run(args: Args) -> Result<()> {
                 GranularityArg::Day => ledger::export::Granularity::Day,
                 GranularityArg::Month => ledger::export::Granularity::Month,
             };
-            let report = ledger::export::reconciliation(&mut conn, period, granularity)?;
+            // The chain first: the report's snapshot is then at least as new as the view, and
+            // what the view cannot show yet is told apart by height.
+            let chain = match (&args.chain_rpc, &args.escrow_address) {
+                (Some(rpc), Some(escrow)) => Some(
+                    cosmos_bridge::bridge::chain_view(
+                        &cosmos_bridge::chain::ChainClient::new(rpc),
+                        &args.denom,
+                        args.decimals,
+                        escrow,
+                    )
+                    .with_context(|| format!("reading the escrow {escrow} from {rpc}"))?,
+                ),
+                _ => None,
+            };
+            let report =
+                ledger::export::reconciliation(&mut conn, period, granularity, chain.as_ref())?;
             report.write_csv(sink)?;
+            if let Some(s) = &report.solvency {
+                info!(liabilities = %s.liabilities, in_flight = %s.in_flight,
+                      holdings = %s.holdings, height = s.height, "solvency");
+            }
             info!(
                 lines = report.lines.len(),
                 transactions = report.transactions,

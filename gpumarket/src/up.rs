@@ -20,7 +20,7 @@ use eventlog::LogConfig;
 use ledger::{Activity, Journal, Reputation};
 use tracing::{info, warn};
 
-use crate::common::{key_file, spawn_part, stop_on_signals, write_private, Part};
+use crate::common::{key_file, spawn_part, stop_on_signals, Part};
 use crate::engine::SNAPSHOT_EVERY;
 use crate::project::{self, run_projector, LINGER_MS};
 
@@ -200,7 +200,7 @@ fn escrow_key(path: &Path) -> Result<cosmos_bridge::keys::EscrowKey> {
         use std::io::Read;
         std::fs::File::open("/dev/urandom")?.read_exact(&mut secret)?;
         let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-        write_private(path, &hex)?;
+        provider_agent::durable::write_atomic(path, hex.as_bytes(), 0o600)?;
     }
     Ok(cosmos_bridge::keys::EscrowKey::from_file(path, "cosmos")?)
 }
@@ -286,10 +286,13 @@ pub fn run(args: Args) -> Result<()> {
     }
     info!("[3/6] projectors running");
 
-    // Keys and the chain.
+    // Keys and the chain. The admin key is shown once, when it is made; after that only
+    // its file is named, so it is not in every terminal's scrollback and every log.
+    let admin_path = dir.join("admin.key");
+    let admin_created = !admin_path.exists();
     let admin_key = key_file(
         &database_url,
-        &dir.join("admin.key"),
+        &admin_path,
         api::auth::Role::Admin,
         None,
         "up admin",
@@ -318,6 +321,7 @@ pub fn run(args: Args) -> Result<()> {
         shard: 0,
         shards: 1,
         answer_timeout: Duration::from_secs(5),
+        tick_every: Some(ClientConfig::DEFAULT_TICK_EVERY),
     })
     .context("starting the engine client")?;
     let pool = diesel::r2d2::Pool::builder()
@@ -414,29 +418,45 @@ pub fn run(args: Args) -> Result<()> {
     }
     info!("[6/6] Cosmos bridge running");
 
+    // Every demo part is started and checked before `up` says it is up: one that cannot
+    // start stops `up` here, with its reason, instead of after the announcement.
+    let mut failed = None;
+    let mut demo = Vec::new();
     if args.demo {
-        threads.extend(crate::demo::start(&dir, &database_url, &url, &stop)?);
+        match crate::demo::start(&dir, &database_url, &url, &stop) {
+            Ok(parts) => demo = parts,
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                failed = Some(e.context("the demo did not start; stopping"));
+            }
+        }
     }
 
-    println!();
-    println!("gpumarket is up ({:.1} s)", started.elapsed().as_secs_f64());
-    println!("  API and GraphiQL   {url}/graphql");
-    println!("  provider dashboard {url}/dashboard");
-    println!("  health             {url}/readyz   metrics {url}/metrics");
-    println!("  devnet chain RPC   {} (simulated chain)", chain.url());
-    println!("  data directory     {}", dir.display());
-    println!("  database           {database_url}");
-    println!(
-        "  admin API key      {admin_key}   (also in {})",
-        dir.join("admin.key").display()
-    );
-    if args.demo {
-        println!(
-            "  demo               simulated providers and bidding bots are trading; keys in {}",
-            dir.join("demo").display()
-        );
+    if failed.is_none() {
+        println!();
+        println!("gpumarket is up ({:.1} s)", started.elapsed().as_secs_f64());
+        println!("  API and GraphiQL   {url}/graphql");
+        println!("  provider dashboard {url}/dashboard");
+        println!("  health             {url}/readyz   metrics {url}/metrics");
+        println!("  devnet chain RPC   {} (simulated chain)", chain.url());
+        println!("  data directory     {}", dir.display());
+        println!("  database           {database_url}");
+        if admin_created {
+            println!(
+                "  admin API key      {admin_key}   (shown once; kept in {})",
+                admin_path.display()
+            );
+        } else {
+            println!("  admin API key      in {}", admin_path.display());
+        }
+        if args.demo {
+            println!(
+                "  demo               simulated providers and bidding bots are trading; keys in {}",
+                dir.join("demo").display()
+            );
+        }
+        println!("Ctrl-C stops everything; `gpumarket up` again resumes this market.");
     }
-    println!("Ctrl-C stops everything; `gpumarket up` again resumes this market.");
 
     while !stop.load(Ordering::Relaxed) {
         if let Some((name, _)) = threads.iter().find(|(_, t)| t.is_finished()) {
@@ -447,12 +467,22 @@ pub fn run(args: Args) -> Result<()> {
             stop.store(true, Ordering::Relaxed);
             break;
         }
+        // A demo part that stops is reported and left out; the market runs on.
+        if let Some(i) = demo.iter().position(|(_, t)| t.is_finished()) {
+            let (name, thread) = demo.swap_remove(i);
+            match thread.join() {
+                Ok(Ok(())) => warn!(part = name, "a demo part stopped; the market runs on"),
+                Ok(Err(e)) => {
+                    tracing::error!(part = name, error = %e, "a demo part failed; the market runs on")
+                }
+                Err(_) => tracing::error!(part = name, "a demo part panicked; the market runs on"),
+            }
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
     info!("stopping");
     actix_web::rt::System::new().block_on(server.stop(true));
-    let mut failed = None;
-    for (name, thread) in threads {
+    for (name, thread) in threads.into_iter().chain(demo) {
         match thread.join() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {

@@ -5,16 +5,25 @@
 //! A batch folds its events in memory first: an order or lease created in the batch is
 //! written once in its final state, and one that existed before gets one patch with its
 //! latest values (events state remaining quantities absolutely, so no row is read back).
-//! Billing is written in SQL from the ended leases joined with their lease rows, after those
-//! rows are final, so a usage line always carries the lease's own price and size.
+//!
+//! Billing follows the money's two steps. A metered lease's usage lands as it accrues: each
+//! `LeaseAccrued` is one usage line (one lease, one charge period, in the period's month), and
+//! the buyer's invoice and the provider's earnings of that month grow with it, while the
+//! lease still runs. Its `LeaseEnded`, which moves the money, settles its lines; until then
+//! they are revenue accrued but not settled. A lease ended by the old `EndLease` (no
+//! accruals) gets one line at its end, as before. Lines are written in SQL joined with
+//! their lease rows after those rows are final, so a line always carries the lease's own
+//! region, and one that contradicts its lease (other terms, a period accrued twice, an
+//! accrual after the lease closed, settled sums that are not the end's) stops the projector.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use contract::codec::{EventBody, EventRecord};
-use contract::{Event, OrderTerms, TimeInForce};
-use diesel::pg::PgConnection;
+use contract::{hours_of_ms, Event, LeaseEndCause, MarketConfig, OrderTerms, TimeInForce};
+use diesel::pg::{Pg, PgConnection};
 use diesel::prelude::*;
+use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
 use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Numeric, Text, Timestamptz};
 use rust_decimal::Decimal;
 
@@ -80,7 +89,24 @@ struct LeaseChange {
     status: Option<&'static str>,
     started_at: Option<DateTime<Utc>>,
     start_delay_ms: Option<i64>,
+    close: Option<LeaseClose>,
     end: Option<LeaseEnd>,
+    rebid_order: Option<i64>,
+    /// The code of the rejection that refused the re-bid.
+    rebid_refused: Option<&'static str>,
+}
+
+/// A metered lease's `LeaseClosed`.
+#[derive(Debug, Clone)]
+struct LeaseClose {
+    seq: i64,
+    cause: &'static str,
+    /// What the engine judged the cause by: the node's last heartbeat, the report's
+    /// sequence number, or the operator's reason.
+    detail: Option<String>,
+    ended_at: DateTime<Utc>,
+    charged_until: DateTime<Utc>,
+    charged_ms: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -132,10 +158,49 @@ struct MarketRow {
     at: DateTime<Utc>,
 }
 
+/// A market's configuration as its row keeps it.
+#[derive(Debug)]
+struct ConfigRow {
+    seq: i64,
+    at: DateTime<Utc>,
+    charge_period_s: i32,
+    heartbeat_timeout_ms: i32,
+    /// The whole configuration in the contract's JSON form.
+    json: String,
+}
+
+/// One `LeaseAccrued`: a usage line to be.
+#[derive(Debug)]
+struct AccrualRow {
+    lease_id: i64,
+    seq: i64,
+    command_offset: i64,
+    market: String,
+    buyer: i64,
+    provider: i64,
+    node: String,
+    gpus: i32,
+    price: Decimal,
+    period_start: DateTime<Utc>,
+    period_end: DateTime<Utc>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    /// The charged time in hours and GPU-hours, rounded down to six places as the contract
+    /// rounds every quantity it shows (`hours_of_ms`).
+    hours: Decimal,
+    gpu_hours: Decimal,
+    charged: Decimal,
+    fee: Decimal,
+    provider_earned: Decimal,
+}
+
 /// A batch of activity, folded by order and lease.
 #[derive(Debug, Default)]
 pub struct ActivityBatch {
     markets: Vec<MarketRow>,
+    /// The latest configuration of each market configured in the batch.
+    configs: BTreeMap<String, ConfigRow>,
+    accruals: Vec<AccrualRow>,
     new_orders: BTreeMap<i64, OrderRow>,
     order_changes: BTreeMap<i64, OrderChange>,
     history: Vec<HistoryRow>,
@@ -463,6 +528,109 @@ impl Projection for Activity {
                     c.end = Some(end);
                 });
             }
+            Event::MarketConfigured { market, config } => {
+                let row = ConfigRow {
+                    seq,
+                    at,
+                    charge_period_s: fit_i32("charge period (s)", config.charge_period.seconds())?,
+                    heartbeat_timeout_ms: fit_i32(
+                        "heartbeat timeout (ms)",
+                        config.heartbeat_timeout_ms,
+                    )?,
+                    json: serde_json::to_string(config).expect("a market config serializes"),
+                };
+                batch.configs.insert(market.to_string(), row);
+            }
+            Event::LeaseAccrued {
+                lease_id,
+                market,
+                buyer,
+                provider,
+                node,
+                gpus,
+                price: unit_price,
+                period_start,
+                period_end,
+                from,
+                to,
+                charged,
+                fee,
+                provider_earned,
+            } => {
+                let ms = to.0.checked_sub(from.0).and_then(|ms| u64::try_from(ms).ok());
+                let ms = ms.ok_or(Refusal::OutOfRange {
+                    what: "accrued time (ms)",
+                    value: i128::from(to.0) - i128::from(from.0),
+                })?;
+                let gpu_ms = ms.checked_mul(u64::from(gpus.get())).ok_or(Refusal::OutOfRange {
+                    what: "accrued GPU time (ms)",
+                    value: i128::from(ms) * i128::from(gpus.get()),
+                })?;
+                batch.accruals.push(AccrualRow {
+                    lease_id: fit("lease id", lease_id.0)?,
+                    seq,
+                    command_offset: fit("command offset", record.command_offset)?,
+                    market: market.to_string(),
+                    buyer: fit("account", buyer.0)?,
+                    provider: fit("account", provider.0)?,
+                    node: node.to_string(),
+                    gpus: fit_i32("gpus", gpus.get())?,
+                    price: price(*unit_price),
+                    period_start: timestamp(period_start.0)?,
+                    period_end: timestamp(period_end.0)?,
+                    from: timestamp(from.0)?,
+                    to: timestamp(to.0)?,
+                    hours: hours_of_ms(ms),
+                    gpu_hours: hours_of_ms(gpu_ms),
+                    charged: amount(*charged),
+                    fee: amount(*fee),
+                    provider_earned: amount(*provider_earned),
+                });
+            }
+            Event::LeaseClosed {
+                lease_id,
+                cause,
+                ended_at,
+                charged_until,
+                charged_ms,
+                ..
+            } => {
+                let id = fit("lease id", lease_id.0)?;
+                let close = LeaseClose {
+                    seq,
+                    cause: cause.as_str(),
+                    detail: match cause {
+                        LeaseEndCause::NodeSilent { last_seen } => {
+                            Some(timestamp(last_seen.0)?.to_rfc3339())
+                        }
+                        LeaseEndCause::Unhealthy { sequence } => Some(sequence.to_string()),
+                        LeaseEndCause::Operator { reason } => Some(reason.as_str().to_owned()),
+                        LeaseEndCause::TermReached
+                        | LeaseEndCause::BuyerStopped
+                        | LeaseEndCause::ProviderStopped
+                        | LeaseEndCause::NotAcknowledged => None,
+                    },
+                    ended_at: timestamp(ended_at.0)?,
+                    charged_until: timestamp(charged_until.0)?,
+                    charged_ms: fit("charged time (ms)", *charged_ms)?,
+                };
+                batch.change_lease(id, |c| {
+                    c.status = Some("ended");
+                    c.close = Some(close);
+                });
+            }
+            Event::OrderRebid {
+                lease_id, order_id, ..
+            } => {
+                let (id, order) = (fit("lease id", lease_id.0)?, fit("order id", order_id.0)?);
+                batch.change_lease(id, |c| c.rebid_order = Some(order));
+            }
+            Event::RebidRefused {
+                lease_id, reason, ..
+            } => {
+                let id = fit("lease id", lease_id.0)?;
+                batch.change_lease(id, |c| c.rebid_refused = Some(reason.code().as_str()));
+            }
             Event::PayoutAddressSet { .. }
             | Event::ChainDeposited { .. }
             | Event::SettlementOpened { .. }
@@ -486,7 +654,11 @@ impl Projection for Activity {
             | Event::Withdrawn { .. }
             | Event::WithdrawalRequested { .. }
             | Event::ReputationSet { .. }
-            | Event::NodeHeartbeat { .. } => {}
+            | Event::NodeHeartbeat { .. }
+            // Nodes are the reputation projection's; their leases' ends arrive as
+            // `LeaseClosed`.
+            | Event::NodeReported { .. }
+            | Event::NodeSilent { .. } => {}
         }
         batch.clock = Some(batch.clock.map_or(at, |c| c.max(at)));
         Ok(())
@@ -501,14 +673,17 @@ impl Projection for Activity {
         let Some(clock) = batch.clock else {
             return Ok(());
         };
-        write_markets(conn, partition, &batch.markets)?;
+        write_markets(conn, partition, &batch)?;
         write_orders(conn, partition, &batch)?;
         write_trades(conn, partition, &batch.trades)?;
         let ended = write_leases(conn, partition, &batch)?;
+        write_accruals(conn, partition, &batch.accruals)?;
         write_usage(conn, partition, &ended)?;
         write_settlement(conn, partition, &batch.settlement)?;
         // The partition's clock moves, and invoices whose month every partition has left
-        // close.
+        // close. A month's last accruals come up to a heartbeat timeout after its end (a
+        // period's accrual is final once every node could have reported past it), so a
+        // month closes only once every clock is that much past it.
         diesel::sql_query(
             "INSERT INTO projection_clocks (projector, partition, at) VALUES ($1, $2, $3) \
              ON CONFLICT (projector, partition) DO UPDATE \
@@ -520,8 +695,10 @@ impl Projection for Activity {
         .execute(conn)?;
         diesel::sql_query(
             "UPDATE invoices SET status = 'closed' \
-             WHERE status = 'open' AND period + interval '1 month' <= \
-             (SELECT min(at) AT TIME ZONE 'UTC' FROM projection_clocks WHERE projector = $1)",
+             WHERE status = 'open' AND period + interval '1 month' \
+             + (SELECT coalesce(max(heartbeat_timeout_ms), 0) FROM markets) \
+               * interval '1 millisecond' \
+             <= (SELECT min(at) AT TIME ZONE 'UTC' FROM projection_clocks WHERE projector = $1)",
         )
         .bind::<Text, _>(Self::NAME)
         .execute(conn)?;
@@ -650,25 +827,74 @@ fn write_settlement(
     Ok(())
 }
 
+/// New markets with the contract's default configuration, then the configurations the
+/// batch set (of new markets or older ones).
 fn write_markets(
     conn: &mut PgConnection,
     partition: i32,
-    markets: &[MarketRow],
+    batch: &ActivityBatch,
 ) -> Result<(), LedgerError> {
-    if markets.is_empty() {
-        return Ok(());
+    let markets = &batch.markets;
+    if !markets.is_empty() {
+        let default = MarketConfig::default();
+        diesel::sql_query(
+            "INSERT INTO markets (market, tick, fee_bps, partition, event_seq, created_at, \
+             charge_period_s, heartbeat_timeout_ms) \
+             SELECT m, t, f, $1, s, a, $7, $8 FROM unnest($2, $3, $4, $5, $6) AS u(m, t, f, s, a)",
+        )
+        .bind::<Integer, _>(partition)
+        .bind::<Array<Text>, _>(markets.iter().map(|m| &m.market).collect::<Vec<_>>())
+        .bind::<Array<Numeric>, _>(markets.iter().map(|m| m.tick).collect::<Vec<_>>())
+        .bind::<Array<Integer>, _>(markets.iter().map(|m| m.fee_bps).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(markets.iter().map(|m| m.seq).collect::<Vec<_>>())
+        .bind::<Array<Timestamptz>, _>(markets.iter().map(|m| m.at).collect::<Vec<_>>())
+        // A period is at most a day, the default timeout 30 s: both fit.
+        .bind::<Integer, _>(default.charge_period.seconds() as i32)
+        .bind::<Integer, _>(default.heartbeat_timeout_ms as i32)
+        .execute(conn)?;
     }
-    diesel::sql_query(
-        "INSERT INTO markets (market, tick, fee_bps, partition, event_seq, created_at) \
-         SELECT m, t, f, $1, s, a FROM unnest($2, $3, $4, $5, $6) AS u(m, t, f, s, a)",
-    )
-    .bind::<Integer, _>(partition)
-    .bind::<Array<Text>, _>(markets.iter().map(|m| &m.market).collect::<Vec<_>>())
-    .bind::<Array<Numeric>, _>(markets.iter().map(|m| m.tick).collect::<Vec<_>>())
-    .bind::<Array<Integer>, _>(markets.iter().map(|m| m.fee_bps).collect::<Vec<_>>())
-    .bind::<Array<BigInt>, _>(markets.iter().map(|m| m.seq).collect::<Vec<_>>())
-    .bind::<Array<Timestamptz>, _>(markets.iter().map(|m| m.at).collect::<Vec<_>>())
-    .execute(conn)?;
+    let configs: Vec<(&String, &ConfigRow)> = batch.configs.iter().collect();
+    if !configs.is_empty() {
+        let updated = diesel::sql_query(
+            "UPDATE markets m SET charge_period_s = u.p, heartbeat_timeout_ms = u.h, \
+             config = u.c::jsonb, configured_seq = u.s, configured_at = u.a \
+             FROM unnest($1, $2, $3, $4, $5, $6) AS u(market, p, h, c, s, a) \
+             WHERE m.market = u.market",
+        )
+        .bind::<Array<Text>, _>(configs.iter().map(|(m, _)| *m).collect::<Vec<_>>())
+        .bind::<Array<Integer>, _>(
+            configs
+                .iter()
+                .map(|(_, c)| c.charge_period_s)
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Integer>, _>(
+            configs
+                .iter()
+                .map(|(_, c)| c.heartbeat_timeout_ms)
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Text>, _>(
+            configs
+                .iter()
+                .map(|(_, c)| c.json.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<BigInt>, _>(configs.iter().map(|(_, c)| c.seq).collect::<Vec<_>>())
+        .bind::<Array<Timestamptz>, _>(configs.iter().map(|(_, c)| c.at).collect::<Vec<_>>())
+        .execute(conn)?;
+        if updated != configs.len() {
+            return Err(LedgerError::Inconsistent {
+                projector: Activity::NAME,
+                partition,
+                detail: format!(
+                    "{} of {} configured markets are unknown",
+                    configs.len() - updated,
+                    configs.len()
+                ),
+            });
+        }
+    }
     Ok(())
 }
 
@@ -825,6 +1051,86 @@ fn write_trades(
     Ok(())
 }
 
+/// A batch's lease changes as parallel columns for `unnest`, shared by the insert of new
+/// leases and the patch of older ones. A metered lease ends when it closes; one ended by the
+/// old `EndLease` when its money moves.
+#[derive(Debug, Default)]
+struct ChangeColumns<'a> {
+    status: Vec<Option<&'static str>>,
+    started_at: Vec<Option<DateTime<Utc>>>,
+    start_delay_ms: Vec<Option<i64>>,
+    closed_at: Vec<Option<DateTime<Utc>>>,
+    end_at: Vec<Option<DateTime<Utc>>>,
+    hours_used: Vec<Option<Decimal>>,
+    charged: Vec<Option<Decimal>>,
+    fee: Vec<Option<Decimal>>,
+    provider_earned: Vec<Option<Decimal>>,
+    refunded: Vec<Option<Decimal>>,
+    end_reason: Vec<Option<&'static str>>,
+    close_cause: Vec<Option<&'static str>>,
+    close_detail: Vec<Option<&'a str>>,
+    charged_until: Vec<Option<DateTime<Utc>>>,
+    charged_ms: Vec<Option<i64>>,
+    closed_seq: Vec<Option<i64>>,
+    rebid_order: Vec<Option<i64>>,
+    rebid_refused: Vec<Option<&'static str>>,
+}
+
+impl<'a> ChangeColumns<'a> {
+    fn of(changes: impl Iterator<Item = &'a LeaseChange>) -> ChangeColumns<'a> {
+        let mut c = ChangeColumns::default();
+        for change in changes {
+            let (close, end) = (change.close.as_ref(), change.end.as_ref());
+            c.status.push(change.status);
+            c.started_at.push(change.started_at);
+            c.start_delay_ms.push(change.start_delay_ms);
+            c.closed_at.push(close.map(|x| x.ended_at));
+            c.end_at.push(end.map(|e| e.at));
+            c.hours_used.push(end.map(|e| e.hours_used));
+            c.charged.push(end.map(|e| e.charged));
+            c.fee.push(end.map(|e| e.fee));
+            c.provider_earned.push(end.map(|e| e.provider_earned));
+            c.refunded.push(end.map(|e| e.refunded));
+            c.end_reason.push(end.map(|e| e.reason));
+            c.close_cause.push(close.map(|x| x.cause));
+            c.close_detail.push(close.and_then(|x| x.detail.as_deref()));
+            c.charged_until.push(close.map(|x| x.charged_until));
+            c.charged_ms.push(close.map(|x| x.charged_ms));
+            c.closed_seq.push(close.map(|x| x.seq));
+            c.rebid_order.push(change.rebid_order);
+            c.rebid_refused.push(change.rebid_refused);
+        }
+        c
+    }
+
+    /// Binds the columns, in the order of their names in [`ChangeColumns::NAMES`].
+    fn bind(self, query: BoxedSqlQuery<'a, Pg, SqlQuery>) -> BoxedSqlQuery<'a, Pg, SqlQuery> {
+        query
+            .bind::<Array<Nullable<Text>>, _>(self.status)
+            .bind::<Array<Nullable<Timestamptz>>, _>(self.started_at)
+            .bind::<Array<Nullable<BigInt>>, _>(self.start_delay_ms)
+            .bind::<Array<Nullable<Timestamptz>>, _>(self.closed_at)
+            .bind::<Array<Nullable<Timestamptz>>, _>(self.end_at)
+            .bind::<Array<Nullable<Numeric>>, _>(self.hours_used)
+            .bind::<Array<Nullable<Numeric>>, _>(self.charged)
+            .bind::<Array<Nullable<Numeric>>, _>(self.fee)
+            .bind::<Array<Nullable<Numeric>>, _>(self.provider_earned)
+            .bind::<Array<Nullable<Numeric>>, _>(self.refunded)
+            .bind::<Array<Nullable<Text>>, _>(self.end_reason)
+            .bind::<Array<Nullable<Text>>, _>(self.close_cause)
+            .bind::<Array<Nullable<Text>>, _>(self.close_detail)
+            .bind::<Array<Nullable<Timestamptz>>, _>(self.charged_until)
+            .bind::<Array<Nullable<BigInt>>, _>(self.charged_ms)
+            .bind::<Array<Nullable<BigInt>>, _>(self.closed_seq)
+            .bind::<Array<Nullable<BigInt>>, _>(self.rebid_order)
+            .bind::<Array<Nullable<Text>>, _>(self.rebid_refused)
+    }
+
+    const NAMES: &'static str = "status, started_at, start_delay_ms, closed_at, end_at, \
+        hours_used, charged, fee, provider_earned, refunded, end_reason, close_cause, \
+        close_detail, charged_until, charged_ms, closed_seq, rebid_order, rebid_refused";
+}
+
 /// Writes new leases in their final state and patches older ones; returns every lease that
 /// ended in the batch, for billing.
 fn write_leases(
@@ -839,31 +1145,33 @@ fn write_leases(
         .chain(batch.lease_changes.iter())
         .filter_map(|(id, change)| Some((*id, change.end.clone()?)))
         .collect();
-    let end_col = |f: fn(&LeaseEnd) -> Decimal| move |c: &LeaseChange| c.end.as_ref().map(f);
     if !batch.new_leases.is_empty() {
         let rows: Vec<(&i64, &LeaseRow)> = batch.new_leases.iter().collect();
-        let changes = || rows.iter().map(|(_, r)| &r.change);
-        let inserted = diesel::sql_query(
+        let query = diesel::sql_query(format!(
             // The region comes from the ask, written earlier in this transaction. A scalar
             // subquery per lease is a primary-key lookup; a join let the planner hash the
             // whole orders table for every batch, which grew with the table.
             "INSERT INTO leases (partition, lease_id, market, buyer, provider, node, region, \
-             bid_order, ask_order, gpus, price, hours, cost, status, created_at, started_at, \
+             bid_order, ask_order, gpus, price, hours, cost, created_at, status, started_at, \
              start_delay_ms, ended_at, hours_used, charged, fee, provider_earned, refunded, \
-             end_reason) \
+             end_reason, close_cause, close_detail, charged_until, charged_ms, closed_seq, \
+             rebid_order, rebid_refused) \
              SELECT $1, u.lease_id, u.market, u.buyer, u.provider, u.node, u.region, \
-             u.bid_order, u.ask_order, u.gpus, u.price, u.hours, u.cost, u.status, u.created_at, \
-             u.started_at, u.start_delay_ms, u.ended_at, u.hours_used, u.charged, u.fee, \
-             u.provider_earned, u.refunded, u.end_reason \
+             u.bid_order, u.ask_order, u.gpus, u.price, u.hours, u.cost, u.created_at, \
+             coalesce(u.status, 'created'), u.started_at, u.start_delay_ms, \
+             coalesce(u.closed_at, u.end_at), u.hours_used, u.charged, u.fee, \
+             u.provider_earned, u.refunded, u.end_reason, u.close_cause, u.close_detail, \
+             u.charged_until, u.charged_ms, u.closed_seq, u.rebid_order, u.rebid_refused \
              FROM (SELECT n.*, (SELECT o.region FROM orders o \
                    WHERE o.partition = $1 AND o.order_id = n.ask_order) AS region \
              FROM unnest($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18, $19, $20, $21, $22, $23) AS n(lease_id, market, buyer, provider, node, \
-             bid_order, ask_order, gpus, price, hours, cost, status, created_at, started_at, \
-             start_delay_ms, ended_at, hours_used, charged, fee, provider_earned, refunded, \
-             end_reason)) u \
+             $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31) \
+             AS n(lease_id, market, buyer, provider, node, bid_order, ask_order, gpus, price, \
+             hours, cost, created_at, {})) u \
              WHERE u.region IS NOT NULL",
-        )
+            ChangeColumns::NAMES
+        ))
+        .into_boxed()
         .bind::<Integer, _>(partition)
         .bind::<Array<BigInt>, _>(rows.iter().map(|(id, _)| **id).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(rows.iter().map(|(_, r)| &r.market).collect::<Vec<_>>())
@@ -876,42 +1184,10 @@ fn write_leases(
         .bind::<Array<Numeric>, _>(rows.iter().map(|(_, r)| r.price).collect::<Vec<_>>())
         .bind::<Array<Integer>, _>(rows.iter().map(|(_, r)| r.hours).collect::<Vec<_>>())
         .bind::<Array<Numeric>, _>(rows.iter().map(|(_, r)| r.cost).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(
-            changes()
-                .map(|c| c.status.unwrap_or("created"))
-                .collect::<Vec<_>>(),
-        )
-        .bind::<Array<Timestamptz>, _>(rows.iter().map(|(_, r)| r.created_at).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Timestamptz>>, _>(
-            changes().map(|c| c.started_at).collect::<Vec<_>>(),
-        )
-        .bind::<Array<Nullable<BigInt>>, _>(changes().map(|c| c.start_delay_ms).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Timestamptz>>, _>(
-            changes()
-                .map(|c| c.end.as_ref().map(|e| e.at))
-                .collect::<Vec<_>>(),
-        )
-        .bind::<Array<Nullable<Numeric>>, _>(
-            changes().map(end_col(|e| e.hours_used)).collect::<Vec<_>>(),
-        )
-        .bind::<Array<Nullable<Numeric>>, _>(
-            changes().map(end_col(|e| e.charged)).collect::<Vec<_>>(),
-        )
-        .bind::<Array<Nullable<Numeric>>, _>(changes().map(end_col(|e| e.fee)).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Numeric>>, _>(
-            changes()
-                .map(end_col(|e| e.provider_earned))
-                .collect::<Vec<_>>(),
-        )
-        .bind::<Array<Nullable<Numeric>>, _>(
-            changes().map(end_col(|e| e.refunded)).collect::<Vec<_>>(),
-        )
-        .bind::<Array<Nullable<Text>>, _>(
-            changes()
-                .map(|c| c.end.as_ref().map(|e| e.reason))
-                .collect::<Vec<_>>(),
-        )
-        .execute(conn)?;
+        .bind::<Array<Timestamptz>, _>(rows.iter().map(|(_, r)| r.created_at).collect::<Vec<_>>());
+        let inserted = ChangeColumns::of(rows.iter().map(|(_, r)| &r.change))
+            .bind(query)
+            .execute(conn)?;
         if inserted != rows.len() {
             return Err(LedgerError::Inconsistent {
                 projector: Activity::NAME,
@@ -926,55 +1202,37 @@ fn write_leases(
     }
     if !batch.lease_changes.is_empty() {
         let rows: Vec<(&i64, &LeaseChange)> = batch.lease_changes.iter().collect();
-        let changes = || rows.iter().map(|(_, c)| *c);
-        let updated = diesel::sql_query(
-            "UPDATE leases l SET status = u.status, \
+        // A change sets only what its events said: a lease closed in one batch may end (its
+        // money move) in a later one, and a re-bid follows its end. A metered lease ended
+        // when it closed, so its close's end time wins over its money's.
+        let query = diesel::sql_query(format!(
+            "UPDATE leases l SET status = coalesce(u.status, l.status), \
              started_at = coalesce(u.started_at, l.started_at), \
              start_delay_ms = coalesce(u.start_delay_ms, l.start_delay_ms), \
-             ended_at = u.ended_at, hours_used = u.hours_used, charged = u.charged, fee = u.fee, \
-             provider_earned = u.provider_earned, refunded = u.refunded, end_reason = u.end_reason \
-             FROM unnest($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) AS u(lease_id, status, \
-             started_at, start_delay_ms, ended_at, hours_used, charged, fee, provider_earned, \
-             refunded, end_reason) \
+             ended_at = coalesce(u.closed_at, l.ended_at, u.end_at), \
+             hours_used = coalesce(u.hours_used, l.hours_used), \
+             charged = coalesce(u.charged, l.charged), fee = coalesce(u.fee, l.fee), \
+             provider_earned = coalesce(u.provider_earned, l.provider_earned), \
+             refunded = coalesce(u.refunded, l.refunded), \
+             end_reason = coalesce(u.end_reason, l.end_reason), \
+             close_cause = coalesce(u.close_cause, l.close_cause), \
+             close_detail = coalesce(u.close_detail, l.close_detail), \
+             charged_until = coalesce(u.charged_until, l.charged_until), \
+             charged_ms = coalesce(u.charged_ms, l.charged_ms), \
+             closed_seq = coalesce(u.closed_seq, l.closed_seq), \
+             rebid_order = coalesce(u.rebid_order, l.rebid_order), \
+             rebid_refused = coalesce(u.rebid_refused, l.rebid_refused) \
+             FROM unnest($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+             $18, $19, $20) AS u(lease_id, {}) \
              WHERE l.partition = $1 AND l.lease_id = u.lease_id",
-        )
+            ChangeColumns::NAMES
+        ))
+        .into_boxed()
         .bind::<Integer, _>(partition)
-        .bind::<Array<BigInt>, _>(rows.iter().map(|(id, _)| **id).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(
-            changes()
-                .map(|c| c.status.expect("a lease change sets the status"))
-                .collect::<Vec<_>>(),
-        )
-        .bind::<Array<Nullable<Timestamptz>>, _>(
-            changes().map(|c| c.started_at).collect::<Vec<_>>(),
-        )
-        .bind::<Array<Nullable<BigInt>>, _>(changes().map(|c| c.start_delay_ms).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Timestamptz>>, _>(
-            changes()
-                .map(|c| c.end.as_ref().map(|e| e.at))
-                .collect::<Vec<_>>(),
-        )
-        .bind::<Array<Nullable<Numeric>>, _>(
-            changes().map(end_col(|e| e.hours_used)).collect::<Vec<_>>(),
-        )
-        .bind::<Array<Nullable<Numeric>>, _>(
-            changes().map(end_col(|e| e.charged)).collect::<Vec<_>>(),
-        )
-        .bind::<Array<Nullable<Numeric>>, _>(changes().map(end_col(|e| e.fee)).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Numeric>>, _>(
-            changes()
-                .map(end_col(|e| e.provider_earned))
-                .collect::<Vec<_>>(),
-        )
-        .bind::<Array<Nullable<Numeric>>, _>(
-            changes().map(end_col(|e| e.refunded)).collect::<Vec<_>>(),
-        )
-        .bind::<Array<Nullable<Text>>, _>(
-            changes()
-                .map(|c| c.end.as_ref().map(|e| e.reason))
-                .collect::<Vec<_>>(),
-        )
-        .execute(conn)?;
+        .bind::<Array<BigInt>, _>(rows.iter().map(|(id, _)| **id).collect::<Vec<_>>());
+        let updated = ChangeColumns::of(rows.iter().map(|(_, c)| *c))
+            .bind(query)
+            .execute(conn)?;
         if updated != rows.len() {
             return Err(LedgerError::Inconsistent {
                 projector: Activity::NAME,
@@ -996,8 +1254,130 @@ struct Count {
     n: i64,
 }
 
-/// One usage line per ended lease, from the lease's final row, and the invoice and earnings
-/// totals of the lines' months.
+/// One usage line per accrual, in its period's month, and the invoice and earnings totals
+/// of those months. The line takes its region from the lease row and is written only if the
+/// accrual agrees with its lease (same terms, its time inside its period, before the lease
+/// closed, the period not accrued yet); the count proves every accrual was.
+fn write_accruals(
+    conn: &mut PgConnection,
+    partition: i32,
+    accruals: &[AccrualRow],
+) -> Result<(), LedgerError> {
+    if accruals.is_empty() {
+        return Ok(());
+    }
+    let lines: Count = diesel::sql_query(
+        "WITH a AS ( \
+           SELECT * FROM unnest($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+             $16, $17, $18, $19) AS a(lease_id, event_seq, command_offset, market, buyer, \
+             provider, node, gpus, price, period_start, period_end, usage_start, usage_end, \
+             hours_used, gpu_hours, charged, fee, provider_earned) \
+         ), lines AS ( \
+           INSERT INTO usage_lines (partition, lease_id, event_seq, command_offset, account, \
+             provider, market, node, region, gpus, hours_used, gpu_hours, unit_price, amount, \
+             fee, provider_earned, list_cost, charge_start, charge_end, period, usage_start, \
+             usage_end) \
+           SELECT $1, a.lease_id, a.event_seq, a.command_offset, a.buyer, a.provider, a.market, \
+             a.node, l.region, a.gpus, a.hours_used, a.gpu_hours, a.price, a.charged, a.fee, \
+             a.provider_earned, a.charged, a.period_start, a.period_end, \
+             date_trunc('month', a.period_start AT TIME ZONE 'UTC')::date, a.usage_start, \
+             a.usage_end \
+           FROM a JOIN leases l ON l.partition = $1 AND l.lease_id = a.lease_id \
+           WHERE (l.market, l.buyer, l.provider, l.node, l.gpus, l.price) \
+               = (a.market, a.buyer, a.provider, a.node, a.gpus, a.price) \
+             AND a.period_start <= a.usage_start AND a.usage_start <= a.usage_end \
+             AND a.usage_end <= a.period_end \
+             AND date_trunc('month', a.period_start AT TIME ZONE 'UTC') \
+               = date_trunc('month', (a.period_end - interval '1 millisecond') AT TIME ZONE 'UTC') \
+             AND (l.closed_seq IS NULL OR a.event_seq < l.closed_seq) \
+           ON CONFLICT DO NOTHING \
+           RETURNING lease_id, account, provider, period, gpu_hours, amount, fee, provider_earned \
+         ), new_in_month AS ( \
+           SELECT n.provider, n.period, count(*) AS leases \
+           FROM (SELECT DISTINCT lease_id, provider, period FROM lines) n \
+           WHERE NOT EXISTS (SELECT 1 FROM usage_lines u \
+             WHERE u.partition = $1 AND u.lease_id = n.lease_id AND u.period = n.period) \
+           GROUP BY n.provider, n.period \
+         ), invoiced AS ( \
+           INSERT INTO invoices (account, period, status, lines, gpu_hours, amount) \
+           SELECT account, period, 'open', count(*), sum(gpu_hours), sum(amount) \
+           FROM lines GROUP BY account, period ORDER BY account, period \
+           ON CONFLICT (account, period) DO UPDATE SET lines = invoices.lines + excluded.lines, \
+             gpu_hours = invoices.gpu_hours + excluded.gpu_hours, \
+             amount = invoices.amount + excluded.amount \
+         ), earned AS ( \
+           INSERT INTO earnings (provider, period, leases, gpu_hours, gross, fees, net) \
+           SELECT t.provider, t.period, coalesce(n.leases, 0), t.gpu_hours, t.gross, t.fees, \
+             t.net \
+           FROM (SELECT provider, period, sum(gpu_hours) AS gpu_hours, sum(amount) AS gross, \
+                   sum(fee) AS fees, sum(provider_earned) AS net \
+                 FROM lines GROUP BY provider, period) t \
+           LEFT JOIN new_in_month n ON n.provider = t.provider AND n.period = t.period \
+           ORDER BY t.provider, t.period \
+           ON CONFLICT (provider, period) DO UPDATE SET leases = earnings.leases + excluded.leases, \
+             gpu_hours = earnings.gpu_hours + excluded.gpu_hours, \
+             gross = earnings.gross + excluded.gross, fees = earnings.fees + excluded.fees, \
+             net = earnings.net + excluded.net \
+         ) SELECT count(*) AS n FROM lines",
+    )
+    .bind::<Integer, _>(partition)
+    .bind::<Array<BigInt>, _>(accruals.iter().map(|a| a.lease_id).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(accruals.iter().map(|a| a.seq).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(accruals.iter().map(|a| a.command_offset).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(accruals.iter().map(|a| &a.market).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(accruals.iter().map(|a| a.buyer).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(accruals.iter().map(|a| a.provider).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(accruals.iter().map(|a| &a.node).collect::<Vec<_>>())
+    .bind::<Array<Integer>, _>(accruals.iter().map(|a| a.gpus).collect::<Vec<_>>())
+    .bind::<Array<Numeric>, _>(accruals.iter().map(|a| a.price).collect::<Vec<_>>())
+    .bind::<Array<Timestamptz>, _>(accruals.iter().map(|a| a.period_start).collect::<Vec<_>>())
+    .bind::<Array<Timestamptz>, _>(accruals.iter().map(|a| a.period_end).collect::<Vec<_>>())
+    .bind::<Array<Timestamptz>, _>(accruals.iter().map(|a| a.from).collect::<Vec<_>>())
+    .bind::<Array<Timestamptz>, _>(accruals.iter().map(|a| a.to).collect::<Vec<_>>())
+    .bind::<Array<Numeric>, _>(accruals.iter().map(|a| a.hours).collect::<Vec<_>>())
+    .bind::<Array<Numeric>, _>(accruals.iter().map(|a| a.gpu_hours).collect::<Vec<_>>())
+    .bind::<Array<Numeric>, _>(accruals.iter().map(|a| a.charged).collect::<Vec<_>>())
+    .bind::<Array<Numeric>, _>(accruals.iter().map(|a| a.fee).collect::<Vec<_>>())
+    .bind::<Array<Numeric>, _>(accruals.iter().map(|a| a.provider_earned).collect::<Vec<_>>())
+    .get_result(conn)?;
+    if lines.n != accruals.len() as i64 {
+        return Err(LedgerError::Inconsistent {
+            projector: Activity::NAME,
+            partition,
+            detail: format!(
+                "{} of {} accruals name an unknown lease or another lease's terms, lie outside \
+                 their charge period, follow their lease's close or repeat an accrued period",
+                accruals.len() as i64 - lines.n,
+                accruals.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A metered lease's end against the usage lines it settles.
+#[derive(QueryableByName)]
+struct Settled {
+    #[diesel(sql_type = BigInt)]
+    lease_id: i64,
+    #[diesel(sql_type = Numeric)]
+    charged: Decimal,
+    #[diesel(sql_type = Numeric)]
+    fee: Decimal,
+    #[diesel(sql_type = Numeric)]
+    provider_earned: Decimal,
+    #[diesel(sql_type = Numeric)]
+    lines_charged: Decimal,
+    #[diesel(sql_type = Numeric)]
+    lines_fee: Decimal,
+    #[diesel(sql_type = Numeric)]
+    lines_earned: Decimal,
+}
+
+/// Bills the leases whose money moved in the batch. A metered lease (one that closed) settles
+/// its accrued lines, whose sums must be what its end moved; a lease ended by the old
+/// `EndLease` gets its one line now, in the month it ended, with the invoice and earnings
+/// totals of that month. Together the two account for every ended lease.
 fn write_usage(
     conn: &mut PgConnection,
     partition: i32,
@@ -1006,21 +1386,68 @@ fn write_usage(
     if ended.is_empty() {
         return Ok(());
     }
-    // The data-modifying CTEs all run; the final count proves every ended lease was found.
+    let col = |f: fn(&LeaseEnd) -> Decimal| ended.iter().map(|(_, e)| f(e)).collect::<Vec<_>>();
+    let settled: Vec<Settled> = diesel::sql_query(
+        "WITH m AS ( \
+           SELECT e.* FROM unnest($2, $3, $4, $5, $6, $7) \
+             AS e(lease_id, event_seq, at, charged, fee, provider_earned) \
+           JOIN leases l ON l.partition = $1 AND l.lease_id = e.lease_id \
+           WHERE l.close_cause IS NOT NULL \
+         ), settled AS ( \
+           UPDATE usage_lines u SET settled_seq = m.event_seq, settled_at = m.at FROM m \
+           WHERE u.partition = $1 AND u.lease_id = m.lease_id AND u.settled_seq IS NULL \
+           RETURNING u.lease_id, u.amount, u.fee, u.provider_earned \
+         ) SELECT m.lease_id, m.charged, m.fee, m.provider_earned, \
+           coalesce(sum(s.amount), 0) AS lines_charged, coalesce(sum(s.fee), 0) AS lines_fee, \
+           coalesce(sum(s.provider_earned), 0) AS lines_earned \
+         FROM m LEFT JOIN settled s ON s.lease_id = m.lease_id \
+         GROUP BY m.lease_id, m.charged, m.fee, m.provider_earned ORDER BY m.lease_id",
+    )
+    .bind::<Integer, _>(partition)
+    .bind::<Array<BigInt>, _>(ended.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(ended.iter().map(|(_, e)| e.seq).collect::<Vec<_>>())
+    .bind::<Array<Timestamptz>, _>(ended.iter().map(|(_, e)| e.at).collect::<Vec<_>>())
+    .bind::<Array<Numeric>, _>(col(|e| e.charged))
+    .bind::<Array<Numeric>, _>(col(|e| e.fee))
+    .bind::<Array<Numeric>, _>(col(|e| e.provider_earned))
+    .load(conn)?;
+    if let Some(s) = settled.iter().find(|s| {
+        (s.charged, s.fee, s.provider_earned) != (s.lines_charged, s.lines_fee, s.lines_earned)
+    }) {
+        return Err(LedgerError::Inconsistent {
+            projector: Activity::NAME,
+            partition,
+            detail: format!(
+                "lease {} ends charging {} (fee {}, provider {}), but its unsettled usage lines \
+                 sum to {} (fee {}, provider {})",
+                s.lease_id,
+                s.charged,
+                s.fee,
+                s.provider_earned,
+                s.lines_charged,
+                s.lines_fee,
+                s.lines_earned
+            ),
+        });
+    }
+    // The data-modifying CTEs all run; the final count proves every other ended lease was
+    // found.
     let lines: Count = diesel::sql_query(
         "WITH ended AS ( \
-           SELECT * FROM unnest($2, $3, $4) AS e(lease_id, event_seq, command_offset) \
+           SELECT * FROM unnest($2, $3, $4, $5) AS e(lease_id, event_seq, command_offset, at) \
          ), lines AS ( \
            INSERT INTO usage_lines (partition, lease_id, event_seq, command_offset, account, \
              provider, market, node, region, gpus, hours_used, gpu_hours, unit_price, amount, \
              fee, provider_earned, list_cost, refunded, end_reason, charge_start, charge_end, \
-             period) \
+             period, usage_start, usage_end, settled_seq, settled_at) \
            SELECT $1, l.lease_id, e.event_seq, e.command_offset, l.buyer, l.provider, l.market, \
              l.node, l.region, l.gpus, l.hours_used, l.gpus * l.hours_used, l.price, l.charged, \
              l.fee, l.provider_earned, l.cost, l.refunded, l.end_reason, \
              coalesce(l.started_at, l.created_at), l.ended_at, \
-             date_trunc('month', l.ended_at AT TIME ZONE 'UTC')::date \
+             date_trunc('month', l.ended_at AT TIME ZONE 'UTC')::date, \
+             coalesce(l.started_at, l.created_at), l.ended_at, e.event_seq, e.at \
            FROM ended e JOIN leases l ON l.partition = $1 AND l.lease_id = e.lease_id \
+           WHERE l.close_cause IS NULL \
            RETURNING account, provider, period, gpu_hours, amount, fee, provider_earned \
          ), invoiced AS ( \
            INSERT INTO invoices (account, period, status, lines, gpu_hours, amount) \
@@ -1044,14 +1471,16 @@ fn write_usage(
     .bind::<Array<BigInt>, _>(ended.iter().map(|(id, _)| *id).collect::<Vec<_>>())
     .bind::<Array<BigInt>, _>(ended.iter().map(|(_, e)| e.seq).collect::<Vec<_>>())
     .bind::<Array<BigInt>, _>(ended.iter().map(|(_, e)| e.command_offset).collect::<Vec<_>>())
+    .bind::<Array<Timestamptz>, _>(ended.iter().map(|(_, e)| e.at).collect::<Vec<_>>())
     .get_result(conn)?;
-    if lines.n != ended.len() as i64 {
+    let found = lines.n + settled.len() as i64;
+    if found != ended.len() as i64 {
         return Err(LedgerError::Inconsistent {
             projector: Activity::NAME,
             partition,
             detail: format!(
                 "{} of {} ended leases are unknown",
-                ended.len() as i64 - lines.n,
+                ended.len() as i64 - found,
                 ended.len()
             ),
         });

@@ -10,10 +10,16 @@ use std::io::Write;
 use chrono::{DateTime, Datelike, Months, NaiveDate, TimeDelta, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Date, Integer, Nullable, Numeric, Text, Timestamptz};
+use diesel::sql_types::{BigInt, Integer, Nullable, Numeric, Text, Timestamptz};
 use rust_decimal::Decimal;
 
+use contract::{AccountId, TxHash};
+
+use crate::journal::Bucket;
 use crate::{read, LedgerError};
+
+mod focus;
+pub use focus::{focus_csv, FOCUS_COLUMNS, FOCUS_VERSION};
 
 /// Rows (journal transactions, usage lines) read per round trip.
 const PAGE: u32 = 5_000;
@@ -129,196 +135,6 @@ pub fn journal_csv(
     Ok(written)
 }
 
-#[derive(QueryableByName)]
-struct UsageRow {
-    #[diesel(sql_type = Integer)]
-    partition: i32,
-    #[diesel(sql_type = BigInt)]
-    lease_id: i64,
-    #[diesel(sql_type = BigInt)]
-    event_seq: i64,
-    #[diesel(sql_type = BigInt)]
-    command_offset: i64,
-    #[diesel(sql_type = BigInt)]
-    account: i64,
-    #[diesel(sql_type = BigInt)]
-    provider: i64,
-    #[diesel(sql_type = Text)]
-    market: String,
-    #[diesel(sql_type = Text)]
-    node: String,
-    #[diesel(sql_type = Text)]
-    region: String,
-    #[diesel(sql_type = Integer)]
-    gpus: i32,
-    #[diesel(sql_type = Numeric)]
-    gpu_hours: Decimal,
-    #[diesel(sql_type = Numeric)]
-    unit_price: Decimal,
-    #[diesel(sql_type = Numeric)]
-    amount: Decimal,
-    #[diesel(sql_type = Numeric)]
-    fee: Decimal,
-    #[diesel(sql_type = Text)]
-    end_reason: String,
-    #[diesel(sql_type = Timestamptz)]
-    charge_start: DateTime<Utc>,
-    #[diesel(sql_type = Timestamptz)]
-    charge_end: DateTime<Utc>,
-    #[diesel(sql_type = Date)]
-    period: NaiveDate,
-}
-
-/// The FOCUS 1.0 columns this export fills (the required ones that apply to usage charges,
-/// then the market's own `x_` columns).
-pub const FOCUS_COLUMNS: [&str; 40] = [
-    "BilledCost",
-    "BillingAccountId",
-    "BillingAccountName",
-    "BillingCurrency",
-    "BillingPeriodEnd",
-    "BillingPeriodStart",
-    "ChargeCategory",
-    "ChargeClass",
-    "ChargeDescription",
-    "ChargeFrequency",
-    "ChargePeriodEnd",
-    "ChargePeriodStart",
-    "CommitmentDiscountCategory",
-    "CommitmentDiscountId",
-    "ConsumedQuantity",
-    "ConsumedUnit",
-    "ContractedCost",
-    "ContractedUnitPrice",
-    "EffectiveCost",
-    "InvoiceIssuerName",
-    "ListCost",
-    "ListUnitPrice",
-    "PricingCategory",
-    "PricingQuantity",
-    "PricingUnit",
-    "ProviderName",
-    "PublisherName",
-    "RegionId",
-    "RegionName",
-    "ResourceId",
-    "ResourceName",
-    "ResourceType",
-    "ServiceCategory",
-    "ServiceName",
-    "SkuId",
-    "SkuPriceId",
-    "Tags",
-    "x_EventSeq",
-    "x_CommandOffset",
-    "x_MarketFee",
-];
-
-/// Writes the usage lines whose charge ended in `period` in the FOCUS format; returns the
-/// number of lines. `currency` is the ISO 4217 code of the market's unit (e.g. `USD` for a
-/// USDC market).
-///
-/// A lease is one resource (`ResourceId` = `lease/<partition>/<lease id>`), priced per
-/// GPU-hour at the price it traded at, which is list, contracted and effective price at
-/// once: the market has no discounts or commitments, so those columns are null.
-pub fn focus_csv(
-    conn: &mut PgConnection,
-    period: Period,
-    currency: &str,
-    out: impl Write,
-) -> Result<u64, LedgerError> {
-    let mut csv = csv::Writer::from_writer(out);
-    csv.write_record(FOCUS_COLUMNS).map_err(csv_error)?;
-    let mut after: (DateTime<Utc>, i32, i64) = (period.from, -1, -1);
-    let mut written = 0u64;
-    let iso = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    loop {
-        let rows: Vec<UsageRow> = diesel::sql_query(
-            "SELECT partition, lease_id, event_seq, command_offset, account, provider, market, \
-             node, region, gpus, gpu_hours, unit_price, amount, fee, end_reason, charge_start, \
-             charge_end, period FROM usage_lines \
-             WHERE charge_end < $2 AND (charge_end, partition, lease_id) > ($1, $3, $4) \
-             ORDER BY charge_end, partition, lease_id LIMIT $5",
-        )
-        .bind::<Timestamptz, _>(after.0)
-        .bind::<Timestamptz, _>(period.to)
-        .bind::<Integer, _>(after.1)
-        .bind::<BigInt, _>(after.2)
-        .bind::<BigInt, _>(i64::from(PAGE))
-        .load(conn)?;
-        let Some(last) = rows.last() else {
-            break;
-        };
-        after = (last.charge_end, last.partition, last.lease_id);
-        for row in &rows {
-            let billing_start = row
-                .period
-                .and_hms_opt(0, 0, 0)
-                .expect("midnight exists")
-                .and_utc();
-            let billing_end = Granularity::Month.next(billing_start);
-            // FOCUS prices and costs are plain decimals; the list cost is what the lease
-            // would cost at its price, the billed cost what the engine charged (rounded down
-            // to the micro-unit).
-            let list_cost = (row.unit_price * row.gpu_hours).round_dp(6);
-            let tags = serde_json::json!({
-                "provider": row.provider.to_string(),
-                "node": row.node,
-                "end_reason": row.end_reason,
-            });
-            csv.write_record([
-                row.amount.to_string(),
-                row.account.to_string(),
-                format!("account {}", row.account),
-                currency.to_owned(),
-                iso(billing_end),
-                iso(billing_start),
-                "Usage".to_owned(),
-                String::new(),
-                format!(
-                    "{} x {} GPU-hours on {} ({})",
-                    row.gpus, row.market, row.node, row.end_reason
-                ),
-                "Usage-Based".to_owned(),
-                iso(row.charge_end),
-                iso(row.charge_start),
-                String::new(),
-                String::new(),
-                row.gpu_hours.to_string(),
-                "GPU-Hours".to_owned(),
-                row.amount.to_string(),
-                row.unit_price.to_string(),
-                row.amount.to_string(),
-                "gpumarket".to_owned(),
-                list_cost.to_string(),
-                row.unit_price.to_string(),
-                "Dynamic".to_owned(),
-                row.gpu_hours.to_string(),
-                "GPU-Hours".to_owned(),
-                "gpumarket".to_owned(),
-                format!("provider {}", row.provider),
-                row.region.clone(),
-                row.region.clone(),
-                format!("lease/{}/{}", row.partition, row.lease_id),
-                format!("{} x{} on {}", row.market, row.gpus, row.node),
-                "GPU Lease".to_owned(),
-                "Compute".to_owned(),
-                "GPU compute".to_owned(),
-                row.market.clone(),
-                format!("{}@{}", row.market, row.unit_price),
-                tags.to_string(),
-                row.event_seq.to_string(),
-                row.command_offset.to_string(),
-                row.fee.to_string(),
-            ])
-            .map_err(csv_error)?;
-        }
-        written += rows.len() as u64;
-    }
-    csv.flush()?;
-    Ok(written)
-}
-
 /// One account bucket over one period of the reconciliation report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
@@ -348,6 +164,53 @@ pub struct Reconciliation {
     pub breaks: Vec<Break>,
     /// How many journal transactions fell in the report's period.
     pub transactions: i64,
+    /// What the market owes its customers against what the escrow holds on chain, when the
+    /// report was given a [`ChainView`].
+    pub solvency: Option<Solvency>,
+}
+
+/// The escrow account as the chain itself reports it, read by the caller from the chain's
+/// node (the ledger does no network I/O). With one, the reconciliation checks the ledger
+/// against the chain instead of against the bridge's own record of it, and reports
+/// solvency.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainView {
+    /// The height the view was read at: transfers above it are not in it.
+    pub height: u64,
+    /// The escrow's balance, in the ledger's unit (exactly: a remainder finer than the
+    /// ledger's micro-unit is kept).
+    pub balance: Decimal,
+    /// Transfers into escrow, one per (transaction, message), its outputs to escrow summed.
+    pub incoming: Vec<ChainTransfer>,
+    /// Transfers out of escrow, one per (transaction, message), its outputs summed.
+    pub outgoing: Vec<ChainTransfer>,
+}
+
+/// One message's transfer into or out of escrow, as the chain has it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainTransfer {
+    pub tx_hash: TxHash,
+    pub msg_index: u32,
+    /// In the ledger's unit, exactly.
+    pub amount: Decimal,
+    pub height: u64,
+    pub block_time: DateTime<Utc>,
+}
+
+/// Customer liabilities against escrow holdings, at the end of the report's period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Solvency {
+    /// The end of the report's period, where the liabilities are counted.
+    pub at: DateTime<Utc>,
+    /// What every account but the market's holds: available, held, in leases and settling.
+    pub liabilities: Decimal,
+    /// The part of `liabilities` the chain view cannot show yet: deposits credited from
+    /// blocks above its height, and payouts it shows whose batch the ledger has not closed.
+    pub in_flight: Decimal,
+    /// The escrow's balance on chain.
+    pub holdings: Decimal,
+    /// The height the holdings were read at.
+    pub height: u64,
 }
 
 #[derive(QueryableByName)]
@@ -368,11 +231,20 @@ struct ChainBreak {
     detail: String,
 }
 
-/// The ledger against the chain, for one period: settlements the ledger confirmed against
-/// the escrow account's outgoing transfers the bridge saw on chain (per transaction hash),
-/// credited chain deposits against the incoming transfers, and incoming transfers nobody
-/// could credit (missing or unknown memo), which wait for manual handling.
-const CHAIN_CHECKS: &str = "\
+/// The hashes of the bridge's stored transactions (and the ones they replaced) whose batch
+/// the ledger has not closed: a payout on chain under one of them is on its way to being
+/// confirmed, not a payout without a settlement.
+const IN_FLIGHT_HASHES: &str = "\
+SELECT h.tx_hash FROM bridge_settlement_txs b \
+CROSS JOIN LATERAL unnest(b.replaced_hashes || b.tx_hash) AS h(tx_hash) \
+WHERE NOT EXISTS (SELECT 1 FROM settlements s WHERE s.batch = b.batch AND s.state <> 'open')";
+
+/// The ledger against the bridge's record of the chain, for one period: settlements the
+/// ledger confirmed against the escrow account's outgoing transfers the bridge saw on chain
+/// (per transaction hash), and credited chain deposits against the incoming transfers. What
+/// the bridge cannot have seen yet is no break: a settlement confirmed above the height it
+/// has scanned, a payout of a batch the ledger has not closed.
+const BRIDGE_CHECKS: &str = "\
 SELECT 'settlements = on-chain payouts' AS check, \
        format('settlement %s (tx %s) pays %s in the ledger but %s on chain', \
               s.batch, s.tx_hash, s.total, coalesce(o.total, 0)) AS detail \
@@ -381,6 +253,7 @@ LEFT JOIN (SELECT tx_hash, sum(amount) AS total FROM bridge_transfers \
            WHERE direction = 'out' GROUP BY tx_hash) o ON o.tx_hash = s.tx_hash \
 WHERE s.state = 'confirmed' AND s.closed_at >= $1 AND s.closed_at < $2 \
   AND o.total IS DISTINCT FROM s.total \
+  AND s.height <= (SELECT coalesce(max(scanned_height), 0) FROM bridge_cursor) \
 UNION ALL \
 SELECT 'settlements = on-chain payouts', \
        format('transaction %s at height %s sent %s out of escrow, and no confirmed settlement has it', \
@@ -388,6 +261,7 @@ SELECT 'settlements = on-chain payouts', \
 FROM bridge_transfers t \
 WHERE t.direction = 'out' AND t.block_time >= $1 AND t.block_time < $2 \
   AND NOT EXISTS (SELECT 1 FROM settlements s WHERE s.tx_hash = t.tx_hash AND s.state = 'confirmed') \
+  AND t.tx_hash NOT IN (SELECT tx_hash FROM in_flight) \
 GROUP BY t.tx_hash \
 UNION ALL \
 SELECT 'deposits = on-chain transfers', \
@@ -398,14 +272,220 @@ LEFT JOIN (SELECT tx_hash, msg_index, sum(amount) AS total FROM bridge_transfers
            WHERE direction = 'in' GROUP BY tx_hash, msg_index) t \
        ON t.tx_hash = d.tx_hash AND t.msg_index = d.msg_index \
 WHERE d.at >= $1 AND d.at < $2 AND t.total IS DISTINCT FROM d.amount \
-UNION ALL \
-SELECT 'unmatched deposits', \
+ORDER BY 1, 2";
+
+/// Incoming transfers nobody could credit (missing or unknown memo), which wait for manual
+/// handling: only the bridge knows why it could not credit one.
+const UNMATCHED: &str = "\
+SELECT 'unmatched deposits' AS check, \
        format('transfer %s/%s of %s base units from %s (memo %s) at height %s: %s; handle by hand', \
               tx_hash, msg_index, base_amount, counterparty, quote_literal(memo), height, \
-              coalesce(note, 'unknown account')) \
+              coalesce(note, 'unknown account')) AS detail \
 FROM bridge_transfers \
 WHERE direction = 'in' AND state = 'unmatched' AND block_time >= $1 AND block_time < $2 \
-ORDER BY 1, 2";
+ORDER BY 2";
+
+#[derive(QueryableByName)]
+struct Settled {
+    #[diesel(sql_type = BigInt)]
+    batch: i64,
+    #[diesel(sql_type = Text)]
+    tx_hash: String,
+    #[diesel(sql_type = Numeric)]
+    total: Decimal,
+    #[diesel(sql_type = BigInt)]
+    height: i64,
+    #[diesel(sql_type = Timestamptz)]
+    closed_at: DateTime<Utc>,
+}
+
+#[derive(QueryableByName)]
+struct Credited {
+    #[diesel(sql_type = Text)]
+    tx_hash: String,
+    #[diesel(sql_type = Integer)]
+    msg_index: i32,
+    #[diesel(sql_type = BigInt)]
+    account: i64,
+    #[diesel(sql_type = Numeric)]
+    amount: Decimal,
+    /// Where the bridge saw it on chain, if it recorded it.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    height: Option<i64>,
+}
+
+#[derive(QueryableByName)]
+struct Hash {
+    #[diesel(sql_type = Text)]
+    tx_hash: String,
+}
+
+/// What the ledger says went through the chain, for checking it against a [`ChainView`]:
+/// every confirmed settlement and the hashes of payouts in flight.
+struct LedgerChain {
+    confirmed: Vec<(u64, TxHash, Decimal, u64, DateTime<Utc>)>,
+    in_flight: std::collections::BTreeSet<TxHash>,
+}
+
+impl LedgerChain {
+    fn read(conn: &mut PgConnection) -> Result<LedgerChain, LedgerError> {
+        let confirmed = diesel::sql_query(
+            "SELECT batch, tx_hash, total, height, closed_at FROM settlements \
+             WHERE state = 'confirmed' ORDER BY batch",
+        )
+        .load::<Settled>(conn)?
+        .into_iter()
+        .map(|s| {
+            Ok((
+                read::unsigned("settlements", "batch", s.batch)?,
+                read::parsed("settlements", "tx_hash", &s.tx_hash)?,
+                s.total,
+                read::unsigned("settlements", "height", s.height)?,
+                s.closed_at,
+            ))
+        })
+        .collect::<Result<_, LedgerError>>()?;
+        let in_flight = diesel::sql_query(IN_FLIGHT_HASHES)
+            .load::<Hash>(conn)?
+            .iter()
+            .map(|h| read::parsed("bridge_settlement_txs", "tx_hash", &h.tx_hash))
+            .collect::<Result<_, LedgerError>>()?;
+        Ok(LedgerChain {
+            confirmed,
+            in_flight,
+        })
+    }
+}
+
+/// A credited chain deposit: its transaction and message, the account and amount credited,
+/// and the height the bridge saw it at (if it recorded it).
+type CreditedDeposit = (TxHash, u32, i64, Decimal, Option<u64>);
+
+/// The chain deposits credited in `[from, to)`, with the height the bridge saw each at.
+fn credited(
+    conn: &mut PgConnection,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<CreditedDeposit>, LedgerError> {
+    diesel::sql_query(
+        "SELECT d.tx_hash, d.msg_index, d.account, d.amount, \
+           (SELECT max(t.height) FROM bridge_transfers t WHERE t.tx_hash = d.tx_hash \
+            AND t.msg_index = d.msg_index AND t.direction = 'in') AS height \
+         FROM chain_deposits d \
+         WHERE d.at >= $1 AND d.at < $2 ORDER BY d.tx_hash, d.msg_index",
+    )
+    .bind::<Timestamptz, _>(from)
+    .bind::<Timestamptz, _>(to)
+    .load::<Credited>(conn)?
+    .into_iter()
+    .map(|d| {
+        Ok((
+            read::parsed("chain_deposits", "tx_hash", &d.tx_hash)?,
+            read::unsigned("chain_deposits", "msg_index", d.msg_index)?,
+            d.account,
+            d.amount,
+            d.height
+                .map(|h| read::unsigned("bridge_transfers", "height", h))
+                .transpose()?,
+        ))
+    })
+    .collect()
+}
+
+/// The ledger against the chain itself, for one period: confirmed settlements against the
+/// escrow's outgoing transfers per transaction hash, payouts on chain that no confirmed
+/// settlement has, and credited deposits against the incoming transfers. What the view
+/// cannot show (a settlement confirmed or a deposit seen above the height it was read at)
+/// and payouts of batches the ledger has not closed yet are no break. Amounts in the breaks
+/// are written without trailing zeros, the ledger's (six places) and the chain's (its own
+/// scale) alike, so the two read the same.
+fn against_chain(
+    conn: &mut PgConnection,
+    view: &ChainView,
+    ledger: &LedgerChain,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<Vec<Break>, LedgerError> {
+    use std::collections::BTreeMap;
+    let mut breaks = Vec::new();
+    let mut chain_break = |check, detail| {
+        breaks.push(Break {
+            period_start: start,
+            check,
+            detail,
+        })
+    };
+    let mut paid: BTreeMap<TxHash, Decimal> = BTreeMap::new();
+    for t in &view.outgoing {
+        *paid.entry(t.tx_hash).or_default() += t.amount;
+    }
+    for (batch, tx_hash, total, height, closed_at) in &ledger.confirmed {
+        if *closed_at < start || *closed_at >= end || *height > view.height {
+            continue;
+        }
+        let on_chain = paid.get(tx_hash).copied().unwrap_or_default();
+        if on_chain != *total {
+            chain_break(
+                "settlements = on-chain payouts",
+                format!(
+                    "settlement {batch} (tx {tx_hash}) pays {} in the ledger but {} on chain \
+                     (read at height {})",
+                    total.normalize(),
+                    on_chain.normalize(),
+                    view.height
+                ),
+            );
+        }
+    }
+    let settled: std::collections::BTreeSet<&TxHash> =
+        ledger.confirmed.iter().map(|(_, hash, ..)| hash).collect();
+    let mut orphans: BTreeMap<TxHash, (u64, Decimal)> = BTreeMap::new();
+    for t in &view.outgoing {
+        if t.block_time >= start
+            && t.block_time < end
+            && !settled.contains(&t.tx_hash)
+            && !ledger.in_flight.contains(&t.tx_hash)
+        {
+            let orphan = orphans
+                .entry(t.tx_hash)
+                .or_insert((t.height, Decimal::ZERO));
+            orphan.1 += t.amount;
+        }
+    }
+    for (tx_hash, (height, amount)) in orphans {
+        chain_break(
+            "settlements = on-chain payouts",
+            format!(
+                "transaction {tx_hash} at height {height} sent {} out of escrow, and no \
+                 confirmed settlement has it",
+                amount.normalize()
+            ),
+        );
+    }
+    let received: BTreeMap<(TxHash, u32), Decimal> = view
+        .incoming
+        .iter()
+        .map(|t| ((t.tx_hash, t.msg_index), t.amount))
+        .collect();
+    for (tx_hash, msg_index, account, amount, seen_at) in credited(conn, start, end)? {
+        let shown = match received.get(&(tx_hash, msg_index)) {
+            Some(on_chain) if *on_chain == amount => continue,
+            Some(on_chain) => on_chain.normalize().to_string(),
+            None if seen_at.is_some_and(|h| h > view.height) => continue,
+            None => "no transfer".to_owned(),
+        };
+        chain_break(
+            "deposits = on-chain transfers",
+            format!(
+                "deposit {tx_hash}/{msg_index} credits {} to account {account}, but the chain \
+                 shows {shown} (read at height {})",
+                amount.normalize(),
+                view.height
+            ),
+        );
+    }
+    Ok(breaks)
+}
 
 #[derive(QueryableByName)]
 struct Unbalanced {
@@ -423,6 +503,12 @@ struct Compared {
     journal: Decimal,
     #[diesel(sql_type = Numeric)]
     billing: Decimal,
+}
+
+#[derive(QueryableByName)]
+struct Total {
+    #[diesel(sql_type = Numeric)]
+    total: Decimal,
 }
 
 #[derive(QueryableByName)]
@@ -456,15 +542,19 @@ fn sums(
     .collect())
 }
 
-/// Builds the reconciliation report of `period`, cut by `granularity`.
+/// Builds the reconciliation report of `period`, cut by `granularity`, against `chain` when
+/// the caller read the chain (else against the bridge's record of it).
 ///
 /// Checks, each period: opening + movements = closing per account and bucket (the closing
 /// balance is summed on its own, so a posting counted twice or lost between periods shows);
 /// the closing balances of all accounts sum to zero; every journal transaction in the
 /// period sums to zero and has postings; the fees the journal booked on lease ends equal the
-/// fees on the period's usage lines (billing); the ledger agrees with the chain ([`CHAIN_CHECKS`]).
-/// At the end: when the period reaches past the
-/// last transaction, the closing balances equal the projector's running `balances`.
+/// fees on the usage lines those ends settled (billing), over the events both projectors
+/// have applied; the ledger agrees with the chain ([`against_chain`], or [`BRIDGE_CHECKS`]
+/// without a view); the deposits nobody could credit ([`UNMATCHED`]). At the end: when the
+/// period reaches past the last transaction, the closing balances equal the projector's
+/// running `balances`; with a view, customer liabilities at the period's end do not exceed
+/// the escrow's holdings ([`Solvency`]), which is meaningful for a period that ends now.
 ///
 /// Every statement reads one snapshot (a read-only `REPEATABLE READ` transaction): the
 /// projectors commit while the report runs, and sums read at different moments would
@@ -473,20 +563,23 @@ pub fn reconciliation(
     conn: &mut PgConnection,
     period: Period,
     granularity: Granularity,
+    chain: Option<&ChainView>,
 ) -> Result<Reconciliation, LedgerError> {
     conn.build_transaction()
         .read_only()
         .repeatable_read()
-        .run(|conn| reconcile(conn, period, granularity))
+        .run(|conn| reconcile(conn, period, granularity, chain))
 }
 
 fn reconcile(
     conn: &mut PgConnection,
     period: Period,
     granularity: Granularity,
+    chain: Option<&ChainView>,
 ) -> Result<Reconciliation, LedgerError> {
     let mut lines = Vec::new();
     let mut breaks = Vec::new();
+    let ledger_chain = chain.map(|_| LedgerChain::read(conn)).transpose()?;
     let mut opening = sums(conn, None, period.from)?;
     let mut start = period.from;
     while start < period.to {
@@ -557,14 +650,24 @@ fn reconcile(
                 ),
             },
         }));
+        // The journal and activity projectors move on their own: compared over the events
+        // both have applied, a lease end one of them has not reached yet is no break. The
+        // journal books a lease's fee when its money moves, so the usage lines compared are
+        // those that lease end settled, whatever periods they bill (a running lease's lines
+        // are accrued, not booked).
         let fees: Compared = diesel::sql_query(
-            "SELECT \
+            "WITH applied AS (SELECT partition, min(next_offset) AS upto \
+                              FROM projector_offsets WHERE projector IN ('journal', 'activity') \
+                              GROUP BY partition HAVING count(*) = 2) \
+             SELECT \
                (SELECT coalesce(sum(l.amount), 0) FROM journal_transactions j \
+                JOIN applied a ON a.partition = j.partition AND j.event_seq < a.upto \
                 CROSS JOIN LATERAL unnest(j.buckets, j.amounts) AS l(bucket, amount) \
                 WHERE j.kind = 'lease_ended' AND l.bucket = 'fees' \
                 AND j.at >= $1 AND j.at < $2) AS journal, \
-               (SELECT coalesce(sum(fee), 0) FROM usage_lines \
-                WHERE charge_end >= $1 AND charge_end < $2) AS billing",
+               (SELECT coalesce(sum(u.fee), 0) FROM usage_lines u \
+                JOIN applied a ON a.partition = u.partition AND u.settled_seq < a.upto \
+                WHERE u.settled_at >= $1 AND u.settled_at < $2) AS billing",
         )
         .bind::<Timestamptz, _>(start)
         .bind::<Timestamptz, _>(end)
@@ -574,17 +677,34 @@ fn reconcile(
                 period_start: start,
                 check: "journal fees = billed fees",
                 detail: format!(
-                    "the journal booked {} of lease fees, the usage lines bill {} \
-                     (are the journal and activity projectors at the same position?)",
+                    "the journal booked {} of lease fees, the usage lines bill {}",
                     fees.journal, fees.billing
                 ),
             });
         }
-        let chain: Vec<ChainBreak> = diesel::sql_query(CHAIN_CHECKS)
-            .bind::<Timestamptz, _>(start)
-            .bind::<Timestamptz, _>(end)
-            .load(conn)?;
-        breaks.extend(chain.into_iter().map(|b| Break {
+        let mut recorded: Vec<ChainBreak> = Vec::new();
+        match chain.zip(ledger_chain.as_ref()) {
+            Some((view, ledger)) => {
+                breaks.extend(against_chain(conn, view, ledger, start, end)?);
+            }
+            None => {
+                recorded.extend(
+                    diesel::sql_query(format!(
+                        "WITH in_flight AS ({IN_FLIGHT_HASHES}) {BRIDGE_CHECKS}"
+                    ))
+                    .bind::<Timestamptz, _>(start)
+                    .bind::<Timestamptz, _>(end)
+                    .load(conn)?,
+                );
+            }
+        }
+        recorded.extend(
+            diesel::sql_query(UNMATCHED)
+                .bind::<Timestamptz, _>(start)
+                .bind::<Timestamptz, _>(end)
+                .load::<ChainBreak>(conn)?,
+        );
+        breaks.extend(recorded.into_iter().map(|b| Break {
             period_start: start,
             check: match b.check.as_str() {
                 "settlements = on-chain payouts" => "settlements = on-chain payouts",
@@ -596,6 +716,64 @@ fn reconcile(
         opening = closing;
         start = end;
     }
+    let solvency = match chain.zip(ledger_chain.as_ref()) {
+        None => None,
+        Some((view, ledger)) => {
+            let customer = [
+                Bucket::Available,
+                Bucket::Held,
+                Bucket::InLease,
+                Bucket::Settling,
+            ]
+            .map(Bucket::as_str);
+            let market = read::param(AccountId::MARKET.0)?;
+            let liabilities: Decimal = opening
+                .iter()
+                .filter(|((account, bucket), _)| {
+                    *account != market && customer.contains(&bucket.as_str())
+                })
+                .map(|(_, amount)| *amount)
+                .sum();
+            let credited_since: Total = diesel::sql_query(
+                "SELECT coalesce(sum(d.amount), 0) AS total \
+                 FROM chain_deposits d WHERE d.at < $1 AND \
+                 (SELECT max(t.height) FROM bridge_transfers t WHERE t.tx_hash = d.tx_hash \
+                  AND t.msg_index = d.msg_index AND t.direction = 'in') > $2",
+            )
+            .bind::<Timestamptz, _>(period.to)
+            .bind::<BigInt, _>(read::param(view.height)?)
+            .get_result(conn)?;
+            let paying: Decimal = view
+                .outgoing
+                .iter()
+                .filter(|t| ledger.in_flight.contains(&t.tx_hash))
+                .map(|t| t.amount)
+                .sum();
+            let solvency = Solvency {
+                at: period.to,
+                liabilities,
+                in_flight: credited_since.total + paying,
+                holdings: view.balance,
+                height: view.height,
+            };
+            let short = solvency.liabilities - solvency.in_flight - solvency.holdings;
+            if short > Decimal::ZERO {
+                breaks.push(Break {
+                    period_start: period.from,
+                    check: "customer liabilities <= escrow holdings",
+                    detail: format!(
+                        "the ledger owes customers {} ({} of it moving on chain), the escrow \
+                         holds {} on chain at height {}: {short} short",
+                        solvency.liabilities,
+                        solvency.in_flight,
+                        solvency.holdings,
+                        solvency.height
+                    ),
+                });
+            }
+            Some(solvency)
+        }
+    };
     let latest: Latest = diesel::sql_query(
         "SELECT (SELECT max(at) FROM journal_transactions) AS at, \
          (SELECT count(*) FROM journal_transactions WHERE at >= $1 AND at < $2) AS transactions",
@@ -638,12 +816,15 @@ fn reconcile(
         lines,
         breaks,
         transactions: latest.transactions,
+        solvency,
     })
 }
 
 impl Reconciliation {
-    /// The report as CSV: one row per account, bucket and period, then one row per break
-    /// (`account` empty, `status` = the check that failed, `detail` what it found).
+    /// The report as CSV: one row per account, bucket and period; with a chain view, the
+    /// solvency figures (`status` = `solvency`, the amount as `closing`: the customers'
+    /// liabilities, then the escrow's holdings); then one row per break (`account` empty,
+    /// `status` = the check that failed, `detail` what it found).
     pub fn write_csv(&self, out: impl Write) -> Result<(), LedgerError> {
         let mut csv = csv::Writer::from_writer(out);
         let iso = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -673,6 +854,35 @@ impl Reconciliation {
                 String::new(),
             ])
             .map_err(csv_error)?;
+        }
+        if let Some(s) = &self.solvency {
+            for (account, bucket, amount, detail) in [
+                (
+                    "customers",
+                    "liabilities",
+                    s.liabilities,
+                    format!("{} of it moving on chain", s.in_flight),
+                ),
+                (
+                    "escrow",
+                    "on chain",
+                    s.holdings,
+                    format!("at height {}", s.height),
+                ),
+            ] {
+                csv.write_record([
+                    String::new(),
+                    iso(s.at),
+                    account.to_owned(),
+                    bucket.to_owned(),
+                    String::new(),
+                    String::new(),
+                    amount.to_string(),
+                    "solvency".to_owned(),
+                    detail,
+                ])
+                .map_err(csv_error)?;
+            }
         }
         for b in &self.breaks {
             csv.write_record([

@@ -237,7 +237,15 @@ pub fn postings(event: &Event) -> Result<Vec<Posting>, PostingError> {
         | Event::ReputationSet { .. }
         | Event::LeaseStarted { .. }
         | Event::NodeHeartbeat { .. }
-        | Event::PayoutAddressSet { .. } => {}
+        | Event::PayoutAddressSet { .. }
+        // Accruals are informational: a lease's money moves once, at its `LeaseEnded`.
+        | Event::MarketConfigured { .. }
+        | Event::NodeReported { .. }
+        | Event::NodeSilent { .. }
+        | Event::LeaseAccrued { .. }
+        | Event::LeaseClosed { .. }
+        | Event::OrderRebid { .. }
+        | Event::RebidRefused { .. } => {}
     }
     let total: i128 = legs
         .postings

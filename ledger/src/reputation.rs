@@ -10,7 +10,10 @@
 //!   neither);
 //! - **uptime** = `(up_h + 24 × 0.8) / (up_h + down_h + 24)`: hours its nodes were heard from
 //!   (heartbeats at most [`HEARTBEAT_TOLERANCE`] intervals apart) against hours they were
-//!   silent;
+//!   silent. A node the engine found silent (`NodeSilent`) is down from its last heartbeat
+//!   on, whether or not it ever returns: the time up to the silence's record counts at
+//!   once, and while it stays silent its downtime grows with the time of every later record
+//!   the projection sees (see [`Node::silent`]);
 //! - **punctuality** = `(on_time + 5 × 0.7) / (starts + 5)`: leases started within
 //!   [`ON_TIME_MS`] of the fill;
 //! - **integrity** = `0.85 ^ spec_mismatches`: each time a node's reported hardware stops
@@ -28,7 +31,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use contract::codec::{EventBody, EventRecord};
-use contract::{Event, LeaseEndReason, OrderTerms};
+use contract::{AccountId, Event, LeaseEndReason, OrderTerms};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::upsert::excluded;
@@ -127,6 +130,9 @@ pub struct Node {
     pub down_ms: i64,
     pub mismatching: bool,
     pub mismatches: i32,
+    /// While the engine holds the node silent: the time up to which its downtime is
+    /// counted. `None` while it reports.
+    pub silent_through: Option<DateTime<Utc>>,
 }
 
 /// What one heartbeat did to its node's counts.
@@ -154,6 +160,7 @@ impl Node {
             down_ms: 0,
             mismatching: false,
             mismatches: 0,
+            silent_through: None,
         }
     }
 
@@ -165,9 +172,11 @@ impl Node {
         class: &str,
         gpus: i32,
     ) -> Result<Beat, LedgerError> {
-        let (up_ms, down_ms) = match self.last_heartbeat {
-            None => (0, 0),
-            Some(last) => {
+        let (up_ms, down_ms) = match (self.silent_through, self.last_heartbeat) {
+            // Back from a silence: the gap's downtime up to `through` is counted already.
+            (Some(through), _) => (0, (at - through).num_milliseconds().max(0)),
+            (None, None) => (0, 0),
+            (None, Some(last)) => {
                 let gap = (at - last).num_milliseconds().max(0);
                 if gap <= HEARTBEAT_TOLERANCE * HEARTBEAT_INTERVAL_MS {
                     (gap, 0)
@@ -195,11 +204,46 @@ impl Node {
         self.heartbeats = heartbeats;
         self.up_ms = up;
         self.down_ms = down;
+        self.silent_through = None;
         Ok(Beat {
             up_ms,
             down_ms,
             new_mismatch,
         })
+    }
+
+    /// Records the engine's finding, in a record at `at`, that the node went silent after
+    /// its heartbeat at `last_seen`: it is down from its last heartbeat to `at`, counted at
+    /// once, and stays down (see [`Node::still_silent`]) until it reports again. Returns
+    /// the downtime counted. Time counted already (up to the last heartbeat this projection
+    /// saw, or through an earlier silence) is not counted again.
+    pub fn silent(
+        &mut self,
+        last_seen: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Result<i64, LedgerError> {
+        let from = match (self.silent_through, self.last_heartbeat) {
+            (Some(through), _) => through,
+            (None, Some(last)) => last.max(last_seen),
+            (None, None) => last_seen,
+        };
+        let through = from.max(at);
+        let down_ms = (through - from).num_milliseconds();
+        self.down_ms = checked_sum("down time (ms)", self.down_ms, down_ms)?;
+        self.silent_through = Some(through);
+        Ok(down_ms)
+    }
+
+    /// A silent node's downtime grows to `now`, the time of a later record; returns the
+    /// downtime added (zero for a node that reports, or a time already counted).
+    pub fn still_silent(&mut self, now: DateTime<Utc>) -> Result<i64, LedgerError> {
+        let Some(through) = self.silent_through.filter(|t| *t < now) else {
+            return Ok(0);
+        };
+        let down_ms = (now - through).num_milliseconds();
+        self.down_ms = checked_sum("down time (ms)", self.down_ms, down_ms)?;
+        self.silent_through = Some(now);
+        Ok(down_ms)
     }
 }
 
@@ -312,6 +356,11 @@ enum Fact {
         class: String,
         gpus: i32,
     },
+    /// The engine found the node silent after its heartbeat at `last_seen`.
+    Silent {
+        node: String,
+        last_seen: DateTime<Utc>,
+    },
     Started {
         after_ms: i64,
     },
@@ -327,6 +376,84 @@ enum Fact {
 #[derive(Debug, Default)]
 pub struct ReputationBatch {
     facts: Vec<(i64, DateTime<Utc>, i64, Fact)>,
+    /// The latest time of any record in the batch: silent nodes are down up to it.
+    latest: Option<DateTime<Utc>>,
+}
+
+/// What an event tells the reputation projection, and about which provider.
+fn fact_of(event: &Event) -> Result<Option<(AccountId, Fact)>, Refusal> {
+    Ok(Some(match event {
+        Event::OrderAccepted { order, .. } => match &order.terms {
+            OrderTerms::Ask(spec) => (
+                order.account,
+                Fact::Advertised {
+                    node: spec.node.to_string(),
+                    class: order.market.to_string(),
+                    gpus: fit_i32("gpus", order.gpus.get())?,
+                },
+            ),
+            OrderTerms::Bid(_) => return Ok(None),
+        },
+        Event::NodeHeartbeat {
+            provider,
+            node,
+            class,
+            gpus,
+        } => (
+            *provider,
+            Fact::Heartbeat {
+                node: node.to_string(),
+                class: class.to_string(),
+                gpus: fit_i32("gpus", gpus.get())?,
+            },
+        ),
+        // The signed heartbeat counts as the schema-1 one does: the report's class is
+        // its market, its GPUs the ones it lists.
+        Event::NodeReported {
+            provider,
+            node,
+            market,
+            gpus,
+            ..
+        } => (
+            *provider,
+            Fact::Heartbeat {
+                node: node.to_string(),
+                class: market.to_string(),
+                gpus: fit_i32("gpus", gpus.len() as u64)?,
+            },
+        ),
+        Event::NodeSilent {
+            provider,
+            node,
+            last_seen,
+            ..
+        } => (
+            *provider,
+            Fact::Silent {
+                node: node.to_string(),
+                last_seen: timestamp(last_seen.0)?,
+            },
+        ),
+        Event::LeaseStarted {
+            provider, after_ms, ..
+        } => (
+            *provider,
+            Fact::Started {
+                after_ms: fit("start delay", *after_ms)?,
+            },
+        ),
+        Event::LeaseEnded {
+            provider, reason, ..
+        } => (*provider, Fact::Ended { reason: *reason }),
+        Event::ReputationSet { provider, score } => (
+            *provider,
+            Fact::EngineScore {
+                score: fit_i32("reputation", score.get())?,
+            },
+        ),
+        _ => return Ok(None),
+    }))
 }
 
 /// Provider records, scores, node states and the score history.
@@ -342,57 +469,23 @@ impl Projection for Reputation {
     type Batch = ReputationBatch;
 
     fn add(&self, batch: &mut ReputationBatch, record: &EventRecord) -> Result<(), Refusal> {
-        let EventBody::Event(event) = &record.body else {
-            return Ok(());
+        let fact = match &record.body {
+            EventBody::Event(event) => fact_of(event)?,
+            EventBody::Rejected(_) => None,
         };
-        let (provider, fact) = match event {
-            Event::OrderAccepted { order, .. } => match &order.terms {
-                OrderTerms::Ask(spec) => (
-                    order.account,
-                    Fact::Advertised {
-                        node: spec.node.to_string(),
-                        class: order.market.to_string(),
-                        gpus: fit_i32("gpus", order.gpus.get())?,
-                    },
-                ),
-                OrderTerms::Bid(_) => return Ok(()),
-            },
-            Event::NodeHeartbeat {
-                provider,
-                node,
-                class,
-                gpus,
-            } => (
-                *provider,
-                Fact::Heartbeat {
-                    node: node.to_string(),
-                    class: class.to_string(),
-                    gpus: fit_i32("gpus", gpus.get())?,
-                },
-            ),
-            Event::LeaseStarted {
-                provider, after_ms, ..
-            } => (
-                *provider,
-                Fact::Started {
-                    after_ms: fit("start delay", *after_ms)?,
-                },
-            ),
-            Event::LeaseEnded {
-                provider, reason, ..
-            } => (*provider, Fact::Ended { reason: *reason }),
-            Event::ReputationSet { provider, score } => (
-                *provider,
-                Fact::EngineScore {
-                    score: fit_i32("reputation", score.get())?,
-                },
-            ),
-            _ => return Ok(()),
+        // Every record, a rejection too, is a moment silent nodes are still down at; one
+        // that is no fact of this projection is not refused for its time.
+        let at = match (timestamp(record.at.0), &fact) {
+            (Ok(at), _) => at,
+            (Err(refusal), Some(_)) => return Err(refusal),
+            (Err(_), None) => return Ok(()),
         };
-        let seq = fit("seq", record.seq)?;
-        let at = timestamp(record.at.0)?;
-        let provider = fit("account", provider.0)?;
-        batch.facts.push((seq, at, provider, fact));
+        if let Some((provider, fact)) = fact {
+            let seq = fit("seq", record.seq)?;
+            let provider = fit("account", provider.0)?;
+            batch.facts.push((seq, at, provider, fact));
+        }
+        batch.latest = Some(batch.latest.map_or(at, |l| l.max(at)));
         Ok(())
     }
 
@@ -402,10 +495,20 @@ impl Projection for Reputation {
         partition: i32,
         batch: ReputationBatch,
     ) -> Result<(), LedgerError> {
-        if batch.facts.is_empty() {
+        let Some(latest) = batch.latest else {
+            return Ok(());
+        };
+        // A node the engine holds silent is down until it reports again: its provider's
+        // record changes with every batch.
+        let silent: Vec<i64> = nodes::table
+            .filter(nodes::silent_through.is_not_null())
+            .select(nodes::provider)
+            .distinct()
+            .load(conn)?;
+        let touched: BTreeSet<i64> = batch.facts.iter().map(|f| f.2).chain(silent).collect();
+        if touched.is_empty() {
             return Ok(());
         }
-        let touched: BTreeSet<i64> = batch.facts.iter().map(|f| f.2).collect();
         let ids: Vec<i64> = touched.iter().copied().collect();
         let mut providers: BTreeMap<i64, ProviderRow> = BTreeMap::new();
         let mut node_rows: BTreeMap<(i64, String), Node> = BTreeMap::new();
@@ -431,6 +534,8 @@ impl Projection for Reputation {
             let row = providers
                 .entry(provider)
                 .or_insert_with(|| ProviderRow::new(provider, at));
+            // The provider's silent nodes were down up to this record.
+            still_silent(&mut node_rows, row, at)?;
             let mut record = row.record();
             let cause = match fact {
                 Fact::Advertised { node, class, gpus } => {
@@ -459,6 +564,14 @@ impl Projection for Reputation {
                         "heartbeat"
                     })
                 }
+                Fact::Silent { node, last_seen } => {
+                    let down_ms = node_rows
+                        .entry((provider, node.clone()))
+                        .or_insert_with(|| Node::new(provider, node))
+                        .silent(last_seen, at)?;
+                    record.down_ms = checked_sum("down time (ms)", record.down_ms, down_ms)?;
+                    Some("node_silent")
+                }
                 Fact::Started { after_ms } => {
                     record.starts = checked_sum("lease starts", record.starts, 1)?;
                     // `add` made the delay an i64 from a u64: it is not negative.
@@ -473,7 +586,10 @@ impl Projection for Reputation {
                     let count = match reason {
                         LeaseEndReason::Completed => &mut record.leases_completed,
                         LeaseEndReason::ProviderFailed => &mut record.leases_failed,
-                        LeaseEndReason::BuyerStopped => &mut record.leases_stopped,
+                        // The operator's ending judges neither side, as the buyer's does.
+                        LeaseEndReason::BuyerStopped | LeaseEndReason::Operator => {
+                            &mut record.leases_stopped
+                        }
                     };
                     *count = checked_sum("leases ended", *count, 1)?;
                     Some(reason.as_str())
@@ -504,6 +620,11 @@ impl Projection for Reputation {
                     score: score.score,
                 });
             }
+        }
+
+        // Every silent node is down up to the batch's latest record.
+        for row in providers.values_mut() {
+            still_silent(&mut node_rows, row, latest)?;
         }
 
         let rows: Vec<ProviderRow> = providers.into_values().collect();
@@ -552,6 +673,7 @@ impl Projection for Reputation {
                     n::down_ms.eq(excluded(n::down_ms)),
                     n::mismatching.eq(excluded(n::mismatching)),
                     n::mismatches.eq(excluded(n::mismatches)),
+                    n::silent_through.eq(excluded(n::silent_through)),
                 ))
                 .execute(conn)?;
         }
@@ -562,6 +684,30 @@ impl Projection for Reputation {
         }
         Ok(())
     }
+}
+
+/// The provider's silent nodes are down up to `now`: their downtime, the provider's record
+/// and its score grow (a score that changes only so is not history; the next event's row
+/// shows it).
+fn still_silent(
+    node_rows: &mut BTreeMap<(i64, String), Node>,
+    row: &mut ProviderRow,
+    now: DateTime<Utc>,
+) -> Result<(), LedgerError> {
+    let provider = row.provider;
+    let mut down_ms = 0;
+    for (_, node) in node_rows
+        .range_mut((provider, String::new())..)
+        .take_while(|((p, _), _)| *p == provider)
+    {
+        down_ms = checked_sum("down time (ms)", down_ms, node.still_silent(now)?)?;
+    }
+    if down_ms > 0 {
+        let mut record = row.record();
+        record.down_ms = checked_sum("down time (ms)", record.down_ms, down_ms)?;
+        row.set(&record, &record.score(), now);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -658,6 +804,124 @@ mod tests {
         }
         .score();
         assert!((0..=1000).contains(&full.score), "{full:?}");
+    }
+
+    /// What the projection sees of a node, at a time in ms.
+    #[derive(Debug, Clone, Copy)]
+    enum Seen {
+        /// The node's heartbeat.
+        Beat,
+        /// The engine's `NodeSilent`: no heartbeat since the one at `last_seen`.
+        Silent { last_seen: i64 },
+        /// Any other record, anyone's: a silent node is down up to it.
+        Record,
+    }
+
+    /// Given what the projection saw of one node, in order, then its up and down time (ms)
+    /// and the time its downtime is counted through while it is silent.
+    fn check(given: &[(i64, Seen)], then: (i64, i64, Option<i64>)) {
+        let mut node = Node::new(1, "fra-1".to_owned());
+        let mut down_counted = 0;
+        for &(ms, seen) in given {
+            down_counted += match seen {
+                Seen::Beat => node.heartbeat(at(ms), "H100-80GB", 8).unwrap().down_ms,
+                Seen::Silent { last_seen } => node.silent(at(last_seen), at(ms)).unwrap(),
+                Seen::Record => node.still_silent(at(ms)).unwrap(),
+            };
+        }
+        assert_eq!(
+            (node.up_ms, node.down_ms, node.silent_through),
+            (then.0, then.1, then.2.map(at)),
+            "given {given:?}"
+        );
+        // What each step returned adds up to what the node holds.
+        assert_eq!(down_counted, node.down_ms, "given {given:?}");
+    }
+
+    #[test]
+    fn a_silent_node_that_returns_is_down_from_its_last_heartbeat_to_its_return() {
+        use Seen::*;
+        check(
+            &[
+                (0, Beat),
+                (10_000, Beat),
+                (20_000, Beat),
+                // Silent 30 s after its last heartbeat, found by a record 5 s later.
+                (55_000, Silent { last_seen: 20_000 }),
+                (90_000, Record),
+                (600_000, Record),
+                // Back after ten minutes and more: no interval of the gap counts as up.
+                (700_000, Beat),
+                (710_000, Beat),
+            ],
+            (30_000, 680_000, None),
+        );
+    }
+
+    #[test]
+    fn a_node_silent_for_good_is_down_up_to_every_later_record() {
+        use Seen::*;
+        let silent = [
+            (0, Beat),
+            (10_000, Beat),
+            (45_000, Silent { last_seen: 10_000 }),
+        ];
+        check(&silent, (10_000, 35_000, Some(45_000)));
+        // Later records of anyone make its downtime grow with the market's clock.
+        let later = [(60_000, Record), (3_600_000, Record), (86_400_000, Record)];
+        check(
+            &[&silent[..], &later[..]].concat(),
+            (10_000, 86_390_000, Some(86_400_000)),
+        );
+    }
+
+    #[test]
+    fn no_stretch_of_downtime_is_counted_twice() {
+        use Seen::*;
+        check(
+            &[
+                (0, Beat),
+                (100_000, Silent { last_seen: 0 }),
+                // A record at the same time or earlier (another partition's, stamped late)
+                // adds nothing; a second finding of the same silence neither.
+                (100_000, Record),
+                (80_000, Record),
+                (120_000, Silent { last_seen: 0 }),
+                (130_000, Record),
+                // Back: only the rest of the gap.
+                (140_000, Beat),
+                (150_000, Record),
+            ],
+            (0, 140_000, None),
+        );
+        // Without a silence, a long gap counts as the tolerance rule says, as before.
+        check(
+            &[(0, Beat), (600_000, Beat)],
+            (HEARTBEAT_INTERVAL_MS, 600_000 - HEARTBEAT_INTERVAL_MS, None),
+        );
+    }
+
+    #[test]
+    fn a_providers_silent_nodes_lower_its_score_as_time_passes() {
+        let mut nodes = BTreeMap::new();
+        let mut silent = Node::new(7, "fra-1".to_owned());
+        silent.heartbeat(at(0), "H100-80GB", 8).unwrap();
+        silent.silent(at(0), at(30_000)).unwrap();
+        nodes.insert((7, "fra-1".to_owned()), silent);
+        let mut other = Node::new(8, "ams-1".to_owned());
+        other.heartbeat(at(0), "H100-80GB", 8).unwrap();
+        other.silent(at(0), at(30_000)).unwrap();
+        nodes.insert((8, "ams-1".to_owned()), other);
+        let mut row = ProviderRow::new(7, at(0));
+        row.down_ms = 30_000;
+        let before = row.score;
+        still_silent(&mut nodes, &mut row, at(10 * 3_600_000)).unwrap();
+        assert_eq!(row.down_ms, 10 * 3_600_000);
+        assert_eq!(row.updated_at, at(10 * 3_600_000));
+        assert!(row.score < before, "{} after {before}", row.score);
+        // Only this provider's nodes moved.
+        assert_eq!(nodes[&(8, "ams-1".to_owned())].down_ms, 30_000);
+        assert_eq!(nodes[&(7, "fra-1".to_owned())].down_ms, 10 * 3_600_000);
     }
 
     #[test]

@@ -59,6 +59,11 @@ diesel::table! {
         partition -> Integer,
         event_seq -> BigInt,
         created_at -> Timestamptz,
+        charge_period_s -> Integer,
+        heartbeat_timeout_ms -> Integer,
+        config -> Nullable<Jsonb>,
+        configured_seq -> Nullable<BigInt>,
+        configured_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -146,11 +151,18 @@ diesel::table! {
         provider_earned -> Nullable<Numeric>,
         refunded -> Nullable<Numeric>,
         end_reason -> Nullable<Text>,
+        close_cause -> Nullable<Text>,
+        close_detail -> Nullable<Text>,
+        charged_until -> Nullable<Timestamptz>,
+        charged_ms -> Nullable<BigInt>,
+        closed_seq -> Nullable<BigInt>,
+        rebid_order -> Nullable<BigInt>,
+        rebid_refused -> Nullable<Text>,
     }
 }
 
 diesel::table! {
-    usage_lines (partition, lease_id) {
+    usage_lines (partition, lease_id, charge_start) {
         partition -> Integer,
         lease_id -> BigInt,
         event_seq -> BigInt,
@@ -168,11 +180,15 @@ diesel::table! {
         fee -> Numeric,
         provider_earned -> Numeric,
         list_cost -> Numeric,
-        refunded -> Numeric,
-        end_reason -> Text,
+        refunded -> Nullable<Numeric>,
+        end_reason -> Nullable<Text>,
         charge_start -> Timestamptz,
         charge_end -> Timestamptz,
         period -> Date,
+        usage_start -> Timestamptz,
+        usage_end -> Timestamptz,
+        settled_seq -> Nullable<BigInt>,
+        settled_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -214,6 +230,7 @@ diesel::table! {
         down_ms -> BigInt,
         mismatching -> Bool,
         mismatches -> Integer,
+        silent_through -> Nullable<Timestamptz>,
     }
 }
 

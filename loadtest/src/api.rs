@@ -100,6 +100,7 @@ pub(crate) async fn fund(admin: &AsyncClient, account: u64) -> Result<()> {
         .run(&CreditDeposit::build(CreditDepositVariables {
             account: Id::new(account.to_string()),
             amount: "1000000000".to_owned(),
+            idempotency_key: None,
         }))
         .await
         .context("crediting a trader")?;
@@ -153,7 +154,7 @@ pub(crate) fn bid(
             price,
             gpus: U64(1),
             time_in_force,
-            bid: Some(BidInput { hours: U64(1) }),
+            bid: Some(BidInput::new(U64(1))),
             ask: None,
         },
     }

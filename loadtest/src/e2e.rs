@@ -252,7 +252,8 @@ async fn load(args: &Args, admin: AsyncClient) -> Result<()> {
         let k = new_key(&admin, Role::Provider, account).await?;
         let node = format!("lt-node-{account}");
         let key_file = agents_dir.join(format!("provider-{account}.key"));
-        std::fs::write(&key_file, &k)?;
+        // The agent refuses a key file others can read.
+        provider_agent::durable::write_atomic(&key_file, k.as_bytes(), 0o600)?;
         let config = provider_agent::config::Config {
             api_url: args.url.clone(),
             api_key_file: key_file,
@@ -514,8 +515,6 @@ async fn load(args: &Args, admin: AsyncClient) -> Result<()> {
                     let provider = provider.clone();
                     let end = EndLease::build(EndLeaseVariables {
                         lease_id: Id::new(lease.id.0.to_string()),
-                        hours_used: "0.5".to_owned(),
-                        provider_failed: false,
                     });
                     ends.push(tokio::spawn(async move {
                         loop {
@@ -680,7 +679,7 @@ fn verify(
         now + chrono::Duration::days(1),
     )?;
     let report =
-        ledger::export::reconciliation(&mut conn, period, ledger::export::Granularity::Day)?;
+        ledger::export::reconciliation(&mut conn, period, ledger::export::Granularity::Day, None)?;
     checks.push(Check {
         check: "the reconciliation report has no break",
         ok: report.breaks.is_empty(),

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod api;
 mod chart;
+mod clock;
 mod e2e;
 mod engine;
 mod ledger;
@@ -21,6 +22,9 @@ struct Cli {
 enum Command {
     /// Time the matching engine, and published order books on the same messages.
     Engine(engine::Args),
+    /// Time the engine's clock tick with many metered leases open: when nothing is due,
+    /// and when thousands of leases fail at once.
+    Clock(clock::Args),
     /// Push commands through the event log into a running engine and read the events back.
     Log(log::Args),
     /// Many concurrent GraphQL clients against a running `gpumarket api`: depth, my orders,
@@ -37,6 +41,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Api(args) => api::run(&args),
         Command::E2e(args) => e2e::run(&args),
+        Command::Clock(args) => clock::run(&args),
         Command::Engine(args) => engine::run(&args),
         Command::Log(args) => log::run(&args),
         Command::Ledger(args) => ledger::run(&args),

@@ -1,7 +1,7 @@
 //! The engine checking its own invariants (`Engine::audit`); the tests run it after every
 //! command.
 
-use contract::AccountId;
+use contract::{AccountId, NodeRef, Timestamp};
 use rustc_hash::FxHashMap;
 
 use crate::book::{Terms, NIL};
@@ -11,8 +11,10 @@ use crate::Engine;
 impl Engine {
     /// Checks the engine's invariants and lists every violation (empty when sound): holds
     /// match resting bids, level totals match their orders, no resting bid could trade
-    /// with a resting ask, and every account's money is non-negative and in range. Sums are
-    /// widened to i128, so a broken invariant is reported, never an overflow.
+    /// with a resting ask, every account's money is non-negative and in range, money in
+    /// leases is what the leases cost, and no lease is charged more than its cost, time
+    /// or term. Sums are widened to i128, so a broken invariant is reported, never an
+    /// overflow.
     pub fn audit(&self) -> Vec<String> {
         let mut problems = Vec::new();
         let mut held: FxHashMap<AccountId, i128> = FxHashMap::default();
@@ -57,7 +59,7 @@ impl Engine {
                     let Terms::Ask(ask) = &a.terms else {
                         unreachable!("the ask ladder holds asks")
                     };
-                    let apart = attribute_exclusion(bid, ask, self.now).is_some()
+                    let apart = attribute_exclusion(bid, ask, a.account, self.now).is_some()
                         || fill_quantity(bid, b.remaining, a.remaining, false).is_err();
                     if !apart {
                         problems.push(format!(
@@ -105,9 +107,36 @@ impl Engine {
                 ));
             }
         }
+        let waiting = self.pending_ends.iter().map(|p| (&p.lease, &p.meter));
+        for (lease, m) in self.leases.iter().map(|l| (l, &l.meter)).chain(waiting) {
+            let term_ms = u64::from(lease.hours) * Timestamp::MS_PER_HOUR as u64;
+            if m.charged > lease.cost.micros() || m.fee > m.charged || m.charged_ms > term_ms {
+                problems.push(format!(
+                    "lease {} charged {} (fee {}) for {} ms of a {} cost over {term_ms} ms",
+                    lease.id, m.charged, m.fee, m.charged_ms, lease.cost
+                ));
+            }
+            if m.accrued_to > lease.ends_at().0 {
+                problems.push(format!("lease {} accrued past its term", lease.id));
+            }
+        }
+        for lease in self.leases.iter().filter(|l| l.meter.metered) {
+            let node = NodeRef {
+                provider: lease.provider,
+                node: lease.node,
+            };
+            if !self
+                .nodes
+                .get(&node)
+                .is_some_and(|n| n.leases.contains(&lease.id))
+            {
+                problems.push(format!("lease {} is not among its node's", lease.id));
+            }
+        }
         let in_leases: i128 = self
             .leases
             .iter()
+            .chain(self.pending_ends.iter().map(|p| &p.lease))
             .map(|l| i128::from(l.cost.micros()))
             .sum();
         let in_lease_funds: i128 = self.funds.values().map(|f| i128::from(f.in_lease)).sum();

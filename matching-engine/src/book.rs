@@ -7,7 +7,8 @@
 //! (near the touch) are the cheapest to insert and remove.
 
 use contract::{
-    AccountId, ClientOrderId, Interconnect, NodeId, OrderId, Region, Reputation, Side, Vendor,
+    AccountId, BidSpec, ClientOrderId, Interconnect, NodeId, NodeRef, OrderId, Region, Reputation,
+    Side, TimeInForce, Vendor,
 };
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +61,22 @@ pub(crate) struct BidTerms {
     pub single_node: bool,
     pub all_or_none: bool,
     pub min_fill: u32,
+    /// Placed with `PlaceWith`: its leases are metered. Snapshots write this and `extras`
+    /// beside the order (format 5), so the order's own image is format 4's.
+    #[serde(skip)]
+    pub metered: bool,
+    /// Options beyond the default, boxed: most bids have none.
+    #[serde(skip)]
+    pub extras: Option<Box<BidExtras>>,
+}
+
+/// A bid's options beyond its constraints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct BidExtras {
+    /// Asks on these nodes are never taken.
+    pub exclude: Vec<NodeRef>,
+    /// Set when a provider failure re-bids: the time in force and terms to place again.
+    pub rebid: Option<(TimeInForce, BidSpec)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,15 +2,15 @@
 //! then carry it out (self-trade cancels and fills, each fill a lease) and rest, cancel or
 //! finish the taker.
 
-use std::cmp::Reverse;
-
 use contract::{
-    Amount, CancelReason, Event, Gpus, Hours, LeaseId, Price, Rejection, Side, TimeInForce,
-    Timestamp,
+    Amount, CancelReason, Event, Gpus, Hours, LeaseId, NodeRef, Price, Rejection, Side,
+    TimeInForce, Timestamp,
 };
 
 use crate::book::{Order, Terms};
 use crate::matching::{attribute_exclusion, fill_quantity};
+use crate::metering::{Meter, Rebid};
+use crate::timers::Due;
 use crate::{Engine, Lease, Step};
 
 impl Engine {
@@ -59,7 +59,11 @@ impl Engine {
                 (Terms::Ask(a), Terms::Bid(b)) => (b, a, maker.remaining, remaining),
                 _ => unreachable!("ladders hold one side each"),
             };
-            if attribute_exclusion(bid, ask, self.now).is_some() {
+            let provider = match taker.side {
+                Side::Bid => maker.account,
+                Side::Ask => taker.account,
+            };
+            if attribute_exclusion(bid, ask, provider, self.now).is_some() {
                 continue;
             }
             if maker.account == taker.account {
@@ -112,10 +116,19 @@ impl Engine {
             Side::Ask => (maker, taker),
         };
         let price = self.orders.get(maker).price;
-        let (hours, bid_price, buyer, bid_id) = {
+        let (hours, bid_price, buyer, bid_id, metered, rebid) = {
             let b = self.orders.get(bid_slot);
-            let hours = b.bid().map_or(0, |t| t.hours);
-            (hours, b.price, b.account, b.id)
+            let terms = b.bid().expect("bid slot holds a bid");
+            let rebid = terms.extras.as_ref().and_then(|x| {
+                let (tif, spec) = x.rebid.as_ref()?;
+                Some(Box::new(Rebid {
+                    price: Price::from_micros(b.price),
+                    tif: *tif,
+                    spec: spec.clone(),
+                    exclude: x.exclude.clone(),
+                }))
+            });
+            (terms.hours, b.price, b.account, b.id, terms.metered, rebid)
         };
         let (provider, node, ask_id) = {
             let a = self.orders.get(ask_slot);
@@ -161,6 +174,13 @@ impl Engine {
         let market_id = self.markets[market as usize].id;
         let bid_remaining = self.orders.get(bid_slot).remaining;
         let ask_remaining = self.orders.get(ask_slot).remaining;
+        let start = self.now;
+        let end = start + i64::from(hours) * Timestamp::MS_PER_HOUR;
+        let meter = if metered {
+            Meter::metered(start, end, &self.markets[market as usize].config, rebid)
+        } else {
+            Meter::unmetered(start)
+        };
         let lease = Lease {
             id: lease_id,
             market: market_id,
@@ -173,6 +193,7 @@ impl Engine {
             hours,
             cost: Amount::from_micros(cost),
             started_at: None,
+            meter,
         };
         out.push(Event::LeaseCreated {
             lease_id,
@@ -192,7 +213,12 @@ impl Engine {
             bid_remaining,
             ask_remaining,
         });
+        let deadline = lease.meter.deadline;
         self.leases.push(lease);
+        if metered {
+            self.nodes.add_lease(NodeRef { provider, node }, lease_id);
+            self.arm(deadline, Due::Lease, lease_id.0);
+        }
         if self.orders.get(maker).remaining == 0 {
             let done = self.orders.remove(maker);
             self.order_index.remove(done.id);
@@ -214,17 +240,7 @@ impl Engine {
                 .push_back(&mut self.orders, slot);
             self.order_index.insert(id, slot);
             if expires_at != i64::MAX {
-                self.expiries.push(Reverse((expires_at, id)));
-                // Orders that left early leave their entries behind; drop them once they
-                // outnumber the live orders, so the heap stays proportional to the book.
-                if self.expiries.len() > 2 * self.orders.live_count() + 1_024 {
-                    let (index, orders) = (&self.order_index, &self.orders);
-                    self.expiries.retain(|Reverse((at, id))| {
-                        index
-                            .get(*id)
-                            .is_some_and(|slot| orders.get(slot).expires_at == *at)
-                    });
-                }
+                self.arm(expires_at, Due::Order, id.0);
             }
         }
     }

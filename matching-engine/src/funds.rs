@@ -1,9 +1,19 @@
 //! Money in and out by the admin (deposits, withdrawals), the credit that chain deposits
-//! share, and the checks other handlers make before they move money.
+//! share, the checks other handlers make before they move money, and idempotency keys for
+//! deposits and withdrawal requests.
 
-use contract::{AccountId, Amount, Event, Rejection};
+use contract::{AccountId, Amount, Event, IdempotencyKey, Rejection};
+use serde::{Deserialize, Serialize};
 
 use crate::Engine;
+
+/// What an idempotency key of an account was used for: its content, to tell a retry (the
+/// same) from a mistake (something else under the same key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Applied {
+    Deposit(Amount),
+    WithdrawalRequest(Amount),
+}
 
 pub(crate) fn overflow<T>(value: Option<T>) -> Result<T, Rejection> {
     value.ok_or(Rejection::AmountOverflow)
@@ -60,6 +70,49 @@ impl Engine {
             funds.available -= amount.micros();
         }
         out.push(Event::Withdrawn { account, amount });
+        Ok(())
+    }
+
+    /// Refuses a second use of `key` by `account`: a retry of the same request is
+    /// `AlreadyApplied`, anything else `IdempotencyKeyReused`.
+    fn check_key(
+        &self,
+        account: AccountId,
+        key: IdempotencyKey,
+        request: Applied,
+    ) -> Result<(), Rejection> {
+        match self.applied.get(&(account, key)) {
+            None => Ok(()),
+            Some(used) if *used == request => Err(Rejection::AlreadyApplied { key }),
+            Some(_) => Err(Rejection::IdempotencyKeyReused { key }),
+        }
+    }
+
+    pub(crate) fn deposit_once(
+        &mut self,
+        account: AccountId,
+        amount: Amount,
+        key: IdempotencyKey,
+        out: &mut Vec<Event>,
+    ) -> Result<(), Rejection> {
+        let request = Applied::Deposit(amount);
+        self.check_key(account, key, request)?;
+        self.deposit(account, amount, out)?;
+        self.applied.insert((account, key), request);
+        Ok(())
+    }
+
+    pub(crate) fn request_withdrawal_once(
+        &mut self,
+        account: AccountId,
+        amount: Amount,
+        key: IdempotencyKey,
+        out: &mut Vec<Event>,
+    ) -> Result<(), Rejection> {
+        let request = Applied::WithdrawalRequest(amount);
+        self.check_key(account, key, request)?;
+        self.request_withdrawal(account, amount, out)?;
+        self.applied.insert((account, key), request);
         Ok(())
     }
 

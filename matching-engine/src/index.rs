@@ -162,6 +162,7 @@ mod tests {
             hours: 1,
             cost: contract::Amount::from_micros(1),
             started_at: None,
+            meter: crate::metering::Meter::unmetered(0),
         };
         // Leases 1 and 3 ran; 2 and 4 ended; the next is 5.
         let mut leases = Leases::restore(vec![lease(1), lease(3)], 5);
@@ -171,6 +172,7 @@ mod tests {
         assert_eq!(leases.remove(contract::LeaseId(1)).map(|l| l.id.0), Some(1));
         assert_eq!(leases.get(contract::LeaseId(3)).map(|l| l.id.0), Some(3));
         assert_eq!(leases.iter().count(), 2);
+        assert_eq!(leases.len(), 2);
     }
 
     #[test]
@@ -195,6 +197,8 @@ pub(crate) struct Leases {
     /// The id of the deque's front entry.
     first: u64,
     running: std::collections::VecDeque<Option<crate::Lease>>,
+    /// How many run.
+    live: usize,
 }
 
 impl Default for Leases {
@@ -202,6 +206,7 @@ impl Default for Leases {
         Leases {
             first: 1,
             running: Default::default(),
+            live: 0,
         }
     }
 }
@@ -210,6 +215,7 @@ impl Leases {
     /// Leases restored from a snapshot; `next` is the id the next lease will get.
     pub fn restore(leases: Vec<crate::Lease>, next: u64) -> Self {
         let first = leases.first().map_or(next, |l| l.id.0);
+        let live = leases.len();
         let mut running = std::collections::VecDeque::new();
         for lease in leases {
             while first + (running.len() as u64) < lease.id.0 {
@@ -222,7 +228,15 @@ impl Leases {
         while first + (running.len() as u64) < next {
             running.push_back(None);
         }
-        Leases { first, running }
+        Leases {
+            first,
+            running,
+            live,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.live
     }
 
     /// Adds the lease with the next id.
@@ -232,6 +246,7 @@ impl Leases {
             self.first = lease.id.0;
         }
         self.running.push_back(Some(lease));
+        self.live += 1;
     }
 
     pub fn get(&self, id: contract::LeaseId) -> Option<&crate::Lease> {
@@ -247,6 +262,9 @@ impl Leases {
     pub fn remove(&mut self, id: contract::LeaseId) -> Option<crate::Lease> {
         let at = usize::try_from(id.0.checked_sub(self.first)?).ok()?;
         let lease = self.running.get_mut(at)?.take();
+        if lease.is_some() {
+            self.live -= 1;
+        }
         while let Some(None) = self.running.front() {
             self.running.pop_front();
             self.first += 1;

@@ -12,29 +12,33 @@
 
 mod audit;
 mod book;
+mod clock;
 mod execution;
 mod funds;
 mod index;
 mod leases;
+mod liveness;
 mod matching;
+mod metering;
 mod orders;
 mod queries;
 mod settlement;
 mod snapshot;
-
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+mod timers;
 
 use contract::{
-    AccountId, Amount, CancelReason, Command, Event, FeeRate, LeaseId, MarketId, OrderId, Price,
-    Region, Rejection, Reputation, Side, Timestamp,
+    AccountId, Amount, Command, Event, FeeRate, IdempotencyKey, LeaseId, MarketConfig, MarketId,
+    OrderId, Price, Region, Rejection, Reputation, Side, Timestamp,
 };
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use book::{Ladder, Orders};
 use index::{ClientIds, Leases, OrderIndex};
+use liveness::Nodes;
+use metering::{Meter, PendingEnd};
 pub use snapshot::SnapshotError;
+use timers::Timers;
 
 /// An account's money, in the buckets the engine keeps.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +80,33 @@ pub struct Lease {
     pub cost: Amount,
     /// When the provider reported the job started; `None` until then.
     pub started_at: Option<Timestamp>,
+    /// What the engine's clock and the node's heartbeats have established so far. Snapshots
+    /// write it beside the lease (format 5), so the lease's own image is format 4's.
+    #[serde(skip)]
+    pub(crate) meter: Meter,
+}
+
+impl Lease {
+    /// When its term ends: `start + hours`.
+    pub fn ends_at(&self) -> Timestamp {
+        Timestamp(self.start.0 + i64::from(self.hours) * Timestamp::MS_PER_HOUR)
+    }
+
+    /// Whether the engine meters it (its bid came through `PlaceWith`); other leases end
+    /// only by a command.
+    pub fn metered(&self) -> bool {
+        self.meter.metered
+    }
+
+    /// The last time a heartbeat of its node showed it healthy (its start until one did).
+    pub fn healthy_until(&self) -> Timestamp {
+        Timestamp(self.meter.healthy_until)
+    }
+
+    /// What its accruals charged so far (paid when it ends).
+    pub fn accrued(&self) -> Amount {
+        Amount::from_micros(self.meter.charged)
+    }
 }
 
 /// One price level of a market's published depth.
@@ -99,6 +130,7 @@ struct Market {
     id: MarketId,
     tick: i64,
     fee: FeeRate,
+    config: MarketConfig,
     bids: Ladder,
     asks: Ladder,
 }
@@ -177,9 +209,18 @@ pub struct Engine {
     orders: Orders,
     order_index: OrderIndex,
     leases: Leases,
-    expiries: BinaryHeap<Reverse<(i64, OrderId)>>,
+    /// Metered leases that closed while the provider's or the market's account had no room
+    /// for their money, in closing order: they pay out with the first command that fits.
+    pending_ends: Vec<PendingEnd>,
+    /// Nodes that reported or have metered leases.
+    nodes: Nodes,
+    /// Every deadline; rebuilt from the state on restore, not part of it.
+    timers: Timers,
     regions: Vec<Region>,
     settlement: settlement::Settlement,
+    /// What each idempotency key of an account was used for (`DepositOnce`,
+    /// `RequestWithdrawalOnce`).
+    applied: FxHashMap<(AccountId, IdempotencyKey), funds::Applied>,
     /// Scratch space reused across commands; not state.
     plan: Vec<Step>,
 }
@@ -200,15 +241,23 @@ impl Engine {
 
     /// Applies one command stamped with time `at`, appending its events to `out`.
     ///
-    /// Time moves first: orders whose expiry is at or before `at` are cancelled (their
-    /// events are appended) even when the command itself is then rejected. A time earlier
-    /// than the engine's clock counts as the engine's clock, so the clock never goes back.
+    /// Time moves first: every deadline at or before `at` takes effect, in time order (GTT
+    /// and ask expiries, heartbeat timeouts, lease terms and accruals), with its events
+    /// appended even when the command itself is then rejected. A time earlier than the
+    /// engine's clock counts as the engine's clock, so the clock never goes back; a `Tick`
+    /// stamped before it is refused and changes nothing.
     pub fn apply(
         &mut self,
         at: Timestamp,
         command: &Command,
         out: &mut Vec<Event>,
     ) -> Result<(), Rejection> {
+        if matches!(command, Command::Tick) && at.0 < self.now {
+            return Err(Rejection::ClockWentBackwards {
+                at,
+                now: Timestamp(self.now),
+            });
+        }
         self.advance(at.0, out);
         match command {
             Command::CreateMarket { market, tick, fee } => {
@@ -216,7 +265,7 @@ impl Engine {
             }
             Command::Deposit { account, amount } => self.deposit(*account, *amount, out),
             Command::Withdraw { account, amount } => self.withdraw(*account, *amount, out),
-            Command::Place(order) => self.place(order, out),
+            Command::Place(order) => self.place(order, None, out),
             Command::Cancel { account, order_id } => self.cancel(*account, *order_id, out),
             Command::Amend {
                 account,
@@ -266,23 +315,38 @@ impl Engine {
                 height,
             } => self.confirm_settlement(*batch, *tx_hash, *height, out),
             Command::FailSettlement { batch, reason } => self.fail_settlement(*batch, reason, out),
+            Command::ConfigureMarket { market, config } => {
+                self.configure_market(*market, config, out)
+            }
+            Command::PlaceWith { order, options } => self.place_with(order, options, out),
+            Command::StopLease { by, lease_id } => self.stop_lease(*by, *lease_id, out),
+            Command::AdminEndLease { lease_id, reason } => {
+                self.admin_end_lease(*lease_id, reason, out)
+            }
+            Command::SignedHeartbeat(heartbeat) => self.signed_heartbeat(heartbeat, out),
+            Command::DepositOnce {
+                account,
+                amount,
+                key,
+            } => self.deposit_once(*account, *amount, *key, out),
+            Command::RequestWithdrawalOnce {
+                account,
+                amount,
+                key,
+            } => self.request_withdrawal_once(*account, *amount, *key, out),
         }
     }
 
-    fn advance(&mut self, at: i64, out: &mut Vec<Event>) {
-        self.now = self.now.max(at);
-        while let Some(&Reverse((expires_at, id))) = self.expiries.peek() {
-            if expires_at > self.now {
-                break;
-            }
-            self.expiries.pop();
-            // Entries of orders that already left the book are skipped here.
-            if let Some(slot) = self.order_index.get(id) {
-                if self.orders.get(slot).expires_at == expires_at {
-                    self.retire(slot, true, CancelReason::Expired, out);
-                }
-            }
-        }
+    fn market_of(&self, market: MarketId) -> Result<u32, Rejection> {
+        self.market_index
+            .get(&market)
+            .copied()
+            .ok_or(Rejection::UnknownMarket { market })
+    }
+
+    /// The market of a running lease, which always exists (markets are never removed).
+    fn market(&self, market: MarketId) -> &Market {
+        &self.markets[self.market_index[&market] as usize]
     }
 
     fn create_market(
@@ -300,10 +364,26 @@ impl Engine {
             id: market,
             tick: tick.micros(),
             fee,
+            config: MarketConfig::default(),
             bids: Ladder::new(Side::Bid),
             asks: Ladder::new(Side::Ask),
         });
         out.push(Event::MarketCreated { market, tick, fee });
+        Ok(())
+    }
+
+    fn configure_market(
+        &mut self,
+        market: MarketId,
+        config: &MarketConfig,
+        out: &mut Vec<Event>,
+    ) -> Result<(), Rejection> {
+        let index = self.market_of(market)?;
+        self.markets[index as usize].config = config.clone();
+        out.push(Event::MarketConfigured {
+            market,
+            config: config.clone(),
+        });
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 //! These are the only rules of compatibility: the matcher, the explanation of a non-match
 //! and the audit of an uncrossed book all call them, so they cannot disagree.
 
-use contract::{Exclusion, Interconnect, Region, Timestamp, Vendor};
+use contract::{AccountId, Exclusion, Interconnect, Region, Timestamp, Vendor};
 
 use crate::book::{AskTerms, BidTerms};
 
@@ -15,8 +15,14 @@ pub(crate) fn interconnect_bit(i: Interconnect) -> u8 {
     1 << (i as u8)
 }
 
-/// The first attribute of the ask that the bid does not accept, at time `now` (ms).
-pub(crate) fn attribute_exclusion(bid: &BidTerms, ask: &AskTerms, now: i64) -> Option<Exclusion> {
+/// The first attribute of the ask (of `provider`'s node) that the bid does not accept, at
+/// time `now` (ms).
+pub(crate) fn attribute_exclusion(
+    bid: &BidTerms,
+    ask: &AskTerms,
+    provider: AccountId,
+    now: i64,
+) -> Option<Exclusion> {
     if bid.vendor_mask & vendor_bit(ask.vendor) == 0 {
         return Some(Exclusion::Vendor { ask: ask.vendor });
     }
@@ -46,6 +52,15 @@ pub(crate) fn attribute_exclusion(bid: &BidTerms, ask: &AskTerms, now: i64) -> O
             available_until: Timestamp(ask.available_until),
             needed_until: Timestamp(needed_until),
         });
+    }
+    if let Some(extras) = &bid.extras {
+        if extras
+            .exclude
+            .iter()
+            .any(|n| n.provider == provider && n.node == ask.node)
+        {
+            return Some(Exclusion::NodeExcluded { node: ask.node });
+        }
     }
     None
 }

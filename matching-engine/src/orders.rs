@@ -3,23 +3,16 @@
 //! through), and a new reputation cancelling the asks that advertised more.
 
 use contract::{
-    AccountId, Amount, AskSpec, BidSpec, CancelReason, Event, Gpus, MarketId, NewOrder, OrderId,
-    OrderTerms, Price, Region, Rejection, Reputation, TimeInForce, Timestamp,
+    AccountId, Amount, AskSpec, BidSpec, CancelReason, Event, Gpus, NewOrder, NodeRef, OrderId,
+    OrderOptions, OrderTerms, Price, Region, Rejection, Reputation, TimeInForce, Timestamp,
 };
 
-use crate::book::{AskTerms, BidTerms, Order, Terms, NIL};
+use crate::book::{AskTerms, BidExtras, BidTerms, Order, Terms, NIL};
 use crate::funds::overflow;
 use crate::matching::{interconnect_bit, region_bit, vendor_bit, ANY_REGION, MAX_REGIONS};
 use crate::Engine;
 
 impl Engine {
-    fn market_of(&self, market: MarketId) -> Result<u32, Rejection> {
-        self.market_index
-            .get(&market)
-            .copied()
-            .ok_or(Rejection::UnknownMarket { market })
-    }
-
     fn check_tick(&self, market: u32, price: Price) -> Result<(), Rejection> {
         let tick = self.markets[market as usize].tick;
         if price.micros() % tick != 0 {
@@ -50,7 +43,14 @@ impl Engine {
         Ok(fresh)
     }
 
-    fn bid_terms(&self, spec: &BidSpec, gpus: Gpus) -> Result<BidTerms, Rejection> {
+    /// A bid's constraints compiled; `options` is set for `PlaceWith` bids.
+    fn bid_terms(
+        &self,
+        spec: &BidSpec,
+        gpus: Gpus,
+        tif: TimeInForce,
+        options: Option<&OrderOptions>,
+    ) -> Result<BidTerms, Rejection> {
         if let Some(min_fill) = spec.min_fill {
             if min_fill > gpus {
                 return Err(Rejection::MinFillAboveQuantity { min_fill, gpus });
@@ -82,6 +82,15 @@ impl Engine {
             single_node: spec.single_node,
             all_or_none: spec.all_or_none,
             min_fill: spec.min_fill.map_or(0, Gpus::get),
+            metered: options.is_some(),
+            extras: options
+                .filter(|o| o.rebid_on_failure || !o.exclude_nodes.is_empty())
+                .map(|o| {
+                    Box::new(BidExtras {
+                        exclude: o.exclude_nodes.clone(),
+                        rebid: o.rebid_on_failure.then(|| (tif, spec.clone())),
+                    })
+                }),
         })
     }
 
@@ -109,7 +118,37 @@ impl Engine {
         })
     }
 
-    pub(crate) fn place(&mut self, new: &NewOrder, out: &mut Vec<Event>) -> Result<(), Rejection> {
+    /// `PlaceWith`: the options' own checks, then the order as `place` takes it.
+    pub(crate) fn place_with(
+        &mut self,
+        order: &NewOrder,
+        options: &OrderOptions,
+        out: &mut Vec<Event>,
+    ) -> Result<(), Rejection> {
+        if order.client_id.is_reserved() {
+            return Err(Rejection::ReservedClientOrderId {
+                client_id: order.client_id,
+            });
+        }
+        if matches!(order.terms, OrderTerms::Ask(_)) && *options != OrderOptions::default() {
+            return Err(Rejection::BidOptionOnAsk);
+        }
+        if options.exclude_nodes.len() > OrderOptions::MAX_EXCLUDED {
+            return Err(Rejection::TooManyExcludedNodes {
+                max: OrderOptions::MAX_EXCLUDED as u32,
+            });
+        }
+        self.place(order, Some(options), out)
+    }
+
+    /// Places an order: `options` is `None` for schema 1's `Place`, whose leases are not
+    /// metered.
+    pub(crate) fn place(
+        &mut self,
+        new: &NewOrder,
+        options: Option<&OrderOptions>,
+        out: &mut Vec<Event>,
+    ) -> Result<(), Rejection> {
         let market = self.market_of(new.market)?;
         if new.account == AccountId::MARKET {
             return Err(Rejection::ReservedAccount {
@@ -141,9 +180,14 @@ impl Engine {
                 let hold = overflow(new.price.cost(new.gpus, spec.hours))?.micros();
                 self.ensure_funds(new.account, hold)?;
                 let fresh = self.new_regions(spec.regions.iter())?;
-                (Terms::Bid(self.bid_terms(spec, new.gpus)?), hold, fresh)
+                let terms = self.bid_terms(spec, new.gpus, new.tif, options)?;
+                (Terms::Bid(terms), hold, fresh)
             }
             OrderTerms::Ask(spec) => {
+                self.check_node_reporting(NodeRef {
+                    provider: new.account,
+                    node: spec.node,
+                })?;
                 let fresh = self.new_regions(std::iter::once(&spec.region))?;
                 let terms = self.ask_terms(new.account, spec)?;
                 // An ask that can no longer fit a one-hour lease leaves the book.

@@ -114,7 +114,7 @@ impl Engine {
             let (Some(bid), Terms::Ask(ask)) = (bid, &a.terms) else {
                 unreachable!("ladders hold one side each")
             };
-            let reason = attribute_exclusion(bid, ask, self.now)
+            let reason = attribute_exclusion(bid, ask, a.account, self.now)
                 .or((b.account == a.account).then_some(Exclusion::SameAccount))
                 .or_else(|| fill_quantity(bid, b.remaining, a.remaining, false).err());
             if let Some(reason) = reason {

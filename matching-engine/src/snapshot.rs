@@ -1,27 +1,35 @@
 //! Snapshots: the whole engine state as canonical bytes.
 //!
 //! The image lists everything in a canonical order (books level by level in priority order,
-//! maps sorted by key), so two engines in the same state produce the same bytes whatever
-//! their history, and [`Engine::state_hash`] can compare a live engine with a replay.
+//! maps sorted by key, nodes in the order the engine met them), so two engines in the same
+//! state produce the same bytes, and [`Engine::state_hash`] can compare a live engine with a
+//! replay. Deadlines are not written: a restore sets them again from the state.
 
 use std::borrow::Cow;
-use std::cmp::Reverse;
 
 use contract::{
-    AccountId, ChainAddress, FeeRate, MarketId, Region, Reputation, SettlementId, SettlementPayout,
-    Side, TxHash,
+    AccountId, ChainAddress, FeeRate, IdempotencyKey, MarketConfig, MarketId, NodeRef, OrderId,
+    Region, Reputation, SettlementId, SettlementPayout, Side, TxHash,
 };
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::book::{Ladder, Order};
+use crate::book::{BidExtras, Ladder, Order, Terms};
+use crate::funds::Applied;
 use crate::index::{ClientIds, Leases};
+use crate::liveness::{Node, Nodes};
+use crate::metering::{Meter, PendingEnd};
 use crate::settlement::Settlement;
+use crate::timers::Due;
 use crate::{Engine, Funds, Lease, Market};
 
-/// Format 4: the image, then its CRC-32 (4 bytes). Format 3, the same image with an 8-byte
-/// FNV-1a trailer, still restores: FNV-1a runs a byte at a time and took about half of the
-/// engine's pause to write a 66 MB snapshot.
-const MAGIC: &[u8; 8] = b"GPUMKT\x00\x04";
+/// Format 5: format 4's image, then what metering added ([`Additions`]), then the CRC-32
+/// of both (4 bytes). Format 4 (the image and its CRC-32) and format 3 (the image with an
+/// 8-byte FNV-1a trailer, which ran a byte at a time and took about half of the engine's
+/// pause to write a 66 MB snapshot) still restore, with what format 5 adds at its
+/// defaults: markets unconfigured, leases unmetered, no nodes.
+const MAGIC: &[u8; 8] = b"GPUMKT\x00\x05";
+const MAGIC_V4: &[u8; 8] = b"GPUMKT\x00\x04";
 const MAGIC_V3: &[u8; 8] = b"GPUMKT\x00\x03";
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +60,21 @@ struct Image<'a> {
     chain_deposits: Vec<(TxHash, u32)>,
     open_settlement: Option<(SettlementId, Vec<SettlementPayout>)>,
     last_settlement: u64,
+}
+
+/// Format 5's part after the image. It borrows, as the image does.
+#[derive(Default, Serialize, Deserialize)]
+struct Additions<'a> {
+    /// One per market, in the image's order.
+    configs: Vec<Cow<'a, MarketConfig>>,
+    /// One per lease, in the image's order.
+    meters: Vec<Cow<'a, Meter>>,
+    /// The resting bids placed with `PlaceWith`, by order id, with their options.
+    metered_bids: Vec<(OrderId, Option<Cow<'a, BidExtras>>)>,
+    nodes: Vec<Cow<'a, Node>>,
+    pending_ends: Vec<Cow<'a, PendingEnd>>,
+    /// Sorted.
+    applied: Vec<((AccountId, IdempotencyKey), Applied)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -130,7 +153,35 @@ impl Engine {
             open_settlement: self.settlement.open.clone(),
             last_settlement: self.settlement.last_batch,
         };
-        bincode::serialize_into(out, &image).expect("the engine image always serializes");
+        bincode::serialize_into(&mut *out, &image).expect("the engine image always serializes");
+        let mut metered_bids: Vec<(OrderId, Option<Cow<'_, BidExtras>>)> = self
+            .markets
+            .iter()
+            .flat_map(|m| m.bids.iter(&self.orders))
+            .map(|slot| self.orders.get(slot))
+            .filter_map(|o| match &o.terms {
+                Terms::Bid(b) if b.metered => Some((o.id, b.extras.as_deref().map(Cow::Borrowed))),
+                _ => None,
+            })
+            .collect();
+        metered_bids.sort_unstable_by_key(|(id, _)| *id);
+        let additions = Additions {
+            configs: self
+                .markets
+                .iter()
+                .map(|m| Cow::Borrowed(&m.config))
+                .collect(),
+            meters: self
+                .leases
+                .iter()
+                .map(|l| Cow::Borrowed(&l.meter))
+                .collect(),
+            metered_bids,
+            nodes: self.nodes.list().iter().map(Cow::Borrowed).collect(),
+            pending_ends: self.pending_ends.iter().map(Cow::Borrowed).collect(),
+            applied: sorted(self.applied.iter().map(|(k, v)| (*k, *v))),
+        };
+        bincode::serialize_into(out, &additions).expect("the engine image always serializes");
     }
 
     /// The whole state as self-checking bytes: a format tag, the canonical image and its
@@ -154,7 +205,7 @@ impl Engine {
     pub fn restore(bytes: &[u8]) -> Result<Engine, SnapshotError> {
         let magic = bytes.get(..MAGIC.len()).ok_or(SnapshotError::BadMagic)?;
         let trailer = match magic {
-            m if m == MAGIC => 4,
+            m if m == MAGIC || m == MAGIC_V4 => 4,
             m if m == MAGIC_V3 => 8,
             _ => return Err(SnapshotError::BadMagic),
         };
@@ -171,7 +222,28 @@ impl Engine {
         if !intact {
             return Err(SnapshotError::Corrupt);
         }
-        let image: Image = bincode::deserialize(image)?;
+        let mut reader = image;
+        let image: Image = bincode::deserialize_from(&mut reader)?;
+        let additions: Additions = if magic == MAGIC {
+            bincode::deserialize_from(&mut reader)?
+        } else {
+            Additions::default()
+        };
+        let mut metered_bids: FxHashMap<OrderId, Option<Box<BidExtras>>> = additions
+            .metered_bids
+            .into_iter()
+            .map(|(id, extras)| (id, extras.map(|x| Box::new(x.into_owned()))))
+            .collect();
+        let mut leases: Vec<Lease> = image.leases.into_iter().map(Cow::into_owned).collect();
+        if additions.meters.is_empty() {
+            for lease in &mut leases {
+                lease.meter = Meter::unmetered(lease.start.0);
+            }
+        } else {
+            for (lease, meter) in leases.iter_mut().zip(additions.meters) {
+                lease.meter = meter.into_owned();
+            }
+        }
         let mut engine = Engine {
             now: image.now,
             next_order_id: image.next_order_id,
@@ -184,37 +256,70 @@ impl Engine {
                 .into_iter()
                 .map(|(account, ids)| (account, ids.into_owned()))
                 .collect(),
-            leases: Leases::restore(
-                image.leases.into_iter().map(Cow::into_owned).collect(),
-                image.next_lease_id,
-            ),
+            leases: Leases::restore(leases, image.next_lease_id),
             settlement: Settlement {
                 addresses: image.payout_addresses.into_iter().collect(),
                 deposits: image.chain_deposits.into_iter().collect(),
                 open: image.open_settlement,
                 last_batch: image.last_settlement,
             },
+            nodes: Nodes::restore(additions.nodes.into_iter().map(Cow::into_owned).collect()),
+            pending_ends: additions
+                .pending_ends
+                .into_iter()
+                .map(Cow::into_owned)
+                .collect(),
+            applied: additions.applied.into_iter().collect(),
             ..Engine::default()
         };
+        let mut configs = additions.configs.into_iter().map(Cow::into_owned);
         for (index, m) in image.markets.into_iter().enumerate() {
             let mut market = Market {
                 id: m.id,
                 tick: m.tick,
                 fee: m.fee,
+                config: configs.next().unwrap_or_default(),
                 bids: Ladder::new(Side::Bid),
                 asks: Ladder::new(Side::Ask),
             };
-            for order in m.bids.into_iter().chain(m.asks) {
+            for mut order in m.bids.into_iter().chain(m.asks) {
+                if let (Terms::Bid(terms), Some(extras)) =
+                    (&mut order.terms, metered_bids.remove(&order.id))
+                {
+                    terms.metered = true;
+                    terms.extras = extras;
+                }
                 let (id, side, expires_at) = (order.id, order.side, order.expires_at);
                 let slot = engine.orders.insert(order);
                 market.ladder_mut(side).push_back(&mut engine.orders, slot);
                 engine.order_index.insert(id, slot);
                 if expires_at != i64::MAX {
-                    engine.expiries.push(Reverse((expires_at, id)));
+                    engine.timers.push(expires_at, Due::Order, id.0);
                 }
             }
             engine.market_index.insert(market.id, index as u32);
             engine.markets.push(market);
+        }
+        for index in 0..engine.nodes.len() as u32 {
+            if let Some(deadline) = engine.nodes.deadline(index) {
+                engine.timers.push(deadline, Due::Node, u64::from(index));
+            }
+        }
+        let metered: Vec<(NodeRef, contract::LeaseId, i64)> = engine
+            .leases
+            .iter()
+            .filter(|l| l.meter.metered)
+            .map(|l| {
+                let node = NodeRef {
+                    provider: l.provider,
+                    node: l.node,
+                };
+                (node, l.id, l.meter.deadline)
+            })
+            .collect();
+        for (node, id, deadline) in metered {
+            engine.nodes.add_lease(node, id);
+            engine.timers.push(deadline, Due::Lease, id.0);
         }
         Ok(engine)
     }

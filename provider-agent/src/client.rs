@@ -1,12 +1,16 @@
 //! The agent's side of the API: the operations it sends (api-client's, checked against the
 //! schema when this builds) and what their answers mean to the agent.
+//!
+//! Architecture Invariant: the agent never ends a lease and never states hours. The engine
+//! meters a lease from the node's signed reports (`healthy_leases`); the agent's word on a
+//! job is its log and outcome, for the buyer.
 
 use std::time::Duration;
 
 use api_client::mutations::{
-    AmendOrder, AmendOrderVariables, CancelOrder, CancelOrderVariables, EndLease,
-    EndLeaseVariables, PlaceOrder, PlaceOrderVariables, RegisterNode, RegisterNodeVariables,
-    SubmitJobLog, SubmitJobLogVariables, SubmitNodeReport, SubmitNodeReportVariables,
+    AmendOrder, AmendOrderVariables, CancelOrder, CancelOrderVariables, PlaceOrder,
+    PlaceOrderVariables, RegisterNode, RegisterNodeVariables, SubmitJobLog, SubmitJobLogVariables,
+    SubmitNodeReport, SubmitNodeReportVariables,
 };
 use api_client::queries::{
     LeasesQuery, LeasesVariables, NodeStateQuery, NodeStateVariables, OrdersQuery, OrdersVariables,
@@ -77,22 +81,38 @@ pub struct LeaseInfo {
     pub node: String,
     pub gpus: u32,
     pub hours: u32,
+    /// `created` (no job started yet) or `running`.
+    pub status: String,
+    /// The end of its term: the engine ends it then, and the agent kills its job then.
+    pub ends_at: chrono::DateTime<chrono::Utc>,
     pub job: Option<crate::jobs::JobSpec>,
 }
 
+/// One page of the provider's leases in a status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leases {
+    pub leases: Vec<LeaseInfo>,
+    /// The page held every lease in the status (it was not full).
+    pub complete: bool,
+}
+
+/// The most leases one `leases` read asks for.
+const LEASE_PAGE: u64 = 500;
+
 impl Client {
-    /// The provider's leases in `status` (`created`, `running`, `ended`).
-    pub fn leases(&self, status: &str) -> Result<Vec<LeaseInfo>, ClientError> {
+    /// The provider's leases in `status` (`created`, `running`, `ended`), oldest first.
+    pub fn leases(&self, status: &str) -> Result<Leases, ClientError> {
         let leases = self
             .api
             .run(&LeasesQuery::build(LeasesVariables {
                 role: LeaseRole::Provider,
                 status: status.to_owned(),
-                first: U64(500),
+                first: U64(LEASE_PAGE),
             }))?
             .leases
             .nodes;
-        Ok(leases
+        let complete = (leases.len() as u64) < LEASE_PAGE;
+        let leases = leases
             .into_iter()
             .filter_map(|l| {
                 Some(LeaseInfo {
@@ -100,6 +120,8 @@ impl Client {
                     node: l.node,
                     gpus: u32::try_from(l.gpus.0).ok()?,
                     hours: u32::try_from(l.hours.0).ok()?,
+                    status: l.status,
+                    ends_at: l.ends_at,
                     job: l.job.map(|job| crate::jobs::JobSpec {
                         command: job.command,
                         args: job.args,
@@ -107,7 +129,8 @@ impl Client {
                     }),
                 })
             })
-            .collect())
+            .collect();
+        Ok(Leases { leases, complete })
     }
 
     /// Sends the end of a job's output and, when over, how it ended.
@@ -122,17 +145,6 @@ impl Client {
                 lease_id: Id::new(lease.to_string()),
                 log_tail: tail.to_owned(),
                 outcome: outcome.map(str::to_owned),
-            }))
-            .map(|_| ())
-    }
-
-    /// Ends a lease as its provider: completed, or failed by the provider.
-    pub fn end_lease(&self, lease: u64, hours_used: f64, failed: bool) -> Result<(), ClientError> {
-        self.api
-            .run(&EndLease::build(EndLeaseVariables {
-                lease_id: Id::new(lease.to_string()),
-                hours_used: format!("{hours_used:.6}"),
-                provider_failed: failed,
             }))
             .map(|_| ())
     }

@@ -42,8 +42,11 @@ pub struct Config {
     /// `auto` (NVML), `nvml`, `rocm` or `simulated`. `auto` never falls back to a simulation.
     #[serde(default = "auto")]
     pub source: String,
-    /// Seconds between reports.
-    #[serde(default = "sixty")]
+    /// Seconds between reports (default 10). The market fails the node's leases and
+    /// withdraws its asks when it hears nothing for its heartbeat timeout (30 s by default,
+    /// three default intervals), so keep this well under that: a round that cannot read the
+    /// GPUs sends no report, and one lost round must not make the node silent.
+    #[serde(default = "ten")]
     pub interval_secs: u64,
     /// Where the key, the outbox and the sequence number live, relative to this file.
     #[serde(default = "state")]
@@ -111,8 +114,12 @@ impl Default for Simulated {
 fn auto() -> String {
     "auto".to_owned()
 }
-fn sixty() -> u64 {
-    60
+/// The default report interval, in seconds: a third of the markets' default heartbeat
+/// timeout.
+pub const DEFAULT_INTERVAL_SECS: u64 = 10;
+
+fn ten() -> u64 {
+    DEFAULT_INTERVAL_SECS
 }
 fn state() -> PathBuf {
     PathBuf::from("state")

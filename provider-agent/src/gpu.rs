@@ -182,11 +182,13 @@ impl GpuSource for Nvml {
             Clock, EccCounter, MemoryError, TemperatureSensor,
         };
         let count = self.nvml.device_count().map_err(nvml_error)?;
-        (0..count)
-            .map(|index| {
-                let d = self.nvml.device_by_index(index).map_err(nvml_error)?;
+        // A GPU NVML cannot open (fallen off the bus, say) is left out: it is missing from
+        // this sample, and only the leases on it fail.
+        Ok((0..count)
+            .filter_map(|index| {
+                let d = self.nvml.device_by_index(index).ok()?;
                 let memory = d.memory_info().ok();
-                Ok(GpuReading {
+                Some(GpuReading {
                     index,
                     utilisation_pct: d.utilization_rates().ok().map(|u| u.gpu as f32),
                     memory_used_mb: memory.as_ref().map(|m| m.used >> 20),
@@ -204,7 +206,7 @@ impl GpuSource for Nvml {
                         .map(|ps| ps.into_iter().map(|p| p.pid).collect()),
                 })
             })
-            .collect()
+            .collect())
     }
 }
 

@@ -1,24 +1,37 @@
 //! Running a lease's job: a command with arguments and environment, restricted to the leased
-//! GPUs, limited to the lease's wall-clock time, its output in a log the buyer can read, its
-//! exit status recorded.
+//! GPUs, killed with everything it started when the lease ends (its `ends_at`, the moment the
+//! engine ends the lease), its output in a log the buyer can read, its exit status recorded.
 //!
-//! Crash safety: every job has a state file (`jobs/<lease>.json`, written with fsync and
-//! rename) that says `starting` *before* the process is spawned and gets its pid after. The
-//! job runs under a small `sh` wrapper in its own session that writes the exit status to a
-//! file when the command ends, so a restarted agent learns how a job it did not see end
-//! ended. A job whose state says `starting` without a pid may or may not have started before
-//! the crash: it is never started again, only reported as lost.
+//! Crash safety: every job has a state file (`jobs/<lease>.json`, written whole with
+//! [`crate::durable::write_atomic`]) that says `starting` *before* the process is spawned
+//! and gets its pid after. The job runs under a small `sh` wrapper in its own process group
+//! that writes the exit status to a file when the command ends (a temporary file, synced,
+//! renamed), so a restarted agent learns how a job it did not see end ended. A job whose
+//! state says `starting` without a pid may or may not have started before the crash: it is
+//! never started again, only reported as lost. A job whose process is gone without an exit
+//! file (the machine rebooted, or something killed the wrapper) is lost too: how it ended is
+//! unknown, so it is never reported as completed. The process is known by its pid, the
+//! boot it ran in and its start time, so a pid the kernel gave to another process since is
+//! never taken for the job, nor signalled.
+//!
+//! Damage (a file a disk tore despite all that) is never read as a good ending: an exit
+//! file that is not a number and a newline makes the job lost once its process is gone, and
+//! a state file that does not parse makes it lost at once, after any process still running
+//! for it is killed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
+
+/// How long a job has, after `SIGTERM` to its process group, before `SIGKILL`.
+pub const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// Why a job could not be started or its state kept.
 #[derive(Debug, thiserror::Error)]
@@ -36,9 +49,14 @@ pub enum JobError {
     /// A state, log or exit file could not be read or written.
     #[error(transparent)]
     Io(#[from] std::io::Error),
-    /// A job's state file does not parse.
-    #[error(transparent)]
-    State(#[from] serde_json::Error),
+    /// A job's state file does not parse or names another lease: the job is recorded as
+    /// lost in its place.
+    #[error("the state file of lease {lease}'s job is damaged")]
+    Damaged {
+        lease: u64,
+        #[source]
+        source: Option<serde_json::Error>,
+    },
 }
 
 /// What the buyer wants run.
@@ -57,19 +75,34 @@ pub struct JobSpec {
 pub enum JobStatus {
     /// Recorded, not yet known to be spawned.
     Starting,
+    /// Its wrapper, which leads the job's process group, is `pid`; `since` tells that
+    /// process from a later one given the same pid (absent in records older than it).
     Running {
         pid: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<ProcessStart>,
     },
     Exited {
         code: i32,
     },
-    /// Stopped by the agent: over its time, or the lease was cancelled.
+    /// Stopped by the agent, with its whole process group: the lease's end was reached, or
+    /// the market ended the lease.
     Killed {
         reason: String,
     },
-    /// The agent crashed between recording and spawning; whether it ran is unknown, so it
-    /// is not run again.
+    /// Whether it ran, or how it ended, is unknown: the agent crashed between recording and
+    /// spawning, the job's process is gone without an exit file (after an agent restart,
+    /// say), or the job's exit file or state file was damaged. It is not run again, never
+    /// reported as completed, and its lease is no longer listed healthy.
     Lost,
+}
+
+/// Which process a pid meant: the boot it ran in (`/proc/sys/kernel/random/boot_id`) and
+/// its start time in clock ticks after that boot (`/proc/PID/stat`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessStart {
+    pub boot_id: String,
+    pub ticks: u64,
 }
 
 impl JobStatus {
@@ -83,24 +116,50 @@ pub struct Job {
     pub lease: u64,
     pub spec: JobSpec,
     pub gpus: Vec<u32>,
-    /// Unix milliseconds.
+    /// When the agent started it, Unix milliseconds.
     pub started_ms: u64,
+    /// The lease's end (`ends_at`), Unix milliseconds: the job is killed then.
     pub deadline_ms: u64,
     pub status: JobStatus,
     /// The start is in a signed report in the outbox (so it reaches the market once).
     #[serde(default)]
     pub start_reported: bool,
-    /// The end has been reported to the market (set by the caller once it has).
+    /// Its log tail and outcome have gone to the market (`submitJobLog`).
+    #[serde(default, alias = "end_reported")]
+    pub outcome_sent: bool,
+    /// The market ended the lease: the job is stopped and its GPUs are free for others.
     #[serde(default)]
-    pub end_reported: bool,
+    pub lease_ended: bool,
 }
 
 impl Job {
-    /// Hours from start to now or to the deadline, whichever is first, at six places.
-    pub fn hours_used(&self, now_ms: u64) -> f64 {
-        let end = now_ms.min(self.deadline_ms).max(self.started_ms);
-        ((end - self.started_ms) as f64 / 3_600_000.0 * 1e6).floor() / 1e6
+    /// Whether the job's GPUs are still its lease's at `now_ms`: the market has not ended
+    /// the lease, and the job runs or the lease's end is ahead.
+    pub fn holds_gpus(&self, now_ms: u64) -> bool {
+        !self.lease_ended && (!self.status.is_over() || now_ms < self.deadline_ms)
     }
+
+    /// What the buyer is told of how it ended (`submitJobLog`'s outcome), once it is over.
+    pub fn outcome(&self) -> Option<String> {
+        match &self.status {
+            JobStatus::Starting | JobStatus::Running { .. } => None,
+            JobStatus::Exited { code } => Some(format!("exited {code}")),
+            JobStatus::Killed { reason } => Some(format!("killed: {reason}")),
+            JobStatus::Lost => Some("lost".to_owned()),
+        }
+    }
+}
+
+/// Why a job is killed at its deadline: the lease's end, as RFC 3339 (UTC, milliseconds).
+pub fn deadline_reason(deadline_ms: u64) -> String {
+    let at = i64::try_from(deadline_ms)
+        .ok()
+        .and_then(DateTime::<Utc>::from_timestamp_millis)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    format!(
+        "the lease ended at {}",
+        at.to_rfc3339_opts(SecondsFormat::Millis, true)
+    )
 }
 
 fn now_ms() -> u64 {
@@ -151,21 +210,56 @@ impl Runner {
     }
 
     fn save(&self, job: &Job) -> Result<(), JobError> {
-        let path = self.state_path(job.lease);
-        let tmp = path.with_extension("tmp");
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(serde_json::to_string_pretty(job)?.as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&tmp, &path)?;
+        let json = serde_json::to_vec_pretty(job).expect("strings, numbers and lists serialize");
+        crate::durable::write_atomic(&self.state_path(job.lease), &json, 0o600)?;
         Ok(())
     }
 
     pub fn get(&self, lease: u64) -> Result<Option<Job>, JobError> {
-        match fs::read_to_string(self.state_path(lease)) {
-            Ok(text) => Ok(Some(serde_json::from_str(&text)?)),
+        match fs::read(self.state_path(lease)) {
+            Ok(bytes) => self.parse(lease, &bytes).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// A state file's job. A damaged one (it does not parse, or names another lease) is
+    /// replaced by a lost job: whatever still runs for the lease is killed (found by the
+    /// exit file its processes inherit in their environment), its outcome is sent as lost,
+    /// and its lease is no longer listed healthy, since nothing is known of what it did.
+    fn parse(&self, lease: u64, bytes: &[u8]) -> Result<Job, JobError> {
+        let damage = match serde_json::from_slice::<Job>(bytes) {
+            Ok(job) if job.lease == lease => return Ok(job),
+            Ok(_) => JobError::Damaged {
+                lease,
+                source: None,
+            },
+            Err(e) => JobError::Damaged {
+                lease,
+                source: Some(e),
+            },
+        };
+        tracing::error!(error = %damage, "recording the job as lost");
+        self.kill_marked(lease);
+        let job = Job {
+            lease,
+            spec: JobSpec {
+                command: String::new(),
+                args: Vec::new(),
+                env: BTreeMap::new(),
+            },
+            gpus: Vec::new(),
+            started_ms: 0,
+            deadline_ms: 0,
+            status: JobStatus::Lost,
+            // Whether its start was reported is unknown; it is not reported again (a lost
+            // job is never reported started).
+            start_reported: true,
+            outcome_sent: false,
+            lease_ended: false,
+        };
+        self.save(&job)?;
+        Ok(job)
     }
 
     /// Every job this node has a record of, by lease.
@@ -173,21 +267,27 @@ impl Runner {
         let mut jobs = Vec::new();
         for entry in fs::read_dir(&self.dir)? {
             let path = entry?.path();
-            if path.extension().is_some_and(|e| e == "json") {
-                jobs.push(serde_json::from_str(&fs::read_to_string(&path)?)?);
+            let lease = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(|n| n.parse().ok());
+            if let Some(lease) = lease {
+                jobs.push(self.parse(lease, &fs::read(&path)?)?);
             }
         }
         jobs.sort_by_key(|j: &Job| j.lease);
         Ok(jobs)
     }
 
-    /// Starts the lease's job, once: a lease that already has a job is refused.
+    /// Starts the lease's job, once (a lease that already has a job is refused), to be
+    /// killed at `ends_at`, the lease's end.
     pub fn start(
         &self,
         lease: u64,
         spec: JobSpec,
         gpus: Vec<u32>,
-        limit: Duration,
+        ends_at: DateTime<Utc>,
     ) -> Result<Job, JobError> {
         if self.get(lease)?.is_some() {
             return Err(JobError::AlreadyStarted(lease));
@@ -201,10 +301,11 @@ impl Runner {
             spec,
             gpus,
             started_ms,
-            deadline_ms: started_ms + limit.as_millis() as u64,
+            deadline_ms: u64::try_from(ends_at.timestamp_millis()).unwrap_or(0),
             status: JobStatus::Starting,
             start_reported: false,
-            end_reported: false,
+            outcome_sent: false,
+            lease_ended: false,
         };
         self.save(&job)?;
         let log = fs::File::create(self.log_path(lease))?;
@@ -215,10 +316,14 @@ impl Runner {
             .collect::<Vec<_>>()
             .join(",");
         let mut command = Command::new("/bin/sh");
-        // The wrapper records the exit status where a restarted agent can read it.
+        // The wrapper records the exit status where a restarted agent can read it, whole
+        // (written beside, synced where `sync` takes a file, renamed into place).
         command
             .arg("-c")
-            .arg("\"$@\"; echo $? > \"$GPUMARKET_EXIT_FILE\"")
+            .arg(
+                "\"$@\"; code=$?; f=\"$GPUMARKET_EXIT_FILE\"; \
+                 printf '%s\\n' \"$code\" > \"$f.tmp\"; sync \"$f.tmp\" 2>/dev/null; mv -f \"$f.tmp\" \"$f\"",
+            )
             .arg("gpumarket-job")
             .arg(&job.spec.command)
             .args(&job.spec.args)
@@ -243,7 +348,11 @@ impl Runner {
         let child = command
             .spawn()
             .map_err(|source| JobError::Spawn { lease, source })?;
-        job.status = JobStatus::Running { pid: child.id() };
+        // Read while the child cannot have been reaped: the pid is still this process.
+        job.status = JobStatus::Running {
+            pid: child.id(),
+            since: process_start(child.id()),
+        };
         self.save(&job)?;
         self.children
             .lock()
@@ -252,29 +361,44 @@ impl Runner {
         Ok(job)
     }
 
-    /// Brings every running job's status up to date: ended (exit file), over time (killed),
-    /// gone without a trace (the agent's machine rebooted), or lost before spawning.
+    /// Brings every running job's status up to date: ended (exit file), at its lease's end
+    /// (killed with its group, `SIGTERM` then after [`KILL_GRACE`] `SIGKILL`), gone without
+    /// an exit file (lost: the machine rebooted, or the wrapper was killed), or lost before
+    /// spawning. A job that ended leaves nothing behind: what it started is stopped too.
     pub fn poll(&self) -> Result<Vec<Job>, JobError> {
         let now = now_ms();
         let mut changed = Vec::new();
         for mut job in self.jobs()? {
             let before = job.status.clone();
             match &job.status {
-                JobStatus::Starting => job.status = JobStatus::Lost,
-                JobStatus::Running { pid } => {
-                    let pid = *pid;
+                JobStatus::Starting => {
+                    self.kill_marked(job.lease);
+                    job.status = JobStatus::Lost;
+                }
+                JobStatus::Running { pid, since } => {
+                    let (pid, since) = (*pid, since.clone());
                     self.reap(job.lease);
-                    if let Some(code) = self.exit_code(job.lease)? {
-                        job.status = JobStatus::Exited { code };
-                    } else if !alive(pid) {
-                        job.status = JobStatus::Killed {
-                            reason: "the job disappeared (machine restarted?)".into(),
-                        };
-                    } else if now >= job.deadline_ms {
-                        kill_group(pid);
-                        job.status = JobStatus::Killed {
-                            reason: "the lease's time ran out".into(),
-                        };
+                    // Alive first, then the exit file: a wrapper that was gone at the first
+                    // look had written its exit file, if it ever would, by the second.
+                    let alive = runs(pid, since.as_ref());
+                    match self.exit_code(job.lease)? {
+                        Some(Some(code)) => {
+                            job.status = JobStatus::Exited { code };
+                            self.stop_leftovers(job.lease, pid, since.as_ref());
+                        }
+                        // No exit file, or one that is not a number and a newline, and nothing
+                        // will write it again: how the job ended is unknown.
+                        _ if !alive => {
+                            job.status = JobStatus::Lost;
+                            self.stop_leftovers(job.lease, pid, since.as_ref());
+                        }
+                        _ if now >= job.deadline_ms => {
+                            self.stop_group(job.lease, pid);
+                            job.status = JobStatus::Killed {
+                                reason: deadline_reason(job.deadline_ms),
+                            };
+                        }
+                        _ => {}
                     }
                 }
                 _ => {}
@@ -287,27 +411,46 @@ impl Runner {
         Ok(changed)
     }
 
-    /// Kills the lease's job (the lease was cancelled).
-    pub fn cancel(&self, lease: u64) -> Result<Option<Job>, JobError> {
+    /// The market ended the lease: its job, if it still runs, is killed with its group
+    /// (`SIGTERM`, then `SIGKILL` after [`KILL_GRACE`]), and its GPUs are free again.
+    pub fn lease_ended(&self, lease: u64) -> Result<Option<Job>, JobError> {
         let Some(mut job) = self.get(lease)? else {
             return Ok(None);
         };
-        if let JobStatus::Running { pid } = job.status {
-            kill_group(pid);
+        if let JobStatus::Running { pid, since } = &job.status {
+            if runs(*pid, since.as_ref()) {
+                self.stop_group(lease, *pid);
+            } else {
+                self.stop_leftovers(lease, *pid, since.as_ref());
+            }
             self.reap(lease);
             job.status = JobStatus::Killed {
-                reason: "the lease was cancelled".into(),
+                reason: "the lease ended in the market".into(),
             };
-            self.save(&job)?;
         }
+        job.lease_ended = true;
+        self.save(&job)?;
         Ok(Some(job))
     }
 
-    /// Marks the job's end as reported, so a restart does not report it again.
-    pub fn mark_reported(&self, lease: u64) -> Result<(), JobError> {
+    /// Marks the job's outcome as sent, so a restart does not send it again.
+    pub fn mark_outcome_sent(&self, lease: u64) -> Result<(), JobError> {
         if let Some(mut job) = self.get(lease)? {
-            job.end_reported = true;
+            job.outcome_sent = true;
             self.save(&job)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets that the starts of the jobs whose outcome is not sent were reported: a
+    /// damaged report in the outbox may have carried them. A start the market has already
+    /// is refused again harmlessly (`LEASE_ALREADY_STARTED`); one it never got arrives.
+    pub fn report_starts_again(&self) -> Result<(), JobError> {
+        for mut job in self.jobs()? {
+            if job.start_reported && !job.outcome_sent && job.status != JobStatus::Lost {
+                job.start_reported = false;
+                self.save(&job)?;
+            }
         }
         Ok(())
     }
@@ -334,6 +477,87 @@ impl Runner {
         Ok(text.trim_start_matches('\u{fffd}').to_owned())
     }
 
+    /// Kills whatever runs for the lease's job though its pid is not known (its record is
+    /// damaged, or the agent crashed between spawning it and recording the pid): the
+    /// processes that inherited the job's exit file in their environment, with their groups.
+    fn kill_marked(&self, lease: u64) {
+        let marker = format!("GPUMARKET_EXIT_FILE={}", self.exit_path(lease).display());
+        let own_group = rustix::process::getpgrp();
+        for pid in fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        {
+            let Ok(environ) = fs::read(format!("/proc/{pid}/environ")) else {
+                continue;
+            };
+            if !environ.split(|b| *b == 0).any(|v| v == marker.as_bytes()) {
+                continue;
+            }
+            let Some(pid) = rustix::process::Pid::from_raw(pid) else {
+                continue;
+            };
+            // Its whole group (the wrapper leads one), unless that is the agent's own.
+            if let Ok(group) = rustix::process::getpgid(Some(pid)) {
+                if group != own_group {
+                    let _ =
+                        rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+                }
+            }
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+
+    /// Stops the process group `group` (the job's wrapper leads it): `SIGTERM`, up to
+    /// [`KILL_GRACE`] for it to end, then `SIGKILL`, and up to a second more for it to be
+    /// gone. Only called while the group is known to be the job's (its leader runs, or
+    /// members of it do in the job's boot), so the signal reaches nobody else.
+    fn stop_group(&self, lease: u64, group: u32) {
+        let Some(pgid) = i32::try_from(group)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        else {
+            return;
+        };
+        let gone_within = |limit: Duration| {
+            let until = Instant::now() + limit;
+            loop {
+                self.reap(lease);
+                if group_members(group) == 0 {
+                    return true;
+                }
+                if Instant::now() >= until {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        // Ended on its own since the last look: nothing to signal.
+        if rustix::process::kill_process_group(pgid, rustix::process::Signal::TERM).is_err()
+            || gone_within(KILL_GRACE)
+        {
+            return;
+        }
+        tracing::info!(lease, "the job outlived SIGTERM's grace: SIGKILL");
+        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        gone_within(Duration::from_secs(1));
+    }
+
+    /// Stops what a job whose wrapper ended left running in its group, if the group is
+    /// still the job's. It is not in another boot (every process of the job is gone, and
+    /// the number may be another's), nor when another process has the wrapper's pid (the
+    /// group emptied and the number went to that process, which may lead a group of its
+    /// own). Otherwise a group with members is the job's: while it has members its number
+    /// is given to no new process.
+    fn stop_leftovers(&self, lease: u64, group: u32, since: Option<&ProcessStart>) {
+        let same_boot = since.is_none_or(|s| boot_id().is_some_and(|b| b == s.boot_id));
+        let leader_ours = stat(group).is_none_or(|s| s.state == 'Z') || runs(group, since);
+        if same_boot && leader_ours && group_members(group) > 0 {
+            tracing::info!(lease, "stopping what the ended job left running");
+            self.stop_group(lease, group);
+        }
+    }
+
     /// Waits for the lease's process if this agent spawned it and it has ended.
     fn reap(&self, lease: u64) {
         let mut children = self.children.lock().expect("children lock");
@@ -344,37 +568,75 @@ impl Runner {
         }
     }
 
-    fn exit_code(&self, lease: u64) -> Result<Option<i32>, JobError> {
-        match fs::read_to_string(self.exit_path(lease)) {
-            // The wrapper writes the number and a newline; a half-written file reads as not
-            // yet ended and is read again at the next poll.
-            Ok(text) if text.ends_with('\n') => Ok(text.trim().parse().ok()),
-            Ok(_) => Ok(None),
+    /// The exit file: `None` when there is none yet, `Some(None)` when it is not the number
+    /// and newline the wrapper writes (damaged), else the code.
+    fn exit_code(&self, lease: u64) -> Result<Option<Option<i32>>, JobError> {
+        match fs::read(self.exit_path(lease)) {
+            Ok(bytes) => Ok(Some(
+                bytes
+                    .strip_suffix(b"\n")
+                    .and_then(|n| std::str::from_utf8(n).ok())
+                    .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|n| n.parse().ok()),
+            )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
 }
 
-/// Whether the process exists (and is not a zombie).
-fn alive(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state is the field after the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z"),
-        Err(_) => false,
-    }
+/// A process as `/proc/PID/stat` has it: its state letter, process group and start time.
+struct Stat {
+    state: char,
+    group: u32,
+    start_ticks: u64,
 }
 
-fn kill_group(pid: u32) {
-    // The job leads its own process group: kill everything it started. It may have ended
-    // on its own since the last look, which is fine.
-    if let Some(pid) = i32::try_from(pid)
+fn stat(pid: u32) -> Option<Stat> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the parenthesised command name (which may hold spaces and ')'):
+    // state, ppid, pgrp, ..., the start time 20th (the line's 22nd field).
+    let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(Stat {
+        state: fields.first()?.chars().next()?,
+        group: fields.get(2)?.parse().ok()?,
+        start_ticks: fields.get(19)?.parse().ok()?,
+    })
+}
+
+fn boot_id() -> Option<String> {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    {
-        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-    }
+        .map(|b| b.trim().to_owned())
+}
+
+/// The identity of the running process `pid`.
+fn process_start(pid: u32) -> Option<ProcessStart> {
+    Some(ProcessStart {
+        boot_id: boot_id()?,
+        ticks: stat(pid)?.start_ticks,
+    })
+}
+
+/// Whether `pid` runs (not a zombie) and, when `since` is known, is the process it names.
+fn runs(pid: u32, since: Option<&ProcessStart>) -> bool {
+    let Some(now) = stat(pid) else {
+        return false;
+    };
+    now.state != 'Z'
+        && since
+            .is_none_or(|s| now.start_ticks == s.ticks && boot_id().is_some_and(|b| b == s.boot_id))
+}
+
+/// The processes of group `group` that have not ended (zombies are over: a job's
+/// grandchildren that ended may wait for a parent that never reaps them).
+fn group_members(group: u32) -> usize {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(stat)
+        .filter(|s| s.group == group && s.state != 'Z')
+        .count()
 }

@@ -1,14 +1,15 @@
-//! The node's ed25519 key: made at first start, kept in a file only its owner can read.
+//! The agent's secrets: the node's ed25519 key (made at first start) and the provider's API
+//! key (put there by the operator), each in a file only its owner can read.
 
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
 use rand_core::{OsRng, RngCore};
 
-/// Why the node's key could not be had.
+/// Why a key (the node's, or the provider's API key) could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("{} is readable by others (mode {mode:o}); chmod 600 it", path.display())]
@@ -34,22 +35,30 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Loads the key at `path`, creating it (mode 0600) when there is none. A key file readable
-/// by others is refused: anyone who can read it can report as this node.
-pub fn load_or_create(path: &Path) -> Result<SigningKey, KeyError> {
+/// The text of the secret in `path`, refused when the file is readable by others: whoever
+/// can read the node key can report as the node, and whoever can read the API key can act
+/// as the provider.
+pub fn read_private(path: &Path) -> Result<String, KeyError> {
     let read = |source| KeyError::Read {
         path: path.to_owned(),
         source,
     };
+    let mode = fs::metadata(path).map_err(read)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KeyError::Exposed {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    fs::read_to_string(path).map_err(read)
+}
+
+/// Loads the key at `path`, creating it (mode 0600) when there is none. A key file readable
+/// by others is refused, and so is one that does not hold a whole key (never replaced by a
+/// new one: the API knows the node by this key).
+pub fn load_or_create(path: &Path) -> Result<SigningKey, KeyError> {
     if path.exists() {
-        let mode = fs::metadata(path).map_err(read)?.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(KeyError::Exposed {
-                path: path.to_owned(),
-                mode,
-            });
-        }
-        let text = fs::read_to_string(path).map_err(read)?;
+        let text = read_private(path)?;
         let malformed = || KeyError::Malformed {
             path: path.to_owned(),
         };
@@ -72,14 +81,9 @@ pub fn load_or_create(path: &Path) -> Result<SigningKey, KeyError> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(create)?;
     }
-    // Created with 0600 from the start, never world-readable for an instant.
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
+    // Whole or not at all (a crash while creating it leaves no half key to refuse at the
+    // next start), and 0600 from its first instant.
+    crate::durable::write_atomic(path, format!("{}\n", hex(&seed)).as_bytes(), 0o600)
         .map_err(create)?;
-    writeln!(file, "{}", hex(&seed)).map_err(create)?;
-    file.sync_all().map_err(create)?;
     Ok(SigningKey::from_bytes(&seed))
 }

@@ -3,10 +3,20 @@
 //! keeping reports on disk, in order, while the API is unreachable.
 //!
 //! [`Agent::step`] also keeps the node's ask in the book and runs leased jobs ([`jobs`]),
-//! restricted to their GPUs and time, crash-safely.
+//! restricted to their GPUs and killed at their lease's end, crash-safely.
+//!
+//! The engine meters every lease from these reports: each lists the node's leases that are
+//! healthy now (`healthy_leases`), and a lease is charged up to the last report that listed
+//! it. A lease listed before and missing from a report fails as the provider's failure at
+//! its last listing; a node that does not report within its market's heartbeat timeout
+//! (default 30 s, three of the agent's default 10 s intervals) goes silent and its leases
+//! fail. So the agent reports every interval, lists every lease it has no reason to doubt,
+//! and drops a lease from the list only when it knows the lease is not being served: its
+//! job was lost, or its GPUs are missing. It never ends a lease and never states hours.
 
 pub mod client;
 pub mod config;
+pub mod durable;
 pub mod gpu;
 pub mod jobs;
 pub mod keys;
@@ -14,12 +24,11 @@ pub mod report;
 
 use std::path::{Path, PathBuf};
 
-use api_client::ErrorCode;
-use chrono::Utc;
+use chrono::{DateTime, TimeDelta, Utc};
 use ed25519_dalek::SigningKey;
-use tracing::info;
+use tracing::{error, info, warn};
 
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, LeaseInfo};
 use crate::config::Config;
 use crate::gpu::{GpuIdentity, GpuSource, SimulatedGpus};
 use crate::report::{Flushed, Outbox, Sequence};
@@ -37,18 +46,17 @@ pub enum AgentError {
     Store(#[from] report::StoreError),
     #[error(transparent)]
     Api(#[from] ClientError),
-    #[error("reading the API key {}", path.display())]
-    ApiKey {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     /// The ask's state file could not be read or written.
     #[error(transparent)]
     Io(#[from] std::io::Error),
-    /// The ask's state file does not parse.
-    #[error(transparent)]
-    AskState(#[from] serde_json::Error),
+    /// The ask's state file does not parse: the ask it named is unknown, so every open ask
+    /// of the node is withdrawn and a new one placed.
+    #[error("the ask's state file {} is damaged", path.display())]
+    DamagedAsk {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// The configured GPU source; a simulated node's ids derive from its name, so they stay the
@@ -76,25 +84,78 @@ struct AskState {
     order: Option<u64>,
 }
 
-/// Writes `value` as JSON durably (temporary file, fsync, rename).
-fn save_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), AgentError> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(serde_json::to_string(value)?.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
+/// Writes the ask's state whole and durably ([`durable::write_atomic`]).
+fn save_ask(path: &Path, ask: &AskState) -> Result<(), AgentError> {
+    let json = serde_json::to_vec(ask).expect("a string and a number serialize");
+    durable::write_atomic(path, &json, 0o600)?;
     Ok(())
 }
 
+/// How far the agent's clock may be from the engine's. A lease the market has not shown
+/// ended is listed until this long after its end by the agent's clock, so a clock that runs
+/// ahead never drops a lease the engine still holds (listing one the engine has ended is
+/// ignored by it).
+const CLOCK_SKEW: TimeDelta = TimeDelta::seconds(60);
+
+/// A lease the market holds open on this node (created or running), as the agent last read
+/// it. Kept in `state/leases.json`, so a restarted agent lists the leases it knew before the
+/// API answers again.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OpenLease {
+    pub id: u64,
+    pub gpus: u32,
+    pub ends_at: DateTime<Utc>,
+    /// The buyer gave it a job.
+    pub job: bool,
+}
+
+impl From<&LeaseInfo> for OpenLease {
+    fn from(l: &LeaseInfo) -> OpenLease {
+        OpenLease {
+            id: l.id,
+            gpus: l.gpus,
+            ends_at: l.ends_at,
+            job: l.job.is_some(),
+        }
+    }
+}
+
+/// The known open leases in `path`. A damaged file is read as none (and said so): the
+/// next read of the market gives them again.
+fn load_leases(path: &Path) -> Result<Vec<OpenLease>, AgentError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            error!(path = %path.display(), error = %e,
+                   "the known leases' file is damaged; they are read from the market again");
+            Vec::new()
+        })),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The node's open leases as the market has them now.
+struct MarketLeases {
+    /// By id, each once.
+    leases: Vec<LeaseInfo>,
+    /// They are all of them: every page was whole, and their GPUs add up to what the engine
+    /// holds in the node's leases. Only then does a lease's absence mean it ended.
+    all: bool,
+}
+
 /// What one [`Agent::step`] did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Step {
     /// Asks placed, resized or withdrawn.
     pub asks_changed: usize,
     pub started: usize,
+    /// Jobs stopped because the market ended their lease.
     pub cancelled: usize,
-    pub ended: usize,
+    /// Jobs whose log tail and outcome went to the buyer.
+    pub outcomes_sent: usize,
+    /// The leases this round's report listed healthy; `None` when there was no report (the
+    /// GPUs could not be read).
+    pub healthy_leases: Option<Vec<u64>>,
     pub flushed: Flushed,
 }
 
@@ -111,6 +172,10 @@ pub struct Agent {
     ask_ids: Sequence,
     /// The latest readings, for the health of each GPU.
     last: Vec<gpu::GpuReading>,
+    /// The node's open leases as last read from the market, by id.
+    leases: Vec<OpenLease>,
+    /// What the latest report listed healthy.
+    last_healthy: Vec<u64>,
     client: Client,
 }
 
@@ -133,6 +198,7 @@ impl Agent {
         }
         info!(source = ?source.kind(), gpus = gpus.len(), "GPUs discovered");
         let key = keys::load_or_create(&config.state_dir.join("node.key"))?;
+        let api_key = keys::read_private(&config.api_key_file)?;
         let outbox = Outbox::open(&config.state_dir, config.outbox_capacity)?;
         let sequence = Sequence::open(config.state_dir.join("sequence"))?;
         let ask_ids = Sequence::open(config.state_dir.join("ask-ids"))?;
@@ -142,12 +208,11 @@ impl Agent {
             jobs::Vendor::Nvidia
         };
         let jobs = jobs::Runner::open(&config.state_dir, vendor)?;
-        let api_key =
-            std::fs::read_to_string(&config.api_key_file).map_err(|source| AgentError::ApiKey {
-                path: config.api_key_file.clone(),
-                source,
-            })?;
-        let client = Client::new(&config.api_url, &api_key);
+        if outbox.set_aside_damaged()? > 0 {
+            jobs.report_starts_again()?;
+        }
+        let leases = load_leases(&config.state_dir.join("leases.json"))?;
+        let client = Client::new(&config.api_url, api_key.trim());
         Ok(Agent {
             config,
             source,
@@ -158,6 +223,8 @@ impl Agent {
             sequence,
             ask_ids,
             last: Vec::new(),
+            leases,
+            last_healthy: Vec::new(),
             client,
         })
     }
@@ -175,11 +242,18 @@ impl Agent {
         )
     }
 
-    /// Samples the GPUs, signs a report and puts it in the outbox.
+    /// The node's open leases as the agent knows them (from the market, or from before a
+    /// restart until the market answers).
+    pub fn open_leases(&self) -> &[OpenLease] {
+        &self.leases
+    }
+
+    /// Samples the GPUs, signs a report (the GPUs, `leases_started`, the leases healthy
+    /// now) and puts it in the outbox.
     pub fn report(&mut self, leases_started: &[u64]) -> Result<u64, AgentError> {
         let readings = self.source.sample()?;
+        let healthy = self.healthy_leases(&readings)?;
         let sequence = self.sequence.take()?;
-        self.last = readings.clone();
         let signed = report::sign(
             &self.key,
             &self.config.node,
@@ -190,63 +264,114 @@ impl Agent {
             &self.gpus,
             &readings,
             leases_started,
+            &healthy,
         );
         self.outbox.push(&signed)?;
+        self.last = readings;
+        self.last_healthy = healthy;
         Ok(sequence)
     }
 
-    /// One round of the agent's work: start the jobs of new leases on this node, stop jobs
-    /// whose lease ended in the market, report (telemetry, heartbeat, the starts not yet
-    /// reported), keep the ask to the free healthy GPUs, send the outbox, and end in the
-    /// market the leases whose jobs are over. The
-    /// API being away only postpones the parts that need it.
+    /// The known open leases this node serves now, by id: every one not past its end (by
+    /// [`CLOCK_SKEW`]) whose job is not lost and whose GPUs are in `readings`. A lease
+    /// whose job has not been given is healthy while enough offered GPUs are present and
+    /// idle for it (lowest lease first); one whose job was given but never started here
+    /// (no free GPU, or it did not spawn) is not.
+    ///
+    /// A GPU is present when `readings` read it, its memory size included: a GPU that
+    /// answers nothing (fallen off the bus) is missing. Heat and ECC errors only withdraw
+    /// the ask; they do not fail a buyer's lease.
+    fn healthy_leases(&self, readings: &[gpu::GpuReading]) -> Result<Vec<u64>, AgentError> {
+        let now = Utc::now();
+        let now_ms = now.timestamp_millis().max(0) as u64;
+        let present = |index: u32| {
+            readings
+                .iter()
+                .any(|r| r.index == index && r.memory_total_mb.is_some())
+        };
+        let jobs = self.jobs.jobs()?;
+        let held: Vec<u32> = jobs
+            .iter()
+            .filter(|j| j.holds_gpus(now_ms))
+            .flat_map(|j| j.gpus.iter().copied())
+            .collect();
+        let mut idle = self
+            .offered()
+            .into_iter()
+            .filter(|i| present(*i) && !held.contains(i));
+        let mut healthy = Vec::new();
+        for lease in self.leases.iter().filter(|l| now < l.ends_at + CLOCK_SKEW) {
+            let serving = match jobs.iter().find(|j| j.lease == lease.id) {
+                // A job still `starting` did not spawn: it is lost at the next poll.
+                Some(job) => {
+                    !job.lease_ended
+                        && !matches!(
+                            job.status,
+                            jobs::JobStatus::Lost | jobs::JobStatus::Starting
+                        )
+                        && job.gpus.iter().all(|g| present(*g))
+                }
+                // Given, and not started though its term is not over.
+                None if lease.job && now < lease.ends_at => false,
+                None => idle.by_ref().take(lease.gpus as usize).count() == lease.gpus as usize,
+            };
+            if serving {
+                healthy.push(lease.id);
+            }
+        }
+        Ok(healthy)
+    }
+
+    /// One round of the agent's work, meant to run every `interval_secs`:
+    ///
+    /// 1. brings the jobs up to date (exits; jobs at their lease's end killed with their
+    ///    process group; jobs whose process is gone without an exit status lost);
+    /// 2. reads the node's open leases from the market: stops the jobs of leases it ended
+    ///    and starts the jobs of new ones, to be killed at the lease's end (`ends_at`);
+    /// 3. reports: telemetry, the heartbeat, the starts not yet reported, and the leases
+    ///    healthy now;
+    /// 4. sends the outbox, and keeps the ask to the free healthy GPUs;
+    /// 5. sends the log tail and outcome of each job that ended, for its buyer. The lease
+    ///    goes on (it is the buyer's time) until the buyer stops it or its term ends.
+    ///
+    /// The API being away only postpones the parts that need it; the report is made all
+    /// the same, from the leases known before, and waits in the outbox.
     pub fn step(&mut self) -> Result<Step, AgentError> {
         let mut step = Step::default();
-        match self.client.leases("created") {
-            Ok(leases) => {
-                for lease in leases.into_iter().filter(|l| l.node == self.config.node) {
-                    let (Some(spec), None) = (lease.job.clone(), self.jobs.get(lease.id)?) else {
-                        continue;
-                    };
-                    let Some(gpus) = self.free_gpus(lease.gpus)? else {
-                        tracing::warn!(
-                            lease = lease.id,
-                            gpus = lease.gpus,
-                            "not enough free GPUs for the lease"
-                        );
-                        continue;
-                    };
-                    let limit = std::time::Duration::from_secs(u64::from(lease.hours) * 3_600);
-                    self.jobs.start(lease.id, spec, gpus, limit)?;
-                    info!(lease = lease.id, "job started");
-                    step.started += 1;
-                }
-            }
-            Err(e) => info!(error = %e, "leases not read this round"),
-        }
-        if let Ok(ended) = self.client.leases("ended") {
-            for lease in ended {
-                if let Some(job) = self.jobs.get(lease.id)? {
-                    if !job.status.is_over() {
-                        self.jobs.cancel(lease.id)?;
-                        // The market ended it: nothing to report back.
-                        self.jobs.mark_reported(lease.id)?;
-                        step.cancelled += 1;
-                    }
-                }
-            }
-        }
         self.jobs.poll()?;
+        match self.read_leases() {
+            Ok(market) => self.follow(market, &mut step)?,
+            Err(e) => info!(error = %e, "leases not read this round; the known ones are listed"),
+        }
         let unreported: Vec<u64> = self
             .jobs
             .jobs()?
             .iter()
-            .filter(|j| !j.start_reported && !matches!(j.status, jobs::JobStatus::Lost))
+            // Spawned: never one still `starting` (it did not spawn) or lost.
+            .filter(|j| {
+                !j.start_reported
+                    && !matches!(j.status, jobs::JobStatus::Lost | jobs::JobStatus::Starting)
+            })
             .map(|j| j.lease)
             .collect();
-        self.report(&unreported)?;
-        for lease in &unreported {
-            self.jobs.mark_start_reported(*lease)?;
+        match self.report(&unreported) {
+            Ok(_) => {
+                for lease in &unreported {
+                    self.jobs.mark_start_reported(*lease)?;
+                }
+                step.healthy_leases = Some(self.last_healthy.clone());
+            }
+            // Nothing is known of the GPUs this round: no report rather than a false one.
+            // The heartbeat timeout is three intervals, so one such round fails nothing.
+            Err(AgentError::Gpu(e)) => {
+                warn!(error = %e, "the GPUs could not be read: no report this round")
+            }
+            Err(e) => return Err(e),
+        }
+        // The heartbeat goes out before anything else waits on the API.
+        step.flushed = self.flush()?;
+        if step.flushed.damaged > 0 {
+            self.jobs.report_starts_again()?;
         }
         // After the report: the health checks use this round's readings.
         if self.config.offer.is_some() {
@@ -254,44 +379,117 @@ impl Agent {
                 info!(error = %e, "the ask was not updated this round");
             }
         }
-        step.flushed = self.flush()?;
-        let now = Utc::now().timestamp_millis().max(0) as u64;
         for job in self.jobs.jobs()? {
-            if !job.status.is_over() || job.end_reported || !job.start_reported {
+            let Some(outcome) = job.outcome().filter(|_| !job.outcome_sent) else {
                 continue;
-            }
-            let failed = job.status == jobs::JobStatus::Lost;
-            // The buyer's copy of the output first; a failure here only loses the copy.
-            let outcome = match &job.status {
-                jobs::JobStatus::Exited { code } => format!("exited {code}"),
-                jobs::JobStatus::Killed { reason } => format!("killed: {reason}"),
-                other => format!("{other:?}").to_lowercase(),
             };
-            if let Err(e) =
-                self.client
-                    .job_log(job.lease, &self.jobs.log_tail(job.lease)?, Some(&outcome))
-            {
-                info!(lease = job.lease, error = %e, "the job's log was not sent");
-            }
             match self
                 .client
-                .end_lease(job.lease, job.hours_used(now), failed)
+                .job_log(job.lease, &self.jobs.log_tail(job.lease)?, Some(&outcome))
             {
                 Ok(()) => {
-                    self.jobs.mark_reported(job.lease)?;
-                    step.ended += 1;
+                    self.jobs.mark_outcome_sent(job.lease)?;
+                    step.outcomes_sent += 1;
                 }
-                Err(ClientError::Refused {
-                    code: ErrorCode::UnknownLease,
-                    ..
-                }) => {
-                    // Ended already (by the buyer, or by this agent before a crash).
-                    self.jobs.mark_reported(job.lease)?;
+                Err(ClientError::Refused { code, message }) => {
+                    // Asking again gets the same answer.
+                    warn!(lease = job.lease, %code, message, "the job's outcome was refused");
+                    self.jobs.mark_outcome_sent(job.lease)?;
                 }
-                Err(e) => info!(lease = job.lease, error = %e, "lease end not reported yet"),
+                Err(e) => info!(lease = job.lease, error = %e, "the job's outcome not sent yet"),
             }
         }
         Ok(step)
+    }
+
+    /// The node's open leases as the market has them: `created` read before `running` (a
+    /// lease only moves forward, so one open through both reads is in at least one), then
+    /// the GPUs the engine holds in the node's leases, to tell whether that is all of them.
+    fn read_leases(&self) -> Result<MarketLeases, ClientError> {
+        let created = self.client.leases("created")?;
+        let running = self.client.leases("running")?;
+        let whole = created.complete && running.complete;
+        let mut by_id = std::collections::BTreeMap::new();
+        for lease in created.leases.into_iter().chain(running.leases) {
+            if lease.node == self.config.node {
+                // Read as running after created: the later state.
+                by_id.insert(lease.id, lease);
+            }
+        }
+        let leases: Vec<LeaseInfo> = by_id.into_values().collect();
+        let gpus: u64 = leases.iter().map(|l| u64::from(l.gpus)).sum();
+        let all = whole
+            && match self.client.node_state(&self.config.node, None) {
+                Ok((leased, _)) => u64::from(leased) == gpus,
+                Err(e) => {
+                    info!(error = %e, "the engine's count of leased GPUs not read this round");
+                    false
+                }
+            };
+        Ok(MarketLeases { leases, all })
+    }
+
+    /// Follows the market's leases: stops the jobs of leases it ended (only when the read
+    /// is known to hold all of them), starts the jobs of new ones, and keeps the leases
+    /// known.
+    fn follow(&mut self, market: MarketLeases, step: &mut Step) -> Result<(), AgentError> {
+        let now = Utc::now();
+        if market.all {
+            for job in self.jobs.jobs()? {
+                if job.lease_ended || market.leases.iter().any(|l| l.id == job.lease) {
+                    continue;
+                }
+                let was_running = !job.status.is_over();
+                self.jobs.lease_ended(job.lease)?;
+                if was_running {
+                    info!(lease = job.lease, "the market ended the lease: job stopped");
+                    step.cancelled += 1;
+                }
+            }
+        }
+        for lease in market.leases.iter().filter(|l| l.status == "created") {
+            let Some(spec) = lease.job.clone() else {
+                continue;
+            };
+            if lease.ends_at <= now || self.jobs.get(lease.id)?.is_some() {
+                continue;
+            }
+            let Some(gpus) = self.free_gpus(lease.gpus)? else {
+                warn!(
+                    lease = lease.id,
+                    gpus = lease.gpus,
+                    "not enough free GPUs for the lease: it is not listed healthy"
+                );
+                continue;
+            };
+            match self.jobs.start(lease.id, spec, gpus, lease.ends_at) {
+                Ok(_) => {
+                    info!(lease = lease.id, ends_at = %lease.ends_at, "job started");
+                    step.started += 1;
+                }
+                Err(e) => warn!(
+                    lease = lease.id,
+                    error = %e,
+                    "the job did not start: its lease is not listed healthy"
+                ),
+            }
+        }
+        let mut known: Vec<OpenLease> = market.leases.iter().map(OpenLease::from).collect();
+        if !market.all {
+            // Not shown now, but not known to have ended either: kept to its end.
+            for old in &self.leases {
+                if now < old.ends_at + CLOCK_SKEW && !known.iter().any(|l| l.id == old.id) {
+                    known.push(old.clone());
+                }
+            }
+            known.sort_by_key(|l| l.id);
+        }
+        if known != self.leases {
+            let json = serde_json::to_vec(&known).expect("numbers, times and flags serialize");
+            durable::write_atomic(&self.config.state_dir.join("leases.json"), &json, 0o600)?;
+            self.leases = known;
+        }
+        Ok(())
     }
 
     /// Keeps one ask in the book for the GPUs that are offered, healthy, and not in a lease
@@ -314,8 +512,24 @@ impl Agent {
         };
         let usable = self.offered().into_iter().filter(|i| healthy(*i)).count() as u32;
         let path = self.config.state_dir.join("ask.json");
-        let mut ask: Option<AskState> = match std::fs::read_to_string(&path) {
-            Ok(text) => Some(serde_json::from_str(&text)?),
+        let mut ask: Option<AskState> = match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(ask) => Some(ask),
+                Err(source) => {
+                    let damage = AgentError::DamagedAsk {
+                        path: path.clone(),
+                        source,
+                    };
+                    error!(error = %damage, "withdrawing every open ask of the node");
+                    // The file goes only once they are withdrawn: an API that is away leaves
+                    // it for the next round.
+                    for (order, _, _) in self.client.open_asks(&self.config.node)? {
+                        self.client.cancel_order(order)?;
+                    }
+                    std::fs::remove_file(&path)?;
+                    None
+                }
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e.into()),
         };
@@ -326,12 +540,12 @@ impl Agent {
             order: None,
         }) = &ask
         {
-            let order = self.place(client_id, &offer, usable.max(1))?;
-            ask = Some(AskState {
+            let placed = AskState {
                 client_id: client_id.clone(),
-                order: Some(order),
-            });
-            save_json(&path, &ask)?;
+                order: Some(self.place(client_id, &offer, usable.max(1))?),
+            };
+            save_ask(&path, &placed)?;
+            ask = Some(placed);
         }
         // One read of the engine: the leases and the ask at the same instant, so a fill is
         // seen in both or in neither.
@@ -363,7 +577,7 @@ impl Agent {
                 // Unique per provider account across its nodes and restarts.
                 let client_id =
                     ((u128::from(node_hash) << 64) | u128::from(self.ask_ids.take()?)).to_string();
-                save_json(
+                save_ask(
                     &path,
                     &AskState {
                         client_id: client_id.clone(),
@@ -371,7 +585,7 @@ impl Agent {
                     },
                 )?;
                 let order = self.place(&client_id, &offer, wanted)?;
-                save_json(
+                save_ask(
                     &path,
                     &AskState {
                         client_id,
@@ -404,7 +618,7 @@ impl Agent {
         )
     }
 
-    /// The GPUs the node's unfinished jobs hold.
+    /// The GPUs the node's unfinished jobs run on.
     fn gpus_in_jobs(&self) -> Result<Vec<u32>, AgentError> {
         Ok(self
             .jobs
@@ -425,13 +639,28 @@ impl Agent {
             .collect()
     }
 
-    /// `count` GPU indices no running job uses, lowest first.
+    /// `count` offered GPU indices no other lease's job holds and the last readings did
+    /// not miss, lowest first.
     fn free_gpus(&self, count: u32) -> Result<Option<Vec<u32>>, AgentError> {
-        let busy = self.gpus_in_jobs()?;
+        let now_ms = Utc::now().timestamp_millis().max(0) as u64;
+        let held: Vec<u32> = self
+            .jobs
+            .jobs()?
+            .iter()
+            .filter(|j| j.holds_gpus(now_ms))
+            .flat_map(|j| j.gpus.clone())
+            .collect();
+        let missing = |i: u32| {
+            !self.last.is_empty()
+                && !self
+                    .last
+                    .iter()
+                    .any(|r| r.index == i && r.memory_total_mb.is_some())
+        };
         let free: Vec<u32> = self
             .offered()
             .into_iter()
-            .filter(|i| !busy.contains(i))
+            .filter(|i| !held.contains(i) && !missing(*i))
             .take(count as usize)
             .collect();
         Ok((free.len() == count as usize).then_some(free))

@@ -90,13 +90,17 @@ fn main() -> Result<()> {
                 class,
                 region,
                 source,
-                interval_secs: 60,
+                interval_secs: provider_agent::config::DEFAULT_INTERVAL_SECS,
                 state_dir: PathBuf::from("state"),
                 outbox_capacity: 10_000,
                 simulated: Default::default(),
                 offer: None,
             };
-            std::fs::write(&path, toml::to_string_pretty(&config)?)?;
+            provider_agent::durable::write_atomic(
+                &path,
+                toml::to_string_pretty(&config)?.as_bytes(),
+                0o644,
+            )?;
             let mut out = std::io::stdout().lock();
             writeln!(out, "wrote {}", path.display())?;
             writeln!(
@@ -104,9 +108,11 @@ fn main() -> Result<()> {
                 "node public key: {}",
                 keys::hex(key.verifying_key().as_bytes())
             )?;
+            // The agent refuses a key file others can read: the umask makes it 0600.
             writeln!(
                 out,
-                "put the provider's API key in {} (gpumarket keys create --role provider --account N)",
+                "put the provider's API key in {} with mode 0600:\n  (umask 077; gpumarket keys create --role provider --account N > {})",
+                dir.join("provider.key").display(),
                 dir.join("provider.key").display()
             )?;
             Ok(())
@@ -155,35 +161,41 @@ fn main() -> Result<()> {
                 provider_agent::jobs::Vendor::Nvidia,
             )?
             .jobs()?;
-            // What the market says about the node, when the API answers.
-            let client = provider_agent::client::Client::new(
-                &config.api_url,
-                &std::fs::read_to_string(&config.api_key_file).unwrap_or_default(),
-            );
-            let on_node = |status| {
-                client.leases(status).map(|leases| {
-                    leases
-                        .into_iter()
-                        .filter(|l| l.node == config.node)
-                        .map(|l| json!({"lease": l.id, "gpus": l.gpus, "hours": l.hours, "job": l.job.is_some()}))
-                        .collect::<Vec<_>>()
-                })
-            };
-            let market = match (
-                client.open_asks(&config.node),
-                on_node("created"),
-                on_node("running"),
-            ) {
-                (Ok(asks), Ok(created), Ok(running)) => json!({
-                    "asks": asks
-                        .iter()
-                        .map(|(order, filled, open)| json!({"order": order, "filled": filled, "open": open}))
-                        .collect::<Vec<_>>(),
-                    "leases_created": created,
-                    "leases_running": running,
-                }),
-                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-                    json!({"unavailable": e.to_string()})
+            // What the market says about the node, when the API answers (and the key is
+            // readable by its owner only, as the agent wants it).
+            let market = match keys::read_private(&config.api_key_file) {
+                Err(e) => json!({"unavailable": e.to_string()}),
+                Ok(key) => {
+                    let client = provider_agent::client::Client::new(&config.api_url, key.trim());
+                    let on_node = |status| {
+                        client.leases(status).map(|page| {
+                            page.leases
+                                .into_iter()
+                                .filter(|l| l.node == config.node)
+                                .map(|l| {
+                                    json!({"lease": l.id, "gpus": l.gpus, "hours": l.hours,
+                                                "ends_at": l.ends_at, "job": l.job.is_some()})
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                    };
+                    match (
+                        client.open_asks(&config.node),
+                        on_node("created"),
+                        on_node("running"),
+                    ) {
+                        (Ok(asks), Ok(created), Ok(running)) => json!({
+                            "asks": asks
+                                .iter()
+                                .map(|(order, filled, open)| json!({"order": order, "filled": filled, "open": open}))
+                                .collect::<Vec<_>>(),
+                            "leases_created": created,
+                            "leases_running": running,
+                        }),
+                        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                            json!({"unavailable": e.to_string()})
+                        }
+                    }
                 }
             };
             let status = json!({
@@ -195,7 +207,8 @@ fn main() -> Result<()> {
                 "outbox": outbox.len()?,
                 "jobs": jobs
                     .iter()
-                    .map(|j| json!({"lease": j.lease, "gpus": j.gpus, "status": j.status}))
+                    .map(|j| json!({"lease": j.lease, "gpus": j.gpus, "status": j.status,
+                                    "deadline_ms": j.deadline_ms, "lease_ended": j.lease_ended}))
                     .collect::<Vec<_>>(),
                 "market": market,
             });

@@ -2,14 +2,14 @@
 //! kept in an on-disk outbox until the API has acknowledged them.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
 use contract::{GpuSample, NodeReport};
 use ed25519_dalek::{Signer, SigningKey};
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::client::{Client, ClientError};
 use crate::gpu::{GpuIdentity, GpuReading, SourceKind};
@@ -26,11 +26,18 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    /// A queued report does not parse.
-    #[error(transparent)]
-    Report(#[from] serde_json::Error),
-    #[error("the sequence file is damaged")]
-    DamagedSequence(#[source] std::num::ParseIntError),
+    /// A queued report does not parse (torn or damaged on disk): it is set aside in
+    /// `damaged/`, never sent and never guessed at.
+    #[error("the queued report {} is damaged", path.display())]
+    DamagedReport {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// No number is known to be above every one the counter gave: its file is damaged and
+    /// the clock reads before 1970, or it reached its end. Refused rather than risk a repeat.
+    #[error("the counter {} has no next number that is sure to be new", path.display())]
+    NoNextNumber { path: PathBuf },
 }
 
 /// A report ready to send: the exact signed text and its signature.
@@ -43,7 +50,9 @@ pub struct SignedReport {
     pub starts: bool,
 }
 
-/// Builds and signs the report of one sample.
+/// Builds and signs the report of one sample: the GPUs, the lease starts not reported yet,
+/// and the leases the node holds healthy now (`healthy_leases`, the evidence a lease is
+/// charged by: the engine fails a lease it listed before and no longer lists).
 #[allow(clippy::too_many_arguments)]
 pub fn sign(
     key: &SigningKey,
@@ -55,6 +64,7 @@ pub fn sign(
     gpus: &[GpuIdentity],
     readings: &[GpuReading],
     leases_started: &[u64],
+    healthy_leases: &[u64],
 ) -> SignedReport {
     let samples = readings
         .iter()
@@ -83,6 +93,7 @@ pub fn sign(
         simulated: source == SourceKind::Simulated,
         gpus: samples,
         leases_started: leases_started.to_vec(),
+        healthy_leases: healthy_leases.to_vec(),
     })
     .expect("strings, numbers and lists always serialize");
     let signature = hex(&key.sign(report.as_bytes()).to_bytes());
@@ -101,6 +112,7 @@ pub fn sign(
 pub struct Outbox {
     dir: PathBuf,
     rejected: PathBuf,
+    damaged: PathBuf,
     capacity: usize,
 }
 
@@ -110,6 +122,8 @@ pub struct Flushed {
     pub sent: usize,
     pub duplicates: usize,
     pub rejected: usize,
+    /// Reports found damaged on disk and set aside in `damaged/`.
+    pub damaged: usize,
     /// Reports still waiting (the API is unreachable).
     pub waiting: usize,
 }
@@ -118,13 +132,49 @@ impl Outbox {
     pub fn open(state_dir: &Path, capacity: usize) -> Result<Outbox, StoreError> {
         let dir = state_dir.join("outbox");
         let rejected = state_dir.join("rejected");
-        fs::create_dir_all(&dir)?;
-        fs::create_dir_all(&rejected)?;
+        let damaged = state_dir.join("damaged");
+        for d in [&dir, &rejected, &damaged] {
+            fs::create_dir_all(d)?;
+        }
         Ok(Outbox {
             dir,
             rejected,
+            damaged,
             capacity: capacity.max(1),
         })
+    }
+
+    /// Reads a queued report. One that does not parse is moved to `damaged/` and read as
+    /// none: sending it could only be refused, and keeping it would stop every later one.
+    fn read(&self, path: &Path) -> Result<Option<SignedReport>, StoreError> {
+        let bytes = fs::read(path).map_err(|source| StoreError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        match serde_json::from_slice(&bytes) {
+            Ok(report) => Ok(Some(report)),
+            Err(source) => {
+                let damage = StoreError::DamagedReport {
+                    path: path.to_owned(),
+                    source,
+                };
+                error!(error = %damage, "a queued report is damaged; set aside in damaged/");
+                fs::rename(path, self.damaged.join(path.file_name().expect("a file")))?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Sets aside every damaged report (at start-up: a crash or a disk may have torn one);
+    /// returns how many there were.
+    pub fn set_aside_damaged(&self) -> Result<usize, StoreError> {
+        let mut damaged = 0;
+        for path in self.files()? {
+            if self.read(&path)?.is_none() {
+                damaged += 1;
+            }
+        }
+        Ok(damaged)
     }
 
     fn files(&self) -> Result<Vec<PathBuf>, StoreError> {
@@ -145,21 +195,21 @@ impl Outbox {
         Ok(self.len()? == 0)
     }
 
-    /// Puts a report in the outbox, durably (temporary file, fsync, rename).
+    /// Puts a report in the outbox, durably and whole ([`crate::durable::write_atomic`]).
     pub fn push(&self, report: &SignedReport) -> Result<(), StoreError> {
         let name = format!("{:020}.json", report.sequence);
-        let tmp = self.dir.join(format!("{name}.tmp"));
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(serde_json::to_string(report)?.as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&tmp, self.dir.join(name))?;
+        let json = serde_json::to_vec(report).expect("strings, numbers and flags serialize");
+        crate::durable::write_atomic(&self.dir.join(name), &json, 0o600)?;
         let files = self.files()?;
         let mut over = files.len().saturating_sub(self.capacity);
         for path in files {
             if over == 0 {
                 break;
             }
-            let queued: SignedReport = serde_json::from_str(&fs::read_to_string(&path)?)?;
+            let Some(queued) = self.read(&path)? else {
+                over -= 1;
+                continue;
+            };
             if !queued.starts {
                 warn!(
                     sequence = queued.sequence,
@@ -177,11 +227,10 @@ impl Outbox {
         let mut done = Flushed::default();
         let files = self.files()?;
         for (i, path) in files.iter().enumerate() {
-            let text = fs::read_to_string(path).map_err(|source| StoreError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            let queued: SignedReport = serde_json::from_str(&text)?;
+            let Some(queued) = self.read(path)? else {
+                done.damaged += 1;
+                continue;
+            };
             match client.submit_report(&queued.report, &queued.signature) {
                 Ok(receipt) => {
                     if receipt.duplicate {
@@ -229,12 +278,42 @@ pub struct Sequence {
 }
 
 impl Sequence {
-    /// The counter kept in `path`.
+    /// The counter kept in `path`: the next number, in digits, and a newline.
+    ///
+    /// A file that is not exactly that (torn, or damaged by the disk) must not be read as a
+    /// smaller number, which would be given again. The counter then continues from the
+    /// clock's microseconds since 1970, which are above every number it ever gave: each
+    /// number taken costs a write and an fsync of this file, far more than a microsecond, so
+    /// the counter never gains on the clock, whether it started at 1 or at an earlier
+    /// recovery.
     pub fn open(path: PathBuf) -> Result<Sequence, StoreError> {
-        let next = match fs::read_to_string(&path) {
-            Ok(text) => text.trim().parse().map_err(StoreError::DamagedSequence)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 1,
-            Err(e) => return Err(e.into()),
+        let next = match fs::read(&path) {
+            Ok(bytes) => match bytes
+                .strip_suffix(b"\n")
+                .filter(|d| !d.is_empty() && d.iter().all(u8::is_ascii_digit))
+            {
+                Some(digits) => std::str::from_utf8(digits)
+                    .ok()
+                    .and_then(|d| d.parse().ok())
+                    .filter(|n| *n > 0),
+                None => None,
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(1),
+            Err(source) => return Err(StoreError::Read { path, source }),
+        };
+        let next = match next {
+            Some(next) => next,
+            None => {
+                let floor = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .ok()
+                    .and_then(|d| u64::try_from(d.as_micros()).ok())
+                    .filter(|f| *f > 0)
+                    .ok_or_else(|| StoreError::NoNextNumber { path: path.clone() })?;
+                error!(path = %path.display(), next = floor,
+                       "the counter's file is damaged; continuing from the clock, above every number it gave");
+                floor
+            }
         };
         Ok(Sequence { path, next })
     }
@@ -243,12 +322,13 @@ impl Sequence {
     /// never reuse one.
     pub fn take(&mut self) -> Result<u64, StoreError> {
         let taken = self.next;
-        let tmp = self.path.with_extension("tmp");
-        let mut file = fs::File::create(&tmp)?;
-        writeln!(file, "{}", taken + 1)?;
-        file.sync_all()?;
-        fs::rename(&tmp, &self.path)?;
-        self.next = taken + 1;
+        let next = taken
+            .checked_add(1)
+            .ok_or_else(|| StoreError::NoNextNumber {
+                path: self.path.clone(),
+            })?;
+        crate::durable::write_atomic(&self.path, format!("{next}\n").as_bytes(), 0o600)?;
+        self.next = next;
         Ok(taken)
     }
 }

@@ -14,7 +14,13 @@ use std::process::{Command, ExitStatus};
 pub fn npm_modules(name: &str, packages: &[&str]) -> PathBuf {
     installed(name, "node_modules", |scratch| {
         Command::new("npm")
-            .args(["install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix"])
+            .args([
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+                "--prefix",
+            ])
             .arg(scratch)
             .args(packages)
             .status()

@@ -6,11 +6,13 @@ use std::time::Duration;
 use api::testing::{Market, T_BUYER};
 use api::Limits;
 use api_client::mutations::{
-    AmendOrder, AmendOrderVariables, CancelOrder, CancelOrderVariables, ConfirmSettlement,
+    AdminEndLease, AdminEndLeaseVariables, AmendOrder, AmendOrderVariables, CancelOrder,
+    CancelOrderVariables, ConfigureMarket, ConfigureMarketVariables, ConfirmSettlement,
     ConfirmSettlementVariables, CreateApiKey, CreateApiKeyVariables, CreateMarket,
     CreateMarketVariables, CreditChainDeposit, CreditChainDepositVariables, CreditDeposit,
     CreditDepositVariables, EndLease, EndLeaseVariables, FailSettlement, FailSettlementVariables,
-    OpenSettlement, OpenSettlementVariables, PlaceOrder, PlaceOrderVariables, SubmitJob,
+    OpenSettlement, OpenSettlementVariables, PlaceOrder, PlaceOrderVariables, RequestWithdrawal,
+    RequestWithdrawalVariables, SetPayoutAddress, SetPayoutAddressVariables, SubmitJob,
     SubmitJobVariables, SubmitNodeReport, SubmitNodeReportVariables,
 };
 use api_client::queries::{
@@ -20,7 +22,8 @@ use api_client::queries::{
 };
 use api_client::subscriptions::MyOrderUpdates;
 use api_client::types::{
-    AskInput, BidInput, LeaseRole, OrderStatus, PlaceOrderInput, Role, TimeInForce,
+    AskInput, BidInput, LeaseRole, MarketConfigInput, NodeRefInput, OrderStatus, PlaceOrderInput,
+    Role, TimeInForce,
 };
 use api_client::{
     AsyncClient, Client, ClientError, ErrorCode, Id, MutationBuilder, QueryBuilder,
@@ -38,7 +41,7 @@ fn create_market() -> CreateMarketVariables {
 
 fn order(client_order_id: &str, gpus: u64, side: Side) -> PlaceOrderVariables {
     let (bid, ask) = match side {
-        Side::Bid => (Some(BidInput { hours: U64(1) }), None),
+        Side::Bid => (Some(BidInput::new(U64(1))), None),
         Side::Ask => (
             None,
             Some(AskInput {
@@ -175,6 +178,7 @@ fn answers_are_typed_and_refusals_carry_their_code_through_both_transports() {
             .run(&CreditDeposit::build(CreditDepositVariables {
                 account: Id::new(T_BUYER.to_string()),
                 amount: "100".to_owned(),
+                idempotency_key: None,
             }))
             .await
             .unwrap()
@@ -228,6 +232,7 @@ fn a_subscription_delivers_typed_updates_and_refusals() {
         .run(&CreditDeposit::build(CreditDepositVariables {
             account: Id::new(T_BUYER.to_string()),
             amount: "100".to_owned(),
+            idempotency_key: None,
         }))
         .unwrap();
     let buyer = Client::new(&m.url, &m.buyer).with_timeout(Duration::from_secs(10));
@@ -301,6 +306,57 @@ fn every_operation_answers_in_its_types() {
     assert_eq!(
         (markets[0].id.as_str(), markets[0].fee_bps),
         ("H100-80GB", U64(300))
+    );
+    assert_eq!(
+        (
+            markets[0].charge_period_seconds,
+            markets[0].heartbeat_timeout_ms,
+            markets[0].report_interval_ms
+        ),
+        (U64(3_600), U64(30_000), U64(10_000)),
+        "the defaults"
+    );
+    let configured = admin
+        .run(&ConfigureMarket::build(ConfigureMarketVariables {
+            market: "H100-80GB".to_owned(),
+            config: MarketConfigInput {
+                charge_period_seconds: Some(U64(600)),
+                heartbeat_timeout_ms: Some(U64(45_000)),
+                model_names: Some(vec!["NVIDIA H100 80GB HBM3".to_owned()]),
+                ..MarketConfigInput::default()
+            },
+        }))
+        .unwrap()
+        .configure_market;
+    assert_eq!(
+        (
+            configured.charge_period_seconds,
+            configured.heartbeat_timeout_ms,
+            configured.report_interval_ms,
+            configured.model_names
+        ),
+        (
+            U64(600),
+            U64(45_000),
+            U64(10_000),
+            vec!["NVIDIA H100 80GB HBM3".to_owned()]
+        )
+    );
+    assert_eq!(
+        refused(admin.run(&ConfigureMarket::build(ConfigureMarketVariables {
+            market: "H100-80GB".to_owned(),
+            config: MarketConfigInput {
+                charge_period_seconds: Some(U64(7)),
+                ..MarketConfigInput::default()
+            },
+        }))),
+        ErrorCode::Validation
+    );
+    m.projected();
+    let market = &admin.run(&MarketsQuery::build(())).unwrap().markets[0];
+    assert_eq!(
+        (market.charge_period_seconds, market.heartbeat_timeout_ms),
+        (U64(600), U64(45_000))
     );
     let key = admin
         .run(&CreateApiKey::build(CreateApiKeyVariables {
@@ -409,16 +465,91 @@ fn every_operation_answers_in_its_types() {
     let ended = buyer
         .run(&EndLease::build(EndLeaseVariables {
             lease_id: Id::new(lease.0.to_string()),
-            hours_used: "0.5".to_owned(),
-            provider_failed: false,
         }))
         .unwrap()
         .end_lease;
     assert_eq!(
-        (ended.lease_id, ended.hours_used),
-        (lease, Decimal::new(5, 1))
+        (ended.lease_id, ended.cause.as_str()),
+        (lease, "buyer_stopped")
+    );
+    assert_eq!(ended.charged_until, ended.ended_at);
+    // One GPU at 2.00 for an hour cost 2.00: what was not charged came back.
+    assert!(ended.charged > Decimal::ZERO, "{ended:?}");
+    assert_eq!(ended.charged + ended.refunded, Decimal::new(2, 0));
+    assert_eq!(ended.rebid_order_id, None);
+    assert_eq!(
+        refused(buyer.run(&EndLease::build(EndLeaseVariables {
+            lease_id: Id::new(lease.0.to_string()),
+        }))),
+        ErrorCode::LeaseEnded
+    );
+    m.projected();
+    let ended_lease = buyer
+        .run(&LeasesQuery::build(LeasesVariables {
+            role: LeaseRole::Buyer,
+            status: "ended".to_owned(),
+            first: U64(10),
+        }))
+        .unwrap()
+        .leases
+        .nodes;
+    assert_eq!(
+        (
+            ended_lease[0].close_cause.as_deref(),
+            ended_lease[0].charged_ms,
+            ended_lease[0].charged_until,
+            ended_lease[0].bid_order
+        ),
+        (
+            Some("buyer_stopped"),
+            Some(ended.charged_ms),
+            Some(ended.charged_until),
+            bid.order_id
+        )
     );
 
+    // The operator ends another lease, with a reason; a bid may carry the options.
+    let mut rebidding = order("3", 1, Side::Bid);
+    rebidding.input.bid = Some(BidInput {
+        rebid_on_failure: true,
+        exclude_nodes: vec![NodeRefInput {
+            provider: Id::new("99"),
+            node: "node-z".to_owned(),
+        }],
+        ..BidInput::new(U64(1))
+    });
+    let second = buyer
+        .run(&PlaceOrder::build(rebidding))
+        .unwrap()
+        .place_order;
+    let operator = admin
+        .run(&AdminEndLease::build(AdminEndLeaseVariables {
+            lease_id: Id::new(second.fills[0].lease_id.0.to_string()),
+            reason: "maintenance".to_owned(),
+        }))
+        .unwrap()
+        .admin_end_lease;
+    assert_eq!(
+        (
+            operator.lease_id,
+            operator.cause.as_str(),
+            operator.rebid_order_id
+        ),
+        (second.fills[0].lease_id, "operator", None),
+        "an operator's end is no provider failure: nothing is re-bid"
+    );
+
+    // Money commands with an idempotency key move once.
+    let credit = |amount: &str| {
+        admin.run(&CreditDeposit::build(CreditDepositVariables {
+            account: Id::new(T_BUYER.to_string()),
+            amount: amount.to_owned(),
+            idempotency_key: Some("67e55044-10b1-426f-9247-bb680e5fe0c8".to_owned()),
+        }))
+    };
+    assert!(!credit("5").unwrap().credit_deposit.replayed);
+    assert!(credit("5").unwrap().credit_deposit.replayed);
+    assert_eq!(refused(credit("6")), ErrorCode::IdempotencyKeyReused);
     // The bridge's side of settlement: nothing is due, so nothing opens.
     assert_eq!(
         admin
@@ -458,5 +589,30 @@ fn every_operation_answers_in_its_types() {
             reason: "test".to_owned(),
         }))),
         ErrorCode::SettlementNotOpen
+    );
+
+    // A withdrawal request with a key, retried: requested once.
+    buyer
+        .run(&SetPayoutAddress::build(SetPayoutAddressVariables {
+            address: "cosmos19rl4cm2hmr8afy4kldpxz3fka4jguq0auqdal4".to_owned(),
+        }))
+        .unwrap();
+    let withdraw = || {
+        buyer
+            .run(&RequestWithdrawal::build(RequestWithdrawalVariables {
+                amount: "1".to_owned(),
+                idempotency_key: Some("9".to_owned()),
+            }))
+            .unwrap()
+            .request_withdrawal
+    };
+    assert_eq!((withdraw().replayed, withdraw().replayed), (false, true));
+    assert_eq!(
+        buyer
+            .run(&BalanceQuery::build(()))
+            .unwrap()
+            .balance
+            .settling,
+        Decimal::new(1, 0)
     );
 }

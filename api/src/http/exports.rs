@@ -127,7 +127,7 @@ async fn export_response(
         // its break count can go in a header.
         let (csv, breaks) = state
             .db(move |conn| {
-                let report = export::reconciliation(conn, period, granularity)?;
+                let report = export::reconciliation(conn, period, granularity, None)?;
                 let mut csv = Vec::new();
                 report
                     .write_csv(&mut csv)

@@ -2,13 +2,14 @@
 //! records only, so the first answer to a command and its replay read the same.
 
 use async_graphql::SimpleObject;
+use chrono::{DateTime, Utc};
 use contract::codec::EventBody;
-use contract::{Event, OrderId, OrderStatus as Status};
+use contract::{AccountId, Amount, ErrorCode, Event, OrderId, OrderStatus as Status};
 use rust_decimal::Decimal;
 
 use crate::errors::ApiError;
-use crate::schema::six;
 use crate::schema::types::order::OrderStatus;
+use crate::schema::{six, to_time};
 
 /// The events of an answer, or its rejection as the error.
 pub fn events(answer: Vec<EventBody>) -> Result<Vec<Event>, ApiError> {
@@ -136,10 +137,13 @@ pub struct AmendResult {
     pub fills: Vec<Fill>,
 }
 
-#[derive(Debug, Clone, SimpleObject)]
+#[derive(Debug, Clone, PartialEq, Eq, SimpleObject)]
 pub struct MoneyResult {
     pub account: u64,
     pub amount: Decimal,
+    /// True when this is the answer to an earlier request with the same idempotency key:
+    /// nothing moved this time.
+    pub replayed: bool,
 }
 
 /// What became of a node report.
@@ -164,11 +168,95 @@ pub struct NewApiKey {
     pub key: String,
 }
 
-#[derive(Debug, Clone, SimpleObject)]
+/// How a lease ended: why, up to when the engine charged it, and where its money went.
+#[derive(Debug, Clone, PartialEq, SimpleObject)]
 pub struct LeaseEndResult {
     pub lease_id: u64,
+    /// Why, as the engine judged it (`buyer_stopped`, `provider_stopped`, `operator`, ...).
+    pub cause: String,
+    pub ended_at: DateTime<Utc>,
+    /// Charged up to here: now when the buyer or the operator stops it, the last heartbeat
+    /// that showed it healthy when its provider does.
+    pub charged_until: DateTime<Utc>,
+    pub charged_ms: u64,
+    /// The charged time in hours, rounded down to six places (for display).
     pub hours_used: Decimal,
+    /// Price × GPUs × charged time, each charge period's part rounded down to the
+    /// micro-unit (the engine's one rule, `contract::market`).
     pub charged: Decimal,
     pub refunded: Decimal,
     pub provider_earned: Decimal,
+    /// The bid the engine placed for the unused hours (a provider failure of a bid placed
+    /// with `rebidOnFailure`).
+    pub rebid_order_id: Option<u64>,
+}
+
+/// The end of a metered lease among an answer's events: its `LeaseClosed` and the
+/// `LeaseEnded` that moved its money (a stop the money cannot follow is refused, so both are
+/// in the answer), and its re-bid if one was placed.
+pub fn lease_end(events: &[Event]) -> Result<LeaseEndResult, ApiError> {
+    let closed = events.iter().find_map(|e| match e {
+        Event::LeaseClosed {
+            lease_id,
+            cause,
+            ended_at,
+            charged_until,
+            charged_ms,
+            ..
+        } => Some((*lease_id, cause, *ended_at, *charged_until, *charged_ms)),
+        _ => None,
+    });
+    let Some((lease, cause, ended_at, charged_until, charged_ms)) = closed else {
+        return Err(ApiError::internal("the engine closed no lease"));
+    };
+    let rebid_order_id = events.iter().find_map(|e| match e {
+        Event::OrderRebid {
+            lease_id, order_id, ..
+        } if *lease_id == lease => Some(order_id.0),
+        _ => None,
+    });
+    events
+        .iter()
+        .find_map(|e| match e {
+            Event::LeaseEnded {
+                lease_id,
+                hours_used,
+                charged,
+                refunded,
+                provider_earned,
+                ..
+            } if *lease_id == lease => Some(LeaseEndResult {
+                lease_id: lease.0,
+                cause: cause.as_str().to_owned(),
+                ended_at: to_time(ended_at),
+                charged_until: to_time(charged_until),
+                charged_ms,
+                hours_used: *hours_used,
+                charged: six(charged.to_decimal()),
+                refunded: six(refunded.to_decimal()),
+                provider_earned: six(provider_earned.to_decimal()),
+                rebid_order_id,
+            }),
+            _ => None,
+        })
+        .ok_or_else(|| ApiError::internal("the engine closed the lease but moved no money"))
+}
+
+/// The result of a money command: its own answer, or, for a retry the engine answered
+/// `ALREADY_APPLIED` (same key, same content), the same result marked `replayed`.
+pub fn money_result(
+    answer: Vec<EventBody>,
+    account: AccountId,
+    amount: Amount,
+) -> Result<MoneyResult, ApiError> {
+    let replayed = match events(answer) {
+        Ok(_) => false,
+        Err(e) if e.code == ErrorCode::AlreadyApplied => true,
+        Err(e) => return Err(e),
+    };
+    Ok(MoneyResult {
+        account: account.0,
+        amount: six(amount.to_decimal()),
+        replayed,
+    })
 }

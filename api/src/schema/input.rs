@@ -4,9 +4,9 @@
 use async_graphql::{InputObject, ID};
 use chrono::{DateTime, Utc};
 use contract::{
-    AskSpec, BidSpec, ClientOrderId, Gpus, Hours, Interconnect, LeaseId, NewOrder, NodeId, OrderId,
-    OrderTerms, Price, Region, Reputation, SettlementId, TimeInForce as EngineTif, Timestamp,
-    Vendor,
+    AccountId, AskSpec, BidSpec, ClientOrderId, Gpus, Hours, IdempotencyKey, Interconnect, LeaseId,
+    NewOrder, NodeId, NodeRef, OrderId, OrderOptions, OrderTerms, Price, Region, Reputation,
+    SettlementId, TimeInForce as EngineTif, Timestamp, Vendor,
 };
 
 use crate::auth::{Principal, Role};
@@ -35,6 +35,22 @@ pub struct BidInput {
     #[graphql(default)]
     pub all_or_none: bool,
     pub min_fill: Option<u32>,
+    /// When a lease of this bid fails through its provider (the node goes silent or
+    /// unhealthy, or the provider stops it), the engine places its unused whole hours again
+    /// as a new bid with the same terms, without the failed node: the new order's `rebidOf`
+    /// and the lease's `rebidOrder` link them.
+    #[graphql(default)]
+    pub rebid_on_failure: bool,
+    /// Nodes whose asks this bid never takes (at most 32).
+    #[graphql(default)]
+    pub exclude_nodes: Vec<NodeRefInput>,
+}
+
+/// A node by its provider's account and its name (names are the provider's own).
+#[derive(Debug, InputObject)]
+pub struct NodeRefInput {
+    pub provider: ID,
+    pub node: String,
 }
 
 #[derive(Debug, InputObject)]
@@ -112,12 +128,35 @@ pub fn parse_client_order_id(id: &str) -> Result<ClientOrderId, ApiError> {
     ClientOrderId::parse(id).map_err(|e| ApiError::validation(format!("clientOrderId: {e}")))
 }
 
-/// Builds the engine's order from the input.
-pub fn new_order(p: &Principal, input: PlaceOrderInput) -> Result<NewOrder, ApiError> {
+pub fn parse_idempotency_key(key: &str) -> Result<IdempotencyKey, ApiError> {
+    IdempotencyKey::parse(key).map_err(|e| ApiError::validation(format!("idempotencyKey: {e}")))
+}
+
+/// Builds the engine's order and its options from the input.
+pub fn new_order(
+    p: &Principal,
+    input: PlaceOrderInput,
+) -> Result<(NewOrder, OrderOptions), ApiError> {
     let account = p.own_account()?;
+    let mut options = OrderOptions::default();
     let terms = match (input.bid, input.ask) {
         (Some(bid), None) => {
             p.require(&[Role::Trader], "placing a bid")?;
+            options = OrderOptions {
+                rebid_on_failure: bid.rebid_on_failure,
+                exclude_nodes: bid
+                    .exclude_nodes
+                    .iter()
+                    .map(|n| {
+                        Ok(NodeRef {
+                            provider: AccountId::parse(&n.provider).map_err(|e| {
+                                ApiError::validation(format!("excludeNodes: provider: {e}"))
+                            })?,
+                            node: parse_name::<NodeId>("excludeNodes: node", &n.node)?,
+                        })
+                    })
+                    .collect::<Result<_, ApiError>>()?,
+            };
             OrderTerms::Bid(BidSpec {
                 hours: money("hours", Hours::new(u64::from(bid.hours)))?,
                 min_vram_gb: bid.min_vram_gb,
@@ -171,7 +210,7 @@ pub fn new_order(p: &Principal, input: PlaceOrderInput) -> Result<NewOrder, ApiE
         (TimeInForce::Ioc, None) => EngineTif::Ioc,
         (TimeInForce::Fok, None) => EngineTif::Fok,
     };
-    Ok(NewOrder {
+    let order = NewOrder {
         account,
         client_id: parse_client_order_id(&input.client_order_id)?,
         market: parse_market(&input.market)?,
@@ -180,5 +219,6 @@ pub fn new_order(p: &Principal, input: PlaceOrderInput) -> Result<NewOrder, ApiE
         tif,
         post_only: input.post_only,
         terms,
-    })
+    };
+    Ok((order, options))
 }

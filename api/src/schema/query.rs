@@ -16,7 +16,8 @@ use crate::schema::input::{money, parse_name, parse_order_id};
 use crate::schema::types::lease::{Lease, LeaseRole};
 use crate::schema::types::market::{depth, Depth, Market};
 use crate::schema::types::money::{
-    Balance, DepositInstructions, Earning, Invoice, JournalEntry, Me,
+    usage_page, Accrued, Balance, DepositInstructions, Earning, Invoice, JournalEntry, Me,
+    UsageLine,
 };
 use crate::schema::types::order::{NodeState, Order, OrderStatus, RestingOrder, Trade};
 use crate::schema::types::provider::Provider;
@@ -312,7 +313,81 @@ impl Query {
             page,
             after.is_some(),
             |e| month_string(e.period),
-            Earning::from,
+            |e| Earning::of(account, e),
+        ))
+    }
+
+    /// An account's usage, one line per lease and charge period, whose period starts within
+    /// `[from, to)`, in period order: as the buyer (`role: BUYER`), the provider
+    /// (`PROVIDER`) or either. Lines of running leases are accrued (`settled: false`).
+    #[graphql(complexity = "DB + child_complexity")]
+    #[allow(clippy::too_many_arguments)]
+    async fn usage(
+        &self,
+        ctx: &Context<'_>,
+        account: Option<ID>,
+        #[graphql(default_with = "LeaseRole::Either")] role: LeaseRole,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Page<UsageLine>> {
+        let account = account_to_read(ctx, account.as_ref())?;
+        let range = time_range(from, to)?;
+        Ok(usage_page(ctx, account, role.into(), range, first, after).await?)
+    }
+
+    /// Revenue accrued and not yet settled (the usage of leases that still run): the whole
+    /// market's, or one provider's (finance and admin); a provider's own (providers).
+    #[graphql(complexity = "DB + child_complexity")]
+    async fn accrued(
+        &self,
+        ctx: &Context<'_>,
+        provider: Option<ID>,
+    ) -> async_graphql::Result<Accrued> {
+        let p = principal(ctx)?;
+        let provider = match p.role {
+            Role::Finance | Role::Admin => parse_account(provider.as_ref())?,
+            Role::Provider => Some(p.account_to_read(parse_account(provider.as_ref())?)?),
+            Role::Trader => {
+                return Err(
+                    ApiError::forbidden("accrued revenue is for providers and finance").into(),
+                )
+            }
+        };
+        let accrued = state(ctx)
+            .db(move |c| ledger::read::accrued(c, provider))
+            .await?;
+        Ok(Accrued::of(provider, accrued))
+    }
+
+    /// Each provider's revenue accrued and not yet settled, by account (finance, admin).
+    #[graphql(complexity = "DB + child_complexity")]
+    async fn accrued_by_provider(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Page<Accrued>> {
+        principal(ctx)?.require(&[Role::Finance, Role::Admin], "accrued revenue by provider")?;
+        let limit = page_size(first)?;
+        let after_account = after
+            .as_deref()
+            .map(|a| {
+                let [_, account] = parse_cursor::<2>(a)?;
+                u64::try_from(account)
+                    .map(contract::AccountId)
+                    .map_err(|_| ApiError::validation(format!("malformed cursor {a:?}")))
+            })
+            .transpose()?;
+        let page = state(ctx)
+            .db(move |c| ledger::read::accrued_by_provider(c, after_account, limit))
+            .await?;
+        Ok(connection(
+            page,
+            after.is_some(),
+            |p| format!("0:{}", p.provider),
+            |p| Accrued::of(Some(p.provider), p.accrued),
         ))
     }
 

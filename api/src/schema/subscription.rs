@@ -13,7 +13,7 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::auth::Role;
 use crate::schema::input::parse_name;
 use crate::schema::types::market::{depth, Depth};
-use crate::schema::types::order::Trade;
+use crate::schema::types::order::{rebid_of, Trade};
 use crate::schema::types::provider::TelemetrySample;
 use crate::schema::{parse_account, parse_market, principal, six, state, to_time};
 
@@ -21,12 +21,17 @@ use crate::schema::{parse_account, parse_market, principal, six, state, to_time}
 #[derive(Debug, Clone, SimpleObject)]
 pub struct OrderUpdate {
     pub order_id: u64,
-    /// `accepted`, `filled`, `amended` or `cancelled`.
+    /// `accepted`, `filled`, `amended`, `cancelled`, or `rebid`: the engine placed this
+    /// order for the unused hours of the caller's lease `leaseId`, which failed through its
+    /// provider (the order's `accepted`, and any fills, follow).
     pub change: String,
-    /// GPUs still open after the change.
+    /// GPUs still open after the change (0 for `rebid`: the order is not in the book yet).
     pub remaining: u32,
     pub price: Option<Decimal>,
+    /// The lease a fill made; for `rebid`, the failed lease.
     pub lease_id: Option<u64>,
+    /// The failed lease this order re-bids (on its `rebid` and `accepted`).
+    pub rebid_of: Option<u64>,
     pub at: DateTime<Utc>,
 }
 
@@ -55,18 +60,31 @@ fn order_updates(account: AccountId, record: &EventRecord) -> Vec<OrderUpdate> {
             remaining,
             price,
             lease_id,
+            rebid_of: None,
             at,
         };
     match event {
         Event::OrderAccepted {
             order_id, order, ..
-        } if order.account == account => vec![update(
-            *order_id,
-            "accepted",
-            order.gpus.get(),
-            Some(six(order.price.to_decimal())),
-            None,
-        )],
+        } if order.account == account => vec![OrderUpdate {
+            rebid_of: rebid_of(order.client_id),
+            ..update(
+                *order_id,
+                "accepted",
+                order.gpus.get(),
+                Some(six(order.price.to_decimal())),
+                None,
+            )
+        }],
+        Event::OrderRebid {
+            lease_id,
+            buyer,
+            order_id,
+            ..
+        } if *buyer == account => vec![OrderUpdate {
+            rebid_of: Some(lease_id.0),
+            ..update(*order_id, "rebid", 0, None, Some(lease_id.0))
+        }],
         Event::OrderAmended {
             order_id,
             account: a,
@@ -191,7 +209,8 @@ impl Subscription {
         }))
     }
 
-    /// Changes of the caller's orders: accepted, filled, amended, cancelled.
+    /// Changes of the caller's orders: accepted, filled, amended, cancelled, and the
+    /// re-bids the engine places for the caller's failed leases.
     async fn my_order_updates(
         &self,
         ctx: &Context<'_>,

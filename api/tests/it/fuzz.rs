@@ -12,9 +12,11 @@ fn seeds() -> Vec<(&'static str, Value)> {
         (PLACE, ask_input("2", "2.00", 4)),
         ("mutation($o: ID!) { cancelOrder(orderId: $o) { remaining released } }", json!({"o": "1"})),
         ("mutation($o: ID!, $p: String) { amendOrder(orderId: $o, price: $p) { price } }", json!({"o": "1", "p": "2.20"})),
-        ("mutation($l: ID!, $h: String!) { endLease(leaseId: $l, hoursUsed: $h) { charged } }", json!({"l": "1", "h": "1.5"})),
-        ("mutation($a: ID!, $m: String!) { creditDeposit(account: $a, amount: $m) { amount } }", json!({"a": "1", "m": "10"})),
-        ("mutation($m: String!) { requestWithdrawal(amount: $m) { amount } }", json!({"m": "1.000001"})),
+        ("mutation($l: ID!) { endLease(leaseId: $l) { charged chargedMs cause } }", json!({"l": "1"})),
+        ("mutation($l: ID!, $r: String!) { adminEndLease(leaseId: $l, reason: $r) { charged } }", json!({"l": "1", "r": "maintenance"})),
+        ("mutation($m: String!, $c: MarketConfigInput!) { configureMarket(market: $m, config: $c) { chargePeriodSeconds } }", json!({"m": "H100-80GB", "c": {"chargePeriodSeconds": 60, "heartbeatTimeoutMs": 40000, "bondPerGpu": "1.5", "modelNames": ["NVIDIA H100 80GB HBM3"]}})),
+        ("mutation($a: ID!, $m: String!, $k: String) { creditDeposit(account: $a, amount: $m, idempotencyKey: $k) { amount replayed } }", json!({"a": "1", "m": "10", "k": "3f2b8c1e-9a4d-4e6f-8b21-0c5d7e9f1a2b"})),
+        ("mutation($m: String!, $k: String) { requestWithdrawal(amount: $m, idempotencyKey: $k) { amount replayed } }", json!({"m": "1.000001", "k": "7"})),
         ("mutation($l: ID!, $c: String!, $e: [EnvVarInput!]) { submitJob(leaseId: $l, command: $c, env: $e) }", json!({"l": "1", "c": "echo", "e": [{"name": "A", "value": "b"}]})),
         ("mutation($n: String!, $k: String!) { registerNode(node: $n, publicKey: $k) }", json!({"n": "node-z", "k": "00"})),
         ("mutation($r: String!, $s: String!) { submitNodeReport(report: $r, signature: $s) { duplicate } }", json!({"r": "{}", "s": "00"})),
@@ -26,6 +28,9 @@ fn seeds() -> Vec<(&'static str, Value)> {
         ("query($i: ID!) { restingOrder(id: $i) { remaining } }", json!({"i": "1"})),
         ("{ providers(first: 3) { edges { node { score nodes { node } telemetry(last: 2) { gpu } } } } }", json!({})),
         ("{ settlements { edges { node { batch lines { amount } } } } }", json!({})),
+        ("query($p: ID) { accrued(provider: $p) { leases gross since } accruedByProvider { edges { node { provider net } } } }", json!({"p": "11"})),
+        ("query($a: ID) { usage(account: $a, role: BUYER) { edges { node { leaseId amount settled } } } invoices(account: $a) { edges { node { usage(first: 2) { edges { node { amount } } } } } } }", json!({"a": "1"})),
+        ("{ leases { edges { node { closeCause chargedMs rebidOrder rebidChain { leaseId depth } } } } orders { edges { node { rebidOf } } } }", json!({})),
         ("{ __schema { types { name fields { name args { name } } } } }", json!({})),
     ]
 }
@@ -137,6 +142,10 @@ fn mutate(rng: &mut Rng, (query, variables): (&str, Value)) -> (String, Value) {
                     "bid",
                     "ask",
                 ];
+                if let Some(bid) = input.get_mut("bid").and_then(Value::as_object_mut) {
+                    let options = ["rebidOnFailure", "excludeNodes"];
+                    bid.insert(options[rng.below(2)].to_owned(), poison(rng));
+                }
                 input.insert(fields[rng.below(fields.len())].to_owned(), poison(rng));
             }
         }

@@ -85,10 +85,26 @@ fn signed_reports_feed_the_engine_and_the_telemetry_once() {
     let second = report("node-a", 2, &[]);
     for (key, variables, code) in [
         (&m.provider, signed(&other_key, &second), "FORBIDDEN"),
+        // A node nobody registered for this provider is not known here.
         (
             &m.provider,
             signed(&node_key, &report("node-b", 1, &[])),
-            "FORBIDDEN",
+            "UNKNOWN_NODE",
+        ),
+        // A class no market trades: refused here, before the engine would refuse it.
+        (
+            &m.provider,
+            signed(&node_key, &second.replace("H100-80GB", "A100-40GB")),
+            "UNKNOWN_MARKET",
+        ),
+        // Text the signed heartbeat cannot carry (more than 128 bytes).
+        (
+            &m.provider,
+            signed(
+                &node_key,
+                &second.replace("simulated H100", &"H".repeat(200)),
+            ),
+            "VALIDATION",
         ),
         (&m.buyer, signed(&node_key, &second), "FORBIDDEN"),
         (&m.provider, json!({"r": second, "s": "00"}), "VALIDATION"),

@@ -100,9 +100,23 @@ fn every_role_against_every_mutation_and_sensitive_query() {
         ),
         (
             "end a lease",
-            "mutation { endLease(leaseId: \"999\", hoursUsed: \"1\") { leaseId } }".into(),
+            "mutation { endLease(leaseId: \"999\") { leaseId } }".into(),
             json!({}),
             vec![Trader, Provider],
+        ),
+        (
+            "end a lease as the operator",
+            "mutation { adminEndLease(leaseId: \"999\", reason: \"maintenance\") { leaseId } }"
+                .into(),
+            json!({}),
+            vec![Admin],
+        ),
+        (
+            "configure a market",
+            "mutation { configureMarket(market: \"H100-80GB\", config: {chargePeriodSeconds: 3600}) { market } }"
+                .into(),
+            json!({}),
+            vec![Admin],
         ),
         (
             "create a market",

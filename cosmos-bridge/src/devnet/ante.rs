@@ -47,7 +47,9 @@ pub(super) struct Ante {
 impl Devnet {
     /// The ante handler, for a transaction going into block `height`.
     pub(super) fn ante(&self, bytes: &[u8], mode: Mode, height: u64) -> Result<Ante, Refused> {
-        let mut gas = GAS_PER_TX_BYTE * bytes.len() as u64;
+        // Gas counts saturate: a count at the end of the numbers is over any limit.
+        let mut gas =
+            u64::try_from(bytes.len()).map_or(u64::MAX, |n| n.saturating_mul(GAS_PER_TX_BYTE));
         let refuse = |code: u32, codespace: &'static str, log: String, gas_wanted, gas_used| {
             Err(Refused {
                 code,
@@ -69,6 +71,19 @@ impl Devnet {
             Err(e) => return refuse(2, "sdk", format!("{e}: tx parse error"), 0, 0),
         };
         let gas_wanted = decoded.auth_info.fee.gas_limit;
+        // The SDK's `ValidateBasic`: results carry gas as int64.
+        if i64::try_from(gas_wanted).is_err() {
+            return refuse(
+                18,
+                "sdk",
+                format!(
+                    "invalid gas supplied; {gas_wanted} > {}: invalid request",
+                    i64::MAX
+                ),
+                0,
+                0,
+            );
+        }
         // Simulations run with no gas limit: they are how a client learns what to ask for.
         let limit = if mode == Mode::Simulate {
             u64::MAX
@@ -207,7 +222,18 @@ impl Devnet {
             );
         }
         // The fee: the validator's minimum applies at CheckTx only, as in the SDK.
-        let (fee_text, fee, foreign_fee) = coins(&decoded.auth_info.fee.amount, &self.denom);
+        let (fee_text, fee, foreign_fee) = match coins(&decoded.auth_info.fee.amount, &self.denom) {
+            Ok(fee) => fee,
+            Err((text, why)) => {
+                return refuse(
+                    13,
+                    "sdk",
+                    format!("invalid fee amount: {text}: {why}: insufficient fee"),
+                    gas_wanted,
+                    gas,
+                )
+            }
+        };
         if mode == Mode::Check && fee < self.min_fee {
             return refuse(
                 13,
@@ -232,7 +258,7 @@ impl Devnet {
                 gas,
             );
         }
-        gas += GAS_ANTE;
+        gas = gas.saturating_add(GAS_ANTE);
         // Transactions of this signer already waiting count, as in the SDK's check state.
         let waiting = if mode == Mode::Deliver {
             0
@@ -252,7 +278,7 @@ impl Devnet {
                 gas,
             );
         }
-        gas += GAS_SECP256K1;
+        gas = gas.saturating_add(GAS_SECP256K1);
         if mode != Mode::Simulate
             && tx::verify_raw(&raw, &pub_key, &self.chain_id, account.number).is_err()
         {

@@ -63,22 +63,37 @@ pub(super) fn event(kind: &str, attributes: &[(&str, &str)], msg_index: Option<u
 }
 
 /// Coins as the SDK prints them (`12uusdc,5uatom`), their amount in `denom`, and whether
-/// there are others.
-pub(super) fn coins(list: &[cosmrs::Coin], denom: &str) -> (String, u128, bool) {
+/// there are others. A list whose denoms are not sorted, or repeat, is refused as the SDK's
+/// `Coins.Validate` refuses it (the text, and why): that is also what makes a list's amount
+/// in `denom` one coin's, never a sum that could overflow.
+pub(super) fn coins(
+    list: &[cosmrs::Coin],
+    denom: &str,
+) -> Result<(String, u128, bool), (String, String)> {
     let text = list
         .iter()
         .map(|c| format!("{}{}", c.amount, c.denom))
         .collect::<Vec<_>>()
         .join(",");
+    for pair in list.windows(2) {
+        let (a, b) = (pair[0].denom.as_ref(), pair[1].denom.as_ref());
+        if a >= b {
+            let why = if a == b {
+                format!("duplicate denomination {b}")
+            } else {
+                format!("denomination {b} is not sorted")
+            };
+            return Err((text, why));
+        }
+    }
     let ours = list
         .iter()
-        .filter(|c| c.denom.as_ref() == denom)
-        .map(|c| c.amount)
-        .sum();
+        .find(|c| c.denom.as_ref() == denom)
+        .map_or(0, |c| c.amount);
     let foreign = list
         .iter()
         .any(|c| c.denom.as_ref() != denom && c.amount > 0);
-    (text, ours, foreign)
+    Ok((text, ours, foreign))
 }
 
 impl Devnet {
@@ -102,13 +117,12 @@ impl Devnet {
                 ))
             }
         };
-        let positive = |list: &[cosmrs::Coin]| {
-            if list.is_empty() || list.iter().any(|c| c.amount == 0) {
-                let (text, _, _) = coins(list, &self.denom);
+        let positive = |list: &[cosmrs::Coin]| match coins(list, &self.denom) {
+            Err((text, why)) => Err((10, "sdk", format!("{why}: {text}: invalid coins"))),
+            Ok((text, ..)) if list.is_empty() || list.iter().any(|c| c.amount == 0) => {
                 Err((10, "sdk", format!("{text}: invalid coins")))
-            } else {
-                Ok(coins(list, &self.denom))
             }
+            Ok(coins) => Ok(coins),
         };
         if let Ok(m) = MsgSend::from_any(any) {
             let from = address(&m.from_address, "from")?;
@@ -145,21 +159,26 @@ impl Devnet {
         }
         let from = address(&input.address, "input")?;
         let (input_text, amount, foreign) = positive(&input.coins)?;
+        let mismatch = || (4, "bank", "sum inputs != sum outputs".to_owned());
         let mut outputs = Vec::with_capacity(m.outputs.len());
         let mut sums = std::collections::BTreeMap::<String, u128>::new();
         for output in &m.outputs {
             let (text, value, _) = positive(&output.coins)?;
             for c in &output.coins {
-                *sums.entry(c.denom.to_string()).or_default() += c.amount;
+                // Outputs past u128 can never equal the one input, which fits one.
+                let sum = sums.entry(c.denom.to_string()).or_default();
+                *sum = sum.checked_add(c.amount).ok_or_else(mismatch)?;
             }
             outputs.push((address(&output.address, "output")?, value, text));
         }
-        let mut inputs = std::collections::BTreeMap::<String, u128>::new();
-        for c in &input.coins {
-            *inputs.entry(c.denom.to_string()).or_default() += c.amount;
-        }
+        // The input's coins are valid, so each denom is there once.
+        let inputs: std::collections::BTreeMap<String, u128> = input
+            .coins
+            .iter()
+            .map(|c| (c.denom.to_string(), c.amount))
+            .collect();
         if inputs != sums {
-            return Err((4, "bank", "sum inputs != sum outputs".into()));
+            return Err(mismatch());
         }
         Ok(Send {
             type_url: any.type_url.clone(),
@@ -189,7 +208,12 @@ impl Devnet {
             gas_used,
         };
         for (i, send) in ante.sends.iter().enumerate() {
-            gas += GAS_PER_MESSAGE + GAS_PER_TRANSFER * (1 + send.outputs.len() as u64);
+            // Gas counts saturate: a count at the end of the numbers is over any limit.
+            let transfers =
+                u64::try_from(send.outputs.len()).map_or(u64::MAX, |n| n.saturating_add(1));
+            gas = gas.saturating_add(
+                GAS_PER_MESSAGE.saturating_add(GAS_PER_TRANSFER.saturating_mul(transfers)),
+            );
             if gas > limit {
                 return Err(refuse(
                     11,
@@ -210,6 +234,9 @@ impl Devnet {
                     gas,
                 ));
             }
+            // A message spends at most what is available, and its outputs to the signer give
+            // back at most what it spent, so none of these can overflow: the debits of all
+            // messages never pass the signer's balance.
             available -= send.input;
             debit += send.input;
             let at = Some(i);
@@ -292,6 +319,8 @@ impl Devnet {
             .accounts
             .get_mut(&ante.signer)
             .expect("the ante handler found the signer");
+        // The ante handler found the fee within the balance; a sequence never gets near
+        // the end of a u64 (one per transaction); the fees collected are within the supply.
         account.sequence += 1;
         account.balance -= ante.fee;
         account.pub_key = Some(ante.pub_key.clone());
@@ -303,7 +332,7 @@ impl Devnet {
                     a.balance -= run.debit;
                 }
                 for (to, amount) in &run.credits {
-                    self.fund(to, *amount);
+                    self.credit(to, *amount);
                 }
                 let mut events = ante.events;
                 events.extend(run.events);

@@ -120,6 +120,9 @@ pub struct Devnet {
     /// transactions were signed with.
     fee_collector: String,
     fees_collected: u128,
+    /// Every base unit funded at genesis or by the faucet. Transactions only move money, so
+    /// every balance, and every sum of balances, is at most this, which fits a `u128`.
+    supply: u128,
     mempool: Vec<Pending>,
     results: HashMap<String, (Vec<u8>, TxResult)>,
     blocks: Vec<Block>,
@@ -144,6 +147,7 @@ impl Devnet {
             accounts: BTreeMap::new(),
             fee_collector,
             fees_collected: 0,
+            supply: 0,
             mempool: Vec::new(),
             results: HashMap::new(),
             blocks: Vec::new(),
@@ -152,7 +156,22 @@ impl Devnet {
     }
 
     /// Genesis and faucet: credits `address`, creating its account.
+    ///
+    /// # Panics
+    ///
+    /// When the chain's supply would pass `u128::MAX` base units: a chain of one `u128`
+    /// denom holds no more, and only this way in could ever make a balance overflow.
     pub fn fund(&mut self, address: &str, amount: u128) {
+        self.supply = self
+            .supply
+            .checked_add(amount)
+            .expect("a devnet's supply fits a u128");
+        self.credit(address, amount);
+    }
+
+    /// Credits `address` with money that moved there (the supply is unchanged), creating
+    /// its account.
+    fn credit(&mut self, address: &str, amount: u128) {
         let next = self.accounts.len() as u64;
         let account = self
             .accounts
@@ -163,6 +182,7 @@ impl Devnet {
                 balance: 0,
                 pub_key: None,
             });
+        // At most the supply, which fits (see `supply`).
         account.balance += amount;
     }
 
@@ -327,12 +347,15 @@ impl Devnet {
         for (index, (hash, tx)) in txs.into_iter().enumerate() {
             let result = self.deliver(&tx, height, index as u32);
             // What CometBFT hashes of a result: the parts every node computes alike.
+            // CometBFT's results carry gas as int64. The ante handler refuses limits past
+            // it, so a count past it is an out-of-gas count, stated as the most it can be.
+            let int64 = |gas: u64| i64::try_from(gas).unwrap_or(i64::MAX);
             deterministic.push(
                 ExecTxResult {
                     code: result.code,
                     data: Bytes::from(result.data.clone()),
-                    gas_wanted: result.gas_wanted as i64,
-                    gas_used: result.gas_used as i64,
+                    gas_wanted: int64(result.gas_wanted),
+                    gas_used: int64(result.gas_used),
                     ..Default::default()
                 }
                 .encode_to_vec(),
@@ -345,7 +368,7 @@ impl Devnet {
             &self.validator,
             Proposal {
                 chain_id: &self.chain_id,
-                height: height as i64,
+                height: i64::try_from(height).expect("fewer blocks than i64::MAX"),
                 time_ms,
                 last: self.blocks.last().map(|b| &b.sealed),
                 app_hash,

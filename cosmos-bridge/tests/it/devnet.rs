@@ -558,3 +558,288 @@ fn a_persistent_devnet_resumes_its_chain_and_cuts_a_torn_last_line() {
     let refused = restart(3_600_000).unwrap_err();
     assert_eq!(refused.kind(), std::io::ErrorKind::InvalidData, "{refused}");
 }
+
+#[test]
+fn a_chain_file_torn_anywhere_in_its_last_block_restarts_at_the_block_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("devnet-chain.jsonl");
+    let (net, escrow, provider) = setup();
+    let server = DevnetServer::start_persistent(net, "127.0.0.1:0", 50, &path).unwrap();
+    let mut hashes = Vec::new();
+    for (sequence, amount) in [(0, "3"), (1, "4")] {
+        let bytes = pay(&escrow, &provider, amount, FEES, at(0, sequence));
+        let hash = server.with(|net| net.broadcast(&bytes)).unwrap().hash;
+        wait_for(&server, &hash);
+        hashes.push(hash);
+    }
+    let last_height = server.with(|net| delivered(net, &hashes[1]).height);
+    drop(server);
+    // The file as it was when the second payout's block was the last one written.
+    let written = std::fs::read(&path).unwrap();
+    let ends: Vec<usize> = written
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .map(|(i, _)| i + 1)
+        .collect();
+    let last = ends[last_height as usize - 1];
+    let before = ends[last_height as usize - 2];
+    let provider_address = provider.address().to_string();
+    for cut in before..=last {
+        std::fs::write(&path, &written[..cut]).unwrap();
+        let server =
+            DevnetServer::start_persistent(setup().0, "127.0.0.1:0", 3_600_000, &path).unwrap();
+        let whole = cut == last;
+        let (height, second, balance, sequence) = server.with(|net| {
+            (
+                net.height(),
+                net.tx(&hashes[1]).map(|(_, r)| r.code),
+                net.balance(&provider_address),
+                net.account(escrow.address().as_ref()).unwrap().sequence,
+            )
+        });
+        drop(server);
+        if whole {
+            assert_eq!((height, second, balance), (last_height, Some(0), 7_000_000));
+            continue;
+        }
+        // The torn block is gone, and nothing before it.
+        assert_eq!(height, last_height - 1, "cut at {cut}");
+        assert_eq!(second, None, "cut at {cut}: the torn block's payout");
+        assert_eq!(balance, 3_000_000, "cut at {cut}: the first payout stays");
+        assert_eq!(sequence, 1, "cut at {cut}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            &written[..before],
+            "cut at {cut}: the torn line is cut off"
+        );
+    }
+}
+
+/// A transaction no client would build: any coins, any fee, any gas, signed by `key`.
+fn crafted(
+    key: &cosmrs::crypto::secp256k1::SigningKey,
+    msgs: Vec<cosmrs::Any>,
+    fee: Vec<cosmrs::Coin>,
+    gas_limit: u64,
+    account: Account,
+) -> Vec<u8> {
+    let body = cosmrs::tx::Body::new(msgs, "", 0u32);
+    let auth = cosmrs::tx::SignerInfo::single_direct(Some(key.public_key()), account.sequence)
+        .auth_info(cosmrs::tx::Fee {
+            amount: fee,
+            gas_limit,
+            payer: None,
+            granter: None,
+        });
+    cosmrs::tx::SignDoc::new(
+        &body,
+        &auth,
+        &"gpumarket-devnet-1".parse().unwrap(),
+        account.number,
+    )
+    .unwrap()
+    .sign(key)
+    .unwrap()
+    .to_bytes()
+    .unwrap()
+}
+
+#[test]
+fn amounts_at_the_limits_are_refused_with_the_sdks_codes_never_a_panic() {
+    use cosmrs::bank::{MsgMultiSend, MsgSend, MultiSendIo};
+    use cosmrs::tx::Msg;
+    let key = cosmrs::crypto::secp256k1::SigningKey::from_slice(&[7; 32]).unwrap();
+    let signer = key.public_key().account_id("cosmos").unwrap();
+    let (mut net, _, provider) = setup();
+    net.fund(signer.as_ref(), 1_000_000_000);
+    let usdc = |amount: u128| cosmrs::Coin {
+        denom: "uusdc".parse().unwrap(),
+        amount,
+    };
+    let other = |amount: u128| cosmrs::Coin {
+        denom: "uatom".parse().unwrap(),
+        amount,
+    };
+    let to = provider.address().clone();
+    let send = |amount: Vec<cosmrs::Coin>| {
+        MsgSend {
+            from_address: signer.clone(),
+            to_address: to.clone(),
+            amount,
+        }
+        .to_any()
+        .unwrap()
+    };
+    let multi = |input: Vec<cosmrs::Coin>, outputs: Vec<Vec<cosmrs::Coin>>| {
+        MsgMultiSend {
+            inputs: vec![MultiSendIo {
+                address: signer.clone(),
+                coins: input,
+            }],
+            outputs: outputs
+                .into_iter()
+                .map(|coins| MultiSendIo {
+                    address: to.clone(),
+                    coins,
+                })
+                .collect(),
+        }
+        .to_any()
+        .unwrap()
+    };
+    let fee = || vec![usdc(5_000)];
+    let me = at(1, 0);
+    let max = u128::MAX;
+    // (what, transaction, CheckTx's code, delivery's code when CheckTx takes it)
+    let cases: Vec<(&str, Vec<u8>, Result<(), (u32, &str)>, (u32, &str))> = vec![
+        (
+            "a send of u128::MAX",
+            crafted(&key, vec![send(vec![usdc(max)])], fee(), 200_000, me),
+            Ok(()),
+            (5, "sdk"),
+        ),
+        (
+            "a send of one denom twice, summing past u128",
+            crafted(
+                &key,
+                vec![send(vec![usdc(max), usdc(1)])],
+                fee(),
+                200_000,
+                me,
+            ),
+            Err((10, "sdk")),
+            (10, "sdk"),
+        ),
+        (
+            "coins out of order",
+            crafted(
+                &key,
+                vec![send(vec![usdc(1), other(1)])],
+                fee(),
+                200_000,
+                me,
+            ),
+            Err((10, "sdk")),
+            (10, "sdk"),
+        ),
+        (
+            "multi-send outputs summing past u128",
+            crafted(
+                &key,
+                vec![multi(vec![usdc(max)], vec![vec![usdc(max)], vec![usdc(1)]])],
+                fee(),
+                200_000,
+                me,
+            ),
+            Err((4, "bank")),
+            (4, "bank"),
+        ),
+        (
+            "a multi-send of u128::MAX in two outputs",
+            crafted(
+                &key,
+                vec![multi(
+                    vec![usdc(max)],
+                    vec![vec![usdc(max - 1)], vec![usdc(1)]],
+                )],
+                fee(),
+                200_000,
+                me,
+            ),
+            Ok(()),
+            (5, "sdk"),
+        ),
+        (
+            "two messages of u128::MAX",
+            crafted(
+                &key,
+                vec![send(vec![usdc(max)]), send(vec![usdc(max)])],
+                fee(),
+                200_000,
+                me,
+            ),
+            Ok(()),
+            (5, "sdk"),
+        ),
+        (
+            "a fee of u128::MAX",
+            crafted(
+                &key,
+                vec![send(vec![usdc(1)])],
+                vec![usdc(max)],
+                200_000,
+                me,
+            ),
+            Err((5, "sdk")),
+            (5, "sdk"),
+        ),
+        (
+            "a fee of one denom twice",
+            crafted(
+                &key,
+                vec![send(vec![usdc(1)])],
+                vec![usdc(max), usdc(max)],
+                200_000,
+                me,
+            ),
+            Err((13, "sdk")),
+            (13, "sdk"),
+        ),
+        (
+            "a gas limit past int64",
+            crafted(&key, vec![send(vec![usdc(1)])], fee(), u64::MAX, me),
+            Err((18, "sdk")),
+            (18, "sdk"),
+        ),
+    ];
+    for (what, bytes, check, deliver) in cases {
+        let checked = net.clone().broadcast(&bytes).map(drop);
+        assert_eq!(
+            checked.map_err(|r| (r.code, r.codespace)),
+            check,
+            "CheckTx of {what}"
+        );
+        let simulated = net.simulate(&bytes);
+        assert!(simulated.is_err(), "a simulation of {what}: {simulated:?}");
+        // Delivered without CheckTx (as a replayed block is): a failed result, the fee
+        // charged when the ante handler passed.
+        let mut replayed = net.clone();
+        replayed.replay_block(0, vec![bytes.clone()]);
+        let result = delivered(&replayed, &cosmos_bridge::tx::hash(&bytes)).clone();
+        assert_eq!(
+            (result.code, result.codespace),
+            deliver,
+            "delivery of {what}: {}",
+            result.log
+        );
+        assert_eq!(
+            replayed.balance(provider.address().as_ref()),
+            0,
+            "{what} moved nothing"
+        );
+    }
+
+    // The most a chain of one u128 denom holds, moved whole: exact, no overflow.
+    let mut full = setup().0;
+    full.fund(signer.as_ref(), u128::MAX - 100_000_000 - 10_000);
+    full.fund(provider.address().as_ref(), 10_000);
+    let everything = u128::MAX - 100_000_000 - 10_000 - 5_000;
+    let bytes = crafted(&key, vec![send(vec![usdc(everything)])], fee(), 200_000, me);
+    full.broadcast(&bytes).unwrap();
+    full.produce_block(0, true);
+    assert_eq!(delivered(&full, &cosmos_bridge::tx::hash(&bytes)).code, 0);
+    assert_eq!(
+        full.balance(provider.address().as_ref()),
+        u128::MAX - 100_000_000 - 5_000
+    );
+    assert_eq!(full.balance(signer.as_ref()), 0);
+    // A gas limit of exactly int64's largest is taken.
+    let mut net = setup().0;
+    net.fund(signer.as_ref(), 1_000_000_000);
+    let bytes = crafted(&key, vec![send(vec![usdc(1)])], fee(), i64::MAX as u64, me);
+    net.broadcast(&bytes).unwrap();
+    net.produce_block(0, true);
+    let result = delivered(&net, &cosmos_bridge::tx::hash(&bytes));
+    assert_eq!((result.code, result.gas_wanted), (0, i64::MAX as u64));
+}

@@ -7,6 +7,8 @@ use contract::{AccountId, Amount, Command, Timestamp};
 use engine_service::{shard_of, Runner, RunnerConfig, RunnerError, Topics};
 use eventlog::{Log, LogConfig, NewRecord};
 
+mod torn_snapshot;
+
 struct Setup {
     dir: tempfile::TempDir,
     url: String,

@@ -18,8 +18,9 @@ use cosmos_bridge::devnet::Devnet;
 use cosmos_bridge::keys::EscrowKey;
 use ledger::testing::TestDb;
 
-/// Starts `up` and returns it with its API URL once it printed that it is up.
-fn up(dir: &Path, db: &TestDb, log: &str, prefix: &str, extra: &[&str]) -> (Child, String) {
+/// Starts `up` and returns it with its API URL once it printed that it is up, and the line
+/// it printed about the admin key.
+fn up(dir: &Path, db: &TestDb, log: &str, prefix: &str, extra: &[&str]) -> (Child, String, String) {
     let mut child = Process::new(env!("CARGO_BIN_EXE_gpumarket"))
         .arg("up")
         .arg("--data-dir")
@@ -40,17 +41,24 @@ fn up(dir: &Path, db: &TestDb, log: &str, prefix: &str, extra: &[&str]) -> (Chil
         .stdout(Stdio::piped())
         .spawn()
         .expect("the gpumarket binary starts");
-    let mut url = None;
+    let (mut url, mut admin) = (None, None);
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
         if let Some(rest) = line.trim().strip_prefix("API and GraphiQL") {
             url = Some(rest.trim().trim_end_matches("/graphql").to_owned());
         }
+        if let Some(rest) = line.trim().strip_prefix("admin API key") {
+            admin = Some(rest.trim().to_owned());
+        }
         if line.starts_with("Ctrl-C stops") {
             break;
         }
     }
-    (child, url.expect("`up` printed its API URL"))
+    (
+        child,
+        url.expect("`up` printed its API URL"),
+        admin.expect("`up` printed where the admin key is"),
+    )
 }
 
 fn stop(mut child: Child) {
@@ -85,12 +93,17 @@ fn whole_market(tag: &str, log: Option<String>) {
     let prefix = format!("{tag}-{}-", std::process::id());
     let log = log.unwrap_or_else(|| format!("file://{}", dir.path().join("log").display()));
 
-    let (market, _url) = up(
+    let (market, _url, admin_line) = up(
         dir.path(),
         &db,
         &log,
         &prefix,
         &["--demo", "--settle-every-secs", "2"],
+    );
+    let admin_key = std::fs::read_to_string(dir.path().join("admin.key")).unwrap();
+    assert!(
+        admin_line.starts_with(admin_key.trim()) && admin_line.contains("shown once"),
+        "the first `up` shows the key it made: {admin_line}"
     );
     wait("providers registered and reporting telemetry", 60, || {
         db.count("SELECT count(*) AS n FROM node_keys") == 5
@@ -116,12 +129,16 @@ fn whole_market(tag: &str, log: Option<String>) {
     stop(market);
 
     // A second `up` resumes the market; without bots it only finishes what was in flight.
-    let (market, url) = up(
+    let (market, url, admin_line) = up(
         dir.path(),
         &db,
         &log,
         &prefix,
         &["--settle-every-secs", "3600"],
+    );
+    assert!(
+        !admin_line.contains(admin_key.trim()) && admin_line.contains("admin.key"),
+        "a later `up` names the key's file only: {admin_line}"
     );
     let admin = api_client::Client::new(
         &url,
@@ -148,9 +165,13 @@ fn whole_market(tag: &str, log: Option<String>) {
         chrono::Utc::now() + chrono::Duration::days(1),
     )
     .unwrap();
-    let report =
-        ledger::export::reconciliation(&mut db.connect(), period, ledger::export::Granularity::Day)
-            .unwrap();
+    let report = ledger::export::reconciliation(
+        &mut db.connect(),
+        period,
+        ledger::export::Granularity::Day,
+        None,
+    )
+    .unwrap();
     assert!(report.breaks.is_empty(), "{:#?}", report.breaks);
     assert_eq!(
         db.count("SELECT count(*) AS n FROM leases l WHERE NOT EXISTS (SELECT 1 FROM trades t WHERE t.lease_id = l.lease_id)"),
@@ -204,4 +225,44 @@ fn the_whole_market_runs_end_to_end_on_the_embedded_log() {
 #[test]
 fn kafka_the_whole_market_runs_end_to_end_on_kafka() {
     whole_market("e2e_kafka", Some(eventlog::testing::kafka_url()));
+}
+
+#[test]
+fn a_demo_part_that_cannot_start_stops_up_before_it_says_it_is_up() {
+    let db = TestDb::new("e2e_bad_demo_key");
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    std::fs::create_dir_all(&demo).unwrap();
+    // A key file the market has never issued, as a hand-edited or stale one would be.
+    provider_agent::durable::write_atomic(
+        &demo.join("provider-101.key"),
+        b"gm_0000000000000000_not-a-key",
+        0o600,
+    )
+    .unwrap();
+    let out = Process::new(env!("CARGO_BIN_EXE_gpumarket"))
+        .arg("up")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args([
+            "--http",
+            "127.0.0.1:0",
+            "--chain-rpc",
+            "127.0.0.1:0",
+            "--demo",
+        ])
+        .arg("--log")
+        .arg(format!("file://{}", dir.path().join("log").display()))
+        .env("DATABASE_URL", db.url())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the gpumarket binary runs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("gpumarket is up"), "{stdout}");
+    assert!(stderr.contains("demo provider 101"), "{stderr}");
 }

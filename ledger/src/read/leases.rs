@@ -1,7 +1,9 @@
 //! Leases as the activity projection holds them.
 
 use chrono::{DateTime, Utc};
-use contract::{AccountId, LeaseEndReason, LeaseId, LeaseState, MarketId, NodeId, Region};
+use contract::{
+    AccountId, ErrorCode, LeaseEndReason, LeaseId, LeaseState, MarketId, NodeId, OrderId, Region,
+};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Numeric, Text, Timestamptz};
@@ -31,6 +33,19 @@ pub struct Lease {
     pub charged: Option<Decimal>,
     pub provider_earned: Option<Decimal>,
     pub end_reason: Option<LeaseEndReason>,
+    /// The bid it filled.
+    pub bid_order: OrderId,
+    /// Why a metered lease closed, as the engine judged it (`LeaseEndCause::as_str`, e.g.
+    /// `node_silent`), and what it judged by: the node's last heartbeat (RFC 3339), the
+    /// report's sequence number, or the operator's reason.
+    pub close_cause: Option<String>,
+    pub close_detail: Option<String>,
+    /// Up to when a closed metered lease is charged, and the milliseconds charged.
+    pub charged_until: Option<DateTime<Utc>>,
+    pub charged_ms: Option<u64>,
+    /// The order its failure placed for its unused hours, or why that was refused.
+    pub rebid_order: Option<OrderId>,
+    pub rebid_refused: Option<ErrorCode>,
 }
 
 /// Which side of its leases an account lists.
@@ -95,6 +110,20 @@ pub fn leases(
         provider_earned: Option<Decimal>,
         #[diesel(sql_type = Nullable<Text>)]
         end_reason: Option<String>,
+        #[diesel(sql_type = BigInt)]
+        bid_order: i64,
+        #[diesel(sql_type = Nullable<Text>)]
+        close_cause: Option<String>,
+        #[diesel(sql_type = Nullable<Text>)]
+        close_detail: Option<String>,
+        #[diesel(sql_type = Nullable<Timestamptz>)]
+        charged_until: Option<DateTime<Utc>>,
+        #[diesel(sql_type = Nullable<BigInt>)]
+        charged_ms: Option<i64>,
+        #[diesel(sql_type = Nullable<BigInt>)]
+        rebid_order: Option<i64>,
+        #[diesel(sql_type = Nullable<Text>)]
+        rebid_refused: Option<String>,
     }
     const T: &str = "leases";
     let (as_buyer, as_provider) = match filter.role {
@@ -105,7 +134,8 @@ pub fn leases(
     let rows: Vec<Row> = diesel::sql_query(
         "SELECT partition, lease_id, market, buyer, provider, node, region, gpus, price, hours, \
          cost, status, created_at, started_at, ended_at, hours_used, charged, provider_earned, \
-         end_reason FROM leases \
+         end_reason, bid_order, close_cause, close_detail, charged_until, charged_ms, \
+         rebid_order, rebid_refused FROM leases \
          WHERE (($2 AND buyer = $1) OR ($3 AND provider = $1)) \
          AND ($4::text IS NULL OR status = $4) AND (partition, lease_id) > ($5, $6) \
          ORDER BY partition, lease_id LIMIT $7",
@@ -146,6 +176,22 @@ pub fn leases(
                 end_reason: r
                     .end_reason
                     .map(|e| parsed(T, "end_reason", &e))
+                    .transpose()?,
+                bid_order: OrderId(unsigned(T, "bid_order", r.bid_order)?),
+                close_cause: r.close_cause,
+                close_detail: r.close_detail,
+                charged_until: r.charged_until,
+                charged_ms: r
+                    .charged_ms
+                    .map(|ms| unsigned(T, "charged_ms", ms))
+                    .transpose()?,
+                rebid_order: r
+                    .rebid_order
+                    .map(|o| unsigned(T, "rebid_order", o).map(OrderId))
+                    .transpose()?,
+                rebid_refused: r
+                    .rebid_refused
+                    .map(|c| parsed(T, "rebid_refused", &c))
                     .transpose()?,
             })
         })

@@ -7,17 +7,19 @@
 //! enums and ids, counts as unsigned integers, money as exact decimals; a stored value that
 //! does not parse is [`LedgerError::BadRow`], never a default.
 
+mod billing;
 mod checks;
 mod leases;
 mod money;
 mod orders;
 mod providers;
+mod rebids;
 mod settlement;
 
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use contract::MarketId;
+use contract::{MarketConfig, MarketId};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Numeric, Text, Timestamptz};
@@ -25,6 +27,10 @@ use rust_decimal::Decimal;
 
 use crate::LedgerError;
 
+pub use billing::{
+    account_usage, accrued, accrued_by_provider, usage_lines, Accrued, ProviderAccrued,
+    UsageFilter, UsageKey, UsageLine,
+};
 pub use checks::{books, projected_rows, Books};
 pub use leases::{leases, Lease, LeaseFilter, LeaseRole};
 pub use money::{
@@ -39,6 +45,7 @@ pub use providers::{
     nodes, provider, providers, reputation_history, telemetry, Node, Provider, ReputationChange,
     TelemetrySample,
 };
+pub use rebids::{rebid_chain, rebid_of, ChainLease};
 pub use settlement::{
     settlement_lines, settlements, Settlement, SettlementFilter, SettlementLine, SettlementState,
 };
@@ -75,7 +82,11 @@ impl Key {
 }
 
 /// A stored value that does not read back as its type.
-pub(crate) fn bad(table: &'static str, column: &'static str, value: impl std::fmt::Display) -> LedgerError {
+pub(crate) fn bad(
+    table: &'static str,
+    column: &'static str,
+    value: impl std::fmt::Display,
+) -> LedgerError {
     LedgerError::BadRow {
         table,
         detail: format!("{column} holds {value}"),
@@ -83,7 +94,11 @@ pub(crate) fn bad(table: &'static str, column: &'static str, value: impl std::fm
 }
 
 /// A text column as the type it stores.
-pub(crate) fn parsed<T: FromStr>(table: &'static str, column: &'static str, s: &str) -> Result<T, LedgerError> {
+pub(crate) fn parsed<T: FromStr>(
+    table: &'static str,
+    column: &'static str,
+    s: &str,
+) -> Result<T, LedgerError> {
     s.parse().map_err(|_| bad(table, column, format!("{s:?}")))
 }
 
@@ -110,13 +125,18 @@ fn plus_one(limit: u32) -> i64 {
     i64::from(limit) + 1
 }
 
-/// A market as created.
+/// A market as created, with its configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Market {
     pub market: MarketId,
     pub tick: Decimal,
     pub fee_bps: u32,
     pub created_at: DateTime<Utc>,
+    /// Its parameters: the last `ConfigureMarket`'s, or the contract's defaults
+    /// (`MarketConfig::default()`) until one arrives.
+    pub config: MarketConfig,
+    /// When a `ConfigureMarket` last set them.
+    pub configured_at: Option<DateTime<Utc>>,
 }
 
 pub fn markets(conn: &mut PgConnection) -> Result<Vec<Market>, LedgerError> {
@@ -130,17 +150,31 @@ pub fn markets(conn: &mut PgConnection) -> Result<Vec<Market>, LedgerError> {
         fee_bps: i32,
         #[diesel(sql_type = Timestamptz)]
         created_at: DateTime<Utc>,
+        #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+        config: Option<String>,
+        #[diesel(sql_type = diesel::sql_types::Nullable<Timestamptz>)]
+        configured_at: Option<DateTime<Utc>>,
     }
-    let rows: Vec<Row> =
-        diesel::sql_query("SELECT market, tick, fee_bps, created_at FROM markets ORDER BY market")
-            .load(conn)?;
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT market, tick, fee_bps, created_at, config::text AS config, configured_at \
+         FROM markets ORDER BY market",
+    )
+    .load(conn)?;
     rows.into_iter()
         .map(|r| {
+            let config = match &r.config {
+                None => MarketConfig::default(),
+                // The contract's JSON form, checked again as it is read.
+                Some(json) => serde_json::from_str(json)
+                    .map_err(|e| bad("markets", "config", format!("{json}: {e}")))?,
+            };
             Ok(Market {
                 market: parsed("markets", "market", &r.market)?,
                 tick: r.tick,
                 fee_bps: unsigned("markets", "fee_bps", r.fee_bps)?,
                 created_at: r.created_at,
+                config,
+                configured_at: r.configured_at,
             })
         })
         .collect()

@@ -110,7 +110,11 @@ pub fn journal(
         .into_iter()
         .map(|r| {
             if r.buckets.len() != r.accounts.len() || r.amounts.len() != r.accounts.len() {
-                return Err(bad(T, "legs", format!("uneven arrays at seq {}", r.event_seq)));
+                return Err(bad(
+                    T,
+                    "legs",
+                    format!("uneven arrays at seq {}", r.event_seq),
+                ));
             }
             let postings = r
                 .accounts

@@ -142,7 +142,8 @@ pub fn record_report(
             .bind::<Nullable<Float>, _>(gpu.power_w)
             .bind::<Nullable<Float>, _>(gpu.power_limit_w)
             .bind::<Nullable<Integer>, _>(
-                gpu.sm_clock_mhz.map(|c| i32::try_from(c).unwrap_or(i32::MAX)),
+                gpu.sm_clock_mhz
+                    .map(|c| i32::try_from(c).unwrap_or(i32::MAX)),
             )
             .bind::<Nullable<BigInt>, _>(big(gpu.ecc_errors)?)
             .execute(conn)?;

@@ -1,9 +1,12 @@
 //! The projections against a real Postgres and a real event log: each test creates its own
 //! database (from `DATABASE_URL`, default the local server) and drops it at the end. This
 //! file holds the projector framework's and the journal's tests; `projections` the activity,
-//! billing, reputation and rebuild tests; `exports` the finance exports.
+//! billing, reputation and rebuild tests; `metering` those of metered leases and node
+//! silence; `exports` and `focus_validator` the finance exports.
 
 mod exports;
+mod focus_validator;
+mod metering;
 mod projections;
 mod stream;
 

@@ -3,9 +3,11 @@
 
 pub use contract::ErrorCode;
 use contract::{
-    AccountId, Amount, AskSpec, BidSpec, CancelReason, ClientOrderId, Command, Event, FeeRate,
-    Gpus, Hours, Interconnect, LeaseEndReason, LeaseId, MarketId, NewOrder, NodeId, OrderId,
-    OrderTerms, Price, Region, Rejection, Reputation, TimeInForce, Timestamp, TxHash, Vendor,
+    AccountId, Amount, AskSpec, BidSpec, CancelReason, ChargePeriod, ClientOrderId, Command, Event,
+    FeeRate, GpuStatus, Gpus, Hours, Interconnect, LeaseEndReason, LeaseId, MarketConfig,
+    MarketConfigFields, MarketId, NewOrder, NodeId, NodeKey, NodeRef, OrderId, OrderOptions,
+    OrderTerms, Price, Region, Rejection, ReportEvidence, Reputation, ShortText, Signature,
+    SignedHeartbeat, TimeInForce, Timestamp, TxHash, Vendor,
 };
 use matching_engine::Engine;
 use rust_decimal::Decimal;
@@ -94,12 +96,96 @@ pub fn market_with_buyers() -> Vec<Command> {
     ]
 }
 
-/// An order under construction; `.into()` makes it a `Place` command.
+/// The heartbeat timeout of [`metered_market`]: a report a minute, three minutes' grace.
+pub const TIMEOUT: i64 = 180_000;
+
+/// [`market_with_buyers`], configured with hourly charge periods, a report a minute and
+/// [`TIMEOUT`].
+pub fn metered_market() -> Vec<Command> {
+    let mut commands = market_with_buyers();
+    commands.push(configure(3_600, 60_000, TIMEOUT as u32));
+    commands
+}
+
+pub fn configure(period_s: u32, report_interval_ms: u32, heartbeat_timeout_ms: u32) -> Command {
+    Command::ConfigureMarket {
+        market: h100(),
+        config: MarketConfig::new(MarketConfigFields {
+            charge_period: ChargePeriod::new(period_s).unwrap(),
+            report_interval_ms,
+            heartbeat_timeout_ms,
+            ..MarketConfigFields::default()
+        })
+        .unwrap(),
+    }
+}
+
+/// An ask available until 2027, for the metered tests, which run in 2026.
+pub fn offer(account: AccountId, client_id: u128, price: &str, gpus: u64) -> OrderBuilder {
+    ask(account, client_id, price, gpus).until(1_798_761_600_000)
+}
+
+/// The node of `ask(provider, client_id, ..)`.
+pub fn node_of(provider: AccountId, client_id: u128) -> NodeId {
+    NodeId::parse(&format!("node-{}-{client_id}", provider.0)).unwrap()
+}
+
+/// A signed heartbeat of `node` (one healthy GPU) listing `leases` as healthy, made when it
+/// arrives (its own time is far ahead, which counts as the engine's clock).
+pub fn beat(provider: AccountId, node: NodeId, sequence: u64, leases: &[u64]) -> Command {
+    beat_made(provider, node, sequence, leases, i64::MAX)
+}
+
+/// [`beat`], made at `made` by the node's clock.
+pub fn beat_made(
+    provider: AccountId,
+    node: NodeId,
+    sequence: u64,
+    leases: &[u64],
+    made: i64,
+) -> Command {
+    Command::SignedHeartbeat(SignedHeartbeat {
+        provider,
+        node,
+        market: h100(),
+        sequence,
+        reported_at: Timestamp(made),
+        simulated: false,
+        gpus: vec![GpuStatus {
+            index: 0,
+            vendor: Vendor::Nvidia,
+            model: ShortText::parse("NVIDIA H100 80GB HBM3").unwrap(),
+            uuid: ShortText::parse(&format!("GPU-{node}")).unwrap(),
+            memory_mb: Some(81_559),
+            pci_bus_id: None,
+            healthy: true,
+        }],
+        healthy_leases: leases.iter().map(|&l| LeaseId(l)).collect(),
+        evidence: ReportEvidence {
+            node_key: NodeKey([1; 32]),
+            signed: b"{}".to_vec(),
+            signature: Signature([2; 64]),
+        },
+    })
+}
+
+pub fn stop(by: AccountId, lease: u64) -> Command {
+    Command::StopLease {
+        by,
+        lease_id: LeaseId(lease),
+    }
+}
+
+/// An order under construction; `.into()` makes it a `Place` command, or a `PlaceWith` once
+/// it has options.
 #[derive(Clone, Debug)]
-pub struct OrderBuilder(pub NewOrder);
+pub struct OrderBuilder {
+    pub order: NewOrder,
+    pub options: Option<OrderOptions>,
+}
 
 pub fn bid(account: AccountId, client_id: u128, price: &str, gpus: u64) -> OrderBuilder {
-    OrderBuilder(NewOrder {
+    OrderBuilder::new(NewOrder {
         account,
         client_id: ClientOrderId(client_id),
         market: h100(),
@@ -112,7 +198,7 @@ pub fn bid(account: AccountId, client_id: u128, price: &str, gpus: u64) -> Order
 }
 
 pub fn ask(account: AccountId, client_id: u128, price: &str, gpus: u64) -> OrderBuilder {
-    OrderBuilder(NewOrder {
+    OrderBuilder::new(NewOrder {
         account,
         client_id: ClientOrderId(client_id),
         market: h100(),
@@ -132,32 +218,60 @@ pub fn ask(account: AccountId, client_id: u128, price: &str, gpus: u64) -> Order
 }
 
 impl OrderBuilder {
+    fn new(order: NewOrder) -> Self {
+        OrderBuilder {
+            order,
+            options: None,
+        }
+    }
+
     fn bid_spec(&mut self) -> &mut BidSpec {
-        match &mut self.0.terms {
+        match &mut self.order.terms {
             OrderTerms::Bid(b) => b,
             OrderTerms::Ask(_) => panic!("a bid-only setting on an ask"),
         }
     }
 
     fn ask_spec(&mut self) -> &mut AskSpec {
-        match &mut self.0.terms {
+        match &mut self.order.terms {
             OrderTerms::Ask(a) => a,
             OrderTerms::Bid(_) => panic!("an ask-only setting on a bid"),
         }
     }
 
     pub fn tif(mut self, tif: TimeInForce) -> Self {
-        self.0.tif = tif;
+        self.order.tif = tif;
         self
     }
 
     pub fn post_only(mut self) -> Self {
-        self.0.post_only = true;
+        self.order.post_only = true;
         self
     }
 
     pub fn market(mut self, market: &str) -> Self {
-        self.0.market = MarketId::parse(market).unwrap();
+        self.order.market = MarketId::parse(market).unwrap();
+        self
+    }
+
+    /// Placed with `PlaceWith`, default options: a bid's leases are metered.
+    pub fn metered(mut self) -> Self {
+        self.options.get_or_insert_with(OrderOptions::default);
+        self
+    }
+
+    pub fn rebid(mut self) -> Self {
+        self.options
+            .get_or_insert_with(OrderOptions::default)
+            .rebid_on_failure = true;
+        self
+    }
+
+    pub fn exclude(mut self, provider: AccountId, node: NodeId) -> Self {
+        self.options
+            .get_or_insert_with(OrderOptions::default)
+            .exclude_nodes
+            .push(NodeRef { provider, node });
         self
     }
 
@@ -230,11 +344,22 @@ impl OrderBuilder {
         self.ask_spec().available_until = Timestamp(ms);
         self
     }
+
+    pub fn on_node(mut self, node: NodeId) -> Self {
+        self.ask_spec().node = node;
+        self
+    }
 }
 
 impl From<OrderBuilder> for Command {
     fn from(b: OrderBuilder) -> Command {
-        Command::Place(b.0)
+        match b.options {
+            None => Command::Place(b.order),
+            Some(options) => Command::PlaceWith {
+                order: b.order,
+                options,
+            },
+        }
     }
 }
 
@@ -259,11 +384,14 @@ pub fn amend(account: AccountId, order: u64, price: Option<&str>, gpus: Option<u
 pub struct Scenario {
     pub engine: Engine,
     pub now: i64,
+    /// The sequence number of the last report `beats` sent (each node's must increase).
+    pub sequence: u64,
 }
 
 impl Scenario {
     pub fn given(commands: impl IntoIterator<Item = Command>) -> Scenario {
         let mut s = Scenario {
+            sequence: 0,
             engine: Engine::new(),
             now: T0,
         };
@@ -284,6 +412,26 @@ impl Scenario {
         self
     }
 
+    /// Heartbeats of `node` listing `leases`, at `from` and every `every` ms before `until`;
+    /// returns every event on the way with the time of its command.
+    pub fn beats(
+        &mut self,
+        provider: AccountId,
+        node: NodeId,
+        leases: &[u64],
+        (from, every, until): (i64, i64, i64),
+    ) -> Vec<(i64, Event)> {
+        let mut seen = Vec::new();
+        for at in (from..until).step_by(every as usize) {
+            self.sequence += 1;
+            let report = beat(provider, node, self.sequence, leases);
+            let out = self.at(at).when(report);
+            out.accepted();
+            seen.extend(out.events.into_iter().map(|e| (at, e)));
+        }
+        seen
+    }
+
     pub fn when(&mut self, command: impl Into<Command>) -> Outcome {
         let command = command.into();
         let mut events = Vec::new();
@@ -296,9 +444,8 @@ impl Scenario {
             // A rejection changes nothing but what time alone would have changed.
             let mut timed = Engine::restore(&before).unwrap();
             let mut expired = Vec::new();
-            timed
-                .apply(Timestamp(self.now - 1), &Command::Tick, &mut expired)
-                .unwrap();
+            let at = Timestamp(self.now - 1).max(timed.now());
+            timed.apply(at, &Command::Tick, &mut expired).unwrap();
             assert_eq!(events, expired, "a rejected command emitted its own events");
             assert_eq!(
                 timed.state_hash(),
@@ -383,6 +530,16 @@ impl Outcome {
 
     pub fn then_cancels(&self, expected: &[(u64, CancelReason)]) -> &Self {
         assert_eq!(self.cancels(), expected, "events: {:#?}", self.events);
+        self
+    }
+
+    /// The kinds of the events, in order: what happened, at a glance.
+    pub fn kinds(&self) -> Vec<&'static str> {
+        self.events.iter().map(Event::kind).collect()
+    }
+
+    pub fn then_kinds(&self, expected: &[&str]) -> &Self {
+        assert_eq!(self.kinds(), expected, "events: {:#?}", self.events);
         self
     }
 }

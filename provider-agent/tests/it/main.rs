@@ -2,16 +2,40 @@
 //! NVIDIA GPU when one is present.
 
 mod jobs;
+mod torn;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use api::testing::{Market, T_PROVIDER};
 use api::Limits;
 use provider_agent::config::Config;
 use provider_agent::gpu::{GpuSource, Nvml, SimulatedGpus, SourceKind};
-use provider_agent::{keys, Agent};
-use serde_json::json;
+use provider_agent::jobs::JobStatus;
+use provider_agent::report::SignedReport;
+use provider_agent::{durable, keys, Agent, AgentError};
+use serde_json::{json, Value};
+
+/// Nothing listens on the discard port on loopback: the API is away.
+pub const AWAY: &str = "http://127.0.0.1:9";
+
+/// Whether `pid` runs (a zombie does not).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z")
+    })
+}
+
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 
 #[test]
 fn a_simulated_node_says_it_is_simulated_and_reads_plausible_values() {
@@ -78,6 +102,54 @@ fn the_node_key_is_private_and_stable() {
     assert!(err.contains("readable by others"), "{err}");
 }
 
+#[test]
+fn a_provider_key_readable_by_others_is_refused_and_init_says_how_to_make_it_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("agent");
+    let init = std::process::Command::new(env!("CARGO_BIN_EXE_provider-agent"))
+        .args(["init", "--source", "simulated", "--dir"])
+        .arg(&folder)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{init:?}");
+    let printed = String::from_utf8(init.stdout).unwrap();
+    // The command init prints (README's too), with `echo` standing in for `gpumarket keys
+    // create`, run from a shell with the usual umask.
+    let command = printed
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("(umask 077; gpumarket keys create"))
+        .unwrap_or_else(|| panic!("no key command in {printed:?}"))
+        .replace(
+            "gpumarket keys create --role provider --account N",
+            "echo gpm_1_secret",
+        );
+    let made = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("umask 022; {command}"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let key = folder.join("provider.key");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let config = Config::load(&folder.join("agent.toml")).unwrap();
+    assert_eq!(
+        config.interval_secs, 10,
+        "three reports within the markets' default heartbeat timeout of 30 s"
+    );
+    Agent::open(config.clone()).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let refused = Agent::open(config).unwrap_err();
+    assert!(
+        matches!(
+            &refused,
+            AgentError::Key(keys::KeyError::Exposed { path, mode: 0o644 }) if *path == key
+        ),
+        "{refused:?}"
+    );
+}
+
 /// An agent folder for `node` on simulated GPUs, talking to `url` with `key`.
 fn agent(dir: &Path, url: &str, key: &str, node: &str, capacity: usize) -> Agent {
     agent_offering(dir, url, key, node, capacity, "")
@@ -92,7 +164,7 @@ fn agent_offering(
     capacity: usize,
     offer: &str,
 ) -> Agent {
-    std::fs::write(dir.join("provider.key"), key).unwrap();
+    durable::write_atomic(&dir.join("provider.key"), key.as_bytes(), 0o600).unwrap();
     std::fs::write(
         dir.join("agent.toml"),
         format!(
@@ -107,7 +179,8 @@ fn agent_offering(
 
 #[test]
 fn reports_wait_on_disk_while_the_api_is_away_and_arrive_once_in_order() {
-    let m = Market::start("agent_outbox", Limits::default());
+    // The API takes reports only for a class the market trades.
+    let m = h100_market("agent_outbox");
     let dir = tempfile::tempdir().unwrap();
     // Nothing listens on port 9 (discard) on loopback here: the API is "away".
     let mut a = agent(
@@ -162,7 +235,6 @@ fn reports_wait_on_disk_while_the_api_is_away_and_arrive_once_in_order() {
 #[test]
 fn a_full_outbox_drops_the_oldest_telemetry() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("provider.key"), "unused").unwrap();
     let mut a = agent(dir.path(), "http://127.0.0.1:9", "gpm_1_x", "node-y", 3);
     for _ in 0..5 {
         a.report(&[]).unwrap();
@@ -198,20 +270,80 @@ fn h100_market(tag: &str) -> Market {
     m
 }
 
-#[test]
-fn the_agent_runs_a_leased_job_once_and_ends_the_lease_with_the_hours_used() {
-    let m = h100_market("agent_jobs");
-    let place = "mutation($i: PlaceOrderInput!) { placeOrder(input: $i) { orderId status } }";
+/// An ask of `gpus` GPUs on `node`, then `leases` bids of one GPU for an hour, each filled:
+/// leases 1 to `leases`.
+fn leases_on(m: &Market, node: &str, gpus: u32, leases: u32) {
+    let place = "mutation($i: PlaceOrderInput!) { placeOrder(input: $i) { status } }";
     m.ok(&m.provider, place, json!({"i": {"market": "H100-80GB", "clientOrderId": "1", "price": "2.00",
-        "gpus": 2, "ask": {"node": "node-j", "vendor": "nvidia", "vramGb": 80, "interconnect": "nvlink",
+        "gpus": gpus, "ask": {"node": node, "vendor": "nvidia", "vramGb": 80, "interconnect": "nvlink",
         "region": "eu-west", "availableUntil": "2099-01-01T00:00:00Z"}}}));
-    let bid = m.ok(
+    for i in 0..leases {
+        let bid = m.ok(
+            &m.buyer,
+            place,
+            json!({"i": {"market": "H100-80GB", "clientOrderId": format!("{}", 100 + i),
+            "price": "2.00", "gpus": 1, "bid": {"hours": 1}}}),
+        );
+        assert_eq!(bid["placeOrder"]["status"], "FILLED");
+    }
+}
+
+/// The buyer gives lease `id` the job `sh -c script`.
+fn submit(m: &Market, id: u64, script: &str) {
+    let submit = "mutation($l: ID!, $a: [String!]!) { submitJob(leaseId: $l, command: \"/bin/sh\", args: $a) }";
+    let job = json!({"l": id.to_string(), "a": ["-c", script]});
+    assert_eq!(m.ok(&m.buyer, submit, job)["submitJob"], true);
+}
+
+/// The buyer stops lease `id`. `endLease` is losing its `hoursUsed` argument: the form the
+/// API takes is the one that goes through.
+fn stop_lease(m: &Market, id: u64) {
+    let metered = format!("mutation {{ endLease(leaseId: \"{id}\") {{ leaseId }} }}");
+    if m.gql(Some(&m.buyer), &metered, json!({}))
+        .get("errors")
+        .is_some()
+    {
+        let claimed =
+            format!("mutation {{ endLease(leaseId: \"{id}\", hoursUsed: \"0\") {{ leaseId }} }}");
+        m.ok(&m.buyer, &claimed, json!({}));
+    }
+}
+
+/// Lease `id` as its buyer reads it, once the projections have caught up.
+fn lease(m: &Market, id: u64) -> Value {
+    m.projected();
+    let leases = m.ok(
         &m.buyer,
-        place,
-        json!({"i": {"market": "H100-80GB", "clientOrderId": "2",
-        "price": "2.00", "gpus": 1, "bid": {"hours": 1}}}),
+        "{ leases { edges { node { id status startedAt endsAt endedAt endReason job { logTail outcome } } } } }",
+        json!({}),
     );
-    assert_eq!(bid["placeOrder"]["status"], "FILLED");
+    leases["leases"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"].clone())
+        .find(|l| l["id"] == id)
+        .unwrap_or_else(|| panic!("no lease {id} in {leases}"))
+}
+
+/// The newest report in the agent's outbox: its signed text and what it says.
+fn newest_report(dir: &Path) -> (String, contract::NodeReport) {
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("state/outbox"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    let signed: SignedReport =
+        serde_json::from_slice(&std::fs::read(files.last().expect("a report")).unwrap()).unwrap();
+    let report = serde_json::from_str(&signed.report).unwrap();
+    (signed.report, report)
+}
+
+#[test]
+fn the_agent_runs_a_leased_job_until_the_lease_ends_and_never_ends_the_lease() {
+    let m = h100_market("agent_jobs");
+    leases_on(&m, "node-j", 2, 1);
 
     let submit = "mutation($c: String!, $a: [String!]!) { submitJob(leaseId: \"1\", command: $c, args: $a, env: [{name: \"EPOCHS\", value: \"3\"}]) }";
     let job = json!({"c": "/bin/sh", "a": ["-c", "echo training $EPOCHS epochs on GPU $CUDA_VISIBLE_DEVICES"]});
@@ -237,48 +369,163 @@ fn the_agent_runs_a_leased_job_once_and_ends_the_lease_with_the_hours_used() {
     let mut a = agent(dir.path(), &m.url, &m.provider, "node-j", 100);
     a.register().unwrap();
     let mut started = 0;
-    let mut ended = 0;
+    let mut sent = 0;
     for _ in 0..100 {
         let step = a.step().unwrap();
         started += step.started;
-        ended += step.ended;
-        if ended == 1 {
+        sent += step.outcomes_sent;
+        if sent == 1 {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert_eq!((started, ended), (1, 1));
+    assert_eq!((started, sent), (1, 1));
     assert_eq!(
         std::fs::read_to_string(a.jobs.log_path(1)).unwrap(),
         "training 3 epochs on GPU 0\n"
     );
+    // The job's deadline is the lease's end, as the market has it.
+    let ends_at: chrono::DateTime<chrono::Utc> =
+        lease(&m, 1)["endsAt"].as_str().unwrap().parse().unwrap();
+    let job = a.jobs.get(1).unwrap().unwrap();
+    assert_eq!(job.deadline_ms, ends_at.timestamp_millis() as u64);
+    assert_eq!(job.status, JobStatus::Exited { code: 0 });
+    // The job is over, the lease is not: it is the buyer's time, and still served.
+    assert_eq!(a.step().unwrap().healthy_leases, Some(vec![1]));
 
-    // A restarted agent neither runs the job again nor ends the lease twice.
+    // A restarted agent neither runs the job again nor sends its outcome twice.
     drop(a);
     let mut a = agent(dir.path(), &m.url, &m.provider, "node-j", 100);
     let step = a.step().unwrap();
-    assert_eq!((step.started, step.ended), (0, 0));
+    assert_eq!((step.started, step.outcomes_sent), (0, 0));
+    assert_eq!(step.healthy_leases, Some(vec![1]));
 
-    m.projected();
-    let lease = m.ok(
-        &m.buyer,
-        "{ leases { edges { node { id status startedAt hoursUsed charged endReason job { logTail outcome } } } } }",
-        json!({}),
-    )["leases"]["edges"][0]["node"]
-        .clone();
-    assert_eq!(lease["status"], "ended", "{lease}");
-    assert_eq!(lease["endReason"], "completed");
+    let lease = lease(&m, 1);
     assert_eq!(
-        lease["job"],
-        json!({"logTail": "training 3 epochs on GPU 0\n", "outcome": "exited 0"}),
-        "the buyer reads the job's output"
+        lease["status"], "running",
+        "not ended by the agent: {lease}"
+    );
+    assert!(
+        lease["endedAt"].is_null() && lease["endReason"].is_null(),
+        "{lease}"
     );
     assert!(
         !lease["startedAt"].is_null(),
         "the start was reported: {lease}"
     );
-    let hours: f64 = lease["hoursUsed"].as_str().unwrap().parse().unwrap();
-    assert!(hours < 0.01, "a job of seconds is charged seconds: {lease}");
+    assert_eq!(
+        lease["job"],
+        json!({"logTail": "training 3 epochs on GPU 0\n", "outcome": "exited 0"}),
+        "the buyer reads the job's output"
+    );
+}
+
+#[test]
+fn reports_list_the_healthy_leases_and_drop_one_whose_job_was_lost() {
+    let m = h100_market("agent_healthy");
+    leases_on(&m, "node-h", 2, 2);
+    submit(&m, 2, "sleep 30");
+    m.projected();
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = agent(dir.path(), &m.url, &m.provider, "node-h", 100);
+    a.register().unwrap();
+    let step = a.step().unwrap();
+    assert_eq!(step.started, 1);
+    let job = a.jobs.get(2).unwrap().unwrap();
+    assert_eq!(job.gpus, vec![0]);
+    assert_eq!(
+        step.healthy_leases,
+        Some(vec![1, 2]),
+        "lease 1 has no job yet: its GPU is reserved and idle"
+    );
+
+    // With the market away the known leases are listed; the report waits in the outbox,
+    // signed, with no hours in it.
+    a.set_api_url(AWAY, &m.provider);
+    assert_eq!(a.step().unwrap().healthy_leases, Some(vec![1, 2]));
+    let (text, report) = newest_report(dir.path());
+    assert_eq!(
+        (
+            report.node.as_str(),
+            report.healthy_leases,
+            report.leases_started
+        ),
+        ("node-h", vec![1, 2], vec![])
+    );
+    assert!(!text.contains("hours"), "{text}");
+    a.set_api_url(&m.url, &m.provider);
+    assert_eq!(a.flush().unwrap().sent, 1);
+
+    // The agent dies mid-job, and the job with it, before its exit status was written.
+    let JobStatus::Running { pid, .. } = job.status else {
+        panic!("{job:?}")
+    };
+    drop(a);
+    let group = rustix::process::Pid::from_raw(pid as i32).unwrap();
+    rustix::process::kill_process_group(group, rustix::process::Signal::KILL).unwrap();
+    wait_until("the job's group gone", || jobs::group_left(pid) == 0);
+
+    let mut a = agent(dir.path(), &m.url, &m.provider, "node-h", 100);
+    let step = a.step().unwrap();
+    assert_eq!(a.jobs.get(2).unwrap().unwrap().status, JobStatus::Lost);
+    assert_eq!(
+        step.healthy_leases,
+        Some(vec![1]),
+        "the lost job's lease is no longer listed: the engine fails it at its last listing"
+    );
+    assert_eq!(step.outcomes_sent, 1);
+    let lost = lease(&m, 2);
+    assert_eq!(lost["job"]["outcome"], "lost", "{lost}");
+    assert_ne!(lost["endReason"], "completed", "{lost}");
+    let state = std::fs::read_to_string(dir.path().join("state/jobs/2.json")).unwrap();
+    assert!(!state.contains("hours"), "{state}");
+}
+
+#[test]
+fn a_lease_on_a_missing_gpu_is_dropped_and_one_the_market_ended_stops_its_job() {
+    let m = h100_market("agent_gpu_gone");
+    leases_on(&m, "node-g", 2, 2);
+    submit(&m, 1, "sleep 30");
+    submit(&m, 2, "sleep 30");
+    m.projected();
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = agent(dir.path(), &m.url, &m.provider, "node-g", 100);
+    a.register().unwrap();
+    let step = a.step().unwrap();
+    assert_eq!(step.started, 2);
+    assert_eq!(step.healthy_leases, Some(vec![1, 2]));
+    let gpus = |a: &Agent, id| a.jobs.get(id).unwrap().unwrap().gpus;
+    assert_eq!((gpus(&a, 1), gpus(&a, 2)), (vec![0], vec![1]));
+
+    // GPU 1 no longer answers: the lease on it is no longer listed, the other one is.
+    a.source = Box::new(SimulatedGpus::new("H100-80GB", 1, 81_920, 7));
+    assert_eq!(a.step().unwrap().healthy_leases, Some(vec![1]));
+
+    // The buyer stops lease 1: its job is stopped, its outcome sent, and it is listed no more.
+    a.source = Box::new(SimulatedGpus::new("H100-80GB", 2, 81_920, 7));
+    let JobStatus::Running { pid, .. } = a.jobs.get(1).unwrap().unwrap().status else {
+        panic!("lease 1's job is not running")
+    };
+    stop_lease(&m, 1);
+    m.projected();
+    let step = a.step().unwrap();
+    assert!(step.cancelled >= 1, "{step:?}");
+    let job = a.jobs.get(1).unwrap().unwrap();
+    assert_eq!(
+        job.status,
+        JobStatus::Killed {
+            reason: "the lease ended in the market".into()
+        }
+    );
+    assert!(job.lease_ended && job.outcome_sent);
+    assert_eq!(jobs::group_left(pid), 0);
+    assert!(!step.healthy_leases.unwrap().contains(&1));
+    assert!(a.open_leases().iter().all(|l| l.id != 1));
+    assert_eq!(
+        lease(&m, 1)["job"]["outcome"],
+        "killed: the lease ended in the market"
+    );
+    a.jobs.lease_ended(2).unwrap();
 }
 
 #[test]

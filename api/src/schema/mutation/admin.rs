@@ -1,12 +1,13 @@
 //! Markets and API keys (admin).
 
 use async_graphql::{Context, Object, ID};
-use contract::{Command, FeeRate, Price};
+use contract::{Command, Event, FeeRate, Price};
 
 use crate::auth::{self, Role};
 use crate::errors::ApiError;
 use crate::schema::answer::{events, NewApiKey};
 use crate::schema::input::money;
+use crate::schema::types::market::{MarketConfig, MarketConfigInput};
 use crate::schema::{parse_account, parse_market, principal, state};
 
 #[derive(Debug, Default)]
@@ -30,6 +31,34 @@ impl AdminMutation {
         };
         events(state(ctx).engine.submit(command).await?)?;
         Ok(market)
+    }
+
+    /// Sets a market's parameters (admin): its charge period, heartbeat timeout, report
+    /// interval and the rest. Running leases keep the deadlines already set; every later
+    /// one follows the new values. An invalid combination is `VALIDATION` and changes
+    /// nothing.
+    async fn configure_market(
+        &self,
+        ctx: &Context<'_>,
+        market: String,
+        config: MarketConfigInput,
+    ) -> async_graphql::Result<MarketConfig> {
+        principal(ctx)?.require(&[Role::Admin], "configuring a market")?;
+        let market = parse_market(&market)?;
+        let config = config.config()?;
+        let answer = state(ctx)
+            .engine
+            .submit(Command::ConfigureMarket { market, config })
+            .await?;
+        events(answer)?
+            .iter()
+            .find_map(|e| match e {
+                Event::MarketConfigured { market, config } => {
+                    Some(MarketConfig::of(*market, config))
+                }
+                _ => None,
+            })
+            .ok_or_else(|| ApiError::internal("the engine configured no market").into())
     }
 
     /// Creates an API key (admin); the key is in the answer only this once.

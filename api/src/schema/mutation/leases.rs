@@ -1,15 +1,15 @@
 //! Ending leases, and the jobs that run on them.
 
 use async_graphql::{Context, Object, ID};
-use contract::{Command, Event, LeaseEndReason};
+use contract::{Command, FailureReason};
 use ledger::store::{JobLogged, JobSubmitted};
 
 use crate::auth::Role;
 use crate::errors::ApiError;
-use crate::schema::answer::{events, LeaseEndResult};
-use crate::schema::input::{money, parse_lease_id};
+use crate::schema::answer::{events, lease_end, LeaseEndResult};
+use crate::schema::input::parse_lease_id;
 use crate::schema::types::lease::EnvVar;
-use crate::schema::{principal, six, state};
+use crate::schema::{principal, state};
 
 /// The most of a job's log the provider sends: its end.
 const MAX_TAIL: usize = 48 << 10;
@@ -19,56 +19,50 @@ pub struct LeaseMutation;
 
 #[Object]
 impl LeaseMutation {
-    /// Ends a lease the caller bought or provided, charging `hoursUsed`.
+    /// Stops a running lease the caller bought or provided; nobody states hours. The buyer
+    /// stopping it is charged to now and refunded the rest. The provider stopping it is a
+    /// provider failure: charged only to the last heartbeat of its node that showed it
+    /// healthy, the rest refunded (and re-bid when the bid asked for it). Another account's
+    /// lease is `NOT_LEASE_PARTY`, an ended one `LEASE_ENDED`; neither changes anything.
     async fn end_lease(
         &self,
         ctx: &Context<'_>,
         lease_id: ID,
-        hours_used: String,
-        #[graphql(default)] provider_failed: bool,
     ) -> async_graphql::Result<LeaseEndResult> {
         let p = principal(ctx)?;
         p.require(&[Role::Trader, Role::Provider], "ending a lease")?;
         let lease_id = parse_lease_id(&lease_id)?;
-        // The market's one decimal grammar (digits, at most six places, nothing else).
-        let hours_used = money("hoursUsed", contract::Amount::parse(&hours_used))?.to_decimal();
-        let reason = match (p.role, provider_failed) {
-            (Role::Trader, false) => LeaseEndReason::BuyerStopped,
-            (Role::Provider, false) => LeaseEndReason::Completed,
-            (Role::Provider, true) => LeaseEndReason::ProviderFailed,
-            _ => {
-                return Err(ApiError::forbidden("only the provider reports its own failure").into())
-            }
-        };
         let answer = state(ctx)
             .engine
-            .submit(Command::EndLease {
+            .submit(Command::StopLease {
                 by: p.own_account()?,
                 lease_id,
-                hours_used,
-                reason,
             })
             .await?;
-        events(answer)?
-            .iter()
-            .find_map(|e| match e {
-                Event::LeaseEnded {
-                    lease_id,
-                    hours_used,
-                    charged,
-                    refunded,
-                    provider_earned,
-                    ..
-                } => Some(LeaseEndResult {
-                    lease_id: lease_id.0,
-                    hours_used: *hours_used,
-                    charged: six(charged.to_decimal()),
-                    refunded: six(refunded.to_decimal()),
-                    provider_earned: six(provider_earned.to_decimal()),
-                }),
-                _ => None,
-            })
-            .ok_or_else(|| ApiError::internal("the engine ended no lease").into())
+        Ok(lease_end(&events(answer)?)?)
+    }
+
+    /// Ends a running lease as the operator (admin), charged to now, with the reason its
+    /// `closeDetail` shows.
+    async fn admin_end_lease(
+        &self,
+        ctx: &Context<'_>,
+        lease_id: ID,
+        reason: String,
+    ) -> async_graphql::Result<LeaseEndResult> {
+        principal(ctx)?.require(&[Role::Admin], "ending a lease as the operator")?;
+        let lease_id = parse_lease_id(&lease_id)?;
+        // The reason is stored as text: a NUL would stop the projection that writes it.
+        if reason.chars().any(char::is_control) {
+            return Err(ApiError::validation("reason: no control characters").into());
+        }
+        let reason = FailureReason::new(&reason)
+            .map_err(|e| ApiError::validation(format!("reason: {e}")))?;
+        let answer = state(ctx)
+            .engine
+            .submit(Command::AdminEndLease { lease_id, reason })
+            .await?;
+        Ok(lease_end(&events(answer)?)?)
     }
 
     /// Gives a running lease the job to run (the lease's buyer, once; the same job again is

@@ -6,8 +6,8 @@ use contract::{Amount, ChainAddress, Command, ErrorCode, Event, FailureReason, T
 
 use crate::auth::Role;
 use crate::errors::ApiError;
-use crate::schema::answer::{events, MoneyResult};
-use crate::schema::input::{money, parse_batch};
+use crate::schema::answer::{events, money_result, MoneyResult};
+use crate::schema::input::{money, parse_batch, parse_idempotency_key};
 use crate::schema::types::settlement::{ChainDepositResult, SettlementBatch};
 use crate::schema::{parse_account, principal, six, state};
 
@@ -54,48 +54,58 @@ impl MoneyMutation {
     }
 
     /// Moves `amount` of the caller's available balance to settling; the next settlement
-    /// batch sends it to the caller's payout address.
+    /// batch sends it to the caller's payout address. With an `idempotencyKey` (a decimal
+    /// below 2^128 or a UUID, unique per account for deposits and withdrawals together), a
+    /// retry with the same key and amount moves nothing and answers the first result with
+    /// `replayed: true`; the same key with another amount is `IDEMPOTENCY_KEY_REUSED`.
+    /// Without one, every request is a new withdrawal: bots should always pass a key.
     async fn request_withdrawal(
         &self,
         ctx: &Context<'_>,
         amount: String,
+        idempotency_key: Option<String>,
     ) -> async_graphql::Result<MoneyResult> {
         let p = principal(ctx)?;
         p.require(&[Role::Trader, Role::Provider], "withdrawing")?;
         let account = p.own_account()?;
         let amount = money("amount", Amount::parse(&amount))?;
-        events(
-            state(ctx)
-                .engine
-                .submit(Command::RequestWithdrawal { account, amount })
-                .await?,
-        )?;
-        Ok(MoneyResult {
-            account: account.0,
-            amount: six(amount.to_decimal()),
-        })
+        let command = match idempotency_key.as_deref().map(parse_idempotency_key) {
+            None => Command::RequestWithdrawal { account, amount },
+            Some(key) => Command::RequestWithdrawalOnce {
+                account,
+                amount,
+                key: key?,
+            },
+        };
+        let answer = state(ctx).engine.submit(command).await?;
+        Ok(money_result(answer, account, amount)?)
     }
 
-    /// Credits an account (admin; the Cosmos bridge does this for on-chain deposits).
+    /// Credits an account (admin; the Cosmos bridge does this for on-chain deposits). With
+    /// an `idempotencyKey` (a decimal below 2^128 or a UUID, unique per credited account), a
+    /// retry after a timeout with the same key and amount credits nothing and answers the
+    /// first result with `replayed: true`; the same key with another amount is
+    /// `IDEMPOTENCY_KEY_REUSED`. Without one, every request credits again: pass a key.
     async fn credit_deposit(
         &self,
         ctx: &Context<'_>,
         account: ID,
         amount: String,
+        idempotency_key: Option<String>,
     ) -> async_graphql::Result<MoneyResult> {
         principal(ctx)?.require(&[Role::Admin], "crediting a deposit")?;
         let account = parse_account(Some(&account))?.expect("given");
         let amount = money("amount", Amount::parse(&amount))?;
-        events(
-            state(ctx)
-                .engine
-                .submit(Command::Deposit { account, amount })
-                .await?,
-        )?;
-        Ok(MoneyResult {
-            account: account.0,
-            amount: six(amount.to_decimal()),
-        })
+        let command = match idempotency_key.as_deref().map(parse_idempotency_key) {
+            None => Command::Deposit { account, amount },
+            Some(key) => Command::DepositOnce {
+                account,
+                amount,
+                key: key?,
+            },
+        };
+        let answer = state(ctx).engine.submit(command).await?;
+        Ok(money_result(answer, account, amount)?)
     }
 
     /// Credits a final chain transfer to the account its memo named (admin: the Cosmos

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_graphql::{Context, Object};
-use contract::{Command, ErrorCode, Gpus, LeaseId, NodeId};
+use contract::{Command, ErrorCode, LeaseId, NodeId};
 use ed25519_dalek::VerifyingKey;
 use ledger::store::Registered;
 
@@ -11,7 +11,7 @@ use crate::auth::Role;
 use crate::errors::ApiError;
 use crate::reports;
 use crate::schema::answer::{events, LeaseStart, ReportReceipt};
-use crate::schema::input::{money, parse_name};
+use crate::schema::input::parse_name;
 use crate::schema::types::provider::TelemetrySample;
 use crate::schema::{parse_market, principal, state};
 
@@ -47,7 +47,10 @@ impl NodeMutation {
     }
 
     /// Takes a node's signed report (`report`: the JSON exactly as signed; `signature`: the
-    /// ed25519 signature in hex): a heartbeat for the engine, GPU samples, lease starts.
+    /// ed25519 signature in hex): a signed heartbeat for the engine (with the report as its
+    /// evidence: it meters the node's leases and keeps the node alive), GPU samples, lease
+    /// starts. A node not registered for the calling provider is `UNKNOWN_NODE`; a report the
+    /// API refuses appends nothing.
     async fn submit_node_report(
         &self,
         ctx: &Context<'_>,
@@ -71,10 +74,25 @@ impl NodeMutation {
             .await?
             .and_then(|bytes| VerifyingKey::from_bytes(&bytes).ok())
             .ok_or_else(|| {
-                ApiError::forbidden(format!("node {node} is not registered for this provider"))
+                ApiError::new(
+                    ErrorCode::UnknownNode,
+                    format!("node {node} is not registered for this provider: registerNode first"),
+                )
             })?;
-        let report = reports::verify(&key, &report, &signature)?;
+        let text = report;
+        let report = reports::verify(&key, &text, &signature)?;
         let class = parse_market(&report.class)?;
+        let heartbeat =
+            reports::heartbeat(provider, node_id, class, &key, &text, &signature, &report)?;
+        // The engine would refuse a heartbeat for a market it does not have; refused here,
+        // the report appends nothing.
+        if st.engine.replica().depth(class, 0).is_none() {
+            return Err(ApiError::new(
+                ErrorCode::UnknownMarket,
+                format!("report: no market for the class {class}"),
+            )
+            .into());
+        }
         let sequence = report.sequence;
         if st
             .db(move |c| ledger::store::report_seen(c, provider, node_id, sequence))
@@ -85,15 +103,9 @@ impl NodeMutation {
                 lease_starts: Vec::new(),
             });
         }
-        let gpus = money("gpus", Gpus::new(report.gpus.len() as u64))?;
         events(
             st.engine
-                .submit(Command::Heartbeat {
-                    provider,
-                    node: node_id,
-                    class,
-                    gpus,
-                })
+                .submit(Command::SignedHeartbeat(heartbeat))
                 .await?,
         )?;
         let mut lease_starts = Vec::new();

@@ -20,7 +20,9 @@ impl OrderMutation {
     /// Places a bid (trader) or an ask (provider) and returns the engine's answer: accepted
     /// with its fills, or the typed rejection. A retry with the same `clientOrderId` (in any
     /// of its forms) returns the first answer (`replayed: true`), whatever happened to the
-    /// order since, and never places a second order.
+    /// order since, and never places a second order. A bid's leases are metered: charged by
+    /// the engine's clock up to when they end (their term, `endLease`, or their node's
+    /// failure), never by a number of hours anyone states.
     async fn place_order(
         &self,
         ctx: &Context<'_>,
@@ -28,10 +30,13 @@ impl OrderMutation {
     ) -> async_graphql::Result<OrderResult> {
         let p = principal(ctx)?;
         let echo = input.client_order_id.clone();
-        let order = new_order(&p, input)?;
+        let (order, options) = new_order(&p, input)?;
         let (account, client_id) = (order.account, order.client_id);
         let st = state(ctx);
-        let answer = st.engine.submit(Command::Place(order)).await?;
+        let answer = st
+            .engine
+            .submit(Command::PlaceWith { order, options })
+            .await?;
         match events(answer) {
             Ok(events) => Ok(order_result(echo, &events, false)?),
             Err(e) if e.code == ErrorCode::DuplicateClientOrderId => {

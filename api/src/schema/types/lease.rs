@@ -35,12 +35,32 @@ pub struct Lease {
     /// `created`, `running` or `ended`.
     pub status: String,
     pub created_at: DateTime<Utc>,
+    /// The end of its term (`createdAt` + `hours`): the engine ends it then, and the
+    /// provider's agent kills its job then.
+    pub ends_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
     pub hours_used: Option<Decimal>,
     pub charged: Option<Decimal>,
     pub provider_earned: Option<Decimal>,
     pub end_reason: Option<String>,
+    /// The bid it filled: for a re-bid's lease, the order a failed lease placed.
+    pub bid_order: u64,
+    /// Why it closed, as the engine judged it: `term_reached`, `buyer_stopped`,
+    /// `provider_stopped`, `node_silent`, `unhealthy`, `not_acknowledged` or `operator`.
+    pub close_cause: Option<String>,
+    /// What the cause rests on: the silent node's last heartbeat (RFC 3339), the sequence
+    /// number of the report that did not show it healthy, or the operator's reason.
+    pub close_detail: Option<String>,
+    /// It is charged up to here (its end, or, after a provider failure, the last heartbeat
+    /// that showed it healthy).
+    pub charged_until: Option<DateTime<Utc>>,
+    pub charged_ms: Option<u64>,
+    /// The order its provider failure placed for its unused hours (its bid asked to
+    /// re-bid); that order's `rebidOf` is this lease.
+    pub rebid_order: Option<u64>,
+    /// Why the re-bid its failure asked for was refused (e.g. `INSUFFICIENT_FUNDS`).
+    pub rebid_refused: Option<String>,
 }
 
 impl From<ledger::read::Lease> for Lease {
@@ -59,12 +79,20 @@ impl From<ledger::read::Lease> for Lease {
             cost: l.cost,
             status: l.state.as_str().to_owned(),
             created_at: l.created_at,
+            ends_at: l.created_at + chrono::Duration::hours(i64::from(l.hours)),
             started_at: l.started_at,
             ended_at: l.ended_at,
             hours_used: l.hours_used,
             charged: l.charged,
             provider_earned: l.provider_earned,
             end_reason: l.end_reason.map(|r| r.as_str().to_owned()),
+            bid_order: l.bid_order.0,
+            close_cause: l.close_cause,
+            close_detail: l.close_detail,
+            charged_until: l.charged_until,
+            charged_ms: l.charged_ms,
+            rebid_order: l.rebid_order.map(|o| o.0),
+            rebid_refused: l.rebid_refused.map(|c| c.as_str().to_owned()),
         }
     }
 }
@@ -79,6 +107,46 @@ impl Lease {
             .db(move |c| ledger::store::job(c, partition, lease))
             .await?;
         Ok(job.map(Job::from))
+    }
+
+    /// This lease and every lease its provider failures' re-bids filled, nearest first:
+    /// lease → failure → re-bid order → new lease → ...
+    #[graphql(complexity = "crate::schema::query::DB + child_complexity")]
+    async fn rebid_chain(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ChainLink>> {
+        let key = self.key;
+        let chain = state(ctx)
+            .db(move |c| ledger::read::rebid_chain(c, key))
+            .await?;
+        Ok(chain.into_iter().map(ChainLink::from).collect())
+    }
+}
+
+/// One lease of a re-bid chain.
+#[derive(Debug, Clone, PartialEq, Eq, SimpleObject)]
+pub struct ChainLink {
+    pub lease_id: u64,
+    /// The order it filled.
+    pub bid_order: u64,
+    /// 0 for the lease asked about, one more for each re-bid on the way to this one.
+    pub depth: u32,
+    pub status: String,
+    pub close_cause: Option<String>,
+    /// The order its failure placed.
+    pub rebid_order: Option<u64>,
+    pub rebid_refused: Option<String>,
+}
+
+impl From<ledger::read::ChainLease> for ChainLink {
+    fn from(l: ledger::read::ChainLease) -> ChainLink {
+        ChainLink {
+            lease_id: l.lease.0,
+            bid_order: l.bid_order.0,
+            depth: l.depth,
+            status: l.state.as_str().to_owned(),
+            close_cause: l.close_cause,
+            rebid_order: l.rebid_order.map(|o| o.0),
+            rebid_refused: l.rebid_refused.map(|c| c.as_str().to_owned()),
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use async_graphql::{ComplexObject, Context, Enum, SimpleObject};
 use chrono::{DateTime, Utc};
-use contract::{OrderId, OrderStatus as Status};
+use contract::{ClientOrderId, OrderId, OrderStatus as Status};
 use ledger::read::Key;
 use rust_decimal::Decimal;
 
@@ -54,6 +54,9 @@ pub struct Order {
     pub cancel_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The lease whose provider failure placed this bid (the engine re-bid its unused
+    /// hours); that lease's `rebidOrder` is this order.
+    pub rebid_of: Option<u64>,
 }
 
 impl From<ledger::read::Order> for Order {
@@ -77,8 +80,15 @@ impl From<ledger::read::Order> for Order {
             cancel_reason: o.cancel_reason.map(|c| c.as_str().to_owned()),
             created_at: o.created_at,
             updated_at: o.updated_at,
+            rebid_of: rebid_of(o.client_order_id),
         }
     }
+}
+
+/// The failed lease an order re-bids, read from its client id: the engine places re-bids
+/// with `ClientOrderId::rebid(lease)`, and refuses ids in that range from anyone else.
+pub fn rebid_of(client_id: ClientOrderId) -> Option<u64> {
+    client_id.is_reserved().then_some(client_id.0 as u64)
 }
 
 /// One counter-order the resting order could not trade with, and why.

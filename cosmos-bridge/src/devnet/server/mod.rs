@@ -176,10 +176,12 @@ impl DevnetServer {
                 .spawn(move || {
                     let mut next = std::time::Instant::now();
                     while !stop.load(Ordering::Relaxed) {
-                        // Short naps, so a stop is seen soon whatever the block time.
+                        // Parked until the block is due; a stop unparks it at once.
                         next += Duration::from_millis(block_ms);
                         while std::time::Instant::now() < next && !stop.load(Ordering::Relaxed) {
-                            std::thread::sleep(Duration::from_millis(block_ms.clamp(1, 50)));
+                            std::thread::park_timeout(
+                                next.saturating_duration_since(std::time::Instant::now()),
+                            );
                         }
                         if stop.load(Ordering::Relaxed) {
                             break;
@@ -247,6 +249,7 @@ impl Drop for DevnetServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
+            t.thread().unpark();
             let _ = t.join();
         }
     }

@@ -1,0 +1,2 @@
+DROP INDEX nodes_silent;
+ALTER TABLE nodes DROP COLUMN silent_through;
