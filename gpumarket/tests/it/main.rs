@@ -4,4 +4,5 @@ mod bridge;
 mod cosmjs;
 mod crash;
 mod e2e;
+mod metered;
 mod projector_crash;
