@@ -259,8 +259,9 @@ pub fn chain_view(
         incoming: Vec::new(),
         outgoing: Vec::new(),
     };
-    let mut messages: BTreeMap<(&'static str, TxHash, u32), (u64, DateTime<Utc>, u128)> =
-        BTreeMap::new();
+    // (direction, transaction, message) → (height, block time, base units summed).
+    type Message = (&'static str, TxHash, u32);
+    let mut messages: BTreeMap<Message, (u64, DateTime<Utc>, u128)> = BTreeMap::new();
     for t in escrow_transfers(chain, escrow, denom, 1, height)? {
         let key = (t.transfer.direction, t.tx_hash, t.transfer.msg_index);
         let message = messages.entry(key).or_insert((t.height, t.block_time, 0));

@@ -4,7 +4,9 @@
 use async_graphql::SimpleObject;
 use chrono::{DateTime, Utc};
 use contract::codec::EventBody;
-use contract::{AccountId, Amount, ErrorCode, Event, OrderId, OrderStatus as Status};
+use contract::{
+    AccountId, Amount, ClientOrderId, ErrorCode, Event, LeaseId, OrderId, OrderStatus as Status,
+};
 use rust_decimal::Decimal;
 
 use crate::errors::ApiError;
@@ -79,10 +81,13 @@ pub struct OrderResult {
     pub replayed: bool,
 }
 
-/// The result of the order an answer accepted: the answer to a `Place`, or (replayed) the
-/// records of the first answer from its `OrderAccepted` on.
+/// The result of `account`'s order `client_id` in an answer: the answer to a `Place`, or
+/// (replayed) the first answer read back. The caller's own `OrderAccepted` is looked for,
+/// not the first one: deadlines that fell due before the command come first in its answer,
+/// and one of them may be a re-bid the engine placed for another account.
 pub fn order_result(
-    client_id: String,
+    (account, client_id): (AccountId, ClientOrderId),
+    echo: String,
     events: &[Event],
     replayed: bool,
 ) -> Result<OrderResult, ApiError> {
@@ -91,7 +96,9 @@ pub fn order_result(
         .find_map(|e| match e {
             Event::OrderAccepted {
                 order_id, order, ..
-            } => Some((*order_id, order.gpus.get())),
+            } if order.account == account && order.client_id == client_id => {
+                Some((*order_id, order.gpus.get()))
+            }
             _ => None,
         })
         .ok_or_else(|| ApiError::internal("the engine accepted no order"))?;
@@ -109,7 +116,7 @@ pub fn order_result(
     let remaining = if cancelled { 0 } else { gpus - filled };
     Ok(OrderResult {
         order_id: order_id.0,
-        client_order_id: client_id,
+        client_order_id: echo,
         status: Status::of(remaining, cancelled).into(),
         remaining,
         fills,
@@ -191,10 +198,11 @@ pub struct LeaseEndResult {
     pub rebid_order_id: Option<u64>,
 }
 
-/// The end of a metered lease among an answer's events: its `LeaseClosed` and the
+/// The end of lease `lease` among an answer's events: its `LeaseClosed` and the
 /// `LeaseEnded` that moved its money (a stop the money cannot follow is refused, so both are
-/// in the answer), and its re-bid if one was placed.
-pub fn lease_end(events: &[Event]) -> Result<LeaseEndResult, ApiError> {
+/// in the answer), and its re-bid if one was placed. Other leases' ends may come first
+/// (deadlines that fell due before the command).
+pub fn lease_end(lease: LeaseId, events: &[Event]) -> Result<LeaseEndResult, ApiError> {
     let closed = events.iter().find_map(|e| match e {
         Event::LeaseClosed {
             lease_id,
@@ -203,7 +211,7 @@ pub fn lease_end(events: &[Event]) -> Result<LeaseEndResult, ApiError> {
             charged_until,
             charged_ms,
             ..
-        } => Some((*lease_id, cause, *ended_at, *charged_until, *charged_ms)),
+        } if *lease_id == lease => Some((*lease_id, cause, *ended_at, *charged_until, *charged_ms)),
         _ => None,
     });
     let Some((lease, cause, ended_at, charged_until, charged_ms)) = closed else {

@@ -612,3 +612,38 @@ fn finance_streams_the_exports_and_others_may_not() {
         assert_eq!(body["code"], code, "{path}: {status} {body}");
     }
 }
+
+#[test]
+fn an_answer_describes_the_callers_own_order_when_deadlines_come_first() {
+    // Given the buyer's GTT bid that expires in a moment, and the provider's resting ask.
+    let m = Market::start("api_own_answer", Limits::default());
+    let ask = m.seed();
+    let mut gtt = bid_input("7", "1.00", 1);
+    gtt["input"]["timeInForce"] = json!("GTT");
+    gtt["input"]["expiresAt"] =
+        json!((chrono::Utc::now() + chrono::Duration::milliseconds(300)).to_rfc3339());
+    let bid = m.ok(&m.buyer, PLACE, gtt)["placeOrder"]["orderId"]
+        .as_u64()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // When the provider's cancel is the first command after the expiry (this market has no
+    // clock ticks), its answer starts with the buyer's order expiring.
+    let cancelled = m.ok(
+        &m.provider,
+        "mutation($o: ID!) { cancelOrder(orderId: $o) { orderId remaining } }",
+        json!({"o": ask.to_string()}),
+    )["cancelOrder"]
+        .clone();
+    // Then the provider is told of its own order, and the buyer's bid expired.
+    assert_eq!(cancelled, json!({"orderId": ask, "remaining": 8}));
+    let order = m.ok(
+        &m.buyer,
+        "query($o: ID!) { restingOrder(id: $o) { remaining } }",
+        json!({"o": bid.to_string()}),
+    );
+    assert_eq!(
+        order["restingOrder"],
+        Value::Null,
+        "the bid expired: {order}"
+    );
+}

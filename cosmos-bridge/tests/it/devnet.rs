@@ -692,7 +692,9 @@ fn amounts_at_the_limits_are_refused_with_the_sdks_codes_never_a_panic() {
     let me = at(1, 0);
     let max = u128::MAX;
     // (what, transaction, CheckTx's code, delivery's code when CheckTx takes it)
-    let cases: Vec<(&str, Vec<u8>, Result<(), (u32, &str)>, (u32, &str))> = vec![
+    type Code<'a> = (u32, &'a str);
+    type Case<'a> = (&'a str, Vec<u8>, Result<(), Code<'a>>, Code<'a>);
+    let cases: Vec<Case> = vec![
         (
             "a send of u128::MAX",
             crafted(&key, vec![send(vec![usdc(max)])], fee(), 200_000, me),

@@ -313,7 +313,7 @@ fn the_bridge_credits_and_settles_exactly_once_through_crashes_and_chain_failure
         &cosmos_bridge::chain::ChainClient::new(world.chain.url()),
         "uusdc",
         6,
-        &world.escrow.address().to_string(),
+        world.escrow.address().as_ref(),
     )
     .unwrap();
     let report = ledger::export::reconciliation(

@@ -39,7 +39,7 @@ impl LeaseMutation {
                 lease_id,
             })
             .await?;
-        Ok(lease_end(&events(answer)?)?)
+        Ok(lease_end(lease_id, &events(answer)?)?)
     }
 
     /// Ends a running lease as the operator (admin), charged to now, with the reason its
@@ -62,7 +62,7 @@ impl LeaseMutation {
             .engine
             .submit(Command::AdminEndLease { lease_id, reason })
             .await?;
-        Ok(lease_end(&events(answer)?)?)
+        Ok(lease_end(lease_id, &events(answer)?)?)
     }
 
     /// Gives a running lease the job to run (the lease's buyer, once; the same job again is

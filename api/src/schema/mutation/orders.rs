@@ -38,7 +38,7 @@ impl OrderMutation {
             .submit(Command::PlaceWith { order, options })
             .await?;
         match events(answer) {
-            Ok(events) => Ok(order_result(echo, &events, false)?),
+            Ok(events) => Ok(order_result((account, client_id), echo, &events, false)?),
             Err(e) if e.code == ErrorCode::DuplicateClientOrderId => {
                 Ok(first_answer(st, account, client_id, echo).await?)
             }
@@ -62,15 +62,17 @@ impl OrderMutation {
                 order_id,
             })
             .await?;
+        // The caller's order, not the first cancel: expiries due before the command come
+        // first in its answer.
         events(answer)?
             .iter()
             .find_map(|e| match e {
                 Event::OrderCancelled {
-                    order_id,
+                    order_id: id,
                     remaining,
                     released,
                     ..
-                } => Some(CancelResult {
+                } if *id == order_id => Some(CancelResult {
                     order_id: order_id.0,
                     remaining: *remaining,
                     released: six(released.to_decimal()),
@@ -112,12 +114,12 @@ impl OrderMutation {
             .iter()
             .find_map(|e| match e {
                 Event::OrderAmended {
-                    order_id,
+                    order_id: id,
                     price,
                     remaining,
                     priority_kept,
                     ..
-                } => Some(AmendResult {
+                } if *id == order_id => Some(AmendResult {
                     order_id: order_id.0,
                     price: six(price.to_decimal()),
                     remaining: remaining.get(),
@@ -148,7 +150,7 @@ async fn first_answer(
         if let Some(placement) = placement {
             let records = state.engine.answer_at(placement.accepted_seq).await?;
             let answer = records.into_iter().map(|r| r.body).collect();
-            return order_result(echo, &events(answer)?, true);
+            return order_result((account, client_id), echo, &events(answer)?, true);
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(ApiError::new(
