@@ -170,7 +170,7 @@ mod tests {
                 })
                 .unwrap(),
             },
-            Command::SignedHeartbeat(crate::SignedHeartbeat {
+            Command::SignedHeartbeat(Box::new(crate::SignedHeartbeat {
                 provider: AccountId(9),
                 node: NodeId::parse("fra-1").unwrap(),
                 market: MarketId::parse("H100-80GB").unwrap(),
@@ -192,7 +192,7 @@ mod tests {
                     signed: b"{}".to_vec(),
                     signature: crate::Signature([2; 64]),
                 },
-            }),
+            })),
             Command::DepositOnce {
                 account: AccountId(1),
                 amount: crate::Amount::parse("5").unwrap(),

@@ -156,7 +156,9 @@ pub enum Command {
     },
     /// A node's signed report: it is alive, its GPUs are these, these of its leases are
     /// healthy.
-    SignedHeartbeat(SignedHeartbeat),
+    /// Boxed: inline, the report's evidence would make every command as large as a
+    /// heartbeat (256 bytes instead of 160).
+    SignedHeartbeat(Box<SignedHeartbeat>),
     /// [`Command::Deposit`] once per key: a retry with the same key and amount is answered
     /// `ALREADY_APPLIED` and changes nothing; the same key with another amount, or a key
     /// the account used for a withdrawal, is `IDEMPOTENCY_KEY_REUSED`.

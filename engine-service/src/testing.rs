@@ -473,7 +473,7 @@ pub fn metered_day(rng: &mut Rng) -> Vec<CommandRecord> {
                     signature: Signature([i as u8 + 1; 64]),
                 },
             };
-            day.send(rng, now, Command::SignedHeartbeat(heartbeat));
+            day.send(rng, now, Command::SignedHeartbeat(Box::new(heartbeat)));
             // The agent offers its free GPUs, at most once a minute.
             let busy: u32 = day
                 .leases

@@ -108,7 +108,7 @@ fn ask(node_index: u64, gpus: u64) -> anyhow::Result<Command> {
 }
 
 fn report(node_index: u64, sequence: u64, leases: Vec<LeaseId>) -> anyhow::Result<Command> {
-    Ok(Command::SignedHeartbeat(SignedHeartbeat {
+    Ok(Command::SignedHeartbeat(Box::new(SignedHeartbeat {
         provider: PROVIDER,
         node: node(node_index),
         market: market(),
@@ -130,7 +130,7 @@ fn report(node_index: u64, sequence: u64, leases: Vec<LeaseId>) -> anyhow::Resul
             signed: b"{}".to_vec(),
             signature: Signature([2; 64]),
         },
-    }))
+    })))
 }
 
 /// `leases` acknowledged one-GPU leases at `T0`, then (with `expiring` > 0) that many more

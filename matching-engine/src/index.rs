@@ -172,7 +172,6 @@ mod tests {
         assert_eq!(leases.remove(contract::LeaseId(1)).map(|l| l.id.0), Some(1));
         assert_eq!(leases.get(contract::LeaseId(3)).map(|l| l.id.0), Some(3));
         assert_eq!(leases.iter().count(), 2);
-        assert_eq!(leases.len(), 2);
     }
 
     #[test]
@@ -197,8 +196,6 @@ pub(crate) struct Leases {
     /// The id of the deque's front entry.
     first: u64,
     running: std::collections::VecDeque<Option<crate::Lease>>,
-    /// How many run.
-    live: usize,
 }
 
 impl Default for Leases {
@@ -206,7 +203,6 @@ impl Default for Leases {
         Leases {
             first: 1,
             running: Default::default(),
-            live: 0,
         }
     }
 }
@@ -215,7 +211,6 @@ impl Leases {
     /// Leases restored from a snapshot; `next` is the id the next lease will get.
     pub fn restore(leases: Vec<crate::Lease>, next: u64) -> Self {
         let first = leases.first().map_or(next, |l| l.id.0);
-        let live = leases.len();
         let mut running = std::collections::VecDeque::new();
         for lease in leases {
             while first + (running.len() as u64) < lease.id.0 {
@@ -228,15 +223,7 @@ impl Leases {
         while first + (running.len() as u64) < next {
             running.push_back(None);
         }
-        Leases {
-            first,
-            running,
-            live,
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.live
+        Leases { first, running }
     }
 
     /// Adds the lease with the next id.
@@ -246,7 +233,6 @@ impl Leases {
             self.first = lease.id.0;
         }
         self.running.push_back(Some(lease));
-        self.live += 1;
     }
 
     pub fn get(&self, id: contract::LeaseId) -> Option<&crate::Lease> {
@@ -262,9 +248,6 @@ impl Leases {
     pub fn remove(&mut self, id: contract::LeaseId) -> Option<crate::Lease> {
         let at = usize::try_from(id.0.checked_sub(self.first)?).ok()?;
         let lease = self.running.get_mut(at)?.take();
-        if lease.is_some() {
-            self.live -= 1;
-        }
         while let Some(None) = self.running.front() {
             self.running.pop_front();
             self.first += 1;

@@ -41,6 +41,8 @@ pub(crate) struct Node {
 pub(crate) struct Nodes {
     list: Vec<Node>,
     index: FxHashMap<NodeRef, u32>,
+    /// Running metered leases, over all nodes: each has one timer entry.
+    metered_leases: usize,
 }
 
 impl Nodes {
@@ -50,11 +52,20 @@ impl Nodes {
             .enumerate()
             .map(|(i, n)| (n.key, i as u32))
             .collect();
-        Nodes { list, index }
+        // `add_lease` counts the leases back in as they are restored.
+        Nodes {
+            list,
+            index,
+            metered_leases: 0,
+        }
     }
 
     pub fn len(&self) -> usize {
         self.list.len()
+    }
+
+    pub fn metered_leases(&self) -> usize {
+        self.metered_leases
     }
 
     pub fn list(&self) -> &[Node] {
@@ -96,12 +107,16 @@ impl Nodes {
 
     pub fn add_lease(&mut self, key: NodeRef, lease: LeaseId) {
         let index = self.entry(key);
-        self.list[index as usize].leases.insert(lease);
+        if self.list[index as usize].leases.insert(lease) {
+            self.metered_leases += 1;
+        }
     }
 
     pub fn remove_lease(&mut self, key: NodeRef, lease: LeaseId) {
         if let Some(&index) = self.index.get(&key) {
-            self.list[index as usize].leases.remove(&lease);
+            if self.list[index as usize].leases.remove(&lease) {
+                self.metered_leases -= 1;
+            }
         }
     }
 }

@@ -42,7 +42,7 @@ fn d(s: &str) -> Decimal {
 
 /// A signed heartbeat of `node` (one H100), made at `made`, listing `leases` as healthy.
 fn beat(provider: u64, node: &str, sequence: u64, made: Timestamp, leases: &[u64]) -> Command {
-    Command::SignedHeartbeat(SignedHeartbeat {
+    Command::SignedHeartbeat(Box::new(SignedHeartbeat {
         provider: AccountId(provider),
         node: NodeId::parse(node).unwrap(),
         market: MarketId::parse(H100).unwrap(),
@@ -64,7 +64,7 @@ fn beat(provider: u64, node: &str, sequence: u64, made: Timestamp, leases: &[u64
             signed: b"{}".to_vec(),
             signature: Signature([2; 64]),
         },
-    })
+    }))
 }
 
 /// Heartbeats of `node` every 10 s in `[from, until)`, listing `leases`, each sent as it is

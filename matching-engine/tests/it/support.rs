@@ -144,7 +144,7 @@ pub fn beat_made(
     leases: &[u64],
     made: i64,
 ) -> Command {
-    Command::SignedHeartbeat(SignedHeartbeat {
+    Command::SignedHeartbeat(Box::new(SignedHeartbeat {
         provider,
         node,
         market: h100(),
@@ -166,7 +166,7 @@ pub fn beat_made(
             signed: b"{}".to_vec(),
             signature: Signature([2; 64]),
         },
-    })
+    }))
 }
 
 pub fn stop(by: AccountId, lease: u64) -> Command {

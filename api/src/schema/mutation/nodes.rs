@@ -105,7 +105,7 @@ impl NodeMutation {
         }
         events(
             st.engine
-                .submit(Command::SignedHeartbeat(heartbeat))
+                .submit(Command::SignedHeartbeat(Box::new(heartbeat)))
                 .await?,
         )?;
         let mut lease_starts = Vec::new();
