@@ -206,6 +206,12 @@ impl Engine {
                 lease_id,
             );
         }
+        self.pay_or_wait(lease, cause, out);
+    }
+
+    /// Pays a closed lease if the provider's and the market's accounts have room for its
+    /// money, or keeps it among the ends waiting for room (in the order they closed).
+    fn pay_or_wait(&mut self, mut lease: Lease, cause: LeaseEndCause, out: &mut Vec<Event>) {
         if self
             .room_for(&lease, lease.meter.charged, lease.meter.fee)
             .is_ok()
@@ -240,19 +246,7 @@ impl Engine {
                 cause,
             } = pending;
             lease.meter = meter;
-            if self
-                .room_for(&lease, lease.meter.charged, lease.meter.fee)
-                .is_ok()
-            {
-                self.pay(lease, &cause, out);
-            } else {
-                let meter = std::mem::take(&mut lease.meter);
-                self.pending_ends.push(PendingEnd {
-                    lease,
-                    meter,
-                    cause,
-                });
-            }
+            self.pay_or_wait(lease, cause, out);
         }
     }
 
