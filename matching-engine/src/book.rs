@@ -141,6 +141,15 @@ impl Orders {
             .expect("a linked slot holds an order")
     }
 
+    /// Whether `slot` holds order `id` with its expiry at `expires_at` (a timer entry that
+    /// still applies).
+    pub fn holds(&self, slot: u32, id: u64, expires_at: i64) -> bool {
+        self.slots
+            .get(slot as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|o| o.id.0 == id && o.expires_at == expires_at)
+    }
+
     pub fn live_count(&self) -> usize {
         self.slots.len() - self.free.len()
     }

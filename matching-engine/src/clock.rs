@@ -37,7 +37,7 @@ impl Engine {
             // meets the book as it was then.
             self.now = self.now.max(timer.at);
             match timer.due {
-                Due::Order => self.order_due(timer, out),
+                Due::Order { slot } => self.order_due(slot, timer, out),
                 Due::Node => self.node_due(timer, span, out),
                 Due::Lease => self.lease_due(LeaseId(timer.id), timer.at, span, out),
             }
@@ -45,12 +45,10 @@ impl Engine {
         self.now = span.to;
     }
 
-    fn order_due(&mut self, timer: Timer, out: &mut Vec<Event>) {
+    fn order_due(&mut self, slot: u32, timer: Timer, out: &mut Vec<Event>) {
         // Orders that already left the book, or whose expiry changed, left entries behind.
-        if let Some(slot) = self.order_index.get(contract::OrderId(timer.id)) {
-            if self.orders.get(slot).expires_at == timer.at {
-                self.retire(slot, true, CancelReason::Expired, out);
-            }
+        if self.orders.holds(slot, timer.id, timer.at) {
+            self.retire(slot, true, CancelReason::Expired, out);
         }
     }
 
@@ -63,12 +61,9 @@ impl Engine {
         self.timers.push(at, due, id);
         let live = self.orders.live_count() + self.nodes.metered_leases() + self.nodes.len();
         if self.timers.len() > 2 * live + 1_024 {
-            let (index, orders, nodes, leases) =
-                (&self.order_index, &self.orders, &self.nodes, &self.leases);
+            let (orders, nodes, leases) = (&self.orders, &self.nodes, &self.leases);
             self.timers.retain(|t| match t.due {
-                Due::Order => index
-                    .get(contract::OrderId(t.id))
-                    .is_some_and(|slot| orders.get(slot).expires_at == t.at),
+                Due::Order { slot } => orders.holds(slot, t.id, t.at),
                 Due::Node => nodes.deadline(t.id as u32) == Some(t.at),
                 Due::Lease => leases
                     .get(LeaseId(t.id))

@@ -240,7 +240,7 @@ impl Engine {
                 .push_back(&mut self.orders, slot);
             self.order_index.insert(id, slot);
             if expires_at != i64::MAX {
-                self.arm(expires_at, Due::Order, id.0);
+                self.arm(expires_at, Due::Order { slot }, id.0);
             }
         }
     }

@@ -294,7 +294,7 @@ impl Engine {
                 market.ladder_mut(side).push_back(&mut engine.orders, slot);
                 engine.order_index.insert(id, slot);
                 if expires_at != i64::MAX {
-                    engine.timers.push(expires_at, Due::Order, id.0);
+                    engine.timers.push(expires_at, Due::Order { slot }, id.0);
                 }
             }
             engine.market_index.insert(market.id, index as u32);
