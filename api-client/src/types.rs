@@ -53,12 +53,15 @@ pub struct PlaceOrderInput {
     pub ask: Option<AskInput>,
 }
 
-/// A bid's terms; its constraints (regions, VRAM, interconnects, reputation, ...) keep the
+/// A bid's terms; its other constraints (regions, VRAM, interconnects, ...) keep the
 /// schema's defaults, "any": no Rust caller narrows them yet. [`BidInput::new`] is a bid
 /// with no options.
 #[derive(cynic::InputObject, Debug, Clone)]
 pub struct BidInput {
     pub hours: U64,
+    /// Only providers whose score is at least this (0 to 1000; `None`: any).
+    #[cynic(skip_serializing_if = "Option::is_none")]
+    pub min_reputation: Option<U64>,
     /// Re-bid the unused hours when a lease fails through its provider.
     pub rebid_on_failure: bool,
     /// Nodes whose asks this bid never takes (at most 32).
@@ -70,6 +73,7 @@ impl BidInput {
     pub fn new(hours: U64) -> BidInput {
         BidInput {
             hours,
+            min_reputation: None,
             rebid_on_failure: false,
             exclude_nodes: Vec::new(),
         }

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod errors;
 mod http;
 pub mod reports;
+pub mod reputation;
 pub mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -77,6 +78,9 @@ pub struct ApiConfig {
     /// A `node_modules` folder with `graphiql@4`, `react@18` and `react-dom@18`, served at
     /// `/graphiql/…` for GraphiQL; without one those files redirect to the unpkg CDN.
     pub graphiql_assets: Option<std::path::PathBuf>,
+    /// How often scores go from the reputation projection to the engine (`reputation`);
+    /// `None` in every API of a shard but the one that also ticks its clock.
+    pub reputation_every: Option<Duration>,
 }
 
 impl Default for ApiConfig {
@@ -86,6 +90,7 @@ impl Default for ApiConfig {
             escrow_address: None,
             answer_timeout: Duration::from_secs(5),
             graphiql_assets: None,
+            reputation_every: None,
         }
     }
 }

@@ -19,7 +19,7 @@ use contract::{
     AccountId, GpuStatus, LeaseId, MarketId, NodeId, NodeKey, NodeReport, ReportEvidence,
     ShortText, SignedHeartbeat, Timestamp, Vendor,
 };
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, VerifyingKey};
 
 use crate::errors::ApiError;
 
@@ -42,19 +42,29 @@ fn hex_bytes<const N: usize>(what: &str, hex: &str) -> Result<[u8; N], ApiError>
     Ok(out)
 }
 
-/// A node's public key from its hex form.
+/// A node's public key from its hex form: a point on the curve that is not of small order.
+/// The identity and the other small-order points are refused: with one, a signature whose
+/// R is chosen to match verifies for any report.
 pub fn parse_public_key(hex: &str) -> Result<VerifyingKey, ApiError> {
     let bytes = hex_bytes::<32>("publicKey", hex)?;
-    VerifyingKey::from_bytes(&bytes)
-        .map_err(|_| ApiError::validation("publicKey: not an ed25519 public key"))
+    let key = VerifyingKey::from_bytes(&bytes)
+        .map_err(|_| ApiError::validation("publicKey: not an ed25519 public key"))?;
+    if key.is_weak() {
+        return Err(ApiError::validation(
+            "publicKey: a weak ed25519 key (a small-order point, such as the identity)",
+        ));
+    }
+    Ok(key)
 }
 
-/// Checks `signature` (hex) over `report` with `key`, then parses and validates the report.
+/// Checks `signature` (hex) over `report` with `key` by strict verification (no
+/// small-order R, canonical S), then parses and validates the report.
 pub fn verify(key: &VerifyingKey, report: &str, signature: &str) -> Result<NodeReport, ApiError> {
     let signature = Signature::from_bytes(&hex_bytes::<64>("signature", signature)?);
-    key.verify(report.as_bytes(), &signature).map_err(|_| {
-        ApiError::forbidden("the report's signature does not verify with the node's key")
-    })?;
+    key.verify_strict(report.as_bytes(), &signature)
+        .map_err(|_| {
+            ApiError::forbidden("the report's signature does not verify with the node's key")
+        })?;
     let report: NodeReport =
         serde_json::from_str(report).map_err(|e| ApiError::validation(format!("report: {e}")))?;
     if report.gpus.is_empty() || report.gpus.len() > MAX_GPUS {
@@ -170,6 +180,48 @@ pub fn heartbeat(
     })
 }
 
+/// Re-verifies a heartbeat read back from the log with the evidence it carries: the key is a
+/// strong ed25519 point, the signature verifies strictly over the exact bytes, and those
+/// bytes, read as the report they are, make exactly this heartbeat (node, market, sequence,
+/// time, simulation, GPUs, healthy leases). So anyone with the log can check every heartbeat
+/// a bill rests on. (The provider is not in the report: the key is registered for a
+/// provider in the database, not the log.)
+pub fn check_evidence(beat: &SignedHeartbeat) -> Result<(), String> {
+    let evidence = &beat.evidence;
+    let key = VerifyingKey::from_bytes(&evidence.node_key.0)
+        .map_err(|_| "the node key is not an ed25519 public key".to_owned())?;
+    if key.is_weak() {
+        return Err("the node key is a weak (small-order) point".to_owned());
+    }
+    let text = std::str::from_utf8(&evidence.signed)
+        .map_err(|_| "the signed report is not UTF-8".to_owned())?;
+    let signature = evidence.signature.to_string();
+    let report = verify(&key, text, &signature).map_err(|e| e.message)?;
+    if report.node != beat.node.as_str() || report.class != beat.market.as_str() {
+        return Err(format!(
+            "the signed report is node {:?} in class {:?}, the heartbeat says {} in {}",
+            report.node, report.class, beat.node, beat.market
+        ));
+    }
+    let rebuilt = heartbeat(
+        beat.provider,
+        beat.node,
+        beat.market,
+        &key,
+        text,
+        &signature,
+        &report,
+    )
+    .map_err(|e| e.message)?;
+    if rebuilt != *beat {
+        return Err(format!(
+            "the heartbeat does not say what its signed report says (report {})",
+            report.sequence
+        ));
+    }
+    Ok(())
+}
+
 /// A GPU's vendor from what its driver calls it (`NVIDIA H100 80GB HBM3`, `AMD Instinct
 /// MI300X`), else from its class's name (AMD's classes are `MI…` and `RX…`). Neither naming
 /// one (a simulated `sim H100`), it is NVIDIA's: the engine does not judge by the vendor a
@@ -241,6 +293,29 @@ mod tests {
     }
 
     #[test]
+    fn the_identity_and_other_small_order_keys_are_refused() {
+        // The identity point (y = 1), and a point of order 2 (y = -1).
+        let identity = format!("01{}", "00".repeat(31));
+        let order_two = format!("ec{}7f", "ff".repeat(30));
+        for key in [identity, order_two] {
+            let refused = parse_public_key(&key).unwrap_err();
+            assert_eq!(refused.code, ErrorCode::Validation, "{key}");
+            assert!(refused.message.contains("weak"), "{}", refused.message);
+        }
+        // With the identity as the key, R = identity and S = 0 satisfy the loose check for
+        // every message; the strict one refuses it.
+        let key = VerifyingKey::from_bytes(
+            &hex_bytes::<32>("k", &format!("01{}", "00".repeat(31))).unwrap(),
+        )
+        .unwrap();
+        let forged = format!("01{}{}", "00".repeat(31), "00".repeat(32));
+        assert_eq!(
+            verify(&key, &report(1), &forged).unwrap_err().code,
+            ErrorCode::Forbidden
+        );
+    }
+
+    #[test]
     fn malformed_reports_are_refused_even_when_signed() {
         let signer = SigningKey::from_bytes(&[9; 32]);
         let key = signer.verifying_key();
@@ -260,11 +335,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_verified_report_becomes_a_heartbeat_with_its_evidence() {
+    /// Report 3 of `node-a` listing `healthy` leases, signed, verified and made a heartbeat:
+    /// its key, text, signature and heartbeat.
+    fn signed_beat(healthy: &str) -> (VerifyingKey, String, String, SignedHeartbeat) {
         let signer = SigningKey::from_bytes(&[7; 32]);
         let key = signer.verifying_key();
-        let text = report(3).replace("}]}", "}],\"healthy_leases\":[4,9]}");
+        let text = report(3).replace("}]}", &format!("}}],\"healthy_leases\":[{healthy}]}}"));
         let signature = hex(&signer.sign(text.as_bytes()).to_bytes());
         let parsed = verify(&key, &text, &signature).unwrap();
         let market = MarketId::parse("H100-80GB").unwrap();
@@ -279,6 +355,14 @@ mod tests {
             &parsed,
         )
         .unwrap();
+        (key, text, signature, beat)
+    }
+
+    #[test]
+    fn a_verified_report_becomes_a_heartbeat_with_its_evidence() {
+        let (key, text, signature, beat) = signed_beat("4,9");
+        let (market, node) = (beat.market, beat.node);
+        let signer = SigningKey::from_bytes(&[7; 32]);
         assert_eq!(beat.sequence, 3);
         assert_eq!(beat.healthy_leases, vec![LeaseId(4), LeaseId(9)]);
         assert_eq!(beat.reported_at, Timestamp(1_796_040_000_000));
@@ -322,6 +406,36 @@ mod tests {
             verify(&key, &repeated, &signature).unwrap_err().code,
             ErrorCode::Validation
         );
+    }
+
+    #[test]
+    fn a_heartbeat_from_the_log_verifies_against_its_evidence_and_a_changed_one_does_not() {
+        let (_, _, _, beat) = signed_beat("4");
+        assert_eq!(check_evidence(&beat), Ok(()));
+
+        let mut more_health = beat.clone();
+        more_health.healthy_leases.push(LeaseId(5));
+        let mut later = beat.clone();
+        later.reported_at = Timestamp(beat.reported_at.0 + 60_000);
+        let mut other_node = beat.clone();
+        other_node.node = NodeId::parse("node-b").unwrap();
+        let mut forged = beat.clone();
+        forged.evidence.signature.0[0] ^= 1;
+        let mut weak = beat.clone();
+        weak.evidence.node_key =
+            NodeKey(hex_bytes::<32>("k", &format!("01{}", "00".repeat(31))).unwrap());
+        for (what, changed) in [
+            (
+                "a lease listed healthy that the report does not list",
+                more_health,
+            ),
+            ("a later time", later),
+            ("another node", other_node),
+            ("a changed signature", forged),
+            ("the identity as the key", weak),
+        ] {
+            assert!(check_evidence(&changed).is_err(), "{what}");
+        }
     }
 
     #[test]

@@ -56,6 +56,11 @@ pub struct Args {
     /// other replica 0.
     #[arg(long, default_value_t = 1_000)]
     tick_every_ms: u64,
+    /// Milliseconds between sending the reputation projection's scores to the engine (each
+    /// score the engine does not hold yet). The API that ticks publishes too: give every
+    /// other replica 0.
+    #[arg(long, default_value_t = 10_000)]
+    reputation_every_ms: u64,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -72,6 +77,7 @@ pub fn run(args: Args) -> Result<()> {
         escrow_address,
         graphiql_assets,
         tick_every_ms,
+        reputation_every_ms,
     } = args;
     let place = place.checked()?;
     let (log, shard, shards) = (place.log, place.shard, place.shards);
@@ -107,6 +113,8 @@ pub fn run(args: Args) -> Result<()> {
             escrow_address,
             answer_timeout,
             graphiql_assets,
+            reputation_every: (reputation_every_ms > 0)
+                .then(|| Duration::from_millis(reputation_every_ms)),
         },
     ));
     let workers = workers.unwrap_or_else(|| {

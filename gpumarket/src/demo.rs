@@ -182,6 +182,17 @@ pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<
                 let cents: u64 = price.replace('.', "").parse().unwrap_or(100);
                 let bid = format!("{:.2}", (cents + rng.below(30)) as f64 / 100.0);
                 let client_id = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+                // Every other bid is for two hours from providers with a score of 700 or
+                // more, which the demo's providers earn as the reputation projection scores
+                // them (a new provider starts at 730).
+                let bid_terms = if rng.below(2) == 0 {
+                    BidInput::new(U64(1))
+                } else {
+                    BidInput {
+                        min_reputation: Some(U64(700)),
+                        ..BidInput::new(U64(2))
+                    }
+                };
                 let placed = client.run(&PlaceOrder::build(PlaceOrderVariables {
                     input: PlaceOrderInput {
                         market: class.to_owned(),
@@ -189,7 +200,7 @@ pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<
                         price: bid,
                         gpus: U64(1 + rng.below(2)),
                         time_in_force: TimeInForce::Ioc,
-                        bid: Some(BidInput::new(U64(1))),
+                        bid: Some(bid_terms),
                         ask: None,
                     },
                 }));

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 mod api;
 mod apply;
+mod audit;
 mod bridge;
 mod common;
 mod demo;
@@ -44,6 +45,7 @@ enum Cmd {
     Devnet(devnet::Args),
     Keys(keys::Args),
     Apply(apply::Args),
+    Audit(audit::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -56,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Cmd::Up(args) => up::run(args),
+        Cmd::Audit(args) => audit::run(args),
         Cmd::Engine(args) => engine::run(args),
         Cmd::Migrate(args) => migrate::run(args),
         Cmd::Project(args) => project::run(args),

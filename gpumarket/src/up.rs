@@ -205,6 +205,10 @@ fn escrow_key(path: &Path) -> Result<cosmos_bridge::keys::EscrowKey> {
     Ok(cosmos_bridge::keys::EscrowKey::from_file(path, "cosmos")?)
 }
 
+/// How often the reputation projection's scores go to the engine: a demo's providers earn
+/// theirs within seconds of trading.
+const REPUTATION_EVERY: Duration = Duration::from_secs(5);
+
 /// The markets a new `up` opens: (class, tick, fee in basis points).
 const MARKETS: [(&str, &str, u32); 4] = [
     ("H100-80GB", "0.01", 100),
@@ -333,6 +337,7 @@ pub fn run(args: Args) -> Result<()> {
         api::ApiConfig {
             escrow_address: Some(escrow.address().to_string()),
             graphiql_assets: args.graphiql_assets.clone(),
+            reputation_every: Some(REPUTATION_EVERY),
             ..api::ApiConfig::default()
         },
     ));

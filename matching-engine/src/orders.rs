@@ -427,6 +427,12 @@ impl Engine {
         Ok(())
     }
 
+    /// A provider's score, which its resting asks advertise at once. A lower score only
+    /// excludes trades. A higher one can make a resting bid that demanded more accept one of
+    /// those asks, so each ask whose score rose is matched again where it rests, as an
+    /// amended order is: it keeps its place and takes what now accepts it, at the bids'
+    /// prices. A post-only ask never takes: where the new score would make it trade, it keeps
+    /// advertising its old one (a new ask gets the new score).
     pub(crate) fn set_reputation(
         &mut self,
         provider: AccountId,
@@ -435,18 +441,41 @@ impl Engine {
     ) {
         self.reputations.insert(provider, score);
         out.push(Event::ReputationSet { provider, score });
-        let mut dropped: Vec<(OrderId, u32)> = self
+        let mut asks: Vec<(OrderId, u32)> = self
             .orders
             .live()
-            .filter(|(_, o)| {
-                o.account == provider && matches!(&o.terms, Terms::Ask(a) if a.reputation > score)
-            })
+            .filter(|(_, o)| o.account == provider && matches!(o.terms, Terms::Ask(_)))
             .map(|(slot, o)| (o.id, slot))
             .collect();
         // Slots differ after a restore; order ids do not.
-        dropped.sort_unstable();
-        for (_, slot) in dropped {
-            self.retire(slot, true, CancelReason::ReputationDropped, out);
+        asks.sort_unstable();
+        for (_, slot) in asks {
+            let Terms::Ask(terms) = &mut self.orders.get_mut(slot).terms else {
+                unreachable!("filtered to asks")
+            };
+            let before = std::mem::replace(&mut terms.reputation, score);
+            if score <= before {
+                continue;
+            }
+            let mut plan = std::mem::take(&mut self.plan);
+            let order = self.orders.get(slot);
+            let planned = self.plan_match(order, &mut plan);
+            if self
+                .check_plan(order, TimeInForce::Gtc, planned, &mut plan)
+                .is_err()
+            {
+                if let Terms::Ask(terms) = &mut self.orders.get_mut(slot).terms {
+                    terms.reputation = before;
+                }
+            } else {
+                self.execute(slot, true, &plan, out);
+                if self.orders.get(slot).remaining == 0 {
+                    let done = self.orders.remove(slot);
+                    self.order_index.remove(done.id);
+                }
+            }
+            plan.clear();
+            self.plan = plan;
         }
     }
 }

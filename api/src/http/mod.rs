@@ -36,6 +36,9 @@ pub fn serve(
     workers: usize,
 ) -> std::io::Result<(Server, std::net::SocketAddr)> {
     let schema = schema(state.clone());
+    if let Some(every) = state.config.reputation_every {
+        actix_web::rt::spawn(crate::reputation::publish(state.clone(), every));
+    }
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .app_data(web::Data::new(state.clone()))

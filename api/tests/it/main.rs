@@ -8,6 +8,7 @@ mod hardening;
 mod introspection;
 mod metered;
 mod reports;
+mod reputation;
 mod roles;
 mod subscriptions;
 
@@ -621,11 +622,12 @@ fn an_answer_describes_the_callers_own_order_when_deadlines_come_first() {
     let mut gtt = bid_input("7", "1.00", 1);
     gtt["input"]["timeInForce"] = json!("GTT");
     gtt["input"]["expiresAt"] =
-        json!((chrono::Utc::now() + chrono::Duration::milliseconds(300)).to_rfc3339());
+        json!((chrono::Utc::now() + chrono::Duration::milliseconds(2_000)).to_rfc3339());
     let bid = m.ok(&m.buyer, PLACE, gtt)["placeOrder"]["orderId"]
         .as_u64()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Two seconds of room: on a loaded machine the bid itself may take a while to arrive.
+    std::thread::sleep(std::time::Duration::from_millis(2_500));
     // When the provider's cancel is the first command after the expiry (this market has no
     // clock ticks), its answer starts with the buyer's order expiring.
     let cancelled = m.ok(

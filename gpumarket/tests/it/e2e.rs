@@ -123,6 +123,14 @@ fn whole_market(tag: &str, log: Option<String>) {
     wait("reputation moved", 60, || {
         db.count("SELECT count(*) AS n FROM reputation_history") >= 1
     });
+    // The bots' two-hour bids demand a score of 700: they fill once the scores the providers
+    // earned reach the engine.
+    wait("every provider's score in the engine", 60, || {
+        db.count("SELECT count(*) AS n FROM provider_reputation WHERE engine_score >= 700") == 5
+    });
+    wait("a bid with a reputation floor filled", 90, || {
+        db.count("SELECT count(*) AS n FROM leases WHERE hours = 2") >= 1
+    });
     wait("a settlement confirmed on the devnet", 90, || {
         db.count("SELECT count(*) AS n FROM settlements WHERE state = 'confirmed'") >= 1
     });

@@ -766,4 +766,69 @@ fn a_killed_agent_fails_its_lease_to_the_last_heartbeat_and_the_rebid_runs_elsew
     )
     .unwrap();
     assert!(report.breaks.is_empty(), "{:#?}", report.breaks);
+
+    // Every heartbeat the bills rest on verifies from the log alone; a forged one does not.
+    let audit = |to: Option<u64>| {
+        let mut command = Process::new(env!("CARGO_BIN_EXE_gpumarket"));
+        command.args(["audit", "--log", &log, "--topic-prefix", &prefix]);
+        if let Some(to) = to {
+            command.args(["--to", &to.to_string()]);
+        }
+        let out = command.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, printed) = audit(None);
+    let summary = printed.lines().last().unwrap_or_default().to_owned();
+    let verified: u64 = summary
+        .split(" verified")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        ok && verified >= 10 && summary.ends_with(" 0 failed"),
+        "{printed}"
+    );
+    let mut commands = eventlog::open(&log, &eventlog::LogConfig::default()).unwrap();
+    let topic = format!("{prefix}commands");
+    let end = commands.end_offset(&topic, 0).unwrap();
+    let first_beat = (0..end)
+        .find_map(|offset| {
+            let record = commands
+                .read(&topic, 0, offset, 1, Duration::ZERO)
+                .unwrap()
+                .remove(0);
+            let stamped: contract::codec::CommandRecord =
+                contract::codec::decode(record.schema, &record.payload).unwrap();
+            matches!(stamped.command, contract::Command::SignedHeartbeat(_)).then_some(stamped)
+        })
+        .unwrap();
+    let mut forged = first_beat.clone();
+    if let contract::Command::SignedHeartbeat(beat) = &mut forged.command {
+        beat.healthy_leases.push(contract::LeaseId(999_999));
+    }
+    let payload = contract::codec::encode(&forged);
+    commands
+        .append(
+            &topic,
+            0,
+            &[eventlog::NewRecord {
+                kind: forged.command.kind(),
+                schema: contract::codec::SCHEMA,
+                payload: &payload,
+            }],
+        )
+        .unwrap();
+    let (ok, printed) = audit(None);
+    assert!(!ok, "{printed}");
+    assert!(
+        printed.contains(&format!("FAILED command {end}:"))
+            && printed.trim_end().ends_with(" 1 failed"),
+        "{printed}"
+    );
+    // A range that stops before the forgery verifies.
+    assert!(audit(Some(end)).0);
 }

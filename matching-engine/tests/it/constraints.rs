@@ -1,6 +1,6 @@
 //! A bid's constraints against asks' attributes.
 
-use contract::{CancelReason, Command, Interconnect, Reputation, Vendor};
+use contract::{Command, Interconnect, Reputation, Vendor};
 
 use crate::support::*;
 
@@ -43,7 +43,7 @@ fn a_bid_skips_providers_below_its_reputation_floor() {
 }
 
 #[test]
-fn a_lower_reputation_cancels_the_asks_that_advertised_more() {
+fn a_lower_reputation_keeps_the_asks_resting_with_the_lower_score() {
     let mut s = Scenario::given(market_with_buyers());
     s.when(Command::SetReputation {
         provider: PROVIDER,
@@ -53,17 +53,54 @@ fn a_lower_reputation_cancels_the_asks_that_advertised_more() {
     s.when(ask(PROVIDER, 2, "1.95", 2));
     s.when(Command::SetReputation {
         provider: PROVIDER,
-        score: Reputation::new(950).unwrap(),
-    })
-    .then_cancels(&[]);
-    s.when(Command::SetReputation {
-        provider: PROVIDER,
         score: Reputation::new(500).unwrap(),
     })
-    .then_cancels(&[
-        (1, CancelReason::ReputationDropped),
-        (2, CancelReason::ReputationDropped),
-    ]);
+    .then_cancels(&[])
+    .then_fills(&[]);
+    // The asks now advertise 500: a bid demanding 800 rests beside them.
+    s.when(bid(BUYER, 1, "2.00", 2).min_reputation(800))
+        .then_fills(&[]);
+    s.when(bid(BUYER, 2, "2.00", 2).min_reputation(500))
+        .then_fills(&[(4, 1, 2, "1.90")]);
+}
+
+#[test]
+fn a_higher_reputation_fills_the_resting_bids_that_demanded_it_at_their_prices() {
+    // Given a provider's ask at 0 and two resting bids that demand more
+    let mut s = Scenario::given(market_with_buyers());
+    s.when(ask(PROVIDER, 1, "1.50", 3));
+    s.when(bid(BUYER, 1, "2.00", 2).min_reputation(700))
+        .then_fills(&[]);
+    s.when(bid(BUYER2, 1, "1.80", 2).min_reputation(900))
+        .then_fills(&[]);
+    // When the provider earns 750, the ask takes the bid it now satisfies, where it rests
+    s.when(Command::SetReputation {
+        provider: PROVIDER,
+        score: Reputation::new(750).unwrap(),
+    })
+    .then_fills(&[(2, 1, 2, "2.00")]);
+    // And when it earns 950, the rest of the ask takes the other bid's first GPU
+    s.when(Command::SetReputation {
+        provider: PROVIDER,
+        score: Reputation::new(950).unwrap(),
+    })
+    .then_fills(&[(3, 1, 1, "1.80")]);
+}
+
+#[test]
+fn a_post_only_ask_keeps_its_old_score_rather_than_take() {
+    let mut s = Scenario::given(market_with_buyers());
+    s.when(ask(PROVIDER, 1, "1.50", 2).post_only());
+    s.when(bid(BUYER, 1, "2.00", 2).min_reputation(700));
+    s.when(Command::SetReputation {
+        provider: PROVIDER,
+        score: Reputation::new(750).unwrap(),
+    })
+    .then_fills(&[])
+    .then_cancels(&[]);
+    // A new ask advertises the new score and fills.
+    s.when(ask(PROVIDER, 2, "1.60", 2))
+        .then_fills(&[(2, 3, 2, "2.00")]);
 }
 
 #[test]

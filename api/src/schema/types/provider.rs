@@ -22,6 +22,9 @@ pub struct Provider {
     pub starts: u32,
     pub starts_on_time: u32,
     pub spec_mismatches: u32,
+    /// The score the engine matches this provider's asks by (what `minReputation` is
+    /// compared with): the projection's score once the API has sent it, null before.
+    pub matching_score: Option<u32>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -39,6 +42,7 @@ impl From<ledger::read::Provider> for Provider {
             starts: p.starts,
             starts_on_time: p.starts_on_time,
             spec_mismatches: p.spec_mismatches,
+            matching_score: p.matching_score,
             updated_at: p.updated_at,
         }
     }
