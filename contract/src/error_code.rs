@@ -100,6 +100,8 @@ error_codes! {
     IdempotencyKeyReused = "IDEMPOTENCY_KEY_REUSED", 422, "The idempotency key was used for a different request.";
     StaleReport = "STALE_REPORT", 409, "A node report whose sequence number is not above the node's last one; nothing changed.";
     UnknownNode = "UNKNOWN_NODE", 404, "No node of that name is registered for this provider; register it first.";
+    SimulatedReport = "SIMULATED_REPORT", 422, "A report from simulated GPUs, to a market not created as simulated; nothing changed.";
+    ReportClockSkew = "REPORT_CLOCK_SKEW", 422, "The report's own time lies outside the market's window around its clock (a wrong clock, or a replayed report); nothing changed.";
 }
 
 impl ErrorCode {

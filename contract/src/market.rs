@@ -24,7 +24,7 @@ use std::ops::Deref;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::{Amount, ShortText, Timestamp};
+use crate::{Amount, MarketId, Rejection, ShortText, Timestamp};
 
 /// Why a market's parameters are not valid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -183,6 +183,30 @@ impl MarketConfig {
             });
         }
         Ok(MarketConfig(fields))
+    }
+
+    /// Whether a node's report may reach `market` (this config's) at `now`: simulated GPUs
+    /// only where the market was created as simulated, and the report's own time within
+    /// the window around the market's clock. The API checks it before appending a report,
+    /// the engine again when it applies one.
+    pub fn admits_report(
+        &self,
+        market: MarketId,
+        simulated: bool,
+        reported_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), Rejection> {
+        if simulated && !self.0.simulated {
+            return Err(Rejection::SimulatedReport { market });
+        }
+        if reported_at.0.abs_diff(now.0) > u64::from(self.0.report_clock_window_ms) {
+            return Err(Rejection::ReportClockSkew {
+                reported_at,
+                now,
+                window_ms: self.0.report_clock_window_ms,
+            });
+        }
+        Ok(())
     }
 
     /// The heartbeat timeout in milliseconds, as the engine's clock counts.

@@ -109,6 +109,16 @@ pub enum Rejection {
         sequence: u64,
         last: u64,
     },
+    #[error("a report from simulated GPUs, but market {market} was not created as simulated")]
+    SimulatedReport { market: MarketId },
+    #[error(
+        "the report is dated {reported_at}, more than {window_ms} ms from the market's clock {now}"
+    )]
+    ReportClockSkew {
+        reported_at: Timestamp,
+        now: Timestamp,
+        window_ms: u32,
+    },
 }
 
 impl Rejection {
@@ -154,6 +164,8 @@ impl Rejection {
             Rejection::AlreadyApplied { .. } => ErrorCode::AlreadyApplied,
             Rejection::IdempotencyKeyReused { .. } => ErrorCode::IdempotencyKeyReused,
             Rejection::StaleReport { .. } => ErrorCode::StaleReport,
+            Rejection::SimulatedReport { .. } => ErrorCode::SimulatedReport,
+            Rejection::ReportClockSkew { .. } => ErrorCode::ReportClockSkew,
         }
     }
 }

@@ -10,8 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use api_client::mutations::{CreateMarket, CreateMarketVariables};
+use api_client::mutations::{
+    ConfigureMarket, ConfigureMarketVariables, CreateMarket, CreateMarketVariables,
+};
 use api_client::queries::MarketsQuery;
+use api_client::types::MarketConfigInput;
 use api_client::{MutationBuilder, QueryBuilder, U64};
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use engine_service::client::{ClientConfig, EngineClient};
@@ -385,6 +388,18 @@ pub fn run(args: Args) -> Result<()> {
                 market: market.to_owned(),
                 tick: tick.to_owned(),
                 fee_bps: U64(fee.into()),
+            }))?;
+        }
+    }
+    if args.demo {
+        // The demo's providers report simulated GPUs, which only a simulated market takes.
+        for (market, _, _) in MARKETS {
+            api.run(&ConfigureMarket::build(ConfigureMarketVariables {
+                market: market.to_owned(),
+                config: MarketConfigInput {
+                    simulated: Some(true),
+                    ..MarketConfigInput::default()
+                },
             }))?;
         }
     }

@@ -142,6 +142,8 @@ fn setup(leases: u64, expiring: u64) -> anyhow::Result<Engine> {
         charge_period: ChargePeriod::new(86_400)?,
         report_interval_ms: 10_000,
         heartbeat_timeout_ms: TIMEOUT_MS as u32,
+        // Its nodes are this program's, labelled simulated.
+        simulated: true,
         ..MarketConfigFields::default()
     };
     for command in [

@@ -31,10 +31,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use api_client::mutations::{EndLease, EndLeaseVariables, PlaceOrder};
+use api_client::mutations::{
+    ConfigureMarket, ConfigureMarketVariables, EndLease, EndLeaseVariables, PlaceOrder,
+};
 use api_client::queries::{LeasesQuery, LeasesVariables, RestingOrderQuery, RestingOrderVariables};
 use api_client::subscriptions::MyOrderUpdates;
-use api_client::types::{LeaseRole, Role, TimeInForce};
+use api_client::types::{LeaseRole, MarketConfigInput, Role, TimeInForce};
 use api_client::{
     AsyncClient, ClientError, ErrorCode, Id, MutationBuilder, QueryBuilder, SubscriptionBuilder,
     U64,
@@ -228,6 +230,17 @@ async fn load(args: &Args, admin: AsyncClient) -> Result<()> {
     let readyz = format!("{}/readyz", args.url.trim_end_matches('/'));
     let market = args.market.clone();
     create_market(&admin, &market).await?;
+    // Its providers report simulated GPUs, which only a simulated market takes.
+    admin
+        .run(&ConfigureMarket::build(ConfigureMarketVariables {
+            market: market.clone(),
+            config: MarketConfigInput {
+                simulated: Some(true),
+                ..MarketConfigInput::default()
+            },
+        }))
+        .await
+        .context("making the market simulated")?;
     // Accounts of this run only, so a second run on the same market checks its own books.
     let base = 7_000_000 + (nanos() / 1_000_000_000 % 100_000) as u64 * 1_000;
     eprintln!(

@@ -157,7 +157,14 @@ impl Engine {
             return Err(Rejection::ReservedAccount { account: provider });
         }
         let market = self.market_of(heartbeat.market)?;
-        let timeout = self.markets[market as usize].config.heartbeat_timeout();
+        let config = &self.markets[market as usize].config;
+        config.admits_report(
+            heartbeat.market,
+            heartbeat.simulated,
+            heartbeat.reported_at,
+            Timestamp(self.now),
+        )?;
+        let timeout = config.heartbeat_timeout();
         let key = NodeRef {
             provider,
             node: heartbeat.node,

@@ -1,8 +1,8 @@
 //! Queries. They read state and never change it.
 
 use contract::{
-    AccountId, Amount, Exclusion, Explanation, LeaseId, MarketId, OrderId, Price, Rejection,
-    Reputation, Side, SkippedOrder,
+    AccountId, Amount, Exclusion, Explanation, LeaseId, MarketConfig, MarketId, OrderId, Price,
+    Rejection, Reputation, Side, SkippedOrder,
 };
 
 use crate::book::{Ladder, Terms};
@@ -49,6 +49,12 @@ impl Engine {
     /// Every running lease, in no particular order.
     pub fn leases(&self) -> impl Iterator<Item = &Lease> {
         self.leases.iter()
+    }
+
+    /// A market's parameters; `None` for a market the engine does not have.
+    pub fn market_config(&self, market: MarketId) -> Option<&MarketConfig> {
+        let index = *self.market_index.get(&market)?;
+        Some(&self.markets[index as usize].config)
     }
 
     pub fn reputation(&self, provider: AccountId) -> Reputation {

@@ -31,6 +31,7 @@ fn dashboard_page(m: &Market, key: &str, shot: &std::path::Path) -> String {
 fn the_provider_dashboard_shows_nodes_telemetry_leases_reputation_and_asks() {
     let m = Market::start("api_dashboard", Limits::default());
     m.seed();
+    allow_simulated(&m);
     m.ok(&m.buyer, PLACE, bid_input("901", "2.10", 2));
     let node_key = SigningKey::from_bytes(&[5; 32]);
     let public: String = node_key
@@ -47,7 +48,7 @@ fn the_provider_dashboard_shows_nodes_telemetry_leases_reputation_and_asks() {
     for sequence in 1..=12u64 {
         let report = json!({
             "node": "node-a", "sequence": sequence,
-            "at": format!("2026-11-30T12:{:02}:00Z", sequence),
+            "at": chrono::Utc::now().to_rfc3339(),
             "class": "H100-80GB", "simulated": true,
             "leases_started": if sequence == 1 { vec![1] } else { vec![] },
             "gpus": (0..2).map(|g| json!({"index": g, "name": "simulated H100", "uuid": format!("GPU-sim-{g}"),

@@ -43,6 +43,15 @@ impl Seed for Market {
     }
 }
 
+/// Lets the seeded market take reports from simulated GPUs, as the tests' nodes are.
+fn allow_simulated(m: &Market) {
+    m.ok(
+        &m.admin,
+        "mutation { configureMarket(market: \"H100-80GB\", config: {simulated: true}) { market } }",
+        json!({}),
+    );
+}
+
 const PLACE: &str = "mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { \
     orderId clientOrderId status remaining replayed cancelReason \
     fills { leaseId price gpus hours cost counterOrderId } } }";

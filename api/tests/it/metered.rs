@@ -459,6 +459,7 @@ fn a_lease_its_provider_fails_is_re_bid_and_the_buyer_follows_the_chain() {
     // Given a bid that asks to be re-bid, filled on node-a, whose node reports it healthy.
     let m = Market::start("api_rebid", Limits::default());
     m.seed();
+    allow_simulated(&m);
     let node_a = register(&m, "node-a", 61);
     let mut updates = subscribe(
         &m,
@@ -610,7 +611,7 @@ fn usage_accrues_per_charge_period_while_a_lease_runs_and_settles_when_it_ends()
     m.ok(
         &m.admin,
         "mutation { configureMarket(market: \"H100-80GB\", config: {chargePeriodSeconds: 1, \
-         reportIntervalMs: 1000, heartbeatTimeoutMs: 3000}) { market } }",
+         reportIntervalMs: 1000, heartbeatTimeoutMs: 3000, simulated: true}) { market } }",
         json!({}),
     );
     let node = register(&m, "node-a", 71);

@@ -13,7 +13,7 @@ fn hex(bytes: &[u8]) -> String {
 
 fn report(node: &str, sequence: u64, starts: &[u64]) -> String {
     json!({
-        "node": node, "sequence": sequence, "at": "2026-11-30T12:00:00Z", "class": "H100-80GB",
+        "node": node, "sequence": sequence, "at": chrono::Utc::now().to_rfc3339(), "class": "H100-80GB",
         "simulated": true, "leases_started": starts,
         "gpus": [{"index": 0, "name": "simulated H100", "uuid": "GPU-sim-0",
                   "utilisation_pct": 87.5, "memory_used_mb": 40960, "memory_total_mb": 81920,
@@ -33,6 +33,7 @@ fn signed(key: &SigningKey, report: &str) -> Value {
 fn signed_reports_feed_the_engine_and_the_telemetry_once() {
     let m = Market::start("api_reports", Limits::default());
     m.seed();
+    allow_simulated(&m);
     m.ok(&m.buyer, PLACE, bid_input("801", "2.10", 2));
     let node_key = SigningKey::from_bytes(&[42; 32]);
     let public = hex(node_key.verifying_key().as_bytes());
@@ -140,4 +141,53 @@ fn signed_reports_feed_the_engine_and_the_telemetry_once() {
         json!({}),
     );
     assert_eq!(lease["leases"]["edges"][0]["node"]["status"], "running");
+}
+
+#[test]
+fn simulated_gpus_on_a_real_market_a_wrong_clock_and_a_weak_key_are_refused_before_the_log() {
+    // Given a market not created as simulated and a registered node
+    let m = Market::start("api_reports_refused", Limits::default());
+    m.seed();
+    let node_key = SigningKey::from_bytes(&[44; 32]);
+    let public = hex(node_key.verifying_key().as_bytes());
+    m.ok(
+        &m.provider,
+        &format!("mutation {{ registerNode(node: \"node-a\", publicKey: \"{public}\") }}"),
+        json!({}),
+    );
+    let identity = format!("01{}", "00".repeat(31));
+    let weak = format!("mutation {{ registerNode(node: \"node-w\", publicKey: \"{identity}\") }}");
+    assert_eq!(m.code(Some(&m.provider), &weak, json!({})), "VALIDATION");
+    let before = m.commands();
+    // When its agent sends simulated GPUs, then real ones dated 2999 and an hour ago
+    let simulated = report("node-a", 1, &[]);
+    let real = |at: &str| {
+        simulated
+            .replace("\"simulated\":true", "\"simulated\":false")
+            .replace(&chrono_at(&simulated), at)
+    };
+    let an_hour_ago = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    for (text, code) in [
+        (simulated.clone(), "SIMULATED_REPORT"),
+        (real("2999-01-01T00:00:00Z"), "REPORT_CLOCK_SKEW"),
+        (real(&an_hour_ago), "REPORT_CLOCK_SKEW"),
+    ] {
+        // Then each is refused with its code and nothing reaches the log
+        assert_eq!(
+            m.code(Some(&m.provider), SUBMIT, signed(&node_key, &text)),
+            code,
+            "{text}"
+        );
+    }
+    assert_eq!(m.commands(), before, "refused reports append nothing");
+    // And a real report dated now is taken
+    let now = real(&chrono::Utc::now().to_rfc3339());
+    m.ok(&m.provider, SUBMIT, signed(&node_key, &now));
+    assert!(m.commands() > before);
+}
+
+/// The `at` a report's JSON carries.
+fn chrono_at(report: &str) -> String {
+    let value: Value = serde_json::from_str(report).unwrap();
+    value["at"].as_str().unwrap().to_owned()
 }

@@ -41,6 +41,7 @@ fn expect(allowed: &[Who], who: Who, account_needed: bool) -> Option<&'static st
 fn every_role_against_every_mutation_and_sensitive_query() {
     let m = Market::start("api_roles", Limits::default());
     m.seed();
+    allow_simulated(&m);
     let key = |who: Who| match who {
         Who::Anonymous => None,
         Who::Trader => Some(m.buyer.as_str()),
@@ -53,12 +54,13 @@ fn every_role_against_every_mutation_and_sensitive_query() {
     let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
     let node_key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
     let node_public = hex(node_key.verifying_key().as_bytes());
-    let node_report = json!({"node": "node-r", "sequence": 1, "at": "2026-11-30T12:00:00Z",
+    let node_report =
+        json!({"node": "node-r", "sequence": 1, "at": chrono::Utc::now().to_rfc3339(),
         "class": "H100-80GB", "simulated": true, "gpus": [{"index": 0, "name": "sim",
         "uuid": "GPU-r", "utilisation_pct": null, "memory_used_mb": null, "memory_total_mb": null,
         "temperature_c": null, "power_w": null, "power_limit_w": null, "sm_clock_mhz": null,
         "ecc_errors": null}]})
-    .to_string();
+        .to_string();
     let node_signature =
         hex(&ed25519_dalek::Signer::sign(&node_key, node_report.as_bytes()).to_bytes());
     let mutations: Vec<(&str, String, serde_json::Value, Vec<Who>)> = vec![

@@ -254,3 +254,36 @@ fn a_report_resent_or_overtaken_is_stale_and_changes_nothing() {
     assert_eq!(s.engine.lease(LeaseId(1)).unwrap().healthy_until(), healthy);
     s.when(beat(PROVIDER, node_a(), 8, &[1])).accepted();
 }
+
+#[test]
+fn a_report_of_simulated_gpus_or_from_a_wrong_clock_is_refused_and_changes_nothing() {
+    // Given a lease on node A, in a market not created as simulated
+    let mut s = leased_with_a_spare(3);
+    let at = START + MINUTE;
+    // When its node reports simulated GPUs
+    let mut simulated = beat(PROVIDER, node_a(), 1, &[1]);
+    if let Command::SignedHeartbeat(b) = &mut simulated {
+        b.simulated = true;
+    }
+    s.at(at)
+        .when(simulated)
+        .then_rejected(Rejection::SimulatedReport { market: h100() });
+    // Or reports dated in 2999, or five minutes and a second before the market's clock
+    for (i, made) in [32_472_144_000_000, at + 1 - 301_000]
+        .into_iter()
+        .enumerate()
+    {
+        let now = at + 1 + i as i64;
+        s.at(now)
+            .when(beat_made(PROVIDER, node_a(), 1, &[1], made))
+            .then_rejected(Rejection::ReportClockSkew {
+                reported_at: Timestamp(made),
+                now: Timestamp(now),
+                window_ms: 300_000,
+            });
+    }
+    // Then a report made five minutes before its arrival is still taken
+    s.at(at + 3)
+        .when(beat_made(PROVIDER, node_a(), 1, &[1], at + 3 - 300_000))
+        .accepted();
+}

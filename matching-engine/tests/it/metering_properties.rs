@@ -112,6 +112,9 @@ proptest! {
             if let Command::SignedHeartbeat(beat) = &mut command {
                 sequence += 1;
                 beat.sequence = sequence;
+                if beat.reported_at.0 == MADE_ON_ARRIVAL {
+                    beat.reported_at = Timestamp(*at);
+                }
             }
             out.clear();
             let _ = engine.apply(Timestamp(*at), &command, &mut out);

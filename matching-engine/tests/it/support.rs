@@ -132,9 +132,13 @@ pub fn node_of(provider: AccountId, client_id: u128) -> NodeId {
 
 /// A signed heartbeat of `node` (one healthy GPU) listing `leases` as healthy, made when it
 /// arrives (its own time is far ahead, which counts as the engine's clock).
+/// A node's report made as it arrives: [`Scenario::when`] dates it at the command's time.
 pub fn beat(provider: AccountId, node: NodeId, sequence: u64, leases: &[u64]) -> Command {
-    beat_made(provider, node, sequence, leases, i64::MAX)
+    beat_made(provider, node, sequence, leases, MADE_ON_ARRIVAL)
 }
+
+/// The report time [`beat`] leaves for the scenario to set.
+pub const MADE_ON_ARRIVAL: i64 = i64::MAX;
 
 /// [`beat`], made at `made` by the node's clock.
 pub fn beat_made(
@@ -433,7 +437,12 @@ impl Scenario {
     }
 
     pub fn when(&mut self, command: impl Into<Command>) -> Outcome {
-        let command = command.into();
+        let mut command = command.into();
+        if let Command::SignedHeartbeat(beat) = &mut command {
+            if beat.reported_at.0 == MADE_ON_ARRIVAL {
+                beat.reported_at = Timestamp(self.now);
+            }
+        }
         let mut events = Vec::new();
         let before = self.engine.snapshot();
         let result = self

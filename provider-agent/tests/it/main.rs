@@ -254,12 +254,18 @@ fn a_full_outbox_drops_the_oldest_telemetry() {
     );
 }
 
-/// A market with the H100 market open and 1,000 for the buyer.
+/// A market with the H100 market open (simulated: these agents' GPUs are) and 1,000 for
+/// the buyer.
 fn h100_market(tag: &str) -> Market {
     let m = Market::start(tag, Limits::default());
     m.ok(
         &m.admin,
         "mutation { createMarket(market: \"H100-80GB\", tick: \"0.01\", feeBps: 300) }",
+        json!({}),
+    );
+    m.ok(
+        &m.admin,
+        "mutation { configureMarket(market: \"H100-80GB\", config: {simulated: true}) { market } }",
         json!({}),
     );
     m.ok(

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_graphql::{Context, Object};
-use contract::{Command, ErrorCode, LeaseId, NodeId};
+use contract::{Command, ErrorCode, LeaseId, NodeId, Timestamp};
 use ed25519_dalek::VerifyingKey;
 use ledger::store::Registered;
 
@@ -84,15 +84,24 @@ impl NodeMutation {
         let class = parse_market(&report.class)?;
         let heartbeat =
             reports::heartbeat(provider, node_id, class, &key, &text, &signature, &report)?;
-        // The engine would refuse a heartbeat for a market it does not have; refused here,
-        // the report appends nothing.
-        if st.engine.replica().depth(class, 0).is_none() {
+        // The engine would refuse a heartbeat for a market it does not have, simulated GPUs
+        // on a market not created as simulated, and a report dated outside the market's
+        // window around its clock; refused here, the report appends nothing.
+        let admitted = st.engine.replica().market_config(class).map(|config| {
+            config.admits_report(
+                class,
+                report.simulated,
+                Timestamp(report.at.timestamp_millis()),
+                Timestamp(chrono::Utc::now().timestamp_millis()),
+            )
+        });
+        let Some(admitted) = admitted else {
             return Err(ApiError::new(
                 ErrorCode::UnknownMarket,
                 format!("report: no market for the class {class}"),
             )
             .into());
-        }
+        };
         let sequence = report.sequence;
         if st
             .db(move |c| ledger::store::report_seen(c, provider, node_id, sequence))
@@ -103,6 +112,9 @@ impl NodeMutation {
                 lease_starts: Vec::new(),
             });
         }
+        // After the duplicate check: a resent copy of a recorded report is acknowledged as
+        // one, however old.
+        admitted.map_err(|refused| ApiError::rejected(&refused))?;
         events(
             st.engine
                 .submit(Command::SignedHeartbeat(Box::new(heartbeat)))
