@@ -41,7 +41,7 @@ pub async fn publish_once(state: &AppState) -> Result<usize, ApiError> {
     let mut sent = 0;
     loop {
         let page = state
-            .db(move |c| ledger::read::providers(c, after, PAGE))
+            .db(move |c| ledger::read::providers(c, after, 0, PAGE))
             .await?;
         let changed: Vec<(AccountId, Reputation)> = {
             let engine = state.engine.replica();

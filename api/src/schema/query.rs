@@ -160,15 +160,24 @@ impl Query {
     }
 
     /// Providers by account (a key that stays put while scores move), with the
-    /// components, nodes and history.
+    /// components, nodes and history; `minScore` keeps those scoring at least that (0 to
+    /// 1000).
     #[graphql(complexity = "DB + child_complexity")]
     async fn providers(
         &self,
         ctx: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
+        min_score: Option<i32>,
     ) -> async_graphql::Result<Page<Provider>> {
         let limit = page_size(first)?;
+        let min_score = match min_score {
+            None => 0,
+            Some(s @ 0..=1_000) => s as u32,
+            Some(s) => {
+                return Err(ApiError::validation(format!("minScore: 0 to 1000 (got {s})")).into())
+            }
+        };
         let after_account = after
             .as_deref()
             .map(|a| {
@@ -179,7 +188,7 @@ impl Query {
             })
             .transpose()?;
         let page = state(ctx)
-            .db(move |c| ledger::read::providers(c, after_account, limit))
+            .db(move |c| ledger::read::providers(c, after_account, min_score, limit))
             .await?;
         Ok(connection(
             page,

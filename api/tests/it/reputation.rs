@@ -51,6 +51,26 @@ fn a_bid_with_a_reputation_floor_fills_once_the_earned_score_reaches_the_engine(
         "a new provider starts at the prior's 730, and the engine matches by it"
     );
 
+    // Buyers can list the providers who meet a floor
+    let listed = |min: u32| {
+        m.ok(
+            &m.buyer,
+            &format!("{{ providers(minScore: {min}) {{ edges {{ node {{ account }} }} }} }}"),
+            json!({}),
+        )["providers"]["edges"]
+            .clone()
+    };
+    assert_eq!(listed(730), json!([{"node": {"account": T_PROVIDER}}]));
+    assert_eq!(listed(731), json!([]));
+    assert_eq!(
+        m.code(
+            Some(&m.buyer),
+            "{ providers(minScore: 1001) { edges { cursor } } }",
+            json!({})
+        ),
+        "VALIDATION"
+    );
+
     // When a buyer bids with a floor the provider meets, and one with a floor it does not
     let mut floor = bid_input("301", "2.50", 2);
     floor["input"]["bid"]["minReputation"] = json!(700);

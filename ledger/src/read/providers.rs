@@ -90,17 +90,21 @@ const PROVIDER_COLUMNS: &str = "SELECT provider, score, completion, uptime, punc
      integrity, leases_completed, leases_failed, starts, starts_on_time, spec_mismatches, \
      engine_score, updated_at FROM provider_reputation";
 
-/// Providers by account (a key that stays put while scores move), after `after`.
+/// Providers by account (a key that stays put while scores move), after `after`, with a
+/// score of at least `min_score` (0: all).
 pub fn providers(
     conn: &mut PgConnection,
     after: Option<AccountId>,
+    min_score: u32,
     limit: u32,
 ) -> Result<Page<Provider>, LedgerError> {
     let after = after.map(|a| param(a.0)).transpose()?.unwrap_or(-1);
+    let min_score = i32::try_from(min_score).unwrap_or(i32::MAX);
     let rows: Vec<ProviderRow> = diesel::sql_query(format!(
-        "{PROVIDER_COLUMNS} WHERE provider > $1 ORDER BY provider LIMIT $2"
+        "{PROVIDER_COLUMNS} WHERE provider > $1 AND score >= $2 ORDER BY provider LIMIT $3"
     ))
     .bind::<BigInt, _>(after)
+    .bind::<Integer, _>(min_score)
     .bind::<BigInt, _>(plus_one(limit))
     .load(conn)?;
     let rows = rows
