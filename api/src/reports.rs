@@ -93,14 +93,21 @@ fn check(report: &NodeReport) -> Result<(), ApiError> {
         return bad(format!("sequence {} is out of range", report.sequence));
     }
     let mut indices = std::collections::BTreeSet::new();
-    for gpu in &report.gpus {
+    for (i, gpu) in report.gpus.iter().enumerate() {
         if !indices.insert(gpu.index) {
             return bad(format!("GPU index {} appears twice", gpu.index));
         }
         if gpu.index >= MAX_GPUS as u32 {
             return bad(format!("GPU index {} is not below {MAX_GPUS}", gpu.index));
         }
-        for (what, text) in [("name", &gpu.name), ("uuid", &gpu.uuid)] {
+        if report.gpus[..i].iter().any(|g| g.uuid == gpu.uuid) {
+            return bad(format!("GPU uuid {:?} appears twice", gpu.uuid));
+        }
+        let pci = gpu.pci_bus_id.iter();
+        for (what, text) in [("name", &gpu.name), ("uuid", &gpu.uuid)]
+            .into_iter()
+            .chain(pci.map(|p| ("pci bus id", p)))
+        {
             if text.is_empty() || text.len() > 256 || text.chars().any(char::is_control) {
                 return bad(format!(
                     "GPU {} {what}: 1 to 256 printable characters",
@@ -158,7 +165,11 @@ pub fn heartbeat(
                 model: short(gpu.index, "name", &gpu.name)?,
                 uuid: short(gpu.index, "uuid", &gpu.uuid)?,
                 memory_mb: gpu.memory_total_mb,
-                pci_bus_id: None,
+                pci_bus_id: gpu
+                    .pci_bus_id
+                    .as_deref()
+                    .map(|p| short(gpu.index, "pci bus id", p))
+                    .transpose()?,
                 healthy: true,
             })
         })

@@ -61,7 +61,86 @@ fn spawn_projector<P: Projection + Send + 'static>(
     })
 }
 
+/// The model name the tests' simulated GPUs report; [`Market::prove_market`] makes it the
+/// H100 market's class.
+pub const SIM_MODEL: &str = "sim H100";
+
+/// A signed report of `node` as an agent of `gpus` simulated H100s sends it (UUIDs
+/// `GPU-<node>-<i>`, 81,920 MB each, the same readings on each), made now, listing
+/// `healthy` leases and the jobs of `starts` started.
+pub fn node_report(
+    node: &str,
+    sequence: u64,
+    gpus: u32,
+    healthy: &[u64],
+    starts: &[u64],
+) -> String {
+    serde_json::json!({
+        "node": node, "sequence": sequence, "at": chrono::Utc::now().to_rfc3339(),
+        "class": "H100-80GB", "simulated": true,
+        "leases_started": starts, "healthy_leases": healthy,
+        "gpus": (0..gpus).map(|g| serde_json::json!({
+            "index": g, "name": SIM_MODEL, "uuid": format!("GPU-{node}-{g}"),
+            "utilisation_pct": 87.5, "memory_used_mb": 40960, "memory_total_mb": 81920,
+            "temperature_c": 71.0, "power_w": 612.0, "power_limit_w": 700.0,
+            "sm_clock_mhz": 1980, "ecc_errors": null})).collect::<Vec<_>>(),
+    })
+    .to_string()
+}
+
+/// `submitNodeReport`'s variables for `report` signed with `key`.
+pub fn signed_report(key: &ed25519_dalek::SigningKey, report: &str) -> Value {
+    use ed25519_dalek::Signer;
+    let signature: String = key
+        .sign(report.as_bytes())
+        .to_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    serde_json::json!({"r": report, "s": signature})
+}
+
+/// The key of the tests' node `node-a`.
+pub fn node_a_key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[42; 32])
+}
+
+pub const SUBMIT_REPORT: &str =
+    "mutation($r: String!, $s: String!) { submitNodeReport(report: $r, \
+    signature: $s) { duplicate leaseStarts { leaseId refused } } }";
+
 impl Market {
+    /// Lets the H100 market take the tests' simulated GPUs: created as simulated, with
+    /// [`SIM_MODEL`] its class.
+    pub fn prove_market(&self) {
+        self.ok(
+            &self.admin,
+            &format!(
+                "mutation {{ configureMarket(market: \"H100-80GB\", config: {{simulated: true, \
+                 modelNames: [\"{SIM_MODEL}\"]}}) {{ market }} }}"
+            ),
+            serde_json::json!({}),
+        );
+    }
+
+    /// Registers the provider's `node` with `key` and sends its report 0 of `gpus` simulated
+    /// H100s, which asks on the node stand on.
+    pub fn prove_node(&self, node: &str, key: &ed25519_dalek::SigningKey, gpus: u32) {
+        let public: String = key
+            .verifying_key()
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        self.ok(
+            &self.provider,
+            &format!("mutation {{ registerNode(node: \"{node}\", publicKey: \"{public}\") }}"),
+            serde_json::json!({}),
+        );
+        let report = node_report(node, 0, gpus, &[], &[]);
+        self.ok(&self.provider, SUBMIT_REPORT, signed_report(key, &report));
+    }
+
     pub fn start(tag: &str, limits: Limits) -> Market {
         Market::start_with(
             tag,

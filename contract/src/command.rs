@@ -174,6 +174,22 @@ pub enum Command {
         amount: Amount,
         key: IdempotencyKey,
     },
+    /// Moves `amount` of the provider's available balance into its bond in `market`. An
+    /// ask placed with [`Command::PlaceWith`] holds the market's bond per GPU from the free
+    /// bond while its GPUs are offered or leased; a provider failure slashes a share of it.
+    PostBond {
+        provider: AccountId,
+        market: MarketId,
+        amount: Amount,
+    },
+    /// Starts unbonding `amount` of the provider's free bond in `market`: it returns to
+    /// available after the market's unbonding delay (`BondUnbonding`, then `BondReleased`),
+    /// so a bond cannot be pulled just before a failure it should answer for.
+    WithdrawBond {
+        provider: AccountId,
+        market: MarketId,
+        amount: Amount,
+    },
 }
 
 /// How an order placed with [`Command::PlaceWith`] behaves beyond its terms. Both options
@@ -263,6 +279,8 @@ impl Command {
             Command::SignedHeartbeat(_) => "signed_heartbeat",
             Command::DepositOnce { .. } => "deposit_once",
             Command::RequestWithdrawalOnce { .. } => "request_withdrawal_once",
+            Command::PostBond { .. } => "post_bond",
+            Command::WithdrawBond { .. } => "withdraw_bond",
         }
     }
 }

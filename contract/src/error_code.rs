@@ -102,6 +102,10 @@ error_codes! {
     UnknownNode = "UNKNOWN_NODE", 404, "No node of that name is registered for this provider; register it first.";
     SimulatedReport = "SIMULATED_REPORT", 422, "A report from simulated GPUs, to a market not created as simulated; nothing changed.";
     ReportClockSkew = "REPORT_CLOCK_SKEW", 422, "The report's own time lies outside the market's window around its clock (a wrong clock, or a replayed report); nothing changed.";
+    NodeNotReporting = "NODE_NOT_REPORTING", 409, "The ask's node has sent no signed report yet: register it and let its agent report first.";
+    SpecMismatch = "SPEC_MISMATCH", 422, "The node's latest signed report does not back the ask (model not of the market's class, memory below the ask's VRAM, another vendor, or too few free GPUs); the message names the reported value.";
+    GpuAlreadyRegistered = "GPU_ALREADY_REGISTERED", 409, "A GPU UUID in the report is already another node's; both nodes are flagged and nothing changed.";
+    InsufficientBond = "INSUFFICIENT_BOND", 422, "Not enough free bond in the market for the ask's GPUs (post bond first), or for the withdrawal.";
 }
 
 impl ErrorCode {

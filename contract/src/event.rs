@@ -223,6 +223,40 @@ pub enum Event {
         buyer: AccountId,
         reason: Rejection,
     },
+    /// The provider moved `amount` from available into its free bond in `market`.
+    BondPosted {
+        provider: AccountId,
+        market: MarketId,
+        amount: Amount,
+    },
+    /// `amount` of free bond left the bond and waits in unbonding until `release_at`.
+    BondUnbonding {
+        provider: AccountId,
+        market: MarketId,
+        amount: Amount,
+        release_at: Timestamp,
+    },
+    /// Unbonded `amount` reached its release time and is available again.
+    BondReleased {
+        provider: AccountId,
+        market: MarketId,
+        amount: Amount,
+    },
+    /// A provider failure of lease `lease_id` (its `cause`, with the heartbeat it was judged
+    /// by) slashed `slashed` of the bond held behind its GPUs: `buyer_credit` to the buyer's
+    /// available balance (compensation, at most what the lease cost) and `insurance` to the
+    /// market's insurance fund. Comes right before the lease's `LeaseClosed`.
+    BondSlashed {
+        lease_id: LeaseId,
+        market: MarketId,
+        provider: AccountId,
+        node: NodeId,
+        buyer: AccountId,
+        slashed: Amount,
+        buyer_credit: Amount,
+        insurance: Amount,
+        cause: LeaseEndCause,
+    },
 }
 
 impl Event {
@@ -253,6 +287,10 @@ impl Event {
             Event::LeaseClosed { .. } => "lease_closed",
             Event::OrderRebid { .. } => "order_rebid",
             Event::RebidRefused { .. } => "rebid_refused",
+            Event::BondPosted { .. } => "bond_posted",
+            Event::BondUnbonding { .. } => "bond_unbonding",
+            Event::BondReleased { .. } => "bond_released",
+            Event::BondSlashed { .. } => "bond_slashed",
         }
     }
 }
@@ -273,6 +311,9 @@ pub enum CancelReason {
     ReputationDropped,
     /// The ask's node went silent (schema 3).
     NodeSilent,
+    /// The node's latest signed report no longer backs the ask (a GPU gone or unhealthy,
+    /// another model, less memory).
+    SpecMismatch,
 }
 
 impl CancelReason {
@@ -285,6 +326,7 @@ impl CancelReason {
             CancelReason::SelfTrade => "self_trade",
             CancelReason::ReputationDropped => "reputation_dropped",
             CancelReason::NodeSilent => "node_silent",
+            CancelReason::SpecMismatch => "spec_mismatch",
         }
     }
 }
@@ -334,6 +376,9 @@ pub enum LeaseEndCause {
     NotAcknowledged,
     /// The operator ended it: charged to then.
     Operator { reason: FailureReason },
+    /// The node's report with this sequence number no longer shows enough GPUs of the
+    /// lease's class (one gone, another model, less memory): a provider failure.
+    SpecMismatch { sequence: u64 },
 }
 
 impl LeaseEndCause {
@@ -345,7 +390,8 @@ impl LeaseEndCause {
             LeaseEndCause::ProviderStopped
             | LeaseEndCause::NodeSilent { .. }
             | LeaseEndCause::Unhealthy { .. }
-            | LeaseEndCause::NotAcknowledged => LeaseEndReason::ProviderFailed,
+            | LeaseEndCause::NotAcknowledged
+            | LeaseEndCause::SpecMismatch { .. } => LeaseEndReason::ProviderFailed,
             LeaseEndCause::Operator { .. } => LeaseEndReason::Operator,
         }
     }
@@ -360,6 +406,7 @@ impl LeaseEndCause {
             LeaseEndCause::Unhealthy { .. } => "unhealthy",
             LeaseEndCause::NotAcknowledged => "not_acknowledged",
             LeaseEndCause::Operator { .. } => "operator",
+            LeaseEndCause::SpecMismatch { .. } => "spec_mismatch",
         }
     }
 }
@@ -373,7 +420,8 @@ stored_form!(
         Expired,
         SelfTrade,
         ReputationDropped,
-        NodeSilent
+        NodeSilent,
+        SpecMismatch
     ]
 );
 stored_form!(

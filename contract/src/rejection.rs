@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     AccountId, Amount, ClientOrderId, ErrorCode, Gpus, IdempotencyKey, LeaseId, MarketId, NodeId,
-    OrderId, Price, SettlementId, Timestamp, TxHash,
+    OrderId, Price, SettlementId, ShortText, Timestamp, TxHash,
 };
 
 /// Why the engine refused a command. A rejected command changes nothing.
@@ -119,6 +119,24 @@ pub enum Rejection {
         now: Timestamp,
         window_ms: u32,
     },
+    #[error("node {node} has sent no signed report yet; an ask needs a reporting node")]
+    NodeNotReporting { node: NodeId },
+    #[error("node {node}'s latest signed report does not back the ask: {what} reported {reported}, the ask needs {required}")]
+    SpecMismatch {
+        node: NodeId,
+        /// `model`, `memory_mb`, `vendor` or `free_gpus`.
+        what: String,
+        reported: String,
+        required: String,
+    },
+    #[error("GPU {uuid} is already registered to node {node} of account {provider}")]
+    GpuAlreadyRegistered {
+        uuid: ShortText,
+        provider: AccountId,
+        node: NodeId,
+    },
+    #[error("insufficient free bond in this market: {needed} needed, {free} free")]
+    InsufficientBond { needed: Amount, free: Amount },
 }
 
 impl Rejection {
@@ -166,6 +184,10 @@ impl Rejection {
             Rejection::StaleReport { .. } => ErrorCode::StaleReport,
             Rejection::SimulatedReport { .. } => ErrorCode::SimulatedReport,
             Rejection::ReportClockSkew { .. } => ErrorCode::ReportClockSkew,
+            Rejection::NodeNotReporting { .. } => ErrorCode::NodeNotReporting,
+            Rejection::SpecMismatch { .. } => ErrorCode::SpecMismatch,
+            Rejection::GpuAlreadyRegistered { .. } => ErrorCode::GpuAlreadyRegistered,
+            Rejection::InsufficientBond { .. } => ErrorCode::InsufficientBond,
         }
     }
 }

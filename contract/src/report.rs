@@ -21,6 +21,9 @@ pub struct GpuSample {
     pub power_limit_w: Option<f32>,
     pub sm_clock_mhz: Option<u32>,
     pub ecc_errors: Option<u64>,
+    /// The GPU's PCI bus id (e.g. `00000000:17:00.0`), where the driver gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_bus_id: Option<String>,
 }
 
 /// What an agent signs and sends.

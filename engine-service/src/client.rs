@@ -116,6 +116,9 @@ fn accounts(event: &Event) -> [Option<AccountId>; 2] {
         }
         | Event::LeaseClosed {
             buyer, provider, ..
+        }
+        | Event::BondSlashed {
+            buyer, provider, ..
         } => [Some(*buyer), (provider != buyer).then_some(*provider)],
         Event::OrderRebid { buyer, .. } | Event::RebidRefused { buyer, .. } => [Some(*buyer), None],
         Event::OrderAmended { account, .. }
@@ -129,7 +132,10 @@ fn accounts(event: &Event) -> [Option<AccountId>; 2] {
         | Event::LeaseStarted { provider, .. }
         | Event::NodeHeartbeat { provider, .. }
         | Event::NodeReported { provider, .. }
-        | Event::NodeSilent { provider, .. } => [Some(*provider), None],
+        | Event::NodeSilent { provider, .. }
+        | Event::BondPosted { provider, .. }
+        | Event::BondUnbonding { provider, .. }
+        | Event::BondReleased { provider, .. } => [Some(*provider), None],
         Event::MarketCreated { .. }
         | Event::MarketConfigured { .. }
         | Event::SettlementOpened { .. }

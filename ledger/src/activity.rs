@@ -207,7 +207,7 @@ pub struct ActivityBatch {
     trades: Vec<TradeRow>,
     new_leases: BTreeMap<i64, LeaseRow>,
     lease_changes: BTreeMap<i64, LeaseChange>,
-    /// The chain bridge's events, in order: rare, so written one by one.
+    /// The chain bridge's and the bonds' events, in order: rare, so written one by one.
     settlement: Vec<(i64, DateTime<Utc>, Event)>,
     /// The latest event time of the batch: the partition's clock.
     clock: Option<DateTime<Utc>>,
@@ -268,6 +268,8 @@ impl Projection for Activity {
         "chain_deposits",
         "settlement_payouts",
         "settlements",
+        "bond_movements",
+        "slashes",
     ];
     type Batch = ActivityBatch;
 
@@ -603,7 +605,8 @@ impl Projection for Activity {
                         LeaseEndCause::NodeSilent { last_seen } => {
                             Some(timestamp(last_seen.0)?.to_rfc3339())
                         }
-                        LeaseEndCause::Unhealthy { sequence } => Some(sequence.to_string()),
+                        LeaseEndCause::Unhealthy { sequence }
+                        | LeaseEndCause::SpecMismatch { sequence } => Some(sequence.to_string()),
                         LeaseEndCause::Operator { reason } => Some(reason.as_str().to_owned()),
                         LeaseEndCause::TermReached
                         | LeaseEndCause::BuyerStopped
@@ -630,6 +633,33 @@ impl Projection for Activity {
             } => {
                 let id = fit("lease id", lease_id.0)?;
                 batch.change_lease(id, |c| c.rebid_refused = Some(reason.code().as_str()));
+            }
+            Event::BondPosted { provider, .. }
+            | Event::BondUnbonding { provider, .. }
+            | Event::BondReleased { provider, .. } => {
+                fit("provider", provider.0)?;
+                if let Event::BondUnbonding { release_at, .. } = event {
+                    timestamp(release_at.0)?;
+                }
+                batch.settlement.push((seq, at, event.clone()));
+            }
+            Event::BondSlashed {
+                lease_id,
+                provider,
+                buyer,
+                ..
+            } => {
+                for id in [lease_id.0, provider.0, buyer.0] {
+                    fit("id", id)?;
+                }
+                if let Event::BondSlashed {
+                    cause: LeaseEndCause::NodeSilent { last_seen },
+                    ..
+                } = event
+                {
+                    timestamp(last_seen.0)?;
+                }
+                batch.settlement.push((seq, at, event.clone()));
             }
             Event::PayoutAddressSet { .. }
             | Event::ChainDeposited { .. }
@@ -819,6 +849,85 @@ fn write_settlement(
                 .bind::<BigInt, _>(id(batch.0))
                 .bind::<Timestamptz, _>(*at)
                 .bind::<Text, _>(reason.as_str())
+                .execute(conn)?;
+            }
+            Event::BondPosted {
+                provider,
+                market,
+                amount: moved,
+            }
+            | Event::BondUnbonding {
+                provider,
+                market,
+                amount: moved,
+                ..
+            }
+            | Event::BondReleased {
+                provider,
+                market,
+                amount: moved,
+            } => {
+                let release_at = match event {
+                    // Checked by `add`, as the slash's last heartbeat below.
+                    Event::BondUnbonding { release_at, .. } => timestamp(release_at.0).ok(),
+                    _ => None,
+                };
+                diesel::sql_query(
+                    "INSERT INTO bond_movements \
+                     (partition, event_seq, provider, market, kind, amount, release_at, at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind::<Integer, _>(partition)
+                .bind::<BigInt, _>(*seq)
+                .bind::<BigInt, _>(id(provider.0))
+                .bind::<Text, _>(market.as_str())
+                .bind::<Text, _>(event.kind())
+                .bind::<Numeric, _>(amount(*moved))
+                .bind::<Nullable<Timestamptz>, _>(release_at)
+                .bind::<Timestamptz, _>(*at)
+                .execute(conn)?;
+            }
+            Event::BondSlashed {
+                lease_id,
+                market,
+                provider,
+                node,
+                buyer,
+                slashed,
+                buyer_credit,
+                insurance,
+                cause,
+            } => {
+                // The evidence the failure was judged by: the heartbeat's sequence number or
+                // the node's last heartbeat.
+                let evidence = match cause {
+                    LeaseEndCause::NodeSilent { last_seen } => timestamp(last_seen.0)
+                        .ok()
+                        .map(|t| format!("last heartbeat {}", t.to_rfc3339())),
+                    LeaseEndCause::Unhealthy { sequence }
+                    | LeaseEndCause::SpecMismatch { sequence } => {
+                        Some(format!("report {sequence}"))
+                    }
+                    _ => None,
+                };
+                diesel::sql_query(
+                    "INSERT INTO slashes (lease_id, partition, event_seq, market, provider, node, \
+                     buyer, slashed, buyer_credit, insurance, cause, evidence, at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                )
+                .bind::<BigInt, _>(id(lease_id.0))
+                .bind::<Integer, _>(partition)
+                .bind::<BigInt, _>(*seq)
+                .bind::<Text, _>(market.as_str())
+                .bind::<BigInt, _>(id(provider.0))
+                .bind::<Text, _>(node.as_str())
+                .bind::<BigInt, _>(id(buyer.0))
+                .bind::<Numeric, _>(amount(*slashed))
+                .bind::<Numeric, _>(amount(*buyer_credit))
+                .bind::<Numeric, _>(amount(*insurance))
+                .bind::<Text, _>(cause.as_str())
+                .bind::<Nullable<Text>, _>(evidence)
+                .bind::<Timestamptz, _>(*at)
                 .execute(conn)?;
             }
             _ => {}

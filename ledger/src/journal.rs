@@ -12,9 +12,10 @@ use contract::{AccountId, Amount, Event};
 /// bucket for money that entered or left the market, so it holds minus the account's net
 /// deposits and the grand total over every bucket of every account is always zero.
 ///
-/// Later slices add buckets here and in the migration's `bucket` domain together (a
-/// provider's `Collateral`, for slashing); payouts and slashes are transaction kinds that
-/// move money between existing buckets, not buckets of their own.
+/// A provider's `Bond` (free and held behind its GPUs: the engine's split, not a movement)
+/// and `Unbonding` (withdrawn, waiting for the delay) are its own buckets; the market
+/// account's `Insurance` receives what slashes leave after crediting buyers. Later slices
+/// add buckets here and in the migration's `bucket` domain together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Bucket {
     Available,
@@ -24,6 +25,9 @@ pub enum Bucket {
     Settling,
     Fees,
     External,
+    Bond,
+    Unbonding,
+    Insurance,
 }
 
 impl Bucket {
@@ -36,16 +40,22 @@ impl Bucket {
             Bucket::Settling => "settling",
             Bucket::Fees => "fees",
             Bucket::External => "external",
+            Bucket::Bond => "bond",
+            Bucket::Unbonding => "unbonding",
+            Bucket::Insurance => "insurance",
         }
     }
 
-    const ALL: [Bucket; 6] = [
+    const ALL: [Bucket; 9] = [
         Bucket::Available,
         Bucket::Held,
         Bucket::InLease,
         Bucket::Settling,
         Bucket::Fees,
         Bucket::External,
+        Bucket::Bond,
+        Bucket::Unbonding,
+        Bucket::Insurance,
     ];
 
     /// Where an account's spendable money is booked. The market account never trades (the
@@ -232,6 +242,55 @@ pub fn postings(event: &Event) -> Result<Vec<Posting>, PostingError> {
                     p.amount,
                 )?;
             }
+        }
+        Event::BondPosted {
+            provider, amount, ..
+        } => {
+            legs.transfer(
+                provider,
+                Bucket::Available,
+                provider,
+                Bucket::Bond,
+                amount,
+            )?;
+        }
+        Event::BondUnbonding {
+            provider, amount, ..
+        } => {
+            legs.transfer(provider, Bucket::Bond, provider, Bucket::Unbonding, amount)?;
+        }
+        Event::BondReleased {
+            provider, amount, ..
+        } => {
+            legs.transfer(
+                provider,
+                Bucket::Unbonding,
+                provider,
+                Bucket::Available,
+                amount,
+            )?;
+        }
+        Event::BondSlashed {
+            provider,
+            buyer,
+            buyer_credit,
+            insurance,
+            ..
+        } => {
+            legs.transfer(
+                provider,
+                Bucket::Bond,
+                buyer,
+                Bucket::spendable(buyer),
+                buyer_credit,
+            )?;
+            legs.transfer(
+                provider,
+                Bucket::Bond,
+                AccountId::MARKET,
+                Bucket::Insurance,
+                insurance,
+            )?;
         }
         Event::MarketCreated { .. }
         | Event::ReputationSet { .. }
@@ -548,6 +607,56 @@ mod tests {
         check(
             lease_ended("0", "0", "0", "22.8"),
             &[(7, InLease, "-22.8"), (7, Available, "22.8")],
+        );
+    }
+
+    #[test]
+    fn bonds_move_through_bond_and_unbonding_and_a_slash_pays_buyer_and_insurance() {
+        use Bucket::*;
+        let market = MarketId::parse("H100-80GB").unwrap();
+        check(
+            Event::BondPosted {
+                provider: PROVIDER,
+                market,
+                amount: amount("300"),
+            },
+            &[(9, Available, "-300"), (9, Bond, "300")],
+        );
+        check(
+            Event::BondUnbonding {
+                provider: PROVIDER,
+                market,
+                amount: amount("120"),
+                release_at: Timestamp(1),
+            },
+            &[(9, Bond, "-120"), (9, Unbonding, "120")],
+        );
+        check(
+            Event::BondReleased {
+                provider: PROVIDER,
+                market,
+                amount: amount("120"),
+            },
+            &[(9, Unbonding, "-120"), (9, Available, "120")],
+        );
+        check(
+            Event::BondSlashed {
+                lease_id: contract::LeaseId(1),
+                market,
+                provider: PROVIDER,
+                node: contract::NodeId::parse("node-a").unwrap(),
+                buyer: BUYER,
+                slashed: amount("50"),
+                buyer_credit: amount("7.2"),
+                insurance: amount("42.8"),
+                cause: contract::LeaseEndCause::ProviderStopped,
+            },
+            &[
+                (9, Bond, "-7.2"),
+                (7, Available, "7.2"),
+                (9, Bond, "-42.8"),
+                (0, Insurance, "42.8"),
+            ],
         );
     }
 

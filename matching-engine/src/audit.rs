@@ -145,6 +145,63 @@ impl Engine {
                 "leases hold {in_leases} but accounts count {in_lease_funds} in leases"
             ));
         }
+        self.audit_bonds(&mut problems);
         problems
+    }
+
+    /// Bonds: every bucket non-negative; what each provider's bond holds in a market is what
+    /// its asks there and its leases hold; what unbonds is what waits to be released; and
+    /// each account's `bonded` is the sum of its bonds.
+    fn audit_bonds(&self, problems: &mut Vec<String>) {
+        let mut held: FxHashMap<(AccountId, u32), i128> = FxHashMap::default();
+        for (_, o) in self.orders.live() {
+            if o.bid().is_none() && o.hold != 0 {
+                *held.entry((o.account, o.market)).or_default() += i128::from(o.hold);
+            }
+        }
+        for lease in self.leases.iter().filter(|l| l.meter.bond != 0) {
+            let market = self.market_index[&lease.market];
+            *held.entry((lease.provider, market)).or_default() += i128::from(lease.meter.bond);
+        }
+        let mut unbonding: FxHashMap<(AccountId, u32), i128> = FxHashMap::default();
+        for u in self.unbondings.values() {
+            *unbonding.entry((u.provider, u.market)).or_default() += i128::from(u.amount);
+        }
+        let mut bonded: FxHashMap<AccountId, i128> = FxHashMap::default();
+        for (key, bond) in &self.bonds {
+            if bond.free < 0 || bond.held < 0 || bond.unbonding < 0 {
+                problems.push(format!("bond {key:?} is negative: {bond:?}"));
+            }
+            if i128::from(bond.held) != held.remove(key).unwrap_or(0) {
+                problems.push(format!(
+                    "bond {key:?} holds {} but its asks and leases do not",
+                    bond.held
+                ));
+            }
+            if i128::from(bond.unbonding) != unbonding.remove(key).unwrap_or(0) {
+                problems.push(format!(
+                    "bond {key:?} unbonds {} but its unbondings do not",
+                    bond.unbonding
+                ));
+            }
+            *bonded.entry(key.0).or_default() +=
+                i128::from(bond.free) + i128::from(bond.held) + i128::from(bond.unbonding);
+        }
+        for key in held.keys().chain(unbonding.keys()) {
+            problems.push(format!("{key:?} holds or unbonds bond it has not posted"));
+        }
+        for (account, funds) in &self.funds {
+            if i128::from(funds.bonded) != bonded.remove(account).unwrap_or(0) {
+                problems.push(format!(
+                    "account {account} counts {} bonded, its bonds do not",
+                    funds.bonded
+                ));
+            }
+        }
+        if !bonded.is_empty() || self.insurance < 0 {
+            problems.push(format!(
+                "bonds without an account {bonded:?}, or a negative insurance fund"
+            ));
+        }
     }
 }

@@ -90,6 +90,10 @@ pub(crate) struct AskTerms {
     pub available_until: i64,
     /// The provider's score when the ask was accepted.
     pub reputation: Reputation,
+    /// Placed with `PlaceWith`: its node's report and the provider's bond stand behind it,
+    /// and behind its leases. Snapshots write it through the node's asks (format 6).
+    #[serde(skip)]
+    pub backed: bool,
 }
 
 impl Order {

@@ -40,6 +40,7 @@ impl Engine {
                 Due::Order { slot } => self.order_due(slot, timer, out),
                 Due::Node => self.node_due(timer, span, out),
                 Due::Lease => self.lease_due(LeaseId(timer.id), timer.at, span, out),
+                Due::Unbond => self.unbond_due(timer.id, out),
             }
         }
         self.now = span.to;
@@ -59,15 +60,20 @@ impl Engine {
     /// many times its size, out of cache (`loadtest engine`'s p99 doubled).
     pub(crate) fn arm(&mut self, at: i64, due: Due, id: u64) {
         self.timers.push(at, due, id);
-        let live = self.orders.live_count() + self.nodes.metered_leases() + self.nodes.len();
+        let live = self.orders.live_count()
+            + self.nodes.metered_leases()
+            + self.nodes.len()
+            + self.unbondings.len();
         if self.timers.len() > 2 * live + 1_024 {
             let (orders, nodes, leases) = (&self.orders, &self.nodes, &self.leases);
+            let unbondings = &self.unbondings;
             self.timers.retain(|t| match t.due {
                 Due::Order { slot } => orders.holds(slot, t.id, t.at),
                 Due::Node => nodes.deadline(t.id as u32) == Some(t.at),
                 Due::Lease => leases
                     .get(LeaseId(t.id))
                     .is_some_and(|l| l.meter.deadline == t.at),
+                Due::Unbond => unbondings.contains_key(&t.id),
             });
         }
     }

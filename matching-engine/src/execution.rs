@@ -130,13 +130,16 @@ impl Engine {
             });
             (terms.hours, b.price, b.account, b.id, terms.metered, rebid)
         };
-        let (provider, node, ask_id) = {
+        let (provider, node, ask_id, bond, backed) = {
             let a = self.orders.get(ask_slot);
-            let node = match &a.terms {
-                Terms::Ask(t) => t.node,
+            let (node, backed) = match &a.terms {
+                Terms::Ask(t) => (t.node, t.backed),
                 Terms::Bid(_) => unreachable!("ask slot holds an ask"),
             };
-            (a.account, node, a.id)
+            // The bond behind the filled GPUs moves from the ask to the lease (an ask holds
+            // exactly its bond per GPU × its remaining GPUs).
+            let bond = a.hold / i64::from(a.remaining) * i64::from(gpus);
+            (a.account, node, a.id, bond, backed)
         };
         // Both products fit: the bid's whole hold was computed with checked arithmetic, and
         // the fill price is at most the bid's price.
@@ -159,9 +162,10 @@ impl Engine {
             let o = self.orders.get_mut(slot);
             o.remaining -= gpus;
             o.filled += gpus;
-            if o.side == Side::Bid {
-                o.hold -= bid_part;
-            }
+            o.hold -= match o.side {
+                Side::Bid => bid_part,
+                Side::Ask => bond,
+            };
         }
         // The buyer's own money changes buckets: its total is unchanged.
         let funds = self.funds.entry(buyer).or_default();
@@ -176,11 +180,13 @@ impl Engine {
         let ask_remaining = self.orders.get(ask_slot).remaining;
         let start = self.now;
         let end = start + i64::from(hours) * Timestamp::MS_PER_HOUR;
-        let meter = if metered {
+        let mut meter = if metered {
             Meter::metered(start, end, &self.markets[market as usize].config, rebid)
         } else {
             Meter::unmetered(start)
         };
+        meter.bond = bond;
+        meter.backed = backed;
         let lease = Lease {
             id: lease_id,
             market: market_id,

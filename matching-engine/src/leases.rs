@@ -117,7 +117,9 @@ impl Engine {
             .micros();
         self.room_for(lease, charged, fee)?;
 
-        let lease = self.leases.remove(lease_id).expect("looked up above");
+        let mut lease = self.leases.remove(lease_id).expect("looked up above");
+        // A stated end is a party's word, so it releases the bond and slashes nothing.
+        self.close_bond(&mut lease, None, out);
         self.settle(&lease, charged, fee, used, reason, out);
         Ok(())
     }
@@ -187,6 +189,7 @@ impl Engine {
             .expect("the caller looked it up");
         let pieces = self.pieces(&lease, charge_to);
         accrue(&mut lease, &pieces, out);
+        self.close_bond(&mut lease, Some(&cause), out);
         out.push(Event::LeaseClosed {
             lease_id,
             buyer: lease.buyer,

@@ -11,6 +11,7 @@
 //! have left it. Every handler validates first and mutates only after nothing can fail.
 
 mod audit;
+mod bonds;
 mod book;
 mod clock;
 mod execution;
@@ -50,6 +51,19 @@ pub struct Balance {
     pub in_lease: Amount,
     /// Requested withdrawals and payouts of the open settlement batch, on their way out.
     pub settling: Amount,
+    /// Bond in every market together: free, held behind GPUs, and unbonding.
+    pub bonded: Amount,
+}
+
+/// A provider's bond in one market, by bucket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BondBalance {
+    /// Posted and behind no GPU: what asks can hold and `WithdrawBond` can take.
+    pub free: Amount,
+    /// Behind resting asks' GPUs and running leases.
+    pub held: Amount,
+    /// Withdrawn, waiting for the market's unbonding delay.
+    pub unbonding: Amount,
 }
 
 /// A resting order as queries see it.
@@ -168,6 +182,10 @@ struct Funds {
     requested: i64,
     /// Earnings not yet paid out: what a settlement batch pays from available.
     unpaid_earnings: i64,
+    /// The account's bonds in every market together (free, held and unbonding); the
+    /// per-market split is in `Engine::bonds`, which it is rebuilt from on restore.
+    #[serde(skip)]
+    bonded: i64,
 }
 
 impl Funds {
@@ -177,6 +195,7 @@ impl Funds {
             + i128::from(self.held)
             + i128::from(self.in_lease)
             + i128::from(self.settling)
+            + i128::from(self.bonded)
     }
 
     /// Refuses `micros` coming into the account when its total would leave the `i64` range.
@@ -221,6 +240,15 @@ pub struct Engine {
     /// What each idempotency key of an account was used for (`DepositOnce`,
     /// `RequestWithdrawalOnce`).
     applied: FxHashMap<(AccountId, IdempotencyKey), funds::Applied>,
+    /// Each provider's bond per market (by market index).
+    bonds: FxHashMap<(AccountId, u32), bonds::Bond>,
+    /// Withdrawn bond waiting for its release, by the id its timer carries.
+    unbondings: std::collections::BTreeMap<u64, bonds::Unbonding>,
+    next_unbonding: u64,
+    /// The market's insurance fund: what slashes leave after the buyers' credit.
+    insurance: i64,
+    /// Which node each reported GPU UUID belongs to (its index in `nodes`).
+    gpu_owners: FxHashMap<contract::ShortText, u32>,
     /// Scratch space reused across commands; not state.
     plan: Vec<Step>,
 }
@@ -334,6 +362,16 @@ impl Engine {
                 amount,
                 key,
             } => self.request_withdrawal_once(*account, *amount, *key, out),
+            Command::PostBond {
+                provider,
+                market,
+                amount,
+            } => self.post_bond(*provider, *market, *amount, out),
+            Command::WithdrawBond {
+                provider,
+                market,
+                amount,
+            } => self.withdraw_bond(*provider, *market, *amount, out),
         }
     }
 

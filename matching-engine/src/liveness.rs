@@ -2,12 +2,21 @@
 //! heartbeat timeout, which makes a node silent: its asks are withdrawn, its leases fail
 //! (charged to their last healthy heartbeat), and it cannot be matched until it reports
 //! again. Liveness counts by the engine's clock at each heartbeat, never the report's.
+//!
+//! A node's GPUs are what its latest signed report says, never what an ask claims: an ask
+//! placed with `PlaceWith` needs a node that reported, and as many free GPUs of the market's
+//! class (a reported model among the market's `model_names`, at least the ask's VRAM, the
+//! ask's vendor) as it offers (`SPEC_MISMATCH` names the reported value otherwise). Each
+//! GPU UUID belongs to one node: a report naming another node's GPU is refused
+//! (`GPU_ALREADY_REGISTERED`), unless that node is the same provider's and silent (the GPU
+//! moved). When a report changes what a node has, asks it no longer backs are withdrawn
+//! and leases beyond its GPUs of their class fail (a provider failure).
 
 use std::collections::BTreeSet;
 
 use contract::{
-    AccountId, CancelReason, Event, Gpus, LeaseEndCause, LeaseId, MarketId, NodeId, NodeRef,
-    OrderId, Rejection, SignedHeartbeat, Timestamp,
+    AccountId, AskSpec, CancelReason, Event, GpuStatus, Gpus, LeaseEndCause, LeaseId, MarketConfig,
+    MarketId, NodeId, NodeRef, OrderId, Rejection, SignedHeartbeat, Timestamp, Vendor,
 };
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -33,6 +42,75 @@ pub(crate) struct Node {
     /// loses them one by one in O(log n) each); rebuilt from the leases on restore.
     #[serde(skip)]
     pub leases: BTreeSet<LeaseId>,
+    /// The GPUs of its latest accepted signed report. Snapshots write this and `asks`
+    /// beside the node (format 6), so the node's own image is format 5's.
+    #[serde(skip)]
+    pub gpus: Vec<GpuStatus>,
+    /// Its asks placed with `PlaceWith`, by id; ids of asks that left the book are dropped
+    /// when the next one is added.
+    #[serde(skip)]
+    pub asks: Vec<OrderId>,
+}
+
+/// An ask's or a lease's need the node's report did not meet: what, the reported value,
+/// what was needed.
+pub(crate) type Shortfall = (&'static str, String, String);
+
+/// How many of `gpus` (a node's latest report) can serve `config`'s market: healthy, of a
+/// model the market maps to its class, with at least `vram_gb` GB (the drivers report
+/// MiB and a little less than the marketed size: an 80 GB H100 shows 81,559, a 24 GB RTX
+/// 4090 24,564, so a GB counts as 1,000 MB), and of `vendor` where one is given. None at
+/// all is a shortfall naming the first need no GPU met.
+pub(crate) fn backing(
+    gpus: &[GpuStatus],
+    config: &MarketConfig,
+    vendor: Option<Vendor>,
+    vram_gb: u32,
+) -> Result<u32, Shortfall> {
+    let healthy: Vec<&GpuStatus> = gpus.iter().filter(|g| g.healthy).collect();
+    let of_class: Vec<&GpuStatus> = healthy
+        .iter()
+        .copied()
+        .filter(|g| config.model_names.contains(&g.model))
+        .collect();
+    if of_class.is_empty() {
+        let reported = match healthy.first() {
+            Some(g) => format!("{:?}", g.model.as_str()),
+            None => "no healthy GPU".to_owned(),
+        };
+        let names: Vec<&str> = config.model_names.iter().map(|n| n.as_str()).collect();
+        return Err(("model", reported, format!("one of {names:?}")));
+    }
+    let needed_mb = u64::from(vram_gb) * 1_000;
+    let with_memory: Vec<&GpuStatus> = of_class
+        .iter()
+        .copied()
+        .filter(|g| g.memory_mb.is_some_and(|mb| mb >= needed_mb))
+        .collect();
+    if with_memory.is_empty() {
+        let reported = match of_class.iter().filter_map(|g| g.memory_mb).max() {
+            Some(mb) => mb.to_string(),
+            None => "unknown".to_owned(),
+        };
+        return Err((
+            "memory_mb",
+            reported,
+            format!("{needed_mb} (the ask's {vram_gb} GB)"),
+        ));
+    }
+    let count = with_memory
+        .iter()
+        .filter(|g| vendor.is_none_or(|v| g.vendor == v))
+        .count();
+    if count == 0 {
+        let name = |v: Vendor| format!("{v:?}").to_lowercase();
+        return Err((
+            "vendor",
+            name(with_memory[0].vendor),
+            vendor.map(name).unwrap_or_default(),
+        ));
+    }
+    Ok(count as u32)
 }
 
 /// The nodes in the order the engine first met them (their index is their timer's id, so
@@ -76,6 +154,10 @@ impl Nodes {
         self.index.get(key).map(|&i| &self.list[i as usize])
     }
 
+    pub fn index_of(&self, key: &NodeRef) -> Option<u32> {
+        self.index.get(key).copied()
+    }
+
     /// The node's index, adding it if it is new.
     pub fn entry(&mut self, key: NodeRef) -> u32 {
         let next = self.list.len() as u32;
@@ -88,6 +170,8 @@ impl Nodes {
                 silent: false,
                 sequence: 0,
                 leases: BTreeSet::new(),
+                gpus: Vec::new(),
+                asks: Vec::new(),
             });
         }
         index
@@ -144,34 +228,30 @@ impl Engine {
         Ok(())
     }
 
-    /// A node's signed report: it is alive until the timeout of its market (by the engine's
-    /// clock), the leases it lists are healthy until the report was made (never later than
-    /// now), and a lease it listed before and lists no more fails.
-    pub(crate) fn signed_heartbeat(
-        &mut self,
-        heartbeat: &SignedHeartbeat,
-        out: &mut Vec<Event>,
-    ) -> Result<(), Rejection> {
+    /// Whether `heartbeat` may be applied now, without applying it: the market exists and
+    /// admits it (simulation, the report's time), it is newer than the node's last, and
+    /// none of its GPU UUIDs is another node's. The API asks this of its replica before it
+    /// appends a report.
+    pub fn admits_heartbeat(&self, heartbeat: &SignedHeartbeat) -> Result<(), Rejection> {
         let provider = heartbeat.provider;
         if provider == AccountId::MARKET {
             return Err(Rejection::ReservedAccount { account: provider });
         }
         let market = self.market_of(heartbeat.market)?;
-        let config = &self.markets[market as usize].config;
-        config.admits_report(
+        self.markets[market as usize].config.admits_report(
             heartbeat.market,
             heartbeat.simulated,
             heartbeat.reported_at,
             Timestamp(self.now),
         )?;
-        let timeout = config.heartbeat_timeout();
         let key = NodeRef {
             provider,
             node: heartbeat.node,
         };
+        let this = self.nodes.index_of(&key);
         // A report resent, or overtaken by a newer one, says nothing new; one that could be
         // counted again would stretch its leases' health.
-        if let Some(node) = self.nodes.get(&key) {
+        if let Some(node) = this.map(|i| &self.nodes.list()[i as usize]) {
             if heartbeat.sequence <= node.sequence && node.last_seen.is_some() {
                 return Err(Rejection::StaleReport {
                     node: heartbeat.node,
@@ -180,6 +260,58 @@ impl Engine {
                 });
             }
         }
+        self.gpu_conflict(heartbeat)
+    }
+
+    /// Refuses a report naming a GPU UUID twice, or one another node has, unless that node
+    /// is the same provider's and silent (the GPU moved).
+    pub fn gpu_conflict(&self, heartbeat: &SignedHeartbeat) -> Result<(), Rejection> {
+        let provider = heartbeat.provider;
+        let this = self.nodes.index_of(&NodeRef {
+            provider,
+            node: heartbeat.node,
+        });
+        for (i, gpu) in heartbeat.gpus.iter().enumerate() {
+            if heartbeat.gpus[..i].iter().any(|g| g.uuid == gpu.uuid) {
+                return Err(Rejection::GpuAlreadyRegistered {
+                    uuid: gpu.uuid.clone(),
+                    provider,
+                    node: heartbeat.node,
+                });
+            }
+            let Some(&owner) = self.gpu_owners.get(&gpu.uuid) else {
+                continue;
+            };
+            let other = &self.nodes.list()[owner as usize];
+            let moved = other.key.provider == provider && other.silent;
+            if Some(owner) != this && !moved {
+                return Err(Rejection::GpuAlreadyRegistered {
+                    uuid: gpu.uuid.clone(),
+                    provider: other.key.provider,
+                    node: other.key.node,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A node's signed report: it is alive until the timeout of its market (by the engine's
+    /// clock), its GPUs are the report's, the leases it lists are healthy until the report
+    /// was made (never later than now), and a lease it listed before and lists no more
+    /// fails. A change of GPUs re-checks the node's asks and leases against them.
+    pub(crate) fn signed_heartbeat(
+        &mut self,
+        heartbeat: &SignedHeartbeat,
+        out: &mut Vec<Event>,
+    ) -> Result<(), Rejection> {
+        self.admits_heartbeat(heartbeat)?;
+        let provider = heartbeat.provider;
+        let market = self.market_of(heartbeat.market)?;
+        let timeout = self.markets[market as usize].config.heartbeat_timeout();
+        let key = NodeRef {
+            provider,
+            node: heartbeat.node,
+        };
 
         let now = self.now;
         let index = self.nodes.entry(key);
@@ -189,6 +321,15 @@ impl Engine {
         node.silent = false;
         node.deadline = now + timeout;
         let leases: Vec<LeaseId> = node.leases.iter().copied().collect();
+        let old_gpus = std::mem::replace(&mut node.gpus, heartbeat.gpus.clone());
+        for gpu in &old_gpus {
+            if self.gpu_owners.get(&gpu.uuid) == Some(&index) {
+                self.gpu_owners.remove(&gpu.uuid);
+            }
+        }
+        for gpu in &heartbeat.gpus {
+            self.gpu_owners.insert(gpu.uuid.clone(), index);
+        }
         self.arm(now + timeout, Due::Node, u64::from(index));
         out.push(Event::NodeReported {
             provider,
@@ -223,7 +364,137 @@ impl Engine {
                 self.close_lease(lease_id, cause, healthy_until, out);
             }
         }
+        if old_gpus != heartbeat.gpus {
+            self.recheck_node(index, heartbeat.sequence, out);
+        }
         Ok(())
+    }
+
+    /// The GPUs a node has promised: the rest of its `PlaceWith` asks and its running
+    /// metered leases.
+    fn committed(&self, node: &Node) -> u32 {
+        let offered: u32 = node
+            .asks
+            .iter()
+            .filter_map(|id| self.order_index.get(*id))
+            .map(|slot| self.orders.get(slot).remaining)
+            .sum();
+        let leased: u32 = node
+            .leases
+            .iter()
+            .filter_map(|id| self.leases.get(*id))
+            .map(|l| l.gpus)
+            .sum();
+        offered + leased
+    }
+
+    /// What an ask placed with `PlaceWith` needs, checked against its node's latest report
+    /// and the provider's bond: the bond to hold for it.
+    pub(crate) fn check_backing(
+        &self,
+        provider: AccountId,
+        market: u32,
+        spec: &AskSpec,
+        gpus: u32,
+    ) -> Result<i64, Rejection> {
+        let node = self
+            .nodes
+            .get(&NodeRef {
+                provider,
+                node: spec.node,
+            })
+            .filter(|n| n.last_seen.is_some())
+            .ok_or(Rejection::NodeNotReporting { node: spec.node })?;
+        let config = &self.markets[market as usize].config;
+        let mismatch = |(what, reported, required): Shortfall| Rejection::SpecMismatch {
+            node: spec.node,
+            what: what.to_owned(),
+            reported,
+            required,
+        };
+        let count =
+            backing(&node.gpus, config, Some(spec.vendor), spec.vram_gb).map_err(mismatch)?;
+        let free = count.saturating_sub(self.committed(node));
+        if gpus > free {
+            return Err(mismatch((
+                "free_gpus",
+                format!("{free} of {count}"),
+                gpus.to_string(),
+            )));
+        }
+        let bond =
+            crate::funds::overflow(config.bond_per_gpu.micros().checked_mul(i64::from(gpus)))?;
+        let free_bond = self.free_bond(provider, market);
+        if bond > free_bond {
+            return Err(Rejection::InsufficientBond {
+                needed: contract::Amount::from_micros(bond),
+                free: contract::Amount::from_micros(free_bond),
+            });
+        }
+        Ok(bond)
+    }
+
+    /// Records a placed `PlaceWith` ask on its node.
+    pub(crate) fn add_node_ask(&mut self, key: NodeRef, order_id: OrderId) {
+        if let Some(index) = self.nodes.index_of(&key) {
+            let order_index = &self.order_index;
+            let node = self.nodes.at_mut(index);
+            node.asks.retain(|id| order_index.get(*id).is_some());
+            node.asks.push(order_id);
+        }
+    }
+
+    /// After a report changed a node's GPUs: each ask (in id order) that its GPUs no longer
+    /// back with what the node has promised is withdrawn, then its newest leases fail until
+    /// the rest fit the GPUs of their class.
+    fn recheck_node(&mut self, index: u32, sequence: u64, out: &mut Vec<Event>) {
+        let mut asks: Vec<(OrderId, u32)> = self.nodes.list()[index as usize]
+            .asks
+            .iter()
+            .filter_map(|id| self.order_index.get(*id).map(|slot| (*id, slot)))
+            .collect();
+        asks.sort_unstable();
+        for (_, slot) in asks {
+            let node = &self.nodes.list()[index as usize];
+            let order = self.orders.get(slot);
+            let Terms::Ask(terms) = &order.terms else {
+                unreachable!("a node's asks are asks")
+            };
+            let config = &self.markets[order.market as usize].config;
+            let backed = backing(&node.gpus, config, Some(terms.vendor), terms.vram_gb)
+                .is_ok_and(|count| count >= self.committed(node));
+            if !backed {
+                self.retire(slot, true, CancelReason::SpecMismatch, out);
+            }
+        }
+        let leases: Vec<LeaseId> = self.nodes.list()[index as usize]
+            .leases
+            .iter()
+            .rev()
+            .copied()
+            .filter(|id| self.leases.get(*id).is_some_and(|l| l.meter.backed))
+            .collect();
+        for lease_id in leases {
+            let node = &self.nodes.list()[index as usize];
+            let lease = self
+                .leases
+                .get(lease_id)
+                .expect("a node lists its running leases");
+            let config = &self.market(lease.market).config;
+            let count = backing(&node.gpus, config, None, 0).unwrap_or(0);
+            let leased: u32 = node
+                .leases
+                .iter()
+                .filter_map(|id| self.leases.get(*id))
+                .filter(|l| l.market == lease.market && l.meter.backed)
+                .map(|l| l.gpus)
+                .sum();
+            if leased > count {
+                let healthy_until = lease.meter.healthy_until;
+                let cause = LeaseEndCause::SpecMismatch { sequence };
+                self.close_lease(lease_id, cause, healthy_until, out);
+            }
+        }
     }
 
     /// A node's heartbeat timeout passed: it is silent, unless the market itself was down.

@@ -41,6 +41,14 @@ pub(crate) struct Meter {
     pub fee: i64,
     /// Set when its bid re-bids on failure.
     pub rebid: Option<Box<Rebid>>,
+    /// The provider's bond held behind its GPUs, released (or slashed) when it closes.
+    /// Snapshots write it beside the meter (format 6), so the meter's image is format 5's.
+    #[serde(skip)]
+    pub bond: i64,
+    /// Its ask was backed by its node's report: a later report that no longer shows its
+    /// GPUs fails it. Written with `bond`.
+    #[serde(skip)]
+    pub backed: bool,
 }
 
 /// What a provider failure places again: the bid as it was, for the unused hours.
@@ -95,6 +103,8 @@ impl Meter {
             charged: 0,
             fee: 0,
             rebid,
+            bond: 0,
+            backed: false,
         }
     }
 }

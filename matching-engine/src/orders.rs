@@ -1,10 +1,10 @@
 //! Orders in and out of the book: placing (validation, then the match), cancelling and
 //! amending, retiring an order with its hold released (which every cancellation goes
-//! through), and a new reputation cancelling the asks that advertised more.
+//! through), and a new reputation, which resting asks advertise at once.
 
 use contract::{
     AccountId, Amount, AskSpec, BidSpec, CancelReason, Event, Gpus, NewOrder, NodeRef, OrderId,
-    OrderOptions, OrderTerms, Price, Region, Rejection, Reputation, TimeInForce, Timestamp,
+    OrderOptions, OrderTerms, Price, Region, Rejection, Reputation, Side, TimeInForce, Timestamp,
 };
 
 use crate::book::{AskTerms, BidExtras, BidTerms, Order, Terms, NIL};
@@ -115,6 +115,7 @@ impl Engine {
                 .get(&provider)
                 .copied()
                 .unwrap_or(Reputation::MIN),
+            backed: false,
         })
     }
 
@@ -175,24 +176,32 @@ impl Engine {
             TimeInForce::Gtt { expires_at } => expires_at.0,
             _ => i64::MAX,
         };
-        let (terms, hold, fresh_regions) = match &new.terms {
+        // A bid holds money (`hold`); an ask placed with `PlaceWith` holds bond (`bond`).
+        let (terms, hold, bond, fresh_regions) = match &new.terms {
             OrderTerms::Bid(spec) => {
                 let hold = overflow(new.price.cost(new.gpus, spec.hours))?.micros();
                 self.ensure_funds(new.account, hold)?;
                 let fresh = self.new_regions(spec.regions.iter())?;
                 let terms = self.bid_terms(spec, new.gpus, new.tif, options)?;
-                (Terms::Bid(terms), hold, fresh)
+                (Terms::Bid(terms), hold, 0, fresh)
             }
             OrderTerms::Ask(spec) => {
                 self.check_node_reporting(NodeRef {
                     provider: new.account,
                     node: spec.node,
                 })?;
+                // Schema 1's `Place` took the ask's word for its GPUs; `PlaceWith`, which
+                // the API sends, needs the node's signed report and the bond.
+                let bond = match options {
+                    Some(_) => self.check_backing(new.account, market, spec, new.gpus.get())?,
+                    None => 0,
+                };
                 let fresh = self.new_regions(std::iter::once(&spec.region))?;
-                let terms = self.ask_terms(new.account, spec)?;
+                let mut terms = self.ask_terms(new.account, spec)?;
+                terms.backed = options.is_some();
                 // An ask that can no longer fit a one-hour lease leaves the book.
                 expires_at = expires_at.min(terms.available_until - Timestamp::MS_PER_HOUR);
-                (Terms::Ask(terms), 0, fresh)
+                (Terms::Ask(terms), 0, bond, fresh)
             }
         };
         let mut order = Order {
@@ -204,7 +213,7 @@ impl Engine {
             price: new.price.micros(),
             remaining: new.gpus.get(),
             filled: 0,
-            hold,
+            hold: hold + bond,
             expires_at,
             post_only: new.post_only,
             terms,
@@ -246,6 +255,16 @@ impl Engine {
             funds.available -= hold;
             funds.held += hold;
         }
+        if let Terms::Ask(ask) = &order.terms {
+            if ask.backed {
+                let key = NodeRef {
+                    provider: new.account,
+                    node: ask.node,
+                };
+                self.hold_bond(new.account, market, bond);
+                self.add_node_ask(key, order.id);
+            }
+        }
         let reputation = match &order.terms {
             Terms::Ask(a) => a.reputation,
             Terms::Bid(_) => Reputation::MIN,
@@ -284,18 +303,23 @@ impl Engine {
         }
         let order = self.orders.remove(slot);
         self.order_index.remove(order.id);
-        if order.hold > 0 {
+        let mut released = 0;
+        if order.side == Side::Ask {
+            // An ask's hold is bond, which stays bond.
+            self.release_bond(order.account, order.market, order.hold);
+        } else if order.hold > 0 {
             // Back within one account: the total, which fits (the `Funds` invariant), is
             // unchanged.
             let funds = self.funds.entry(order.account).or_default();
             funds.held -= order.hold;
             funds.available += order.hold;
+            released = order.hold;
         }
         out.push(Event::OrderCancelled {
             order_id: order.id,
             account: order.account,
             remaining: order.remaining,
-            released: Amount::from_micros(order.hold),
+            released: Amount::from_micros(released),
             reason,
         });
     }
@@ -365,9 +389,39 @@ impl Engine {
             amended.hold = overflow(new_price.checked_mul(units))?;
             self.ensure_funds(account, amended.hold - current.hold)?;
         }
+        if let Terms::Ask(ask) = &current.terms {
+            if ask.backed && new_remaining > current.remaining {
+                // More GPUs need the report and the bond behind them, at the ask's own
+                // bond per GPU.
+                let spec = contract::AskSpec {
+                    node: ask.node,
+                    vendor: ask.vendor,
+                    vram_gb: ask.vram_gb,
+                    interconnect: ask.interconnect,
+                    region: ask.region,
+                    available_until: Timestamp(ask.available_until),
+                };
+                let more = new_remaining - current.remaining;
+                self.check_backing(account, current.market, &spec, more)?;
+                let per_gpu = current.hold / i64::from(current.remaining);
+                let extra = per_gpu * i64::from(more);
+                let free = self.free_bond(account, current.market);
+                if extra > free {
+                    return Err(Rejection::InsufficientBond {
+                        needed: Amount::from_micros(extra),
+                        free: Amount::from_micros(free),
+                    });
+                }
+            }
+            amended.hold = current.hold / i64::from(current.remaining) * i64::from(new_remaining);
+        }
         let keeps_priority = new_price == current.price && new_remaining < current.remaining;
-        // Two holds, each in 0..=i64::MAX: their difference fits.
+        // Two holds, each in 0..=i64::MAX: their difference fits. An ask's is bond.
         let hold_change = amended.hold - current.hold;
+        let (hold_change, bond_change) = match amended.side {
+            Side::Bid => (hold_change, 0),
+            Side::Ask => (0, hold_change),
+        };
         let reduced_by = current.remaining.saturating_sub(new_remaining);
 
         // A smaller single-node, all-or-none or min-fill bid may now fit an ask it could
@@ -402,6 +456,11 @@ impl Engine {
             let funds = self.funds.entry(account).or_default();
             funds.available -= hold_change;
             funds.held += hold_change;
+        }
+        if bond_change > 0 {
+            self.hold_bond(account, market, bond_change);
+        } else {
+            self.release_bond(account, market, -bond_change);
         }
         out.push(Event::OrderAmended {
             order_id,

@@ -1,13 +1,13 @@
 //! Queries. They read state and never change it.
 
 use contract::{
-    AccountId, Amount, Exclusion, Explanation, LeaseId, MarketConfig, MarketId, OrderId, Price,
-    Rejection, Reputation, Side, SkippedOrder,
+    AccountId, Amount, Exclusion, Explanation, GpuStatus, LeaseId, MarketConfig, MarketId, NodeId,
+    OrderId, Price, Rejection, Reputation, Side, SkippedOrder, Timestamp,
 };
 
 use crate::book::{Ladder, Terms};
 use crate::matching::{attribute_exclusion, fill_quantity};
-use crate::{Balance, Depth, DepthLevel, Engine, Funds, Lease, RestingOrder};
+use crate::{Balance, BondBalance, Depth, DepthLevel, Engine, Funds, Lease, RestingOrder};
 
 impl Engine {
     pub fn balance(&self, account: AccountId) -> Balance {
@@ -17,14 +17,74 @@ impl Engine {
             held: Amount::from_micros(f.held),
             in_lease: Amount::from_micros(f.in_lease),
             settling: Amount::from_micros(f.settling),
+            bonded: Amount::from_micros(f.bonded),
         }
     }
 
-    /// The sum of every account's buckets in micro-units: changes only with deposits and
-    /// withdrawals. Each account's total fits an `i64`; their sum need not, so it is an
+    /// The sum of every account's buckets (bonds included) and the insurance fund in
+    /// micro-units: changes only with deposits and withdrawals. Each account's total fits an `i64`; their sum need not, so it is an
     /// `i128`.
     pub fn total_money(&self) -> i128 {
-        self.funds.values().map(Funds::total).sum()
+        self.funds.values().map(Funds::total).sum::<i128>() + i128::from(self.insurance)
+    }
+
+    /// A provider's bond in `market`; `None` where it never posted one there.
+    pub fn bond(&self, provider: AccountId, market: MarketId) -> Option<BondBalance> {
+        let index = *self.market_index.get(&market)?;
+        let b = self.bonds.get(&(provider, index))?;
+        Some(BondBalance {
+            free: Amount::from_micros(b.free),
+            held: Amount::from_micros(b.held),
+            unbonding: Amount::from_micros(b.unbonding),
+        })
+    }
+
+    /// A provider's bonds in every market it posted in, in market order.
+    pub fn bonds_of(&self, provider: AccountId) -> Vec<(MarketId, BondBalance)> {
+        self.markets
+            .iter()
+            .filter_map(|m| Some((m.id, self.bond(provider, m.id)?)))
+            .collect()
+    }
+
+    /// A provider's withdrawn bond waiting for its release: market, amount, release time.
+    pub fn unbondings_of(&self, provider: AccountId) -> Vec<(MarketId, Amount, Timestamp)> {
+        self.unbondings
+            .values()
+            .filter(|u| u.provider == provider)
+            .map(|u| {
+                (
+                    self.markets[u.market as usize].id,
+                    Amount::from_micros(u.amount),
+                    Timestamp(u.release_at),
+                )
+            })
+            .collect()
+    }
+
+    /// A provider's nodes as the engine knows them: name, whether silent, and the GPUs of
+    /// the latest signed report it accepted.
+    pub fn nodes_of(&self, provider: AccountId) -> Vec<(NodeId, bool, &[GpuStatus])> {
+        let mut nodes: Vec<_> = self
+            .nodes
+            .list()
+            .iter()
+            .filter(|n| n.key.provider == provider && n.last_seen.is_some())
+            .map(|n| (n.key.node, n.silent, &n.gpus[..]))
+            .collect();
+        nodes.sort_by_key(|(node, ..)| *node);
+        nodes
+    }
+
+    /// The market's insurance fund: what slashes left after crediting buyers.
+    pub fn insurance(&self) -> Amount {
+        Amount::from_micros(self.insurance)
+    }
+
+    /// The node a reported GPU UUID belongs to.
+    pub fn gpu_owner(&self, uuid: &contract::ShortText) -> Option<contract::NodeRef> {
+        let index = *self.gpu_owners.get(uuid)?;
+        Some(self.nodes.list()[index as usize].key)
     }
 
     pub fn order(&self, order_id: OrderId) -> Option<RestingOrder> {

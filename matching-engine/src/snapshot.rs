@@ -8,12 +8,13 @@
 use std::borrow::Cow;
 
 use contract::{
-    AccountId, ChainAddress, FeeRate, IdempotencyKey, MarketConfig, MarketId, NodeRef, OrderId,
-    Region, Reputation, SettlementId, SettlementPayout, Side, TxHash,
+    AccountId, ChainAddress, FeeRate, GpuStatus, IdempotencyKey, LeaseId, MarketConfig, MarketId,
+    NodeRef, OrderId, Region, Reputation, SettlementId, SettlementPayout, ShortText, Side, TxHash,
 };
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
+use crate::bonds::{Bond, Unbonding};
 use crate::book::{BidExtras, Ladder, Order, Terms};
 use crate::funds::Applied;
 use crate::index::{ClientIds, Leases};
@@ -23,12 +24,14 @@ use crate::settlement::Settlement;
 use crate::timers::Due;
 use crate::{Engine, Funds, Lease, Market};
 
-/// Format 5: format 4's image, then what metering added ([`Additions`]), then the CRC-32
-/// of both (4 bytes). Format 4 (the image and its CRC-32) and format 3 (the image with an
-/// 8-byte FNV-1a trailer, which ran a byte at a time and took about half of the engine's
-/// pause to write a 66 MB snapshot) still restore, with what format 5 adds at its
-/// defaults: markets unconfigured, leases unmetered, no nodes.
-const MAGIC: &[u8; 8] = b"GPUMKT\x00\x05";
+/// Format 6: format 4's image, then what metering added ([`Additions`]), then what proving
+/// providers added ([`Proofs`]), then the CRC-32 of all (4 bytes). Formats 5 (without the
+/// proofs), 4 (the image and its CRC-32) and 3 (the image with an 8-byte FNV-1a trailer,
+/// which ran a byte at a time and took about half of the engine's pause to write a 66 MB
+/// snapshot) still restore, with what later formats add at its defaults: markets
+/// unconfigured, leases unmetered, no nodes, no bonds.
+const MAGIC: &[u8; 8] = b"GPUMKT\x00\x06";
+const MAGIC_V5: &[u8; 8] = b"GPUMKT\x00\x05";
 const MAGIC_V4: &[u8; 8] = b"GPUMKT\x00\x04";
 const MAGIC_V3: &[u8; 8] = b"GPUMKT\x00\x03";
 
@@ -75,6 +78,25 @@ struct Additions<'a> {
     pending_ends: Vec<Cow<'a, PendingEnd>>,
     /// Sorted.
     applied: Vec<((AccountId, IdempotencyKey), Applied)>,
+}
+
+/// Format 6's part after the additions: bonds, the insurance fund and what nodes' reports
+/// established.
+#[derive(Default, Serialize, Deserialize)]
+struct Proofs<'a> {
+    /// Sorted.
+    bonds: Vec<((AccountId, u32), Bond)>,
+    /// By id.
+    unbondings: Vec<(u64, Unbonding)>,
+    next_unbonding: u64,
+    insurance: i64,
+    /// Sorted.
+    gpu_owners: Vec<(ShortText, u32)>,
+    /// One per node, in the additions' order: its reported GPUs and its live asks.
+    node_gpus: Vec<Cow<'a, [GpuStatus]>>,
+    node_asks: Vec<Vec<OrderId>>,
+    /// The running leases of backed asks, with the bond behind them.
+    lease_bonds: Vec<(LeaseId, i64)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -181,7 +203,45 @@ impl Engine {
             pending_ends: self.pending_ends.iter().map(Cow::Borrowed).collect(),
             applied: sorted(self.applied.iter().map(|(k, v)| (*k, *v))),
         };
-        bincode::serialize_into(out, &additions).expect("the engine image always serializes");
+        bincode::serialize_into(&mut *out, &additions).expect("the engine image always serializes");
+        let live = |ids: &Vec<OrderId>| -> Vec<OrderId> {
+            let mut ids: Vec<OrderId> = ids
+                .iter()
+                .copied()
+                .filter(|id| self.order_index.get(*id).is_some())
+                .collect();
+            ids.sort_unstable();
+            ids
+        };
+        let proofs = Proofs {
+            bonds: sorted(self.bonds.iter().map(|(k, v)| (*k, *v))),
+            unbondings: self.unbondings.iter().map(|(k, v)| (*k, *v)).collect(),
+            next_unbonding: self.next_unbonding,
+            insurance: self.insurance,
+            gpu_owners: {
+                let mut v: Vec<(ShortText, u32)> = self
+                    .gpu_owners
+                    .iter()
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect();
+                v.sort_unstable();
+                v
+            },
+            node_gpus: self
+                .nodes
+                .list()
+                .iter()
+                .map(|n| Cow::Borrowed(&n.gpus[..]))
+                .collect(),
+            node_asks: self.nodes.list().iter().map(|n| live(&n.asks)).collect(),
+            lease_bonds: self
+                .leases
+                .iter()
+                .filter(|l| l.meter.backed)
+                .map(|l| (l.id, l.meter.bond))
+                .collect(),
+        };
+        bincode::serialize_into(out, &proofs).expect("the engine image always serializes");
     }
 
     /// The whole state as self-checking bytes: a format tag, the canonical image and its
@@ -205,7 +265,7 @@ impl Engine {
     pub fn restore(bytes: &[u8]) -> Result<Engine, SnapshotError> {
         let magic = bytes.get(..MAGIC.len()).ok_or(SnapshotError::BadMagic)?;
         let trailer = match magic {
-            m if m == MAGIC || m == MAGIC_V4 => 4,
+            m if m == MAGIC || m == MAGIC_V5 || m == MAGIC_V4 => 4,
             m if m == MAGIC_V3 => 8,
             _ => return Err(SnapshotError::BadMagic),
         };
@@ -224,11 +284,17 @@ impl Engine {
         }
         let mut reader = image;
         let image: Image = bincode::deserialize_from(&mut reader)?;
-        let additions: Additions = if magic == MAGIC {
+        let additions: Additions = if magic == MAGIC || magic == MAGIC_V5 {
             bincode::deserialize_from(&mut reader)?
         } else {
             Additions::default()
         };
+        let proofs: Proofs = if magic == MAGIC {
+            bincode::deserialize_from(&mut reader)?
+        } else {
+            Proofs::default()
+        };
+        let lease_bonds: FxHashMap<LeaseId, i64> = proofs.lease_bonds.into_iter().collect();
         let mut metered_bids: FxHashMap<OrderId, Option<Box<BidExtras>>> = additions
             .metered_bids
             .into_iter()
@@ -242,14 +308,31 @@ impl Engine {
         } else {
             for (lease, meter) in leases.iter_mut().zip(additions.meters) {
                 lease.meter = meter.into_owned();
+                if let Some(&bond) = lease_bonds.get(&lease.id) {
+                    lease.meter.bond = bond;
+                    lease.meter.backed = true;
+                }
             }
+        }
+        let mut nodes: Vec<Node> = additions.nodes.into_iter().map(Cow::into_owned).collect();
+        let mut node_gpus = proofs.node_gpus.into_iter();
+        let mut node_asks = proofs.node_asks.into_iter();
+        for node in &mut nodes {
+            node.gpus = node_gpus.next().map(Cow::into_owned).unwrap_or_default();
+            node.asks = node_asks.next().unwrap_or_default();
+        }
+        let backed_asks: rustc_hash::FxHashSet<OrderId> =
+            nodes.iter().flat_map(|n| n.asks.iter().copied()).collect();
+        let mut funds: FxHashMap<AccountId, Funds> = image.funds.into_iter().collect();
+        for ((account, _), bond) in &proofs.bonds {
+            funds.entry(*account).or_default().bonded += bond.free + bond.held + bond.unbonding;
         }
         let mut engine = Engine {
             now: image.now,
             next_order_id: image.next_order_id,
             next_lease_id: image.next_lease_id,
             regions: image.regions,
-            funds: image.funds.into_iter().collect(),
+            funds,
             reputations: image.reputations.into_iter().collect(),
             client_ids: image
                 .client_ids
@@ -263,15 +346,28 @@ impl Engine {
                 open: image.open_settlement,
                 last_batch: image.last_settlement,
             },
-            nodes: Nodes::restore(additions.nodes.into_iter().map(Cow::into_owned).collect()),
+            nodes: Nodes::restore(nodes),
             pending_ends: additions
                 .pending_ends
                 .into_iter()
                 .map(Cow::into_owned)
                 .collect(),
             applied: additions.applied.into_iter().collect(),
+            bonds: proofs.bonds.into_iter().collect(),
+            unbondings: proofs.unbondings.into_iter().collect(),
+            next_unbonding: proofs.next_unbonding,
+            insurance: proofs.insurance,
+            gpu_owners: proofs.gpu_owners.into_iter().collect(),
             ..Engine::default()
         };
+        let unbondings: Vec<(u64, i64)> = engine
+            .unbondings
+            .iter()
+            .map(|(id, u)| (*id, u.release_at))
+            .collect();
+        for (id, release_at) in unbondings {
+            engine.timers.push(release_at, Due::Unbond, id);
+        }
         let mut configs = additions.configs.into_iter().map(Cow::into_owned);
         for (index, m) in image.markets.into_iter().enumerate() {
             let mut market = Market {
@@ -288,6 +384,9 @@ impl Engine {
                 {
                     terms.metered = true;
                     terms.extras = extras;
+                }
+                if let Terms::Ask(terms) = &mut order.terms {
+                    terms.backed = backed_asks.contains(&order.id);
                 }
                 let (id, side, expires_at) = (order.id, order.side, order.expires_at);
                 let slot = engine.orders.insert(order);

@@ -1,7 +1,7 @@
 //! Every deadline of the engine in one binary heap: an order's expiry (GTT, or an ask that
-//! can no longer fit a one-hour lease), a node's heartbeat timeout, and a metered lease's
+//! can no longer fit a one-hour lease), a node's heartbeat timeout, a metered lease's
 //! next wake-up (its acknowledgement deadline, its next charge-period accrual or its term,
-//! whichever comes first). Pushing and popping cost O(log n) (amortized: a deadline beyond
+//! whichever comes first), and the release of withdrawn bond. Pushing and popping cost O(log n) (amortized: a deadline beyond
 //! the next hour waits in a plain list until the clock comes within the hour); a clock
 //! command with nothing due only looks at the top.
 //!
@@ -24,6 +24,8 @@ pub(crate) enum Due {
     Node,
     /// `id` is a lease id.
     Lease,
+    /// `id` is an unbonding's id.
+    Unbond,
 }
 
 impl Due {
@@ -32,6 +34,7 @@ impl Due {
             Due::Order { .. } => 0,
             Due::Node => 1,
             Due::Lease => 2,
+            Due::Unbond => 3,
         }
     }
 }

@@ -82,6 +82,7 @@ pub fn sign(
                 power_limit_w: r.power_limit_w,
                 sm_clock_mhz: r.sm_clock_mhz,
                 ecc_errors: r.ecc_errors,
+                pci_bus_id: identity.and_then(|g| g.pci_bus_id.clone()),
             }
         })
         .collect();

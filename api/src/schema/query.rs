@@ -16,8 +16,8 @@ use crate::schema::input::{money, parse_name, parse_order_id};
 use crate::schema::types::lease::{Lease, LeaseRole};
 use crate::schema::types::market::{depth, Depth, Market};
 use crate::schema::types::money::{
-    usage_page, Accrued, Balance, DepositInstructions, Earning, Invoice, JournalEntry, Me,
-    UsageLine,
+    bonds_of, usage_page, Accrued, Balance, Bond, DepositInstructions, Earning, Invoice,
+    JournalEntry, Me, Slash, UsageLine,
 };
 use crate::schema::types::order::{NodeState, Order, OrderStatus, RestingOrder, Trade};
 use crate::schema::types::provider::Provider;
@@ -195,6 +195,50 @@ impl Query {
             after.is_some(),
             |p| format!("0:{}", p.account),
             Provider::from,
+        ))
+    }
+
+    /// A provider's bonds in every market it posted in, with the withdrawals waiting for
+    /// their release (public: buyers judge providers by them).
+    async fn bonds(&self, ctx: &Context<'_>, provider: ID) -> async_graphql::Result<Vec<Bond>> {
+        let provider = parse_account(Some(&provider))?.expect("given");
+        Ok(bonds_of(&state(ctx).engine.replica(), provider))
+    }
+
+    /// The slashes the caller took part in, as provider or buyer (finance and admin name an
+    /// account, or read all), by lease id: what each provider failure cost the bond, the
+    /// buyer's credit, the insurance fund's part, the cause and its evidence.
+    #[graphql(complexity = "DB + child_complexity")]
+    async fn slashes(
+        &self,
+        ctx: &Context<'_>,
+        account: Option<ID>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Page<Slash>> {
+        let limit = page_size(first)?;
+        let p = principal(ctx)?;
+        let account = match (&account, p.role) {
+            (None, Role::Admin | Role::Finance) => None,
+            _ => Some(account_to_read(ctx, account.as_ref())?),
+        };
+        let after_lease = after
+            .as_deref()
+            .map(|a| {
+                let [_, lease] = parse_cursor::<2>(a)?;
+                u64::try_from(lease)
+                    .map(contract::LeaseId)
+                    .map_err(|_| ApiError::validation(format!("malformed cursor {a:?}")))
+            })
+            .transpose()?;
+        let page = state(ctx)
+            .db(move |c| ledger::read::slashes(c, account, after_lease, limit))
+            .await?;
+        Ok(connection(
+            page,
+            after.is_some(),
+            |s| format!("0:{}", s.lease_id.0),
+            Slash::from,
         ))
     }
 

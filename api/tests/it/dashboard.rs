@@ -1,7 +1,7 @@
 //! The provider dashboard in real headless Chromium against a running server with seeded
 //! data: what it shows, and a screenshot (`target/dashboard.png`).
 
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::Signer;
 use serde_json::json;
 
 use super::*;
@@ -31,27 +31,15 @@ fn dashboard_page(m: &Market, key: &str, shot: &std::path::Path) -> String {
 fn the_provider_dashboard_shows_nodes_telemetry_leases_reputation_and_asks() {
     let m = Market::start("api_dashboard", Limits::default());
     m.seed();
-    allow_simulated(&m);
     m.ok(&m.buyer, PLACE, bid_input("901", "2.10", 2));
-    let node_key = SigningKey::from_bytes(&[5; 32]);
-    let public: String = node_key
-        .verifying_key()
-        .as_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    m.ok(
-        &m.provider,
-        &format!("mutation {{ registerNode(node: \"node-a\", publicKey: \"{public}\") }}"),
-        json!({}),
-    );
+    let node_key = node_a_key();
     for sequence in 1..=12u64 {
         let report = json!({
             "node": "node-a", "sequence": sequence,
             "at": chrono::Utc::now().to_rfc3339(),
             "class": "H100-80GB", "simulated": true,
             "leases_started": if sequence == 1 { vec![1] } else { vec![] },
-            "gpus": (0..2).map(|g| json!({"index": g, "name": "simulated H100", "uuid": format!("GPU-sim-{g}"),
+            "gpus": (0..8).map(|g| json!({"index": g, "name": api::testing::SIM_MODEL, "uuid": format!("GPU-node-a-{g}"),
                 "utilisation_pct": 40.0 + (sequence * 4 + g * 10) as f64, "memory_used_mb": 20_000 + sequence * 1_000,
                 "memory_total_mb": 81920, "temperature_c": 50.0 + sequence as f64, "power_w": 300.0 + (sequence * 20) as f64,
                 "power_limit_w": 700.0, "sm_clock_mhz": 1980, "ecc_errors": null})).collect::<Vec<_>>()
@@ -84,8 +72,8 @@ fn the_provider_dashboard_shows_nodes_telemetry_leases_reputation_and_asks() {
     for shown in [
         "provider account 11",
         "node-a",
-        "simulated H100 (simulated)",
-        "2× H100-80GB",
+        "sim H100 (simulated)",
+        "8× H100-80GB",
         "running",
         "0.750", // punctuality after one on-time start: (1 + 3.5) / 6
         "polyline",

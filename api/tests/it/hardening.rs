@@ -256,7 +256,7 @@ fn nul_bytes_and_bad_reports_are_validation_errors_that_append_nothing() {
         .collect();
     m.ok(
         &m.provider,
-        "mutation($k: String!) { registerNode(node: \"node-a\", publicKey: $k) }",
+        "mutation($k: String!) { registerNode(node: \"node-h\", publicKey: $k) }",
         json!({"k": public}),
     );
     let gpu = |index| {
@@ -265,7 +265,7 @@ fn nul_bytes_and_bad_reports_are_validation_errors_that_append_nothing() {
         "temperature_c": null, "power_w": null, "power_limit_w": null, "sm_clock_mhz": null,
         "ecc_errors": null})
     };
-    let report = json!({"node": "node-a", "sequence": 1, "at": "2026-12-01T00:00:00Z",
+    let report = json!({"node": "node-h", "sequence": 1, "at": "2026-12-01T00:00:00Z",
         "class": "H100-80GB", "simulated": true, "gpus": [gpu(0), gpu(0)]})
     .to_string();
     let signature: String = node_key

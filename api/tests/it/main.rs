@@ -17,11 +17,14 @@ use std::thread;
 use std::time::Duration;
 
 use api::auth;
-use api::testing::{Market, T_BUYER, T_PROVIDER};
+use api::testing::{
+    node_a_key, node_report, signed_report, Market, SUBMIT_REPORT, T_BUYER, T_PROVIDER,
+};
 use api::Limits;
 use serde_json::{json, Value};
 
-/// The H100 market, money for the buyer, and one ask of 8 GPUs at 2.00.
+/// The H100 market (proven: simulated, `sim H100` its class), money for the buyer, node-a
+/// registered and reporting 8 GPUs (report 0), and one ask of 8 GPUs at 2.00 on it.
 trait Seed {
     fn seed(&self) -> u64;
 }
@@ -38,18 +41,11 @@ impl Seed for Market {
             &format!("mutation {{ creditDeposit(account: \"{T_BUYER}\", amount: \"1000\") {{ amount }} }}"),
             json!({}),
         );
+        self.prove_market();
+        self.prove_node("node-a", &node_a_key(), 8);
         let ask = self.ok(&self.provider, PLACE, ask_input("101", "2.00", 8));
         ask["placeOrder"]["orderId"].as_u64().unwrap()
     }
-}
-
-/// Lets the seeded market take reports from simulated GPUs, as the tests' nodes are.
-fn allow_simulated(m: &Market) {
-    m.ok(
-        &m.admin,
-        "mutation { configureMarket(market: \"H100-80GB\", config: {simulated: true}) { market } }",
-        json!({}),
-    );
 }
 
 const PLACE: &str = "mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { \
@@ -290,7 +286,14 @@ fn a_retry_after_the_order_changed_still_returns_the_first_answer() {
         (first["status"].as_str(), first["remaining"].as_u64()),
         (Some("OPEN"), Some(3))
     );
-    let cheap = m.ok(&m.provider, PLACE, ask_input("8009", "1.40", 2))["placeOrder"].clone();
+    m.prove_node(
+        "node-b",
+        &ed25519_dalek::SigningKey::from_bytes(&[8; 32]),
+        2,
+    );
+    let mut cheaper = ask_input("8009", "1.40", 2);
+    cheaper["input"]["ask"]["node"] = json!("node-b");
+    let cheap = m.ok(&m.provider, PLACE, cheaper)["placeOrder"].clone();
     assert_eq!(cheap["fills"][0]["gpus"], 2, "{cheap}");
     m.ok(
         &m.buyer,
@@ -515,7 +518,8 @@ fn operations_endpoints_answer() {
     let (status, metrics) = get("/metrics");
     assert_eq!(status, 200);
     assert!(
-        metrics.contains("gpumarket_api_request_seconds_count{kind=\"mutation\"} 3"),
+        // The seed's four (configure, register, report, ask) and two more.
+        metrics.contains("gpumarket_api_request_seconds_count{kind=\"mutation\"} 6"),
         "{metrics}"
     );
     assert!(

@@ -5,7 +5,7 @@
 //! period while a lease runs.
 
 use chrono::{DateTime, Utc};
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::SigningKey;
 use rust_decimal::Decimal;
 use serde_json::json;
 
@@ -72,41 +72,17 @@ fn lease_rows(m: &Market, key: &str) -> Vec<Value> {
         .collect()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// The key of `node`: node-a's as the seed registered it.
+fn register(_m: &Market, node: &str, _seed: u8) -> SigningKey {
+    assert_eq!(node, "node-a", "the seed registers node-a");
+    node_a_key()
 }
 
-/// Registers `node` for the provider with a fresh key.
-fn register(m: &Market, node: &str, seed: u8) -> SigningKey {
-    let key = SigningKey::from_bytes(&[seed; 32]);
-    let public = hex(key.verifying_key().as_bytes());
-    m.ok(
-        &m.provider,
-        &format!("mutation {{ registerNode(node: \"{node}\", publicKey: \"{public}\") }}"),
-        json!({}),
-    );
-    key
-}
-
-/// Sends `node`'s signed report number `sequence`, which lists `healthy` as its healthy
-/// leases.
+/// Sends `node`'s signed report number `sequence` (the seeded node's 8 GPUs), which lists
+/// `healthy` as its healthy leases.
 fn heartbeat(m: &Market, key: &SigningKey, node: &str, sequence: u64, healthy: &[u64]) -> Value {
-    let report = json!({
-        "node": node, "sequence": sequence, "at": Utc::now().to_rfc3339(), "class": "H100-80GB",
-        "simulated": true, "leases_started": [], "healthy_leases": healthy,
-        "gpus": (0..2).map(|g| json!({"index": g, "name": "NVIDIA H100 80GB HBM3 (simulated)",
-            "uuid": format!("GPU-{node}-{g}"), "utilisation_pct": 90.0, "memory_used_mb": 1024,
-            "memory_total_mb": 81920, "temperature_c": 60.0, "power_w": 500.0,
-            "power_limit_w": 700.0, "sm_clock_mhz": 1980, "ecc_errors": 0})).collect::<Vec<_>>()
-    })
-    .to_string();
-    let signature = hex(&key.sign(report.as_bytes()).to_bytes());
-    m.ok(
-        &m.provider,
-        "mutation($r: String!, $s: String!) { submitNodeReport(report: $r, signature: $s) { duplicate } }",
-        json!({"r": report, "s": signature}),
-    )["submitNodeReport"]
-        .clone()
+    let report = node_report(node, sequence, 8, healthy, &[]);
+    m.ok(&m.provider, SUBMIT_REPORT, signed_report(key, &report))["submitNodeReport"].clone()
 }
 
 fn a_trader_key(m: &Market, account: u64) -> String {
@@ -281,11 +257,17 @@ fn an_admin_configures_a_market_and_every_reader_sees_it() {
     let markets =
         "{ markets { id chargePeriodSeconds heartbeatTimeoutMs reportIntervalMs configuredAt } }";
     m.projected();
+    let mut seeded = m.ok(&m.buyer, markets, json!({}))["markets"].clone();
+    assert!(
+        seeded[0]["configuredAt"].is_string(),
+        "the seed configured it"
+    );
+    seeded[0]["configuredAt"] = Value::Null;
     assert_eq!(
-        m.ok(&m.buyer, markets, json!({}))["markets"],
+        seeded,
         json!([{"id": "H100-80GB", "chargePeriodSeconds": 3600, "heartbeatTimeoutMs": 30000,
                 "reportIntervalMs": 10000, "configuredAt": null}]),
-        "the defaults until configured"
+        "the defaults where the seed set nothing"
     );
     let before = m.commands();
     for (key, market, config, code) in [
@@ -459,7 +441,6 @@ fn a_lease_its_provider_fails_is_re_bid_and_the_buyer_follows_the_chain() {
     // Given a bid that asks to be re-bid, filled on node-a, whose node reports it healthy.
     let m = Market::start("api_rebid", Limits::default());
     m.seed();
-    allow_simulated(&m);
     let node_a = register(&m, "node-a", 61);
     let mut updates = subscribe(
         &m,
@@ -523,6 +504,7 @@ fn a_lease_its_provider_fails_is_re_bid_and_the_buyer_follows_the_chain() {
     );
 
     // Then an ask on another node fills the re-bid.
+    m.prove_node("node-b", &SigningKey::from_bytes(&[62; 32]), 2);
     let mut ask = ask_input("1502", "2.05", 2);
     ask["input"]["ask"]["node"] = json!("node-b");
     let filled = m.ok(&m.provider, PLACE, ask)["placeOrder"].clone();

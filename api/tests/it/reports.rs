@@ -1,7 +1,7 @@
 //! Signed node reports: registration, signature checks, replays, heartbeats and lease starts
 //! reaching the engine, samples reaching queries and subscriptions.
 
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::SigningKey;
 use serde_json::json;
 
 use super::subscriptions::{receive, subscribe};
@@ -11,31 +11,23 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A report of `node` with the 8 GPUs the seeded node-a reports.
 fn report(node: &str, sequence: u64, starts: &[u64]) -> String {
-    json!({
-        "node": node, "sequence": sequence, "at": chrono::Utc::now().to_rfc3339(), "class": "H100-80GB",
-        "simulated": true, "leases_started": starts,
-        "gpus": [{"index": 0, "name": "simulated H100", "uuid": "GPU-sim-0",
-                  "utilisation_pct": 87.5, "memory_used_mb": 40960, "memory_total_mb": 81920,
-                  "temperature_c": 71.0, "power_w": 612.0, "power_limit_w": 700.0,
-                  "sm_clock_mhz": 1980, "ecc_errors": null}]
-    })
-    .to_string()
+    node_report(node, sequence, 8, &[], starts)
 }
 
-const SUBMIT: &str = "mutation($r: String!, $s: String!) { submitNodeReport(report: $r, signature: $s) { duplicate leaseStarts { leaseId refused } } }";
+const SUBMIT: &str = SUBMIT_REPORT;
 
 fn signed(key: &SigningKey, report: &str) -> Value {
-    json!({"r": report, "s": hex(&key.sign(report.as_bytes()).to_bytes())})
+    signed_report(key, report)
 }
 
 #[test]
 fn signed_reports_feed_the_engine_and_the_telemetry_once() {
     let m = Market::start("api_reports", Limits::default());
     m.seed();
-    allow_simulated(&m);
     m.ok(&m.buyer, PLACE, bid_input("801", "2.10", 2));
-    let node_key = SigningKey::from_bytes(&[42; 32]);
+    let node_key = node_a_key();
     let public = hex(node_key.verifying_key().as_bytes());
     let register =
         format!("mutation {{ registerNode(node: \"node-a\", publicKey: \"{public}\") }}");
@@ -103,7 +95,7 @@ fn signed_reports_feed_the_engine_and_the_telemetry_once() {
             &m.provider,
             signed(
                 &node_key,
-                &second.replace("simulated H100", &"H".repeat(200)),
+                &second.replace(api::testing::SIM_MODEL, &"H".repeat(200)),
             ),
             "VALIDATION",
         ),
@@ -129,11 +121,13 @@ fn signed_reports_feed_the_engine_and_the_telemetry_once() {
     assert_eq!(provider["starts"], 1);
     assert_eq!(
         provider["nodes"],
-        json!([{"node": "node-a", "reportedClass": "H100-80GB", "heartbeats": 1}])
+        json!([{"node": "node-a", "reportedClass": "H100-80GB", "heartbeats": 2}]),
+        "the seed's report and this one"
     );
     assert_eq!(
         provider["telemetry"],
-        json!([{"gpu": 0, "powerW": 612.0, "temperatureC": 71.0, "memoryTotalMb": 81920}])
+        json!((0..16).map(|g| json!({"gpu": g % 8, "powerW": 612.0, "temperatureC": 71.0, "memoryTotalMb": 81920})).collect::<Vec<_>>()),
+        "the seed's report 0 and report 1"
     );
     let lease = m.ok(
         &m.buyer,
@@ -145,16 +139,19 @@ fn signed_reports_feed_the_engine_and_the_telemetry_once() {
 
 #[test]
 fn simulated_gpus_on_a_real_market_a_wrong_clock_and_a_weak_key_are_refused_before_the_log() {
-    // Given a market not created as simulated and a registered node
+    // Given a market no longer taking simulated GPUs and a registered node
     let m = Market::start("api_reports_refused", Limits::default());
     m.seed();
-    let node_key = SigningKey::from_bytes(&[44; 32]);
-    let public = hex(node_key.verifying_key().as_bytes());
     m.ok(
-        &m.provider,
-        &format!("mutation {{ registerNode(node: \"node-a\", publicKey: \"{public}\") }}"),
+        &m.admin,
+        &format!(
+            "mutation {{ configureMarket(market: \"H100-80GB\", config: {{simulated: false, \
+             modelNames: [\"{}\"]}}) {{ market }} }}",
+            api::testing::SIM_MODEL
+        ),
         json!({}),
     );
+    let node_key = node_a_key();
     let identity = format!("01{}", "00".repeat(31));
     let weak = format!("mutation {{ registerNode(node: \"node-w\", publicKey: \"{identity}\") }}");
     assert_eq!(m.code(Some(&m.provider), &weak, json!({})), "VALIDATION");

@@ -15,6 +15,7 @@ mod orders;
 mod providers;
 mod rebids;
 mod settlement;
+mod slashes;
 
 use std::str::FromStr;
 
@@ -49,6 +50,7 @@ pub use rebids::{rebid_chain, rebid_of, ChainLease};
 pub use settlement::{
     settlement_lines, settlements, Settlement, SettlementFilter, SettlementLine, SettlementState,
 };
+pub use slashes::{node_flags, slashes, Slash};
 
 /// A page of rows and whether more follow it.
 #[derive(Debug, Clone, PartialEq)]

@@ -16,4 +16,4 @@ pub use bridge::{
 };
 pub use jobs::{job, job_log, submit_job, Job, JobLogged, JobSubmitted};
 pub use keys::{insert_key, key, keys, revoke_key, KeyInfo, KeyRecord, Role};
-pub use nodes::{node_key, record_report, register_node_key, report_seen, Registered};
+pub use nodes::{flag_nodes, node_key, record_report, register_node_key, report_seen, Registered};

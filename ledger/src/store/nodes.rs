@@ -1,5 +1,5 @@
-//! `node_keys`, `node_reports` and `gpu_samples`: the keys nodes sign with, and what their
-//! signed reports said.
+//! `node_keys`, `node_reports`, `gpu_samples` and `node_flags`: the keys nodes sign with,
+//! what their signed reports said, and the nodes flagged for naming another node's GPU.
 
 use contract::{AccountId, NodeId, NodeReport};
 use diesel::pg::PgConnection;
@@ -70,6 +70,30 @@ pub fn register_node_key(
             _ => Registered::OtherKey,
         })
     })
+}
+
+/// Flags both nodes of a GPU UUID that two nodes reported (`GPU_ALREADY_REGISTERED`): each
+/// row names the other node; a repeat moves its `last_at`.
+pub fn flag_nodes(
+    conn: &mut PgConnection,
+    uuid: &str,
+    reporter: (AccountId, NodeId),
+    owner: (AccountId, NodeId),
+) -> Result<(), LedgerError> {
+    for ((provider, node), (other_provider, other_node)) in [(reporter, owner), (owner, reporter)] {
+        diesel::sql_query(
+            "INSERT INTO node_flags (provider, node, uuid, other_provider, other_node) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (provider, node, uuid, other_provider, \
+             other_node) DO UPDATE SET last_at = now()",
+        )
+        .bind::<BigInt, _>(param(provider.0)?)
+        .bind::<Text, _>(node.as_str())
+        .bind::<Text, _>(uuid)
+        .bind::<BigInt, _>(param(other_provider.0)?)
+        .bind::<Text, _>(other_node.as_str())
+        .execute(conn)?;
+    }
+    Ok(())
 }
 
 /// Whether the node's report `sequence` was recorded already.

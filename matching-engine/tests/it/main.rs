@@ -11,6 +11,7 @@ mod metering_properties;
 mod once;
 mod orders;
 mod properties;
+mod proving;
 mod risk;
 mod settlement;
 mod snapshot;

@@ -1,14 +1,16 @@
-//! Properties of metered leases over random streams of offers, metered bids (some
-//! re-bidding), signed heartbeats listing random leases, stops by any party, operator ends,
-//! ticks and outages: for every lease, the time charged is at most the time elapsed and at
-//! most its term, each accrual is charged by the market's one rule, a lease's end moves
-//! exactly the sum of its accruals, and money is conserved.
+//! Properties of metered leases over random streams of offers (some backed by their node's
+//! report and the provider's bond), metered bids (some re-bidding), signed heartbeats
+//! listing random leases and a changing number of GPUs, stops by any party, operator ends,
+//! bonds posted and withdrawn, ticks and outages: for every lease, the time charged is at
+//! most the time elapsed and at most its term, each accrual is charged by the market's one
+//! rule, a lease's end moves exactly the sum of its accruals, and money is conserved
+//! through holds, bonds, slashes and the insurance fund.
 
 use std::collections::HashMap;
 
 use contract::{
-    AccountId, Command, Event, FailureReason, Gpus, LeaseId, NewOrder, OrderOptions, Price,
-    Timestamp,
+    AccountId, ChargePeriod, Command, Event, FailureReason, Gpus, LeaseId, MarketConfig,
+    MarketConfigFields, NewOrder, OrderOptions, Price, ShortText, Timestamp,
 };
 use matching_engine::Engine;
 use proptest::prelude::*;
@@ -23,9 +25,25 @@ const LEASES: u64 = 30;
 fn setup() -> Vec<Command> {
     let mut commands = market_with_buyers();
     commands.push(deposit(AccountId(3), "1000"));
+    for p in PROVIDERS {
+        commands.push(deposit(AccountId(p), "100"));
+    }
     // Ten-minute periods, a report every 10 s, 30 s of grace: streams cross many periods
-    // and many nodes fall silent.
-    commands.push(configure(600, 10_000, 30_000));
+    // and many nodes fall silent. A bond of 3 per GPU, of which failures slash 40%.
+    commands.push(Command::ConfigureMarket {
+        market: h100(),
+        config: MarketConfig::new(MarketConfigFields {
+            charge_period: ChargePeriod::new(600).unwrap(),
+            report_interval_ms: 10_000,
+            heartbeat_timeout_ms: 30_000,
+            bond_per_gpu: amt("3"),
+            slash_share_bps: 4_000,
+            unbonding_delay_ms: 60_000,
+            model_names: vec![ShortText::parse(H100_NAME).unwrap()],
+            ..MarketConfigFields::default()
+        })
+        .unwrap(),
+    });
     commands
 }
 
@@ -38,10 +56,12 @@ fn command() -> impl Strategy<Value = Command> {
     let buyer = prop::sample::select(BUYERS.to_vec()).prop_map(AccountId);
     let party = prop::sample::select([&BUYERS[..], &PROVIDERS[..]].concat()).prop_map(AccountId);
     prop_oneof![
-        3 => (provider.clone(), 0u128..3, 300i64..=400, 1u64..=4).prop_map(|(p, node, cents, gpus)| {
-            let price = format!("{}.{:02}", cents / 100, cents % 100);
-            offer(p, node, &price, gpus).into()
-        }),
+        3 => (provider.clone(), 0u128..3, 300i64..=400, 1u64..=4, any::<bool>())
+            .prop_map(|(p, node, cents, gpus, backed)| {
+                let price = format!("{}.{:02}", cents / 100, cents % 100);
+                let offer = offer(p, node, &price, gpus);
+                if backed { offer.metered().into() } else { offer.into() }
+            }),
         4 => (buyer, 0u128..1_000, 300i64..=400, 1u64..=3, 1u64..=3, any::<bool>())
             .prop_map(|(b, client, cents, gpus, hours, rebid)| {
                 let price = format!("{}.{:02}", cents / 100, cents % 100);
@@ -52,11 +72,14 @@ fn command() -> impl Strategy<Value = Command> {
             }),
         // A node lists every lease but a few dropped ones (ids of other nodes' leases are
         // ignored), so most leases are healthy for a while and some fail.
-        12 => (provider, 0u128..3, prop::collection::vec(1u64..=LEASES, 0..3))
-            .prop_map(|(p, node, dropped)| {
+        12 => (provider.clone(), 0u128..3, prop::collection::vec(1u64..=LEASES, 0..3), prop_oneof![6 => Just(4u32), 1 => 1u32..4])
+            .prop_map(|(p, node, dropped, gpus)| {
                 let listed: Vec<u64> = (1..=LEASES).filter(|l| !dropped.contains(l)).collect();
-                beat(p, node_of(p, node), 0, &listed)
+                let node = node_of(p, node);
+                beat_with(p, node, 0, &listed, h100s(node, gpus), MADE_ON_ARRIVAL)
             }),
+        2 => (provider.clone(), 1i64..=40).prop_map(|(p, units)| post_bond(p, &units.to_string())),
+        1 => (provider, 1i64..=40).prop_map(|(p, units)| withdraw_bond(p, &units.to_string())),
         2 => (party, 1u64..=LEASES).prop_map(|(by, lease)| stop(by, lease)),
         1 => (1u64..=LEASES).prop_map(|lease| Command::AdminEndLease {
             lease_id: LeaseId(lease),
@@ -159,6 +182,12 @@ proptest! {
                             prop_assert_eq!(charged.micros(), seen.accrued, "the end moves what accrued");
                             prop_assert_eq!(fee.micros(), seen.fee);
                         }
+                    }
+                    Event::BondSlashed { lease_id, slashed, buyer_credit, insurance, .. } => {
+                        let seen = &leases[lease_id];
+                        prop_assert!(!seen.closed, "a slash comes before its lease's close");
+                        prop_assert!(slashed.is_positive());
+                        prop_assert_eq!(slashed.micros(), buyer_credit.micros() + insurance.micros());
                     }
                     _ => {}
                 }

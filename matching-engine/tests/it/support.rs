@@ -130,15 +130,37 @@ pub fn node_of(provider: AccountId, client_id: u128) -> NodeId {
     NodeId::parse(&format!("node-{}-{client_id}", provider.0)).unwrap()
 }
 
-/// A signed heartbeat of `node` (one healthy GPU) listing `leases` as healthy, made when it
-/// arrives (its own time is far ahead, which counts as the engine's clock).
-/// A node's report made as it arrives: [`Scenario::when`] dates it at the command's time.
+/// A node's report made as it arrives ([`Scenario::when`] dates it at the command's time):
+/// one healthy H100 (UUID `GPU-<node>`), listing `leases` as healthy.
 pub fn beat(provider: AccountId, node: NodeId, sequence: u64, leases: &[u64]) -> Command {
     beat_made(provider, node, sequence, leases, MADE_ON_ARRIVAL)
 }
 
 /// The report time [`beat`] leaves for the scenario to set.
 pub const MADE_ON_ARRIVAL: i64 = i64::MAX;
+
+/// The name NVML reports for an H100 80 GB, which [`proven_market`] maps to its class.
+pub const H100_NAME: &str = "NVIDIA H100 80GB HBM3";
+
+/// One healthy NVIDIA GPU as a report states it.
+pub fn gpu(index: u32, model: &str, uuid: &str, memory_mb: u64) -> GpuStatus {
+    GpuStatus {
+        index,
+        vendor: Vendor::Nvidia,
+        model: ShortText::parse(model).unwrap(),
+        uuid: ShortText::parse(uuid).unwrap(),
+        memory_mb: Some(memory_mb),
+        pci_bus_id: None,
+        healthy: true,
+    }
+}
+
+/// `count` H100s of `node` (UUIDs `GPU-<node>-<index>`).
+pub fn h100s(node: NodeId, count: u32) -> Vec<GpuStatus> {
+    (0..count)
+        .map(|i| gpu(i, H100_NAME, &format!("GPU-{node}-{i}"), 81_559))
+        .collect()
+}
 
 /// [`beat`], made at `made` by the node's clock.
 pub fn beat_made(
@@ -148,6 +170,19 @@ pub fn beat_made(
     leases: &[u64],
     made: i64,
 ) -> Command {
+    let gpus = vec![gpu(0, H100_NAME, &format!("GPU-{node}"), 81_559)];
+    beat_with(provider, node, sequence, leases, gpus, made)
+}
+
+/// A report of `node` stating `gpus`, made at `made` (or [`MADE_ON_ARRIVAL`]).
+pub fn beat_with(
+    provider: AccountId,
+    node: NodeId,
+    sequence: u64,
+    leases: &[u64],
+    gpus: Vec<GpuStatus>,
+    made: i64,
+) -> Command {
     Command::SignedHeartbeat(Box::new(SignedHeartbeat {
         provider,
         node,
@@ -155,15 +190,7 @@ pub fn beat_made(
         sequence,
         reported_at: Timestamp(made),
         simulated: false,
-        gpus: vec![GpuStatus {
-            index: 0,
-            vendor: Vendor::Nvidia,
-            model: ShortText::parse("NVIDIA H100 80GB HBM3").unwrap(),
-            uuid: ShortText::parse(&format!("GPU-{node}")).unwrap(),
-            memory_mb: Some(81_559),
-            pci_bus_id: None,
-            healthy: true,
-        }],
+        gpus,
         healthy_leases: leases.iter().map(|&l| LeaseId(l)).collect(),
         evidence: ReportEvidence {
             node_key: NodeKey([1; 32]),
@@ -171,6 +198,42 @@ pub fn beat_made(
             signature: Signature([2; 64]),
         },
     }))
+}
+
+/// The H100 market proving its providers: [`H100_NAME`] is its class, `bond` per GPU, a
+/// quarter slashed on a provider failure, a day's unbonding, hourly periods, a report a
+/// minute and [`TIMEOUT`].
+pub fn proven_market(bond: &str) -> Command {
+    Command::ConfigureMarket {
+        market: h100(),
+        config: MarketConfig::new(MarketConfigFields {
+            charge_period: ChargePeriod::HOUR,
+            report_interval_ms: 60_000,
+            heartbeat_timeout_ms: TIMEOUT as u32,
+            bond_per_gpu: amt(bond),
+            slash_share_bps: 2_500,
+            unbonding_delay_ms: 24 * HOUR as u64,
+            model_names: vec![ShortText::parse(H100_NAME).unwrap()],
+            ..MarketConfigFields::default()
+        })
+        .unwrap(),
+    }
+}
+
+pub fn post_bond(provider: AccountId, amount: &str) -> Command {
+    Command::PostBond {
+        provider,
+        market: h100(),
+        amount: amt(amount),
+    }
+}
+
+pub fn withdraw_bond(provider: AccountId, amount: &str) -> Command {
+    Command::WithdrawBond {
+        provider,
+        market: h100(),
+        amount: amt(amount),
+    }
 }
 
 pub fn stop(by: AccountId, lease: u64) -> Command {

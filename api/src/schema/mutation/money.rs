@@ -8,11 +8,24 @@ use crate::auth::Role;
 use crate::errors::ApiError;
 use crate::schema::answer::{events, money_result, MoneyResult};
 use crate::schema::input::{money, parse_batch, parse_idempotency_key};
+use crate::schema::types::money::BondChange;
 use crate::schema::types::settlement::{ChainDepositResult, SettlementBatch};
-use crate::schema::{parse_account, principal, six, state};
+use crate::schema::{parse_account, parse_market, principal, six, state};
 
 #[derive(Debug, Default)]
 pub struct MoneyMutation;
+
+/// A bond's market and amount: a positive amount of at most six places, else `VALIDATION`.
+fn bond_input(market: &str, amount: &str) -> Result<(contract::MarketId, Amount), ApiError> {
+    let market = parse_market(market)?;
+    let amount = money("amount", Amount::parse(amount))?;
+    if !amount.is_positive() {
+        return Err(ApiError::validation(format!(
+            "amount: a bond amount must be positive (got {amount})"
+        )));
+    }
+    Ok((market, amount))
+}
 
 fn tx_hash(s: &str) -> Result<TxHash, ApiError> {
     TxHash::parse(s).map_err(|e| ApiError::validation(format!("txHash: {e}")))
@@ -79,6 +92,71 @@ impl MoneyMutation {
         };
         let answer = state(ctx).engine.submit(command).await?;
         Ok(money_result(answer, account, amount)?)
+    }
+
+    /// Posts `amount` (a positive decimal, at most six places) of the caller's available
+    /// balance as bond in `market`. Each ask placed there holds the market's bond per GPU
+    /// from the free bond while its GPUs are offered or leased; a provider failure slashes
+    /// the market's share of the bond behind the failed lease's GPUs.
+    async fn post_bond(
+        &self,
+        ctx: &Context<'_>,
+        market: String,
+        amount: String,
+    ) -> async_graphql::Result<BondChange> {
+        let p = principal(ctx)?;
+        p.require(&[Role::Provider], "posting bond")?;
+        let provider = p.own_account()?;
+        let (market, amount) = bond_input(&market, &amount)?;
+        let answer = state(ctx)
+            .engine
+            .submit(Command::PostBond {
+                provider,
+                market,
+                amount,
+            })
+            .await?;
+        events(answer)?;
+        Ok(BondChange {
+            market: market.to_string(),
+            amount: six(amount.to_decimal()),
+            release_at: None,
+        })
+    }
+
+    /// Withdraws `amount` of the caller's free bond in `market`: it leaves the bond now and
+    /// becomes available after the market's unbonding delay (`releaseAt`), so a bond cannot
+    /// be pulled just before a failure it answers for. More than the free bond (bond held
+    /// behind offered or leased GPUs is not free) is `INSUFFICIENT_BOND`.
+    async fn withdraw_bond(
+        &self,
+        ctx: &Context<'_>,
+        market: String,
+        amount: String,
+    ) -> async_graphql::Result<BondChange> {
+        let p = principal(ctx)?;
+        p.require(&[Role::Provider], "withdrawing bond")?;
+        let provider = p.own_account()?;
+        let (market, amount) = bond_input(&market, &amount)?;
+        let answer = state(ctx)
+            .engine
+            .submit(Command::WithdrawBond {
+                provider,
+                market,
+                amount,
+            })
+            .await?;
+        let release_at = events(answer)?.into_iter().find_map(|e| match e {
+            Event::BondUnbonding { release_at, .. } => {
+                chrono::DateTime::from_timestamp_millis(release_at.0)
+            }
+            _ => None,
+        });
+        Ok(BondChange {
+            market: market.to_string(),
+            amount: six(amount.to_decimal()),
+            release_at,
+        })
     }
 
     /// Credits an account (admin; the Cosmos bridge does this for on-chain deposits). With

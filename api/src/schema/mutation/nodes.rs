@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use async_graphql::{Context, Object};
-use contract::{Command, ErrorCode, LeaseId, NodeId, Timestamp};
+use contract::codec::EventBody;
+use contract::{Command, ErrorCode, LeaseId, NodeId, Rejection, Timestamp};
 use ed25519_dalek::VerifyingKey;
 use ledger::store::Registered;
 
@@ -113,13 +114,38 @@ impl NodeMutation {
             });
         }
         // After the duplicate check: a resent copy of a recorded report is acknowledged as
-        // one, however old.
+        // one, however old. A GPU another node has is refused here too (and by the engine,
+        // should two nodes race past the replica), and both nodes are flagged.
         admitted.map_err(|refused| ApiError::rejected(&refused))?;
-        events(
-            st.engine
-                .submit(Command::SignedHeartbeat(Box::new(heartbeat)))
-                .await?,
-        )?;
+        let conflict = st.engine.replica().gpu_conflict(&heartbeat);
+        let answer = match conflict {
+            Ok(()) => {
+                st.engine
+                    .submit(Command::SignedHeartbeat(Box::new(heartbeat)))
+                    .await?
+            }
+            Err(refused) => vec![EventBody::Rejected(refused)],
+        };
+        if let [EventBody::Rejected(Rejection::GpuAlreadyRegistered {
+            uuid,
+            provider: owner,
+            node: owner_node,
+        })] = &answer[..]
+        {
+            let (uuid, owner, owner_node) = (uuid.to_string(), *owner, *owner_node);
+            st.db(move |c| {
+                ledger::store::flag_nodes(c, &uuid, (provider, node_id), (owner, owner_node))
+            })
+            .await?;
+            tracing::warn!(
+                provider = provider.0,
+                node = %node_id,
+                owner = owner.0,
+                owner_node = %owner_node,
+                "a report named a GPU another node has: both nodes flagged"
+            );
+        }
+        events(answer)?;
         let mut lease_starts = Vec::new();
         for &lease in &report.leases_started {
             let answer = st

@@ -319,3 +319,100 @@ pub struct DepositInstructions {
     /// ...with exactly this memo, or they cannot be credited automatically.
     pub memo: String,
 }
+
+/// A provider's bond in one market, as the engine holds it now.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct Bond {
+    pub market: String,
+    /// Posted and behind no GPU: what new asks can hold and `withdrawBond` can take.
+    pub free: Decimal,
+    /// Behind resting asks' GPUs and running leases; a provider failure slashes from it.
+    pub held: Decimal,
+    /// Withdrawn, waiting for the market's unbonding delay.
+    pub unbonding: Decimal,
+    /// The withdrawals waiting, soonest first.
+    pub releases: Vec<BondRelease>,
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+pub struct BondRelease {
+    pub amount: Decimal,
+    /// When it becomes available again.
+    pub release_at: DateTime<Utc>,
+}
+
+/// What `postBond` or `withdrawBond` did.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct BondChange {
+    pub market: String,
+    pub amount: Decimal,
+    /// For a withdrawal: when the amount is available again.
+    pub release_at: Option<DateTime<Utc>>,
+}
+
+/// A provider failure that cost the provider's bond: the buyer's credit and the insurance
+/// fund's part, the cause and the evidence it was judged by.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct Slash {
+    pub lease_id: u64,
+    pub market: String,
+    pub provider: u64,
+    pub node: String,
+    pub buyer: u64,
+    pub slashed: Decimal,
+    pub buyer_credit: Decimal,
+    pub insurance: Decimal,
+    /// Why the lease failed, e.g. `node_silent`, `unhealthy`, `spec_mismatch`.
+    pub cause: String,
+    /// The report's sequence number, or the node's last heartbeat.
+    pub evidence: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+impl From<ledger::read::Slash> for Slash {
+    fn from(s: ledger::read::Slash) -> Slash {
+        Slash {
+            lease_id: s.lease_id.0,
+            market: s.market.to_string(),
+            provider: s.provider.0,
+            node: s.node.to_string(),
+            buyer: s.buyer.0,
+            slashed: s.slashed,
+            buyer_credit: s.buyer_credit,
+            insurance: s.insurance,
+            cause: s.cause,
+            evidence: s.evidence,
+            at: s.at,
+        }
+    }
+}
+
+/// A provider's bonds in every market, with the withdrawals waiting, from the engine.
+pub fn bonds_of(engine: &matching_engine::Engine, provider: AccountId) -> Vec<Bond> {
+    let releases = engine.unbondings_of(provider);
+    engine
+        .bonds_of(provider)
+        .into_iter()
+        .map(|(market, b)| {
+            let mut waiting: Vec<BondRelease> = releases
+                .iter()
+                .filter(|(m, ..)| *m == market)
+                .map(|(_, amount, at)| BondRelease {
+                    amount: crate::schema::six(amount.to_decimal()),
+                    release_at: Utc
+                        .timestamp_millis_opt(at.0)
+                        .single()
+                        .unwrap_or(DateTime::<Utc>::MAX_UTC),
+                })
+                .collect();
+            waiting.sort_by_key(|r| r.release_at);
+            Bond {
+                market: market.to_string(),
+                free: crate::schema::six(b.free.to_decimal()),
+                held: crate::schema::six(b.held.to_decimal()),
+                unbonding: crate::schema::six(b.unbonding.to_decimal()),
+                releases: waiting,
+            }
+        })
+        .collect()
+}

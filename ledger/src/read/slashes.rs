@@ -1,0 +1,134 @@
+//! Slashes: the provider failures that cost a bond, read by both parties.
+
+use chrono::{DateTime, Utc};
+use contract::{AccountId, LeaseId, MarketId, NodeId};
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Nullable, Numeric, Text, Timestamptz};
+use rust_decimal::Decimal;
+
+use super::{param, parsed, plus_one, unsigned, Page};
+use crate::LedgerError;
+
+/// One `BondSlashed`: what a provider failure of a lease cost the provider's bond, what the
+/// buyer was credited and what went to the insurance fund, why, and the evidence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slash {
+    pub lease_id: LeaseId,
+    pub market: MarketId,
+    pub provider: AccountId,
+    pub node: NodeId,
+    pub buyer: AccountId,
+    pub slashed: Decimal,
+    pub buyer_credit: Decimal,
+    pub insurance: Decimal,
+    /// The lease's end cause, e.g. `node_silent`.
+    pub cause: String,
+    /// The report's sequence number, or the node's last heartbeat.
+    pub evidence: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// The slashes `account` took part in (as provider or buyer; every slash for `None`), by
+/// lease id after `after`.
+pub fn slashes(
+    conn: &mut PgConnection,
+    account: Option<AccountId>,
+    after: Option<LeaseId>,
+    limit: u32,
+) -> Result<Page<Slash>, LedgerError> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = BigInt)]
+        lease_id: i64,
+        #[diesel(sql_type = Text)]
+        market: String,
+        #[diesel(sql_type = BigInt)]
+        provider: i64,
+        #[diesel(sql_type = Text)]
+        node: String,
+        #[diesel(sql_type = BigInt)]
+        buyer: i64,
+        #[diesel(sql_type = Numeric)]
+        slashed: Decimal,
+        #[diesel(sql_type = Numeric)]
+        buyer_credit: Decimal,
+        #[diesel(sql_type = Numeric)]
+        insurance: Decimal,
+        #[diesel(sql_type = Text)]
+        cause: String,
+        #[diesel(sql_type = Nullable<Text>)]
+        evidence: Option<String>,
+        #[diesel(sql_type = Timestamptz)]
+        at: DateTime<Utc>,
+    }
+    const T: &str = "slashes";
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT lease_id, market, provider, node, buyer, slashed, buyer_credit, insurance, \
+         cause, evidence, at FROM slashes \
+         WHERE ($1 < 0 OR provider = $1 OR buyer = $1) AND lease_id > $2 \
+         ORDER BY lease_id LIMIT $3",
+    )
+    .bind::<BigInt, _>(account.map(|a| param(a.0)).transpose()?.unwrap_or(-1))
+    .bind::<BigInt, _>(after.map(|l| param(l.0)).transpose()?.unwrap_or(0))
+    .bind::<BigInt, _>(plus_one(limit))
+    .load(conn)?;
+    let rows = rows
+        .into_iter()
+        .map(|r| {
+            Ok(Slash {
+                lease_id: LeaseId(unsigned(T, "lease_id", r.lease_id)?),
+                market: parsed(T, "market", &r.market)?,
+                provider: AccountId(unsigned(T, "provider", r.provider)?),
+                node: parsed(T, "node", &r.node)?,
+                buyer: AccountId(unsigned(T, "buyer", r.buyer)?),
+                slashed: r.slashed,
+                buyer_credit: r.buyer_credit,
+                insurance: r.insurance,
+                cause: r.cause,
+                evidence: r.evidence,
+                at: r.at,
+            })
+        })
+        .collect::<Result<_, LedgerError>>()?;
+    Ok(Page::of(rows, limit))
+}
+
+/// The nodes flagged for a GPU UUID another node reported too: (node, uuid, the other
+/// provider, the other node, last seen).
+pub fn node_flags(
+    conn: &mut PgConnection,
+    provider: AccountId,
+) -> Result<Vec<(NodeId, String, AccountId, NodeId, DateTime<Utc>)>, LedgerError> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        node: String,
+        #[diesel(sql_type = Text)]
+        uuid: String,
+        #[diesel(sql_type = BigInt)]
+        other_provider: i64,
+        #[diesel(sql_type = Text)]
+        other_node: String,
+        #[diesel(sql_type = Timestamptz)]
+        last_at: DateTime<Utc>,
+    }
+    const T: &str = "node_flags";
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT node, uuid, other_provider, other_node, last_at FROM node_flags \
+         WHERE provider = $1 ORDER BY node, uuid, other_provider, other_node",
+    )
+    .bind::<BigInt, _>(param(provider.0)?)
+    .load(conn)?;
+    rows.into_iter()
+        .map(|r| {
+            Ok((
+                parsed(T, "node", &r.node)?,
+                r.uuid,
+                AccountId(unsigned(T, "other_provider", r.other_provider)?),
+                parsed(T, "other_node", &r.other_node)?,
+                r.last_at,
+            ))
+        })
+        .collect()
+}
