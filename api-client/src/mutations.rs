@@ -401,3 +401,33 @@ pub struct FailSettlement {
     #[arguments(batch: $batch, reason: $reason)]
     pub fail_settlement: bool,
 }
+
+#[derive(cynic::QueryVariables, Debug, Clone)]
+pub struct BondVariables {
+    pub market: String,
+    /// A positive decimal amount, at most six places.
+    pub amount: String,
+}
+
+/// Posts bond from the caller's available balance in a market (a provider).
+#[derive(cynic::QueryFragment, Debug)]
+#[cynic(graphql_type = "Mutation", variables = "BondVariables")]
+pub struct PostBond {
+    #[arguments(market: $market, amount: $amount)]
+    pub post_bond: BondChange,
+}
+
+/// Withdraws free bond: available again after the market's unbonding delay (`release_at`).
+#[derive(cynic::QueryFragment, Debug)]
+#[cynic(graphql_type = "Mutation", variables = "BondVariables")]
+pub struct WithdrawBond {
+    #[arguments(market: $market, amount: $amount)]
+    pub withdraw_bond: BondChange,
+}
+
+#[derive(cynic::QueryFragment, Debug, Clone, PartialEq)]
+pub struct BondChange {
+    pub market: String,
+    pub amount: Decimal,
+    pub release_at: Option<DateTime<Utc>>,
+}

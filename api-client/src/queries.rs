@@ -239,3 +239,24 @@ pub struct SettlementDueQuery {
     #[arguments(minPayout: $min_payout, maxPayouts: $max_payouts)]
     pub settlement_due: SettlementBatch,
 }
+
+#[derive(cynic::QueryVariables, Debug, Clone)]
+pub struct BondsVariables {
+    pub provider: Id,
+}
+
+/// A provider's bonds per market, from the engine.
+#[derive(cynic::QueryFragment, Debug)]
+#[cynic(graphql_type = "Query", variables = "BondsVariables")]
+pub struct BondsQuery {
+    #[arguments(provider: $provider)]
+    pub bonds: Vec<Bond>,
+}
+
+#[derive(cynic::QueryFragment, Debug, Clone, PartialEq)]
+pub struct Bond {
+    pub market: String,
+    pub free: Decimal,
+    pub held: Decimal,
+    pub unbonding: Decimal,
+}

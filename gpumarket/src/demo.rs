@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use api_client::mutations::{
-    CreditDeposit, CreditDepositVariables, EndLease, EndLeaseVariables, PlaceOrder,
-    PlaceOrderVariables, SetPayoutAddress, SetPayoutAddressVariables, SubmitJob,
+    BondVariables, CreditDeposit, CreditDepositVariables, EndLease, EndLeaseVariables, PlaceOrder,
+    PlaceOrderVariables, PostBond, SetPayoutAddress, SetPayoutAddressVariables, SubmitJob,
     SubmitJobVariables,
 };
-use api_client::queries::{BalanceQuery, LeasesQuery, LeasesVariables};
+use api_client::queries::{BalanceQuery, BondsQuery, BondsVariables, LeasesQuery, LeasesVariables};
 use api_client::types::{BidInput, LeaseRole, PlaceOrderInput, TimeInForce};
 use api_client::{Client, Id, MutationBuilder, QueryBuilder, U64};
 use provider_agent::config::{Config, Offer, Simulated};
@@ -48,6 +48,12 @@ const NODES: [(&str, &str, u32, u32, &str, &str, &str); 5] = [
 ];
 
 const BOTS: u64 = 3;
+
+/// The bond per GPU of the demo's markets.
+pub const BOND_PER_GPU: &str = "25";
+/// What each demo provider posts: enough for its GPUs several times over, so a slash or
+/// two leave it able to offer them.
+const DEMO_BOND: &str = "1000";
 
 /// A small xorshift generator: the demo needs variety, not quality.
 struct Rng(u64);
@@ -97,11 +103,33 @@ pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<
             &format!("demo-provider-{account}"),
             "cosmos",
         )?;
-        Client::new(url, &key)
+        let provider = Client::new(url, &key);
+        provider
             .run(&SetPayoutAddress::build(SetPayoutAddressVariables {
                 address: payout.address().to_string(),
             }))
             .with_context(|| format!("{part}: setting its payout address"))?;
+        // Its bond, once: the credit has an idempotency key, and a restart finds the bond.
+        let bonds = provider
+            .run(&BondsQuery::build(BondsVariables {
+                provider: Id::new(account.to_string()),
+            }))
+            .with_context(|| format!("{part}: reading its bond"))?;
+        if !bonds.bonds.iter().any(|b| b.market == class) {
+            admin
+                .run(&CreditDeposit::build(CreditDepositVariables {
+                    account: Id::new(account.to_string()),
+                    amount: DEMO_BOND.to_owned(),
+                    idempotency_key: Some(format!("{}", 1_700_000 + account)),
+                }))
+                .with_context(|| format!("{part}: funding its bond"))?;
+            provider
+                .run(&PostBond::build(BondVariables {
+                    market: class.to_owned(),
+                    amount: DEMO_BOND.to_owned(),
+                }))
+                .with_context(|| format!("{part}: posting its bond"))?;
+        }
         let config = Config {
             api_url: url.to_owned(),
             api_key_file: key_path,

@@ -220,6 +220,17 @@ const MARKETS: [(&str, &str, u32); 4] = [
     ("MI300X-192GB", "0.01", 100),
 ];
 
+/// What NVML and ROCm SMI call each market's GPUs.
+const MODEL_NAMES: [(&str, &[&str]); 4] = [
+    ("H100-80GB", &["NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe"]),
+    (
+        "A100-80GB",
+        &["NVIDIA A100-SXM4-80GB", "NVIDIA A100 80GB PCIe"],
+    ),
+    ("RTX4090-24GB", &["NVIDIA GeForce RTX 4090"]),
+    ("MI300X-192GB", &["AMD Instinct MI300X"]),
+];
+
 pub fn run(args: Args) -> Result<()> {
     let started = Instant::now();
     let dir = &args.data_dir;
@@ -391,17 +402,23 @@ pub fn run(args: Args) -> Result<()> {
             }))?;
         }
     }
-    if args.demo {
-        // The demo's providers report simulated GPUs, which only a simulated market takes.
-        for (market, _, _) in MARKETS {
-            api.run(&ConfigureMarket::build(ConfigureMarketVariables {
-                market: market.to_owned(),
-                config: MarketConfigInput {
-                    simulated: Some(true),
-                    ..MarketConfigInput::default()
-                },
-            }))?;
+    // Each market's class is the model names its GPUs' drivers report. The demo's
+    // providers report simulated GPUs (`<class> (simulated)`), which only a simulated market
+    // takes, and post a bond of 25 per GPU, a quarter of which a provider failure slashes.
+    for (market, names) in MODEL_NAMES {
+        let mut model_names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        if args.demo {
+            model_names.push(format!("{market} (simulated)"));
         }
+        api.run(&ConfigureMarket::build(ConfigureMarketVariables {
+            market: market.to_owned(),
+            config: MarketConfigInput {
+                simulated: Some(args.demo),
+                bond_per_gpu: args.demo.then(|| crate::demo::BOND_PER_GPU.to_owned()),
+                model_names: Some(model_names),
+                ..MarketConfigInput::default()
+            },
+        }))?;
     }
     info!("[5/6] API ready at {url}");
 

@@ -102,6 +102,9 @@ fn answers_are_typed_and_refusals_carry_their_code_through_both_transports() {
         refused(provider.run(&CreateMarket::build(create_market()))),
         ErrorCode::Forbidden
     );
+    // The ask's node reports first: asks stand on their node's signed report.
+    m.prove_market();
+    m.prove_node("node-a", &api::testing::node_a_key(), 8);
     let ask = provider
         .run(&PlaceOrder::build(order("1", 8, Side::Ask)))
         .unwrap()
@@ -228,6 +231,8 @@ fn a_subscription_delivers_typed_updates_and_refusals() {
     let m = Market::start("client_subscriptions", Limits::default());
     let admin = Client::new(&m.url, &m.admin);
     admin.run(&CreateMarket::build(create_market())).unwrap();
+    m.prove_market();
+    m.prove_node("node-a", &api::testing::node_a_key(), 8);
     admin
         .run(&CreditDeposit::build(CreditDepositVariables {
             account: Id::new(T_BUYER.to_string()),
@@ -300,6 +305,8 @@ fn every_operation_answers_in_its_types() {
     let provider = Client::new(&m.url, &m.provider);
     let buyer = Client::new(&m.url, &m.buyer);
     admin.run(&CreateMarket::build(create_market())).unwrap();
+    m.prove_market();
+    m.prove_node("node-a", &api::testing::node_a_key(), 8);
     // `markets` reads the projections.
     m.projected();
     let markets = admin.run(&MarketsQuery::build(())).unwrap().markets;
@@ -322,7 +329,12 @@ fn every_operation_answers_in_its_types() {
             config: MarketConfigInput {
                 charge_period_seconds: Some(U64(600)),
                 heartbeat_timeout_ms: Some(U64(45_000)),
-                model_names: Some(vec!["NVIDIA H100 80GB HBM3".to_owned()]),
+                // The node's simulated GPUs stay of the class.
+                simulated: Some(true),
+                model_names: Some(vec![
+                    "NVIDIA H100 80GB HBM3".to_owned(),
+                    api::testing::SIM_MODEL.to_owned(),
+                ]),
                 ..MarketConfigInput::default()
             },
         }))
@@ -339,7 +351,10 @@ fn every_operation_answers_in_its_types() {
             U64(600),
             U64(45_000),
             U64(10_000),
-            vec!["NVIDIA H100 80GB HBM3".to_owned()]
+            vec![
+                "NVIDIA H100 80GB HBM3".to_owned(),
+                api::testing::SIM_MODEL.to_owned()
+            ]
         )
     );
     assert_eq!(

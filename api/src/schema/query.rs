@@ -271,6 +271,7 @@ impl Query {
             held: six(b.held.to_decimal()),
             in_lease: six(b.in_lease.to_decimal()),
             settling: six(b.settling.to_decimal()),
+            bonded: six(b.bonded.to_decimal()),
         })
     }
 

@@ -13,8 +13,8 @@ use std::process::{Child, Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 use api_client::mutations::{
-    ConfigureMarket, ConfigureMarketVariables, CreateApiKey, CreateApiKeyVariables, CreditDeposit,
-    CreditDepositVariables, PlaceOrder, PlaceOrderVariables,
+    BondVariables, ConfigureMarket, ConfigureMarketVariables, CreateApiKey, CreateApiKeyVariables,
+    CreditDeposit, CreditDepositVariables, PlaceOrder, PlaceOrderVariables, PostBond,
 };
 use api_client::queries::{
     Balance, BalanceQuery, DepthQuery, DepthVariables, Lease as ApiLease, LeasesQuery,
@@ -44,6 +44,8 @@ const PERIOD_S: i64 = 5;
 const PROVIDER: u64 = 201;
 const NODE: &str = "ext-h100-1";
 const ASK: &str = "2.00";
+/// The market's bond per GPU in this test.
+const BOND_PER_GPU: &str = "25";
 /// The buyer's bid: a limit both the agent's ask and the demo's H100 asks satisfy.
 const BUYER: u64 = 901;
 const LIMIT: &str = "2.50";
@@ -354,6 +356,8 @@ fn a_killed_agent_fails_its_lease_to_the_last_heartbeat_and_the_rebid_runs_elsew
                 report_interval_ms: Some(U64(5_000)),
                 heartbeat_timeout_ms: Some(U64(TIMEOUT_MS as u64)),
                 simulated: Some(true),
+                bond_per_gpu: Some(BOND_PER_GPU.to_owned()),
+                model_names: Some(vec![format!("{MARKET} (simulated)")]),
                 ..MarketConfigInput::default()
             },
         }))
@@ -400,6 +404,21 @@ fn a_killed_agent_fails_its_lease_to_the_last_heartbeat_and_the_rebid_runs_elsew
         0o600,
     )
     .unwrap();
+    // Its bond, behind all 64 of its GPUs.
+    let provider_key = std::fs::read_to_string(node_dir.join("provider.key")).unwrap();
+    admin
+        .run(&CreditDeposit::build(CreditDepositVariables {
+            account: Id::new(PROVIDER.to_string()),
+            amount: "1600".to_owned(),
+            idempotency_key: Some("2".to_owned()),
+        }))
+        .unwrap();
+    Client::new(&url, &provider_key)
+        .run(&PostBond::build(BondVariables {
+            market: MARKET.to_owned(),
+            amount: "1600".to_owned(),
+        }))
+        .unwrap();
     let toml = format!(
         "api_url = \"{url}\"\napi_key_file = \"provider.key\"\nnode = \"{NODE}\"\n\
          class = \"{MARKET}\"\nregion = \"eu-north\"\nsource = \"simulated\"\n\
@@ -543,6 +562,39 @@ fn a_killed_agent_fails_its_lease_to_the_last_heartbeat_and_the_rebid_runs_elsew
         .all(|l| l.settled_at.is_some() && l.end_reason == Some(LeaseEndReason::ProviderFailed)));
     assert!(charged > Decimal::ZERO && charged < cost);
 
+    // The failure slashed a quarter of the bond behind the lease's two GPUs (12.50): the
+    // buyer is credited what the lease cost (12.00), the insurance fund the rest, and both
+    // parties read it, with its cause and evidence.
+    let slash = wait("the slash projected", 10, || {
+        ledger::read::slashes(&mut conn, Some(AccountId(BUYER)), None, 10)
+            .unwrap()
+            .rows
+            .into_iter()
+            .find(|s| s.lease_id == LeaseId(first))
+    });
+    assert_eq!(
+        (slash.slashed, slash.buyer_credit, slash.insurance),
+        (dec("12.5"), cost, dec("0.5"))
+    );
+    assert_eq!(
+        (slash.provider, slash.node.as_str(), slash.cause.as_str()),
+        (AccountId(PROVIDER), NODE, "node_silent")
+    );
+    assert!(
+        slash
+            .evidence
+            .as_deref()
+            .is_some_and(|e| e.starts_with("last heartbeat")),
+        "{slash:?}"
+    );
+    let seen_by_provider = ledger::read::slashes(&mut conn, Some(AccountId(PROVIDER)), None, 10)
+        .unwrap()
+        .rows;
+    assert!(
+        seen_by_provider.contains(&slash),
+        "the provider reads it too (with the demo bots' leases on its node): {seen_by_provider:?}"
+    );
+
     // The re-bid of the unused whole hours fills on one of the demo's H100 nodes.
     let second = wait("the re-bid filled", 45, || {
         ledger_leases(&db)
@@ -599,10 +651,11 @@ fn a_killed_agent_fails_its_lease_to_the_last_heartbeat_and_the_rebid_runs_elsew
     assert_eq!(
         (available, held, in_lease),
         (
-            Decimal::from(DEPOSIT) - charged - cost2,
+            Decimal::from(DEPOSIT) - charged - cost2 + slash.buyer_credit,
             Decimal::ZERO,
             cost2
-        )
+        ),
+        "and the slash credited the buyer"
     );
 
     // The running re-bid accrues: its usage is on the invoice, in the accrued revenue and in

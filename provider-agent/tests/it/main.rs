@@ -254,8 +254,8 @@ fn a_full_outbox_drops_the_oldest_telemetry() {
     );
 }
 
-/// A market with the H100 market open (simulated: these agents' GPUs are) and 1,000 for
-/// the buyer.
+/// A market with the H100 market open (simulated, as these agents' GPUs are, and their
+/// model its class) and 1,000 for the buyer.
 fn h100_market(tag: &str) -> Market {
     let m = Market::start(tag, Limits::default());
     m.ok(
@@ -265,7 +265,8 @@ fn h100_market(tag: &str) -> Market {
     );
     m.ok(
         &m.admin,
-        "mutation { configureMarket(market: \"H100-80GB\", config: {simulated: true}) { market } }",
+        "mutation { configureMarket(market: \"H100-80GB\", config: {simulated: true, \
+         modelNames: [\"H100-80GB (simulated)\"]}) { market } }",
         json!({}),
     );
     m.ok(
@@ -274,6 +275,15 @@ fn h100_market(tag: &str) -> Market {
         json!({}),
     );
     m
+}
+
+/// An agent for `node`, registered and reporting once: asks on its node stand on its
+/// signed report.
+fn reporting_agent(m: &Market, dir: &Path, node: &str) -> Agent {
+    let mut a = agent(dir, &m.url, &m.provider, node, 100);
+    a.register().unwrap();
+    a.step().unwrap();
+    a
 }
 
 /// An ask of `gpus` GPUs on `node`, then `leases` bids of one GPU for an hour, each filled:
@@ -349,6 +359,8 @@ fn newest_report(dir: &Path) -> (String, contract::NodeReport) {
 #[test]
 fn the_agent_runs_a_leased_job_until_the_lease_ends_and_never_ends_the_lease() {
     let m = h100_market("agent_jobs");
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = reporting_agent(&m, dir.path(), "node-j");
     leases_on(&m, "node-j", 2, 1);
 
     let submit = "mutation($c: String!, $a: [String!]!) { submitJob(leaseId: \"1\", command: $c, args: $a, env: [{name: \"EPOCHS\", value: \"3\"}]) }";
@@ -371,9 +383,6 @@ fn the_agent_runs_a_leased_job_until_the_lease_ends_and_never_ends_the_lease() {
     assert_eq!(m.code(Some(&m.buyer), bad_env, json!({})), "VALIDATION");
     m.projected();
 
-    let dir = tempfile::tempdir().unwrap();
-    let mut a = agent(dir.path(), &m.url, &m.provider, "node-j", 100);
-    a.register().unwrap();
     let mut started = 0;
     let mut sent = 0;
     for _ in 0..100 {
@@ -429,12 +438,11 @@ fn the_agent_runs_a_leased_job_until_the_lease_ends_and_never_ends_the_lease() {
 #[test]
 fn reports_list_the_healthy_leases_and_drop_one_whose_job_was_lost() {
     let m = h100_market("agent_healthy");
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = reporting_agent(&m, dir.path(), "node-h");
     leases_on(&m, "node-h", 2, 2);
     submit(&m, 2, "sleep 30");
     m.projected();
-    let dir = tempfile::tempdir().unwrap();
-    let mut a = agent(dir.path(), &m.url, &m.provider, "node-h", 100);
-    a.register().unwrap();
     let step = a.step().unwrap();
     assert_eq!(step.started, 1);
     let job = a.jobs.get(2).unwrap().unwrap();
@@ -490,13 +498,12 @@ fn reports_list_the_healthy_leases_and_drop_one_whose_job_was_lost() {
 #[test]
 fn a_lease_on_a_missing_gpu_is_dropped_and_one_the_market_ended_stops_its_job() {
     let m = h100_market("agent_gpu_gone");
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = reporting_agent(&m, dir.path(), "node-g");
     leases_on(&m, "node-g", 2, 2);
     submit(&m, 1, "sleep 30");
     submit(&m, 2, "sleep 30");
     m.projected();
-    let dir = tempfile::tempdir().unwrap();
-    let mut a = agent(dir.path(), &m.url, &m.provider, "node-g", 100);
-    a.register().unwrap();
     let step = a.step().unwrap();
     assert_eq!(step.started, 2);
     assert_eq!(step.healthy_leases, Some(vec![1, 2]));

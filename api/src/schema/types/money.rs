@@ -21,6 +21,8 @@ pub struct Balance {
     pub in_lease: Decimal,
     /// Requested withdrawals and payouts of the open settlement batch, on their way out.
     pub settling: Decimal,
+    /// Posted bond in every market together (free, held behind GPUs, unbonding).
+    pub bonded: Decimal,
 }
 
 #[derive(Debug, Clone, SimpleObject)]
