@@ -16,9 +16,12 @@
 //!   the projection sees (see [`Node::silent`]);
 //! - **punctuality** = `(on_time + 5 × 0.7) / (starts + 5)`: leases started within
 //!   [`ON_TIME_MS`] of the fill;
-//! - **integrity** = `0.85 ^ spec_mismatches`: each time a node's reported hardware stops
-//!   matching what its asks advertise (a GPU class other than the ask's market, or fewer
-//!   GPUs than it offers) costs 15 %, for good.
+//! - **integrity** = `0.85 ^ spec_mismatches × 0.9 ^ slashes`: each time a node's reported
+//!   hardware stops matching what its asks advertise (a GPU class other than the ask's
+//!   market, or fewer GPUs than it offers), or the engine withdraws an ask its node's signed
+//!   report no longer backs (`CancelReason::SpecMismatch`), costs 15 %, and each slash of
+//!   the provider's bond (`BondSlashed`: a provider failure of a bonded lease, which also
+//!   counts as a failed lease in completion) 10 %, for good.
 //!
 //! `score = round(1000 × (0.5 × completion + 0.3 × uptime + 0.2 × punctuality) × integrity)`.
 //!
@@ -31,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use contract::codec::{EventBody, EventRecord};
-use contract::{AccountId, Event, LeaseEndReason, OrderTerms};
+use contract::{AccountId, CancelReason, Event, LeaseEndReason, OrderTerms};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::upsert::excluded;
@@ -52,6 +55,7 @@ pub const ON_TIME_MS: u64 = 300_000;
 const LEASE_PRIOR: (f64, f64) = (5.0, 0.7);
 const UPTIME_PRIOR_HOURS: (f64, f64) = (24.0, 0.8);
 const MISMATCH_FACTOR: f64 = 0.85;
+const SLASH_FACTOR: f64 = 0.9;
 
 /// A provider's record: the counts the score is computed from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -65,6 +69,7 @@ pub struct Record {
     pub up_ms: i64,
     pub down_ms: i64,
     pub spec_mismatches: i32,
+    pub slashes: i32,
 }
 
 /// A score and the components it is made of.
@@ -101,7 +106,8 @@ impl Record {
             f64::from(self.starts),
             LEASE_PRIOR,
         );
-        let integrity = MISMATCH_FACTOR.powi(self.spec_mismatches);
+        let integrity =
+            MISMATCH_FACTOR.powi(self.spec_mismatches) * SLASH_FACTOR.powi(self.slashes);
         let blended = 0.5 * completion + 0.3 * uptime + 0.2 * punctuality;
         Score {
             completion,
@@ -260,6 +266,7 @@ struct ProviderRow {
     up_ms: i64,
     down_ms: i64,
     spec_mismatches: i32,
+    slashes: i32,
     completion: f64,
     uptime: f64,
     punctuality: f64,
@@ -281,6 +288,7 @@ impl ProviderRow {
             up_ms: self.up_ms,
             down_ms: self.down_ms,
             spec_mismatches: self.spec_mismatches,
+            slashes: self.slashes,
         }
     }
 
@@ -294,6 +302,7 @@ impl ProviderRow {
         self.up_ms = record.up_ms;
         self.down_ms = record.down_ms;
         self.spec_mismatches = record.spec_mismatches;
+        self.slashes = record.slashes;
         self.completion = score.completion;
         self.uptime = score.uptime;
         self.punctuality = score.punctuality;
@@ -314,6 +323,7 @@ impl ProviderRow {
             up_ms: 0,
             down_ms: 0,
             spec_mismatches: 0,
+            slashes: 0,
             completion: 0.0,
             uptime: 0.0,
             punctuality: 0.0,
@@ -367,6 +377,10 @@ enum Fact {
     Ended {
         reason: LeaseEndReason,
     },
+    /// The engine withdrew an ask its node's signed report no longer backs.
+    Mismatched,
+    /// A provider failure slashed the provider's bond.
+    Slashed,
     EngineScore {
         score: i32,
     },
@@ -446,6 +460,12 @@ fn fact_of(event: &Event) -> Result<Option<(AccountId, Fact)>, Refusal> {
         Event::LeaseEnded {
             provider, reason, ..
         } => (*provider, Fact::Ended { reason: *reason }),
+        Event::OrderCancelled {
+            account,
+            reason: CancelReason::SpecMismatch,
+            ..
+        } => (*account, Fact::Mismatched),
+        Event::BondSlashed { provider, .. } => (*provider, Fact::Slashed),
         Event::ReputationSet { provider, score } => (
             *provider,
             Fact::EngineScore {
@@ -594,6 +614,15 @@ impl Projection for Reputation {
                     *count = checked_sum("leases ended", *count, 1)?;
                     Some(reason.as_str())
                 }
+                Fact::Mismatched => {
+                    record.spec_mismatches =
+                        checked_sum("spec mismatches", record.spec_mismatches, 1)?;
+                    Some("spec_mismatch")
+                }
+                Fact::Slashed => {
+                    record.slashes = checked_sum("slashes", record.slashes, 1)?;
+                    Some("bond_slashed")
+                }
                 Fact::EngineScore { score } => {
                     row.engine_score = Some(score);
                     None
@@ -644,6 +673,7 @@ impl Projection for Reputation {
                     p::up_ms.eq(excluded(p::up_ms)),
                     p::down_ms.eq(excluded(p::down_ms)),
                     p::spec_mismatches.eq(excluded(p::spec_mismatches)),
+                    p::slashes.eq(excluded(p::slashes)),
                     p::completion.eq(excluded(p::completion)),
                     p::uptime.eq(excluded(p::uptime)),
                     p::punctuality.eq(excluded(p::punctuality)),
@@ -761,6 +791,24 @@ mod tests {
             caught.score,
             (f64::from(honest.score) * 0.7225).round() as i32
         );
+    }
+
+    #[test]
+    fn each_slash_costs_ten_percent_on_top_of_the_failed_lease() {
+        let failed = Record {
+            leases_failed: 1,
+            ..Record::default()
+        };
+        let slashed = Record {
+            slashes: 1,
+            ..failed.clone()
+        };
+        assert_eq!(slashed.score().integrity, 0.9);
+        assert_eq!(
+            slashed.score().score,
+            (f64::from(failed.score().score) * 0.9).round() as i32
+        );
+        assert!(failed.score().score < Record::default().score().score);
     }
 
     #[test]

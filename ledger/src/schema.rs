@@ -246,6 +246,7 @@ diesel::table! {
         up_ms -> BigInt,
         down_ms -> BigInt,
         spec_mismatches -> Integer,
+        slashes -> Integer,
         completion -> Double,
         uptime -> Double,
         punctuality -> Double,

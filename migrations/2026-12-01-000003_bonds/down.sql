@@ -1,3 +1,4 @@
+ALTER TABLE provider_reputation DROP COLUMN slashes;
 DROP TABLE node_flags, slashes, bond_movements;
 ALTER DOMAIN bucket DROP CONSTRAINT bucket_check;
 ALTER DOMAIN bucket ADD CONSTRAINT bucket_check

@@ -81,3 +81,7 @@ CREATE TABLE node_flags (
     last_at        timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (provider, node, uuid, other_provider, other_node)
 );
+
+-- The reputation projection counts a provider's slashes (each costs 10 % of integrity).
+ALTER TABLE provider_reputation ADD COLUMN slashes integer NOT NULL DEFAULT 0
+    CHECK (slashes >= 0);

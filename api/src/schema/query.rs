@@ -160,8 +160,10 @@ impl Query {
     }
 
     /// Providers by account (a key that stays put while scores move), with the
-    /// components, nodes and history; `minScore` keeps those scoring at least that (0 to
-    /// 1000).
+    /// components, nodes and history. Filters: `minScore` keeps those scoring at least that
+    /// (0 to 1000); `model` those with a reporting node whose latest signed report shows a
+    /// GPU of that model name (as NVML or ROCm SMI report it, e.g. `NVIDIA H100 80GB HBM3`);
+    /// `minBond` those whose bond over all markets (free and held) is at least that.
     #[graphql(complexity = "DB + child_complexity")]
     async fn providers(
         &self,
@@ -169,6 +171,8 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
         min_score: Option<i32>,
+        model: Option<String>,
+        min_bond: Option<String>,
     ) -> async_graphql::Result<Page<Provider>> {
         let limit = page_size(first)?;
         let min_score = match min_score {
@@ -178,7 +182,13 @@ impl Query {
                 return Err(ApiError::validation(format!("minScore: 0 to 1000 (got {s})")).into())
             }
         };
-        let after_account = after
+        let min_bond = min_bond
+            .map(|b| money("minBond", Amount::parse(&b)))
+            .transpose()?;
+        if min_bond.is_some_and(|b| b.micros() < 0) {
+            return Err(ApiError::validation("minBond: not negative").into());
+        }
+        let mut cursor = after
             .as_deref()
             .map(|a| {
                 let [_, account] = parse_cursor::<2>(a)?;
@@ -187,11 +197,50 @@ impl Query {
                     .map_err(|_| ApiError::validation(format!("malformed cursor {a:?}")))
             })
             .transpose()?;
-        let page = state(ctx)
-            .db(move |c| ledger::read::providers(c, after_account, min_score, limit))
-            .await?;
+        let st = state(ctx);
+        // The model and the bond are the engine's: providers are read a page at a time and
+        // kept where the replica says they qualify, until the page is full.
+        let qualifies = |p: &ledger::read::Provider| {
+            let engine = st.engine.replica();
+            let has_model = model.as_deref().is_none_or(|m| {
+                engine.nodes_of(p.account).iter().any(|(_, silent, gpus)| {
+                    !silent && gpus.iter().any(|g| g.healthy && g.model.as_str() == m)
+                })
+            });
+            let bonded = min_bond.is_none_or(|min| {
+                let total: i128 = engine
+                    .bonds_of(p.account)
+                    .iter()
+                    .map(|(_, b)| i128::from(b.free.micros()) + i128::from(b.held.micros()))
+                    .sum();
+                total >= i128::from(min.micros())
+            });
+            has_model && bonded
+        };
+        let mut rows = Vec::new();
+        let more = loop {
+            let page = st
+                .db(move |c| ledger::read::providers(c, cursor, min_score, limit))
+                .await?;
+            let mut left = page.rows.into_iter();
+            for p in left.by_ref() {
+                cursor = Some(p.account);
+                if qualifies(&p) {
+                    rows.push(p);
+                    if rows.len() == limit as usize {
+                        break;
+                    }
+                }
+            }
+            if rows.len() == limit as usize {
+                break left.next().is_some() || page.more;
+            }
+            if !page.more {
+                break false;
+            }
+        };
         Ok(connection(
-            page,
+            ledger::read::Page { rows, more },
             after.is_some(),
             |p| format!("0:{}", p.account),
             Provider::from,

@@ -57,6 +57,45 @@ fn the_provider_dashboard_shows_nodes_telemetry_leases_reputation_and_asks() {
             json!({"r": report, "s": signature}),
         );
     }
+    // A bond of 10 per GPU, an ask on node-b standing on it, and a lease the provider
+    // stops early: a provider failure, slashed (a quarter of the 10 behind its GPU).
+    m.ok(
+        &m.admin,
+        &format!(
+            "mutation {{ configureMarket(market: \"H100-80GB\", config: {{simulated: true, \
+             modelNames: [\"{}\"], bondPerGpu: \"10\"}}) {{ market }} }}",
+            api::testing::SIM_MODEL
+        ),
+        json!({}),
+    );
+    m.ok(
+        &m.admin,
+        &format!(
+            "mutation {{ creditDeposit(account: \"{T_PROVIDER}\", amount: \"100\") {{ amount }} }}"
+        ),
+        json!({}),
+    );
+    m.ok(
+        &m.provider,
+        "mutation { postBond(market: \"H100-80GB\", amount: \"50\") { amount } }",
+        json!({}),
+    );
+    m.prove_node(
+        "node-b",
+        &ed25519_dalek::SigningKey::from_bytes(&[6; 32]),
+        2,
+    );
+    let mut ask = ask_input("902", "1.50", 2);
+    ask["input"]["ask"]["node"] = json!("node-b");
+    m.ok(&m.provider, PLACE, ask);
+    let placed = m.ok(&m.buyer, PLACE, bid_input("903", "1.60", 1))["placeOrder"].clone();
+    let lease = placed["fills"][0]["leaseId"].as_u64().unwrap();
+    let ended = m.ok(
+        &m.provider,
+        "mutation($l: ID!) { endLease(leaseId: $l) { cause } }",
+        json!({"l": lease.to_string()}),
+    );
+    assert_eq!(ended["endLease"]["cause"], "provider_stopped");
     m.projected();
 
     let screenshot: std::path::PathBuf =
@@ -78,6 +117,12 @@ fn the_provider_dashboard_shows_nodes_telemetry_leases_reputation_and_asks() {
         "0.750", // punctuality after one on-time start: (1 + 3.5) / 6
         "polyline",
         "not reported", // ECC errors the agent could not read
+        "GPU-node-a-7", // a verified GPU's UUID
+        "held behind GPUs",
+        "37.500000", // free bond: 50 − 10 behind node-b's other GPU − the slash
+        "provider_stopped",
+        "2.500000",     // the slash
+        "bond_slashed", // why the score moved
     ] {
         assert!(dom.contains(shown), "the dashboard shows {shown:?}: {dom}");
     }

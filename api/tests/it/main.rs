@@ -7,6 +7,7 @@ mod fuzz;
 mod hardening;
 mod introspection;
 mod metered;
+mod proving;
 mod reports;
 mod reputation;
 mod roles;

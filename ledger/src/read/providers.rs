@@ -25,6 +25,7 @@ pub struct Provider {
     pub starts: u32,
     pub starts_on_time: u32,
     pub spec_mismatches: u32,
+    pub slashes: u32,
     /// The score the engine matches the provider's asks by: the last `SetReputation` it
     /// applied (`None` until one reached it).
     pub matching_score: Option<u32>,
@@ -55,6 +56,8 @@ struct ProviderRow {
     starts_on_time: i32,
     #[diesel(sql_type = Integer)]
     spec_mismatches: i32,
+    #[diesel(sql_type = Integer)]
+    slashes: i32,
     #[diesel(sql_type = Nullable<Integer>)]
     engine_score: Option<i32>,
     #[diesel(sql_type = Timestamptz)]
@@ -77,6 +80,7 @@ impl TryFrom<ProviderRow> for Provider {
             starts: unsigned(T, "starts", r.starts)?,
             starts_on_time: unsigned(T, "starts_on_time", r.starts_on_time)?,
             spec_mismatches: unsigned(T, "spec_mismatches", r.spec_mismatches)?,
+            slashes: unsigned(T, "slashes", r.slashes)?,
             matching_score: r
                 .engine_score
                 .map(|s| unsigned(T, "engine_score", s))
@@ -88,7 +92,7 @@ impl TryFrom<ProviderRow> for Provider {
 
 const PROVIDER_COLUMNS: &str = "SELECT provider, score, completion, uptime, punctuality, \
      integrity, leases_completed, leases_failed, starts, starts_on_time, spec_mismatches, \
-     engine_score, updated_at FROM provider_reputation";
+     slashes, engine_score, updated_at FROM provider_reputation";
 
 /// Providers by account (a key that stays put while scores move), after `after`, with a
 /// score of at least `min_score` (0: all).

@@ -94,12 +94,23 @@ pub fn slashes(
     Ok(Page::of(rows, limit))
 }
 
-/// The nodes flagged for a GPU UUID another node reported too: (node, uuid, the other
-/// provider, the other node, last seen).
+/// A node of the provider flagged because its report named a GPU UUID another node
+/// reported too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFlag {
+    pub node: NodeId,
+    pub uuid: String,
+    pub other_provider: AccountId,
+    pub other_node: NodeId,
+    /// The latest such report.
+    pub last_at: DateTime<Utc>,
+}
+
+/// The provider's flagged nodes.
 pub fn node_flags(
     conn: &mut PgConnection,
     provider: AccountId,
-) -> Result<Vec<(NodeId, String, AccountId, NodeId, DateTime<Utc>)>, LedgerError> {
+) -> Result<Vec<NodeFlag>, LedgerError> {
     #[derive(QueryableByName)]
     struct Row {
         #[diesel(sql_type = Text)]
@@ -122,13 +133,13 @@ pub fn node_flags(
     .load(conn)?;
     rows.into_iter()
         .map(|r| {
-            Ok((
-                parsed(T, "node", &r.node)?,
-                r.uuid,
-                AccountId(unsigned(T, "other_provider", r.other_provider)?),
-                parsed(T, "other_node", &r.other_node)?,
-                r.last_at,
-            ))
+            Ok(NodeFlag {
+                node: parsed(T, "node", &r.node)?,
+                uuid: r.uuid,
+                other_provider: AccountId(unsigned(T, "other_provider", r.other_provider)?),
+                other_node: parsed(T, "other_node", &r.other_node)?,
+                last_at: r.last_at,
+            })
         })
         .collect()
 }

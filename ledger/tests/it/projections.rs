@@ -285,6 +285,7 @@ fn reputation_follows_each_providers_record() {
         up_ms: i64,
         down_ms: i64,
         spec_mismatches: i32,
+        slashes: i32,
         score: i32,
         engine_score: Option<i32>,
     }
@@ -302,6 +303,7 @@ fn reputation_follows_each_providers_record() {
                 up_ms,
                 down_ms,
                 spec_mismatches,
+                slashes,
                 score,
                 engine_score,
             ))
@@ -333,6 +335,7 @@ fn reputation_follows_each_providers_record() {
             up_ms: row.up_ms,
             down_ms: row.down_ms,
             spec_mismatches: row.spec_mismatches,
+            slashes: row.slashes,
         };
         assert_eq!(row.score, record.score().score, "{row:?}");
         assert_eq!(row.engine_score, engine_scores.get(&row.provider).copied());

@@ -4,6 +4,7 @@ use async_graphql::{ComplexObject, Context, SimpleObject};
 use chrono::{DateTime, Utc};
 use contract::{AccountId, NodeId, NodeReport};
 
+use crate::schema::types::money::{bonds_of, Bond, Slash};
 use crate::schema::{state, MAX_PAGE};
 
 /// A provider, its score with the components it is computed from, and its nodes.
@@ -11,7 +12,8 @@ use crate::schema::{state, MAX_PAGE};
 #[graphql(complex)]
 pub struct Provider {
     pub account: u64,
-    /// 0 to 1000: round(1000 × (0.5 completion + 0.3 uptime + 0.2 punctuality) × integrity).
+    /// 0 to 1000: round(1000 × (0.5 completion + 0.3 uptime + 0.2 punctuality) × integrity),
+    /// where integrity is 0.85 per spec mismatch × 0.9 per slash.
     pub score: u32,
     pub completion: f64,
     pub uptime: f64,
@@ -22,6 +24,8 @@ pub struct Provider {
     pub starts: u32,
     pub starts_on_time: u32,
     pub spec_mismatches: u32,
+    /// Provider failures that slashed its bond.
+    pub slashes: u32,
     /// The score the engine matches this provider's asks by (what `minReputation` is
     /// compared with): the projection's score once the API has sent it, null before.
     pub matching_score: Option<u32>,
@@ -42,6 +46,7 @@ impl From<ledger::read::Provider> for Provider {
             starts: p.starts,
             starts_on_time: p.starts_on_time,
             spec_mismatches: p.spec_mismatches,
+            slashes: p.slashes,
             matching_score: p.matching_score,
             updated_at: p.updated_at,
         }
@@ -78,6 +83,36 @@ impl From<ledger::read::Node> for Node {
             mismatching: n.mismatching,
         }
     }
+}
+
+/// A node as its latest accepted signed report shows it.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct VerifiedNode {
+    pub node: String,
+    /// Its heartbeats stopped: its asks were withdrawn and it cannot be matched.
+    pub silent: bool,
+    pub gpus: Vec<VerifiedGpu>,
+}
+
+/// One GPU as NVML or ROCm SMI identified it in a signed report.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct VerifiedGpu {
+    pub index: u32,
+    pub model: String,
+    pub uuid: String,
+    pub memory_mb: Option<u64>,
+    pub pci_bus_id: Option<String>,
+    pub healthy: bool,
+}
+
+/// A node flagged because its report named a GPU UUID another node reported.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct NodeFlag {
+    pub node: String,
+    pub uuid: String,
+    pub other_provider: u64,
+    pub other_node: String,
+    pub last_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, SimpleObject)]
@@ -201,6 +236,75 @@ impl Provider {
             .db(move |c| ledger::read::telemetry(c, provider, node, last))
             .await?;
         Ok(samples.into_iter().map(TelemetrySample::from).collect())
+    }
+
+    /// Its GPUs as the engine verified them: each node's latest accepted signed report
+    /// (model, UUID, memory, PCI bus id), which its asks stand on.
+    async fn verified_nodes(&self, ctx: &Context<'_>) -> Vec<VerifiedNode> {
+        let engine = state(ctx).engine.replica();
+        engine
+            .nodes_of(AccountId(self.account))
+            .into_iter()
+            .map(|(node, silent, gpus)| VerifiedNode {
+                node: node.to_string(),
+                silent,
+                gpus: gpus
+                    .iter()
+                    .map(|g| VerifiedGpu {
+                        index: g.index,
+                        model: g.model.to_string(),
+                        uuid: g.uuid.to_string(),
+                        memory_mb: g.memory_mb,
+                        pci_bus_id: g.pci_bus_id.as_ref().map(|p| p.to_string()),
+                        healthy: g.healthy,
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Its bonds per market, from the engine.
+    async fn bonds(&self, ctx: &Context<'_>) -> Vec<Bond> {
+        bonds_of(&state(ctx).engine.replica(), AccountId(self.account))
+    }
+
+    /// Its latest slashes: what each provider failure cost its bond, why, and the evidence.
+    #[graphql(complexity = "crate::schema::query::DB + child_complexity")]
+    async fn slash_history(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+    ) -> async_graphql::Result<Vec<Slash>> {
+        let provider = AccountId(self.account);
+        let first = first.clamp(1, MAX_PAGE as i32) as u32;
+        let page = state(ctx)
+            .db(move |c| ledger::read::slashes(c, Some(provider), None, first))
+            .await?;
+        Ok(page
+            .rows
+            .into_iter()
+            .filter(|s| s.provider == provider)
+            .map(Slash::from)
+            .collect())
+    }
+
+    /// Its nodes flagged for reporting a GPU another node reported too.
+    #[graphql(complexity = "crate::schema::query::DB + child_complexity")]
+    async fn flags(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<NodeFlag>> {
+        let provider = AccountId(self.account);
+        let flags = state(ctx)
+            .db(move |c| ledger::read::node_flags(c, provider))
+            .await?;
+        Ok(flags
+            .into_iter()
+            .map(|f| NodeFlag {
+                node: f.node.to_string(),
+                uuid: f.uuid,
+                other_provider: f.other_provider.0,
+                other_node: f.other_node.to_string(),
+                last_at: f.last_at,
+            })
+            .collect())
     }
 
     /// Why the score is what it is: the latest changes, newest first.
