@@ -5,11 +5,13 @@
 //! provider keys and `--bots` trader keys with deposits. Each provider runs the real provider
 //! agent (`provider_agent::Agent`) with its simulated GPU source, labelled simulated in every
 //! report: it registers its node's key and sends a signed telemetry report every second,
-//! which the API verifies, stores and turns into the node's heartbeat in the engine. For the
-//! run, each provider also keeps a large ask on its node (replaced when it runs low), so that
-//! every bid fills. During the run every bot sends `placeOrder` IOC bids that cross the asks
-//! and follows its own orders on a `myOrderUpdates` subscription (websocket,
-//! graphql-transport-ws).
+//! which the API verifies, stores and turns into the node's heartbeat in the engine. Asks
+//! stand on those reports: each agent offers its node's free GPUs (64, the most a report
+//! carries) through its `[offer]`, as a provider's does, so the market can fill at most the
+//! GPUs that exist. During the run every bot sends `placeOrder` IOC bids that cross the asks,
+//! stops each lease it gets at once (so its GPU is free for the agent's next ask), and follows
+//! its own orders on a `myOrderUpdates` subscription (websocket, graphql-transport-ws). Bids
+//! that find no free GPU are answered unfilled and count in the order latency only.
 //!
 //! With `--rate`, the bots send on a fixed schedule (open loop) and latency runs from the
 //! time an order was due, so a stalled server is charged for the orders it held up
@@ -34,7 +36,7 @@ use anyhow::{bail, Context, Result};
 use api_client::mutations::{
     ConfigureMarket, ConfigureMarketVariables, EndLease, EndLeaseVariables, PlaceOrder,
 };
-use api_client::queries::{LeasesQuery, LeasesVariables, RestingOrderQuery, RestingOrderVariables};
+use api_client::queries::{LeasesQuery, LeasesVariables};
 use api_client::subscriptions::MyOrderUpdates;
 use api_client::types::{LeaseRole, MarketConfigInput, Role, TimeInForce};
 use api_client::{
@@ -45,7 +47,12 @@ use contract::AccountId;
 use diesel::{Connection, PgConnection};
 use serde::Serialize;
 
-use crate::api::{bid, create_market, fund, new_key, place_ask};
+use crate::api::{bid, create_market, fund, new_key};
+
+/// What the agents' simulated GPUs report as their model: the run's market's class.
+const SIMULATED_MODEL: &str = "H100-80GB (simulated)";
+/// Each agent's GPUs: the most one signed report may carry.
+const GPUS_PER_NODE: u32 = 64;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -152,11 +159,6 @@ pub fn run(args: &Args) -> Result<()> {
     runtime.block_on(load(args, AsyncClient::new(&args.url, &admin)))
 }
 
-/// The ask each provider keeps: large enough that every bid fills.
-async fn keep_ask(provider: &AsyncClient, market: &str, node: &str) -> Result<u64, ClientError> {
-    place_ask(provider, market, node, nanos().to_string(), "1.00", 65_536).await
-}
-
 /// Sent times of a bot's orders, by order id.
 type Sent = Arc<Mutex<std::collections::HashMap<u64, Instant>>>;
 
@@ -236,6 +238,7 @@ async fn load(args: &Args, admin: AsyncClient) -> Result<()> {
             market: market.clone(),
             config: MarketConfigInput {
                 simulated: Some(true),
+                model_names: Some(vec![SIMULATED_MODEL.to_owned()]),
                 ..MarketConfigInput::default()
             },
         }))
@@ -279,10 +282,20 @@ async fn load(args: &Args, admin: AsyncClient) -> Result<()> {
             outbox_capacity: 10_000,
             simulated: provider_agent::config::Simulated {
                 name: "H100-80GB".to_owned(),
-                count: 8,
+                count: GPUS_PER_NODE,
                 vram_mb: 80 * 1024,
             },
-            offer: None,
+            offer: Some(provider_agent::config::Offer {
+                price: "1.00".to_owned(),
+                gpus: None,
+                vram_gb: 80,
+                interconnect: "nvlink".to_owned(),
+                vendor: "nvidia".to_owned(),
+                hours_ahead: 720,
+                // Simulated GPUs run warm under the made-up load; never withdraw one for it.
+                max_temperature_c: 1_000.0,
+                max_ecc_errors: 0,
+            }),
         };
         let (running, reports, errors, ready) = (
             running.clone(),
@@ -298,20 +311,20 @@ async fn load(args: &Args, admin: AsyncClient) -> Result<()> {
             while !last {
                 last = !running.load(Ordering::Relaxed);
                 let t = Instant::now();
-                // The last round only sends what is still in the outbox.
-                if !last {
-                    agent.report(&[])?;
-                }
-                let flushed = agent.flush()?;
+                // A round reports, follows the node's leases and keeps its ask; the last
+                // only sends what is still in the outbox.
+                let flushed = if last {
+                    agent.flush()?
+                } else {
+                    agent.step()?.flushed
+                };
                 reports.fetch_add(flushed.sent as u64, Ordering::Relaxed);
                 errors.fetch_add(flushed.rejected as u64, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_secs(1).saturating_sub(t.elapsed()));
             }
             Ok(())
         }));
-        let provider = admin.with_key(&k);
-        let order = keep_ask(&provider, &market, &node).await?;
-        providers.push((provider, node, order));
+        providers.push(admin.with_key(&k));
     }
     for _ in &providers {
         ready_rx
@@ -400,6 +413,14 @@ async fn load(args: &Args, admin: AsyncClient) -> Result<()> {
                         sent.lock().expect("sent").insert(placed.order_id.0, t);
                         let filled = placed.fills.len() as u64;
                         fills.fetch_add(filled, Ordering::Relaxed);
+                        // The GPU goes back to its node at once, for the agent's next ask.
+                        for fill in &placed.fills {
+                            let stop = EndLease::build(EndLeaseVariables {
+                                lease_id: Id::new(fill.lease_id.0.to_string()),
+                            });
+                            let bot = bot.clone();
+                            tokio::spawn(async move { bot.run(&stop).await });
+                        }
                         if filled > 0 {
                             mine.push((
                                 started.elapsed().as_secs_f64(),
@@ -413,33 +434,6 @@ async fn load(args: &Args, admin: AsyncClient) -> Result<()> {
                 }
             }
             samples.lock().expect("samples").extend(mine);
-        }));
-    }
-    // Providers keep their ask large: a new one when the last runs low.
-    for (provider, node, order) in providers.clone() {
-        let (market, running, errors) = (market.clone(), running.clone(), errors.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut order = order;
-            while running.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let resting = provider
-                    .run(&RestingOrderQuery::build(RestingOrderVariables {
-                        id: Id::new(order.to_string()),
-                    }))
-                    .await;
-                // Gone (filled), or not known to be there: a new one.
-                let low = resting.map_or(true, |r| {
-                    r.resting_order.map_or(0, |o| o.remaining.0) < 20_000
-                });
-                if low {
-                    match keep_ask(&provider, &market, &node).await {
-                        Ok(o) => order = o,
-                        Err(_) => {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-            }
         }));
     }
     {
@@ -516,7 +510,7 @@ async fn load(args: &Args, admin: AsyncClient) -> Result<()> {
         status: "created".to_owned(),
         first: U64(500),
     });
-    for (provider, _, _) in &providers {
+    for provider in &providers {
         loop {
             let page = provider.run(&created).await?.leases.nodes;
             if page.is_empty() {
