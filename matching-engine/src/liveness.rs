@@ -230,9 +230,9 @@ impl Engine {
 
     /// Whether `heartbeat` may be applied now, without applying it: the market exists and
     /// admits it (simulation, the report's time), it is newer than the node's last, and
-    /// none of its GPU UUIDs is another node's. The API asks this of its replica before it
-    /// appends a report.
-    pub fn admits_heartbeat(&self, heartbeat: &SignedHeartbeat) -> Result<(), Rejection> {
+    /// none of its GPU UUIDs is another node's. (The API checks the same rules before it
+    /// appends a report: `MarketConfig::admits_report` and `Engine::gpu_conflict`.)
+    fn admits_heartbeat(&self, heartbeat: &SignedHeartbeat) -> Result<(), Rejection> {
         let provider = heartbeat.provider;
         if provider == AccountId::MARKET {
             return Err(Rejection::ReservedAccount { account: provider });
