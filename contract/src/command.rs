@@ -190,6 +190,15 @@ pub enum Command {
         market: MarketId,
         amount: Amount,
     },
+    /// [`Command::StartLease`] for a job the buyer submitted at `job_submitted_at` (the
+    /// API's record of `submitJob`): the delay that feeds the provider's punctuality runs
+    /// from the later of the fill and the submission, so a buyer's late job is never the
+    /// provider's lateness.
+    StartLeaseJob {
+        provider: AccountId,
+        lease_id: LeaseId,
+        job_submitted_at: Timestamp,
+    },
 }
 
 /// How an order placed with [`Command::PlaceWith`] behaves beyond its terms. Both options
@@ -281,6 +290,7 @@ impl Command {
             Command::RequestWithdrawalOnce { .. } => "request_withdrawal_once",
             Command::PostBond { .. } => "post_bond",
             Command::WithdrawBond { .. } => "withdraw_bond",
+            Command::StartLeaseJob { .. } => "start_lease_job",
         }
     }
 }

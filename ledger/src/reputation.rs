@@ -15,7 +15,8 @@
 //!   once, and while it stays silent its downtime grows with the time of every later record
 //!   the projection sees (see [`Node::silent`]);
 //! - **punctuality** = `(on_time + 5 × 0.7) / (starts + 5)`: leases started within
-//!   [`ON_TIME_MS`] of the fill;
+//!   [`ON_TIME_MS`] of the fill, or of the buyer's submission of the job where that came
+//!   later (`Command::StartLeaseJob`): only the provider's part of the wait counts;
 //! - **integrity** = `0.85 ^ spec_mismatches × 0.9 ^ slashes`: each time a node's reported
 //!   hardware stops matching what its asks advertise (a GPU class other than the ask's
 //!   market, or fewer GPUs than it offers), or the engine withdraws an ask its node's signed

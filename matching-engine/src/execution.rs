@@ -138,7 +138,10 @@ impl Engine {
             };
             // The bond behind the filled GPUs moves from the ask to the lease (an ask holds
             // exactly its bond per GPU × its remaining GPUs).
-            let bond = a.hold / i64::from(a.remaining) * i64::from(gpus);
+            let bond = match a.hold {
+                0 => 0,
+                hold => hold / i64::from(a.remaining) * i64::from(gpus),
+            };
             (a.account, node, a.id, bond, backed)
         };
         // Both products fit: the bid's whole hold was computed with checked arithmetic, and

@@ -317,10 +317,14 @@ impl Engine {
         }
     }
 
+    /// The provider's agent started the lease's job: the delay since the fill, or since the
+    /// buyer submitted the job where that came later (never later than now), is the
+    /// provider's.
     pub(crate) fn start_lease(
         &mut self,
         provider: AccountId,
         lease_id: LeaseId,
+        job_submitted_at: Option<Timestamp>,
         out: &mut Vec<Event>,
     ) -> Result<(), Rejection> {
         let now = self.now;
@@ -341,12 +345,14 @@ impl Engine {
             });
         }
         lease.started_at = Some(Timestamp(now));
+        // The clock never goes back, so the start is never before the fill; a submission
+        // stamped after now counts as now.
+        let ready = job_submitted_at.map_or(lease.start.0, |t| t.0.clamp(lease.start.0, now));
         out.push(Event::LeaseStarted {
             lease_id,
             provider,
             node: lease.node,
-            // The clock never goes back, so the start is never before the fill.
-            after_ms: now.abs_diff(lease.start.0),
+            after_ms: now.abs_diff(ready),
         });
         Ok(())
     }

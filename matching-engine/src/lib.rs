@@ -312,7 +312,7 @@ impl Engine {
                 Ok(())
             }
             Command::StartLease { provider, lease_id } => {
-                self.start_lease(*provider, *lease_id, out)
+                self.start_lease(*provider, *lease_id, None, out)
             }
             Command::Heartbeat {
                 provider,
@@ -372,6 +372,11 @@ impl Engine {
                 market,
                 amount,
             } => self.withdraw_bond(*provider, *market, *amount, out),
+            Command::StartLeaseJob {
+                provider,
+                lease_id,
+                job_submitted_at,
+            } => self.start_lease(*provider, *lease_id, Some(*job_submitted_at), out),
         }
     }
 

@@ -119,6 +119,32 @@ fn deposits_and_withdrawals_move_available_money_only() {
 }
 
 #[test]
+fn a_late_job_s_start_counts_from_its_submission_not_the_fill() {
+    let mut s = Scenario::given(market_with_buyers());
+    s.when(ask(PROVIDER, 1, "2.00", 2));
+    s.at(T0 + 1_000).when(bid(BUYER, 1, "2.00", 1).hours(2));
+    s.at(T0 + 1_001).when(bid(BUYER, 2, "2.00", 1).hours(2));
+    let start = |lease, submitted: i64| Command::StartLeaseJob {
+        provider: PROVIDER,
+        lease_id: LeaseId(lease),
+        job_submitted_at: Timestamp(submitted),
+    };
+    let after = |out: &crate::support::Outcome| match out.events[..] {
+        [Event::LeaseStarted { after_ms, .. }] => after_ms,
+        _ => panic!("{:?}", out.events),
+    };
+    // The buyer submitted its job ten minutes after the fill; the agent started it 20 s
+    // later: the provider was 20 s late, not ten minutes.
+    let out = s.at(T0 + 620_000).when(start(1, T0 + 600_000));
+    assert_eq!(after(&out), 20_000);
+    // A submission stamped ahead of the engine's clock counts as now.
+    let out = s.at(T0 + 630_000).when(start(2, T0 + 10_000_000));
+    assert_eq!(after(&out), 0);
+    s.when(start(1, T0))
+        .then_rejected_with(ErrorCode::LeaseAlreadyStarted);
+}
+
+#[test]
 fn only_the_provider_starts_a_lease_and_only_once() {
     let mut s = Scenario::given(market_with_buyers());
     s.when(ask(PROVIDER, 1, "2.00", 1));

@@ -148,13 +148,19 @@ impl NodeMutation {
         events(answer)?;
         let mut lease_starts = Vec::new();
         for &lease in &report.leases_started {
-            let answer = st
-                .engine
-                .submit(Command::StartLease {
+            // Punctuality is the provider's part: from the later of the fill and the
+            // buyer's submission of the job.
+            let lease_id = LeaseId(lease);
+            let job = st.db(move |c| ledger::store::job(c, 0, lease_id)).await?;
+            let command = match job {
+                Some(job) => Command::StartLeaseJob {
                     provider,
-                    lease_id: LeaseId(lease),
-                })
-                .await?;
+                    lease_id,
+                    job_submitted_at: Timestamp(job.submitted_at.timestamp_millis()),
+                },
+                None => Command::StartLease { provider, lease_id },
+            };
+            let answer = st.engine.submit(command).await?;
             // A start the engine already has is the resend of an earlier report.
             let refused = match events(answer) {
                 Ok(_) => None,
