@@ -26,6 +26,12 @@
 //!
 //! `score = round(1000 × (0.5 × completion + 0.3 × uptime + 0.2 × punctuality) × integrity)`.
 //!
+//! A job's exit code is not an input: it is the buyer's program's result, reported by the
+//! provider's agent outside the signed report (`submitJobLog`), so it is neither evidence nor
+//! the provider's doing. What the provider does own is in the log already: a job its agent
+//! lost drops its lease from the node's signed report, which fails the lease (a provider
+//! failure: completion, and a slash where bonded).
+//!
 //! The first three are Bayesian averages: each starts from a prior (70 % of 5 leases, 80 %
 //! of 24 hours) that real history outweighs only gradually. A new provider starts at 730, below
 //! an established good one, and cannot reach the top with a handful of quick leases; a
