@@ -244,8 +244,9 @@ pub enum Event {
     },
     /// A provider failure of lease `lease_id` (its `cause`, with the heartbeat it was judged
     /// by) slashed `slashed` of the bond held behind its GPUs: `buyer_credit` to the buyer's
-    /// available balance (compensation, at most what the lease cost) and `insurance` to the
-    /// market's insurance fund. Comes right before the lease's `LeaseClosed`.
+    /// available balance (compensation: the same share of what it was charged, at most the
+    /// slash) and `insurance` to the market's insurance fund. Comes right before the lease's
+    /// `LeaseClosed`.
     BondSlashed {
         lease_id: LeaseId,
         market: MarketId,

@@ -6,8 +6,8 @@
 //! provider's free bond; each fill moves the part behind the filled GPUs to the lease; the
 //! ask's unfilled rest goes back to free bond when it leaves the book, and a lease's part
 //! when the lease closes. A provider failure slashes the market's share of the lease's
-//! part: the buyer is credited up to what the lease cost, the insurance fund takes the
-//! rest. Every amount is an exact micro-unit; the bond's buckets always sum to the
+//! part: the buyer is credited the same share of what it was charged (at most the slash),
+//! the insurance fund takes the rest. Every amount is an exact micro-unit; the bond's buckets always sum to the
 //! account's `bonded`.
 
 use contract::{AccountId, Amount, Event, LeaseEndCause, LeaseEndReason, MarketId, Rejection};
@@ -182,9 +182,12 @@ impl Engine {
         } else {
             0
         };
-        // The buyer is made whole up to what the lease cost; the fund takes the rest. Where
-        // either has no room left in its range (never in practice), nothing is slashed.
-        let buyer_credit = slashed.min(lease.cost.micros());
+        // The buyer is credited the same share of what it was charged (so a buyer never
+        // profits from a failure it could provoke), the fund takes the rest. Where either has
+        // no room left in its range (never in practice), nothing is slashed.
+        let share =
+            (i128::from(lease.meter.charged) * i128::from(config.slash_share_bps) / 10_000) as i64;
+        let buyer_credit = slashed.min(share);
         let buyer_room = self
             .funds
             .get(&lease.buyer)

@@ -7,9 +7,9 @@
 //! placed with `PlaceWith` needs a node that reported, and as many free GPUs of the market's
 //! class (a reported model among the market's `model_names`, at least the ask's VRAM, the
 //! ask's vendor) as it offers (`SPEC_MISMATCH` names the reported value otherwise). Each
-//! GPU UUID belongs to one node: a report naming another node's GPU is refused
-//! (`GPU_ALREADY_REGISTERED`), unless that node is the same provider's and silent (the GPU
-//! moved). When a report changes what a node has, asks it no longer backs are withdrawn
+//! GPU UUID belongs to one node, even while a report leaves it out: a report naming another
+//! node's GPU is refused (`GPU_ALREADY_REGISTERED`), unless that node is silent and the same
+//! provider's (the GPU moved), or silent for a week (`GPU_ABANDONED_AFTER_MS`). When a report changes what a node has, asks it no longer backs are withdrawn
 //! and leases beyond its GPUs of their class fail (a provider failure).
 
 use std::collections::BTreeSet;
@@ -51,6 +51,10 @@ pub(crate) struct Node {
     #[serde(skip)]
     pub asks: Vec<OrderId>,
 }
+
+/// How long a GPU's node must have been silent before another provider's node may report
+/// that GPU as its own.
+pub(crate) const GPU_ABANDONED_AFTER_MS: i64 = 7 * 24 * 3_600_000;
 
 /// An ask's or a lease's need the node's report did not meet: what, the reported value,
 /// what was needed.
@@ -264,7 +268,7 @@ impl Engine {
     }
 
     /// Refuses a report naming a GPU UUID twice, or one another node has, unless that node
-    /// is the same provider's and silent (the GPU moved).
+    /// is silent and the same provider's (the GPU moved) or silent for a week.
     pub fn gpu_conflict(&self, heartbeat: &SignedHeartbeat) -> Result<(), Rejection> {
         let provider = heartbeat.provider;
         let this = self.nodes.index_of(&NodeRef {
@@ -283,7 +287,14 @@ impl Engine {
                 continue;
             };
             let other = &self.nodes.list()[owner as usize];
-            let moved = other.key.provider == provider && other.silent;
+            // A GPU moves from a silent node to another of the same provider's at once, to
+            // another provider's only once its node has been silent for a week (resold
+            // hardware, a reassigned cloud GPU).
+            let abandoned = other.silent
+                && other
+                    .last_seen
+                    .is_some_and(|seen| self.now - seen >= GPU_ABANDONED_AFTER_MS);
+            let moved = other.silent && (other.key.provider == provider || abandoned);
             if Some(owner) != this && !moved {
                 return Err(Rejection::GpuAlreadyRegistered {
                     uuid: gpu.uuid.clone(),
@@ -322,11 +333,8 @@ impl Engine {
         node.deadline = now + timeout;
         let leases: Vec<LeaseId> = node.leases.iter().copied().collect();
         let old_gpus = std::mem::replace(&mut node.gpus, heartbeat.gpus.clone());
-        for gpu in &old_gpus {
-            if self.gpu_owners.get(&gpu.uuid) == Some(&index) {
-                self.gpu_owners.remove(&gpu.uuid);
-            }
-        }
+        // A GPU left out of a report stays the node's: a GPU that fell off the bus for one
+        // report cannot be claimed by another provider's node meanwhile.
         for gpu in &heartbeat.gpus {
             self.gpu_owners.insert(gpu.uuid.clone(), index);
         }

@@ -390,9 +390,10 @@ impl Engine {
             self.ensure_funds(account, amended.hold - current.hold)?;
         }
         if let Terms::Ask(ask) = &current.terms {
-            if ask.backed && new_remaining > current.remaining {
-                // More GPUs need the report and the bond behind them, at the ask's own
-                // bond per GPU.
+            let grows = ask.backed && new_remaining > current.remaining;
+            if grows {
+                // More GPUs need the report, and the whole ask is held at the market's bond
+                // per GPU now (an ask placed before a raise pays the raise to grow).
                 let spec = contract::AskSpec {
                     node: ask.node,
                     vendor: ask.vendor,
@@ -403,8 +404,9 @@ impl Engine {
                 };
                 let more = new_remaining - current.remaining;
                 self.check_backing(account, current.market, &spec, more)?;
-                let per_gpu = current.hold / i64::from(current.remaining);
-                let extra = per_gpu * i64::from(more);
+                let rate = self.markets[current.market as usize].config.bond_per_gpu;
+                amended.hold = overflow(rate.micros().checked_mul(i64::from(new_remaining)))?;
+                let extra = amended.hold - current.hold;
                 let free = self.free_bond(account, current.market);
                 if extra > free {
                     return Err(Rejection::InsufficientBond {
@@ -412,8 +414,12 @@ impl Engine {
                         free: Amount::from_micros(free),
                     });
                 }
+            } else {
+                // Fewer GPUs (or a new price) keep the ask's own bond per GPU: at most the
+                // hold it has.
+                amended.hold =
+                    current.hold / i64::from(current.remaining) * i64::from(new_remaining);
             }
-            amended.hold = current.hold / i64::from(current.remaining) * i64::from(new_remaining);
         }
         let keeps_priority = new_price == current.price && new_remaining < current.remaining;
         // Two holds, each in 0..=i64::MAX: their difference fits. An ask's is bond.

@@ -108,11 +108,9 @@ fn each_spoofing_attempt_is_refused_with_its_code_and_changes_nothing() {
         commands,
         "the refused report appended nothing"
     );
-    let flags = m.ok(
-        &m.buyer,
-        &format!("{{ provider(account: \"{T_PROVIDER}\") {{ flags {{ node uuid otherNode }} }} }}"),
-        json!({}),
-    );
+    let flags_query =
+        format!("{{ provider(account: \"{T_PROVIDER}\") {{ flags {{ node uuid otherNode }} }} }}");
+    let flags = m.ok(&m.provider, &flags_query, json!({}));
     assert_eq!(
         flags["provider"]["flags"],
         json!([
@@ -120,6 +118,8 @@ fn each_spoofing_attempt_is_refused_with_its_code_and_changes_nothing() {
             {"node": "node-twin", "uuid": "GPU-node-a-3", "otherNode": "node-a"}
         ])
     );
+    // The flags are the provider's to read, not the public's: anyone may claim any UUID.
+    assert_eq!(m.code(Some(&m.buyer), &flags_query, json!({})), "FORBIDDEN");
     // The refused asks appended their rejections only (three commands), nothing else moved.
     assert!(m.commands() >= before);
     let depth = m.ok(

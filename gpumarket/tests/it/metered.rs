@@ -563,8 +563,8 @@ fn a_killed_agent_fails_its_lease_to_the_last_heartbeat_and_the_rebid_runs_elsew
     assert!(charged > Decimal::ZERO && charged < cost);
 
     // The failure slashed a quarter of the bond behind the lease's two GPUs (12.50): the
-    // buyer is credited what the lease cost (12.00), the insurance fund the rest, and both
-    // parties read it, with its cause and evidence.
+    // buyer is credited a quarter of what it was charged, the insurance fund the rest, and
+    // both parties read it, with its cause and evidence.
     let slash = wait("the slash projected", 10, || {
         ledger::read::slashes(&mut conn, Some(AccountId(BUYER)), None, 10)
             .unwrap()
@@ -572,9 +572,13 @@ fn a_killed_agent_fails_its_lease_to_the_last_heartbeat_and_the_rebid_runs_elsew
             .into_iter()
             .find(|s| s.lease_id == LeaseId(first))
     });
+    let credit = Decimal::new(
+        (charged * Decimal::from(1_000_000)).to_i64().unwrap() / 4,
+        6,
+    );
     assert_eq!(
         (slash.slashed, slash.buyer_credit, slash.insurance),
-        (dec("12.5"), cost, dec("0.5"))
+        (dec("12.5"), credit, dec("12.5") - credit)
     );
     assert_eq!(
         (slash.provider, slash.node.as_str(), slash.cause.as_str()),

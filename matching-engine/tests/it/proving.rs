@@ -168,6 +168,43 @@ fn one_gpu_on_two_nodes_is_refused_unless_it_moved_between_one_provider_s_nodes(
 }
 
 #[test]
+fn a_gpu_left_out_of_one_report_stays_its_node_s_until_the_node_is_silent_a_week() {
+    let mut s = proven();
+    report(&mut s, 1, h100s(node_a(), 2)).accepted();
+    // Node A's next report misses GPU 1 (it fell off the bus); another provider's node
+    // reporting it is still refused.
+    report(&mut s, 2, h100s(node_a(), 1)).accepted();
+    let node_b = NodeId::parse("node-b").unwrap();
+    let taken = vec![gpu(0, H100_NAME, &format!("GPU-{}-1", node_a()), 81_559)];
+    s.when(beat_with(
+        PROVIDER2,
+        node_b,
+        1,
+        &[],
+        taken.clone(),
+        MADE_ON_ARRIVAL,
+    ))
+    .then_rejected_with(ErrorCode::GpuAlreadyRegistered);
+    report(&mut s, 3, h100s(node_a(), 2)).accepted();
+    // Silent for a day, the GPU is still node A's; silent for a week, it may be resold.
+    let last = s.now - 1;
+    s.at(last + TIMEOUT).when(Command::Tick).accepted();
+    s.at(last + 24 * HOUR).when(Command::Tick).accepted();
+    s.when(beat_with(
+        PROVIDER2,
+        node_b,
+        1,
+        &[],
+        taken.clone(),
+        MADE_ON_ARRIVAL,
+    ))
+    .then_rejected_with(ErrorCode::GpuAlreadyRegistered);
+    s.at(last + 7 * 24 * HOUR).when(Command::Tick).accepted();
+    s.when(beat_with(PROVIDER2, node_b, 1, &[], taken, MADE_ON_ARRIVAL))
+        .accepted();
+}
+
+#[test]
 fn a_bond_is_held_behind_offered_gpus_and_released_when_they_leave_the_book() {
     let mut s = proven();
     report(&mut s, 1, h100s(node_a(), 8)).accepted();
@@ -259,13 +296,23 @@ fn a_silent_node_s_lease_is_slashed_and_the_buyer_credited() {
         ))
         .accepted();
     let out = s.at(last_seen + TIMEOUT).when(Command::Tick);
-    // A quarter of the 200 behind the two GPUs: the buyer is credited the lease's cost,
-    // the insurance fund takes the rest.
+    // A quarter of the 200 behind the two GPUs: the buyer is credited a quarter of what it
+    // was charged (the minute to the last healthy heartbeat), the insurance fund the rest.
     let slash = out
         .events
         .iter()
         .find(|e| matches!(e, Event::BondSlashed { .. }))
         .expect("a slash");
+    let charged = out
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::LeaseEnded { charged, .. } => Some(*charged),
+            _ => None,
+        })
+        .unwrap();
+    assert!(charged.is_positive());
+    let credit = Amount::from_micros(charged.micros() / 4);
     assert_eq!(
         *slash,
         Event::BondSlashed {
@@ -275,8 +322,8 @@ fn a_silent_node_s_lease_is_slashed_and_the_buyer_credited() {
             node: node_a(),
             buyer: BUYER,
             slashed: amt("50"),
-            buyer_credit: amt("7.2"),
-            insurance: amt("42.8"),
+            buyer_credit: credit,
+            insurance: Amount::from_micros(amt("50").micros() - credit.micros()),
             cause: LeaseEndCause::NodeSilent {
                 last_seen: Timestamp(last_seen),
             },
@@ -298,9 +345,12 @@ fn a_silent_node_s_lease_is_slashed_and_the_buyer_credited() {
         .unwrap();
     assert_eq!(
         buyer.available.micros(),
-        buyer_before.available.micros() + ended.micros() + amt("7.2").micros()
+        buyer_before.available.micros() + ended.micros() + credit.micros()
     );
-    assert_eq!(s.engine.insurance(), amt("42.8"));
+    assert_eq!(
+        s.engine.insurance().micros(),
+        amt("50").micros() - credit.micros()
+    );
     assert_eq!(
         s.engine.total_money(),
         money,
@@ -382,6 +432,14 @@ fn an_ask_s_amend_upward_needs_the_gpus_and_the_bond() {
     assert_eq!(s.engine.bond(PROVIDER, h100()).unwrap().held, amt("400"));
     s.when(amend(PROVIDER, 1, None, Some(1))).accepted();
     assert_eq!(s.engine.bond(PROVIDER, h100()).unwrap().held, amt("100"));
+    // After the market raises its bond, growing the ask holds all of it at the new rate.
+    let mut raised = proven_market("150");
+    if let Command::ConfigureMarket { config, .. } = &mut raised {
+        assert_eq!(config.bond_per_gpu, amt("150"));
+    }
+    s.when(raised).accepted();
+    s.when(amend(PROVIDER, 1, None, Some(2))).accepted();
+    assert_eq!(s.engine.bond(PROVIDER, h100()).unwrap().held, amt("300"));
 }
 
 #[test]

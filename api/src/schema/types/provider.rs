@@ -288,10 +288,13 @@ impl Provider {
             .collect())
     }
 
-    /// Its nodes flagged for reporting a GPU another node reported too.
+    /// Its nodes flagged for reporting a GPU another node reported too: for the provider
+    /// itself (and finance and admin) only, since anyone may claim any UUID and a flag is
+    /// a fact about a report, not a verdict.
     #[graphql(complexity = "crate::schema::query::DB + child_complexity")]
     async fn flags(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<NodeFlag>> {
-        let provider = AccountId(self.account);
+        let provider =
+            crate::schema::principal(ctx)?.account_to_read(Some(AccountId(self.account)))?;
         let flags = state(ctx)
             .db(move |c| ledger::read::node_flags(c, provider))
             .await?;
