@@ -97,6 +97,19 @@ fn the_provider_dashboard_shows_nodes_telemetry_leases_reputation_and_asks() {
     );
     assert_eq!(ended["endLease"]["cause"], "provider_stopped");
     m.projected();
+    // Anyone reads the slash; only the parties see who the buyer was.
+    let slashes = format!(
+        "{{ provider(account: \"{T_PROVIDER}\") {{ slashHistory {{ leaseId slashed cause buyer }} }} }}"
+    );
+    let public = m.gql(None, &slashes, json!({}));
+    assert_eq!(
+        public["data"]["provider"]["slashHistory"],
+        json!([{"leaseId": lease, "slashed": "2.500000", "cause": "provider_stopped", "buyer": null}])
+    );
+    let own = m.ok(&m.provider, &slashes, json!({}));
+    assert_eq!(own["provider"]["slashHistory"][0]["buyer"], T_BUYER);
+    let bought = m.ok(&m.buyer, &slashes, json!({}));
+    assert_eq!(bought["provider"]["slashHistory"][0]["buyer"], T_BUYER);
 
     let screenshot: std::path::PathBuf =
         [env!("CARGO_MANIFEST_DIR"), "..", "target", "dashboard.png"]

@@ -360,7 +360,8 @@ pub struct Slash {
     pub market: String,
     pub provider: u64,
     pub node: String,
-    pub buyer: u64,
+    /// The buyer's account, for the parties (and finance and admin) only; null to others.
+    pub buyer: Option<u64>,
     pub slashed: Decimal,
     pub buyer_credit: Decimal,
     pub insurance: Decimal,
@@ -378,7 +379,7 @@ impl From<ledger::read::Slash> for Slash {
             market: s.market.to_string(),
             provider: s.provider.0,
             node: s.node.to_string(),
-            buyer: s.buyer.0,
+            buyer: Some(s.buyer.0),
             slashed: s.slashed,
             buyer_credit: s.buyer_credit,
             insurance: s.insurance,

@@ -268,7 +268,8 @@ impl Provider {
         bonds_of(&state(ctx).engine.replica(), AccountId(self.account))
     }
 
-    /// Its latest slashes: what each provider failure cost its bond, why, and the evidence.
+    /// Its latest slashes: what each provider failure cost its bond, why, and the evidence
+    /// (the buyer's account only to the parties, finance and admin).
     #[graphql(complexity = "crate::schema::query::DB + child_complexity")]
     async fn slash_history(
         &self,
@@ -280,11 +281,23 @@ impl Provider {
         let page = state(ctx)
             .db(move |c| ledger::read::slashes(c, Some(provider), None, first))
             .await?;
+        // Who bought from whom is the parties' business.
+        let p = crate::schema::principal(ctx).ok();
+        let party = p
+            .as_ref()
+            .is_some_and(|p| p.account_to_read(Some(provider)).is_ok());
         Ok(page
             .rows
             .into_iter()
             .filter(|s| s.provider == provider)
-            .map(Slash::from)
+            .map(|s| {
+                let buyer_sees = p.as_ref().is_some_and(|p| p.account == Some(s.buyer));
+                let mut slash = Slash::from(s);
+                if !(party || buyer_sees) {
+                    slash.buyer = None;
+                }
+                slash
+            })
             .collect())
     }
 
