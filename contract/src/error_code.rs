@@ -106,6 +106,7 @@ error_codes! {
     SpecMismatch = "SPEC_MISMATCH", 422, "The node's latest signed report does not back the ask (model not of the market's class, memory below the ask's VRAM, another vendor, or too few free GPUs); the message names the reported value.";
     GpuAlreadyRegistered = "GPU_ALREADY_REGISTERED", 409, "A GPU UUID in the report is already another node's; both nodes are flagged and nothing changed.";
     InsufficientBond = "INSUFFICIENT_BOND", 422, "Not enough free bond in the market for the ask's GPUs (post bond first), or for the withdrawal.";
+    TooManyUnbondings = "TOO_MANY_UNBONDINGS", 422, "At most 32 withdrawals of bond wait at once per provider and market; wait for one to be released.";
 }
 
 impl ErrorCode {

@@ -137,6 +137,10 @@ pub enum Rejection {
     },
     #[error("insufficient free bond in this market: {needed} needed, {free} free")]
     InsufficientBond { needed: Amount, free: Amount },
+    #[error(
+        "at most {max} withdrawals of bond wait at once in a market; wait for one to be released"
+    )]
+    TooManyUnbondings { max: u32 },
 }
 
 impl Rejection {
@@ -188,6 +192,7 @@ impl Rejection {
             Rejection::SpecMismatch { .. } => ErrorCode::SpecMismatch,
             Rejection::GpuAlreadyRegistered { .. } => ErrorCode::GpuAlreadyRegistered,
             Rejection::InsufficientBond { .. } => ErrorCode::InsufficientBond,
+            Rejection::TooManyUnbondings { .. } => ErrorCode::TooManyUnbondings,
         }
     }
 }

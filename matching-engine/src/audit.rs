@@ -164,8 +164,10 @@ impl Engine {
             *held.entry((lease.provider, market)).or_default() += i128::from(lease.meter.bond);
         }
         let mut unbonding: FxHashMap<(AccountId, u32), i128> = FxHashMap::default();
+        let mut pending: FxHashMap<(AccountId, u32), u32> = FxHashMap::default();
         for u in self.unbondings.values() {
             *unbonding.entry((u.provider, u.market)).or_default() += i128::from(u.amount);
+            *pending.entry((u.provider, u.market)).or_default() += 1;
         }
         let mut bonded: FxHashMap<AccountId, i128> = FxHashMap::default();
         for (key, bond) in &self.bonds {
@@ -176,6 +178,12 @@ impl Engine {
                 problems.push(format!(
                     "bond {key:?} holds {} but its asks and leases do not",
                     bond.held
+                ));
+            }
+            if bond.pending != pending.get(key).copied().unwrap_or(0) {
+                problems.push(format!(
+                    "bond {key:?} counts {} withdrawals waiting",
+                    bond.pending
                 ));
             }
             if i128::from(bond.unbonding) != unbonding.remove(key).unwrap_or(0) {

@@ -24,7 +24,13 @@ pub(crate) struct Bond {
     pub held: i64,
     /// Withdrawn, waiting for the unbonding delay.
     pub unbonding: i64,
+    /// How many withdrawals wait: at most [`MAX_UNBONDINGS`], so a provider cannot grow
+    /// the engine's state (and the snapshot) one micro-unit withdrawal at a time.
+    pub pending: u32,
 }
+
+/// The most withdrawals of bond that wait at once per provider and market.
+pub(crate) const MAX_UNBONDINGS: u32 = 32;
 
 /// Withdrawn bond on its way back to available.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +92,11 @@ impl Engine {
                 free: Amount::from_micros(free),
             });
         }
+        if self.bonds.get(&(provider, index)).map_or(0, |b| b.pending) >= MAX_UNBONDINGS {
+            return Err(Rejection::TooManyUnbondings {
+                max: MAX_UNBONDINGS,
+            });
+        }
         let delay = self.markets[index as usize].config.unbonding_delay_ms;
         let release_at = self
             .now
@@ -96,6 +107,7 @@ impl Engine {
             .expect("free bond was found");
         bond.free -= amount.micros();
         bond.unbonding += amount.micros();
+        bond.pending += 1;
         let id = self.next_unbonding;
         self.next_unbonding += 1;
         self.unbondings.insert(
@@ -127,6 +139,7 @@ impl Engine {
             .get_mut(&(u.provider, u.market))
             .expect("an unbonding has its bond");
         bond.unbonding -= u.amount;
+        bond.pending -= 1;
         // Within one account.
         let funds = self.funds.entry(u.provider).or_default();
         funds.bonded -= u.amount;

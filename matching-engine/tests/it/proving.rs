@@ -275,6 +275,21 @@ fn withdrawn_bond_waits_the_unbonding_delay_before_it_is_available() {
 }
 
 #[test]
+fn at_most_thirty_two_withdrawals_of_bond_wait_at_once() {
+    let mut s = proven();
+    for _ in 0..32 {
+        s.when(withdraw_bond(PROVIDER, "0.000001")).accepted();
+    }
+    s.when(withdraw_bond(PROVIDER, "0.000001"))
+        .then_rejected(Rejection::TooManyUnbondings { max: 32 });
+    // Once one is released, another may wait.
+    s.at(START + 24 * HOUR + 1_000)
+        .when(Command::Tick)
+        .accepted();
+    s.when(withdraw_bond(PROVIDER, "1")).accepted();
+}
+
+#[test]
 fn a_silent_node_s_lease_is_slashed_and_the_buyer_credited() {
     let mut s = proven();
     report(&mut s, 1, h100s(node_a(), 2)).accepted();
