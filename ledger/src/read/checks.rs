@@ -39,7 +39,8 @@ pub struct Books {
     pub journal_sum: Decimal,
     /// The market's fills without their lease.
     pub fills_without_lease: u64,
-    /// The market's leases without a usage line.
+    /// The market's leases without a usage line, but for those charged no time at all (a
+    /// metered lease stopped within its first millisecond has nothing to bill).
     pub leases_without_usage: u64,
     /// Of the buyers asked about, those with usage and no invoice.
     pub buyers_without_invoice: u64,
@@ -82,6 +83,7 @@ pub fn books(
              AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.lease_id = t.lease_id)) \
                 AS fills_without_lease, \
             (SELECT count(*) FROM leases l WHERE l.market = $1 \
+             AND coalesce(l.charged_ms, 1) > 0 \
              AND NOT EXISTS (SELECT 1 FROM usage_lines u WHERE u.lease_id = l.lease_id)) \
                 AS leases_without_usage, \
             (SELECT count(DISTINCT u.account) FROM usage_lines u WHERE u.account = ANY ($2) \
