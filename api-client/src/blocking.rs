@@ -106,6 +106,57 @@ impl Client {
         Subscription::open(&self.base_url, self.key.as_deref(), operation, self.timeout)
     }
 
+    /// Uploads `body` as a blob (`PUT /blobs`), streamed: `claimed`, when given, is the
+    /// digest the body must have (else `DIGEST_MISMATCH`, nothing stored); `lease` makes it
+    /// the output of that lease's job (a provider's agent). Answers the blob as stored.
+    pub fn put_blob(
+        &self,
+        body: reqwest::blocking::Body,
+        claimed: Option<&str>,
+        lease: Option<u64>,
+    ) -> Result<StoredBlob, ClientError> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(digest) = claimed {
+            query.push(("digest", digest.to_owned()));
+        }
+        if let Some(lease) = lease {
+            query.push(("lease", lease.to_string()));
+        }
+        let request = self
+            .http
+            .put(format!("{}/blobs", self.base_url))
+            .query(&query)
+            .body(body);
+        let response = self
+            .keyed(request)
+            .send()
+            .map_err(ClientError::unreachable)?;
+        plain_answer(response)?
+            .json()
+            .map_err(ClientError::unreachable)
+    }
+
+    /// A blob's bytes (`GET /blobs/{cid}`), as a reader of the response body: nothing is
+    /// held in memory. The caller checks the digest of what it reads.
+    pub fn get_blob(&self, cid: &str) -> Result<reqwest::blocking::Response, ClientError> {
+        let request = self.http.get(format!("{}/blobs/{cid}", self.base_url));
+        let response = self
+            .keyed(request)
+            .send()
+            .map_err(ClientError::unreachable)?;
+        plain_answer(response)
+    }
+
+    fn keyed(
+        &self,
+        request: reqwest::blocking::RequestBuilder,
+    ) -> reqwest::blocking::RequestBuilder {
+        match &self.key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
+    }
+
     fn request(&self) -> reqwest::blocking::RequestBuilder {
         let request = self
             .http
@@ -116,4 +167,32 @@ impl Client {
             None => request,
         }
     }
+}
+
+/// What `PUT /blobs` stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct StoredBlob {
+    pub cid: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// A `/blobs` response: itself when it succeeded, else the error its `{code, message}` body
+/// stands for (mapped as GraphQL errors are).
+fn plain_answer(
+    response: reqwest::blocking::Response,
+) -> Result<reqwest::blocking::Response, ClientError> {
+    if response.status().is_success() {
+        return Ok(response);
+    }
+    let status = response.status().as_u16();
+    #[derive(serde::Deserialize)]
+    struct Refusal {
+        code: String,
+        message: String,
+    }
+    let refusal: Refusal = response
+        .json()
+        .map_err(|e| ClientError::unreachable(format!("HTTP {status}: {e}")))?;
+    Err(crate::error::coded(refusal.code, refusal.message))
 }

@@ -53,6 +53,11 @@ pub(crate) fn refusal(error: GraphQlError<Extensions>) -> ClientError {
             message,
         };
     };
+    coded(code, message)
+}
+
+/// The error a code and message stand for.
+pub(crate) fn coded(code: String, message: String) -> ClientError {
     match code.parse::<ErrorCode>() {
         Ok(code) if code.is_transient() => ClientError::Unreachable {
             code: Some(code),

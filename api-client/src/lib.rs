@@ -18,12 +18,14 @@ pub mod subscriptions;
 pub mod types;
 mod ws;
 
-pub use blocking::Client;
+pub use blocking::{Client, StoredBlob};
 /// The API's error codes, as [`ClientError`] carries them.
 pub use contract::ErrorCode;
 pub use cynic::{Id, MutationBuilder, QueryBuilder, SubscriptionBuilder};
 pub use error::ClientError;
 pub use nonblocking::AsyncClient;
+/// A blob upload's body (`Client::put_blob`): bytes, or a file streamed with its size.
+pub use reqwest::blocking::Body as BlobBody;
 pub use ws::Subscription;
 
 /// The schema's types as cynic describes them (registered by `build.rs`).

@@ -147,6 +147,14 @@ pub struct Job {
     pub command: String,
     pub args: Vec<String>,
     pub env: Vec<EnvVar>,
+    pub image: Option<String>,
+    pub inputs: Vec<JobInput>,
+}
+
+#[derive(cynic::QueryFragment, Debug, Clone, PartialEq)]
+pub struct JobInput {
+    pub cid: String,
+    pub path: String,
 }
 
 #[derive(cynic::QueryFragment, Debug, Clone, PartialEq)]

@@ -67,6 +67,9 @@ impl Default for Limits {
 }
 
 /// How the API serves, beside its pool and engine client.
+/// An account's blobs may add up to this by default: 100 GiB.
+pub const DEFAULT_BLOB_QUOTA: u64 = 100 << 30;
+
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     pub limits: Limits,
@@ -81,6 +84,11 @@ pub struct ApiConfig {
     /// How often scores go from the reputation projection to the engine (`reputation`);
     /// `None` in every API of a shard but the one that also ticks its clock.
     pub reputation_every: Option<Duration>,
+    /// Where blobs (job inputs, outputs, images) are kept; `None`: `/blobs` answers
+    /// `UNAVAILABLE`.
+    pub blobs: Option<blobstore::BlobStore>,
+    /// The most bytes of blobs an account may hold unless its own quota says otherwise.
+    pub blob_quota_bytes: u64,
 }
 
 impl Default for ApiConfig {
@@ -91,6 +99,8 @@ impl Default for ApiConfig {
             answer_timeout: Duration::from_secs(5),
             graphiql_assets: None,
             reputation_every: None,
+            blobs: None,
+            blob_quota_bytes: DEFAULT_BLOB_QUOTA,
         }
     }
 }

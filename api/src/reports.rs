@@ -135,6 +135,37 @@ fn check(report: &NodeReport) -> Result<(), ApiError> {
             return bad(format!("healthy lease {lease} is out of range or repeated"));
         }
     }
+    if report.outputs.len() > MAX_STARTS {
+        return bad(format!("at most {MAX_STARTS} jobs' outputs"));
+    }
+    let mut outputs = std::collections::BTreeSet::new();
+    for out in &report.outputs {
+        if !fits(out.lease) || !outputs.insert(out.lease) {
+            return bad(format!(
+                "outputs of lease {} out of range or repeated",
+                out.lease
+            ));
+        }
+        for cid in [&out.manifest, &out.log] {
+            if contract::Digest::parse(cid).is_err() {
+                return bad(format!(
+                    "outputs of lease {}: {cid:?} is not a cid",
+                    out.lease
+                ));
+            }
+        }
+        if out.gpus.len() > MAX_GPUS
+            || out
+                .gpus
+                .iter()
+                .any(|g| !report.gpus.iter().any(|s| s.uuid == *g))
+        {
+            return bad(format!(
+                "outputs of lease {}: every GPU must be one this report samples",
+                out.lease
+            ));
+        }
+    }
     Ok(())
 }
 

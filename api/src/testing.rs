@@ -152,9 +152,12 @@ impl Market {
         )
     }
 
-    pub fn start_with(tag: &str, config: ApiConfig) -> Market {
+    pub fn start_with(tag: &str, mut config: ApiConfig) -> Market {
         let db = TestDb::migrated(tag);
         let dir = tempfile::tempdir().unwrap();
+        if config.blobs.is_none() {
+            config.blobs = Some(blobstore::BlobStore::local(&dir.path().join("blobs")).unwrap());
+        }
         let log_url = format!("file://{}", dir.path().join("log").display());
         let stop = Arc::new(AtomicBool::new(false));
         let topics = Topics::with_prefix("");

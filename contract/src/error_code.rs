@@ -52,6 +52,8 @@ error_codes! {
     Forbidden = "FORBIDDEN", 403, "The key's role may not do this, or the object is another account's.";
     NotFound = "NOT_FOUND", 404, "No such object.";
     PayloadTooLarge = "PAYLOAD_TOO_LARGE", 413, "The request body is larger than the limit.";
+    QuotaExceeded = "QUOTA_EXCEEDED", 413, "The upload would take the account's stored blobs over its quota; nothing stored.";
+    DigestMismatch = "DIGEST_MISMATCH", 422, "The uploaded body's SHA-256 digest is not the one claimed; nothing stored.";
     UnsupportedMediaType = "UNSUPPORTED_MEDIA_TYPE", 415, "A GraphQL request must be sent as application/json.";
     RequestTimeout = "REQUEST_TIMEOUT", 408, "The request's body did not arrive in time.";
     QueryTooComplex = "QUERY_TOO_COMPLEX", 400, "The query is deeper or more complex than the limits.";
@@ -135,6 +137,8 @@ impl ErrorCode {
                 | ErrorCode::NotFound
                 | ErrorCode::UnknownNode
                 | ErrorCode::PayloadTooLarge
+                | ErrorCode::QuotaExceeded
+                | ErrorCode::DigestMismatch
                 | ErrorCode::UnsupportedMediaType
                 | ErrorCode::RequestTimeout
                 | ErrorCode::QueryTooComplex

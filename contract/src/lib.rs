@@ -34,11 +34,13 @@ macro_rules! stored_form {
 mod chain;
 pub mod codec;
 mod command;
+mod digest;
 mod error_code;
 mod event;
 mod explain;
 mod heartbeat;
 mod ids;
+pub mod image;
 pub mod market;
 mod money;
 mod rejection;
@@ -50,6 +52,7 @@ pub use command::{
     AskSpec, BidSpec, Command, Interconnect, NewOrder, OrderOptions, OrderTerms, Side, TimeInForce,
     Vendor,
 };
+pub use digest::{BadDigest, Digest};
 pub use error_code::{ErrorCode, UnknownErrorCode};
 pub use event::{CancelReason, Event, LeaseEndCause, LeaseEndReason};
 pub use explain::{Exclusion, Explanation, SkippedOrder};
@@ -63,5 +66,5 @@ pub use ids::{
 pub use market::{hours_of_ms, ChargePeriod, ConfigError, MarketConfig, MarketConfigFields};
 pub use money::{Amount, FeeRate, Gpus, Hours, MoneyError, Price, Reputation, Timestamp};
 pub use rejection::Rejection;
-pub use report::{GpuSample, NodeReport};
+pub use report::{is_relative_path, GpuSample, JobOutputs, NodeReport, OutputFile, OutputManifest};
 pub use status::{LeaseState, OrderStatus};

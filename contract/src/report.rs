@@ -48,4 +48,52 @@ pub struct NodeReport {
     /// field lists none, so its leases are never charged past acknowledgement).
     #[serde(default)]
     pub healthy_leases: Vec<u64>,
+    /// What jobs that ended since the last report wrote: by signing this the node states
+    /// which of its GPUs produced which output, when. Absent when empty, so reports of agents
+    /// that predate it keep their bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<JobOutputs>,
+}
+
+/// A job's output, by content: its manifest (an [`OutputManifest`]'s JSON) and its whole
+/// log, as CIDv1 strings of blobs in the market's store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobOutputs {
+    pub lease: u64,
+    pub manifest: String,
+    pub log: String,
+    /// The UUIDs of the GPUs the job ran on.
+    pub gpus: Vec<String>,
+}
+
+/// The files a job left in its output directory (`/job/out`): each relative path (normalized,
+/// `/`-separated, never `..` or absolute) with the cid and size of its bytes, sorted by path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputManifest {
+    pub lease: u64,
+    pub files: Vec<OutputFile>,
+    /// What was left out, and why (a link, a device, a name that is not UTF-8).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputFile {
+    pub path: String,
+    pub cid: String,
+    pub size: u64,
+}
+
+/// Whether `path` is a relative, normalized path (what job inputs and output manifests
+/// name): `/`-separated parts, none empty, `.` or `..`, no NUL, at most 1,024 bytes.
+pub fn is_relative_path(path: &str) -> bool {
+    !path.is_empty()
+        && path.len() <= 1_024
+        && !path.contains('\0')
+        && path
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != ".." && part.len() <= 255)
 }

@@ -61,6 +61,14 @@ pub struct Args {
     /// other replica 0.
     #[arg(long, default_value_t = 10_000)]
     reputation_every_ms: u64,
+    /// Where blobs are kept: a directory every replica shares, or `s3://bucket/prefix` (a
+    /// build with the `s3` feature; credentials and endpoint from the `AWS_*` variables).
+    /// Without it, `/blobs` answers UNAVAILABLE.
+    #[arg(long, env = "GPUMARKET_BLOB_STORE")]
+    blob_store: Option<String>,
+    /// The most bytes of blobs an account may hold unless its own quota says otherwise.
+    #[arg(long, default_value_t = ::api::DEFAULT_BLOB_QUOTA)]
+    blob_quota_bytes: u64,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -78,6 +86,8 @@ pub fn run(args: Args) -> Result<()> {
         graphiql_assets,
         tick_every_ms,
         reputation_every_ms,
+        blob_store,
+        blob_quota_bytes,
     } = args;
     let place = place.checked()?;
     let (log, shard, shards) = (place.log, place.shard, place.shards);
@@ -115,6 +125,11 @@ pub fn run(args: Args) -> Result<()> {
             graphiql_assets,
             reputation_every: (reputation_every_ms > 0)
                 .then(|| Duration::from_millis(reputation_every_ms)),
+            blobs: blob_store
+                .map(|at| blobstore::BlobStore::open(&at))
+                .transpose()
+                .context("opening the blob store")?,
+            blob_quota_bytes,
         },
     ));
     let workers = workers.unwrap_or_else(|| {

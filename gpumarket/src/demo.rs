@@ -145,6 +145,7 @@ pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<
                 count: gpus,
                 vram_mb: u64::from(vram_gb) * 1024,
             },
+            sandbox: Default::default(),
             offer: Some(Offer {
                 price: price.to_owned(),
                 gpus: None,

@@ -64,6 +64,10 @@ pub struct Args {
     /// works without reaching the unpkg CDN.
     #[arg(long, env = "GPUMARKET_GRAPHIQL_ASSETS")]
     pub graphiql_assets: Option<PathBuf>,
+    /// Where blobs (job inputs, outputs, images) are kept: a directory, or `s3://bucket/prefix`
+    /// with the `AWS_*` variables (a build with the `s3` feature). Default `DATA_DIR/blobs`.
+    #[arg(long, env = "GPUMARKET_BLOB_STORE")]
+    pub blob_store: Option<String>,
 }
 
 /// A Postgres cluster `up` started itself; stopped when dropped.
@@ -352,6 +356,15 @@ pub fn run(args: Args) -> Result<()> {
             escrow_address: Some(escrow.address().to_string()),
             graphiql_assets: args.graphiql_assets.clone(),
             reputation_every: Some(REPUTATION_EVERY),
+            blobs: Some(
+                blobstore::BlobStore::open(
+                    &args
+                        .blob_store
+                        .clone()
+                        .unwrap_or_else(|| args.data_dir.join("blobs").display().to_string()),
+                )
+                .context("opening the blob store")?,
+            ),
             ..api::ApiConfig::default()
         },
     ));

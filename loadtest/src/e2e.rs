@@ -285,6 +285,7 @@ async fn load(args: &Args, admin: AsyncClient) -> Result<()> {
                 count: GPUS_PER_NODE,
                 vram_mb: 80 * 1024,
             },
+            sandbox: Default::default(),
             offer: Some(provider_agent::config::Offer {
                 price: "1.00".to_owned(),
                 gpus: None,

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod api;
+mod blobs;
 mod chart;
 mod clock;
 mod e2e;
@@ -35,11 +36,15 @@ enum Command {
     /// Bidding bots and providers against a whole running market (`gpumarket up`) for a
     /// fixed time; prints figures, draws latency over time, then verifies the books.
     E2e(e2e::Args),
+    /// One large blob up and down through a running market's `/blobs`: MB/s each way and
+    /// the server's memory while it streams.
+    Blobs(blobs::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Api(args) => api::run(&args),
+        Command::Blobs(args) => blobs::run(&args),
         Command::E2e(args) => e2e::run(&args),
         Command::Clock(args) => clock::run(&args),
         Command::Engine(args) => engine::run(&args),

@@ -46,6 +46,11 @@ impl Client {
         }
     }
 
+    /// The API client itself, for blobs (`files`).
+    pub fn api(&self) -> &api_client::Client {
+        &self.api
+    }
+
     pub fn register_node(&self, node: &str, public_key: &str) -> Result<(), ClientError> {
         self.api
             .run(&RegisterNode::build(RegisterNodeVariables {
@@ -126,6 +131,8 @@ impl Client {
                         command: job.command,
                         args: job.args,
                         env: job.env.into_iter().map(|v| (v.name, v.value)).collect(),
+                        image: job.image,
+                        inputs: job.inputs.into_iter().map(|i| (i.cid, i.path)).collect(),
                     }),
                 })
             })

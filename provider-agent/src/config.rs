@@ -57,6 +57,9 @@ pub struct Config {
     /// The made-up node when `source = "simulated"`.
     #[serde(default)]
     pub simulated: Simulated,
+    /// How jobs are isolated (`[sandbox]`; bubblewrap with defaults that fit most hosts).
+    #[serde(default)]
+    pub sandbox: crate::sandbox::SandboxConfig,
     /// What the agent offers in the book; without it the agent places no asks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offer: Option<Offer>,

@@ -1,6 +1,8 @@
-//! Running a lease's job: a command with arguments and environment, restricted to the leased
-//! GPUs, killed with everything it started when the lease ends (its `ends_at`, the moment the
+//! Running a lease's job: a command with arguments and environment, in its sandbox
+//! ([`crate::sandbox`]: its own uid, root, work directory and leased GPUs' devices only),
+//! killed with everything it started when the lease ends (its `ends_at`, the moment the
 //! engine ends the lease), its output in a log the buyer can read, its exit status recorded.
+//! No sandbox, no job: a runner on a host where bubblewrap does not work refuses every job.
 //!
 //! Crash safety: every job has a state file (`jobs/<lease>.json`, written whole with
 //! [`crate::durable::write_atomic`]) that says `starting` *before* the process is spawned
@@ -21,6 +23,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,6 +32,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::sandbox::{NoSandbox, Plan, Sandbox, SandboxConfig};
 
 /// How long a job has, after `SIGTERM` to its process group, before `SIGKILL`.
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -40,6 +45,8 @@ pub enum JobError {
     AlreadyStarted(u64),
     #[error("the job has no command")]
     NoCommand,
+    #[error(transparent)]
+    NoSandbox(#[from] NoSandbox),
     #[error("starting the job of lease {lease}")]
     Spawn {
         lease: u64,
@@ -60,13 +67,30 @@ pub enum JobError {
 }
 
 /// What the buyer wants run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobSpec {
     pub command: String,
     #[serde(default)]
     pub args: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The cid of the OCI image manifest it runs from; none: the host's `/usr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Its inputs: each blob's cid and its path under `/job/in`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<(String, String)>,
+}
+
+impl JobSpec {
+    /// A command and its arguments, with no environment.
+    pub fn new(command: &str, args: &[&str]) -> JobSpec {
+        JobSpec {
+            command: command.to_owned(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            ..JobSpec::default()
+        }
+    }
 }
 
 /// Where a job is.
@@ -116,6 +140,10 @@ pub struct Job {
     pub lease: u64,
     pub spec: JobSpec,
     pub gpus: Vec<u32>,
+    /// The uid its sandbox runs as, where the agent chose one (a root agent): whatever runs
+    /// as it when the job is over is killed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
     /// When the agent started it, Unix milliseconds.
     pub started_ms: u64,
     /// The lease's end (`ends_at`), Unix milliseconds: the job is killed then.
@@ -130,6 +158,15 @@ pub struct Job {
     /// The market ended the lease: the job is stopped and its GPUs are free for others.
     #[serde(default)]
     pub lease_ended: bool,
+    /// What it wrote, uploaded by digest once it was over ([`crate::files`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<contract::JobOutputs>,
+    /// Its outputs are in a signed report in the outbox.
+    #[serde(default)]
+    pub outputs_reported: bool,
+    /// Its outputs were refused for good (say, over the buyer's quota): not tried again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs_refused: Option<String>,
 }
 
 impl Job {
@@ -175,25 +212,48 @@ pub enum Vendor {
     Amd,
 }
 
-/// The jobs of one node, kept under `state_dir/jobs/`.
+/// The jobs of one node, kept under `state_dir/jobs/`; their sandboxes' directories under
+/// `state_dir/sandbox/<lease>/` (`work`, the job's `/job`; `in`, its inputs).
 #[derive(Debug)]
 pub struct Runner {
     dir: PathBuf,
+    sandboxes: PathBuf,
     vendor: Vendor,
+    sandbox: Result<Sandbox, NoSandbox>,
     /// Jobs this process spawned, waited for so they leave no zombie. Jobs found at a
     /// restart belong to init by then.
     children: Mutex<HashMap<u64, Child>>,
 }
 
 impl Runner {
-    pub fn open(state_dir: &Path, vendor: Vendor) -> Result<Runner, JobError> {
+    /// Opens the node's jobs and checks that the sandbox works here; where it does not, the
+    /// runner still follows the jobs it has, and refuses every new one (said at once).
+    pub fn open(
+        state_dir: &Path,
+        vendor: Vendor,
+        sandbox: &SandboxConfig,
+    ) -> Result<Runner, JobError> {
         let dir = state_dir.join("jobs");
         fs::create_dir_all(&dir)?;
+        let sandboxes = state_dir.join("sandbox");
+        crate::sandbox::passable(state_dir)?;
+        crate::sandbox::passable(&sandboxes)?;
+        let sandbox = Sandbox::probe(sandbox);
+        if let Err(e) = &sandbox {
+            tracing::error!(error = %e, "this node runs no jobs");
+        }
         Ok(Runner {
             dir,
+            sandboxes,
             vendor,
+            sandbox,
             children: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Whether jobs can run here: the sandbox worked when the runner opened, or why not.
+    pub fn sandbox(&self) -> Result<(), &NoSandbox> {
+        self.sandbox.as_ref().map(|_| ())
     }
 
     fn state_path(&self, lease: u64) -> PathBuf {
@@ -203,6 +263,16 @@ impl Runner {
     /// The buyer's log of the lease's job.
     pub fn log_path(&self, lease: u64) -> PathBuf {
         self.dir.join(format!("{lease}.log"))
+    }
+
+    /// The job's own directory, `/job` in its sandbox: what it leaves in `out/` is its output.
+    pub fn work_dir(&self, lease: u64) -> PathBuf {
+        self.sandboxes.join(lease.to_string()).join("work")
+    }
+
+    /// Where the job's inputs are put before it starts (`/job/in`, read-only, in its sandbox).
+    pub fn input_dir(&self, lease: u64) -> PathBuf {
+        self.sandboxes.join(lease.to_string()).join("in")
     }
 
     fn exit_path(&self, lease: u64) -> PathBuf {
@@ -243,12 +313,9 @@ impl Runner {
         self.kill_marked(lease);
         let job = Job {
             lease,
-            spec: JobSpec {
-                command: String::new(),
-                args: Vec::new(),
-                env: BTreeMap::new(),
-            },
+            spec: JobSpec::default(),
             gpus: Vec::new(),
+            uid: None,
             started_ms: 0,
             deadline_ms: 0,
             status: JobStatus::Lost,
@@ -257,6 +324,9 @@ impl Runner {
             start_reported: true,
             outcome_sent: false,
             lease_ended: false,
+            outputs: None,
+            outputs_reported: false,
+            outputs_refused: Some("its record was damaged".to_owned()),
         };
         self.save(&job)?;
         Ok(job)
@@ -280,15 +350,19 @@ impl Runner {
         Ok(jobs)
     }
 
-    /// Starts the lease's job, once (a lease that already has a job is refused), to be
-    /// killed at `ends_at`, the lease's end.
+    /// Starts the lease's job in its sandbox, once (a lease that already has a job is
+    /// refused), to be killed at `ends_at`, the lease's end. `image` is the unpacked root of
+    /// its image (`None`: the host's `/usr`); its inputs are whatever [`Runner::input_dir`]
+    /// holds by then.
     pub fn start(
         &self,
         lease: u64,
         spec: JobSpec,
         gpus: Vec<u32>,
         ends_at: DateTime<Utc>,
+        image: Option<&Path>,
     ) -> Result<Job, JobError> {
+        let sandbox = self.sandbox.as_ref().map_err(Clone::clone)?;
         if self.get(lease)?.is_some() {
             return Err(JobError::AlreadyStarted(lease));
         }
@@ -296,25 +370,45 @@ impl Runner {
             return Err(JobError::NoCommand);
         }
         let started_ms = now_ms();
+        let uid = sandbox.uid(&gpus);
         let mut job = Job {
             lease,
             spec,
             gpus,
+            uid,
             started_ms,
             deadline_ms: u64::try_from(ends_at.timestamp_millis()).unwrap_or(0),
             status: JobStatus::Starting,
             start_reported: false,
             outcome_sent: false,
             lease_ended: false,
+            outputs: None,
+            outputs_reported: false,
+            outputs_refused: None,
         };
         self.save(&job)?;
-        let log = fs::File::create(self.log_path(lease))?;
-        let visible = job
-            .gpus
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
+        let log = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(self.log_path(lease))?;
+        let work = self.work_dir(lease);
+        crate::sandbox::passable(work.parent().expect("under the sandboxes' dir"))?;
+        sandbox.prepare(&work, uid)?;
+        let inputs = self.input_dir(lease);
+        let mut env = job.spec.env.clone();
+        env.insert("GPUMARKET_LEASE".to_owned(), lease.to_string());
+        let argv = sandbox.argv(&Plan {
+            image,
+            work: &work,
+            inputs: inputs.is_dir().then_some(inputs.as_path()),
+            gpus: &job.gpus,
+            vendor: self.vendor,
+            env: &env,
+            command: &job.spec.command,
+            args: &job.spec.args,
+        });
         let mut command = Command::new("/bin/sh");
         // The wrapper records the exit status where a restarted agent can read it, whole
         // (written beside, synced where `sync` takes a file, renamed into place).
@@ -325,26 +419,20 @@ impl Runner {
                  printf '%s\\n' \"$code\" > \"$f.tmp\"; sync \"$f.tmp\" 2>/dev/null; mv -f \"$f.tmp\" \"$f\"",
             )
             .arg("gpumarket-job")
-            .arg(&job.spec.command)
-            .args(&job.spec.args)
+            // The sandbox's pid 1 is bubblewrap's, whose environment a job can read: it gets
+            // only PATH, never the wrapper's (where the exit file is).
+            .args(["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
+            .args(&argv)
+            .current_dir("/")
+            // Nothing of the agent's environment, even outside the sandbox.
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("GPUMARKET_EXIT_FILE", self.exit_path(lease))
-            .env("GPUMARKET_LEASE", lease.to_string())
-            .envs(&job.spec.env)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
-            // Its own session: the job outlives an agent crash and is killed as a group.
+            // Its own process group: the job outlives an agent crash and is killed as a group.
             .process_group(0);
-        match self.vendor {
-            Vendor::Nvidia => {
-                command.env("CUDA_VISIBLE_DEVICES", &visible);
-            }
-            Vendor::Amd => {
-                command
-                    .env("HIP_VISIBLE_DEVICES", &visible)
-                    .env("ROCR_VISIBLE_DEVICES", &visible);
-            }
-        }
         let child = command
             .spawn()
             .map_err(|source| JobError::Spawn { lease, source })?;
@@ -404,6 +492,7 @@ impl Runner {
                 _ => {}
             }
             if job.status != before {
+                sweep(&job);
                 self.save(&job)?;
                 changed.push(job);
             }
@@ -428,6 +517,7 @@ impl Runner {
                 reason: "the lease ended in the market".into(),
             };
         }
+        sweep(&job);
         job.lease_ended = true;
         self.save(&job)?;
         Ok(Some(job))
@@ -447,10 +537,44 @@ impl Runner {
     /// is refused again harmlessly (`LEASE_ALREADY_STARTED`); one it never got arrives.
     pub fn report_starts_again(&self) -> Result<(), JobError> {
         for mut job in self.jobs()? {
+            let mut changed = false;
             if job.start_reported && !job.outcome_sent && job.status != JobStatus::Lost {
                 job.start_reported = false;
+                changed = true;
+            }
+            // The same for the report that named its outputs: the API seals them once.
+            if job.outputs_reported {
+                job.outputs_reported = false;
+                changed = true;
+            }
+            if changed {
                 self.save(&job)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Records what the job wrote, or why it will never be sent.
+    pub fn set_outputs(
+        &self,
+        lease: u64,
+        outputs: Result<contract::JobOutputs, String>,
+    ) -> Result<(), JobError> {
+        if let Some(mut job) = self.get(lease)? {
+            match outputs {
+                Ok(outputs) => job.outputs = Some(outputs),
+                Err(why) => job.outputs_refused = Some(why),
+            }
+            self.save(&job)?;
+        }
+        Ok(())
+    }
+
+    /// Marks the job's outputs as carried by a report in the outbox.
+    pub fn mark_outputs_reported(&self, lease: u64) -> Result<(), JobError> {
+        if let Some(mut job) = self.get(lease)? {
+            job.outputs_reported = true;
+            self.save(&job)?;
         }
         Ok(())
     }
@@ -464,7 +588,9 @@ impl Runner {
         Ok(())
     }
 
-    /// The last 48 KiB of the job's output (cut at a character boundary).
+    /// The end of the job's output as text of at most 48 KiB: bytes that are not UTF-8, and
+    /// control characters but newline and tab (NUL among them), written `\xNN`, so any
+    /// output reads safely; the whole log, byte for byte, is a blob of its outputs.
     pub fn log_tail(&self, lease: u64) -> Result<String, JobError> {
         const TAIL: usize = 48 << 10;
         let bytes = match fs::read(self.log_path(lease)) {
@@ -472,9 +598,19 @@ impl Runner {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e.into()),
         };
-        let start = bytes.len().saturating_sub(TAIL);
-        let text = String::from_utf8_lossy(&bytes[start..]).into_owned();
-        Ok(text.trim_start_matches('\u{fffd}').to_owned())
+        // Escaping at most quadruples a byte: a quarter of the room is enough bytes.
+        let mut start = bytes.len().saturating_sub(TAIL);
+        loop {
+            // Never from the middle of a character.
+            while bytes.get(start).is_some_and(|b| b & 0xc0 == 0x80) && start % TAIL != 0 {
+                start += 1;
+            }
+            let text = escape(&bytes[start..]);
+            if text.len() <= TAIL {
+                return Ok(text);
+            }
+            start += (text.len() - TAIL).div_ceil(4).max(1);
+        }
     }
 
     /// Kills whatever runs for the lease's job though its pid is not known (its record is
@@ -519,11 +655,26 @@ impl Runner {
         else {
             return;
         };
+        // The job's processes are in its sandbox's own session and pid namespace, not in
+        // the group: they are found as the group leader's descendants, and signalled each
+        // (a job sees SIGTERM first, as it would outside a sandbox).
+        let signal = |signal: rustix::process::Signal| {
+            let members = tree(group);
+            let _ = rustix::process::kill_process_group(pgid, signal);
+            for pid in &members {
+                if let Some(pid) = i32::try_from(*pid)
+                    .ok()
+                    .and_then(rustix::process::Pid::from_raw)
+                {
+                    let _ = rustix::process::kill_process(pid, signal);
+                }
+            }
+        };
         let gone_within = |limit: Duration| {
             let until = Instant::now() + limit;
             loop {
                 self.reap(lease);
-                if group_members(group) == 0 {
+                if group_members(group) == 0 && tree(group).is_empty() {
                     return true;
                 }
                 if Instant::now() >= until {
@@ -533,13 +684,15 @@ impl Runner {
             }
         };
         // Ended on its own since the last look: nothing to signal.
-        if rustix::process::kill_process_group(pgid, rustix::process::Signal::TERM).is_err()
-            || gone_within(KILL_GRACE)
-        {
+        if group_members(group) == 0 && tree(group).is_empty() {
+            return;
+        }
+        signal(rustix::process::Signal::TERM);
+        if gone_within(KILL_GRACE) {
             return;
         }
         tracing::info!(lease, "the job outlived SIGTERM's grace: SIGKILL");
-        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        signal(rustix::process::Signal::KILL);
         gone_within(Duration::from_secs(1));
     }
 
@@ -582,6 +735,14 @@ impl Runner {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// Kills whatever still runs as the job's own uid once it is over: its sandbox ends with its
+/// group, so this finds only what escaped that (nothing, unless bubblewrap changes).
+fn sweep(job: &Job) {
+    if let (Some(uid), true) = (job.uid, job.status.is_over()) {
+        Sandbox::kill_uid(uid);
     }
 }
 
@@ -630,6 +791,39 @@ fn runs(pid: u32, since: Option<&ProcessStart>) -> bool {
 
 /// The processes of group `group` that have not ended (zombies are over: a job's
 /// grandchildren that ended may wait for a parent that never reaps them).
+/// `root` and every live process descended from it (by parent links), when `root` runs.
+fn tree(root: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut parents: Vec<(u32, u32)> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+            (fields.first()? != &"Z").then_some((pid, fields.get(1)?.parse().ok()?))
+        })
+        .collect();
+    if !parents.iter().any(|(pid, _)| *pid == root) {
+        return Vec::new();
+    }
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        parents.retain(|(pid, ppid)| {
+            if *ppid == parent {
+                found.push(*pid);
+                false
+            } else {
+                true
+            }
+        });
+        i += 1;
+    }
+    found
+}
+
 fn group_members(group: u32) -> usize {
     let Ok(entries) = fs::read_dir("/proc") else {
         return 0;
@@ -639,4 +833,25 @@ fn group_members(group: u32) -> usize {
         .filter_map(stat)
         .filter(|s| s.group == group && s.state != 'Z')
         .count()
+}
+
+/// `bytes` as printable text: valid UTF-8 kept, newline and tab kept, other control
+/// characters and bytes that are not UTF-8 written `\xNN`.
+pub fn escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() && c != '\n' && c != '\t' {
+                for b in c.to_string().bytes() {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
 }

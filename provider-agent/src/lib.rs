@@ -17,10 +17,12 @@
 pub mod client;
 pub mod config;
 pub mod durable;
+pub mod files;
 pub mod gpu;
 pub mod jobs;
 pub mod keys;
 pub mod report;
+pub mod sandbox;
 
 use std::path::{Path, PathBuf};
 
@@ -207,7 +209,7 @@ impl Agent {
         } else {
             jobs::Vendor::Nvidia
         };
-        let jobs = jobs::Runner::open(&config.state_dir, vendor)?;
+        let jobs = jobs::Runner::open(&config.state_dir, vendor, &config.sandbox)?;
         if outbox.set_aside_damaged()? > 0 {
             jobs.report_starts_again()?;
         }
@@ -249,10 +251,18 @@ impl Agent {
     }
 
     /// Samples the GPUs, signs a report (the GPUs, `leases_started`, the leases healthy
-    /// now) and puts it in the outbox.
+    /// now, the outputs of jobs that ended and no report named yet) and puts it in the
+    /// outbox.
     pub fn report(&mut self, leases_started: &[u64]) -> Result<u64, AgentError> {
         let readings = self.source.sample()?;
         let healthy = self.healthy_leases(&readings)?;
+        let outputs: Vec<contract::JobOutputs> = self
+            .jobs
+            .jobs()?
+            .into_iter()
+            .filter(|j| !j.outputs_reported)
+            .filter_map(|j| j.outputs)
+            .collect();
         let sequence = self.sequence.take()?;
         let signed = report::sign(
             &self.key,
@@ -265,8 +275,12 @@ impl Agent {
             &readings,
             leases_started,
             &healthy,
+            &outputs,
         );
         self.outbox.push(&signed)?;
+        for out in &outputs {
+            self.jobs.mark_outputs_reported(out.lease)?;
+        }
         self.last = readings;
         self.last_healthy = healthy;
         Ok(sequence)
@@ -339,6 +353,7 @@ impl Agent {
     pub fn step(&mut self) -> Result<Step, AgentError> {
         let mut step = Step::default();
         self.jobs.poll()?;
+        self.send_outputs()?;
         match self.read_leases() {
             Ok(market) => self.follow(market, &mut step)?,
             Err(e) => info!(error = %e, "leases not read this round; the known ones are listed"),
@@ -402,6 +417,44 @@ impl Agent {
         Ok(step)
     }
 
+    /// Uploads what each job that is over wrote (its `/job/out`, its whole log), so the next
+    /// report can name it. The API being away postpones it; a refusal (the buyer's quota,
+    /// outputs already sealed) is recorded and not tried again.
+    fn send_outputs(&self) -> Result<(), AgentError> {
+        for job in self.jobs.jobs()? {
+            if !job.status.is_over() || job.outputs.is_some() || job.outputs_refused.is_some() {
+                continue;
+            }
+            let gpus = job
+                .gpus
+                .iter()
+                .filter_map(|i| self.gpus.iter().find(|g| g.index == *i))
+                .map(|g| g.uuid.clone())
+                .collect();
+            let sent = files::upload_outputs(
+                self.client.api(),
+                job.lease,
+                &self.jobs.work_dir(job.lease).join("out"),
+                &self.jobs.log_path(job.lease),
+                gpus,
+            );
+            match sent {
+                Ok(outputs) => {
+                    info!(lease = job.lease, manifest = %outputs.manifest, "the job's outputs are stored");
+                    self.jobs.set_outputs(job.lease, Ok(outputs))?;
+                }
+                Err(e) if e.is_transient() => {
+                    info!(lease = job.lease, error = %e, "the job's outputs not sent yet")
+                }
+                Err(e) => {
+                    warn!(lease = job.lease, error = %e, "the job's outputs were refused");
+                    self.jobs.set_outputs(job.lease, Err(e.to_string()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The node's open leases as the market has them: `created` read before `running` (a
     /// lease only moves forward, so one open through both reads is in at least one), then
     /// the GPUs the engine holds in the node's leases, to tell whether that is all of them.
@@ -454,6 +507,15 @@ impl Agent {
             if lease.ends_at <= now || self.jobs.get(lease.id)?.is_some() {
                 continue;
             }
+            // Its image and inputs, fetched and verified before anything runs.
+            let image = match self.prepare(lease.id, &spec) {
+                Ok(image) => image,
+                Err(e) => {
+                    warn!(lease = lease.id, error = %e,
+                          "the job's files are not ready: it is not started this round");
+                    continue;
+                }
+            };
             let Some(gpus) = self.free_gpus(lease.gpus)? else {
                 warn!(
                     lease = lease.id,
@@ -462,7 +524,10 @@ impl Agent {
                 );
                 continue;
             };
-            match self.jobs.start(lease.id, spec, gpus, lease.ends_at) {
+            match self
+                .jobs
+                .start(lease.id, spec, gpus, lease.ends_at, image.as_deref())
+            {
                 Ok(_) => {
                     info!(lease = lease.id, ends_at = %lease.ends_at, "job started");
                     step.started += 1;
@@ -490,6 +555,38 @@ impl Agent {
             self.leases = known;
         }
         Ok(())
+    }
+
+    /// The job's image, unpacked (none: the host's base), and its inputs in place.
+    fn prepare(
+        &self,
+        lease: u64,
+        spec: &jobs::JobSpec,
+    ) -> Result<Option<PathBuf>, files::FileError> {
+        let image = match &spec.image {
+            Some(cid) => {
+                let manifest =
+                    contract::Digest::parse(cid).map_err(|e| files::FileError::BadImage {
+                        manifest: contract::Digest::of(cid.as_bytes()),
+                        why: e.to_string(),
+                    })?;
+                Some(files::image(
+                    self.client.api(),
+                    &self.config.state_dir.join("images"),
+                    manifest,
+                )?)
+            }
+            None => None,
+        };
+        if !spec.inputs.is_empty() {
+            let dir = self.jobs.input_dir(lease);
+            std::fs::create_dir_all(&dir).map_err(|source| files::FileError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            files::fetch_inputs(self.client.api(), &dir, &spec.inputs)?;
+        }
+        Ok(image)
     }
 
     /// Keeps one ask in the book for the GPUs that are offered, healthy, and not in a lease

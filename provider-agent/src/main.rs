@@ -94,6 +94,7 @@ fn main() -> Result<()> {
                 state_dir: PathBuf::from("state"),
                 outbox_capacity: 10_000,
                 simulated: Default::default(),
+                sandbox: Default::default(),
                 offer: None,
             };
             provider_agent::durable::write_atomic(
@@ -156,11 +157,12 @@ fn main() -> Result<()> {
             let readings = source.sample()?;
             let outbox =
                 provider_agent::report::Outbox::open(&config.state_dir, config.outbox_capacity)?;
-            let jobs = provider_agent::jobs::Runner::open(
+            let runner = provider_agent::jobs::Runner::open(
                 &config.state_dir,
                 provider_agent::jobs::Vendor::Nvidia,
-            )?
-            .jobs()?;
+                &config.sandbox,
+            )?;
+            let jobs = runner.jobs()?;
             // What the market says about the node, when the API answers (and the key is
             // readable by its owner only, as the agent wants it).
             let market = match keys::read_private(&config.api_key_file) {
@@ -205,10 +207,12 @@ fn main() -> Result<()> {
                 "gpus": gpus,
                 "readings": readings,
                 "outbox": outbox.len()?,
+                "sandbox": runner.sandbox().map_or_else(|e| e.to_string(), |()| "bubblewrap works".to_owned()),
                 "jobs": jobs
                     .iter()
                     .map(|j| json!({"lease": j.lease, "gpus": j.gpus, "status": j.status,
-                                    "deadline_ms": j.deadline_ms, "lease_ended": j.lease_ended}))
+                                    "deadline_ms": j.deadline_ms, "lease_ended": j.lease_ended,
+                                    "outputs": j.outputs, "outputs_refused": j.outputs_refused}))
                     .collect::<Vec<_>>(),
                 "market": market,
             });

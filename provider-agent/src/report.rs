@@ -65,6 +65,7 @@ pub fn sign(
     readings: &[GpuReading],
     leases_started: &[u64],
     healthy_leases: &[u64],
+    outputs: &[contract::JobOutputs],
 ) -> SignedReport {
     let samples = readings
         .iter()
@@ -95,6 +96,7 @@ pub fn sign(
         gpus: samples,
         leases_started: leases_started.to_vec(),
         healthy_leases: healthy_leases.to_vec(),
+        outputs: outputs.to_vec(),
     })
     .expect("strings, numbers and lists always serialize");
     let signature = hex(&key.sign(report.as_bytes()).to_bytes());
@@ -102,7 +104,8 @@ pub fn sign(
         sequence,
         report,
         signature,
-        starts: !leases_started.is_empty(),
+        // Never dropped for room: a start, or outputs, are evidence a bill rests on.
+        starts: !leases_started.is_empty() || !outputs.is_empty(),
     }
 }
 

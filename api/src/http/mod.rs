@@ -7,6 +7,7 @@
 //! [`crate::Limits::body_timeout`] and [`crate::Limits::max_body`] bytes; authentication
 //! failures are throttled per address and per key id before any hash is computed.
 
+mod blobs;
 mod exports;
 mod ops;
 mod ws;
@@ -52,6 +53,8 @@ pub fn serve(
             .route("/readyz", web::get().to(ops::readyz))
             .route("/metrics", web::get().to(ops::metrics))
             .route("/exports/{kind}", web::get().to(exports::export))
+            .route("/blobs", web::put().to(blobs::put))
+            .route("/blobs/{digest}", web::get().to(blobs::get))
             .route("/dashboard", web::get().to(ops::dashboard))
             .route("/graphiql/{file}", web::get().to(ops::graphiql_asset))
     })

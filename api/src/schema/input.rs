@@ -222,3 +222,8 @@ pub fn new_order(
     };
     Ok((order, options))
 }
+
+/// A blob's digest: a CIDv1 (raw, SHA-256) or `sha256:<hex>`.
+pub fn parse_digest(text: &str) -> Result<contract::Digest, ApiError> {
+    contract::Digest::parse(text).map_err(|e| ApiError::validation(e.to_string()))
+}

@@ -6,6 +6,7 @@
 //! write of a table goes through `ledger::read` or `ledger::store`.
 
 pub mod answer;
+pub mod blobs;
 pub mod input;
 pub mod limits;
 pub mod mutation;
@@ -26,15 +27,17 @@ use crate::errors::ApiError;
 use crate::AppState;
 
 pub use mutation::Mutation;
-pub use query::Query;
 pub use subscription::Subscription;
 
+/// The query root.
+#[derive(Debug, Default, async_graphql::MergedObject)]
+pub struct Query(query::MarketQuery, blobs::BlobQuery);
 pub type MarketSchema = async_graphql::Schema<Query, Mutation, Subscription>;
 
 /// Builds the schema with the limits.
 pub fn schema(state: Arc<AppState>) -> MarketSchema {
     let limits = state.config.limits.clone();
-    async_graphql::Schema::build(Query, Mutation::default(), Subscription)
+    async_graphql::Schema::build(Query::default(), Mutation::default(), Subscription)
         .data(state)
         .extension(limits::LimitsExtension(limits))
         .finish()
@@ -47,7 +50,8 @@ pub fn schema(state: Arc<AppState>) -> MarketSchema {
 /// client knows); the latter two are asked for here.
 /// Blocks on a runtime of its own: call it outside one.
 pub fn sdl() -> String {
-    let schema = async_graphql::Schema::build(Query, Mutation::default(), Subscription).finish();
+    let schema =
+        async_graphql::Schema::build(Query::default(), Mutation::default(), Subscription).finish();
     let answer = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a runtime for one query")

@@ -30,11 +30,12 @@ use crate::schema::{
 /// The complexity of a field that reads the database once.
 pub const DB: usize = 10;
 
+/// The query root's fields but those of [`crate::schema::blobs`].
 #[derive(Debug, Default)]
-pub struct Query;
+pub struct MarketQuery;
 
 #[Object]
-impl Query {
+impl MarketQuery {
     /// The key making the request.
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Me> {
         let p = principal(ctx)?;

@@ -2,6 +2,7 @@
 //! an embedded log, a real Postgres database, and the actix server on a loopback port, driven
 //! over HTTP.
 
+mod blobs;
 mod dashboard;
 mod fuzz;
 mod hardening;

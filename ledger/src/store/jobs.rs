@@ -10,6 +10,16 @@ use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text, Timestamptz};
 use crate::read::param;
 use crate::LedgerError;
 
+/// What a buyer asks a lease to run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobRequest {
+    pub command: String,
+    pub args: Vec<String>,
+    /// Environment variables in the order given.
+    pub env: Vec<(String, String)>,
+    pub files: JobFiles,
+}
+
 /// A lease's job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
@@ -23,6 +33,24 @@ pub struct Job {
     /// How the job ended, e.g. `exited 0`.
     pub outcome: Option<String>,
     pub log_at: Option<DateTime<Utc>>,
+    /// What it runs in and reads: see [`JobFiles`].
+    pub files: JobFiles,
+    /// What it wrote, as the node's signed report `report_sequence` named it: the manifest
+    /// of its output files and its whole log, by cid.
+    pub output_manifest: Option<String>,
+    pub output_log: Option<String>,
+    pub report_sequence: Option<u64>,
+}
+
+/// A job's image and inputs, by cid.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFiles {
+    /// The OCI image manifest the job runs from (`None`: the provider's base system).
+    pub image: Option<String>,
+    /// The manifest, config and layers of the image: the provider may read these.
+    pub image_blobs: Vec<String>,
+    /// Each input's cid and its path under the job's `/job/in`.
+    pub inputs: Vec<(String, String)>,
 }
 
 /// What submitting a job did.
@@ -67,10 +95,25 @@ pub fn job(
         outcome: Option<String>,
         #[diesel(sql_type = Nullable<Timestamptz>)]
         log_at: Option<DateTime<Utc>>,
+        #[diesel(sql_type = Nullable<Text>)]
+        image: Option<String>,
+        #[diesel(sql_type = Array<Text>)]
+        image_blobs: Vec<String>,
+        #[diesel(sql_type = Array<Text>)]
+        input_cids: Vec<String>,
+        #[diesel(sql_type = Array<Text>)]
+        input_paths: Vec<String>,
+        #[diesel(sql_type = Nullable<Text>)]
+        output_manifest: Option<String>,
+        #[diesel(sql_type = Nullable<Text>)]
+        output_log: Option<String>,
+        #[diesel(sql_type = Nullable<BigInt>)]
+        report_sequence: Option<i64>,
     }
     let row: Option<Row> = diesel::sql_query(
-        "SELECT command, args, env_names, env_values, submitted_at, log_tail, outcome, log_at \
-         FROM lease_jobs WHERE partition = $1 AND lease_id = $2",
+        "SELECT command, args, env_names, env_values, submitted_at, log_tail, outcome, log_at, \
+         image, image_blobs, input_cids, input_paths, output_manifest, output_log, \
+         report_sequence FROM lease_jobs WHERE partition = $1 AND lease_id = $2",
     )
     .bind::<Integer, _>(partition)
     .bind::<BigInt, _>(param(lease.0)?)
@@ -84,6 +127,14 @@ pub fn job(
         log_tail: r.log_tail,
         outcome: r.outcome,
         log_at: r.log_at,
+        files: JobFiles {
+            image: r.image,
+            image_blobs: r.image_blobs,
+            inputs: r.input_cids.into_iter().zip(r.input_paths).collect(),
+        },
+        output_manifest: r.output_manifest,
+        output_log: r.output_log,
+        report_sequence: r.report_sequence.and_then(|s| u64::try_from(s).ok()),
     }))
 }
 
@@ -93,17 +144,23 @@ pub fn submit_job(
     lease: LeaseId,
     buyer: AccountId,
     provider: AccountId,
-    command: &str,
-    args: &[String],
-    env: &[(String, String)],
+    request: &JobRequest,
 ) -> Result<JobSubmitted, LedgerError> {
+    let JobRequest {
+        command,
+        args,
+        env,
+        files,
+    } = request;
     let names: Vec<&str> = env.iter().map(|(n, _)| n.as_str()).collect();
     let values: Vec<&str> = env.iter().map(|(_, v)| v.as_str()).collect();
+    let input_cids: Vec<&str> = files.inputs.iter().map(|(c, _)| c.as_str()).collect();
+    let input_paths: Vec<&str> = files.inputs.iter().map(|(_, p)| p.as_str()).collect();
     conn.transaction(|conn| {
         let inserted = diesel::sql_query(
             "INSERT INTO lease_jobs (partition, lease_id, buyer, provider, command, args, \
-             env_names, env_values) VALUES (0, $1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT DO NOTHING",
+             env_names, env_values, image, image_blobs, input_cids, input_paths) \
+             VALUES (0, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
         )
         .bind::<BigInt, _>(param(lease.0)?)
         .bind::<BigInt, _>(param(buyer.0)?)
@@ -112,12 +169,19 @@ pub fn submit_job(
         .bind::<Array<Text>, _>(args)
         .bind::<Array<Text>, _>(&names)
         .bind::<Array<Text>, _>(&values)
+        .bind::<Nullable<Text>, _>(files.image.as_deref())
+        .bind::<Array<Text>, _>(&files.image_blobs)
+        .bind::<Array<Text>, _>(&input_cids)
+        .bind::<Array<Text>, _>(&input_paths)
         .execute(conn)?;
         if inserted == 1 {
             return Ok(JobSubmitted::New);
         }
         let same = job(conn, 0, lease)?.is_some_and(|existing| {
-            existing.command == command && existing.args == args && existing.env == env
+            existing.command == *command
+                && existing.args == *args
+                && existing.env == *env
+                && existing.files == *files
         });
         Ok(if same {
             JobSubmitted::Again

@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeDelta, Utc};
 use provider_agent::jobs::{deadline_reason, Job, JobSpec, JobStatus, Runner, Vendor};
 
-use super::{alive, wait_until};
+use super::{alive, sandbox, wait_until};
 
 fn sh(script: &str) -> JobSpec {
     JobSpec {
         command: "/bin/sh".into(),
         args: vec!["-c".into(), script.into()],
         env: BTreeMap::from([("FOO".to_owned(), "bar".to_owned())]),
+        ..JobSpec::default()
     }
 }
 
@@ -24,7 +25,7 @@ pub fn ends_in(millis: i64) -> DateTime<Utc> {
 }
 
 /// Polls until the lease's job is over.
-fn finished(runner: &Runner, lease: u64) -> Job {
+pub fn finished(runner: &Runner, lease: u64) -> Job {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         runner.poll().unwrap();
@@ -60,26 +61,42 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
     )
 }
 
-/// The live (not zombie) processes of process group `group`.
+/// The live (not zombie) processes of the job whose wrapper leads process group `group`:
+/// the group's, and the wrapper's descendants (the sandbox runs the job in a session and pid
+/// namespace of its own, under the wrapper).
 pub fn group_left(group: u32) -> usize {
-    std::fs::read_dir("/proc")
+    let live: Vec<(u32, Vec<String>)> = std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok()?.parse::<u32>().ok())
-        .filter_map(stat_fields)
-        .filter(|f| {
-            f.get(2) == Some(&group.to_string()) && f.first().map(String::as_str) != Some("Z")
-        })
-        .count()
+        .filter_map(|pid| Some((pid, stat_fields(pid)?)))
+        .filter(|(_, f)| f.first().map(String::as_str) != Some("Z"))
+        .collect();
+    let mut found: Vec<u32> = live
+        .iter()
+        .filter(|(_, f)| f.get(2) == Some(&group.to_string()))
+        .map(|(pid, _)| *pid)
+        .collect();
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i].to_string();
+        for (pid, f) in &live {
+            if f.get(1) == Some(&parent) && !found.contains(pid) {
+                found.push(*pid);
+            }
+        }
+        i += 1;
+    }
+    found.len()
 }
 
 #[test]
 fn a_job_sees_only_its_gpus_and_its_output_is_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let runner = Runner::open(dir.path(), Vendor::Nvidia).unwrap();
+    let runner = Runner::open(dir.path(), Vendor::Nvidia, &sandbox()).unwrap();
     let script =
         "echo hello; echo gpus=$CUDA_VISIBLE_DEVICES; echo foo=$FOO lease=$GPUMARKET_LEASE";
     runner
-        .start(1, sh(script), vec![0, 2], ends_in(60_000))
+        .start(1, sh(script), vec![0, 2], ends_in(60_000), None)
         .unwrap();
     let job = finished(&runner, 1);
     assert_eq!(job.status, JobStatus::Exited { code: 0 });
@@ -87,12 +104,13 @@ fn a_job_sees_only_its_gpus_and_its_output_is_kept() {
     let log = std::fs::read_to_string(runner.log_path(1)).unwrap();
     assert_eq!(log, "hello\ngpus=0,2\nfoo=bar lease=1\n");
 
-    let amd = Runner::open(&dir.path().join("amd"), Vendor::Amd).unwrap();
+    let amd = Runner::open(&dir.path().join("amd"), Vendor::Amd, &sandbox()).unwrap();
     amd.start(
         2,
         sh("echo $HIP_VISIBLE_DEVICES $ROCR_VISIBLE_DEVICES"),
         vec![1],
         ends_in(60_000),
+        None,
     )
     .unwrap();
     finished(&amd, 2);
@@ -102,49 +120,60 @@ fn a_job_sees_only_its_gpus_and_its_output_is_kept() {
 #[test]
 fn a_crashing_job_reports_its_status_and_never_runs_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let runner = Runner::open(dir.path(), Vendor::Nvidia).unwrap();
+    let runner = Runner::open(dir.path(), Vendor::Nvidia, &sandbox()).unwrap();
     runner
-        .start(7, sh("echo dying >&2; exit 3"), vec![0], ends_in(60_000))
+        .start(
+            7,
+            sh("echo dying >&2; exit 3"),
+            vec![0],
+            ends_in(60_000),
+            None,
+        )
         .unwrap();
     assert_eq!(finished(&runner, 7).status, JobStatus::Exited { code: 3 });
     assert_eq!(
         std::fs::read_to_string(runner.log_path(7)).unwrap(),
         "dying\n"
     );
-    let again = runner.start(7, sh("echo twice"), vec![0], ends_in(60_000));
+    let again = runner.start(7, sh("echo twice"), vec![0], ends_in(60_000), None);
     assert!(again.unwrap_err().to_string().contains("never runs twice"));
     let missing = runner
         .start(
             8,
             JobSpec {
                 command: "/nonexistent/binary".into(),
-                args: vec![],
-                env: BTreeMap::new(),
+                ..JobSpec::default()
             },
             vec![0],
             ends_in(60_000),
+            None,
         )
         .unwrap();
     assert!(matches!(missing.status, JobStatus::Running { .. }));
     assert_eq!(
         finished(&runner, 8).status,
-        JobStatus::Exited { code: 127 },
-        "the shell's 'not found'"
+        JobStatus::Exited { code: 1 },
+        "bubblewrap's 'not found'"
     );
+    assert!(std::fs::read_to_string(runner.log_path(8))
+        .unwrap()
+        .contains("No such file"));
 }
 
 #[test]
 fn a_job_still_running_at_its_lease_end_is_killed_with_its_whole_group() {
     let dir = tempfile::tempdir().unwrap();
-    let runner = Runner::open(dir.path(), Vendor::Nvidia).unwrap();
+    let runner = Runner::open(dir.path(), Vendor::Nvidia, &sandbox()).unwrap();
     // One job ends on SIGTERM (and says so); the other ignores it, and so do the children it
     // forked, which only SIGKILL after the grace stops.
     let polite = "trap 'echo term; exit 0' TERM; sleep 30 & wait $!";
     let stubborn = "trap '' TERM; sleep 30 & sleep 30 & wait";
     let ends_at = ends_in(300);
     let jobs = [
-        runner.start(3, sh(polite), vec![0], ends_at).unwrap(),
-        runner.start(4, sh(stubborn), vec![1], ends_at).unwrap(),
+        runner.start(3, sh(polite), vec![0], ends_at, None).unwrap(),
+        runner
+            .start(4, sh(stubborn), vec![1], ends_at, None)
+            .unwrap(),
     ];
     for job in &jobs {
         assert_eq!(job.deadline_ms, ends_at.timestamp_millis() as u64);
@@ -172,6 +201,11 @@ fn a_job_still_running_at_its_lease_end_is_killed_with_its_whole_group() {
             "no process of lease {}'s group is left",
             job.lease
         );
+        assert_eq!(
+            super::of_uid(job.uid.unwrap()),
+            0,
+            "nothing runs as its uid"
+        );
     }
     // The shell may also say its background sleep was "Terminated".
     let log = std::fs::read_to_string(runner.log_path(3)).unwrap();
@@ -188,9 +222,15 @@ fn a_job_still_running_at_its_lease_end_is_killed_with_its_whole_group() {
 #[test]
 fn a_job_that_ends_leaves_nothing_running() {
     let dir = tempfile::tempdir().unwrap();
-    let runner = Runner::open(dir.path(), Vendor::Nvidia).unwrap();
+    let runner = Runner::open(dir.path(), Vendor::Nvidia, &sandbox()).unwrap();
     let job = runner
-        .start(9, sh("sleep 30 & echo forked"), vec![0], ends_in(60_000))
+        .start(
+            9,
+            sh("sleep 30 & echo forked"),
+            vec![0],
+            ends_in(60_000),
+            None,
+        )
         .unwrap();
     let ended = finished(&runner, 9);
     assert_eq!(ended.status, JobStatus::Exited { code: 0 });
@@ -200,9 +240,9 @@ fn a_job_that_ends_leaves_nothing_running() {
 #[test]
 fn a_lease_the_market_ended_stops_its_job_and_frees_its_gpus() {
     let dir = tempfile::tempdir().unwrap();
-    let runner = Runner::open(dir.path(), Vendor::Nvidia).unwrap();
+    let runner = Runner::open(dir.path(), Vendor::Nvidia, &sandbox()).unwrap();
     let job = runner
-        .start(4, sh("sleep 30 & sleep 30"), vec![0], ends_in(60_000))
+        .start(4, sh("sleep 30 & sleep 30"), vec![0], ends_in(60_000), None)
         .unwrap();
     let now_ms = Utc::now().timestamp_millis() as u64;
     assert!(job.holds_gpus(now_ms));
@@ -215,6 +255,11 @@ fn a_lease_the_market_ended_stops_its_job_and_frees_its_gpus() {
     );
     assert!(ended.lease_ended && !ended.holds_gpus(now_ms));
     assert_eq!(group_left(pid(&job)), 0);
+    assert_eq!(
+        super::of_uid(job.uid.unwrap()),
+        0,
+        "nothing runs as the job's uid"
+    );
     assert_eq!(runner.get(4).unwrap().unwrap(), ended, "recorded");
     assert!(runner.lease_ended(99).unwrap().is_none());
 }
@@ -223,9 +268,9 @@ fn a_lease_the_market_ended_stops_its_job_and_frees_its_gpus() {
 fn a_job_whose_process_is_gone_without_an_exit_status_is_lost_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let job = {
-        let runner = Runner::open(dir.path(), Vendor::Nvidia).unwrap();
+        let runner = Runner::open(dir.path(), Vendor::Nvidia, &sandbox()).unwrap();
         let job = runner
-            .start(5, sh("sleep 30"), vec![0], ends_in(60_000))
+            .start(5, sh("sleep 30"), vec![0], ends_in(60_000), None)
             .unwrap();
         wait_until("the job's sleep", || group_left(pid(&job)) >= 2);
         job
@@ -236,20 +281,22 @@ fn a_job_whose_process_is_gone_without_an_exit_status_is_lost_after_a_restart() 
     let wrapper = rustix::process::Pid::from_raw(pid(&job) as i32).unwrap();
     rustix::process::kill_process(wrapper, rustix::process::Signal::KILL).unwrap();
     wait_until("the wrapper gone", || !alive(pid(&job)));
-    assert!(group_left(pid(&job)) >= 1, "the job's sleep lives on");
+    // The sandbox dies with its wrapper (`--die-with-parent`), unless the wrapper died before
+    // bubblewrap could ask for that: then the sandbox's monitor lives on in the job's group.
 
-    let restarted = Runner::open(dir.path(), Vendor::Nvidia).unwrap();
+    let restarted = Runner::open(dir.path(), Vendor::Nvidia, &sandbox()).unwrap();
     let changed = restarted.poll().unwrap();
     assert_eq!(changed.len(), 1);
     assert_eq!(changed[0].status, JobStatus::Lost, "never completed");
     assert_eq!(changed[0].outcome().as_deref(), Some("lost"));
     assert!(!dir.path().join("jobs/5.exit").exists());
     assert_eq!(group_left(pid(&job)), 0, "what it left running is stopped");
+    assert_eq!(super::of_uid(job.uid.unwrap()), 0);
     assert!(restarted
-        .start(5, sh("echo again"), vec![0], ends_in(60_000))
+        .start(5, sh("echo again"), vec![0], ends_in(60_000), None)
         .is_err());
     assert_eq!(
-        Runner::open(dir.path(), Vendor::Nvidia)
+        Runner::open(dir.path(), Vendor::Nvidia, &sandbox())
             .unwrap()
             .get(5)
             .unwrap()
@@ -263,9 +310,9 @@ fn a_job_whose_process_is_gone_without_an_exit_status_is_lost_after_a_restart() 
 #[test]
 fn a_pid_given_to_another_process_is_not_taken_for_the_job_nor_signalled() {
     let dir = tempfile::tempdir().unwrap();
-    let runner = Runner::open(dir.path(), Vendor::Nvidia).unwrap();
+    let runner = Runner::open(dir.path(), Vendor::Nvidia, &sandbox()).unwrap();
     let job = runner
-        .start(6, sh("exit 0"), vec![0], ends_in(60_000))
+        .start(6, sh("exit 0"), vec![0], ends_in(60_000), None)
         .unwrap();
     let JobStatus::Running { since, .. } = &job.status else {
         panic!("{job:?}")
@@ -286,7 +333,7 @@ fn a_pid_given_to_another_process_is_not_taken_for_the_job_nor_signalled() {
         "status": {"running": {"pid": other.id(), "since": since}}});
     std::fs::write(dir.path().join("jobs/6.json"), stale.to_string()).unwrap();
     std::fs::remove_file(dir.path().join("jobs/6.exit")).unwrap();
-    let restarted = Runner::open(dir.path(), Vendor::Nvidia).unwrap();
+    let restarted = Runner::open(dir.path(), Vendor::Nvidia, &sandbox()).unwrap();
     restarted.poll().unwrap();
     assert_eq!(restarted.get(6).unwrap().unwrap().status, JobStatus::Lost);
     assert_eq!(
@@ -302,9 +349,9 @@ fn a_pid_given_to_another_process_is_not_taken_for_the_job_nor_signalled() {
 fn a_restarted_agent_finds_its_jobs_and_runs_none_again() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let runner = Runner::open(dir.path(), Vendor::Nvidia).unwrap();
+        let runner = Runner::open(dir.path(), Vendor::Nvidia, &sandbox()).unwrap();
         runner
-            .start(5, sh("sleep 0.5; exit 7"), vec![0], ends_in(60_000))
+            .start(5, sh("sleep 0.5; exit 7"), vec![0], ends_in(60_000), None)
             .unwrap();
         // The agent dies here; the job goes on without it.
     }
@@ -313,7 +360,7 @@ fn a_restarted_agent_finds_its_jobs_and_runs_none_again() {
         "started_ms": 1, "deadline_ms": 2, "status": "starting"});
     std::fs::write(dir.path().join("jobs/6.json"), starting.to_string()).unwrap();
 
-    let restarted = Runner::open(dir.path(), Vendor::Nvidia).unwrap();
+    let restarted = Runner::open(dir.path(), Vendor::Nvidia, &sandbox()).unwrap();
     assert_eq!(
         finished(&restarted, 5).status,
         JobStatus::Exited { code: 7 },
@@ -321,7 +368,7 @@ fn a_restarted_agent_finds_its_jobs_and_runs_none_again() {
     );
     assert_eq!(restarted.get(6).unwrap().unwrap().status, JobStatus::Lost);
     assert!(restarted
-        .start(6, sh("echo again"), vec![0], ends_in(1_000))
+        .start(6, sh("echo again"), vec![0], ends_in(1_000), None)
         .is_err());
     assert!(
         !dir.path().join("jobs/6.log").exists(),
@@ -330,7 +377,7 @@ fn a_restarted_agent_finds_its_jobs_and_runs_none_again() {
 
     // Its outcome is sent once: the mark survives another restart.
     restarted.mark_outcome_sent(5).unwrap();
-    let again = Runner::open(dir.path(), Vendor::Nvidia).unwrap();
+    let again = Runner::open(dir.path(), Vendor::Nvidia, &sandbox()).unwrap();
     assert!(again.get(5).unwrap().unwrap().outcome_sent);
     assert!(
         again.poll().unwrap().is_empty(),
@@ -343,7 +390,7 @@ fn a_record_from_before_the_lease_meter_reads_its_end_as_sent() {
     // Written by an agent that ended leases itself (`end_reported`) and knew no process
     // start: still read, and not sent again.
     let dir = tempfile::tempdir().unwrap();
-    let runner = Runner::open(dir.path(), Vendor::Nvidia).unwrap();
+    let runner = Runner::open(dir.path(), Vendor::Nvidia, &sandbox()).unwrap();
     let old = serde_json::json!({"lease": 2, "spec": {"command": "/bin/true"}, "gpus": [1],
         "started_ms": 1, "deadline_ms": 2, "status": {"exited": {"code": 0}},
         "start_reported": true, "end_reported": true});

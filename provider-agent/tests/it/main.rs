@@ -1,7 +1,9 @@
 //! The agent on simulated GPUs against a real market (engine, projectors, API), and on a real
 //! NVIDIA GPU when one is present.
 
+mod files;
 mod jobs;
+mod sandbox;
 mod torn;
 
 use std::os::unix::fs::PermissionsExt;
@@ -14,6 +16,7 @@ use provider_agent::config::Config;
 use provider_agent::gpu::{GpuSource, Nvml, SimulatedGpus, SourceKind};
 use provider_agent::jobs::JobStatus;
 use provider_agent::report::SignedReport;
+use provider_agent::sandbox::SandboxConfig;
 use provider_agent::{durable, keys, Agent, AgentError};
 use serde_json::{json, Value};
 
@@ -27,6 +30,33 @@ pub fn alive(pid: u32) -> bool {
             .and_then(|(_, rest)| rest.split_whitespace().next())
             .is_some_and(|state| state != "Z")
     })
+}
+
+/// The live processes running as `uid`.
+pub fn of_uid(uid: u32) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .filter(|e| {
+            e.metadata()
+                .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == uid)
+        })
+        .filter(|e| alive(e.file_name().to_str().unwrap().parse().unwrap()))
+        .count()
+}
+
+/// The sandbox's settings, with job uids no other test process uses at the same time (each
+/// test is a process of its own, and a job's uid is swept of processes when it ends).
+pub fn sandbox() -> SandboxConfig {
+    SandboxConfig {
+        uid_base: 300_000 + (std::process::id() % 20_000) * 16,
+        ..SandboxConfig::default()
+    }
 }
 
 pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -170,7 +200,9 @@ fn agent_offering(
         format!(
             "api_url = \"{url}\"\napi_key_file = \"provider.key\"\nnode = \"{node}\"\n\
              class = \"H100-80GB\"\nregion = \"eu-west\"\nsource = \"simulated\"\n\
-             outbox_capacity = {capacity}\n[simulated]\nname = \"H100-80GB\"\ncount = 2\nvram_mb = 81920\n{offer}"
+             outbox_capacity = {capacity}\n[simulated]\nname = \"H100-80GB\"\ncount = 2\nvram_mb = 81920\n\
+             [sandbox]\nuid_base = {}\n{offer}",
+            sandbox().uid_base
         ),
     )
     .unwrap();

@@ -10,7 +10,7 @@ use provider_agent::keys;
 use serde_json::json;
 
 use super::jobs::ends_in;
-use super::{agent, agent_offering, h100_market};
+use super::{agent, agent_offering, h100_market, sandbox};
 
 /// Nothing listens on the discard port on loopback: the API is away.
 const AWAY: &str = "http://127.0.0.1:9";
@@ -43,11 +43,7 @@ fn file_len(path: &Path) -> usize {
 }
 
 fn sh(script: &str) -> JobSpec {
-    JobSpec {
-        command: "/bin/sh".into(),
-        args: vec!["-c".into(), script.into()],
-        env: Default::default(),
-    }
+    JobSpec::new("/bin/sh", &["-c", script])
 }
 
 /// Whether `pid` runs (a zombie does not).
@@ -73,7 +69,7 @@ fn a_torn_report_in_the_outbox_is_set_aside_and_its_starts_are_reported_again() 
     let mut a = agent(template.path(), AWAY, "gpm_1_x", "node-t", 100);
     // A job whose start went out in the report about to be torn.
     a.jobs
-        .start(7, sh("exit 0"), vec![0], ends_in(60_000))
+        .start(7, sh("exit 0"), vec![0], ends_in(60_000), None)
         .unwrap();
     a.report(&[]).unwrap();
     a.report(&[7]).unwrap();
@@ -200,9 +196,9 @@ fn a_torn_node_key_is_refused_never_replaced() {
 #[test]
 fn a_torn_job_record_makes_the_job_lost_and_it_never_runs_again() {
     let template = tempfile::tempdir().unwrap();
-    let runner = Runner::open(template.path(), Vendor::Nvidia).unwrap();
+    let runner = Runner::open(template.path(), Vendor::Nvidia, &sandbox()).unwrap();
     runner
-        .start(5, sh("exit 0"), vec![0], ends_in(60_000))
+        .start(5, sh("exit 0"), vec![0], ends_in(60_000), None)
         .unwrap();
     wait_until("the job's end", || {
         runner.poll().unwrap();
@@ -214,7 +210,7 @@ fn a_torn_job_record_makes_the_job_lost_and_it_never_runs_again() {
     let whole = file_len(&template.path().join(file));
     for len in 0..=whole {
         let copy = torn_copy(template.path(), file, len);
-        let runner = Runner::open(copy.path(), Vendor::Nvidia).unwrap();
+        let runner = Runner::open(copy.path(), Vendor::Nvidia, &sandbox()).unwrap();
         let jobs = runner.jobs().unwrap();
         assert_eq!(jobs.len(), 1, "at {len}");
         let job = &jobs[0];
@@ -229,7 +225,7 @@ fn a_torn_job_record_makes_the_job_lost_and_it_never_runs_again() {
             "its outcome is sent, its start never"
         );
         assert!(runner
-            .start(5, sh("echo again"), vec![0], ends_in(1_000))
+            .start(5, sh("echo again"), vec![0], ends_in(1_000), None)
             .is_err());
         assert!(runner.poll().unwrap().is_empty(), "at {len}");
         assert_eq!(
@@ -243,23 +239,32 @@ fn a_torn_job_record_makes_the_job_lost_and_it_never_runs_again() {
 #[test]
 fn a_running_job_whose_record_is_torn_is_killed() {
     let dir = tempfile::tempdir().unwrap();
-    let runner = Runner::open(dir.path(), Vendor::Nvidia).unwrap();
+    let runner = Runner::open(dir.path(), Vendor::Nvidia, &sandbox()).unwrap();
     runner
-        .start(6, sh("sleep 30 & sleep 30; wait"), vec![0], ends_in(60_000))
+        .start(
+            6,
+            sh("sleep 30 & sleep 30; wait"),
+            vec![0],
+            ends_in(60_000),
+            None,
+        )
         .unwrap();
     let marker = format!(
         "GPUMARKET_EXIT_FILE={}",
         dir.path().join("jobs/6.exit").display()
     );
-    // The wrapper and its sleeps, once the shell has forked them.
-    wait_until("the job's processes", || running_with(&marker).len() >= 2);
+    // The wrapper, and the sleeps in its sandbox (as the job's uid) once forked.
+    let uid = sandbox().uid_base;
+    wait_until("the job's processes", || {
+        running_with(&marker).len() == 1 && super::of_uid(uid) >= 2
+    });
     let record = dir.path().join("jobs/6.json");
     let bytes = std::fs::read(&record).unwrap();
     std::fs::write(&record, &bytes[..bytes.len() / 2]).unwrap();
-    let restarted = Runner::open(dir.path(), Vendor::Nvidia).unwrap();
+    let restarted = Runner::open(dir.path(), Vendor::Nvidia, &sandbox()).unwrap();
     assert_eq!(restarted.get(6).unwrap().unwrap().status, JobStatus::Lost);
     wait_until("the job's processes killed", || {
-        running_with(&marker).is_empty()
+        running_with(&marker).is_empty() && super::of_uid(uid) == 0
     });
     drop(runner);
 }
@@ -281,9 +286,9 @@ fn running_with(marker: &str) -> Vec<u32> {
 #[test]
 fn a_torn_exit_file_makes_the_job_lost_never_completed() {
     let template = tempfile::tempdir().unwrap();
-    let runner = Runner::open(template.path(), Vendor::Nvidia).unwrap();
+    let runner = Runner::open(template.path(), Vendor::Nvidia, &sandbox()).unwrap();
     let job = runner
-        .start(3, sh("exit 3"), vec![0], ends_in(60_000))
+        .start(3, sh("exit 3"), vec![0], ends_in(60_000), None)
         .unwrap();
     let JobStatus::Running { pid, .. } = job.status else {
         panic!("{job:?}")
@@ -295,7 +300,7 @@ fn a_torn_exit_file_makes_the_job_lost_never_completed() {
     assert_eq!(std::fs::read(&exit).unwrap(), b"3\n");
     for len in 0..=2 {
         let copy = torn_copy(template.path(), "jobs/3.exit", len);
-        let restarted = Runner::open(copy.path(), Vendor::Nvidia).unwrap();
+        let restarted = Runner::open(copy.path(), Vendor::Nvidia, &sandbox()).unwrap();
         restarted.poll().unwrap();
         let status = restarted.get(3).unwrap().unwrap().status;
         let expected = if len == 2 {
@@ -308,7 +313,7 @@ fn a_torn_exit_file_makes_the_job_lost_never_completed() {
     for garbage in [&b"x\n"[..], b"-1\n", b"99999999999\n", b"3\n\n"] {
         let copy = torn_copy(template.path(), "jobs/3.exit", 2);
         std::fs::write(copy.path().join("jobs/3.exit"), garbage).unwrap();
-        let restarted = Runner::open(copy.path(), Vendor::Nvidia).unwrap();
+        let restarted = Runner::open(copy.path(), Vendor::Nvidia, &sandbox()).unwrap();
         restarted.poll().unwrap();
         assert_eq!(
             restarted.get(3).unwrap().unwrap().status,

@@ -1,14 +1,16 @@
 //! Ending leases, and the jobs that run on them.
 
 use async_graphql::{Context, Object, ID};
+use contract::image::{ImageManifest, MAX_MANIFEST_BYTES};
+use contract::Digest;
 use contract::{Command, FailureReason};
-use ledger::store::{JobLogged, JobSubmitted};
+use ledger::store::{Access, JobFiles, JobLogged, JobSubmitted};
 
 use crate::auth::Role;
 use crate::errors::ApiError;
 use crate::schema::answer::{events, lease_end, LeaseEndResult};
-use crate::schema::input::parse_lease_id;
-use crate::schema::types::lease::EnvVar;
+use crate::schema::input::{parse_digest, parse_lease_id};
+use crate::schema::types::lease::{EnvVar, JobInput};
 use crate::schema::{principal, state};
 
 /// The most of a job's log the provider sends: its end.
@@ -66,7 +68,13 @@ impl LeaseMutation {
     }
 
     /// Gives a running lease the job to run (the lease's buyer, once; the same job again is
-    /// accepted as a retry). The provider's agent runs it on the leased GPUs.
+    /// accepted as a retry). The provider's agent runs it on the leased GPUs, sandboxed:
+    /// from `image` (the cid of an OCI image manifest whose config and layers the buyer
+    /// uploaded; none: the provider's base system, read-only), with each of `inputs` at
+    /// `/job/in/<path>` (blobs the buyer holds, fetched and verified by digest before the
+    /// job starts), writing what it leaves in `/job/out` back to the store, by digest, for
+    /// the buyer.
+    #[allow(clippy::too_many_arguments)]
     async fn submit_job(
         &self,
         ctx: &Context<'_>,
@@ -74,6 +82,8 @@ impl LeaseMutation {
         command: String,
         #[graphql(default)] args: Vec<String>,
         #[graphql(default)] env: Vec<EnvVar>,
+        image: Option<String>,
+        #[graphql(default)] inputs: Vec<JobInput>,
     ) -> async_graphql::Result<bool> {
         let p = principal(ctx)?;
         p.require(&[Role::Trader], "submitting a job")?;
@@ -115,11 +125,21 @@ impl LeaseMutation {
             }
             lease.provider
         };
-        let env: Vec<(String, String)> = env.into_iter().map(|v| (v.name, v.value)).collect();
+        let strings = std::iter::once(&command)
+            .chain(&args)
+            .chain(env.iter().flat_map(|v| [&v.name, &v.value]));
+        for text in strings {
+            no_nul("the job", text)?;
+        }
+        let files = job_files(ctx, buyer, image, inputs).await?;
+        let job = ledger::store::JobRequest {
+            command,
+            args,
+            env: env.into_iter().map(|v| (v.name, v.value)).collect(),
+            files,
+        };
         let submitted = state(ctx)
-            .db(move |c| {
-                ledger::store::submit_job(c, lease, buyer, provider, &command, &args, &env)
-            })
+            .db(move |c| ledger::store::submit_job(c, lease, buyer, provider, &job))
             .await?;
         match submitted {
             JobSubmitted::New | JobSubmitted::Again => Ok(true),
@@ -143,6 +163,10 @@ impl LeaseMutation {
         p.require(&[Role::Provider], "sending a job's log")?;
         let provider = p.own_account()?;
         let lease = parse_lease_id(&lease_id)?;
+        no_nul("logTail", &log_tail)?;
+        if let Some(outcome) = &outcome {
+            no_nul("outcome", outcome)?;
+        }
         if log_tail.len() > MAX_TAIL || outcome.as_ref().is_some_and(|o| o.len() > 1_024) {
             return Err(ApiError::validation(format!(
                 "logTail: at most {MAX_TAIL} bytes; outcome: at most 1024"
@@ -161,4 +185,111 @@ impl LeaseMutation {
             .into()),
         }
     }
+}
+
+/// Text the ledger stores: Postgres refuses NUL in `text`, so it is refused here, typed.
+fn no_nul(what: &str, text: &str) -> Result<(), ApiError> {
+    if text.contains('\0') {
+        return Err(ApiError::validation(format!(
+            "{what}: NUL characters are not allowed in text"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a job's image and inputs: every blob the buyer's own, the image a valid OCI
+/// manifest whose config and layers the buyer holds too, the paths relative and distinct.
+async fn job_files(
+    ctx: &Context<'_>,
+    buyer: contract::AccountId,
+    image: Option<String>,
+    inputs: Vec<JobInput>,
+) -> Result<JobFiles, ApiError> {
+    if inputs.len() > 256 {
+        return Err(ApiError::validation("inputs: at most 256"));
+    }
+    let mut paths = std::collections::BTreeSet::new();
+    let mut files = JobFiles::default();
+    for input in inputs {
+        let digest = parse_digest(&input.cid)?;
+        if !contract::is_relative_path(&input.path) {
+            return Err(ApiError::validation(format!(
+                "inputs: {:?} is not a relative path (no `..`, `.`, empty parts or leading `/`)",
+                input.path
+            )));
+        }
+        if !paths.insert(input.path.clone()) {
+            return Err(ApiError::validation(format!(
+                "inputs: {:?} is named twice",
+                input.path
+            )));
+        }
+        files.inputs.push((digest.cid(), input.path));
+    }
+    let mut held: Vec<Digest> = files
+        .inputs
+        .iter()
+        .map(|(cid, _)| Digest::parse(cid).expect("parsed above"))
+        .collect();
+    if let Some(image) = image {
+        let manifest = parse_digest(&image)?;
+        require_held(ctx, buyer, &[manifest]).await?;
+        let store = state(ctx)
+            .config
+            .blobs
+            .as_ref()
+            .ok_or_else(|| ApiError::unavailable("this market keeps no blob store"))?;
+        let size = store.size(manifest).await.map_err(|e| {
+            tracing::error!(error = %e, "reading the blob store");
+            ApiError::unavailable("the blob store is not reachable; retry")
+        })?;
+        if size.is_none_or(|s| s > MAX_MANIFEST_BYTES) {
+            return Err(ApiError::validation(format!(
+                "image: {manifest} is not an image manifest (at most {MAX_MANIFEST_BYTES} bytes)"
+            )));
+        }
+        let bytes = store.read(manifest).await.map_err(|e| {
+            tracing::error!(error = %e, "reading the blob store");
+            ApiError::unavailable("the blob store is not reachable; retry")
+        })?;
+        let parsed = ImageManifest::parse(&bytes)
+            .map_err(|e| ApiError::validation(format!("image: {e}")))?;
+        let parts = parsed
+            .blobs()
+            .map_err(|e| ApiError::validation(format!("image: {e}")))?;
+        files.image = Some(manifest.cid());
+        files.image_blobs = std::iter::once(manifest)
+            .chain(parts.iter().copied())
+            .map(|d| d.cid())
+            .collect();
+        held.extend(parts);
+    }
+    require_held(ctx, buyer, &held).await?;
+    Ok(files)
+}
+
+/// Every one of `digests` is a blob `account` holds: else `NOT_FOUND` (nobody stored it) or
+/// `FORBIDDEN` (another account's).
+async fn require_held(
+    ctx: &Context<'_>,
+    account: contract::AccountId,
+    digests: &[Digest],
+) -> Result<(), ApiError> {
+    let cids: Vec<String> = digests.iter().map(Digest::cid).collect();
+    state(ctx)
+        .db(move |c| -> Result<(), ApiError> {
+            for cid in &cids {
+                match ledger::store::access(c, account, cid)? {
+                    Access::Owner => {}
+                    Access::Unknown => return Err(ApiError::not_found(format!("no blob {cid}"))),
+                    _ => {
+                        return Err(ApiError::forbidden(format!(
+                            "blob {cid} is another account's"
+                        )))
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
 }

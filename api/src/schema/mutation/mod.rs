@@ -17,4 +17,5 @@ pub struct Mutation(
     nodes::NodeMutation,
     money::MoneyMutation,
     admin::AdminMutation,
+    crate::schema::blobs::BlobMutation,
 );

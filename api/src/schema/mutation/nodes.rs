@@ -176,6 +176,29 @@ impl NodeMutation {
         let fresh = st
             .db(move |c| ledger::store::record_report(c, provider, &recorded))
             .await?;
+        // The signed report names each ended job's outputs: that seals them (the first
+        // report to name them wins; a resend changes nothing).
+        for out in report.outputs.clone() {
+            let (lease, sequence) = (LeaseId(out.lease), report.sequence);
+            let sealed = st
+                .db(move |c| {
+                    ledger::store::seal_outputs(
+                        c,
+                        lease,
+                        provider,
+                        &out.manifest,
+                        &out.log,
+                        sequence,
+                    )
+                })
+                .await?;
+            tracing::info!(
+                lease = lease.0,
+                sequence,
+                sealed,
+                "a job's outputs named by a signed report"
+            );
+        }
         if fresh {
             let _ = st
                 .telemetry

@@ -6,6 +6,7 @@ use contract::LeaseId;
 use ledger::read::Key;
 use rust_decimal::Decimal;
 
+use crate::errors::ApiError;
 use crate::schema::state;
 
 /// Which side of its leases an account lists (`ledger::read::LeaseRole`).
@@ -106,7 +107,7 @@ impl Lease {
         let job = state(ctx)
             .db(move |c| ledger::store::job(c, partition, lease))
             .await?;
-        Ok(job.map(Job::from))
+        Ok(job.map(|j| Job::of(lease.0, j)))
     }
 
     /// This lease and every lease its provider failures' re-bids filled, nearest first:
@@ -150,22 +151,98 @@ impl From<ledger::read::ChainLease> for ChainLink {
     }
 }
 
-/// A job for a lease, as its buyer submitted it.
+/// A job for a lease, as its buyer submitted it, and what it wrote.
 #[derive(Debug, Clone, SimpleObject)]
+#[graphql(complex)]
 pub struct Job {
     pub command: String,
     pub args: Vec<String>,
     pub env: Vec<EnvVar>,
+    /// The cid of the OCI image manifest it runs from; null: the provider's base system.
+    pub image: Option<String>,
+    /// Its inputs, each at `/job/in/<path>` in its sandbox.
+    pub inputs: Vec<JobInput>,
     pub submitted_at: DateTime<Utc>,
-    /// The end of the job's output (at most 48 KiB) as the provider's agent last sent it.
+    /// The end of the job's output (at most 48 KiB) as the provider's agent last sent it;
+    /// bytes that are not UTF-8, NUL and other control characters but tab and newline
+    /// appear escaped (`\xNN`). The whole log is the blob `outputLog`.
     pub log_tail: String,
     /// How the job ended, e.g. `exited 0` or `killed: the lease's time ran out`.
     pub outcome: Option<String>,
     pub log_at: Option<DateTime<Utc>>,
+    /// The cid of its output manifest (path → cid, size of each file it left in
+    /// `/job/out`), as the node's signed report `reportSequence` named it.
+    pub output_manifest: Option<String>,
+    /// The cid of its whole log, byte for byte.
+    pub output_log: Option<String>,
+    /// The node's signed report that named the outputs (its heartbeat is in the log, with
+    /// the signature: anyone can check which node, which GPUs, when).
+    pub report_sequence: Option<u64>,
+    #[graphql(skip)]
+    lease: u64,
 }
 
-impl From<ledger::store::Job> for Job {
-    fn from(j: ledger::store::Job) -> Job {
+/// One of a job's inputs.
+#[derive(Debug, Clone, PartialEq, Eq, SimpleObject, InputObject)]
+#[graphql(input_name = "JobInputInput")]
+pub struct JobInput {
+    /// The blob (CIDv1, or `sha256:<hex>` when given).
+    pub cid: String,
+    /// Where the job finds it, under `/job/in/`: relative, no `..`.
+    pub path: String,
+}
+
+/// A file a job wrote.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct OutputFile {
+    /// Relative to the job's `/job/out`.
+    pub path: String,
+    pub cid: String,
+    pub size: u64,
+    /// `GET` it with the buyer's key.
+    pub download_path: String,
+}
+
+#[ComplexObject]
+impl Job {
+    /// The files of its output manifest (read from the store); empty until the node's
+    /// signed report named them.
+    #[graphql(complexity = "crate::schema::query::DB + child_complexity")]
+    async fn outputs(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<OutputFile>> {
+        let Some(cid) = &self.output_manifest else {
+            return Ok(Vec::new());
+        };
+        let store = state(ctx)
+            .config
+            .blobs
+            .as_ref()
+            .ok_or_else(|| ApiError::unavailable("this market keeps no blob store"))?;
+        let digest = contract::Digest::parse(cid).map_err(|e| ApiError::internal(e.to_string()))?;
+        let bytes = store.read(digest).await.map_err(|e| {
+            tracing::error!(error = %e, %cid, "reading an output manifest");
+            ApiError::unavailable("the blob store is not reachable; retry")
+        })?;
+        let manifest: contract::OutputManifest = serde_json::from_slice(&bytes)
+            .ok()
+            .filter(|m: &contract::OutputManifest| m.lease == self.lease)
+            .ok_or_else(|| {
+                ApiError::internal(format!("{cid} is not lease {}'s manifest", self.lease))
+            })?;
+        Ok(manifest
+            .files
+            .into_iter()
+            .map(|f| OutputFile {
+                download_path: format!("/blobs/{}", f.cid),
+                path: f.path,
+                cid: f.cid,
+                size: f.size,
+            })
+            .collect())
+    }
+}
+
+impl Job {
+    pub fn of(lease: u64, j: ledger::store::Job) -> Job {
         Job {
             command: j.command,
             args: j.args,
@@ -174,10 +251,21 @@ impl From<ledger::store::Job> for Job {
                 .into_iter()
                 .map(|(name, value)| EnvVar { name, value })
                 .collect(),
+            image: j.files.image,
+            inputs: j
+                .files
+                .inputs
+                .into_iter()
+                .map(|(cid, path)| JobInput { cid, path })
+                .collect(),
             submitted_at: j.submitted_at,
             log_tail: j.log_tail,
             outcome: j.outcome,
             log_at: j.log_at,
+            output_manifest: j.output_manifest,
+            output_log: j.output_log,
+            report_sequence: j.report_sequence,
+            lease,
         }
     }
 }

@@ -1,0 +1,224 @@
+//! `/blobs`: uploads and downloads of blobs named by content ([`blobstore`]).
+//!
+//! - `PUT /blobs[?digest=CID]` streams the body into the store as the caller's blob and
+//!   answers its digest (`201`, or `200` when the caller held it already). A claimed digest
+//!   the body does not have is `DIGEST_MISMATCH`; a body that would take the account over its
+//!   quota is `QUOTA_EXCEEDED` (413); neither stores anything.
+//! - `PUT /blobs?lease=N` is the provider's agent uploading a job's output: the blob is the
+//!   lease's buyer's, counted on the buyer's quota, and accepted only until the node's signed
+//!   report seals the job's outputs.
+//! - `GET /blobs/{digest}` streams a blob to its owner, or to the provider of a running lease
+//!   whose job names it (an input, or a part of the job's image). Anyone else gets
+//!   `FORBIDDEN`; a digest nobody stored, `NOT_FOUND`.
+//!
+//! Bodies stream both ways: a 1 GiB blob never sits in the server's memory.
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use blobstore::BlobError;
+use contract::{AccountId, ErrorCode, LeaseId};
+use futures_util::StreamExt;
+use ledger::store::{Access, BlobKind, RefAdded};
+
+use super::{authenticate, key_of, peer, status_of};
+use crate::auth::{Principal, Role};
+use crate::errors::ApiError;
+use crate::schema::input::parse_digest;
+use crate::AppState;
+
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct PutParams {
+    digest: Option<String>,
+    lease: Option<String>,
+}
+
+fn answer(result: Result<HttpResponse, ApiError>) -> HttpResponse {
+    result.unwrap_or_else(|e| {
+        HttpResponse::build(status_of(&e)).json(serde_json::json!({
+            "code": e.code, "message": e.message
+        }))
+    })
+}
+
+async fn caller(state: &Arc<AppState>, req: &HttpRequest) -> Result<Principal, ApiError> {
+    let key = key_of(req).ok_or_else(|| ApiError::unauthenticated("blobs need an API key"))?;
+    let principal = authenticate(state, key, &peer(req)).await?;
+    state
+        .requests
+        .take(&format!("key:{}", principal.key_id))
+        .map_err(|retry| {
+            ApiError::new(
+                ErrorCode::RateLimited,
+                format!("too many requests; retry in {} ms", retry.as_millis()),
+            )
+        })?;
+    Ok(principal)
+}
+
+fn store(state: &AppState) -> Result<&blobstore::BlobStore, ApiError> {
+    state
+        .config
+        .blobs
+        .as_ref()
+        .ok_or_else(|| ApiError::unavailable("this market keeps no blob store"))
+}
+
+fn blob_error(e: BlobError) -> ApiError {
+    match e {
+        BlobError::DigestMismatch { .. } => ApiError::new(ErrorCode::DigestMismatch, e.to_string()),
+        BlobError::TooLarge { .. } => ApiError::new(ErrorCode::QuotaExceeded, e.to_string()),
+        BlobError::NotFound(_) => ApiError::not_found(e.to_string()),
+        BlobError::Body(_) => ApiError::validation(e.to_string()),
+        BlobError::Store(_) | BlobError::Io(_) => {
+            tracing::error!(error = %e, "the blob store failed");
+            ApiError::unavailable("the blob store is not reachable; retry")
+        }
+    }
+}
+
+/// `PUT /blobs`.
+pub(super) async fn put(
+    state: web::Data<Arc<AppState>>,
+    req: HttpRequest,
+    params: web::Query<PutParams>,
+    body: web::Payload,
+) -> HttpResponse {
+    answer(put_blob(&state, &req, &params, body).await)
+}
+
+async fn put_blob(
+    state: &Arc<AppState>,
+    req: &HttpRequest,
+    params: &PutParams,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let principal = caller(state, req).await?;
+    let store = store(state)?;
+    let claimed = params.digest.as_deref().map(parse_digest).transpose()?;
+    let account = principal.own_account()?;
+    // Whose blob it becomes, and as what.
+    let (owner, kind) = match &params.lease {
+        None => {
+            principal.require(&[Role::Trader, Role::Provider], "uploading a blob")?;
+            (account, BlobKind::Upload)
+        }
+        Some(lease) => {
+            principal.require(&[Role::Provider], "uploading a job's output")?;
+            let lease = crate::schema::input::parse_lease_id(&lease.as_str().into())?;
+            let buyer = state
+                .db(move |c| ledger::store::output_owner(c, lease, account))
+                .await?
+                .ok_or_else(|| {
+                    ApiError::forbidden(format!(
+                        "lease {} has no job on this provider's nodes whose outputs are open",
+                        lease.0
+                    ))
+                })?;
+            (buyer, BlobKind::Output(lease))
+        }
+    };
+    let default_max = state.config.blob_quota_bytes;
+    let quota = state
+        .db(move |c| ledger::store::quota(c, owner, default_max))
+        .await?;
+    let room = quota.max_bytes.saturating_sub(quota.used);
+    // A declared length over the room is refused before a byte is read.
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > room) {
+        return Err(over_quota(quota.max_bytes, quota.used));
+    }
+    let body = body.map(|chunk| chunk.map_err(|e| e.to_string()));
+    let stored = store.put(body, claimed, room).await.map_err(|e| match e {
+        BlobError::TooLarge { .. } => over_quota(quota.max_bytes, quota.used),
+        e => blob_error(e),
+    })?;
+    let cid = stored.digest.cid();
+    let (size, for_db) = (stored.size, cid.clone());
+    let added = state
+        .db(move |c| ledger::store::add_ref(c, owner, &for_db, size, kind, default_max))
+        .await?;
+    let status = match added {
+        RefAdded::New => actix_web::http::StatusCode::CREATED,
+        RefAdded::Again => actix_web::http::StatusCode::OK,
+        RefAdded::OverQuota { max_bytes, used } => {
+            // Another upload of the account's took the room meanwhile. The bytes stay only
+            // if someone holds them.
+            let still_held = {
+                let cid = cid.clone();
+                state.db(move |c| ledger::store::blob_size(c, &cid)).await?
+            };
+            if still_held.is_none() && stored.new {
+                store.delete(stored.digest).await.map_err(blob_error)?;
+            }
+            return Err(over_quota(max_bytes, used));
+        }
+    };
+    tracing::info!(owner = owner.0, %cid, size, ?kind, "blob stored");
+    Ok(HttpResponse::build(status).json(serde_json::json!({
+        "cid": cid,
+        "sha256": stored.digest.hex(),
+        "size": size,
+    })))
+}
+
+fn over_quota(max_bytes: u64, used: u64) -> ApiError {
+    ApiError::new(
+        ErrorCode::QuotaExceeded,
+        format!("the account holds {used} of its {max_bytes} bytes of blobs: no room for this one"),
+    )
+}
+
+/// `GET /blobs/{digest}`.
+pub(super) async fn get(
+    state: web::Data<Arc<AppState>>,
+    req: HttpRequest,
+    digest: web::Path<String>,
+) -> HttpResponse {
+    answer(get_blob(&state, &req, &digest).await)
+}
+
+async fn get_blob(
+    state: &Arc<AppState>,
+    req: &HttpRequest,
+    digest: &str,
+) -> Result<HttpResponse, ApiError> {
+    let principal = caller(state, req).await?;
+    let store = store(state)?;
+    let digest = parse_digest(digest)?;
+    let account = principal.own_account()?;
+    let cid = digest.cid();
+    let access = state
+        .db(move |c| ledger::store::access(c, account, &cid))
+        .await?;
+    let allowed = match access {
+        Access::Unknown => return Err(ApiError::not_found(format!("no blob {digest}"))),
+        Access::Owner => true,
+        Access::JobInput(leases) => running(state, account, &leases),
+        Access::None => false,
+    };
+    if !allowed {
+        return Err(ApiError::forbidden(format!(
+            "blob {digest} is another account's"
+        )));
+    }
+    let (size, bytes) = store.get(digest).await.map_err(blob_error)?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .insert_header(("Content-Length", size.to_string()))
+        .insert_header(("ETag", format!("\"{digest}\"")))
+        .insert_header(("Cache-Control", "private, max-age=31536000, immutable"))
+        .streaming(bytes.map(|chunk| chunk.map_err(|e| std::io::Error::other(e.to_string())))))
+}
+
+/// Whether one of `leases` is running now with `provider` as its provider.
+fn running(state: &AppState, provider: AccountId, leases: &[LeaseId]) -> bool {
+    let engine = state.engine.replica();
+    leases
+        .iter()
+        .any(|id| engine.lease(*id).is_some_and(|l| l.provider == provider))
+}

@@ -1,0 +1,11 @@
+ALTER TABLE lease_jobs
+    DROP COLUMN image,
+    DROP COLUMN image_blobs,
+    DROP COLUMN input_cids,
+    DROP COLUMN input_paths,
+    DROP COLUMN output_manifest,
+    DROP COLUMN output_log,
+    DROP COLUMN report_sequence;
+DROP TABLE blob_quotas;
+DROP TABLE blob_refs;
+DROP TABLE blobs;

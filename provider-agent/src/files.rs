@@ -1,0 +1,336 @@
+//! A job's files, all named by content in the market's blob store: its image (an OCI
+//! manifest, config and layers) unpacked once per node and verified layer by layer, its
+//! inputs fetched and verified before it starts, and its outputs uploaded by digest when it
+//! ends, with a manifest the node's next signed report names.
+//!
+//! Nothing is trusted on its way in: every blob is hashed as it arrives and kept only when
+//! its digest is the one asked for (written beside, renamed into place, so a crash leaves
+//! no half file under a real name); a layer's entries that would land outside the root
+//! (`..`, absolute paths, links through which a later entry would escape) are refused by
+//! the `tar` crate's `unpack_in`, and device nodes and FIFOs are skipped.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use api_client::ClientError;
+use contract::image::{ImageManifest, MAX_MANIFEST_BYTES};
+use contract::{Digest, JobOutputs, OutputFile, OutputManifest};
+use sha2::{Digest as _, Sha256};
+
+/// The most files a job's output may have; past that the rest are listed as refused.
+pub const MAX_OUTPUT_FILES: usize = 10_000;
+
+/// Why a job's files could not be made ready or sent.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("blob {cid}: {source}")]
+    Api {
+        cid: String,
+        #[source]
+        source: ClientError,
+    },
+    #[error("blob {asked}: the bytes received have digest {got}: refused")]
+    DigestMismatch { asked: Digest, got: Digest },
+    #[error("image {manifest}: {why}")]
+    BadImage { manifest: Digest, why: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl FileError {
+    /// Asking again later may succeed (the API was away).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            FileError::Api {
+                source: ClientError::Unreachable { .. },
+                ..
+            }
+        )
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FileError + '_ {
+    move |source| FileError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Downloads `digest` to `to` (mode 0644), hashing as it arrives; a file whose digest is
+/// not `digest` is removed, never renamed into place. Returns its size.
+pub fn fetch(client: &api_client::Client, digest: Digest, to: &Path) -> Result<u64, FileError> {
+    let cid = digest.cid();
+    let mut body = client.get_blob(&cid).map_err(|source| FileError::Api {
+        cid: cid.clone(),
+        source,
+    })?;
+    let partial = to.with_file_name(format!(
+        ".{}.partial",
+        to.file_name().and_then(|n| n.to_str()).unwrap_or("blob")
+    ));
+    let mut file = fs::File::create(&partial).map_err(io(&partial))?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = body.read(&mut buf).map_err(io(&partial))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        file.write_all(&buf[..n]).map_err(io(&partial))?;
+        size += n as u64;
+    }
+    let got = Digest::from_sha256(hasher.finalize().into());
+    if got != digest {
+        let _ = fs::remove_file(&partial);
+        return Err(FileError::DigestMismatch { asked: digest, got });
+    }
+    file.sync_all().map_err(io(&partial))?;
+    fs::set_permissions(&partial, fs::Permissions::from_mode(0o644)).map_err(io(&partial))?;
+    fs::rename(&partial, to).map_err(io(to))?;
+    Ok(size)
+}
+
+/// Puts each input at `dir/<path>` (readable by the job's uid), fetched and verified.
+pub fn fetch_inputs(
+    client: &api_client::Client,
+    dir: &Path,
+    inputs: &[(String, String)],
+) -> Result<(), FileError> {
+    for (cid, path) in inputs {
+        let digest = Digest::parse(cid).map_err(|e| FileError::Api {
+            cid: cid.clone(),
+            source: ClientError::Refused {
+                code: contract::ErrorCode::Validation,
+                message: e.to_string(),
+            },
+        })?;
+        // The API checked the path; the agent checks again, since it writes as root.
+        if !contract::is_relative_path(path) {
+            return Err(FileError::Io {
+                path: dir.join(path),
+                source: std::io::Error::other("not a relative path"),
+            });
+        }
+        let to = dir.join(path);
+        if to.exists() {
+            continue;
+        }
+        let mut parent = to.parent().expect("under dir").to_owned();
+        fs::create_dir_all(&parent).map_err(io(&parent))?;
+        while parent.starts_with(dir) {
+            fs::set_permissions(&parent, fs::Permissions::from_mode(0o755)).map_err(io(&parent))?;
+            if !parent.pop() {
+                break;
+            }
+        }
+        fetch(client, digest, &to)?;
+    }
+    Ok(())
+}
+
+/// The unpacked root of image `manifest` under `images` (`images/<cid>/rootfs`), fetched,
+/// verified and unpacked the first time it is asked for, then kept.
+pub fn image(
+    client: &api_client::Client,
+    images: &Path,
+    manifest: Digest,
+) -> Result<PathBuf, FileError> {
+    let dir = images.join(manifest.cid());
+    let root = dir.join("rootfs");
+    if root.is_dir() {
+        return Ok(root);
+    }
+    let bad = |why: String| FileError::BadImage { manifest, why };
+    for d in [images, dir.as_path()] {
+        fs::create_dir_all(d).map_err(io(d))?;
+        fs::set_permissions(d, fs::Permissions::from_mode(0o711)).map_err(io(d))?;
+    }
+    let manifest_path = dir.join("manifest.json");
+    fetch(client, manifest, &manifest_path)?;
+    if fs::metadata(&manifest_path)
+        .map_err(io(&manifest_path))?
+        .len()
+        > MAX_MANIFEST_BYTES
+    {
+        return Err(bad("the manifest is too large".into()));
+    }
+    let parsed = ImageManifest::parse(&fs::read(&manifest_path).map_err(io(&manifest_path))?)
+        .map_err(|e| bad(e.to_string()))?;
+    let blobs = parsed.blobs().map_err(|e| bad(e.to_string()))?;
+    let partial = dir.join("rootfs.partial");
+    if partial.exists() {
+        fs::remove_dir_all(&partial).map_err(io(&partial))?;
+    }
+    fs::create_dir_all(&partial).map_err(io(&partial))?;
+    fs::set_permissions(&partial, fs::Permissions::from_mode(0o755)).map_err(io(&partial))?;
+    // The config is fetched and verified too: it is part of what the manifest's digest
+    // vouches for, though the sandbox sets the job's command and environment itself.
+    let config = dir.join("config.json");
+    fetch(client, blobs[0], &config)?;
+    for (layer, descriptor) in blobs[1..].iter().zip(&parsed.layers) {
+        let path = dir.join(format!("layer-{}", layer.cid()));
+        fetch(client, *layer, &path)?;
+        let file = fs::File::open(&path).map_err(io(&path))?;
+        let reader: Box<dyn Read> = if descriptor.media_type.ends_with("gzip") {
+            Box::new(flate2::read::GzDecoder::new(file))
+        } else {
+            Box::new(file)
+        };
+        unpack_layer(reader, &partial).map_err(|e| bad(format!("layer {layer}: {e}")))?;
+        fs::remove_file(&path).map_err(io(&path))?;
+    }
+    fs::rename(&partial, &root).map_err(io(&root))?;
+    tracing::info!(image = %manifest, layers = parsed.layers.len(), "image unpacked");
+    Ok(root)
+}
+
+/// Applies one layer to `root`: its whiteouts (`.wh.NAME` removes NAME, `.wh..wh..opq`
+/// empties its directory), then its entries, each kept inside `root`.
+fn unpack_layer(reader: impl Read, root: &Path) -> std::io::Result<()> {
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_ownerships(false);
+    archive.set_overwrite(true);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let kind = entry.header().entry_type();
+        if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
+            continue;
+        }
+        let path = entry.path()?.into_owned();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if let Some(hidden) = name.strip_prefix(".wh.") {
+            let parent = path.parent().unwrap_or(Path::new(""));
+            if parent
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
+                continue;
+            }
+            let dir = root.join(parent);
+            if hidden == ".wh..opq" {
+                for child in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    remove(&child.path())?;
+                }
+            } else if !hidden.is_empty() && hidden != "." && hidden != ".." {
+                remove(&dir.join(hidden))?;
+            }
+            continue;
+        }
+        // Refuses `..`, absolute paths and writes through links out of `root`.
+        entry.unpack_in(root)?;
+    }
+    Ok(())
+}
+
+fn remove(path: &Path) -> std::io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Uploads one file as lease `lease`'s output (the buyer's blob), claiming the digest it
+/// read, so the store keeps it only if the bytes it receives are those.
+fn upload(
+    client: &api_client::Client,
+    lease: u64,
+    path: &Path,
+) -> Result<(Digest, u64), FileError> {
+    let mut hasher = Sha256::new();
+    let mut file = fs::File::open(path).map_err(io(path))?;
+    let size = std::io::copy(&mut file, &mut hasher).map_err(io(path))?;
+    let digest = Digest::from_sha256(hasher.finalize().into());
+    let file = fs::File::open(path).map_err(io(path))?;
+    client
+        .put_blob(
+            api_client::BlobBody::sized(file, size),
+            Some(&digest.cid()),
+            Some(lease),
+        )
+        .map_err(|source| FileError::Api {
+            cid: digest.cid(),
+            source,
+        })?;
+    Ok((digest, size))
+}
+
+/// Uploads what the job left in `out` (regular files only, never following a link), its
+/// manifest and its whole log; returns what the node's report names.
+pub fn upload_outputs(
+    client: &api_client::Client,
+    lease: u64,
+    out: &Path,
+    log: &Path,
+    gpus: Vec<String>,
+) -> Result<JobOutputs, FileError> {
+    let mut files = Vec::new();
+    let mut refused = Vec::new();
+    let mut stack = vec![out.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(&dir)(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io(&dir))?;
+            let path = entry.path();
+            let relative = path.strip_prefix(out).expect("under out");
+            let Some(name) = relative.to_str().filter(|n| contract::is_relative_path(n)) else {
+                refused.push(format!("{}: not a UTF-8 relative name", relative.display()));
+                continue;
+            };
+            let meta = fs::symlink_metadata(&path).map_err(io(&path))?;
+            if meta.is_dir() {
+                stack.push(path);
+            } else if !meta.is_file() {
+                refused.push(format!("{name}: not a regular file (a link or a device)"));
+            } else if files.len() >= MAX_OUTPUT_FILES {
+                refused.push(format!("{name}: over {MAX_OUTPUT_FILES} files"));
+            } else {
+                let (digest, size) = upload(client, lease, &path)?;
+                files.push(OutputFile {
+                    path: name.to_owned(),
+                    cid: digest.cid(),
+                    size,
+                });
+            }
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    refused.sort();
+    let manifest = OutputManifest {
+        lease,
+        files,
+        refused,
+    };
+    let bytes = serde_json::to_vec(&manifest).expect("strings and numbers serialize");
+    let digest = Digest::of(&bytes);
+    client
+        .put_blob(bytes.into(), Some(&digest.cid()), Some(lease))
+        .map_err(|source| FileError::Api {
+            cid: digest.cid(),
+            source,
+        })?;
+    let (log, _) = upload(client, lease, log)?;
+    Ok(JobOutputs {
+        lease,
+        manifest: digest.cid(),
+        log: log.cid(),
+        gpus,
+    })
+}

@@ -1,0 +1,239 @@
+//! A job's files end to end, against a whole market: the buyer uploads an image built here
+//! from Debian's busybox-static and an input; the agent fetches and verifies both, runs the
+//! job in its sandbox from that image, uploads what it wrote by digest with a manifest, and
+//! its next signed report names the manifest, which the log keeps with the signature.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use api::testing::Market;
+use contract::codec::{decode, CommandRecord};
+use contract::{Command, Digest, NodeReport};
+use ed25519_dalek::Verifier;
+use serde_json::{json, Value};
+
+use super::{h100_market, leases_on, reporting_agent};
+
+/// `PUT /blobs` as `key`: the cid.
+fn upload(m: &Market, key: &str, bytes: Vec<u8>) -> String {
+    let answer: Value = m
+        .http
+        .put(format!("{}/blobs", m.url))
+        .bearer_auth(key)
+        .body(bytes)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    answer["cid"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{answer}"))
+        .to_owned()
+}
+
+/// An OCI image of one gzip layer holding `/bin/busybox` and its applets, uploaded as the
+/// buyer: the manifest's cid.
+pub fn busybox_image(m: &Market, applets: &[&str]) -> String {
+    let mut tar = tar::Builder::new(Vec::new());
+    let busybox = std::fs::read("/bin/busybox").expect("Debian's busybox-static");
+    let mut header = tar::Header::new_gnu();
+    header.set_size(busybox.len() as u64);
+    header.set_mode(0o755);
+    header.set_cksum();
+    tar.append_data(&mut header, "bin/busybox", busybox.as_slice())
+        .unwrap();
+    for applet in applets {
+        let mut link = tar::Header::new_gnu();
+        link.set_entry_type(tar::EntryType::Symlink);
+        link.set_size(0);
+        link.set_mode(0o777);
+        tar.append_link(&mut link, format!("bin/{applet}"), "busybox")
+            .unwrap();
+    }
+    // An entry that tries to leave the root is refused when unpacked.
+    let mut escape = tar::Header::new_gnu();
+    escape.set_size(4);
+    escape.set_mode(0o644);
+    escape.as_gnu_mut().unwrap().name[..16].copy_from_slice(b"../../escaped.tx");
+    escape.set_cksum();
+    tar.append(&escape, &b"evil"[..]).unwrap();
+    let layer_tar = tar.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&layer_tar).unwrap();
+    let layer = gz.finish().unwrap();
+    let config = json!({"architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [Digest::of(&layer_tar).oci()]}, "config": {}})
+    .to_string()
+    .into_bytes();
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": Digest::of(&config).oci(), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": Digest::of(&layer).oci(), "size": layer.len()}],
+    })
+    .to_string()
+    .into_bytes();
+    upload(m, &m.buyer, config);
+    upload(m, &m.buyer, layer);
+    upload(m, &m.buyer, manifest)
+}
+
+/// `GET /blobs/{cid}` as `key`: the status and the bytes.
+fn download(m: &Market, key: &str, cid: &str) -> (u16, Vec<u8>) {
+    let response = m
+        .http
+        .get(format!("{}/blobs/{cid}", m.url))
+        .bearer_auth(key)
+        .send()
+        .unwrap();
+    (
+        response.status().as_u16(),
+        response.bytes().unwrap().to_vec(),
+    )
+}
+
+/// Every signed heartbeat in the market's log: the report's bytes and its signature.
+fn signed_reports(log_url: &str) -> Vec<(Vec<u8>, [u8; 64])> {
+    let topics = engine_service::Topics::with_prefix("");
+    let mut log = eventlog::open(log_url, &eventlog::LogConfig::default()).unwrap();
+    let end = log.end_offset(&topics.commands, 0).unwrap();
+    let records = log
+        .read(&topics.commands, 0, 0, end as usize + 1, Duration::ZERO)
+        .unwrap();
+    records
+        .into_iter()
+        .filter_map(|r| {
+            let stamped: CommandRecord = decode(r.schema, &r.payload).unwrap();
+            match stamped.command {
+                Command::SignedHeartbeat(beat) => {
+                    Some((beat.evidence.signed.clone(), beat.evidence.signature.0))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_job_runs_from_its_image_on_its_inputs_and_its_outputs_come_back_signed() {
+    let m = h100_market("agent_files");
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = reporting_agent(&m, dir.path(), "node-f");
+    leases_on(&m, "node-f", 2, 1);
+    let image = busybox_image(
+        &m,
+        &["sh", "cat", "mkdir", "wc", "echo", "ln", "printf", "ls"],
+    );
+    let input = b"twelve bytes".to_vec();
+    let input_cid = upload(&m, &m.buyer, input.clone());
+    let script = "cat /job/in/scene/input.txt; echo; ls /; \
+                  mkdir -p /job/out/frames && wc -c < /job/in/scene/input.txt > /job/out/frames/0001.txt; \
+                  echo done > /job/out/result.txt; ln -s /etc/passwd /job/out/link; \
+                  printf 'nul:\\000 bad:\\377 end\\n'";
+    let submit = "mutation($i: String, $in: [JobInputInput!], $a: [String!]) { \
+                  submitJob(leaseId: \"1\", command: \"/bin/sh\", args: $a, image: $i, inputs: $in) }";
+    m.ok(
+        &m.buyer,
+        submit,
+        json!({"i": image, "in": [{"cid": input_cid, "path": "scene/input.txt"}], "a": ["-c", script]}),
+    );
+    m.projected();
+
+    let mut outputs = None;
+    for _ in 0..200 {
+        let step = a.step().unwrap();
+        let job = a.jobs.get(1).unwrap();
+        if let Some(job) = job.filter(|j| j.outputs_reported && step.flushed.sent > 0) {
+            outputs = job.outputs.clone();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let outputs = outputs.expect("the job's outputs reported");
+    let log = std::fs::read(a.jobs.log_path(1)).unwrap();
+    let text = String::from_utf8_lossy(&log);
+    assert!(
+        text.starts_with("twelve bytes\n"),
+        "the input, verified: {text}"
+    );
+    assert!(
+        !text.contains("usr"),
+        "the image's root, not the host's: {text}"
+    );
+    assert!(
+        !dir.path().join("state/escaped.tx").exists() && !dir.path().join("escaped.tx").exists(),
+        "the layer's escaping entry was refused"
+    );
+
+    // The buyer reads the outputs by digest after the lease ended, as the manifest says.
+    m.ok(
+        &m.buyer,
+        "mutation { endLease(leaseId: \"1\") { cause } }",
+        json!({}),
+    );
+    for _ in 0..20 {
+        a.step().unwrap();
+    }
+    m.projected();
+    let job = m.ok(
+        &m.buyer,
+        "{ leases(role: BUYER) { nodes { job { outputManifest outputLog reportSequence logTail \
+         outputs { path cid size downloadPath } } } } }",
+        json!({}),
+    )["leases"]["nodes"][0]["job"]
+        .clone();
+    assert_eq!(job["outputManifest"], outputs.manifest);
+    assert_eq!(job["outputLog"], outputs.log);
+    let files = job["outputs"].as_array().unwrap();
+    let paths: Vec<&str> = files.iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert_eq!(
+        paths,
+        ["frames/0001.txt", "result.txt"],
+        "the link is not an output"
+    );
+    for (file, want) in files.iter().zip([&b"12\n"[..], b"done\n"]) {
+        let (status, bytes) = download(&m, &m.buyer, file["cid"].as_str().unwrap());
+        assert_eq!((status, bytes.as_slice()), (200, want));
+        assert_eq!(Digest::of(&bytes).cid(), file["cid"]);
+    }
+    let manifest: contract::OutputManifest =
+        serde_json::from_slice(&download(&m, &m.buyer, &outputs.manifest).1).unwrap();
+    assert_eq!(manifest.lease, 1);
+    assert_eq!(manifest.refused.len(), 1, "{:?}", manifest.refused);
+    // The whole log is kept byte for byte; the tail is shown escaped.
+    let (_, whole) = download(&m, &m.buyer, &outputs.log);
+    assert_eq!(whole, log);
+    assert!(whole.windows(5).any(|w| w == b"nul:\0"));
+    let tail = job["logTail"].as_str().unwrap();
+    assert!(tail.contains("nul:\\x00 bad:\\xff end"), "{tail}");
+    assert_eq!(
+        download(&m, &m.provider, &outputs.manifest).0,
+        403,
+        "the buyer's, not the provider's"
+    );
+
+    // Anyone holding the log can check which node signed which outputs on which GPUs.
+    let key = a.key.verifying_key();
+    let naming: Vec<NodeReport> = signed_reports(&m.log_url)
+        .into_iter()
+        .filter_map(|(signed, signature)| {
+            key.verify(&signed, &ed25519_dalek::Signature::from_bytes(&signature))
+                .expect("every heartbeat's signature verifies");
+            let report: NodeReport = serde_json::from_slice(&signed).unwrap();
+            (!report.outputs.is_empty()).then_some(report)
+        })
+        .collect();
+    assert_eq!(naming.len(), 1, "one report named the outputs");
+    assert_eq!(naming[0].outputs, vec![outputs.clone()]);
+    assert_eq!(Some(naming[0].sequence), job["reportSequence"].as_u64());
+    let uuid = &a.gpus.iter().find(|g| g.index == 0).unwrap().uuid;
+    assert_eq!(
+        outputs.gpus,
+        vec![uuid.clone()],
+        "the GPU it ran on, by UUID"
+    );
+    assert!(Path::new(&dir.path().join("state/images")).is_dir());
+}
