@@ -213,6 +213,9 @@ pub struct SubmitJobVariables {
     pub lease_id: Id,
     pub command: String,
     pub args: Vec<String>,
+    /// The cid of the OCI image manifest to run from (none: the provider's base system).
+    pub image: Option<String>,
+    pub inputs: Vec<crate::types::JobInput>,
 }
 
 /// Gives a running lease its job (the buyer); the environment keeps the schema's default,
@@ -220,7 +223,7 @@ pub struct SubmitJobVariables {
 #[derive(cynic::QueryFragment, Debug)]
 #[cynic(graphql_type = "Mutation", variables = "SubmitJobVariables")]
 pub struct SubmitJob {
-    #[arguments(leaseId: $lease_id, command: $command, args: $args)]
+    #[arguments(leaseId: $lease_id, command: $command, args: $args, image: $image, inputs: $inputs)]
     pub submit_job: bool,
 }
 

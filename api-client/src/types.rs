@@ -36,6 +36,14 @@ pub enum Role {
     Admin,
 }
 
+/// One of a job's inputs: a blob the buyer holds, at `/job/in/<path>` in its sandbox.
+#[derive(cynic::InputObject, Debug, Clone)]
+#[cynic(graphql_type = "JobInputInput")]
+pub struct JobInput {
+    pub cid: String,
+    pub path: String,
+}
+
 /// A bid or an ask. `expiresAt` (for `GTT`) and `postOnly` keep the schema's defaults: no
 /// Rust caller sets them yet.
 #[derive(cynic::InputObject, Debug, Clone)]

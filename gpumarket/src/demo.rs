@@ -14,7 +14,7 @@ use api_client::mutations::{
     SubmitJobVariables,
 };
 use api_client::queries::{BalanceQuery, BondsQuery, BondsVariables, LeasesQuery, LeasesVariables};
-use api_client::types::{BidInput, LeaseRole, PlaceOrderInput, TimeInForce};
+use api_client::types::{BidInput, JobInput, LeaseRole, PlaceOrderInput, TimeInForce};
 use api_client::{Client, Id, MutationBuilder, QueryBuilder, U64};
 use provider_agent::config::{Config, Offer, Simulated};
 use rust_decimal::Decimal;
@@ -159,10 +159,20 @@ pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<
         };
         let interval = Duration::from_secs(config.interval_secs);
         let agent = provider_agent::Agent::open(config).with_context(|| part.clone())?;
+        if let Err(e) = agent.jobs.sandbox() {
+            warn!(error = %e, "{part}: its leases run no jobs (`apt-get install bubblewrap`)");
+        }
         agent
             .register()
             .with_context(|| format!("{part}: registering its node"))?;
         agents.push((agent, interval));
+    }
+    let busybox = static_busybox();
+    if busybox.is_none() {
+        info!(
+            "no static /bin/busybox: the demo's jobs run on the providers' base system; \
+               `apt-get install busybox-static` makes them run from an OCI image"
+        );
     }
     let mut bots = Vec::new();
     for bot in 1..=BOTS {
@@ -184,7 +194,24 @@ pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<
                 idempotency_key: None,
             }))?;
         }
-        bots.push(client);
+        // Its jobs' files, by digest: an image built here and a scene to read.
+        let files = match &busybox {
+            Some(busybox) => {
+                let image = provider_agent::files::busybox_image(busybox, DEMO_APPLETS);
+                for blob in [image.config, image.layer] {
+                    client.put_blob(blob.into(), None, None)?;
+                }
+                let manifest = client.put_blob(image.manifest.into(), None, None)?;
+                let scene = client.put_blob(
+                    format!("demo scene of bot {bot}\n").into_bytes().into(),
+                    None,
+                    None,
+                )?;
+                Some((manifest.cid, scene.cid))
+            }
+            None => None,
+        };
+        bots.push((client, files));
     }
     let mut parts = Vec::new();
     for (mut agent, interval) in agents {
@@ -200,7 +227,7 @@ pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<
             Ok(())
         })?);
     }
-    for client in bots {
+    for (client, files) in bots {
         let stop = stop.clone();
         parts.push(spawn_part("demo bot", move || {
             let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64;
@@ -237,13 +264,22 @@ pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<
                     // Each lease runs a short job on the provider's node, through its agent.
                     Ok(order) => {
                         for fill in order.place_order.fills {
+                            let (image, inputs, script) = match &files {
+                                Some((image, scene)) => (
+                                    Some(image.clone()),
+                                    vec![JobInput { cid: scene.clone(), path: "scene.txt".to_owned() }],
+                                    "cat /job/in/scene.txt; mkdir -p /job/out; \
+                                     echo \"frame rendered on GPUs $CUDA_VISIBLE_DEVICES\" > /job/out/frame.txt; \
+                                     sleep 2; echo done",
+                                ),
+                                None => (None, Vec::new(), "echo \"demo job on GPUs $CUDA_VISIBLE_DEVICES\"; sleep 2; echo done"),
+                            };
                             let job = client.run(&SubmitJob::build(SubmitJobVariables {
                                 lease_id: Id::new(fill.lease_id.0.to_string()),
                                 command: "sh".to_owned(),
-                                args: vec![
-                                    "-c".to_owned(),
-                                    "echo \"demo job on GPUs $CUDA_VISIBLE_DEVICES\"; sleep 2; echo done".to_owned(),
-                                ],
+                                args: vec!["-c".to_owned(), script.to_owned()],
+                                image,
+                                inputs,
                             }));
                             if let Err(e) = job {
                                 warn!(error = %e, "demo bot job refused");
@@ -282,4 +318,28 @@ pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<
         "demo running: simulated providers and bidding bots"
     );
     Ok(parts)
+}
+
+/// What the demo's image links to busybox.
+const DEMO_APPLETS: &[&str] = &["sh", "cat", "mkdir", "echo", "sleep"];
+
+/// `/bin/busybox`, if it is a static one (Debian's `busybox-static`): an image of it needs no
+/// libraries. An ELF file with a program interpreter (`PT_INTERP`) is dynamic.
+fn static_busybox() -> Option<Vec<u8>> {
+    let elf = std::fs::read("/bin/busybox").ok()?;
+    let u16_at = |at: usize| Some(u16::from_le_bytes(elf.get(at..at + 2)?.try_into().ok()?));
+    let u64_at = |at: usize| Some(u64::from_le_bytes(elf.get(at..at + 8)?.try_into().ok()?));
+    if elf.get(..5)? != b"\x7fELF\x02" {
+        return None;
+    }
+    let (offset, size, count) = (
+        usize::try_from(u64_at(0x20)?).ok()?,
+        u16_at(0x36)?,
+        u16_at(0x38)?,
+    );
+    let dynamic = (0..usize::from(count)).any(|i| {
+        let at = offset + i * usize::from(size);
+        elf.get(at..at + 4) == Some(&3u32.to_le_bytes()[..])
+    });
+    (!dynamic).then_some(elf)
 }

@@ -243,6 +243,64 @@ fn remove(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// An OCI image's blobs: what a buyer uploads to run jobs from it (the manifest's cid names
+/// the image).
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub manifest: Vec<u8>,
+    pub config: Vec<u8>,
+    pub layer: Vec<u8>,
+}
+
+/// An image of one gzip layer: `/bin/busybox` (a static one: the image has no libraries)
+/// with `applets` as links to it. `up --demo` and the tests build theirs so, from Debian's
+/// busybox-static, since no registry is reachable.
+pub fn busybox_image(busybox: &[u8], applets: &[&str]) -> Image {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(busybox.len() as u64);
+    header.set_mode(0o755);
+    tar.append_data(&mut header, "bin/busybox", busybox)
+        .expect("writing to memory");
+    for applet in applets {
+        let mut link = tar::Header::new_gnu();
+        link.set_entry_type(tar::EntryType::Symlink);
+        link.set_size(0);
+        link.set_mode(0o777);
+        tar.append_link(&mut link, format!("bin/{applet}"), "busybox")
+            .expect("writing to memory");
+    }
+    let layer_tar = tar.into_inner().expect("writing to memory");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&layer_tar).expect("writing to memory");
+    let layer = gz.finish().expect("writing to memory");
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [Digest::of(&layer_tar).oci()]},
+    }))
+    .expect("JSON");
+    let manifest = serde_json::to_vec(&ImageManifest {
+        schema_version: 2,
+        media_type: Some(contract::image::MANIFEST_MEDIA_TYPE.to_owned()),
+        config: contract::image::Descriptor {
+            media_type: contract::image::CONFIG_MEDIA_TYPE.to_owned(),
+            digest: Digest::of(&config).oci(),
+            size: config.len() as u64,
+        },
+        layers: vec![contract::image::Descriptor {
+            media_type: contract::image::LAYER_MEDIA_TYPES[1].to_owned(),
+            digest: Digest::of(&layer).oci(),
+            size: layer.len() as u64,
+        }],
+    })
+    .expect("JSON");
+    Image {
+        manifest,
+        config,
+        layer,
+    }
+}
+
 /// Uploads one file as lease `lease`'s output (the buyer's blob), claiming the digest it
 /// read, so the store keeps it only if the bytes it receives are those.
 fn upload(
@@ -333,4 +391,80 @@ pub fn upload_outputs(
         log: log.cid(),
         gpus,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tar of raw entries: (name as stored, type, link target, bytes).
+    fn raw_tar(entries: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
+        let mut tar = tar::Builder::new(Vec::new());
+        for (name, kind, target, bytes) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(*kind);
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            let raw = &mut header.as_gnu_mut().expect("gnu").name;
+            raw[..name.len()].copy_from_slice(name.as_bytes());
+            if !target.is_empty() {
+                header.set_link_name(target).expect("a short target");
+            }
+            header.set_cksum();
+            tar.append(&header, *bytes).expect("writing to memory");
+        }
+        tar.into_inner().expect("writing to memory")
+    }
+
+    #[test]
+    fn a_layer_cannot_write_outside_the_root_nor_make_devices() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir_all(&root).unwrap();
+        let layer = raw_tar(&[
+            ("ok.txt", tar::EntryType::Regular, "", b"fine"),
+            ("../../up.txt", tar::EntryType::Regular, "", b"evil"),
+            ("/abs.txt", tar::EntryType::Regular, "", b"evil"),
+            ("out", tar::EntryType::Symlink, "../..", b""),
+            ("out/through.txt", tar::EntryType::Regular, "", b"evil"),
+            ("sda", tar::EntryType::Block, "", b""),
+            ("fifo", tar::EntryType::Fifo, "", b""),
+        ]);
+        // The link through which a write would escape stops the layer: refused whole.
+        assert!(unpack_layer(&layer[..], &root).is_err());
+        assert_eq!(fs::read(root.join("ok.txt")).unwrap(), b"fine");
+        assert!(
+            !dir.path().join("up.txt").exists()
+                && !dir.path().parent().unwrap().join("up.txt").exists()
+        );
+        assert!(!dir.path().join("through.txt").exists());
+        assert!(!root.join("sda").exists() && !root.join("fifo").exists());
+        // `/abs.txt` lands inside the root, never at the host's `/`.
+        assert!(!Path::new("/abs.txt").exists());
+    }
+
+    #[test]
+    fn whiteouts_remove_what_earlier_layers_put() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let first = raw_tar(&[
+            ("etc/", tar::EntryType::Directory, "", b""),
+            ("etc/a", tar::EntryType::Regular, "", b"a"),
+            ("etc/b", tar::EntryType::Regular, "", b"b"),
+            ("var/", tar::EntryType::Directory, "", b""),
+            ("var/x", tar::EntryType::Regular, "", b"x"),
+        ]);
+        unpack_layer(&first[..], root).unwrap();
+        let second = raw_tar(&[
+            ("etc/.wh.a", tar::EntryType::Regular, "", b""),
+            ("var/.wh..wh..opq", tar::EntryType::Regular, "", b""),
+            ("var/y", tar::EntryType::Regular, "", b"y"),
+        ]);
+        unpack_layer(&second[..], root).unwrap();
+        assert!(!root.join("etc/a").exists());
+        assert!(root.join("etc/b").exists());
+        assert!(!root.join("var/x").exists());
+        assert_eq!(fs::read(root.join("var/y")).unwrap(), b"y");
+        assert!(!root.join("etc/.wh.a").exists());
+    }
 }

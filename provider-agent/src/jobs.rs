@@ -656,19 +656,26 @@ impl Runner {
             return;
         };
         // The job's processes are in its sandbox's own session and pid namespace, not in
-        // the group: they are found as the group leader's descendants, and signalled each
-        // (a job sees SIGTERM first, as it would outside a sandbox).
-        let signal = |signal: rustix::process::Signal| {
-            let members = tree(group);
-            let _ = rustix::process::kill_process_group(pgid, signal);
-            for pid in &members {
-                if let Some(pid) = i32::try_from(*pid)
-                    .ok()
-                    .and_then(rustix::process::Pid::from_raw)
-                {
-                    let _ = rustix::process::kill_process(pid, signal);
-                }
+        // the group: they are found as the group leader's descendants. SIGTERM goes to the
+        // job's own (those in the sandbox's namespace but its init), so it sees SIGTERM
+        // first, as it would outside a sandbox: signalled, bubblewrap would take the whole
+        // namespace down with SIGKILL at once. SIGKILL then goes to everything.
+        let kill = |pid: u32, signal: rustix::process::Signal| {
+            if let Some(pid) = i32::try_from(pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+            {
+                let _ = rustix::process::kill_process(pid, signal);
             }
+        };
+        let ours = fs::read_link("/proc/self/ns/pid").ok();
+        let inside = |pid: u32| {
+            let ns = |pid: u32| fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+            let parent = stat(pid).map(|s| s.parent);
+            ns(pid).is_some_and(|n| Some(&n) != ours.as_ref())
+                && parent
+                    .and_then(ns)
+                    .is_some_and(|n| Some(&n) != ours.as_ref())
         };
         let gone_within = |limit: Duration| {
             let until = Instant::now() + limit;
@@ -687,12 +694,22 @@ impl Runner {
         if group_members(group) == 0 && tree(group).is_empty() {
             return;
         }
-        signal(rustix::process::Signal::TERM);
+        let job: Vec<u32> = tree(group).into_iter().filter(|p| inside(*p)).collect();
+        if job.is_empty() {
+            // Not started inside yet: the group.
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::TERM);
+        }
+        for pid in job {
+            kill(pid, rustix::process::Signal::TERM);
+        }
         if gone_within(KILL_GRACE) {
             return;
         }
         tracing::info!(lease, "the job outlived SIGTERM's grace: SIGKILL");
-        signal(rustix::process::Signal::KILL);
+        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        for pid in tree(group) {
+            kill(pid, rustix::process::Signal::KILL);
+        }
         gone_within(Duration::from_secs(1));
     }
 
@@ -746,9 +763,11 @@ fn sweep(job: &Job) {
     }
 }
 
-/// A process as `/proc/PID/stat` has it: its state letter, process group and start time.
+/// A process as `/proc/PID/stat` has it: its state letter, parent, process group and start
+/// time.
 struct Stat {
     state: char,
+    parent: u32,
     group: u32,
     start_ticks: u64,
 }
@@ -760,6 +779,7 @@ fn stat(pid: u32) -> Option<Stat> {
     let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
     Some(Stat {
         state: fields.first()?.chars().next()?,
+        parent: fields.get(1)?.parse().ok()?,
         group: fields.get(2)?.parse().ok()?,
         start_ticks: fields.get(19)?.parse().ok()?,
     })

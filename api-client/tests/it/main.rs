@@ -445,6 +445,8 @@ fn every_operation_answers_in_its_types() {
                 lease_id: Id::new(lease.0.to_string()),
                 command: "sh".to_owned(),
                 args: vec!["-c".to_owned(), "true".to_owned()],
+                image: None,
+                inputs: Vec::new(),
             }))
             .unwrap()
             .submit_job

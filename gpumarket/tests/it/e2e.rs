@@ -93,7 +93,7 @@ fn whole_market(tag: &str, log: Option<String>) {
     let prefix = format!("{tag}-{}-", std::process::id());
     let log = log.unwrap_or_else(|| format!("file://{}", dir.path().join("log").display()));
 
-    let (market, _url, admin_line) = up(
+    let (market, market_url, admin_line) = up(
         dir.path(),
         &db,
         &log,
@@ -117,6 +117,7 @@ fn whole_market(tag: &str, log: Option<String>) {
             "SELECT count(*) AS n FROM lease_jobs WHERE outcome IS NOT NULL AND log_tail LIKE '%done%'",
         ) >= 1
     });
+    job_files_end_to_end(&db, dir.path(), &url_of(&market_url), &log, &prefix);
     wait("usage billed", 60, || {
         db.count("SELECT count(*) AS n FROM usage_lines") >= 3
     });
@@ -210,6 +211,101 @@ fn whole_market(tag: &str, log: Option<String>) {
         let on_chain = chain.with(|net| net.account(&address).map_or(0, |a| a.balance));
         assert_eq!(on_chain as i64, settled, "provider {account} at {address}");
     }
+}
+
+fn url_of(url: &str) -> String {
+    url.trim_end_matches('/').to_owned()
+}
+
+/// A demo bot's job ran from the OCI image the bot uploaded, on the input it uploaded; after
+/// its lease ended the bot downloads each output by digest, and the manifest's digest is in a
+/// heartbeat of the market's log, signed by the node's key.
+fn job_files_end_to_end(db: &TestDb, dir: &Path, url: &str, log: &str, prefix: &str) {
+    wait(
+        "a job from an image wrote outputs, sealed by a signed report",
+        90,
+        || {
+            db.count(
+                "SELECT count(*) AS n FROM lease_jobs j JOIN leases l USING (lease_id) \
+             WHERE j.image IS NOT NULL AND j.output_manifest IS NOT NULL AND l.status = 'ended'",
+            ) >= 1
+        },
+    );
+    let row = db_text(
+        db,
+        "SELECT j.buyer || ' ' || j.output_manifest || ' ' || j.report_sequence || ' ' || j.log_tail AS t \
+         FROM lease_jobs j JOIN leases l USING (lease_id) WHERE j.image IS NOT NULL \
+         AND j.output_manifest IS NOT NULL AND l.status = 'ended' ORDER BY lease_id LIMIT 1",
+    );
+    let mut parts = row.splitn(4, ' ');
+    let (buyer, manifest, sequence, tail) = (
+        parts.next().unwrap(),
+        parts.next().unwrap().to_owned(),
+        parts.next().unwrap().parse::<u64>().unwrap(),
+        parts.next().unwrap_or_default(),
+    );
+    assert!(
+        tail.starts_with(&format!("demo scene of bot {buyer}")),
+        "the input was read: {tail}"
+    );
+    let key = std::fs::read_to_string(dir.join(format!("demo/bot-{buyer}.key"))).unwrap();
+    let http = reqwest::blocking::Client::new();
+    let get = |cid: &str| -> Vec<u8> {
+        let response = http
+            .get(format!("{url}/blobs/{cid}"))
+            .bearer_auth(key.trim())
+            .send()
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{cid}");
+        let bytes = response.bytes().unwrap().to_vec();
+        assert_eq!(
+            contract::Digest::of(&bytes).cid(),
+            cid,
+            "the bytes are the digest's"
+        );
+        bytes
+    };
+    let files: contract::OutputManifest = serde_json::from_slice(&get(&manifest)).unwrap();
+    assert_eq!(files.files.len(), 1, "{files:?}");
+    let frame = String::from_utf8(get(&files.files[0].cid)).unwrap();
+    assert!(frame.starts_with("frame rendered on GPUs"), "{frame}");
+
+    // The log: the heartbeat whose signed report named the manifest, its signature checked.
+    let topic = format!("{prefix}commands");
+    let mut events = eventlog::open(log, &eventlog::LogConfig::default()).unwrap();
+    let end = events.end_offset(&topic, 0).unwrap();
+    let mut found = false;
+    let mut offset = 0;
+    while offset < end && !found {
+        let records = events
+            .read(&topic, 0, offset, 4_096, Duration::ZERO)
+            .unwrap();
+        offset += records.len() as u64;
+        for record in records {
+            let stamped: contract::codec::CommandRecord =
+                contract::codec::decode(record.schema, &record.payload).unwrap();
+            let contract::Command::SignedHeartbeat(beat) = stamped.command else {
+                continue;
+            };
+            let report: contract::NodeReport =
+                serde_json::from_slice(&beat.evidence.signed).unwrap();
+            if report.sequence == sequence && report.outputs.iter().any(|o| o.manifest == manifest)
+            {
+                let key =
+                    ed25519_dalek::VerifyingKey::from_bytes(&beat.evidence.node_key.0).unwrap();
+                key.verify_strict(
+                    &beat.evidence.signed,
+                    &ed25519_dalek::Signature::from_bytes(&beat.evidence.signature.0),
+                )
+                .expect("the node's signature over the report that names the outputs");
+                found = true;
+            }
+        }
+    }
+    assert!(
+        found,
+        "a signed heartbeat in the log names manifest {manifest}"
+    );
 }
 
 fn db_text(db: &TestDb, sql: &str) -> String {

@@ -125,12 +125,6 @@ impl LeaseMutation {
             }
             lease.provider
         };
-        let strings = std::iter::once(&command)
-            .chain(&args)
-            .chain(env.iter().flat_map(|v| [&v.name, &v.value]));
-        for text in strings {
-            no_nul("the job", text)?;
-        }
         let files = job_files(ctx, buyer, image, inputs).await?;
         let job = ledger::store::JobRequest {
             command,
@@ -163,10 +157,6 @@ impl LeaseMutation {
         p.require(&[Role::Provider], "sending a job's log")?;
         let provider = p.own_account()?;
         let lease = parse_lease_id(&lease_id)?;
-        no_nul("logTail", &log_tail)?;
-        if let Some(outcome) = &outcome {
-            no_nul("outcome", outcome)?;
-        }
         if log_tail.len() > MAX_TAIL || outcome.as_ref().is_some_and(|o| o.len() > 1_024) {
             return Err(ApiError::validation(format!(
                 "logTail: at most {MAX_TAIL} bytes; outcome: at most 1024"
@@ -185,16 +175,6 @@ impl LeaseMutation {
             .into()),
         }
     }
-}
-
-/// Text the ledger stores: Postgres refuses NUL in `text`, so it is refused here, typed.
-fn no_nul(what: &str, text: &str) -> Result<(), ApiError> {
-    if text.contains('\0') {
-        return Err(ApiError::validation(format!(
-            "{what}: NUL characters are not allowed in text"
-        )));
-    }
-    Ok(())
 }
 
 /// Checks a job's image and inputs: every blob the buyer's own, the image a valid OCI
