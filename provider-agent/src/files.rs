@@ -218,7 +218,11 @@ fn unpack_layer(reader: impl Read, root: &Path) -> std::io::Result<()> {
             {
                 continue;
             }
-            let dir = root.join(parent);
+            // Every directory on the way must be a real one: a link an earlier entry made
+            // (to `/`, say) would turn the whiteout into a delete on the host.
+            let Some(dir) = real_dir_under(root, parent) else {
+                continue;
+            };
             if hidden == ".wh..opq" {
                 for child in fs::read_dir(&dir).into_iter().flatten().flatten() {
                     remove(&child.path())?;
@@ -234,6 +238,29 @@ fn unpack_layer(reader: impl Read, root: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `root/relative` when every component of it is a directory, never a link; `None` else.
+fn real_dir_under(root: &Path, relative: &Path) -> Option<PathBuf> {
+    let mut dir = root.to_path_buf();
+    for part in relative.components() {
+        dir.push(part);
+        if !fs::symlink_metadata(&dir).ok()?.is_dir() {
+            return None;
+        }
+    }
+    Some(dir)
+}
+
+/// Opens a regular file, refusing a link in its last component.
+fn open_no_follow(path: &Path) -> std::io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+}
+
+/// Removes `path`; a link is removed itself, never what it points to (`remove_dir_all`
+/// does not follow links either).
 fn remove(path: &Path) -> std::io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => fs::remove_dir_all(path),
@@ -309,10 +336,10 @@ fn upload(
     path: &Path,
 ) -> Result<(Digest, u64), FileError> {
     let mut hasher = Sha256::new();
-    let mut file = fs::File::open(path).map_err(io(path))?;
+    let mut file = open_no_follow(path).map_err(io(path))?;
     let size = std::io::copy(&mut file, &mut hasher).map_err(io(path))?;
     let digest = Digest::from_sha256(hasher.finalize().into());
-    let file = fs::File::open(path).map_err(io(path))?;
+    let file = open_no_follow(path).map_err(io(path))?;
     client
         .put_blob(
             api_client::BlobBody::sized(file, size),
@@ -337,7 +364,16 @@ pub fn upload_outputs(
 ) -> Result<JobOutputs, FileError> {
     let mut files = Vec::new();
     let mut refused = Vec::new();
-    let mut stack = vec![out.to_path_buf()];
+    // Only real directories are walked, from a real `out`: the job may have made `out`, or
+    // anything in it, a link to the host's files, and the agent reads them as root. Nothing
+    // of the job runs any more (its sandbox is gone), so what is checked stays so.
+    let mut stack = Vec::new();
+    match fs::symlink_metadata(out) {
+        Ok(meta) if meta.is_dir() => stack.push(out.to_path_buf()),
+        Ok(_) => refused.push("out: not a directory (a link?): nothing taken".to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(out)(e)),
+    }
     while let Some(dir) = stack.pop() {
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
@@ -441,6 +477,24 @@ mod tests {
         assert!(!root.join("sda").exists() && !root.join("fifo").exists());
         // `/abs.txt` lands inside the root, never at the host's `/`.
         assert!(!Path::new("/abs.txt").exists());
+    }
+
+    #[test]
+    fn a_whiteout_never_deletes_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, victim) = (dir.path().join("root"), dir.path().join("victim"));
+        fs::create_dir_all(&root).unwrap();
+        fs::create_dir_all(victim.join("sub")).unwrap();
+        fs::write(victim.join("secret"), "key").unwrap();
+        let target = victim.to_str().unwrap();
+        let layer = raw_tar(&[
+            ("evil", tar::EntryType::Symlink, target, b""),
+            ("evil/.wh.secret", tar::EntryType::Regular, "", b""),
+            ("evil/.wh..wh..opq", tar::EntryType::Regular, "", b""),
+        ]);
+        unpack_layer(&layer[..], &root).unwrap();
+        assert_eq!(fs::read_to_string(victim.join("secret")).unwrap(), "key");
+        assert!(victim.join("sub").is_dir());
     }
 
     #[test]

@@ -492,7 +492,7 @@ impl Runner {
                 _ => {}
             }
             if job.status != before {
-                sweep(&job);
+                self.sweep(&job)?;
                 self.save(&job)?;
                 changed.push(job);
             }
@@ -517,10 +517,27 @@ impl Runner {
                 reason: "the lease ended in the market".into(),
             };
         }
-        sweep(&job);
+        self.sweep(&job)?;
         job.lease_ended = true;
         self.save(&job)?;
         Ok(Some(job))
+    }
+
+    /// Kills whatever still runs as the job's own uid once it is over: its sandbox ends with
+    /// its group, so this finds only what escaped that (nothing, unless bubblewrap changes).
+    /// Never while another job that runs has the same uid (a later lease on the same GPU).
+    fn sweep(&self, job: &Job) -> Result<(), JobError> {
+        let Some(uid) = job.uid.filter(|_| job.status.is_over()) else {
+            return Ok(());
+        };
+        let shared = self
+            .jobs()?
+            .iter()
+            .any(|j| j.lease != job.lease && j.uid == Some(uid) && !j.status.is_over());
+        if !shared {
+            Sandbox::kill_uid(uid);
+        }
+        Ok(())
     }
 
     /// Marks the job's outcome as sent, so a restart does not send it again.
@@ -752,14 +769,6 @@ impl Runner {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         }
-    }
-}
-
-/// Kills whatever still runs as the job's own uid once it is over: its sandbox ends with its
-/// group, so this finds only what escaped that (nothing, unless bubblewrap changes).
-fn sweep(job: &Job) {
-    if let (Some(uid), true) = (job.uid, job.status.is_over()) {
-        Sandbox::kill_uid(uid);
     }
 }
 

@@ -442,6 +442,11 @@ impl Agent {
                 Ok(outputs) => {
                     info!(lease = job.lease, manifest = %outputs.manifest, "the job's outputs are stored");
                     self.jobs.set_outputs(job.lease, Ok(outputs))?;
+                    // Kept in the store now: the node's disk is freed.
+                    let sandbox = self.jobs.work_dir(job.lease);
+                    if let Err(e) = std::fs::remove_dir_all(sandbox.parent().expect("per lease")) {
+                        warn!(lease = job.lease, error = %e, "the job's directory was not removed");
+                    }
                 }
                 Err(e) if e.is_transient() => {
                     info!(lease = job.lease, error = %e, "the job's outputs not sent yet")

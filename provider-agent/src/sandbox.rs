@@ -68,6 +68,10 @@ impl Default for SandboxConfig {
     }
 }
 
+/// The range jobs' uids are taken from (`uid_base` + a GPU index).
+const MIN_JOB_UID: u32 = 65_536;
+const MAX_JOB_UID: u32 = 0xfff0_0000;
+
 /// Why no job can run here.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
@@ -109,6 +113,15 @@ pub struct Plan<'a> {
 impl Sandbox {
     /// Checks that bubblewrap runs here, as jobs will run, by running `true` in it.
     pub fn probe(config: &SandboxConfig) -> Result<Sandbox, NoSandbox> {
+        // Below it are the host's own accounts (root among them: a sweep of a job's uid
+        // would kill them); near `u32::MAX`, `setresuid` reads "no change".
+        if !(MIN_JOB_UID..=MAX_JOB_UID - 1_024).contains(&config.uid_base) {
+            return Err(NoSandbox(format!(
+                "uid_base {} must lie in {MIN_JOB_UID}..={}",
+                config.uid_base,
+                MAX_JOB_UID - 1_024
+            )));
+        }
         let sandbox = Sandbox {
             config: config.clone(),
             root: rustix::process::geteuid().is_root(),
@@ -152,6 +165,7 @@ impl Sandbox {
             self.config
                 .uid_base
                 .saturating_add(gpus.iter().copied().min().unwrap_or(0))
+                .min(MAX_JOB_UID)
         })
     }
 
@@ -261,7 +275,14 @@ impl Sandbox {
             push(&[&"--dev-bind", &node, &to]);
         }
         // /dev read-only (a job makes no nodes of its own), but for its shared memory.
-        push(&[&"--tmpfs", &"/dev/shm", &"--remount-ro", &"/dev"]);
+        push(&[
+            &"--size",
+            &(c.tmp_mb << 20).to_string(),
+            &"--tmpfs",
+            &"/dev/shm",
+            &"--remount-ro",
+            &"/dev",
+        ]);
         push(&[
             &"--remount-ro",
             &"/",

@@ -69,7 +69,7 @@ fn blob_error(e: BlobError) -> ApiError {
         BlobError::DigestMismatch { .. } => ApiError::new(ErrorCode::DigestMismatch, e.to_string()),
         BlobError::TooLarge { .. } => ApiError::new(ErrorCode::QuotaExceeded, e.to_string()),
         BlobError::NotFound(_) => ApiError::not_found(e.to_string()),
-        BlobError::Body(_) => ApiError::validation(e.to_string()),
+        BlobError::Body(_) => ApiError::new(ErrorCode::RequestTimeout, e.to_string()),
         BlobError::Store(_) | BlobError::Io(_) => {
             tracing::error!(error = %e, "the blob store failed");
             ApiError::unavailable("the blob store is not reachable; retry")
@@ -132,7 +132,18 @@ async fn put_blob(
     if declared.is_some_and(|len| len > room) {
         return Err(over_quota(quota.max_bytes, quota.used));
     }
-    let body = body.map(|chunk| chunk.map_err(|e| e.to_string()));
+    // A body that stops arriving is cut off (a slow client cannot hold an upload open).
+    let idle = state.config.limits.body_timeout;
+    let body = futures_util::stream::unfold(body, move |mut body| async move {
+        match tokio::time::timeout(idle, body.next()).await {
+            Ok(Some(chunk)) => Some((chunk.map_err(|e| e.to_string()), body)),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(format!("no bytes arrived for {} ms", idle.as_millis())),
+                body,
+            )),
+        }
+    });
     let stored = store.put(body, claimed, room).await.map_err(|e| match e {
         BlobError::TooLarge { .. } => over_quota(quota.max_bytes, quota.used),
         e => blob_error(e),

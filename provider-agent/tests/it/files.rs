@@ -81,7 +81,7 @@ fn a_job_runs_from_its_image_on_its_inputs_and_its_outputs_come_back_signed() {
     let m = h100_market("agent_files");
     let dir = tempfile::tempdir().unwrap();
     let mut a = reporting_agent(&m, dir.path(), "node-f");
-    leases_on(&m, "node-f", 2, 1);
+    leases_on(&m, "node-f", 2, 2);
     let image = busybox_image(
         &m,
         &["sh", "cat", "mkdir", "wc", "echo", "ln", "printf", "ls"],
@@ -99,13 +99,21 @@ fn a_job_runs_from_its_image_on_its_inputs_and_its_outputs_come_back_signed() {
         submit,
         json!({"i": image, "in": [{"cid": input_cid, "path": "scene/input.txt"}], "a": ["-c", script]}),
     );
+    // Another job makes its `/job/out` a link to the host's `/etc`: the agent, reading as
+    // root, takes nothing through it.
+    m.ok(
+        &m.buyer,
+        "mutation($i: String) { submitJob(leaseId: \"2\", command: \"/bin/ln\", args: [\"-s\", \"/etc\", \"/job/out\"], image: $i) }",
+        json!({"i": image}),
+    );
     m.projected();
 
     let mut outputs = None;
     for _ in 0..200 {
         let step = a.step().unwrap();
         let job = a.jobs.get(1).unwrap();
-        if let Some(job) = job.filter(|j| j.outputs_reported && step.flushed.sent > 0) {
+        let other = a.jobs.get(2).unwrap().is_some_and(|j| j.outputs_reported);
+        if let Some(job) = job.filter(|j| j.outputs_reported && other && step.flushed.sent > 0) {
             outputs = job.outputs.clone();
             break;
         }
@@ -123,6 +131,12 @@ fn a_job_runs_from_its_image_on_its_inputs_and_its_outputs_come_back_signed() {
         "the image's root, not the host's: {text}"
     );
 
+    let linked = a.jobs.get(2).unwrap().unwrap().outputs.unwrap();
+    let linked: contract::OutputManifest =
+        serde_json::from_slice(&download(&m, &m.buyer, &linked.manifest).1).unwrap();
+    assert!(linked.files.is_empty(), "nothing of /etc: {linked:?}");
+    assert!(linked.refused[0].contains("not a directory"), "{linked:?}");
+
     // The buyer reads the outputs by digest after the lease ended, as the manifest says.
     m.ok(
         &m.buyer,
@@ -133,12 +147,18 @@ fn a_job_runs_from_its_image_on_its_inputs_and_its_outputs_come_back_signed() {
         a.step().unwrap();
     }
     m.projected();
-    let job = m.ok(
+    let leases = m.ok(
         &m.buyer,
-        "{ leases(role: BUYER) { nodes { job { outputManifest outputLog reportSequence logTail \
+        "{ leases(role: BUYER) { nodes { id job { outputManifest outputLog reportSequence logTail \
          outputs { path cid size downloadPath } } } } }",
         json!({}),
-    )["leases"]["nodes"][0]["job"]
+    );
+    let job = leases["leases"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["id"] == json!("1") || l["id"] == json!(1))
+        .expect("lease 1")["job"]
         .clone();
     assert_eq!(job["outputManifest"], outputs.manifest);
     assert_eq!(job["outputLog"], outputs.log);
@@ -181,8 +201,16 @@ fn a_job_runs_from_its_image_on_its_inputs_and_its_outputs_come_back_signed() {
             (!report.outputs.is_empty()).then_some(report)
         })
         .collect();
-    assert_eq!(naming.len(), 1, "one report named the outputs");
-    assert_eq!(naming[0].outputs, vec![outputs.clone()]);
+    let named: Vec<&NodeReport> = naming
+        .iter()
+        .filter(|r| r.outputs.iter().any(|o| o.lease == 1))
+        .collect();
+    assert_eq!(named.len(), 1, "one report named the outputs");
+    let naming = named;
+    assert_eq!(
+        naming[0].outputs.iter().find(|o| o.lease == 1),
+        Some(&outputs)
+    );
     assert_eq!(Some(naming[0].sequence), job["reportSequence"].as_u64());
     let uuid = &a.gpus.iter().find(|g| g.index == 0).unwrap().uuid;
     assert_eq!(
