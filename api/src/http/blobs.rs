@@ -21,8 +21,8 @@ use contract::{AccountId, ErrorCode, LeaseId};
 use futures_util::StreamExt;
 use ledger::store::{Access, BlobKind, RefAdded};
 
-use super::{authenticate, key_of, peer, status_of};
-use crate::auth::{Principal, Role};
+use super::{keyed_caller, status_of};
+use crate::auth::Role;
 use crate::errors::ApiError;
 use crate::schema::input::parse_digest;
 use crate::AppState;
@@ -39,21 +39,6 @@ fn answer(result: Result<HttpResponse, ApiError>) -> HttpResponse {
             "code": e.code, "message": e.message
         }))
     })
-}
-
-async fn caller(state: &Arc<AppState>, req: &HttpRequest) -> Result<Principal, ApiError> {
-    let key = key_of(req).ok_or_else(|| ApiError::unauthenticated("blobs need an API key"))?;
-    let principal = authenticate(state, key, &peer(req)).await?;
-    state
-        .requests
-        .take(&format!("key:{}", principal.key_id))
-        .map_err(|retry| {
-            ApiError::new(
-                ErrorCode::RateLimited,
-                format!("too many requests; retry in {} ms", retry.as_millis()),
-            )
-        })?;
-    Ok(principal)
 }
 
 fn store(state: &AppState) -> Result<&blobstore::BlobStore, ApiError> {
@@ -93,7 +78,7 @@ async fn put_blob(
     params: &PutParams,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = caller(state, req).await?;
+    let principal = keyed_caller(state, req, "blobs").await?;
     let store = store(state)?;
     let claimed = params.digest.as_deref().map(parse_digest).transpose()?;
     let account = principal.own_account()?;
@@ -198,7 +183,7 @@ async fn get_blob(
     req: &HttpRequest,
     digest: &str,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = caller(state, req).await?;
+    let principal = keyed_caller(state, req, "blobs").await?;
     let store = store(state)?;
     let digest = parse_digest(digest)?;
     let account = principal.own_account()?;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::{authenticate, key_of, peer, status_of};
+use super::{keyed_caller, status_of};
 use crate::errors::ApiError;
 use crate::AppState;
 
@@ -88,21 +88,11 @@ async fn export_response(
     params: &ExportParams,
 ) -> Result<HttpResponse, ApiError> {
     use ledger::export::{self, Granularity, Period};
-    let key = key_of(req).ok_or_else(|| ApiError::unauthenticated("exports need an API key"))?;
-    let principal = authenticate(state, key, &peer(req)).await?;
+    let principal = keyed_caller(state, req, "exports").await?;
     principal.require(
         &[crate::auth::Role::Finance, crate::auth::Role::Admin],
         "exports",
     )?;
-    state
-        .requests
-        .take(&format!("key:{}", principal.key_id))
-        .map_err(|retry| {
-            ApiError::new(
-                contract::ErrorCode::RateLimited,
-                format!("too many requests; retry in {} ms", retry.as_millis()),
-            )
-        })?;
     let period = Period::new(
         parse_time("from", &params.from)?,
         parse_time("to", &params.to)?,

@@ -123,6 +123,28 @@ async fn authenticate(
     verified
 }
 
+/// The caller of a route that is not GraphQL (`what`, for the message): its key verified and
+/// a request taken from its rate.
+async fn keyed_caller(
+    state: &Arc<AppState>,
+    req: &HttpRequest,
+    what: &str,
+) -> Result<Principal, ApiError> {
+    let key =
+        key_of(req).ok_or_else(|| ApiError::unauthenticated(format!("{what} need an API key")))?;
+    let principal = authenticate(state, key, &peer(req)).await?;
+    state
+        .requests
+        .take(&format!("key:{}", principal.key_id))
+        .map_err(|retry| {
+            ApiError::new(
+                ErrorCode::RateLimited,
+                format!("too many requests; retry in {} ms", retry.as_millis()),
+            )
+        })?;
+    Ok(principal)
+}
+
 fn status_of(e: &ApiError) -> actix_web::http::StatusCode {
     actix_web::http::StatusCode::from_u16(e.status())
         .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR)
