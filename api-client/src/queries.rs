@@ -149,6 +149,7 @@ pub struct Job {
     pub env: Vec<EnvVar>,
     pub image: Option<String>,
     pub inputs: Vec<JobInput>,
+    pub network: bool,
 }
 
 #[derive(cynic::QueryFragment, Debug, Clone, PartialEq)]

@@ -89,6 +89,13 @@ pub struct ApiConfig {
     pub blobs: Option<blobstore::BlobStore>,
     /// The most bytes of blobs an account may hold unless its own quota says otherwise.
     pub blob_quota_bytes: u64,
+    /// How often blobs past their account's retention are removed and, where storage has
+    /// a price, the last hour's storage is charged; `None` in every API of a shard but the
+    /// one that also ticks its clock.
+    pub blob_expiry_every: Option<Duration>,
+    /// What a GB (10^9 bytes) of blobs costs its holder per month (730 hours), charged
+    /// hourly; `None`: storage is free.
+    pub storage_price: Option<contract::Price>,
 }
 
 impl Default for ApiConfig {
@@ -101,6 +108,8 @@ impl Default for ApiConfig {
             reputation_every: None,
             blobs: None,
             blob_quota_bytes: DEFAULT_BLOB_QUOTA,
+            blob_expiry_every: None,
+            storage_price: None,
         }
     }
 }

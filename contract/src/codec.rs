@@ -17,7 +17,8 @@ pub const SCHEMA: u16 = 3;
 /// older payloads decode unchanged: schema 2 the chain bridge's commands, events and
 /// rejections; schema 3 metered leases (`PlaceWith`, `StopLease`, `AdminEndLease`,
 /// `LeaseAccrued`, `LeaseClosed`, …), node liveness (`SignedHeartbeat`, `NodeSilent`),
-/// market parameters (`ConfigureMarket`) and idempotent money commands.
+/// market parameters (`ConfigureMarket`) and idempotent money commands; later, bonds, and
+/// storage charges (`ChargeStorage`, `StorageCharged`).
 pub const OLDEST_SCHEMA: u16 = 1;
 
 /// No record is larger: a corrupt length prefix cannot make a reader allocate more.

@@ -199,6 +199,16 @@ pub enum Command {
         lease_id: LeaseId,
         job_submitted_at: Timestamp,
     },
+    /// Charges `account` for the blobs it held in the hour from `hour` (a whole hour, over
+    /// by the command's time): `bytes` held, `amount` at the market's storage price. The
+    /// API that ticks the clock sends it, only where storage has a price; each account pays
+    /// each hour once, in order: an hour not after the last one charged is refused.
+    ChargeStorage {
+        account: AccountId,
+        hour: Timestamp,
+        bytes: u64,
+        amount: Amount,
+    },
 }
 
 /// How an order placed with [`Command::PlaceWith`] behaves beyond its terms. Both options
@@ -291,6 +301,7 @@ impl Command {
             Command::PostBond { .. } => "post_bond",
             Command::WithdrawBond { .. } => "withdraw_bond",
             Command::StartLeaseJob { .. } => "start_lease_job",
+            Command::ChargeStorage { .. } => "charge_storage",
         }
     }
 }

@@ -258,6 +258,15 @@ pub enum Event {
         insurance: Amount,
         cause: LeaseEndCause,
     },
+    /// `account` paid `amount` to the market for the `bytes` of blobs it held in the hour
+    /// from `hour`; `unpaid`, the part its available balance did not cover, is not taken.
+    StorageCharged {
+        account: AccountId,
+        hour: Timestamp,
+        bytes: u64,
+        amount: Amount,
+        unpaid: Amount,
+    },
 }
 
 impl Event {
@@ -292,6 +301,7 @@ impl Event {
             Event::BondUnbonding { .. } => "bond_unbonding",
             Event::BondReleased { .. } => "bond_released",
             Event::BondSlashed { .. } => "bond_slashed",
+            Event::StorageCharged { .. } => "storage_charged",
         }
     }
 }

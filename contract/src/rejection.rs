@@ -141,6 +141,14 @@ pub enum Rejection {
         "at most {max} withdrawals of bond wait at once in a market; wait for one to be released"
     )]
     TooManyUnbondings { max: u32 },
+    #[error("account {account}'s storage is charged up to the hour from {last}: the hour from {hour} is not after it")]
+    StorageCharged {
+        account: AccountId,
+        hour: Timestamp,
+        last: Timestamp,
+    },
+    #[error("a storage charge is for a whole hour that is over: {hour} is not one at {now}")]
+    BadStorageHour { hour: Timestamp, now: Timestamp },
 }
 
 impl Rejection {
@@ -193,6 +201,8 @@ impl Rejection {
             Rejection::GpuAlreadyRegistered { .. } => ErrorCode::GpuAlreadyRegistered,
             Rejection::InsufficientBond { .. } => ErrorCode::InsufficientBond,
             Rejection::TooManyUnbondings { .. } => ErrorCode::TooManyUnbondings,
+            Rejection::StorageCharged { .. } => ErrorCode::AlreadyApplied,
+            Rejection::BadStorageHour { .. } => ErrorCode::Validation,
         }
     }
 }

@@ -127,7 +127,8 @@ fn accounts(event: &Event) -> [Option<AccountId>; 2] {
         | Event::Withdrawn { account, .. }
         | Event::PayoutAddressSet { account, .. }
         | Event::WithdrawalRequested { account, .. }
-        | Event::ChainDeposited { account, .. } => [Some(*account), None],
+        | Event::ChainDeposited { account, .. }
+        | Event::StorageCharged { account, .. } => [Some(*account), None],
         Event::ReputationSet { provider, .. }
         | Event::LeaseStarted { provider, .. }
         | Event::NodeHeartbeat { provider, .. }

@@ -146,7 +146,19 @@ pub fn market_day(rng: &mut Rng, count: usize) -> Vec<CommandRecord> {
                     LeaseEndReason::Completed
                 },
             },
-            96..=97 => Command::Withdraw {
+            // An hour's storage charge, for one of the two hours before the day: the first
+            // of each buyer is taken (as far as its balance goes), the rest refused.
+            97 => {
+                const HOUR: i64 = 3_600_000;
+                let at = T0 + out.len() as i64 * 10;
+                Command::ChargeStorage {
+                    account: AccountId(1 + rng.below(BUYERS)),
+                    hour: Timestamp((at / HOUR - 1 - rng.below(2) as i64) * HOUR),
+                    bytes: rng.below(1 << 40),
+                    amount: Amount::from_micros(1 + rng.below(5_000_000) as i64),
+                }
+            }
+            96 => Command::Withdraw {
                 account: AccountId(if rng.below(2) == 0 {
                     1 + rng.below(BUYERS)
                 } else {

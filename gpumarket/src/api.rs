@@ -69,6 +69,19 @@ pub struct Args {
     /// The most bytes of blobs an account may hold unless its own quota says otherwise.
     #[arg(long, default_value_t = ::api::DEFAULT_BLOB_QUOTA)]
     blob_quota_bytes: u64,
+    /// Seconds between removals of blobs past their account's retention (no account has one
+    /// unless an admin sets it). The API that ticks removes: give every other replica 0.
+    #[arg(long, default_value_t = 600)]
+    blob_expiry_every_secs: u64,
+    /// What a GB (10^9 bytes) of blobs costs its holder per month (730 hours), charged
+    /// hourly by the API that ticks and shown as its own line on invoices. Default: free.
+    #[arg(long, value_parser = parse_price)]
+    storage_price_per_gb_month: Option<contract::Price>,
+}
+
+/// A price as the API takes one: a decimal with at most six places, never negative.
+pub fn parse_price(s: &str) -> Result<contract::Price, String> {
+    contract::Price::parse(s).map_err(|e| e.to_string())
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -88,6 +101,8 @@ pub fn run(args: Args) -> Result<()> {
         reputation_every_ms,
         blob_store,
         blob_quota_bytes,
+        blob_expiry_every_secs,
+        storage_price_per_gb_month,
     } = args;
     let place = place.checked()?;
     let (log, shard, shards) = (place.log, place.shard, place.shards);
@@ -130,6 +145,9 @@ pub fn run(args: Args) -> Result<()> {
                 .transpose()
                 .context("opening the blob store")?,
             blob_quota_bytes,
+            blob_expiry_every: (blob_expiry_every_secs > 0)
+                .then(|| Duration::from_secs(blob_expiry_every_secs)),
+            storage_price: storage_price_per_gb_month,
         },
     ));
     let workers = workers.unwrap_or_else(|| {

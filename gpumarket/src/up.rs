@@ -68,6 +68,10 @@ pub struct Args {
     /// with the `AWS_*` variables (a build with the `s3` feature). Default `DATA_DIR/blobs`.
     #[arg(long, env = "GPUMARKET_BLOB_STORE")]
     pub blob_store: Option<String>,
+    /// What a GB of blobs costs its holder per month, charged hourly and shown as its own
+    /// line on invoices. Default: storage is free.
+    #[arg(long, value_parser = crate::api::parse_price)]
+    pub storage_price_per_gb_month: Option<contract::Price>,
 }
 
 /// A Postgres cluster `up` started itself; stopped when dropped.
@@ -356,6 +360,8 @@ pub fn run(args: Args) -> Result<()> {
             escrow_address: Some(escrow.address().to_string()),
             graphiql_assets: args.graphiql_assets.clone(),
             reputation_every: Some(REPUTATION_EVERY),
+            blob_expiry_every: Some(Duration::from_secs(600)),
+            storage_price: args.storage_price_per_gb_month,
             blobs: Some(
                 blobstore::BlobStore::open(
                     &args

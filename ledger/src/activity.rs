@@ -270,6 +270,7 @@ impl Projection for Activity {
         "settlements",
         "bond_movements",
         "slashes",
+        "storage_charges",
     ];
     type Batch = ActivityBatch;
 
@@ -661,6 +662,17 @@ impl Projection for Activity {
                 }
                 batch.settlement.push((seq, at, event.clone()));
             }
+            Event::StorageCharged {
+                account,
+                hour,
+                bytes,
+                ..
+            } => {
+                fit("account", account.0)?;
+                fit("bytes", *bytes)?;
+                timestamp(hour.0)?;
+                batch.settlement.push((seq, at, event.clone()));
+            }
             Event::PayoutAddressSet { .. }
             | Event::ChainDeposited { .. }
             | Event::SettlementOpened { .. }
@@ -928,6 +940,40 @@ fn write_settlement(
                 .bind::<Text, _>(cause.as_str())
                 .bind::<Nullable<Text>, _>(evidence)
                 .bind::<Timestamptz, _>(*at)
+                .execute(conn)?;
+            }
+            Event::StorageCharged {
+                account,
+                hour,
+                bytes,
+                amount: paid,
+                unpaid,
+            } => {
+                // Its own line on the month's invoice: GB-hours (10^9 bytes for an hour), what
+                // was paid and what the balance did not cover.
+                diesel::sql_query(
+                    "WITH charge AS ( \
+                       INSERT INTO storage_charges \
+                         (partition, event_seq, account, hour, bytes, amount, unpaid, period) \
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, \
+                         date_trunc('month', $4 AT TIME ZONE 'UTC')::date) \
+                       ON CONFLICT DO NOTHING RETURNING account, period, bytes, amount, unpaid \
+                     ) INSERT INTO invoices (account, period, status, lines, gpu_hours, amount, \
+                         storage_gb_hours, storage_amount, storage_unpaid) \
+                     SELECT account, period, 'open', 0, 0, 0, round(bytes / 1e9, 6), amount, \
+                       unpaid FROM charge \
+                     ON CONFLICT (account, period) DO UPDATE SET \
+                       storage_gb_hours = invoices.storage_gb_hours + excluded.storage_gb_hours, \
+                       storage_amount = invoices.storage_amount + excluded.storage_amount, \
+                       storage_unpaid = invoices.storage_unpaid + excluded.storage_unpaid",
+                )
+                .bind::<Integer, _>(partition)
+                .bind::<BigInt, _>(*seq)
+                .bind::<BigInt, _>(id(account.0))
+                .bind::<Timestamptz, _>(timestamp(hour.0).expect("checked by `add`"))
+                .bind::<BigInt, _>(id(*bytes))
+                .bind::<Numeric, _>(amount(*paid))
+                .bind::<Numeric, _>(amount(*unpaid))
                 .execute(conn)?;
             }
             _ => {}

@@ -292,6 +292,17 @@ pub fn postings(event: &Event) -> Result<Vec<Posting>, PostingError> {
                 insurance,
             )?;
         }
+        Event::StorageCharged {
+            account, amount, ..
+        } => {
+            legs.transfer(
+                account,
+                Bucket::spendable(account),
+                AccountId::MARKET,
+                Bucket::Fees,
+                amount,
+            )?;
+        }
         Event::MarketCreated { .. }
         | Event::ReputationSet { .. }
         | Event::LeaseStarted { .. }

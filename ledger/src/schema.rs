@@ -200,6 +200,9 @@ diesel::table! {
         lines -> Integer,
         gpu_hours -> Numeric,
         amount -> Numeric,
+        storage_gb_hours -> Numeric,
+        storage_amount -> Numeric,
+        storage_unpaid -> Numeric,
     }
 }
 

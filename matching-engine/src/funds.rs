@@ -1,8 +1,8 @@
 //! Money in and out by the admin (deposits, withdrawals), the credit that chain deposits
 //! share, the checks other handlers make before they move money, and idempotency keys for
-//! deposits and withdrawal requests.
+//! deposits and withdrawal requests, and storage charges.
 
-use contract::{AccountId, Amount, Event, IdempotencyKey, Rejection};
+use contract::{AccountId, Amount, Event, IdempotencyKey, Rejection, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::Engine;
@@ -128,6 +128,61 @@ impl Engine {
                 available: Amount::from_micros(available),
             });
         }
+        Ok(())
+    }
+
+    /// Takes an hour's storage charge from the account's available balance to the market's
+    /// fees: as much of it as is available (the rest is stated as unpaid, never owed into a
+    /// negative balance), once per account and hour, hours in order.
+    pub(crate) fn charge_storage(
+        &mut self,
+        account: AccountId,
+        hour: Timestamp,
+        bytes: u64,
+        amount: Amount,
+        out: &mut Vec<Event>,
+    ) -> Result<(), Rejection> {
+        const HOUR_MS: i64 = 3_600_000;
+        if hour.0 < 0 || hour.0 % HOUR_MS != 0 || hour.0.saturating_add(HOUR_MS) > self.now {
+            return Err(Rejection::BadStorageHour {
+                hour,
+                now: Timestamp(self.now),
+            });
+        }
+        if !amount.is_positive() {
+            return Err(Rejection::NonPositiveAmount { amount });
+        }
+        if account == AccountId::MARKET {
+            return Err(Rejection::ReservedAccount { account });
+        }
+        if let Some(&last) = self.storage_charged.get(&account) {
+            if hour.0 <= last {
+                return Err(Rejection::StorageCharged {
+                    account,
+                    hour,
+                    last: Timestamp(last),
+                });
+            }
+        }
+        let paid = amount.micros().min(self.available(account).max(0));
+        let market = self
+            .funds
+            .get(&AccountId::MARKET)
+            .copied()
+            .unwrap_or_default();
+        market.can_receive(paid)?;
+        if paid > 0 {
+            self.funds.entry(account).or_default().available -= paid;
+            self.funds.entry(AccountId::MARKET).or_default().available += paid;
+        }
+        self.storage_charged.insert(account, hour.0);
+        out.push(Event::StorageCharged {
+            account,
+            hour,
+            bytes,
+            amount: Amount::from_micros(paid),
+            unpaid: Amount::from_micros(amount.micros() - paid),
+        });
         Ok(())
     }
 }

@@ -247,6 +247,8 @@ pub struct Engine {
     next_unbonding: u64,
     /// The market's insurance fund: what slashes leave after the buyers' credit.
     insurance: i64,
+    /// The last hour (its start, ms) each account's storage was charged for.
+    storage_charged: FxHashMap<AccountId, i64>,
     /// Which node each reported GPU UUID belongs to (its index in `nodes`).
     gpu_owners: FxHashMap<contract::ShortText, u32>,
     /// Scratch space reused across commands; not state.
@@ -377,6 +379,12 @@ impl Engine {
                 lease_id,
                 job_submitted_at,
             } => self.start_lease(*provider, *lease_id, Some(*job_submitted_at), out),
+            Command::ChargeStorage {
+                account,
+                hour,
+                bytes,
+                amount,
+            } => self.charge_storage(*account, *hour, *bytes, *amount, out),
         }
     }
 

@@ -117,6 +117,11 @@ impl Engine {
         Some(&self.markets[index as usize].config)
     }
 
+    /// The hour (its start) the account's storage was last charged for.
+    pub fn storage_charged(&self, account: AccountId) -> Option<Timestamp> {
+        self.storage_charged.get(&account).copied().map(Timestamp)
+    }
+
     pub fn reputation(&self, provider: AccountId) -> Reputation {
         self.reputations
             .get(&provider)

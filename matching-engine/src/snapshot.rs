@@ -24,13 +24,14 @@ use crate::settlement::Settlement;
 use crate::timers::Due;
 use crate::{Engine, Funds, Lease, Market};
 
-/// Format 6: format 4's image, then what metering added ([`Additions`]), then what proving
-/// providers added ([`Proofs`]), then the CRC-32 of all (4 bytes). Formats 5 (without the
-/// proofs), 4 (the image and its CRC-32) and 3 (the image with an 8-byte FNV-1a trailer,
+/// Format 7: format 4's image, then what metering added ([`Additions`]), then what proving
+/// providers added ([`Proofs`]), then storage charges ([`Storage`]), then the CRC-32 of all
+/// (4 bytes). Formats 6 (without storage), 5 (without the proofs), 4 (the image and its CRC-32) and 3 (the image with an 8-byte FNV-1a trailer,
 /// which ran a byte at a time and took about half of the engine's pause to write a 66 MB
 /// snapshot) still restore, with what later formats add at its defaults: markets
 /// unconfigured, leases unmetered, no nodes, no bonds.
-const MAGIC: &[u8; 8] = b"GPUMKT\x00\x06";
+const MAGIC: &[u8; 8] = b"GPUMKT\x00\x07";
+const MAGIC_V6: &[u8; 8] = b"GPUMKT\x00\x06";
 const MAGIC_V5: &[u8; 8] = b"GPUMKT\x00\x05";
 const MAGIC_V4: &[u8; 8] = b"GPUMKT\x00\x04";
 const MAGIC_V3: &[u8; 8] = b"GPUMKT\x00\x03";
@@ -78,6 +79,13 @@ struct Additions<'a> {
     pending_ends: Vec<Cow<'a, PendingEnd>>,
     /// Sorted.
     applied: Vec<((AccountId, IdempotencyKey), Applied)>,
+}
+
+/// Format 7's part after the proofs: the last hour each account's storage was charged for.
+#[derive(Default, Serialize, Deserialize)]
+struct Storage {
+    /// Sorted.
+    charged: Vec<(AccountId, i64)>,
 }
 
 /// Format 6's part after the additions: bonds, the insurance fund and what nodes' reports
@@ -241,7 +249,11 @@ impl Engine {
                 .map(|l| (l.id, l.meter.bond))
                 .collect(),
         };
-        bincode::serialize_into(out, &proofs).expect("the engine image always serializes");
+        bincode::serialize_into(&mut *out, &proofs).expect("the engine image always serializes");
+        let storage = Storage {
+            charged: sorted(self.storage_charged.iter().map(|(k, v)| (*k, *v))),
+        };
+        bincode::serialize_into(out, &storage).expect("the engine image always serializes");
     }
 
     /// The whole state as self-checking bytes: a format tag, the canonical image and its
@@ -265,7 +277,7 @@ impl Engine {
     pub fn restore(bytes: &[u8]) -> Result<Engine, SnapshotError> {
         let magic = bytes.get(..MAGIC.len()).ok_or(SnapshotError::BadMagic)?;
         let trailer = match magic {
-            m if m == MAGIC || m == MAGIC_V5 || m == MAGIC_V4 => 4,
+            m if m == MAGIC || m == MAGIC_V6 || m == MAGIC_V5 || m == MAGIC_V4 => 4,
             m if m == MAGIC_V3 => 8,
             _ => return Err(SnapshotError::BadMagic),
         };
@@ -284,15 +296,20 @@ impl Engine {
         }
         let mut reader = image;
         let image: Image = bincode::deserialize_from(&mut reader)?;
-        let additions: Additions = if magic == MAGIC || magic == MAGIC_V5 {
+        let additions: Additions = if magic == MAGIC || magic == MAGIC_V6 || magic == MAGIC_V5 {
             bincode::deserialize_from(&mut reader)?
         } else {
             Additions::default()
         };
-        let proofs: Proofs = if magic == MAGIC {
+        let proofs: Proofs = if magic == MAGIC || magic == MAGIC_V6 {
             bincode::deserialize_from(&mut reader)?
         } else {
             Proofs::default()
+        };
+        let storage: Storage = if magic == MAGIC {
+            bincode::deserialize_from(&mut reader)?
+        } else {
+            Storage::default()
         };
         let lease_bonds: FxHashMap<LeaseId, i64> = proofs.lease_bonds.into_iter().collect();
         let mut metered_bids: FxHashMap<OrderId, Option<Box<BidExtras>>> = additions
@@ -358,6 +375,7 @@ impl Engine {
             next_unbonding: proofs.next_unbonding,
             insurance: proofs.insurance,
             gpu_owners: proofs.gpu_owners.into_iter().collect(),
+            storage_charged: storage.charged.into_iter().collect(),
             ..Engine::default()
         };
         let unbondings: Vec<(u64, i64)> = engine

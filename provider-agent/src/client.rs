@@ -133,6 +133,7 @@ impl Client {
                         env: job.env.into_iter().map(|v| (v.name, v.value)).collect(),
                         image: job.image,
                         inputs: job.inputs.into_iter().map(|i| (i.cid, i.path)).collect(),
+                        network: job.network,
                     }),
                 })
             })

@@ -54,6 +54,22 @@ impl FileError {
             }
         )
     }
+
+    /// The buyer's doing, not the provider's: the image does not unpack, or a file the job
+    /// names is gone from the store (the buyer deleted it after submitting).
+    pub fn is_buyer_fault(&self) -> bool {
+        matches!(
+            self,
+            FileError::BadImage { .. }
+                | FileError::Api {
+                    source: ClientError::Refused {
+                        code: contract::ErrorCode::NotFound,
+                        ..
+                    },
+                    ..
+                }
+        )
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FileError + '_ {
@@ -185,7 +201,17 @@ pub fn image(
         } else {
             Box::new(file)
         };
-        unpack_layer(reader, &partial).map_err(|e| bad(format!("layer {layer}: {e}")))?;
+        unpack_layer(reader, &partial).map_err(|e| {
+            // A full disk is the provider's; anything else is the layer's own.
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ) {
+                io(&partial)(e)
+            } else {
+                bad(format!("layer {layer}: {e}"))
+            }
+        })?;
         fs::remove_file(&path).map_err(io(&path))?;
     }
     fs::rename(&partial, &root).map_err(io(&root))?;

@@ -80,6 +80,10 @@ pub struct JobSpec {
     /// Its inputs: each blob's cid and its path under `/job/in`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inputs: Vec<(String, String)>,
+    /// It asks to reach the network: given only where the provider offers it
+    /// (`[sandbox] network`), refused elsewhere.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub network: bool,
 }
 
 impl JobSpec {
@@ -119,6 +123,13 @@ pub enum JobStatus {
     /// say), or the job's exit file or state file was damaged. It is not run again, never
     /// reported as completed, and its lease is no longer listed healthy.
     Lost,
+    /// Never run, through the buyer's fault: its image is not one (a manifest or layer
+    /// that does not parse or unpack), a file it names is gone from the store, or it asks
+    /// for what this provider does not offer. Its GPUs stay the lease's, and the lease stays
+    /// healthy: the provider did its part.
+    Refused {
+        reason: String,
+    },
 }
 
 /// Which process a pid meant: the boot it ran in (`/proc/sys/kernel/random/boot_id`) and
@@ -183,6 +194,7 @@ impl Job {
             JobStatus::Exited { code } => Some(format!("exited {code}")),
             JobStatus::Killed { reason } => Some(format!("killed: {reason}")),
             JobStatus::Lost => Some("lost".to_owned()),
+            JobStatus::Refused { reason } => Some(format!("refused: {reason}")),
         }
     }
 }
@@ -400,15 +412,17 @@ impl Runner {
         let mut env = job.spec.env.clone();
         env.insert("GPUMARKET_LEASE".to_owned(), lease.to_string());
         let argv = sandbox.argv(&Plan {
+            lease,
             image,
             work: &work,
             inputs: inputs.is_dir().then_some(inputs.as_path()),
             gpus: &job.gpus,
             vendor: self.vendor,
+            network: job.spec.network,
             env: &env,
             command: &job.spec.command,
             args: &job.spec.args,
-        });
+        })?;
         let mut command = Command::new("/bin/sh");
         // The wrapper records the exit status where a restarted agent can read it, whole
         // (written beside, synced where `sync` takes a file, renamed into place).
@@ -446,6 +460,40 @@ impl Runner {
             .lock()
             .expect("children lock")
             .insert(lease, child);
+        Ok(job)
+    }
+
+    /// Records that the lease's job is refused for `reason` (the buyer's fault: see
+    /// [`JobStatus::Refused`]) and holds `gpus` for the lease to its end, once.
+    pub fn refuse(
+        &self,
+        lease: u64,
+        spec: JobSpec,
+        gpus: Vec<u32>,
+        ends_at: DateTime<Utc>,
+        reason: String,
+    ) -> Result<Job, JobError> {
+        if self.get(lease)?.is_some() {
+            return Err(JobError::AlreadyStarted(lease));
+        }
+        let job = Job {
+            lease,
+            spec,
+            gpus,
+            uid: None,
+            started_ms: now_ms(),
+            deadline_ms: u64::try_from(ends_at.timestamp_millis()).unwrap_or(0),
+            status: JobStatus::Refused { reason },
+            // Nothing ran: no start to report, no outputs to upload.
+            start_reported: true,
+            outcome_sent: false,
+            lease_ended: false,
+            outputs: None,
+            outputs_reported: false,
+            outputs_refused: None,
+        };
+        fs::write(self.log_path(lease), b"")?;
+        self.save(&job)?;
         Ok(job)
     }
 
@@ -527,6 +575,9 @@ impl Runner {
     /// its group, so this finds only what escaped that (nothing, unless bubblewrap changes).
     /// Never while another job that runs has the same uid (a later lease on the same GPU).
     fn sweep(&self, job: &Job) -> Result<(), JobError> {
+        if let (Ok(sandbox), true) = (&self.sandbox, job.status.is_over()) {
+            sandbox.stop_container(job.lease, Duration::ZERO);
+        }
         let Some(uid) = job.uid.filter(|_| job.status.is_over()) else {
             return Ok(());
         };
@@ -707,6 +758,11 @@ impl Runner {
                 std::thread::sleep(Duration::from_millis(20));
             }
         };
+        // Under an OCI runtime the job is the runtime's child, not the group's: stopped by
+        // its container's name (SIGTERM, the grace, SIGKILL), which ends its client too.
+        if let Ok(sandbox) = &self.sandbox {
+            sandbox.stop_container(lease, KILL_GRACE);
+        }
         // Ended on its own since the last look: nothing to signal.
         if group_members(group) == 0 && tree(group).is_empty() {
             return;

@@ -151,6 +151,8 @@ pub struct Step {
     /// Asks placed, resized or withdrawn.
     pub asks_changed: usize,
     pub started: usize,
+    /// Jobs refused through the buyer's fault ([`jobs::JobStatus::Refused`]).
+    pub refused: usize,
     /// Jobs stopped because the market ended their lease.
     pub cancelled: usize,
     /// Jobs whose log tail and outcome went to the buyer.
@@ -422,7 +424,11 @@ impl Agent {
     /// outputs already sealed) is recorded and not tried again.
     fn send_outputs(&self) -> Result<(), AgentError> {
         for job in self.jobs.jobs()? {
-            if !job.status.is_over() || job.outputs.is_some() || job.outputs_refused.is_some() {
+            if !job.status.is_over()
+                || matches!(job.status, jobs::JobStatus::Refused { .. })
+                || job.outputs.is_some()
+                || job.outputs_refused.is_some()
+            {
                 continue;
             }
             let gpus = job
@@ -512,9 +518,34 @@ impl Agent {
             if lease.ends_at <= now || self.jobs.get(lease.id)?.is_some() {
                 continue;
             }
+            if spec.network && !self.config.sandbox.network {
+                if let Some(gpus) = self.free_gpus(lease.gpus)? {
+                    warn!(
+                        lease = lease.id,
+                        "the job is refused: it asks for the network"
+                    );
+                    let why =
+                        "the job asks to reach the network, which this provider does not offer";
+                    self.jobs
+                        .refuse(lease.id, spec, gpus, lease.ends_at, why.to_owned())?;
+                    step.refused += 1;
+                }
+                continue;
+            }
             // Its image and inputs, fetched and verified before anything runs.
             let image = match self.prepare(lease.id, &spec) {
                 Ok(image) => image,
+                // Never a provider failure: the lease keeps its GPUs and stays healthy, and
+                // the buyer is told why nothing ran.
+                Err(e) if e.is_buyer_fault() => {
+                    if let Some(gpus) = self.free_gpus(lease.gpus)? {
+                        warn!(lease = lease.id, error = %e, "the job is refused: its files do not make a job");
+                        self.jobs
+                            .refuse(lease.id, spec, gpus, lease.ends_at, e.to_string())?;
+                        step.refused += 1;
+                    }
+                    continue;
+                }
                 Err(e) => {
                     warn!(lease = lease.id, error = %e,
                           "the job's files are not ready: it is not started this round");

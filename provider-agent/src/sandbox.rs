@@ -20,6 +20,16 @@
 //! killing the job's process group (the wrapper and the monitor) kills every process the job
 //! started, `setsid` and double forks included; a root agent also kills whatever still runs
 //! under the job's uid.
+//!
+//! A provider may run jobs under an OCI runtime instead (`runtime = "podman"` or
+//! `"docker"`, with the NVIDIA container toolkit for NVIDIA GPUs): the same view (the image's
+//! root read-only, `/job`, `/job/in` read-only, a sized `/tmp` and `/dev/shm`), the same uid,
+//! limits and clean environment, no capabilities, no network unless allowed, each leased
+//! GPU by the runtime's own device mechanism (CDI `nvidia.com/gpu=N` for podman, `--gpus`
+//! for docker; AMD's nodes by path). The image is the one the agent fetched and verified
+//! from the market's store: podman runs its unpacked root (`--rootfs`), docker an image
+//! imported from that root once. The container is named after its lease and is stopped and
+//! removed by name, since its processes are the runtime's children, not the agent's.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -33,12 +43,17 @@ use crate::jobs::Vendor;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxConfig {
+    /// What isolates jobs: bubblewrap (the default) or an OCI runtime.
+    pub runtime: Runtime,
     /// The bubblewrap binary.
     pub bwrap: PathBuf,
+    /// The OCI runtime's binary (default: `podman` or `docker`, from `PATH`).
+    pub runtime_binary: Option<PathBuf>,
     /// A root agent runs each job as `uid_base` + its lowest GPU index (uid and gid). Pick a
     /// range no account of the host uses.
     pub uid_base: u32,
-    /// Whether jobs may reach the network (default: no network at all, loopback only).
+    /// Whether jobs that ask for it may reach the network (default: no network at all,
+    /// loopback only; a job that asks is refused).
     pub network: bool,
     /// The most processes a job's uid may have (`RLIMIT_NPROC`).
     pub max_processes: u64,
@@ -56,7 +71,9 @@ pub struct SandboxConfig {
 impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
+            runtime: Runtime::Bubblewrap,
             bwrap: PathBuf::from("bwrap"),
+            runtime_binary: None,
             uid_base: 200_000,
             network: false,
             max_processes: 1_024,
@@ -68,6 +85,15 @@ impl Default for SandboxConfig {
     }
 }
 
+/// What a job's sandbox is made with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Runtime {
+    Bubblewrap,
+    Podman,
+    Docker,
+}
+
 /// The range jobs' uids are taken from (`uid_base` + a GPU index).
 const MIN_JOB_UID: u32 = 65_536;
 const MAX_JOB_UID: u32 = 0xfff0_0000;
@@ -76,7 +102,8 @@ const MAX_JOB_UID: u32 = 0xfff0_0000;
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
     "no sandbox: {0}. Jobs never run unsandboxed: install bubblewrap (Debian: \
-     `apt-get install bubblewrap`) on a kernel that allows user namespaces"
+     `apt-get install bubblewrap`) on a kernel that allows user namespaces, or configure \
+     `[sandbox] runtime` as an OCI runtime that can start containers here"
 )]
 pub struct NoSandbox(String);
 
@@ -99,15 +126,27 @@ pub struct Sandbox {
 /// What a job is given.
 #[derive(Debug)]
 pub struct Plan<'a> {
+    /// The lease the job is for: its container's name under an OCI runtime.
+    pub lease: u64,
     /// The unpacked image's root directory; `None`: the host's `/usr`.
     pub image: Option<&'a Path>,
     pub work: &'a Path,
     pub inputs: Option<&'a Path>,
     pub gpus: &'a [u32],
     pub vendor: Vendor,
+    /// The job asked for the network (it gets it only where the provider allows it).
+    pub network: bool,
     pub env: &'a std::collections::BTreeMap<String, String>,
     pub command: &'a str,
     pub args: &'a [String],
+}
+
+impl Plan<'_> {
+    /// The leased GPUs' indices as the visible-devices variables take them: `0,3`.
+    fn visible(&self) -> String {
+        let indices: Vec<String> = self.gpus.iter().map(u32::to_string).collect();
+        indices.join(",")
+    }
 }
 
 impl Sandbox {
@@ -132,16 +171,21 @@ impl Sandbox {
         passable(empty.path())
             .and_then(|()| sandbox.prepare(&work, sandbox.uid(&[])))
             .map_err(|e| NoSandbox(format!("preparing a work dir: {e}")))?;
-        let argv = sandbox.argv(&Plan {
-            image: None,
-            work: &work,
-            inputs: None,
-            gpus: &[],
-            vendor: Vendor::Nvidia,
-            env: &env,
-            command: "/usr/bin/true",
-            args: &[],
-        });
+        let argv = sandbox
+            .argv(&Plan {
+                // No lease has this id: the probe's container never meets a job's.
+                lease: u64::MAX - u64::from(std::process::id()),
+                image: None,
+                work: &work,
+                inputs: None,
+                gpus: &[],
+                vendor: Vendor::Nvidia,
+                network: false,
+                env: &env,
+                command: "/usr/bin/true",
+                args: &[],
+            })
+            .map_err(|e| NoSandbox(format!("preparing the probe's root: {e}")))?;
         let out = Command::new(&argv[0])
             .args(&argv[1..])
             .env_clear()
@@ -151,7 +195,8 @@ impl Sandbox {
             .map_err(|e| NoSandbox(format!("{}: {e}", argv[0].to_string_lossy())))?;
         if !out.status.success() {
             return Err(NoSandbox(format!(
-                "bubblewrap failed ({}): {}",
+                "{} failed ({}): {}",
+                argv[0].to_string_lossy(),
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
@@ -199,9 +244,64 @@ impl Sandbox {
         }
     }
 
-    /// The command line that runs the job in its sandbox: `setpriv` (a root agent: the job's
-    /// uid, no supplementary groups), `prlimit` (the limits), then `bwrap`.
-    pub fn argv(&self, plan: &Plan) -> Vec<OsString> {
+    /// The name of lease `lease`'s container under an OCI runtime.
+    fn container(lease: u64) -> String {
+        format!("gpumarket-lease-{lease}")
+    }
+
+    /// The OCI runtime's binary, where one is configured.
+    fn oci_binary(&self) -> Option<PathBuf> {
+        let default = match self.config.runtime {
+            Runtime::Bubblewrap => return None,
+            Runtime::Podman => "podman",
+            Runtime::Docker => "docker",
+        };
+        Some(
+            self.config
+                .runtime_binary
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(default)),
+        )
+    }
+
+    /// Stops lease `lease`'s container, if an OCI runtime runs it: `SIGTERM`, up to `grace`,
+    /// then `SIGKILL`, and removes it. Its processes are the runtime's, not the agent's
+    /// children, so signalling the job's group alone would leave them running.
+    pub fn stop_container(&self, lease: u64, grace: std::time::Duration) {
+        let Some(binary) = self.oci_binary() else {
+            return;
+        };
+        let name = Self::container(lease);
+        let secs = grace.as_secs().max(1).to_string();
+        for args in [
+            vec!["stop", "--time", &secs, &name],
+            vec!["rm", "--force", &name],
+        ] {
+            let ran = Command::new(&binary)
+                .args(&args)
+                .env_clear()
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            if let Err(e) = ran {
+                tracing::warn!(lease, error = %e, "the job's container was not stopped");
+            }
+        }
+    }
+
+    /// The command line that runs the job in its sandbox. Bubblewrap: `setpriv` (a root
+    /// agent: the job's uid, no supplementary groups), `prlimit` (the limits), then `bwrap`.
+    /// An OCI runtime: its `run`, with the same view and limits as its own options.
+    pub fn argv(&self, plan: &Plan) -> std::io::Result<Vec<OsString>> {
+        match self.oci_binary() {
+            Some(binary) => self.oci_argv(&binary, plan),
+            None => Ok(self.bwrap_argv(plan)),
+        }
+    }
+
+    fn bwrap_argv(&self, plan: &Plan) -> Vec<OsString> {
         let c = &self.config;
         let mut v: Vec<OsString> = Vec::new();
         let mut push = |args: &[&dyn AsRef<std::ffi::OsStr>]| {
@@ -303,18 +403,13 @@ impl Sandbox {
             &"HOME",
             &"/job",
         ]);
-        if c.network {
+        if plan.network && c.network {
             push(&[&"--share-net"]);
         }
         for (name, value) in plan.env {
             push(&[&"--setenv", name, value]);
         }
-        let visible = plan
-            .gpus
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
+        let visible = plan.visible();
         let names: &[&str] = match plan.vendor {
             Vendor::Nvidia => &["CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"],
             Vendor::Amd => &["HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES"],
@@ -325,6 +420,88 @@ impl Sandbox {
         push(&[&"--", &plan.command]);
         v.extend(plan.args.iter().map(OsString::from));
         v
+    }
+
+    fn oci_argv(&self, binary: &Path, plan: &Plan) -> std::io::Result<Vec<OsString>> {
+        let c = &self.config;
+        let root = match plan.image {
+            Some(root) => root.to_owned(),
+            None => host_usr_root(&plan.work.with_file_name("root"))?,
+        };
+        let mut v: Vec<OsString> = vec![binary.into()];
+        let mut push = |arg: String| v.push(arg.into());
+        for arg in [
+            "run",
+            "--rm",
+            "--interactive=false",
+            "--read-only",
+            "--cap-drop=ALL",
+            "--security-opt=no-new-privileges",
+            "--hostname=job",
+            "--workdir=/job",
+            "--env=PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+            "--env=HOME=/job",
+            "--ulimit=core=0:0",
+        ] {
+            push(arg.to_owned());
+        }
+        push(format!("--name={}", Self::container(plan.lease)));
+        push(format!("--pids-limit={}", c.max_processes));
+        push(format!("--ulimit=nproc={0}:{0}", c.max_processes));
+        push(format!("--ulimit=fsize={0}:{0}", c.max_file_mb << 20));
+        if let Some(mb) = c.max_memory_mb {
+            push(format!("--memory={mb}m"));
+        }
+        push(format!("--tmpfs=/tmp:rw,nosuid,nodev,size={}m", c.tmp_mb));
+        push(format!("--shm-size={}m", c.tmp_mb));
+        if !(plan.network && c.network) {
+            push("--network=none".to_owned());
+        }
+        if let Some(uid) = self.uid(plan.gpus) {
+            push(format!("--user={uid}:{uid}"));
+        }
+        push(format!("--volume={}:/job:rw", plan.work.display()));
+        if let Some(inputs) = plan.inputs {
+            push(format!("--volume={}:/job/in:ro", inputs.display()));
+        }
+        for (name, value) in plan.env {
+            push(format!("--env={name}={value}"));
+        }
+        let visible = plan.visible();
+        match (plan.vendor, c.runtime) {
+            (Vendor::Nvidia, Runtime::Docker) if !plan.gpus.is_empty() => {
+                push(format!("--gpus=\"device={visible}\""))
+            }
+            (Vendor::Nvidia, _) => {
+                for gpu in plan.gpus {
+                    push(format!("--device=nvidia.com/gpu={gpu}"));
+                }
+            }
+            (Vendor::Amd, _) => {
+                // Only the leased GPUs' nodes are there: the runtime numbers them from 0, so
+                // no visible-devices variable names host indices.
+                for node in self.devices(Vendor::Amd, plan.gpus) {
+                    push(format!("--device={}", node.display()));
+                }
+            }
+        }
+        match c.runtime {
+            Runtime::Docker => {
+                push("--pull=never".to_owned());
+                push(docker_import(binary, &root)?);
+            }
+            _ => {
+                push("--rootfs".to_owned());
+                push(root.display().to_string());
+            }
+        }
+        if plan.image.is_none() {
+            push("--volume=/usr:/usr:ro".to_owned());
+        }
+        push("--".to_owned());
+        push(plan.command.to_owned());
+        v.extend(plan.args.iter().map(OsString::from));
+        Ok(v)
     }
 
     /// The device nodes of `gpus` that exist: NVIDIA's `nvidiaN` and the shared control
@@ -351,5 +528,165 @@ impl Sandbox {
         };
         nodes.retain(|n| n.exists());
         nodes
+    }
+}
+
+/// A root holding only the mount point for the host's `/usr` and the links into it, for a
+/// job that names no image under an OCI runtime (which needs a root of its own).
+fn host_usr_root(root: &Path) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(root.join("usr"))?;
+    for dir in ["bin", "sbin", "lib", "lib64"] {
+        let link = root.join(dir);
+        if Path::new("/usr").join(dir).exists() && std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("usr/{dir}"), link)?;
+        }
+    }
+    Ok(root.to_owned())
+}
+
+/// The docker image made from the unpacked root `root`, imported the first time: docker runs
+/// images only, never a directory. Named after the root's directory (the image's cid).
+fn docker_import(binary: &Path, root: &Path) -> std::io::Result<String> {
+    let tag = root
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str())
+        .filter(|n| n.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .unwrap_or("host-usr");
+    let image = format!("gpumarket-job:{tag}");
+    let quiet = |mut c: Command| {
+        c.env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    };
+    let mut inspect = quiet(Command::new(binary));
+    inspect.args(["image", "inspect", &image]);
+    if inspect.stdin(Stdio::null()).status()?.success() {
+        return Ok(image);
+    }
+    let mut import = quiet(Command::new(binary));
+    let mut child = import
+        .args(["import", "-", &image])
+        .stdin(Stdio::piped())
+        .spawn()?;
+    let mut tar = tar::Builder::new(child.stdin.take().expect("piped"));
+    tar.follow_symlinks(false);
+    tar.append_dir_all(".", root)?;
+    drop(tar.into_inner()?);
+    if !child.wait()?.success() {
+        return Err(std::io::Error::other(format!(
+            "{} import of {} failed",
+            binary.display(),
+            root.display()
+        )));
+    }
+    Ok(image)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(sandbox: &Sandbox, plan: &Plan) -> Vec<String> {
+        sandbox
+            .argv(plan)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn an_oci_runtime_gets_the_same_view_limits_and_devices_as_bubblewrap() {
+        let dir = tempfile::tempdir().unwrap();
+        let (work, inputs, image) = (
+            dir.path().join("7/work"),
+            dir.path().join("7/in"),
+            dir.path().join("img/rootfs"),
+        );
+        let env = std::collections::BTreeMap::from([("SEED".to_owned(), "1".to_owned())]);
+        let plan = |image| Plan {
+            lease: 7,
+            image,
+            work: &work,
+            inputs: Some(&inputs),
+            gpus: &[1, 3],
+            vendor: Vendor::Nvidia,
+            network: true,
+            env: &env,
+            command: "/bin/render",
+            args: &[],
+        };
+        let podman = Sandbox {
+            config: SandboxConfig {
+                runtime: Runtime::Podman,
+                max_memory_mb: Some(512),
+                ..SandboxConfig::default()
+            },
+            root: true,
+        };
+        let v = args(&podman, &plan(Some(image.as_path())));
+        assert_eq!(v[..3], ["podman", "run", "--rm"]);
+        for want in [
+            "--read-only",
+            "--cap-drop=ALL",
+            "--security-opt=no-new-privileges",
+            "--network=none",
+            "--name=gpumarket-lease-7",
+            "--user=200001:200001",
+            "--pids-limit=1024",
+            "--memory=512m",
+            "--device=nvidia.com/gpu=1",
+            "--device=nvidia.com/gpu=3",
+            "--env=SEED=1",
+            "--rootfs",
+        ] {
+            assert!(v.iter().any(|a| a == want), "{want} in {v:?}");
+        }
+        assert!(v.contains(&format!("--volume={}:/job:rw", work.display())));
+        assert!(v.contains(&format!("--volume={}:/job/in:ro", inputs.display())));
+        let rootfs = v.iter().position(|a| a == "--rootfs").unwrap();
+        assert_eq!(v[rootfs + 1], image.display().to_string());
+        assert_eq!(v[v.len() - 2..], ["--", "/bin/render"]);
+        assert!(
+            !v.iter().any(|a| a.contains("VISIBLE_DEVICES")),
+            "the runtime numbers the leased GPUs itself: {v:?}"
+        );
+
+        // No image: a root of links into the host's /usr, mounted read-only.
+        let v = args(&podman, &plan(None));
+        assert!(v.contains(&"--volume=/usr:/usr:ro".to_owned()), "{v:?}");
+        assert!(work.with_file_name("root/usr").is_dir());
+
+        // Network only where the provider allows it.
+        let open = Sandbox {
+            config: SandboxConfig {
+                runtime: Runtime::Podman,
+                network: true,
+                ..SandboxConfig::default()
+            },
+            root: false,
+        };
+        let v = args(&open, &plan(Some(image.as_path())));
+        assert!(!v.iter().any(|a| a.starts_with("--network")), "{v:?}");
+        assert!(!v.iter().any(|a| a.starts_with("--user")), "{v:?}");
+
+        // Docker takes NVIDIA GPUs by `--gpus` and runs an image imported from the root
+        // (`true` stands in for a docker that already holds it).
+        let docker = Sandbox {
+            config: SandboxConfig {
+                runtime: Runtime::Docker,
+                runtime_binary: Some(PathBuf::from("/bin/true")),
+                ..SandboxConfig::default()
+            },
+            root: true,
+        };
+        let v = args(&docker, &plan(Some(image.as_path())));
+        assert!(v.contains(&"--gpus=\"device=1,3\"".to_owned()), "{v:?}");
+        assert!(v.contains(&"--pull=never".to_owned()), "{v:?}");
+        assert!(v.contains(&"gpumarket-job:img".to_owned()), "{v:?}");
+        assert!(!v.iter().any(|a| a == "--rootfs"), "{v:?}");
     }
 }

@@ -218,3 +218,96 @@ fn running(state: &AppState, provider: AccountId, leases: &[LeaseId]) -> bool {
         .iter()
         .any(|id| engine.lease(*id).is_some_and(|l| l.provider == provider))
 }
+
+/// Every `every`: removes the blobs whose holds have outlived their accounts' retention
+/// (`setBlobQuota`'s `retentionDays`; by default blobs are kept until deleted), and where
+/// storage has a price, charges each account for the last whole hour (`ChargeStorage`). One
+/// task per shard, beside the clock.
+///
+/// A blob still named by a job whose lease has not ended is kept to the lease's end. Bytes
+/// whose removal fails stay in the store, unlisted (a later upload of the same content lists
+/// them again). An hour is charged on the bytes held when its charge is made; the engine
+/// takes each account's hours once and in order, so a restart never charges twice, and
+/// hours while no API ticked are not charged.
+pub async fn upkeep(state: Arc<AppState>, every: std::time::Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        ticks.tick().await;
+        if let Err(e) = expire(&state).await {
+            tracing::warn!(error = %e.message, "expiring blobs");
+        }
+        if let Some(price) = state.config.storage_price {
+            if let Err(e) = charge_storage(&state, price).await {
+                tracing::warn!(error = %e.message, "charging storage");
+            }
+        }
+    }
+}
+
+async fn expire(state: &AppState) -> Result<(), ApiError> {
+    let gone = state
+        .db(|c| ledger::store::expire_refs(c, chrono::Utc::now()))
+        .await?;
+    if let Some(store) = &state.config.blobs {
+        for cid in &gone {
+            let digest = contract::Digest::parse(cid).expect("the table holds only cids");
+            if let Err(e) = store.delete(digest).await {
+                tracing::warn!(error = %e, %cid, "an expired blob's bytes were not removed");
+            }
+        }
+    }
+    if !gone.is_empty() {
+        tracing::info!(blobs = gone.len(), "blobs past their retention removed");
+    }
+    Ok(())
+}
+
+/// Hours a month has, for a price per GB-month.
+const HOURS_PER_MONTH: i128 = 730;
+
+/// The last whole hour's charge for every account that holds blobs and was not charged for
+/// it: `floor(bytes × price / (10^9 × 730))` micro-units, the market's one rounding rule
+/// (down), so an account holding less than an hour's micro-unit pays nothing.
+async fn charge_storage(state: &AppState, price: contract::Price) -> Result<(), ApiError> {
+    const HOUR_MS: i64 = 3_600_000;
+    let now = chrono::Utc::now().timestamp_millis();
+    let hour = contract::Timestamp((now / HOUR_MS - 1) * HOUR_MS);
+    let held = state.db(ledger::store::held_bytes).await?;
+    let due: Vec<(AccountId, u64)> = {
+        let engine = state.engine.replica();
+        held.into_iter()
+            .filter(|(account, _)| engine.storage_charged(*account).is_none_or(|h| h < hour))
+            .collect()
+    };
+    let mut charged = 0;
+    for (account, bytes) in due {
+        let micros =
+            i128::from(bytes) * i128::from(price.micros()) / (1_000_000_000 * HOURS_PER_MONTH);
+        let Ok(micros) = i64::try_from(micros) else {
+            continue;
+        };
+        if micros == 0 {
+            continue;
+        }
+        let answer = state
+            .engine
+            .submit(contract::Command::ChargeStorage {
+                account,
+                hour,
+                bytes,
+                amount: contract::Amount::from_micros(micros),
+            })
+            .await?;
+        match crate::schema::answer::events(answer) {
+            Ok(_) => charged += 1,
+            // Charged by an earlier run whose answer the replica had not shown yet.
+            Err(e) if e.code == ErrorCode::AlreadyApplied => {}
+            Err(e) => tracing::warn!(error = %e.message, %account, "a storage charge was refused"),
+        }
+    }
+    if charged > 0 {
+        tracing::info!(accounts = charged, hour = hour.0, "storage charged");
+    }
+    Ok(())
+}

@@ -345,3 +345,165 @@ fn the_provider_reads_a_jobs_inputs_only_while_its_lease_runs_and_writes_its_out
     assert_eq!(get(&m, Some(&m.provider), &cid).0, 403);
     assert_eq!(get(&m, Some(&m.buyer), &cid), (200, input));
 }
+
+#[test]
+fn blobs_outlive_nothing_but_their_accounts_retention_and_a_running_job_keeps_its_inputs() {
+    let m = Market::start_with(
+        "blobs_retention",
+        api::ApiConfig {
+            blob_expiry_every: Some(std::time::Duration::from_millis(100)),
+            ..api::ApiConfig::default()
+        },
+    );
+    let lease = lease(&m);
+    let cid = |key: &str, body: &[u8]| {
+        put(&m, key, body.to_vec(), "").1["cid"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let old = cid(&m.buyer, b"last year's frames");
+    let input = cid(&m.buyer, b"the running job's scene");
+    let fresh = cid(&m.buyer, b"today's frames");
+    let kept = cid(&m.provider, b"the provider keeps everything");
+    m.ok(
+        &m.buyer,
+        SUBMIT,
+        json!({"l": lease, "c": "/bin/cat", "a": [], "i": null, "in": [{"cid": input, "path": "scene"}]}),
+    );
+    m.projected();
+    // Three days pass for everything but `fresh` (the holds are dated back).
+    let mut conn = m.db.connect();
+    diesel::RunQueryDsl::execute(
+        diesel::sql_query(
+            "UPDATE blob_refs SET created_at = now() - interval '3 days' WHERE cid <> $1",
+        )
+        .bind::<diesel::sql_types::Text, _>(&fresh),
+        &mut conn,
+    )
+    .unwrap();
+    let before = stored(&m);
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    assert_eq!(stored(&m), before, "no account has a retention: all kept");
+
+    m.ok(
+        &m.admin,
+        "mutation($a: ID!) { setBlobQuota(account: $a, retentionDays: 2) }",
+        json!({"a": T_BUYER.to_string()}),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while get(&m, Some(&m.buyer), &old).0 != 404 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old blob outlived its retention"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(stored(&m), before - 1, "its bytes are gone from the store");
+    assert_eq!(
+        get(&m, Some(&m.buyer), &fresh).0,
+        200,
+        "younger than the retention"
+    );
+    assert_eq!(
+        get(&m, Some(&m.provider), &kept).0,
+        200,
+        "another account's retention"
+    );
+    assert_eq!(
+        get(&m, Some(&m.buyer), &input).0,
+        200,
+        "named by a job whose lease runs"
+    );
+
+    m.ok(
+        &m.buyer,
+        "mutation($l: ID!) { endLease(leaseId: $l) { cause } }",
+        json!({"l": lease}),
+    );
+    m.projected();
+    while get(&m, Some(&m.buyer), &input).0 != 404 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the input outlived its lease"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn where_storage_has_a_price_each_hour_is_charged_once_as_its_own_invoice_line() {
+    // 730,000 a GB-month is one micro-unit a byte-hour: 5,000 bytes cost 0.005 an hour.
+    let m = Market::start_with(
+        "blobs_storage_price",
+        api::ApiConfig {
+            blob_expiry_every: Some(std::time::Duration::from_millis(100)),
+            storage_price: Some(contract::Price::parse("730000").unwrap()),
+            ..api::ApiConfig::default()
+        },
+    );
+    m.seed();
+    let available = |key: &str| {
+        m.ok(key, "{ balance { available } }", json!({}))["balance"]["available"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let before = available(&m.buyer);
+    let (status, _) = put(&m, &m.buyer, vec![7; 5_000], "");
+    assert_eq!(status, 201);
+    let invoice = || {
+        m.projected();
+        m.ok(
+            &m.buyer,
+            "{ invoices { edges { node { lines amount storageGbHours storageAmount storageUnpaid } } } }",
+            json!({}),
+        )["invoices"]["edges"][0]["node"]
+            .clone()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while invoice().is_null() {
+        assert!(std::time::Instant::now() < deadline, "no storage charge");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // More rounds of the biller within the hour charge nothing more.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let line = invoice();
+    assert_eq!(
+        line,
+        json!({"lines": 0, "amount": "0.000000", "storageGbHours": "0.000005",
+               "storageAmount": "0.005000", "storageUnpaid": "0.000000"}),
+        "the storage line beside no GPU usage"
+    );
+    let paid = rust_decimal::Decimal::from_str_exact(&before).unwrap()
+        - rust_decimal::Decimal::from_str_exact(&available(&m.buyer)).unwrap();
+    assert_eq!(
+        paid.normalize().to_string(),
+        "0.005",
+        "paid from the balance"
+    );
+    let provider = m.ok(&m.provider, "{ invoices { edges { cursor } } }", json!({}));
+    assert_eq!(
+        provider["invoices"]["edges"],
+        json!([]),
+        "holds nothing, pays nothing"
+    );
+    // The money moved by postings that balance, like every other: buyer to the market's fees.
+    let journal = m.ok(
+        &m.buyer,
+        "{ journal { edges { node { kind postings { account bucket amount } } } } }",
+        json!({}),
+    );
+    let charged: Vec<&Value> = journal["journal"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["node"]["kind"] == "storage_charged")
+        .collect();
+    assert_eq!(charged.len(), 1, "{journal}");
+    assert_eq!(
+        charged[0]["node"]["postings"],
+        json!([{"account": T_BUYER, "bucket": "available", "amount": "-0.005000"},
+               {"account": 0, "bucket": "fees", "amount": "0.005000"}])
+    );
+}

@@ -179,6 +179,11 @@ pub struct Invoice {
     pub lines: u32,
     pub gpu_hours: Decimal,
     pub amount: Decimal,
+    /// Its storage line, where the market prices storage: GB-hours held, what was paid for
+    /// them, and what the balance did not cover.
+    pub storage_gb_hours: Decimal,
+    pub storage_amount: Decimal,
+    pub storage_unpaid: Decimal,
 }
 
 /// An account's invoices for months before `before`, newest first.
@@ -202,10 +207,17 @@ pub fn invoices(
         gpu_hours: Decimal,
         #[diesel(sql_type = Numeric)]
         amount: Decimal,
+        #[diesel(sql_type = Numeric)]
+        storage_gb_hours: Decimal,
+        #[diesel(sql_type = Numeric)]
+        storage_amount: Decimal,
+        #[diesel(sql_type = Numeric)]
+        storage_unpaid: Decimal,
     }
     const T: &str = "invoices";
     let rows: Vec<Row> = diesel::sql_query(
-        "SELECT account, period, status, lines, gpu_hours, amount FROM invoices \
+        "SELECT account, period, status, lines, gpu_hours, amount, storage_gb_hours, \
+         storage_amount, storage_unpaid FROM invoices \
          WHERE account = $1 AND period < $2 ORDER BY period DESC LIMIT $3",
     )
     .bind::<BigInt, _>(param(account.0)?)
@@ -222,6 +234,9 @@ pub fn invoices(
                 lines: unsigned(T, "lines", r.lines)?,
                 gpu_hours: r.gpu_hours,
                 amount: r.amount,
+                storage_gb_hours: r.storage_gb_hours,
+                storage_amount: r.storage_amount,
+                storage_unpaid: r.storage_unpaid,
             })
         })
         .collect::<Result<_, LedgerError>>()?;

@@ -99,6 +99,26 @@ pub fn quota(
     })
 }
 
+/// Every account that holds blobs, with the bytes it holds, by account.
+pub fn held_bytes(conn: &mut PgConnection) -> Result<Vec<(AccountId, u64)>, LedgerError> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = BigInt)]
+        owner: i64,
+        #[diesel(sql_type = BigInt)]
+        bytes: i64,
+    }
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT r.owner, sum(b.size)::bigint AS bytes FROM blob_refs r JOIN blobs b USING (cid) \
+         GROUP BY r.owner ORDER BY r.owner",
+    )
+    .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (AccountId(size(r.owner)), size(r.bytes)))
+        .collect())
+}
+
 /// Sets an account's quota (`None`: the market's default) and retention (`None`: kept until
 /// deleted).
 pub fn set_quota(
@@ -303,6 +323,38 @@ pub fn delete_ref(
         } else {
             Deleted::Unreferenced
         })
+    })
+}
+
+/// Drops every hold older than its account's retention (`blob_quotas.retention_days`; none:
+/// kept until deleted) as of `now`, but for blobs a job of a lease that has not ended names
+/// (its image or inputs): those wait for the lease's end. Returns the blobs nobody holds any
+/// more, whose rows are gone and whose bytes the caller removes from the store.
+pub fn expire_refs(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>, LedgerError> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        cid: String,
+    }
+    conn.transaction(|conn| {
+        let expired: Vec<Row> = diesel::sql_query(
+            "DELETE FROM blob_refs r USING blob_quotas q              WHERE q.owner = r.owner AND q.retention_days IS NOT NULL                AND r.created_at < $1 - make_interval(days => q.retention_days)                AND NOT EXISTS (SELECT 1 FROM lease_jobs j JOIN leases l                    ON l.partition = j.partition AND l.lease_id = j.lease_id                    WHERE l.status <> 'ended'                      AND (r.cid = ANY (j.input_cids) OR r.cid = ANY (j.image_blobs)))              RETURNING r.cid",
+        )
+        .bind::<Timestamptz, _>(now)
+        .load(conn)?;
+        if expired.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cids: Vec<String> = expired.into_iter().map(|r| r.cid).collect();
+        let gone: Vec<Row> = diesel::sql_query(
+            "DELETE FROM blobs b WHERE b.cid = ANY ($1)              AND NOT EXISTS (SELECT 1 FROM blob_refs WHERE cid = b.cid) RETURNING b.cid",
+        )
+        .bind::<diesel::sql_types::Array<Text>, _>(&cids)
+        .load(conn)?;
+        Ok(gone.into_iter().map(|r| r.cid).collect())
     })
 }
 

@@ -18,6 +18,8 @@ pub struct JobRequest {
     /// Environment variables in the order given.
     pub env: Vec<(String, String)>,
     pub files: JobFiles,
+    /// The job asks to reach the network (granted only by a provider that offers it).
+    pub network: bool,
 }
 
 /// A lease's job.
@@ -35,6 +37,8 @@ pub struct Job {
     pub log_at: Option<DateTime<Utc>>,
     /// What it runs in and reads: see [`JobFiles`].
     pub files: JobFiles,
+    /// It asks to reach the network.
+    pub network: bool,
     /// What it wrote, as the node's signed report `report_sequence` named it: the manifest
     /// of its output files and its whole log, by cid.
     pub output_manifest: Option<String>,
@@ -109,11 +113,13 @@ pub fn job(
         output_log: Option<String>,
         #[diesel(sql_type = Nullable<BigInt>)]
         report_sequence: Option<i64>,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        network: bool,
     }
     let row: Option<Row> = diesel::sql_query(
         "SELECT command, args, env_names, env_values, submitted_at, log_tail, outcome, log_at, \
          image, image_blobs, input_cids, input_paths, output_manifest, output_log, \
-         report_sequence FROM lease_jobs WHERE partition = $1 AND lease_id = $2",
+         report_sequence, network FROM lease_jobs WHERE partition = $1 AND lease_id = $2",
     )
     .bind::<Integer, _>(partition)
     .bind::<BigInt, _>(param(lease.0)?)
@@ -132,6 +138,7 @@ pub fn job(
             image_blobs: r.image_blobs,
             inputs: r.input_cids.into_iter().zip(r.input_paths).collect(),
         },
+        network: r.network,
         output_manifest: r.output_manifest,
         output_log: r.output_log,
         report_sequence: r.report_sequence.and_then(|s| u64::try_from(s).ok()),
@@ -151,6 +158,7 @@ pub fn submit_job(
         args,
         env,
         files,
+        network,
     } = request;
     let names: Vec<&str> = env.iter().map(|(n, _)| n.as_str()).collect();
     let values: Vec<&str> = env.iter().map(|(_, v)| v.as_str()).collect();
@@ -159,8 +167,8 @@ pub fn submit_job(
     conn.transaction(|conn| {
         let inserted = diesel::sql_query(
             "INSERT INTO lease_jobs (partition, lease_id, buyer, provider, command, args, \
-             env_names, env_values, image, image_blobs, input_cids, input_paths) \
-             VALUES (0, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
+             env_names, env_values, image, image_blobs, input_cids, input_paths, network) \
+             VALUES (0, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING",
         )
         .bind::<BigInt, _>(param(lease.0)?)
         .bind::<BigInt, _>(param(buyer.0)?)
@@ -173,6 +181,7 @@ pub fn submit_job(
         .bind::<Array<Text>, _>(&files.image_blobs)
         .bind::<Array<Text>, _>(&input_cids)
         .bind::<Array<Text>, _>(&input_paths)
+        .bind::<diesel::sql_types::Bool, _>(*network)
         .execute(conn)?;
         if inserted == 1 {
             return Ok(JobSubmitted::New);
@@ -182,6 +191,7 @@ pub fn submit_job(
                 && existing.args == *args
                 && existing.env == *env
                 && existing.files == *files
+                && existing.network == *network
         });
         Ok(if same {
             JobSubmitted::Again

@@ -148,7 +148,7 @@ fn the_journal_of_an_engine_stream_matches_the_engine() {
     // The stream exercises every kind of money movement, the market's fee withdrawals too.
     assert_eq!(
         db.count("SELECT count(DISTINCT kind) AS n FROM journal_transactions"),
-        7
+        8
     );
     assert!(
         db.count("SELECT count(*) AS n FROM postings WHERE account = 0 AND bucket = 'external'")

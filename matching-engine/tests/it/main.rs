@@ -15,3 +15,4 @@ mod proving;
 mod risk;
 mod settlement;
 mod snapshot;
+mod storage;

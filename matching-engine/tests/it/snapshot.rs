@@ -61,22 +61,26 @@ fn damaged_snapshots_are_refused() {
 const FORMAT_4: &[u8] = include_bytes!("format4.snap");
 
 #[test]
-fn format_5_4_and_3_snapshots_still_restore_without_what_came_later() {
+fn format_6_5_4_and_3_snapshots_still_restore_without_what_came_later() {
     let mut live = busy_market();
     assert_eq!(&FORMAT_4[..8], b"GPUMKT\x00\x04");
     let mut restored = Engine::restore(FORMAT_4).unwrap();
     assert_eq!(restored.state_hash(), live.engine.state_hash());
-    let v6 = live.engine.snapshot();
-    assert_eq!(&v6[..8], b"GPUMKT\x00\x06");
-    assert_eq!(restored.snapshot(), v6, "written again in format 6");
-    // Format 5: format 6 without its proofs, which for a market without nodes or bonds are
-    // eight empty or zero fields of 8 bytes each.
-    let mut v5 = b"GPUMKT\x00\x05".to_vec();
-    v5.extend_from_slice(&v6[8..v6.len() - 4 - 64]);
-    assert!(v6[v6.len() - 4 - 64..v6.len() - 4].iter().all(|b| *b == 0));
-    let sum = crc32fast::hash(&v5[8..]);
-    v5.extend_from_slice(&sum.to_le_bytes());
-    assert_eq!(Engine::restore(&v5).unwrap().snapshot(), v6);
+    let v7 = live.engine.snapshot();
+    assert_eq!(&v7[..8], b"GPUMKT\x00\x07");
+    assert_eq!(restored.snapshot(), v7, "written again in format 7");
+    // Format 6: format 7 without its storage charges, which for a market that charged none
+    // are one empty list (8 bytes); format 5, without the proofs too, which for a market
+    // without nodes or bonds are eight empty or zero fields of 8 bytes each.
+    let end_of = |drop: usize| v7.len() - 4 - drop;
+    assert!(v7[end_of(8 + 64)..end_of(0)].iter().all(|b| *b == 0));
+    for (magic, drop) in [(b"GPUMKT\x00\x06", 8), (b"GPUMKT\x00\x05", 8 + 64)] {
+        let mut old = magic.to_vec();
+        old.extend_from_slice(&v7[8..end_of(drop)]);
+        let sum = crc32fast::hash(&old[8..]);
+        old.extend_from_slice(&sum.to_le_bytes());
+        assert_eq!(Engine::restore(&old).unwrap().snapshot(), v7);
+    }
     // Format 3: the same image, with FNV-1a (64-bit) as its trailer.
     let image = &FORMAT_4[8..FORMAT_4.len() - 4];
     let fnv = image.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
@@ -85,7 +89,7 @@ fn format_5_4_and_3_snapshots_still_restore_without_what_came_later() {
     let mut v3 = b"GPUMKT\x00\x03".to_vec();
     v3.extend_from_slice(image);
     v3.extend_from_slice(&fnv.to_le_bytes());
-    assert_eq!(Engine::restore(&v3).unwrap().snapshot(), v6);
+    assert_eq!(Engine::restore(&v3).unwrap().snapshot(), v7);
     v3[100] ^= 1;
     assert!(matches!(Engine::restore(&v3), Err(SnapshotError::Corrupt)));
     // Its lease is one of `Place`: it still ends by stated hours.

@@ -220,3 +220,115 @@ fn a_job_runs_from_its_image_on_its_inputs_and_its_outputs_come_back_signed() {
     );
     assert!(Path::new(&dir.path().join("state/images")).is_dir());
 }
+
+/// A job whose files do not make a job is the buyer's fault: refused with the reason, its
+/// lease kept healthy (so never failed, nor the provider slashed, for it), nothing run.
+#[test]
+fn a_job_whose_image_does_not_unpack_or_whose_input_is_gone_is_refused_not_failed() {
+    let m = h100_market("agent_refused");
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = reporting_agent(&m, dir.path(), "node-r");
+    leases_on(&m, "node-r", 2, 2);
+    // An image whose one layer is not a tar.gz, though its manifest is well formed.
+    let good = provider_agent::files::busybox_image(b"#!", &["sh"]);
+    let garbage = b"not a gzip stream at all".to_vec();
+    let mut manifest: contract::image::ImageManifest =
+        serde_json::from_slice(&good.manifest).unwrap();
+    manifest.layers[0].digest = Digest::of(&garbage).oci();
+    manifest.layers[0].size = garbage.len() as u64;
+    upload(&m, &m.buyer, good.config);
+    upload(&m, &m.buyer, garbage);
+    let image = upload(&m, &m.buyer, serde_json::to_vec(&manifest).unwrap());
+    m.ok(
+        &m.buyer,
+        "mutation($i: String) { submitJob(leaseId: \"1\", command: \"/bin/sh\", image: $i) }",
+        json!({"i": image}),
+    );
+    // An input the buyer deletes after submitting.
+    let input = upload(&m, &m.buyer, b"deleted before the job ran".to_vec());
+    m.ok(
+        &m.buyer,
+        "mutation($in: [JobInputInput!]) { submitJob(leaseId: \"2\", command: \"/bin/cat\", inputs: $in) }",
+        json!({"in": [{"cid": input, "path": "scene"}]}),
+    );
+    m.ok(
+        &m.buyer,
+        "mutation($c: String!) { deleteBlob(cid: $c) }",
+        json!({"c": input}),
+    );
+    m.projected();
+
+    let mut healthy = None;
+    for _ in 0..200 {
+        let step = a.step().unwrap();
+        let sent = |l| a.jobs.get(l).unwrap().is_some_and(|j| j.outcome_sent);
+        if sent(1) && sent(2) {
+            healthy = step.healthy_leases;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(healthy, Some(vec![1, 2]), "the provider did its part");
+    for (lease, why) in [(1, "layer"), (2, "NOT_FOUND")] {
+        let job = a.jobs.get(lease).unwrap().unwrap();
+        match &job.status {
+            provider_agent::jobs::JobStatus::Refused { reason } => {
+                assert!(reason.contains(why), "{reason}")
+            }
+            other => panic!("lease {lease}: {other:?}"),
+        }
+        assert_eq!(job.gpus.len(), 1, "the lease's GPU stays its own");
+    }
+    m.projected();
+    let leases = m.ok(
+        &m.buyer,
+        "{ leases(role: BUYER) { nodes { id status job { outcome } } } }",
+        json!({}),
+    );
+    for lease in leases["leases"]["nodes"].as_array().unwrap() {
+        assert_ne!(lease["status"], "ended", "{lease}");
+        let outcome = lease["job"]["outcome"].as_str().unwrap();
+        assert!(outcome.starts_with("refused: "), "{outcome}");
+    }
+}
+
+#[test]
+fn a_job_that_asks_for_the_network_is_refused_where_the_provider_offers_none() {
+    let m = h100_market("agent_no_network");
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = reporting_agent(&m, dir.path(), "node-n");
+    leases_on(&m, "node-n", 2, 1);
+    m.ok(
+        &m.buyer,
+        "mutation { submitJob(leaseId: \"1\", command: \"/bin/true\", network: true) }",
+        json!({}),
+    );
+    m.projected();
+    let mut healthy = None;
+    for _ in 0..200 {
+        let step = a.step().unwrap();
+        if a.jobs.get(1).unwrap().is_some_and(|j| j.outcome_sent) {
+            healthy = step.healthy_leases;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(healthy, Some(vec![1]), "not the provider's failure");
+    let job = a.jobs.get(1).unwrap().unwrap();
+    assert!(
+        matches!(&job.status, provider_agent::jobs::JobStatus::Refused { reason } if reason.contains("network")),
+        "{job:?}"
+    );
+    m.projected();
+    let leases = m.ok(
+        &m.buyer,
+        "{ leases(role: BUYER) { nodes { job { network outcome } } } }",
+        json!({}),
+    );
+    let shown = &leases["leases"]["nodes"][0]["job"];
+    assert_eq!(shown["network"], true);
+    assert!(
+        shown["outcome"].as_str().unwrap().contains("network"),
+        "{shown}"
+    );
+}

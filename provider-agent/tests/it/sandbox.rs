@@ -214,7 +214,7 @@ fn a_job_opens_only_the_devices_of_its_leased_gpus() {
 }
 
 #[test]
-fn a_job_reaches_no_network_unless_the_provider_allows_it() {
+fn a_job_reaches_no_network_unless_it_asks_and_the_provider_allows_it() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     listener.set_nonblocking(true).unwrap();
@@ -236,11 +236,21 @@ fn a_job_reaches_no_network_unless_the_provider_allows_it() {
         ..sandbox()
     };
     let allowed = Runner::open(&dir.path().join("net"), Vendor::Nvidia, &open).unwrap();
+    // Offered, but not asked for: still none.
     allowed
         .start(2, sh(&dial), vec![0], ends_in(60_000), None)
         .unwrap();
     finished(&allowed, 2);
-    assert_eq!(log(&allowed, 2), "connected\n");
+    assert_eq!(log(&allowed, 2), "unreachable\n");
+    let asking = JobSpec {
+        network: true,
+        ..sh(&dial)
+    };
+    allowed
+        .start(3, asking, vec![0], ends_in(60_000), None)
+        .unwrap();
+    finished(&allowed, 3);
+    assert_eq!(log(&allowed, 3), "connected\n");
 }
 
 #[test]
@@ -330,4 +340,49 @@ fn without_a_working_sandbox_no_job_runs() {
         runner.get(1).unwrap().is_none(),
         "nothing recorded, nothing ran"
     );
+}
+
+/// Under podman where it starts containers; here (podman cannot start containers on these
+/// machines, or is absent) the agent refuses every job with the reason, as it must.
+#[test]
+fn an_oci_runtime_runs_jobs_where_it_can_and_is_refused_where_it_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    let podman = SandboxConfig {
+        runtime: provider_agent::sandbox::Runtime::Podman,
+        ..sandbox()
+    };
+    let runner = Runner::open(dir.path(), Vendor::Nvidia, &podman).unwrap();
+    let script = "cat /etc/hostname 2>&1; id -u; touch /usr/x 2>&1 || echo usr-read-only; \
+                  mkdir -p /job/out && echo frame > /job/out/0001.txt";
+    match runner.sandbox() {
+        Err(why) => {
+            eprintln!("podman cannot run jobs here: {why}");
+            assert!(why.to_string().contains("podman"), "{why}");
+            let refused = runner
+                .start(1, sh(script), vec![0], ends_in(60_000), None)
+                .unwrap_err();
+            assert!(matches!(refused, JobError::NoSandbox(_)), "{refused:?}");
+            assert!(runner.get(1).unwrap().is_none(), "nothing ran");
+        }
+        Ok(()) => {
+            runner
+                .start(1, sh(script), vec![0], ends_in(60_000), None)
+                .unwrap();
+            let job = finished(&runner, 1);
+            let out = log(&runner, 1);
+            assert_eq!(job.status, JobStatus::Exited { code: 0 }, "{out}");
+            assert!(out.contains("usr-read-only"), "{out}");
+            assert_eq!(
+                std::fs::read_to_string(runner.work_dir(1).join("out/0001.txt")).unwrap(),
+                "frame\n"
+            );
+            // A job past its lease's end is stopped with its container.
+            runner
+                .start(2, sh("sleep 600"), vec![1], ends_in(1_000), None)
+                .unwrap();
+            let job = finished(&runner, 2);
+            assert!(matches!(job.status, JobStatus::Killed { .. }), "{job:?}");
+            assert!(running("sleep 600").is_empty(), "the container is gone");
+        }
+    }
 }

@@ -84,6 +84,11 @@ impl LeaseMutation {
         #[graphql(default)] env: Vec<EnvVar>,
         image: Option<String>,
         #[graphql(default)] inputs: Vec<JobInput>,
+        #[graphql(
+            default,
+            desc = "The job may reach the network; a provider whose agent does not offer that refuses the job (its outcome says so)."
+        )]
+        network: bool,
     ) -> async_graphql::Result<bool> {
         let p = principal(ctx)?;
         p.require(&[Role::Trader], "submitting a job")?;
@@ -131,6 +136,7 @@ impl LeaseMutation {
             args,
             env: env.into_iter().map(|v| (v.name, v.value)).collect(),
             files,
+            network,
         };
         let submitted = state(ctx)
             .db(move |c| ledger::store::submit_job(c, lease, buyer, provider, &job))

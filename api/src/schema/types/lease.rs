@@ -162,6 +162,8 @@ pub struct Job {
     pub image: Option<String>,
     /// Its inputs, each at `/job/in/<path>` in its sandbox.
     pub inputs: Vec<JobInput>,
+    /// It asked to reach the network; without, its sandbox has none.
+    pub network: bool,
     pub submitted_at: DateTime<Utc>,
     /// The end of the job's output (at most 48 KiB) as the provider's agent last sent it;
     /// bytes that are not UTF-8, NUL and other control characters but tab and newline
@@ -258,6 +260,7 @@ impl Job {
                 .into_iter()
                 .map(|(cid, path)| JobInput { cid, path })
                 .collect(),
+            network: j.network,
             submitted_at: j.submitted_at,
             log_tail: j.log_tail,
             outcome: j.outcome,

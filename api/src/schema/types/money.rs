@@ -71,9 +71,16 @@ pub struct Invoice {
     pub period: NaiveDate,
     /// `open` or `closed`.
     pub status: String,
+    /// Its GPU usage: lines (one lease in one charge period each), GPU-hours, amount.
     pub lines: u32,
     pub gpu_hours: Decimal,
     pub amount: Decimal,
+    /// Its storage line, zero unless the market prices storage: GB-hours of blobs held
+    /// (10^9 bytes for an hour, measured hourly), what was paid for them, and what the
+    /// available balance did not cover (not collected).
+    pub storage_gb_hours: Decimal,
+    pub storage_amount: Decimal,
+    pub storage_unpaid: Decimal,
 }
 
 impl From<ledger::read::Invoice> for Invoice {
@@ -85,6 +92,9 @@ impl From<ledger::read::Invoice> for Invoice {
             lines: i.lines,
             gpu_hours: i.gpu_hours,
             amount: i.amount,
+            storage_gb_hours: i.storage_gb_hours,
+            storage_amount: i.storage_amount,
+            storage_unpaid: i.storage_unpaid,
         }
     }
 }

@@ -1,0 +1,1 @@
+ALTER TABLE lease_jobs DROP COLUMN network;
