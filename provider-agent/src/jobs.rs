@@ -250,7 +250,10 @@ impl Runner {
         let sandboxes = state_dir.join("sandbox");
         crate::sandbox::passable(state_dir)?;
         crate::sandbox::passable(&sandboxes)?;
-        let sandbox = Sandbox::probe(sandbox);
+        // The state directory is the agent's: its digest names the agent's jobs on the host.
+        let scope =
+            contract::Digest::of(fs::canonicalize(state_dir)?.as_os_str().as_encoded_bytes()).cid();
+        let sandbox = Sandbox::probe(sandbox, &scope[scope.len() - 12..]);
         if let Err(e) = &sandbox {
             tracing::error!(error = %e, "this node runs no jobs");
         }
@@ -423,13 +426,18 @@ impl Runner {
             command: &job.spec.command,
             args: &job.spec.args,
         })?;
+        let cgroups = sandbox.enter_cgroups(lease)?;
         let mut command = Command::new("/bin/sh");
-        // The wrapper records the exit status where a restarted agent can read it, whole
-        // (written beside, synced where `sync` takes a file, renamed into place).
+        // The wrapper enters the job's control groups (or runs nothing: a job outside its
+        // limits is not started, and without an exit file it is lost), then records the
+        // exit status where a restarted agent can read it, whole (written beside, synced
+        // where `sync` takes a file, renamed into place).
         command
             .arg("-c")
             .arg(
-                "\"$@\"; code=$?; f=\"$GPUMARKET_EXIT_FILE\"; \
+                "set -f; IFS=:; for g in $GPUMARKET_CGROUPS; do \
+                   printf '%s\\n' $$ > \"$g\" || exit 125; done; unset IFS; set +f; \
+                 \"$@\"; code=$?; f=\"$GPUMARKET_EXIT_FILE\"; \
                  printf '%s\\n' \"$code\" > \"$f.tmp\"; sync \"$f.tmp\" 2>/dev/null; mv -f \"$f.tmp\" \"$f\"",
             )
             .arg("gpumarket-job")
@@ -442,6 +450,10 @@ impl Runner {
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("GPUMARKET_EXIT_FILE", self.exit_path(lease))
+            .env(
+                "GPUMARKET_CGROUPS",
+                std::env::join_paths(&cgroups).map_err(std::io::Error::other)?,
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -517,9 +529,21 @@ impl Runner {
                     // Alive first, then the exit file: a wrapper that was gone at the first
                     // look had written its exit file, if it ever would, by the second.
                     let alive = runs(pid, since.as_ref());
+                    let sandbox = self.sandbox.as_ref().ok();
                     match self.exit_code(job.lease)? {
                         Some(Some(code)) => {
-                            job.status = JobStatus::Exited { code };
+                            let oom = sandbox
+                                .filter(|_| code != 0)
+                                .and_then(|s| s.out_of_memory(job.lease));
+                            job.status = match oom {
+                                Some(mb) => JobStatus::Killed {
+                                    reason: format!(
+                                        "it used all of this provider's {mb} MiB of memory \
+                                         (exited {code})"
+                                    ),
+                                },
+                                None => JobStatus::Exited { code },
+                            };
                             self.stop_leftovers(job.lease, pid, since.as_ref());
                         }
                         // No exit file, or one that is not a number and a newline, and nothing
@@ -532,6 +556,18 @@ impl Runner {
                             self.stop_group(job.lease, pid);
                             job.status = JobStatus::Killed {
                                 reason: deadline_reason(job.deadline_ms),
+                            };
+                        }
+                        _ if sandbox
+                            .and_then(Sandbox::max_disk_bytes)
+                            .is_some_and(|max| disk_use(&self.work_dir(job.lease)) > max) =>
+                        {
+                            self.stop_group(job.lease, pid);
+                            job.status = JobStatus::Killed {
+                                reason: format!(
+                                    "it kept more than this provider's {} MiB under /job",
+                                    sandbox.and_then(Sandbox::max_disk_bytes).unwrap_or(0) >> 20
+                                ),
                             };
                         }
                         _ => {}
@@ -577,6 +613,7 @@ impl Runner {
     fn sweep(&self, job: &Job) -> Result<(), JobError> {
         if let (Ok(sandbox), true) = (&self.sandbox, job.status.is_over()) {
             sandbox.stop_container(job.lease, Duration::ZERO);
+            sandbox.kill_cgroups(job.lease);
         }
         let Some(uid) = job.uid.filter(|_| job.status.is_over()) else {
             return Ok(());
@@ -779,6 +816,9 @@ impl Runner {
             return;
         }
         tracing::info!(lease, "the job outlived SIGTERM's grace: SIGKILL");
+        if let Ok(sandbox) = &self.sandbox {
+            sandbox.kill_cgroups(lease);
+        }
         let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
         for pid in tree(group) {
             kill(pid, rustix::process::Signal::KILL);
@@ -939,4 +979,24 @@ pub fn escape(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// The bytes the files under `dir` take on disk (allocated blocks: a sparse file counts what
+/// it holds), never following links.
+fn disk_use(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0u64;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            total = total.saturating_add(meta.blocks().saturating_mul(512));
+            if meta.is_dir() {
+                todo.push(entry.path());
+            }
+        }
+    }
+    total
 }

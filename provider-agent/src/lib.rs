@@ -14,6 +14,7 @@
 //! and drops a lease from the list only when it knows the lease is not being served: its
 //! job was lost, or its GPUs are missing. It never ends a lease and never states hours.
 
+pub mod cgroups;
 pub mod client;
 pub mod config;
 pub mod durable;

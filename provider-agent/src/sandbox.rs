@@ -37,6 +37,7 @@ use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cgroups::{Cgroups, Limits};
 use crate::jobs::Vendor;
 
 /// `[sandbox]` in `agent.toml`.
@@ -59,11 +60,19 @@ pub struct SandboxConfig {
     pub max_processes: u64,
     /// The largest file a job may write, in MiB (`RLIMIT_FSIZE`).
     pub max_file_mb: u64,
-    /// The most memory a job may allocate, in MiB (`RLIMIT_DATA`; unset: no limit, since
-    /// GPU runtimes map far more than they use).
+    /// The most memory a job may use, in MiB (unset: no limit): its memory control group's
+    /// limit where it has one, else `RLIMIT_DATA` (which counts address space GPU runtimes
+    /// reserve and never use, so set it with care there).
     pub max_memory_mb: Option<u64>,
     /// The size of the job's `/tmp`, in MiB (memory-backed).
     pub tmp_mb: u64,
+    /// The most a job may keep under `/job`, in MiB (0: no limit): a job past it is stopped
+    /// at the agent's next look (`RLIMIT_FSIZE` bounds each file between looks).
+    pub max_disk_mb: u64,
+    /// Whether a root agent puts each job in control groups of its own where the host has
+    /// them (a memory limit that counts real use, `max_processes` for the whole job, and a
+    /// kill that reaches every process).
+    pub cgroups: bool,
     /// Where the GPUs' device nodes are (`nvidia0`, `nvidiactl`, `kfd`, `dri/renderD128`…).
     pub dev_dir: PathBuf,
 }
@@ -80,6 +89,8 @@ impl Default for SandboxConfig {
             max_file_mb: 256 << 10,
             max_memory_mb: None,
             tmp_mb: 1_024,
+            max_disk_mb: 100 << 10,
+            cgroups: true,
             dev_dir: PathBuf::from("/dev"),
         }
     }
@@ -121,6 +132,11 @@ pub struct Sandbox {
     config: SandboxConfig,
     /// The agent can give jobs uids of their own.
     root: bool,
+    /// Where jobs' control groups are made, where the host has them.
+    cgroups: Option<Cgroups>,
+    /// Names this agent's jobs' control groups and containers apart from another agent's
+    /// on the same host, whose lease ids may be the same (another market's, another test's).
+    scope: String,
 }
 
 /// What a job is given.
@@ -150,8 +166,9 @@ impl Plan<'_> {
 }
 
 impl Sandbox {
-    /// Checks that bubblewrap runs here, as jobs will run, by running `true` in it.
-    pub fn probe(config: &SandboxConfig) -> Result<Sandbox, NoSandbox> {
+    /// Checks that the sandbox runs here, as jobs will run, by running `true` in it. `scope`
+    /// names the agent among others on the host (its jobs' groups and containers carry it).
+    pub fn probe(config: &SandboxConfig, scope: &str) -> Result<Sandbox, NoSandbox> {
         // Below it are the host's own accounts (root among them: a sweep of a job's uid
         // would kill them); near `u32::MAX`, `setresuid` reads "no change".
         if !(MIN_JOB_UID..=MAX_JOB_UID - 1_024).contains(&config.uid_base) {
@@ -161,9 +178,14 @@ impl Sandbox {
                 MAX_JOB_UID - 1_024
             )));
         }
+        let root = rustix::process::geteuid().is_root();
         let sandbox = Sandbox {
             config: config.clone(),
-            root: rustix::process::geteuid().is_root(),
+            root,
+            cgroups: (root && config.cgroups)
+                .then(|| Cgroups::detect(Path::new("/sys/fs/cgroup")))
+                .flatten(),
+            scope: scope.to_owned(),
         };
         let env = std::collections::BTreeMap::new();
         let empty = tempfile::tempdir().map_err(|e| NoSandbox(format!("a temporary dir: {e}")))?;
@@ -244,9 +266,47 @@ impl Sandbox {
         }
     }
 
-    /// The name of lease `lease`'s container under an OCI runtime.
-    fn container(lease: u64) -> String {
-        format!("gpumarket-lease-{lease}")
+    /// The most a job may keep under `/job`, in bytes (`None`: no limit).
+    pub fn max_disk_bytes(&self) -> Option<u64> {
+        (self.config.max_disk_mb > 0).then(|| self.config.max_disk_mb.saturating_mul(1 << 20))
+    }
+
+    /// Makes lease `lease`'s control groups, where there are any: the `cgroup.procs` files
+    /// the job's wrapper enters before the job starts.
+    pub fn enter_cgroups(&self, lease: u64) -> std::io::Result<Vec<PathBuf>> {
+        let Some(cgroups) = &self.cgroups else {
+            return Ok(Vec::new());
+        };
+        cgroups.create(
+            &self.unit(lease),
+            Limits {
+                memory_bytes: self
+                    .config
+                    .max_memory_mb
+                    .map(|mb| mb.saturating_mul(1 << 20)),
+                processes: self.config.max_processes,
+            },
+        )
+    }
+
+    /// Kills whatever is left in lease `lease`'s control groups and removes them.
+    pub fn kill_cgroups(&self, lease: u64) {
+        if let Some(cgroups) = &self.cgroups {
+            cgroups.kill_and_remove(&self.unit(lease));
+        }
+    }
+
+    /// The memory limit (MiB) the job of lease `lease` hit, as its control group counted.
+    pub fn out_of_memory(&self, lease: u64) -> Option<u64> {
+        let cgroups = self.cgroups.as_ref()?;
+        self.config
+            .max_memory_mb
+            .filter(|_| cgroups.ran_out_of_memory(&self.unit(lease)))
+    }
+
+    /// The name of lease `lease`'s job on this host: its control groups' and its container's.
+    pub fn unit(&self, lease: u64) -> String {
+        format!("gpumarket-{}-lease-{lease}", self.scope)
     }
 
     /// The OCI runtime's binary, where one is configured.
@@ -271,7 +331,7 @@ impl Sandbox {
         let Some(binary) = self.oci_binary() else {
             return;
         };
-        let name = Self::container(lease);
+        let name = self.unit(lease);
         let secs = grace.as_secs().max(1).to_string();
         for args in [
             vec!["stop", "--time", &secs, &name],
@@ -322,7 +382,8 @@ impl Sandbox {
             &format!("--fsize={0}:{0}", c.max_file_mb << 20),
             &"--core=0:0",
         ]);
-        if let Some(mb) = c.max_memory_mb {
+        // Without a memory group, the data segment is what can be limited.
+        if let (Some(mb), None) = (c.max_memory_mb, &self.cgroups) {
             push(&[&format!("--data={0}:{0}", mb << 20)]);
         }
         push(&[&"--", &c.bwrap]);
@@ -445,7 +506,7 @@ impl Sandbox {
         ] {
             push(arg.to_owned());
         }
-        push(format!("--name={}", Self::container(plan.lease)));
+        push(format!("--name={}", self.unit(plan.lease)));
         push(format!("--pids-limit={}", c.max_processes));
         push(format!("--ulimit=nproc={0}:{0}", c.max_processes));
         push(format!("--ulimit=fsize={0}:{0}", c.max_file_mb << 20));
@@ -626,6 +687,8 @@ mod tests {
                 ..SandboxConfig::default()
             },
             root: true,
+            cgroups: None,
+            scope: "agent".to_owned(),
         };
         let v = args(&podman, &plan(Some(image.as_path())));
         assert_eq!(v[..3], ["podman", "run", "--rm"]);
@@ -634,7 +697,7 @@ mod tests {
             "--cap-drop=ALL",
             "--security-opt=no-new-privileges",
             "--network=none",
-            "--name=gpumarket-lease-7",
+            "--name=gpumarket-agent-lease-7",
             "--user=200001:200001",
             "--pids-limit=1024",
             "--memory=512m",
@@ -668,6 +731,8 @@ mod tests {
                 ..SandboxConfig::default()
             },
             root: false,
+            cgroups: None,
+            scope: "agent".to_owned(),
         };
         let v = args(&open, &plan(Some(image.as_path())));
         assert!(!v.iter().any(|a| a.starts_with("--network")), "{v:?}");
@@ -682,6 +747,8 @@ mod tests {
                 ..SandboxConfig::default()
             },
             root: true,
+            cgroups: None,
+            scope: "agent".to_owned(),
         };
         let v = args(&docker, &plan(Some(image.as_path())));
         assert!(v.contains(&"--gpus=\"device=1,3\"".to_owned()), "{v:?}");

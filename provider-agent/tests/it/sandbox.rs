@@ -386,3 +386,109 @@ fn an_oci_runtime_runs_jobs_where_it_can_and_is_refused_where_it_cannot() {
         }
     }
 }
+
+/// Memory, processes and disk: held by the job's control groups where the host has them
+/// (this one: cgroup v1 memory and pids, the agent root), else by rlimits; disk by the
+/// agent's look under `/job`.
+#[test]
+fn a_job_is_held_to_its_memory_process_and_disk_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let limited = SandboxConfig {
+        max_memory_mb: Some(64),
+        max_processes: 16,
+        max_disk_mb: 2,
+        ..sandbox()
+    };
+    let runner = Runner::open(dir.path(), Vendor::Nvidia, &limited).unwrap();
+    let grouped = rustix::process::geteuid().is_root()
+        && provider_agent::cgroups::Cgroups::detect(Path::new("/sys/fs/cgroup")).is_some();
+
+    // Within the limit, the work is done; past it, the job is stopped and told why.
+    runner
+        .start(
+            1,
+            sh("dd if=/dev/zero of=/dev/null bs=16M count=1 2>/dev/null && echo fits"),
+            vec![0],
+            ends_in(60_000),
+            None,
+        )
+        .unwrap();
+    assert_eq!(finished(&runner, 1).status, JobStatus::Exited { code: 0 });
+    assert_eq!(log(&runner, 1), "fits\n");
+    runner
+        .start(
+            2,
+            sh("dd if=/dev/zero of=/dev/null bs=300M count=1 2>/dev/null && echo too-much"),
+            vec![1],
+            ends_in(60_000),
+            None,
+        )
+        .unwrap();
+    let job = finished(&runner, 2);
+    assert!(!log(&runner, 2).contains("too-much"));
+    if grouped {
+        assert!(
+            matches!(&job.status, JobStatus::Killed { reason } if reason.contains("64 MiB of memory")),
+            "{job:?}"
+        );
+    } else {
+        assert!(
+            !matches!(job.status, JobStatus::Exited { code: 0 }),
+            "{job:?}"
+        );
+    }
+
+    // No more processes than the limit, however it forks: the shell counts its forks in a
+    // file (a builtin, no process) until one fails.
+    runner
+        .start(
+            3,
+            sh("i=0; while [ $i -lt 40 ]; do sleep 30 & i=$((i+1)); echo $i > /job/forks; done"),
+            vec![2],
+            ends_in(3_000),
+            None,
+        )
+        .unwrap();
+    let job = finished(&runner, 3);
+    let forks: u32 = std::fs::read_to_string(runner.work_dir(3).join("forks"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((1..16).contains(&forks), "{forks} forks: {job:?}");
+
+    // More than 2 MiB under /job: stopped at the agent's next look.
+    runner
+        .start(
+            4,
+            sh("dd if=/dev/zero of=/job/big bs=1M count=8 2>/dev/null; sleep 60"),
+            vec![3],
+            ends_in(60_000),
+            None,
+        )
+        .unwrap();
+    let job = finished(&runner, 4);
+    assert!(
+        matches!(&job.status, JobStatus::Killed { reason } if reason.contains("2 MiB under /job")),
+        "{job:?}"
+    );
+    if grouped {
+        // The groups are named by the agent's state directory and the lease, and removed.
+        let scope = contract::Digest::of(
+            std::fs::canonicalize(dir.path())
+                .unwrap()
+                .as_os_str()
+                .as_encoded_bytes(),
+        )
+        .cid();
+        for lease in 1..=4 {
+            for hierarchy in ["memory", "pids"] {
+                let group = format!(
+                    "/sys/fs/cgroup/{hierarchy}/gpumarket/gpumarket-{}-lease-{lease}",
+                    &scope[scope.len() - 12..]
+                );
+                assert!(!Path::new(&group).exists(), "{group} removed");
+            }
+        }
+    }
+}
