@@ -154,11 +154,13 @@ pub fn fetch_inputs(
 }
 
 /// The unpacked root of image `manifest` under `images` (`images/<cid>/rootfs`), fetched,
-/// verified and unpacked the first time it is asked for, then kept.
+/// verified and unpacked the first time it is asked for, then kept. An image whose layers
+/// unpack to more than `max_bytes` is refused (a small layer can expand a thousandfold).
 pub fn image(
     client: &api_client::Client,
     images: &Path,
     manifest: Digest,
+    max_bytes: u64,
 ) -> Result<PathBuf, FileError> {
     let dir = images.join(manifest.cid());
     let root = dir.join("rootfs");
@@ -192,6 +194,7 @@ pub fn image(
     // vouches for, though the sandbox sets the job's command and environment itself.
     let config = dir.join("config.json");
     fetch(client, blobs[0], &config)?;
+    let mut budget = max_bytes;
     for (layer, descriptor) in blobs[1..].iter().zip(&parsed.layers) {
         let path = dir.join(format!("layer-{}", layer.cid()));
         fetch(client, *layer, &path)?;
@@ -201,7 +204,7 @@ pub fn image(
         } else {
             Box::new(file)
         };
-        unpack_layer(reader, &partial).map_err(|e| {
+        unpack_layer(reader, &partial, &mut budget).map_err(|e| {
             // A full disk is the provider's; anything else is the layer's own.
             if matches!(
                 e.kind(),
@@ -221,7 +224,7 @@ pub fn image(
 
 /// Applies one layer to `root`: its whiteouts (`.wh.NAME` removes NAME, `.wh..wh..opq`
 /// empties its directory), then its entries, each kept inside `root`.
-fn unpack_layer(reader: impl Read, root: &Path) -> std::io::Result<()> {
+fn unpack_layer(reader: impl Read, root: &Path, budget: &mut u64) -> std::io::Result<()> {
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_ownerships(false);
     archive.set_overwrite(true);
@@ -231,6 +234,12 @@ fn unpack_layer(reader: impl Read, root: &Path) -> std::io::Result<()> {
         if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
             continue;
         }
+        *budget = budget.checked_sub(entry.size()).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the image unpacks to more than this provider's limit",
+            )
+        })?;
         let path = entry.path()?.into_owned();
         let name = path
             .file_name()
@@ -479,6 +488,21 @@ mod tests {
     }
 
     #[test]
+    fn an_image_that_unpacks_past_the_limit_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let layer = raw_tar(&[
+            ("a.bin", tar::EntryType::Regular, "", b"12345"),
+            ("b.bin", tar::EntryType::Regular, "", b"67890"),
+        ]);
+        let mut budget = 9;
+        let refused = unpack_layer(&layer[..], dir.path(), &mut budget).unwrap_err();
+        assert!(refused.to_string().contains("limit"), "{refused}");
+        let mut budget = 10;
+        unpack_layer(&layer[..], dir.path(), &mut budget).unwrap();
+        assert_eq!(budget, 0);
+    }
+
+    #[test]
     fn a_layer_cannot_write_outside_the_root_nor_make_devices() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
@@ -493,7 +517,7 @@ mod tests {
             ("fifo", tar::EntryType::Fifo, "", b""),
         ]);
         // The link through which a write would escape stops the layer: refused whole.
-        assert!(unpack_layer(&layer[..], &root).is_err());
+        assert!(unpack_layer(&layer[..], &root, &mut { u64::MAX }).is_err());
         assert_eq!(fs::read(root.join("ok.txt")).unwrap(), b"fine");
         assert!(
             !dir.path().join("up.txt").exists()
@@ -518,7 +542,7 @@ mod tests {
             ("evil/.wh.secret", tar::EntryType::Regular, "", b""),
             ("evil/.wh..wh..opq", tar::EntryType::Regular, "", b""),
         ]);
-        unpack_layer(&layer[..], &root).unwrap();
+        unpack_layer(&layer[..], &root, &mut { u64::MAX }).unwrap();
         assert_eq!(fs::read_to_string(victim.join("secret")).unwrap(), "key");
         assert!(victim.join("sub").is_dir());
     }
@@ -534,13 +558,13 @@ mod tests {
             ("var/", tar::EntryType::Directory, "", b""),
             ("var/x", tar::EntryType::Regular, "", b"x"),
         ]);
-        unpack_layer(&first[..], root).unwrap();
+        unpack_layer(&first[..], root, &mut { u64::MAX }).unwrap();
         let second = raw_tar(&[
             ("etc/.wh.a", tar::EntryType::Regular, "", b""),
             ("var/.wh..wh..opq", tar::EntryType::Regular, "", b""),
             ("var/y", tar::EntryType::Regular, "", b"y"),
         ]);
-        unpack_layer(&second[..], root).unwrap();
+        unpack_layer(&second[..], root, &mut { u64::MAX }).unwrap();
         assert!(!root.join("etc/a").exists());
         assert!(root.join("etc/b").exists());
         assert!(!root.join("var/x").exists());

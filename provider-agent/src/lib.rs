@@ -611,6 +611,7 @@ impl Agent {
                     self.client.api(),
                     &self.config.state_dir.join("images"),
                     manifest,
+                    self.config.sandbox.max_image_mb.saturating_mul(1 << 20),
                 )?)
             }
             None => None,

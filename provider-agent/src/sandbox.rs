@@ -69,6 +69,8 @@ pub struct SandboxConfig {
     /// The most a job may keep under `/job`, in MiB (0: no limit): a job past it is stopped
     /// at the agent's next look (`RLIMIT_FSIZE` bounds each file between looks).
     pub max_disk_mb: u64,
+    /// The most an image may unpack to, in MiB: a larger one is refused as the buyer's.
+    pub max_image_mb: u64,
     /// Whether a root agent puts each job in control groups of its own where the host has
     /// them (a memory limit that counts real use, `max_processes` for the whole job, and a
     /// kill that reaches every process).
@@ -90,6 +92,7 @@ impl Default for SandboxConfig {
             max_memory_mb: None,
             tmp_mb: 1_024,
             max_disk_mb: 100 << 10,
+            max_image_mb: 64 << 10,
             cgroups: true,
             dev_dir: PathBuf::from("/dev"),
         }

@@ -138,18 +138,39 @@ async fn put_blob(
     let added = state
         .db(move |c| ledger::store::add_ref(c, owner, &for_db, size, kind, default_max))
         .await?;
+    let retry = || ApiError::unavailable("the same bytes are being deleted; send them again");
     let status = match added {
+        // A deletion of the same bytes may have removed them between the store's write and
+        // the hold: then the hold goes again and the upload is to be retried.
+        RefAdded::New
+            if store
+                .size(stored.digest)
+                .await
+                .map_err(blob_error)?
+                .is_none() =>
+        {
+            let for_db = cid.clone();
+            let undone = state
+                .db(move |c| ledger::store::delete_ref(c, owner, &for_db))
+                .await?;
+            if undone == ledger::store::Deleted::Last {
+                remove(state, store, &cid).await?;
+            }
+            return Err(retry());
+        }
         RefAdded::New => actix_web::http::StatusCode::CREATED,
         RefAdded::Again => actix_web::http::StatusCode::OK,
+        RefAdded::Deleting => return Err(retry()),
         RefAdded::OverQuota { max_bytes, used } => {
             // Another upload of the account's took the room meanwhile. The bytes stay only
             // if someone holds them.
-            let still_held = {
-                let cid = cid.clone();
-                state.db(move |c| ledger::store::blob_size(c, &cid)).await?
-            };
-            if still_held.is_none() && stored.new {
-                store.delete(stored.digest).await.map_err(blob_error)?;
+            let for_db = cid.clone();
+            if stored.new
+                && state
+                    .db(move |c| ledger::store::claim_unheld(c, &for_db))
+                    .await?
+            {
+                remove(state, store, &cid).await?;
             }
             return Err(over_quota(max_bytes, used));
         }
@@ -160,6 +181,21 @@ async fn put_blob(
         "sha256": stored.digest.hex(),
         "size": size,
     })))
+}
+
+/// Removes the bytes of `cid`, marked `deleting` in the ledger, then its row.
+pub(crate) async fn remove(
+    state: &AppState,
+    store: &blobstore::BlobStore,
+    cid: &str,
+) -> Result<(), ApiError> {
+    let digest = contract::Digest::parse(cid).expect("the ledger holds only cids");
+    store.delete(digest).await.map_err(|e| {
+        tracing::error!(error = %e, %cid, "removing a blob's bytes");
+        ApiError::unavailable("the blob store is not reachable; retry")
+    })?;
+    let cid = cid.to_owned();
+    state.db(move |c| ledger::store::forget_blob(c, &cid)).await
 }
 
 fn over_quota(max_bytes: u64, used: u64) -> ApiError {
@@ -251,10 +287,8 @@ async fn expire(state: &AppState) -> Result<(), ApiError> {
         .await?;
     if let Some(store) = &state.config.blobs {
         for cid in &gone {
-            let digest = contract::Digest::parse(cid).expect("the table holds only cids");
-            if let Err(e) = store.delete(digest).await {
-                tracing::warn!(error = %e, %cid, "an expired blob's bytes were not removed");
-            }
+            // Left marked, it is tried again next time.
+            remove(state, store, cid).await?;
         }
     }
     if !gone.is_empty() {

@@ -7,7 +7,7 @@
 //! [`crate::Limits::body_timeout`] and [`crate::Limits::max_body`] bytes; authentication
 //! failures are throttled per address and per key id before any hash is computed.
 
-mod blobs;
+pub(crate) mod blobs;
 mod exports;
 mod ops;
 mod ws;

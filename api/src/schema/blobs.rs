@@ -159,12 +159,9 @@ impl BlobMutation {
             }
             Deleted::Unreferenced => Ok(true),
             Deleted::Last => {
+                // The hold is gone; bytes the store keeps are removed by the upkeep if not now.
                 if let Some(store) = &state(ctx).config.blobs {
-                    let digest = contract::Digest::parse(&cid).expect("checked above");
-                    store.delete(digest).await.map_err(|e| {
-                        tracing::error!(error = %e, %cid, "removing a blob's bytes");
-                        ApiError::unavailable("the blob store is not reachable; retry")
-                    })?;
+                    crate::http::blobs::remove(state(ctx), store, &cid).await?;
                 }
                 Ok(true)
             }

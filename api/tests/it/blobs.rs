@@ -507,3 +507,41 @@ fn where_storage_has_a_price_each_hour_is_charged_once_as_its_own_invoice_line()
                {"account": 0, "bucket": "fees", "amount": "0.005000"}])
     );
 }
+
+/// One account deletes the bytes another uploads at the same time, over and over: every
+/// upload that was answered yes can be read back whole, and nothing is left half-removed.
+#[test]
+fn bytes_deleted_while_another_account_uploads_them_are_never_lost_under_its_hold() {
+    let m = Market::start("blobs_delete_race", Limits::default());
+    let body = b"the same frame, uploaded and deleted at once".to_vec();
+    let cid = Digest::of(&body).cid();
+    let delete = "mutation($c: String!) { deleteBlob(cid: $c) }";
+    let held = std::sync::atomic::AtomicU32::new(0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..40 {
+                put(&m, &m.buyer, body.clone(), "");
+                m.gql(Some(&m.buyer), delete, json!({"c": cid}));
+            }
+        });
+        s.spawn(|| {
+            for _ in 0..40 {
+                let (status, answer) = put(&m, &m.provider, body.clone(), "");
+                match status {
+                    200 | 201 => {
+                        held.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        assert_eq!(get(&m, Some(&m.provider), &cid), (200, body.clone()));
+                        m.ok(&m.provider, delete, json!({"c": cid}));
+                    }
+                    // The bytes were being removed: told to send them again.
+                    503 => assert_eq!(answer["code"], "UNAVAILABLE", "{answer}"),
+                    other => panic!("{other}: {answer}"),
+                }
+            }
+        });
+    });
+    assert!(held.into_inner() > 0, "some uploads were held");
+    // Both holds gone: nothing listed, no bytes left behind.
+    assert_eq!(get(&m, Some(&m.buyer), &cid).0, 404);
+    assert_eq!(stored(&m), 0);
+}

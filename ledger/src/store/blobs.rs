@@ -26,6 +26,9 @@ pub enum RefAdded {
     New,
     /// The account held the blob already: nothing counted twice.
     Again,
+    /// The blob's bytes are being removed (its last hold went): nothing changed; the
+    /// upload is to be sent again once they are gone.
+    Deleting,
     /// It would take the account's references over its quota: nothing changed.
     OverQuota {
         max_bytes: u64,
@@ -168,6 +171,20 @@ pub fn add_ref(
         if held.held {
             return Ok(RefAdded::Again);
         }
+        lock_cid(conn, cid)?;
+        #[derive(QueryableByName)]
+        struct Deleting {
+            #[diesel(sql_type = Bool)]
+            deleting: bool,
+        }
+        let deleting: Option<Deleting> =
+            diesel::sql_query("SELECT deleting FROM blobs WHERE cid = $1")
+                .bind::<Text, _>(cid)
+                .get_result(conn)
+                .optional()?;
+        if deleting.is_some_and(|d| d.deleting) {
+            return Ok(RefAdded::Deleting);
+        }
         let q = quota(conn, owner, default_max)?;
         if q.used.saturating_add(bytes) > q.max_bytes {
             return Ok(RefAdded::OverQuota {
@@ -202,10 +219,11 @@ pub fn blob_size(conn: &mut PgConnection, cid: &str) -> Result<Option<u64>, Ledg
         #[diesel(sql_type = BigInt)]
         size: i64,
     }
-    let row: Option<Row> = diesel::sql_query("SELECT size FROM blobs WHERE cid = $1")
-        .bind::<Text, _>(cid)
-        .get_result(conn)
-        .optional()?;
+    let row: Option<Row> =
+        diesel::sql_query("SELECT size FROM blobs WHERE cid = $1 AND NOT deleting")
+            .bind::<Text, _>(cid)
+            .get_result(conn)
+            .optional()?;
     Ok(row.map(|r| size(r.size)))
 }
 
@@ -294,17 +312,30 @@ pub enum Deleted {
     NotHeld,
     /// Others still hold it.
     Unreferenced,
-    /// Nobody holds it any more: its row is gone, and its bytes may be removed.
+    /// Nobody holds it any more: it is marked `deleting`, for its bytes to be removed and
+    /// then [`forget_blob`].
     Last,
 }
 
-/// Drops `owner`'s hold on `cid`; the last hold removes the blob's row.
+/// Serializes everything that adds or drops the last hold on `cid` (two-key form, first
+/// key 7719, "blob"), so a blob's bytes are never removed under a hold that was just added.
+fn lock_cid(conn: &mut PgConnection, cid: &str) -> Result<(), LedgerError> {
+    diesel::sql_query("SELECT pg_advisory_xact_lock(7719, hashtext($1))")
+        .bind::<Text, _>(cid)
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Drops `owner`'s hold on `cid`. The last hold marks the blob `deleting`: its bytes are the
+/// caller's to remove, then [`forget_blob`] drops the row. Until then an upload of the same
+/// bytes is told to retry (the removal may take the bytes it stored).
 pub fn delete_ref(
     conn: &mut PgConnection,
     owner: AccountId,
     cid: &str,
 ) -> Result<Deleted, LedgerError> {
     conn.transaction(|conn| {
+        lock_cid(conn, cid)?;
         let removed = diesel::sql_query("DELETE FROM blob_refs WHERE owner = $1 AND cid = $2")
             .bind::<BigInt, _>(param(owner.0)?)
             .bind::<Text, _>(cid)
@@ -312,13 +343,13 @@ pub fn delete_ref(
         if removed == 0 {
             return Ok(Deleted::NotHeld);
         }
-        let gone = diesel::sql_query(
-            "DELETE FROM blobs WHERE cid = $1 AND NOT EXISTS \
+        let marked = diesel::sql_query(
+            "UPDATE blobs SET deleting = true WHERE cid = $1 AND NOT EXISTS \
              (SELECT 1 FROM blob_refs WHERE cid = $1)",
         )
         .bind::<Text, _>(cid)
         .execute(conn)?;
-        Ok(if gone == 1 {
+        Ok(if marked == 1 {
             Deleted::Last
         } else {
             Deleted::Unreferenced
@@ -326,10 +357,36 @@ pub fn delete_ref(
     })
 }
 
+/// Marks bytes the store holds but nobody does (an upload refused after it was stored) as
+/// `deleting`, for the caller to remove; `false` when someone holds them after all.
+pub fn claim_unheld(conn: &mut PgConnection, cid: &str) -> Result<bool, LedgerError> {
+    conn.transaction(|conn| {
+        lock_cid(conn, cid)?;
+        let claimed = diesel::sql_query(
+            "INSERT INTO blobs (cid, size, deleting) VALUES ($1, 0, true) ON CONFLICT DO NOTHING",
+        )
+        .bind::<Text, _>(cid)
+        .execute(conn)?;
+        Ok(claimed == 1)
+    })
+}
+
+/// Drops the row of a blob marked `deleting` once its bytes are gone from the store.
+pub fn forget_blob(conn: &mut PgConnection, cid: &str) -> Result<(), LedgerError> {
+    diesel::sql_query(
+        "DELETE FROM blobs WHERE cid = $1 AND deleting \
+         AND NOT EXISTS (SELECT 1 FROM blob_refs WHERE cid = $1)",
+    )
+    .bind::<Text, _>(cid)
+    .execute(conn)?;
+    Ok(())
+}
+
 /// Drops every hold older than its account's retention (`blob_quotas.retention_days`; none:
 /// kept until deleted) as of `now`, but for blobs a job of a lease that has not ended names
-/// (its image or inputs): those wait for the lease's end. Returns the blobs nobody holds any
-/// more, whose rows are gone and whose bytes the caller removes from the store.
+/// (its image or inputs): those wait for the lease's end. Returns the blobs marked
+/// `deleting` (these, and any an earlier removal left marked), whose bytes the caller
+/// removes from the store before [`forget_blob`].
 pub fn expire_refs(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
@@ -340,21 +397,39 @@ pub fn expire_refs(
         cid: String,
     }
     conn.transaction(|conn| {
-        let expired: Vec<Row> = diesel::sql_query(
-            "DELETE FROM blob_refs r USING blob_quotas q              WHERE q.owner = r.owner AND q.retention_days IS NOT NULL                AND r.created_at < $1 - make_interval(days => q.retention_days)                AND NOT EXISTS (SELECT 1 FROM lease_jobs j JOIN leases l                    ON l.partition = j.partition AND l.lease_id = j.lease_id                    WHERE l.status <> 'ended'                      AND (r.cid = ANY (j.input_cids) OR r.cid = ANY (j.image_blobs)))              RETURNING r.cid",
+        let due: Vec<Row> = diesel::sql_query(
+            "SELECT DISTINCT r.cid FROM blob_refs r JOIN blob_quotas q ON q.owner = r.owner \
+             WHERE q.retention_days IS NOT NULL \
+               AND r.created_at < $1 - make_interval(days => q.retention_days) \
+             ORDER BY r.cid",
         )
         .bind::<Timestamptz, _>(now)
         .load(conn)?;
-        if expired.is_empty() {
-            return Ok(Vec::new());
+        for row in &due {
+            lock_cid(conn, &row.cid)?;
         }
-        let cids: Vec<String> = expired.into_iter().map(|r| r.cid).collect();
-        let gone: Vec<Row> = diesel::sql_query(
-            "DELETE FROM blobs b WHERE b.cid = ANY ($1)              AND NOT EXISTS (SELECT 1 FROM blob_refs WHERE cid = b.cid) RETURNING b.cid",
+        diesel::sql_query(
+            "DELETE FROM blob_refs r USING blob_quotas q \
+             WHERE q.owner = r.owner AND q.retention_days IS NOT NULL \
+               AND r.created_at < $1 - make_interval(days => q.retention_days) \
+               AND r.cid = ANY ($2) \
+               AND NOT EXISTS (SELECT 1 FROM lease_jobs j JOIN leases l \
+                   ON l.partition = j.partition AND l.lease_id = j.lease_id \
+                   WHERE l.status <> 'ended' \
+                     AND (r.cid = ANY (j.input_cids) OR r.cid = ANY (j.image_blobs)))",
         )
-        .bind::<diesel::sql_types::Array<Text>, _>(&cids)
-        .load(conn)?;
-        Ok(gone.into_iter().map(|r| r.cid).collect())
+        .bind::<Timestamptz, _>(now)
+        .bind::<diesel::sql_types::Array<Text>, _>(due.iter().map(|r| &r.cid).collect::<Vec<_>>())
+        .execute(conn)?;
+        diesel::sql_query(
+            "UPDATE blobs b SET deleting = true WHERE b.cid = ANY ($1) \
+             AND NOT EXISTS (SELECT 1 FROM blob_refs WHERE cid = b.cid)",
+        )
+        .bind::<diesel::sql_types::Array<Text>, _>(due.iter().map(|r| &r.cid).collect::<Vec<_>>())
+        .execute(conn)?;
+        let marked: Vec<Row> =
+            diesel::sql_query("SELECT cid FROM blobs WHERE deleting ORDER BY cid").load(conn)?;
+        Ok(marked.into_iter().map(|r| r.cid).collect())
     })
 }
 

@@ -10,8 +10,9 @@ mod keys;
 mod nodes;
 
 pub use blobs::{
-    access, add_ref, blob_size, blobs, delete_ref, expire_refs, held_bytes, output_owner, quota,
-    seal_outputs, set_quota, Access, BlobKind, BlobRow, Deleted, Quota, RefAdded,
+    access, add_ref, blob_size, blobs, claim_unheld, delete_ref, expire_refs, forget_blob,
+    held_bytes, output_owner, quota, seal_outputs, set_quota, Access, BlobKind, BlobRow, Deleted,
+    Quota, RefAdded,
 };
 pub use bridge::{
     bridge_backlog, deposit_credited, is_market_account, pending_deposits, record_scan,
