@@ -147,7 +147,8 @@ pub fn run(args: Args) -> Result<()> {
             blob_quota_bytes,
             blob_expiry_every: (blob_expiry_every_secs > 0)
                 .then(|| Duration::from_secs(blob_expiry_every_secs)),
-            storage_price: storage_price_per_gb_month,
+            // An account's storage is charged once, by shard 0's engine (its balance there).
+            storage_price: storage_price_per_gb_month.filter(|_| shard == 0),
         },
     ));
     let workers = workers.unwrap_or_else(|| {

@@ -949,14 +949,16 @@ fn write_settlement(
                 amount: paid,
                 unpaid,
             } => {
-                // Its own line on the month's invoice: GB-hours (10^9 bytes for an hour), what
-                // was paid and what the balance did not cover.
+                // Its own line on the invoice of the month it was charged in (the last hour of a
+                // month is charged after the month closed, so it goes on the next one):
+                // GB-hours (10^9 bytes for an hour), what was paid and what the balance did
+                // not cover.
                 diesel::sql_query(
                     "WITH charge AS ( \
                        INSERT INTO storage_charges \
                          (partition, event_seq, account, hour, bytes, amount, unpaid, period) \
                        VALUES ($1, $2, $3, $4, $5, $6, $7, \
-                         date_trunc('month', $4 AT TIME ZONE 'UTC')::date) \
+                         date_trunc('month', $8 AT TIME ZONE 'UTC')::date) \
                        ON CONFLICT DO NOTHING RETURNING account, period, bytes, amount, unpaid \
                      ) INSERT INTO invoices (account, period, status, lines, gpu_hours, amount, \
                          storage_gb_hours, storage_amount, storage_unpaid) \
@@ -974,6 +976,7 @@ fn write_settlement(
                 .bind::<BigInt, _>(id(*bytes))
                 .bind::<Numeric, _>(amount(*paid))
                 .bind::<Numeric, _>(amount(*unpaid))
+                .bind::<Timestamptz, _>(*at)
                 .execute(conn)?;
             }
             _ => {}

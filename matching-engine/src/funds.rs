@@ -155,6 +155,10 @@ impl Engine {
         if account == AccountId::MARKET {
             return Err(Rejection::ReservedAccount { account });
         }
+        // The ledger keeps byte counts as `i64`.
+        if i64::try_from(bytes).is_err() {
+            return Err(Rejection::AmountOverflow);
+        }
         if let Some(&last) = self.storage_charged.get(&account) {
             if hour.0 <= last {
                 return Err(Rejection::StorageCharged {

@@ -234,12 +234,16 @@ fn unpack_layer(reader: impl Read, root: &Path, budget: &mut u64) -> std::io::Re
         if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
             continue;
         }
-        *budget = budget.checked_sub(entry.size()).ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "the image unpacks to more than this provider's limit",
-            )
-        })?;
+        // Each entry takes at least a block (and an inode) however small: a layer of
+        // millions of empty files is not free.
+        *budget = budget
+            .checked_sub(entry.size().saturating_add(4_096))
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the image unpacks to more than this provider's limit",
+                )
+            })?;
         let path = entry.path()?.into_owned();
         let name = path
             .file_name()
@@ -494,10 +498,11 @@ mod tests {
             ("a.bin", tar::EntryType::Regular, "", b"12345"),
             ("b.bin", tar::EntryType::Regular, "", b"67890"),
         ]);
-        let mut budget = 9;
+        // Two 5-byte files, each counted with a 4 KiB block.
+        let mut budget = 2 * (5 + 4_096) - 1;
         let refused = unpack_layer(&layer[..], dir.path(), &mut budget).unwrap_err();
         assert!(refused.to_string().contains("limit"), "{refused}");
-        let mut budget = 10;
+        let mut budget = 2 * (5 + 4_096);
         unpack_layer(&layer[..], dir.path(), &mut budget).unwrap();
         assert_eq!(budget, 0);
     }

@@ -24,6 +24,10 @@ pub struct GpuIdentity {
     pub pci_bus_id: Option<String>,
     pub vram_total_mb: Option<u64>,
     pub driver_version: Option<String>,
+    /// Its own device node under `/dev`: `nvidiaN` by NVML's minor number (not its index,
+    /// which orders by PCI address), AMD's `dri/renderDN` found by its PCI address in sysfs;
+    /// `None`: named after its index (`nvidiaI`, `renderD(128+I)`), as simulated ones are.
+    pub device_node: Option<String>,
 }
 
 /// One reading of one GPU. A capability the source or the GPU does not offer is `None`,
@@ -101,6 +105,7 @@ impl GpuSource for SimulatedGpus {
                 pci_bus_id: None,
                 vram_total_mb: Some(self.vram_mb),
                 driver_version: None,
+                device_node: None,
             })
             .collect())
     }
@@ -172,6 +177,7 @@ impl GpuSource for Nvml {
                     pci_bus_id: device.pci_info().ok().map(|p| p.bus_id),
                     vram_total_mb: device.memory_info().ok().map(|m| m.total >> 20),
                     driver_version: driver.clone(),
+                    device_node: device.minor_number().ok().map(|m| format!("nvidia{m}")),
                 })
             })
             .collect()
@@ -265,6 +271,17 @@ mod rocm {
     }
 
     /// ROCm's packed PCI id: domain << 32 | bus << 8 | device << 3 | function.
+    /// The render node of the GPU at PCI address `bus`, as sysfs lists it: an integrated
+    /// GPU takes `renderD128` too, so the number is not the ROCm index plus 128.
+    fn render_node(bus: &str) -> Option<String> {
+        std::fs::read_dir(format!("/sys/bus/pci/devices/{bus}/drm"))
+            .ok()?
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .find(|n| n.starts_with("renderD"))
+            .map(|n| format!("dri/{n}"))
+    }
+
     fn bus_id(bdf: u64) -> String {
         format!(
             "{:04x}:{:02x}:{:02x}.{:x}",
@@ -301,6 +318,7 @@ mod rocm {
                         uuid: pci_bus_id
                             .as_ref()
                             .map_or_else(|| format!("AMD-{index}"), |b| format!("AMD-{b}")),
+                        device_node: pci_bus_id.as_deref().and_then(render_node),
                         pci_bus_id,
                         vram_total_mb: self
                             .smi

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::sandbox::{NoSandbox, Plan, Sandbox, SandboxConfig};
+use crate::sandbox::{GpuName, NoSandbox, Plan, Sandbox, SandboxConfig};
 
 /// How long a job has, after `SIGTERM` to its process group, before `SIGKILL`.
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -232,6 +232,8 @@ pub struct Runner {
     sandboxes: PathBuf,
     vendor: Vendor,
     sandbox: Result<Sandbox, NoSandbox>,
+    /// How the GPU source names each GPU on the host (device node, visible-devices id).
+    names: BTreeMap<u32, GpuName>,
     /// Jobs this process spawned, waited for so they leave no zombie. Jobs found at a
     /// restart belong to init by then.
     children: Mutex<HashMap<u64, Child>>,
@@ -262,8 +264,15 @@ impl Runner {
             sandboxes,
             vendor,
             sandbox,
+            names: BTreeMap::new(),
             children: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Tells the runner each GPU's device node and id as the GPU source read them; GPUs
+    /// not named go by their index (`nvidiaI`, `renderD(128+I)`).
+    pub fn name_gpus(&mut self, names: BTreeMap<u32, GpuName>) {
+        self.names = names;
     }
 
     /// Whether jobs can run here: the sandbox worked when the runner opened, or why not.
@@ -412,7 +421,10 @@ impl Runner {
         crate::sandbox::passable(work.parent().expect("under the sandboxes' dir"))?;
         sandbox.prepare(&work, uid)?;
         let inputs = self.input_dir(lease);
+        // What steers the GPU runtime is the agent's to set, whatever the spec says (the API
+        // refuses such names; a spec read back from disk is checked again).
         let mut env = job.spec.env.clone();
+        env.retain(|name, _| !name.starts_with("NVIDIA_") && !name.ends_with("VISIBLE_DEVICES"));
         env.insert("GPUMARKET_LEASE".to_owned(), lease.to_string());
         let argv = sandbox.argv(&Plan {
             lease,
@@ -420,6 +432,7 @@ impl Runner {
             work: &work,
             inputs: inputs.is_dir().then_some(inputs.as_path()),
             gpus: &job.gpus,
+            names: &self.names,
             vendor: self.vendor,
             network: job.spec.network,
             env: &env,
@@ -643,7 +656,11 @@ impl Runner {
     pub fn report_starts_again(&self) -> Result<(), JobError> {
         for mut job in self.jobs()? {
             let mut changed = false;
-            if job.start_reported && !job.outcome_sent && job.status != JobStatus::Lost {
+            // A refused job never started: nothing to report again.
+            if job.start_reported
+                && !job.outcome_sent
+                && !matches!(job.status, JobStatus::Lost | JobStatus::Refused { .. })
+            {
                 job.start_reported = false;
                 changed = true;
             }

@@ -212,7 +212,20 @@ impl Agent {
         } else {
             jobs::Vendor::Nvidia
         };
-        let jobs = jobs::Runner::open(&config.state_dir, vendor, &config.sandbox)?;
+        let mut jobs = jobs::Runner::open(&config.state_dir, vendor, &config.sandbox)?;
+        jobs.name_gpus(
+            gpus.iter()
+                .map(|g| {
+                    let name = sandbox::GpuName {
+                        node: g.device_node.clone(),
+                        // NVML's UUIDs, which CUDA takes in CUDA_VISIBLE_DEVICES.
+                        visible_id: (vendor == jobs::Vendor::Nvidia && g.uuid.starts_with("GPU-"))
+                            .then(|| g.uuid.clone()),
+                    };
+                    (g.index, name)
+                })
+                .collect(),
+        );
         if outbox.set_aside_damaged()? > 0 {
             jobs.report_starts_again()?;
         }

@@ -142,6 +142,15 @@ pub struct Sandbox {
     scope: String,
 }
 
+/// How a GPU is named on the host: its device node (relative to `dev_dir`) and the id the
+/// runtime's visible-devices variable takes (NVIDIA: its UUID, which CUDA's own ordering
+/// cannot confuse).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GpuName {
+    pub node: Option<String>,
+    pub visible_id: Option<String>,
+}
+
 /// What a job is given.
 #[derive(Debug)]
 pub struct Plan<'a> {
@@ -152,6 +161,10 @@ pub struct Plan<'a> {
     pub work: &'a Path,
     pub inputs: Option<&'a Path>,
     pub gpus: &'a [u32],
+    /// Each GPU's own device node under `dev_dir` and the id the visible-devices variables
+    /// name it by, where the GPU source knows them (index → (`nvidia3`, `GPU-…`)); else by
+    /// its index.
+    pub names: &'a std::collections::BTreeMap<u32, GpuName>,
     pub vendor: Vendor,
     /// The job asked for the network (it gets it only where the provider allows it).
     pub network: bool,
@@ -161,10 +174,30 @@ pub struct Plan<'a> {
 }
 
 impl Plan<'_> {
-    /// The leased GPUs' indices as the visible-devices variables take them: `0,3`.
+    /// The leased GPUs as the visible-devices variables take them: their ids where known
+    /// (`GPU-8f3…,GPU-1a2…`), else their indices (`0,3`).
     fn visible(&self) -> String {
-        let indices: Vec<String> = self.gpus.iter().map(u32::to_string).collect();
-        indices.join(",")
+        let ids: Vec<String> = self.gpus.iter().map(|g| self.id(*g)).collect();
+        ids.join(",")
+    }
+
+    /// The id GPU `index` goes by in visible-devices variables and CDI names.
+    fn id(&self, index: u32) -> String {
+        self.names
+            .get(&index)
+            .and_then(|n| n.visible_id.clone())
+            .unwrap_or_else(|| index.to_string())
+    }
+
+    /// The device node of GPU `index`, relative to `dev_dir`.
+    fn node(&self, index: u32) -> String {
+        self.names
+            .get(&index)
+            .and_then(|n| n.node.clone())
+            .unwrap_or_else(|| match self.vendor {
+                Vendor::Nvidia => format!("nvidia{index}"),
+                Vendor::Amd => format!("dri/renderD{}", 128 + index),
+            })
     }
 }
 
@@ -204,6 +237,7 @@ impl Sandbox {
                 work: &work,
                 inputs: None,
                 gpus: &[],
+                names: &std::collections::BTreeMap::new(),
                 vendor: Vendor::Nvidia,
                 network: false,
                 env: &env,
@@ -434,7 +468,7 @@ impl Sandbox {
         if let Some(inputs) = plan.inputs {
             push(&[&"--ro-bind", &inputs, &"/job/in"]);
         }
-        for node in self.devices(plan.vendor, plan.gpus) {
+        for node in self.devices(plan) {
             let to = Path::new("/dev").join(node.strip_prefix(&c.dev_dir).unwrap_or(&node));
             push(&[&"--dev-bind", &node, &to]);
         }
@@ -521,8 +555,16 @@ impl Sandbox {
         if !(plan.network && c.network) {
             push("--network=none".to_owned());
         }
-        if let Some(uid) = self.uid(plan.gpus) {
-            push(format!("--user={uid}:{uid}"));
+        // Never the runtime's default (root in the image): the job's own uid, or the agent's.
+        let uid = self
+            .uid(plan.gpus)
+            .unwrap_or_else(|| rustix::process::geteuid().as_raw());
+        push(format!("--user={uid}:{uid}"));
+        if c.runtime == Runtime::Podman {
+            // No unsized tmpfs on /run and /var/tmp, no /etc/passwd entry written into the
+            // image's root (shared by every job on the image).
+            push("--read-only-tmpfs=false".to_owned());
+            push("--passwd=false".to_owned());
         }
         push(format!("--volume={}:/job:rw", plan.work.display()));
         if let Some(inputs) = plan.inputs {
@@ -538,58 +580,56 @@ impl Sandbox {
             }
             (Vendor::Nvidia, _) => {
                 for gpu in plan.gpus {
-                    push(format!("--device=nvidia.com/gpu={gpu}"));
+                    push(format!("--device=nvidia.com/gpu={}", plan.id(*gpu)));
                 }
             }
             (Vendor::Amd, _) => {
                 // Only the leased GPUs' nodes are there: the runtime numbers them from 0, so
                 // no visible-devices variable names host indices.
-                for node in self.devices(Vendor::Amd, plan.gpus) {
+                for node in self.devices(plan) {
                     push(format!("--device={}", node.display()));
                 }
             }
         }
+        if plan.image.is_none() {
+            push("--volume=/usr:/usr:ro".to_owned());
+        }
+        // The runtimes stop reading options at the image (or the root): every option comes
+        // before it, the command right after it.
         match c.runtime {
             Runtime::Docker => {
                 push("--pull=never".to_owned());
                 push(docker_import(binary, &root)?);
             }
             _ => {
+                // An overlay on the shared root: what the runtime writes stays this job's.
                 push("--rootfs".to_owned());
-                push(root.display().to_string());
+                push(format!("{}:O", root.display()));
             }
         }
-        if plan.image.is_none() {
-            push("--volume=/usr:/usr:ro".to_owned());
-        }
-        push("--".to_owned());
         push(plan.command.to_owned());
         v.extend(plan.args.iter().map(OsString::from));
         Ok(v)
     }
 
-    /// The device nodes of `gpus` that exist: NVIDIA's `nvidiaN` and the shared control
-    /// nodes; AMD's `kfd` and each GPU's render node (`dri/renderD128` is GPU 0).
-    fn devices(&self, vendor: Vendor, gpus: &[u32]) -> Vec<PathBuf> {
+    /// The device nodes of the plan's GPUs that exist: each GPU's own ([`Plan::node`]) and
+    /// the shared ones (NVIDIA's control nodes, AMD's `kfd`).
+    fn devices(&self, plan: &Plan) -> Vec<PathBuf> {
         let dir = &self.config.dev_dir;
-        let mut nodes: Vec<PathBuf> = match vendor {
-            Vendor::Nvidia => [
+        let shared: &[&str] = match plan.vendor {
+            Vendor::Nvidia => &[
                 "nvidiactl",
                 "nvidia-uvm",
                 "nvidia-uvm-tools",
                 "nvidia-modeset",
-            ]
+            ],
+            Vendor::Amd => &["kfd"],
+        };
+        let mut nodes: Vec<PathBuf> = shared
             .iter()
             .map(|n| dir.join(n))
-            .chain(gpus.iter().map(|g| dir.join(format!("nvidia{g}"))))
-            .collect(),
-            Vendor::Amd => std::iter::once(dir.join("kfd"))
-                .chain(
-                    gpus.iter()
-                        .map(|g| dir.join(format!("dri/renderD{}", 128 + g))),
-                )
-                .collect(),
-        };
+            .chain(plan.gpus.iter().map(|g| dir.join(plan.node(*g))))
+            .collect();
         nodes.retain(|n| n.exists());
         nodes
     }
@@ -611,35 +651,57 @@ fn host_usr_root(root: &Path) -> std::io::Result<PathBuf> {
 /// The docker image made from the unpacked root `root`, imported the first time: docker runs
 /// images only, never a directory. Named after the root's directory (the image's cid).
 fn docker_import(binary: &Path, root: &Path) -> std::io::Result<String> {
+    // An image's root is `images/<cid>/rootfs`; a job without one gets the same links
+    // into the host's /usr as every other, so one image serves them all.
     let tag = root
         .parent()
+        .filter(|_| root.file_name().is_some_and(|n| n == "rootfs"))
         .and_then(|p| p.file_name())
         .and_then(|n| n.to_str())
         .filter(|n| n.bytes().all(|b| b.is_ascii_alphanumeric()))
         .unwrap_or("host-usr");
     let image = format!("gpumarket-job:{tag}");
-    let quiet = |mut c: Command| {
-        c.env_clear()
+    let docker = |args: &[&str]| {
+        let mut c = Command::new(binary);
+        c.args(args)
+            .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         c
     };
-    let mut inspect = quiet(Command::new(binary));
-    inspect.args(["image", "inspect", &image]);
-    if inspect.stdin(Stdio::null()).status()?.success() {
+    if docker(&["image", "inspect", &image]).status()?.success() {
         return Ok(image);
     }
-    let mut import = quiet(Command::new(binary));
-    let mut child = import
-        .args(["import", "-", &image])
+    // Imported under a tag of its own, named as the image only once all of it is in: an
+    // import cut short never passes for the image.
+    let partial = format!("{image}-partial");
+    let mut child = docker(&["import", "-", &partial])
         .stdin(Stdio::piped())
         .spawn()?;
     let mut tar = tar::Builder::new(child.stdin.take().expect("piped"));
     tar.follow_symlinks(false);
-    tar.append_dir_all(".", root)?;
-    drop(tar.into_inner()?);
-    if !child.wait()?.success() {
+    let written = tar
+        .append_dir_all(".", root)
+        .and_then(|()| tar.into_inner());
+    let imported = match written {
+        Ok(stdin) => {
+            drop(stdin);
+            child.wait()?.success()
+        }
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
+    let tagged = imported
+        && docker(&["image", "tag", &partial, &image])
+            .status()?
+            .success();
+    let _ = docker(&["image", "rm", &partial]).status();
+    if !tagged {
         return Err(std::io::Error::other(format!(
             "{} import of {} failed",
             binary.display(),
@@ -671,12 +733,21 @@ mod tests {
             dir.path().join("img/rootfs"),
         );
         let env = std::collections::BTreeMap::from([("SEED".to_owned(), "1".to_owned())]);
+        // GPU 3 is known by its UUID; GPU 1 by its index.
+        let names = std::collections::BTreeMap::from([(
+            3,
+            GpuName {
+                node: Some("nvidia0".to_owned()),
+                visible_id: Some("GPU-3333".to_owned()),
+            },
+        )]);
         let plan = |image| Plan {
             lease: 7,
             image,
             work: &work,
             inputs: Some(&inputs),
             gpus: &[1, 3],
+            names: &names,
             vendor: Vendor::Nvidia,
             network: true,
             env: &env,
@@ -705,7 +776,7 @@ mod tests {
             "--pids-limit=1024",
             "--memory=512m",
             "--device=nvidia.com/gpu=1",
-            "--device=nvidia.com/gpu=3",
+            "--device=nvidia.com/gpu=GPU-3333",
             "--env=SEED=1",
             "--rootfs",
         ] {
@@ -713,9 +784,13 @@ mod tests {
         }
         assert!(v.contains(&format!("--volume={}:/job:rw", work.display())));
         assert!(v.contains(&format!("--volume={}:/job/in:ro", inputs.display())));
+        // Options, then the root, then the command: the runtime reads no option after it.
         let rootfs = v.iter().position(|a| a == "--rootfs").unwrap();
-        assert_eq!(v[rootfs + 1], image.display().to_string());
-        assert_eq!(v[v.len() - 2..], ["--", "/bin/render"]);
+        assert_eq!(v[rootfs + 1], format!("{}:O", image.display()));
+        assert_eq!(v[rootfs + 2..], ["/bin/render"]);
+        assert!(v[..rootfs]
+            .iter()
+            .all(|a| a.starts_with("--") || a == "podman" || a == "run"));
         assert!(
             !v.iter().any(|a| a.contains("VISIBLE_DEVICES")),
             "the runtime numbers the leased GPUs itself: {v:?}"
@@ -723,7 +798,11 @@ mod tests {
 
         // No image: a root of links into the host's /usr, mounted read-only.
         let v = args(&podman, &plan(None));
-        assert!(v.contains(&"--volume=/usr:/usr:ro".to_owned()), "{v:?}");
+        let usr = v.iter().position(|a| a == "--volume=/usr:/usr:ro").unwrap();
+        assert!(
+            usr < v.iter().position(|a| a == "--rootfs").unwrap(),
+            "{v:?}"
+        );
         assert!(work.with_file_name("root/usr").is_dir());
 
         // Network only where the provider allows it.
@@ -739,7 +818,11 @@ mod tests {
         };
         let v = args(&open, &plan(Some(image.as_path())));
         assert!(!v.iter().any(|a| a.starts_with("--network")), "{v:?}");
-        assert!(!v.iter().any(|a| a.starts_with("--user")), "{v:?}");
+        let own = rustix::process::geteuid().as_raw();
+        assert!(
+            v.contains(&format!("--user={own}:{own}")),
+            "the agent's uid: {v:?}"
+        );
 
         // Docker takes NVIDIA GPUs by `--gpus` and runs an image imported from the root
         // (`true` stands in for a docker that already holds it).
@@ -754,9 +837,56 @@ mod tests {
             scope: "agent".to_owned(),
         };
         let v = args(&docker, &plan(Some(image.as_path())));
-        assert!(v.contains(&"--gpus=\"device=1,3\"".to_owned()), "{v:?}");
+        assert!(
+            v.contains(&"--gpus=\"device=1,GPU-3333\"".to_owned()),
+            "{v:?}"
+        );
         assert!(v.contains(&"--pull=never".to_owned()), "{v:?}");
-        assert!(v.contains(&"gpumarket-job:img".to_owned()), "{v:?}");
+        assert_eq!(v[v.len() - 2..], ["gpumarket-job:img", "/bin/render"]);
         assert!(!v.iter().any(|a| a == "--rootfs"), "{v:?}");
+    }
+
+    #[test]
+    fn a_gpu_gets_the_device_node_its_source_names_not_the_one_of_its_index() {
+        let dev = tempfile::tempdir().unwrap();
+        for node in ["nvidia0", "nvidia3", "nvidiactl"] {
+            std::fs::write(dev.path().join(node), "").unwrap();
+        }
+        let sandbox = Sandbox {
+            config: SandboxConfig {
+                dev_dir: dev.path().to_owned(),
+                ..SandboxConfig::default()
+            },
+            root: false,
+            cgroups: None,
+            scope: "agent".to_owned(),
+        };
+        // NVML index 3 is minor number 0 here (indices follow PCI order, minors do not).
+        let names = std::collections::BTreeMap::from([(
+            3,
+            GpuName {
+                node: Some("nvidia0".to_owned()),
+                visible_id: Some("GPU-3333".to_owned()),
+            },
+        )]);
+        let (work, env) = (dev.path().join("work"), std::collections::BTreeMap::new());
+        let plan = Plan {
+            lease: 1,
+            image: None,
+            work: &work,
+            inputs: None,
+            gpus: &[3],
+            names: &names,
+            vendor: Vendor::Nvidia,
+            network: false,
+            env: &env,
+            command: "/bin/true",
+            args: &[],
+        };
+        assert_eq!(
+            sandbox.devices(&plan),
+            [dev.path().join("nvidiactl"), dev.path().join("nvidia0")]
+        );
+        assert_eq!(plan.visible(), "GPU-3333");
     }
 }

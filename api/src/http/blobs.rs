@@ -183,19 +183,28 @@ async fn put_blob(
     })))
 }
 
-/// Removes the bytes of `cid`, marked `deleting` in the ledger, then its row.
+/// Removes the bytes of `cid`, marked `deleting` in the ledger, then its row, holding the
+/// blob's lock throughout (the store's delete runs on the database task's thread). `false`:
+/// the store did not answer, and the blob stays marked for the upkeep to retry.
 pub(crate) async fn remove(
     state: &AppState,
     store: &blobstore::BlobStore,
     cid: &str,
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     let digest = contract::Digest::parse(cid).expect("the ledger holds only cids");
-    store.delete(digest).await.map_err(|e| {
-        tracing::error!(error = %e, %cid, "removing a blob's bytes");
-        ApiError::unavailable("the blob store is not reachable; retry")
-    })?;
-    let cid = cid.to_owned();
-    state.db(move |c| ledger::store::forget_blob(c, &cid)).await
+    let (store, cid) = (store.clone(), cid.to_owned());
+    let runtime = tokio::runtime::Handle::current();
+    state
+        .db(move |c| {
+            ledger::store::forget_blob(c, &cid, || match runtime.block_on(store.delete(digest)) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, %cid, "a blob's bytes were not removed");
+                    false
+                }
+            })
+        })
+        .await
 }
 
 fn over_quota(max_bytes: u64, used: u64) -> ApiError {
@@ -287,8 +296,10 @@ async fn expire(state: &AppState) -> Result<(), ApiError> {
         .await?;
     if let Some(store) = &state.config.blobs {
         for cid in &gone {
-            // Left marked, it is tried again next time.
-            remove(state, store, cid).await?;
+            // Left marked, it is tried again next time; the others go on.
+            if let Err(e) = remove(state, store, cid).await {
+                tracing::warn!(error = %e.message, %cid, "removing an expired blob");
+            }
         }
     }
     if !gone.is_empty() {

@@ -161,7 +161,13 @@ impl BlobMutation {
             Deleted::Last => {
                 // The hold is gone; bytes the store keeps are removed by the upkeep if not now.
                 if let Some(store) = &state(ctx).config.blobs {
-                    crate::http::blobs::remove(state(ctx), store, &cid).await?;
+                    if !crate::http::blobs::remove(state(ctx), store, &cid).await? {
+                        return Err(ApiError::unavailable(
+                            "the blob store is not reachable; the blob is no longer held and \
+                             its bytes are removed later",
+                        )
+                        .into());
+                    }
                 }
                 Ok(true)
             }

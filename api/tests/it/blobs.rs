@@ -508,11 +508,18 @@ fn where_storage_has_a_price_each_hour_is_charged_once_as_its_own_invoice_line()
     );
 }
 
-/// One account deletes the bytes another uploads at the same time, over and over: every
-/// upload that was answered yes can be read back whole, and nothing is left half-removed.
+/// One account deletes the bytes another uploads at the same time, over and over, while the
+/// upkeep removes what is marked for deletion every few milliseconds: every upload that was
+/// answered yes can be read back whole, and nothing is left half-removed.
 #[test]
 fn bytes_deleted_while_another_account_uploads_them_are_never_lost_under_its_hold() {
-    let m = Market::start("blobs_delete_race", Limits::default());
+    let m = Market::start_with(
+        "blobs_delete_race",
+        api::ApiConfig {
+            blob_expiry_every: Some(std::time::Duration::from_millis(5)),
+            ..api::ApiConfig::default()
+        },
+    );
     let body = b"the same frame, uploaded and deleted at once".to_vec();
     let cid = Digest::of(&body).cid();
     let delete = "mutation($c: String!) { deleteBlob(cid: $c) }";

@@ -371,15 +371,40 @@ pub fn claim_unheld(conn: &mut PgConnection, cid: &str) -> Result<bool, LedgerEr
     })
 }
 
-/// Drops the row of a blob marked `deleting` once its bytes are gone from the store.
-pub fn forget_blob(conn: &mut PgConnection, cid: &str) -> Result<(), LedgerError> {
-    diesel::sql_query(
-        "DELETE FROM blobs WHERE cid = $1 AND deleting \
-         AND NOT EXISTS (SELECT 1 FROM blob_refs WHERE cid = $1)",
-    )
-    .bind::<Text, _>(cid)
-    .execute(conn)?;
-    Ok(())
+/// Removes a blob marked `deleting`: `remove_bytes` takes its bytes from the store (true:
+/// they are gone), then its row goes, all under the blob's lock, so no hold can be added
+/// between the check and the removal. A blob no longer marked (removed and stored again
+/// since it was listed) is left alone, nothing being left to do. `false`: its bytes stayed
+/// (the store did not answer), to be tried again later.
+pub fn forget_blob(
+    conn: &mut PgConnection,
+    cid: &str,
+    remove_bytes: impl FnOnce() -> bool,
+) -> Result<bool, LedgerError> {
+    #[derive(QueryableByName)]
+    struct Marked {
+        #[diesel(sql_type = Bool)]
+        marked: bool,
+    }
+    conn.transaction(|conn| {
+        lock_cid(conn, cid)?;
+        let marked: Marked = diesel::sql_query(
+            "SELECT EXISTS (SELECT 1 FROM blobs WHERE cid = $1 AND deleting) \
+             AND NOT EXISTS (SELECT 1 FROM blob_refs WHERE cid = $1) AS marked",
+        )
+        .bind::<Text, _>(cid)
+        .get_result(conn)?;
+        if !marked.marked {
+            return Ok(true);
+        }
+        if !remove_bytes() {
+            return Ok(false);
+        }
+        diesel::sql_query("DELETE FROM blobs WHERE cid = $1")
+            .bind::<Text, _>(cid)
+            .execute(conn)?;
+        Ok(true)
+    })
 }
 
 /// Drops every hold older than its account's retention (`blob_quotas.retention_days`; none:

@@ -66,6 +66,14 @@ fn an_hour_of_storage_is_paid_once_in_order_and_never_beyond_the_balance() {
         .then_rejected_with(contract::ErrorCode::NonPositiveAmount);
     s.when(charge(contract::AccountId::MARKET, H1, "1"))
         .then_rejected_with(contract::ErrorCode::ReservedAccount);
+    // A byte count the ledger cannot hold.
+    s.when(Command::ChargeStorage {
+        account: BUYER2,
+        hour: Timestamp(H1),
+        bytes: u64::MAX,
+        amount: amt("1"),
+    })
+    .then_rejected(Rejection::AmountOverflow);
 
     // A charge beyond the balance takes what is available and states the rest unpaid.
     s.at(H1 + 3 * HOUR);

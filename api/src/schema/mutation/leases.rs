@@ -114,7 +114,10 @@ impl LeaseMutation {
                 ))
                 .into());
             }
-            if var.name.ends_with("VISIBLE_DEVICES") || var.name.starts_with("GPUMARKET_") {
+            if var.name.ends_with("VISIBLE_DEVICES")
+                || var.name.starts_with("GPUMARKET_")
+                || var.name.starts_with("NVIDIA_")
+            {
                 return Err(
                     ApiError::validation(format!("env: {} is set by the agent", var.name)).into(),
                 );
