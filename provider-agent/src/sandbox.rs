@@ -50,6 +50,9 @@ pub struct SandboxConfig {
     pub bwrap: PathBuf,
     /// The OCI runtime's binary (default: `podman` or `docker`, from `PATH`).
     pub runtime_binary: Option<PathBuf>,
+    /// Global options given to that binary before each subcommand (e.g. `["--runtime=runc"]`
+    /// where podman's default crun cannot run on the host's control groups).
+    pub runtime_options: Vec<String>,
     /// A root agent runs each job as `uid_base` + its lowest GPU index (uid and gid). Pick a
     /// range no account of the host uses.
     pub uid_base: u32,
@@ -60,6 +63,9 @@ pub struct SandboxConfig {
     pub max_processes: u64,
     /// The largest file a job may write, in MiB (`RLIMIT_FSIZE`).
     pub max_file_mb: u64,
+    /// The most files a job's process may hold open (`RLIMIT_NOFILE`; at most the host's
+    /// hard limit).
+    pub max_open_files: u64,
     /// The most memory a job may use, in MiB (unset: no limit): its memory control group's
     /// limit where it has one, else `RLIMIT_DATA` (which counts address space GPU runtimes
     /// reserve and never use, so set it with care there).
@@ -85,10 +91,12 @@ impl Default for SandboxConfig {
             runtime: Runtime::Bubblewrap,
             bwrap: PathBuf::from("bwrap"),
             runtime_binary: None,
+            runtime_options: Vec::new(),
             uid_base: 200_000,
             network: false,
             max_processes: 1_024,
             max_file_mb: 256 << 10,
+            max_open_files: 4_096,
             max_memory_mb: None,
             tmp_mb: 1_024,
             max_disk_mb: 100 << 10,
@@ -375,6 +383,7 @@ impl Sandbox {
             vec!["rm", "--force", &name],
         ] {
             let ran = Command::new(&binary)
+                .args(&self.config.runtime_options)
                 .args(&args)
                 .env_clear()
                 .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -417,6 +426,7 @@ impl Sandbox {
             &"prlimit",
             &format!("--nproc={0}:{0}", c.max_processes),
             &format!("--fsize={0}:{0}", c.max_file_mb << 20),
+            &format!("--nofile={0}:{0}", c.max_open_files),
             &"--core=0:0",
         ]);
         // Without a memory group, the data segment is what can be limited.
@@ -527,6 +537,7 @@ impl Sandbox {
             None => host_usr_root(&plan.work.with_file_name("root"))?,
         };
         let mut v: Vec<OsString> = vec![binary.into()];
+        v.extend(c.runtime_options.iter().map(OsString::from));
         let mut push = |arg: String| v.push(arg.into());
         for arg in [
             "run",
@@ -547,6 +558,7 @@ impl Sandbox {
         push(format!("--pids-limit={}", c.max_processes));
         push(format!("--ulimit=nproc={0}:{0}", c.max_processes));
         push(format!("--ulimit=fsize={0}:{0}", c.max_file_mb << 20));
+        push(format!("--ulimit=nofile={0}:{0}", c.max_open_files));
         if let Some(mb) = c.max_memory_mb {
             push(format!("--memory={mb}m"));
         }
@@ -599,7 +611,7 @@ impl Sandbox {
         match c.runtime {
             Runtime::Docker => {
                 push("--pull=never".to_owned());
-                push(docker_import(binary, &root)?);
+                push(docker_import(binary, &c.runtime_options, &root)?);
             }
             _ => {
                 // An overlay on the shared root: what the runtime writes stays this job's.
@@ -650,7 +662,7 @@ fn host_usr_root(root: &Path) -> std::io::Result<PathBuf> {
 
 /// The docker image made from the unpacked root `root`, imported the first time: docker runs
 /// images only, never a directory. Named after the root's directory (the image's cid).
-fn docker_import(binary: &Path, root: &Path) -> std::io::Result<String> {
+fn docker_import(binary: &Path, options: &[String], root: &Path) -> std::io::Result<String> {
     // An image's root is `images/<cid>/rootfs`; a job without one gets the same links
     // into the host's /usr as every other, so one image serves them all.
     let tag = root
@@ -663,7 +675,8 @@ fn docker_import(binary: &Path, root: &Path) -> std::io::Result<String> {
     let image = format!("gpumarket-job:{tag}");
     let docker = |args: &[&str]| {
         let mut c = Command::new(binary);
-        c.args(args)
+        c.args(options)
+            .args(args)
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .stdin(Stdio::null())
@@ -757,6 +770,7 @@ mod tests {
         let podman = Sandbox {
             config: SandboxConfig {
                 runtime: Runtime::Podman,
+                runtime_options: vec!["--runtime=runc".to_owned()],
                 max_memory_mb: Some(512),
                 ..SandboxConfig::default()
             },
@@ -765,7 +779,7 @@ mod tests {
             scope: "agent".to_owned(),
         };
         let v = args(&podman, &plan(Some(image.as_path())));
-        assert_eq!(v[..3], ["podman", "run", "--rm"]);
+        assert_eq!(v[..4], ["podman", "--runtime=runc", "run", "--rm"]);
         for want in [
             "--read-only",
             "--cap-drop=ALL",
@@ -791,6 +805,7 @@ mod tests {
         assert!(v[..rootfs]
             .iter()
             .all(|a| a.starts_with("--") || a == "podman" || a == "run"));
+        assert!(v.contains(&"--ulimit=nofile=4096:4096".to_owned()), "{v:?}");
         assert!(
             !v.iter().any(|a| a.contains("VISIBLE_DEVICES")),
             "the runtime numbers the leased GPUs itself: {v:?}"

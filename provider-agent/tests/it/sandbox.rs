@@ -342,18 +342,29 @@ fn without_a_working_sandbox_no_job_runs() {
     );
 }
 
-/// Under podman where it starts containers; here (podman cannot start containers on these
-/// machines, or is absent) the agent refuses every job with the reason, as it must.
+/// Under podman, for real where podman and runc are installed (`scripts/test` installs
+/// them; crun, podman's default, cannot run on this machine's hybrid control groups): the
+/// job runs from a read-only root as its own uid, writes its output, and is stopped with its
+/// container at its lease's end. Where they are not, the agent refuses every job, saying why.
 #[test]
 fn an_oci_runtime_runs_jobs_where_it_can_and_is_refused_where_it_cannot() {
     let dir = tempfile::tempdir().unwrap();
+    let installed = |b: &str| {
+        std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {b}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let runnable = installed("podman") && installed("runc");
     let podman = SandboxConfig {
         runtime: provider_agent::sandbox::Runtime::Podman,
+        runtime_options: vec!["--runtime=runc".to_owned()],
         ..sandbox()
     };
     let runner = Runner::open(dir.path(), Vendor::Nvidia, &podman).unwrap();
     let script = "cat /etc/hostname 2>&1; id -u; touch /usr/x 2>&1 || echo usr-read-only; \
                   mkdir -p /job/out && echo frame > /job/out/0001.txt";
+    assert_eq!(runner.sandbox().is_ok(), runnable, "{:?}", runner.sandbox());
     match runner.sandbox() {
         Err(why) => {
             eprintln!("podman cannot run jobs here: {why}");
@@ -365,20 +376,24 @@ fn an_oci_runtime_runs_jobs_where_it_can_and_is_refused_where_it_cannot() {
             assert!(runner.get(1).unwrap().is_none(), "nothing ran");
         }
         Ok(()) => {
+            // No GPU: this host has no NVIDIA container toolkit to give one (CDI).
             runner
-                .start(1, sh(script), vec![0], ends_in(60_000), None)
+                .start(1, sh(script), vec![], ends_in(60_000), None)
                 .unwrap();
             let job = finished(&runner, 1);
             let out = log(&runner, 1);
             assert_eq!(job.status, JobStatus::Exited { code: 0 }, "{out}");
             assert!(out.contains("usr-read-only"), "{out}");
+            if let Some(uid) = job.uid {
+                assert!(out.contains(&format!("{uid}\n")), "its own uid: {out}");
+            }
             assert_eq!(
                 std::fs::read_to_string(runner.work_dir(1).join("out/0001.txt")).unwrap(),
                 "frame\n"
             );
             // A job past its lease's end is stopped with its container.
             runner
-                .start(2, sh("sleep 600"), vec![1], ends_in(1_000), None)
+                .start(2, sh("sleep 600"), vec![], ends_in(1_000), None)
                 .unwrap();
             let job = finished(&runner, 2);
             assert!(matches!(job.status, JobStatus::Killed { .. }), "{job:?}");
