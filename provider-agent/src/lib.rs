@@ -532,37 +532,33 @@ impl Agent {
             if lease.ends_at <= now || self.jobs.get(lease.id)?.is_some() {
                 continue;
             }
-            if spec.network && !self.config.sandbox.network {
-                if let Some(gpus) = self.free_gpus(lease.gpus)? {
-                    warn!(
-                        lease = lease.id,
-                        "the job is refused: it asks for the network"
-                    );
-                    let why =
-                        "the job asks to reach the network, which this provider does not offer";
-                    self.jobs
-                        .refuse(lease.id, spec, gpus, lease.ends_at, why.to_owned())?;
-                    step.refused += 1;
+            // Its image and inputs, fetched and verified before anything runs. What the
+            // buyer got wrong is a refusal, never a provider failure: the lease keeps its
+            // GPUs and stays healthy, and the buyer is told why nothing ran.
+            let prepared = if spec.network && !self.config.sandbox.network {
+                Err(
+                    "the job asks to reach the network, which this provider does not offer"
+                        .to_owned(),
+                )
+            } else {
+                match self.prepare(lease.id, &spec) {
+                    Ok(image) => Ok(image),
+                    Err(e) if e.is_buyer_fault() => Err(e.to_string()),
+                    Err(e) => {
+                        warn!(lease = lease.id, error = %e,
+                              "the job's files are not ready: it is not started this round");
+                        continue;
+                    }
                 }
-                continue;
-            }
-            // Its image and inputs, fetched and verified before anything runs.
-            let image = match self.prepare(lease.id, &spec) {
+            };
+            let image = match prepared {
                 Ok(image) => image,
-                // Never a provider failure: the lease keeps its GPUs and stays healthy, and
-                // the buyer is told why nothing ran.
-                Err(e) if e.is_buyer_fault() => {
+                Err(why) => {
                     if let Some(gpus) = self.free_gpus(lease.gpus)? {
-                        warn!(lease = lease.id, error = %e, "the job is refused: its files do not make a job");
-                        self.jobs
-                            .refuse(lease.id, spec, gpus, lease.ends_at, e.to_string())?;
+                        warn!(lease = lease.id, %why, "the job is refused");
+                        self.jobs.refuse(lease.id, spec, gpus, lease.ends_at, why)?;
                         step.refused += 1;
                     }
-                    continue;
-                }
-                Err(e) => {
-                    warn!(lease = lease.id, error = %e,
-                          "the job's files are not ready: it is not started this round");
                     continue;
                 }
             };
