@@ -434,3 +434,16 @@ pub struct BondChange {
     pub amount: Decimal,
     pub release_at: Option<DateTime<Utc>>,
 }
+
+#[derive(cynic::QueryVariables, Debug, Clone)]
+pub struct SubmitRenderJobVariables {
+    pub input: crate::types::RenderJobInput,
+}
+
+/// Submits a render job (a buyer); the same `clientJobId` again answers the same job.
+#[derive(cynic::QueryFragment, Debug)]
+#[cynic(graphql_type = "Mutation", variables = "SubmitRenderJobVariables")]
+pub struct SubmitRenderJob {
+    #[arguments(input: $input)]
+    pub submit_render_job: crate::types::RenderJob,
+}

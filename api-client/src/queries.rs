@@ -269,3 +269,16 @@ pub struct Bond {
     pub held: Decimal,
     pub unbonding: Decimal,
 }
+
+#[derive(cynic::QueryVariables, Debug, Clone)]
+pub struct RenderJobVariables {
+    pub id: Id,
+}
+
+/// One of the caller's render jobs.
+#[derive(cynic::QueryFragment, Debug)]
+#[cynic(graphql_type = "Query", variables = "RenderJobVariables")]
+pub struct RenderJobQuery {
+    #[arguments(id: $id)]
+    pub render_job: crate::types::RenderJob,
+}

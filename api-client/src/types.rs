@@ -148,3 +148,60 @@ pub struct SettlementLine {
     pub amount: Decimal,
     pub from_available: Decimal,
 }
+
+/// A render job as `submitRenderJob` takes it. [`RenderJobInput::new`] fills what every
+/// job names; the rest keep the schema's defaults where `None` (checks, attempts, frames per
+/// lease, review window, tolerance).
+#[derive(cynic::InputObject, Debug, Clone)]
+pub struct RenderJobInput {
+    pub client_job_id: String,
+    /// The `.blend` scene's cid (a blob the buyer holds).
+    pub scene: String,
+    pub frame_start: i32,
+    pub frame_end: i32,
+    pub engine_version: String,
+    pub market: String,
+    pub limit_price: String,
+    pub budget: String,
+    pub frame_seconds: i32,
+    #[cynic(skip_serializing_if = "Option::is_none")]
+    pub check_share: Option<Decimal>,
+    #[cynic(skip_serializing_if = "Option::is_none")]
+    pub frames_per_task: Option<i32>,
+    #[cynic(skip_serializing_if = "Option::is_none")]
+    pub review_seconds: Option<i32>,
+}
+
+#[derive(cynic::Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenderStatus {
+    Running,
+    Done,
+}
+
+/// A render job's progress: frames in each state.
+#[derive(cynic::QueryFragment, Debug, Clone, PartialEq)]
+pub struct RenderProgress {
+    pub frames: i32,
+    pub rendering: i32,
+    pub checking: i32,
+    pub delivered: i32,
+    pub accepted: i32,
+    pub failed: i32,
+}
+
+/// A provider that failed verification, on which frame, why.
+#[derive(cynic::QueryFragment, Debug, Clone, PartialEq)]
+pub struct RenderVerdict {
+    pub provider: Id,
+    pub frame: i32,
+    pub reason: String,
+}
+
+/// What a render job's buyer follows: its state, progress and verdicts.
+#[derive(cynic::QueryFragment, Debug, Clone, PartialEq)]
+pub struct RenderJob {
+    pub id: Id,
+    pub status: RenderStatus,
+    pub progress: RenderProgress,
+    pub verdicts: Vec<RenderVerdict>,
+}

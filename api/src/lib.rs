@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod errors;
 mod http;
+pub mod render;
 pub mod reports;
 pub mod reputation;
 pub mod schema;
@@ -96,6 +97,9 @@ pub struct ApiConfig {
     /// What a GB (10^9 bytes) of blobs costs its holder per month (730 hours), charged
     /// hourly; `None`: storage is free.
     pub storage_price: Option<contract::Price>,
+    /// How often the render loop drives the running render jobs ([`render`]); `None` in
+    /// every API of a shard but the one that also ticks its clock.
+    pub render_every: Option<Duration>,
 }
 
 impl Default for ApiConfig {
@@ -110,6 +114,7 @@ impl Default for ApiConfig {
             blob_quota_bytes: DEFAULT_BLOB_QUOTA,
             blob_expiry_every: None,
             storage_price: None,
+            render_every: None,
         }
     }
 }

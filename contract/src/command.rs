@@ -209,6 +209,14 @@ pub enum Command {
         bytes: u64,
         amount: Amount,
     },
+    /// The market rejects a running lease's work: its provider failed verification (a
+    /// referee's render contradicted its pixels). A provider failure that charges nothing
+    /// more than is already accrued and credits the buyer what it was charged, up to the
+    /// slash (`LeaseEndCause::WorkRejected`). Sent by the API's render loop, never by a party.
+    RejectWork {
+        lease_id: LeaseId,
+        reason: FailureReason,
+    },
 }
 
 /// How an order placed with [`Command::PlaceWith`] behaves beyond its terms. Both options
@@ -302,6 +310,7 @@ impl Command {
             Command::WithdrawBond { .. } => "withdraw_bond",
             Command::StartLeaseJob { .. } => "start_lease_job",
             Command::ChargeStorage { .. } => "charge_storage",
+            Command::RejectWork { .. } => "reject_work",
         }
     }
 }

@@ -59,6 +59,7 @@ error_codes! {
     QueryTooComplex = "QUERY_TOO_COMPLEX", 400, "The query is deeper or more complex than the limits.";
     RateLimited = "RATE_LIMITED", 429, "The key sent more requests than its rate allows; retry later.";
     EngineTimeout = "ENGINE_TIMEOUT", 504, "The command is in the log but the engine did not answer in time; it will still be applied: retry with the same idempotency key to learn the result.";
+    BudgetTooLow = "BUDGET_TOO_LOW", 422, "The render job's budget does not cover its frames (each checked share included) at its limit price and time per frame; nothing was bought.";
     Unavailable = "UNAVAILABLE", 503, "A dependency (Postgres, the event log) is not reachable; retry.";
     Internal = "INTERNAL", 500, "A bug; the server's log has the details.";
     // The engine's rejections (`Rejection::code`): the command changed nothing.

@@ -390,6 +390,8 @@ pub enum LeaseEndCause {
     /// The node's report with this sequence number no longer shows enough GPUs of the
     /// lease's class (one gone, another model, less memory): a provider failure.
     SpecMismatch { sequence: u64 },
+    /// The market rejected its work: its provider failed verification, for this reason.
+    WorkRejected { reason: FailureReason },
 }
 
 impl LeaseEndCause {
@@ -402,7 +404,8 @@ impl LeaseEndCause {
             | LeaseEndCause::NodeSilent { .. }
             | LeaseEndCause::Unhealthy { .. }
             | LeaseEndCause::NotAcknowledged
-            | LeaseEndCause::SpecMismatch { .. } => LeaseEndReason::ProviderFailed,
+            | LeaseEndCause::SpecMismatch { .. }
+            | LeaseEndCause::WorkRejected { .. } => LeaseEndReason::ProviderFailed,
             LeaseEndCause::Operator { .. } => LeaseEndReason::Operator,
         }
     }
@@ -418,6 +421,7 @@ impl LeaseEndCause {
             LeaseEndCause::NotAcknowledged => "not_acknowledged",
             LeaseEndCause::Operator { .. } => "operator",
             LeaseEndCause::SpecMismatch { .. } => "spec_mismatch",
+            LeaseEndCause::WorkRejected { .. } => "work_rejected",
         }
     }
 }

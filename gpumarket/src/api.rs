@@ -77,6 +77,10 @@ pub struct Args {
     /// hourly by the API that ticks and shown as its own line on invoices. Default: free.
     #[arg(long, value_parser = parse_price)]
     storage_price_per_gb_month: Option<contract::Price>,
+    /// Milliseconds between rounds of the render loop (render jobs: buying their leases,
+    /// checking their frames). The API that ticks drives them: give every other replica 0.
+    #[arg(long, default_value_t = 1_000)]
+    render_every_ms: u64,
 }
 
 /// A price as the API takes one: a decimal with at most six places, never negative.
@@ -103,6 +107,7 @@ pub fn run(args: Args) -> Result<()> {
         blob_quota_bytes,
         blob_expiry_every_secs,
         storage_price_per_gb_month,
+        render_every_ms,
     } = args;
     let place = place.checked()?;
     let (log, shard, shards) = (place.log, place.shard, place.shards);
@@ -149,6 +154,7 @@ pub fn run(args: Args) -> Result<()> {
                 .then(|| Duration::from_secs(blob_expiry_every_secs)),
             // An account's storage is charged once, by shard 0's engine (its balance there).
             storage_price: storage_price_per_gb_month.filter(|_| shard == 0),
+            render_every: (render_every_ms > 0).then(|| Duration::from_millis(render_every_ms)),
         },
     ));
     let workers = workers.unwrap_or_else(|| {

@@ -1,7 +1,9 @@
 //! `gpumarket up --demo`: simulated providers (the provider agent with its simulated GPU
 //! source, labelled as such in every report) in several GPU classes and regions, and bidding
-//! bots that buy short leases and end them, so the dashboard shows a live market at once.
+//! bots that buy short leases and end them, so the dashboard shows a live market at once;
+//! and a render farm (`render_farm`) whose buyer renders an animation across its providers.
 
+use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use api_client::queries::{BalanceQuery, BondsQuery, BondsVariables, LeasesQuery,
 use api_client::types::{BidInput, JobInput, LeaseRole, PlaceOrderInput, TimeInForce};
 use api_client::{Client, Id, MutationBuilder, QueryBuilder, U64};
 use provider_agent::config::{Config, Offer, Simulated};
+use provider_agent::sandbox::SandboxConfig;
 use rust_decimal::Decimal;
 use tracing::{info, warn};
 
@@ -47,6 +50,18 @@ const NODES: [(&str, &str, u32, u32, &str, &str, &str); 5] = [
     ),
 ];
 
+/// The render farm's market, its providers and the buyer of its render job.
+pub const RENDER_MARKET: &str = "L40S-48GB";
+/// (region, price per GPU-hour, dishonest): the cheapest spoils every frame it renders
+/// (`wrong_frames`), so verification has someone to catch.
+const FARM: [(&str, &str, bool); 3] = [
+    ("eu-west", "0.90", false),
+    ("us-east", "0.95", false),
+    ("eu-central", "0.80", true),
+];
+/// The farm's agents report every 2 s: a frame task's turnaround is a few reports.
+const FARM_INTERVAL_SECS: u64 = 2;
+
 const BOTS: u64 = 3;
 
 /// The bond per GPU of the demo's markets.
@@ -67,7 +82,7 @@ impl Rng {
     }
 }
 
-fn sleep_unless(stop: &AtomicBool, total: Duration) {
+pub(crate) fn sleep_unless(stop: &AtomicBool, total: Duration) {
     let end = Instant::now() + total;
     while Instant::now() < end && !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
@@ -83,8 +98,15 @@ pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<
     std::fs::create_dir_all(&demo)?;
     let mut agents = Vec::new();
     let admin = Client::new(url, std::fs::read_to_string(dir.join("admin.key"))?.trim());
-    for (i, (class, region, gpus, vram_gb, price, vendor, interconnect)) in
-        NODES.into_iter().enumerate()
+    let farm = FARM.into_iter().map(|(region, price, lies)| {
+        let node = (RENDER_MARKET, region, 2, 48, price, "nvidia", "pcie");
+        (node, lies.then_some(NonZeroU32::MIN), FARM_INTERVAL_SECS)
+    });
+    let nodes = NODES.into_iter().map(|node| (node, None, 5)).chain(farm);
+    for (
+        i,
+        ((class, region, gpus, vram_gb, price, vendor, interconnect), wrong_frames, interval),
+    ) in nodes.enumerate()
     {
         let account = 101 + i as u64;
         let key_path = demo.join(format!("provider-{account}.key"));
@@ -137,7 +159,7 @@ pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<
             class: class.to_owned(),
             region: region.to_owned(),
             source: "simulated".to_owned(),
-            interval_secs: 5,
+            interval_secs: interval,
             state_dir: demo.join(format!("provider-{account}")),
             outbox_capacity: 10_000,
             simulated: Simulated {
@@ -145,7 +167,12 @@ pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<
                 count: gpus,
                 vram_mb: u64::from(vram_gb) * 1024,
             },
-            sandbox: Default::default(),
+            // Every node of the demo shares this host: each gets uids of its own (a job's
+            // uid is swept when it stops, which must not reach another node's job).
+            sandbox: SandboxConfig {
+                uid_base: SandboxConfig::default().uid_base + 16 * i as u32,
+                ..SandboxConfig::default()
+            },
             offer: Some(Offer {
                 price: price.to_owned(),
                 gpus: None,
@@ -156,6 +183,7 @@ pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<
                 max_temperature_c: 90.0,
                 max_ecc_errors: 0,
             }),
+            wrong_frames,
         };
         let interval = Duration::from_secs(config.interval_secs);
         let agent = provider_agent::Agent::open(config).with_context(|| part.clone())?;
@@ -213,6 +241,7 @@ pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<
         };
         bots.push((client, files));
     }
+    let farm_buyer = crate::render_farm::buyer(db, &demo, &admin, url)?;
     let mut parts = Vec::new();
     for (mut agent, interval) in agents {
         let stop = stop.clone();
@@ -312,8 +341,12 @@ pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<
             Ok(())
         })?);
     }
+    if let Some(buyer) = farm_buyer {
+        let stop = stop.clone();
+        parts.push(spawn_part("demo render buyer", move || buyer.run(&stop))?);
+    }
     info!(
-        providers = NODES.len(),
+        providers = NODES.len() + FARM.len(),
         bots = BOTS,
         "demo running: simulated providers and bidding bots"
     );

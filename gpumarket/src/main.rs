@@ -23,6 +23,7 @@ mod export;
 mod keys;
 mod migrate;
 mod project;
+mod render_farm;
 mod up;
 
 #[derive(Parser)]

@@ -221,15 +221,16 @@ fn escrow_key(path: &Path) -> Result<cosmos_bridge::keys::EscrowKey> {
 const REPUTATION_EVERY: Duration = Duration::from_secs(5);
 
 /// The markets a new `up` opens: (class, tick, fee in basis points).
-const MARKETS: [(&str, &str, u32); 4] = [
+const MARKETS: [(&str, &str, u32); 5] = [
     ("H100-80GB", "0.01", 100),
     ("A100-80GB", "0.01", 100),
     ("RTX4090-24GB", "0.01", 100),
     ("MI300X-192GB", "0.01", 100),
+    ("L40S-48GB", "0.01", 100),
 ];
 
 /// What NVML and ROCm SMI call each market's GPUs.
-const MODEL_NAMES: [(&str, &[&str]); 4] = [
+const MODEL_NAMES: [(&str, &[&str]); 5] = [
     ("H100-80GB", &["NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe"]),
     (
         "A100-80GB",
@@ -237,6 +238,7 @@ const MODEL_NAMES: [(&str, &[&str]); 4] = [
     ),
     ("RTX4090-24GB", &["NVIDIA GeForce RTX 4090"]),
     ("MI300X-192GB", &["AMD Instinct MI300X"]),
+    ("L40S-48GB", &["NVIDIA L40S"]),
 ];
 
 pub fn run(args: Args) -> Result<()> {
@@ -361,6 +363,7 @@ pub fn run(args: Args) -> Result<()> {
             graphiql_assets: args.graphiql_assets.clone(),
             reputation_every: Some(REPUTATION_EVERY),
             blob_expiry_every: Some(Duration::from_secs(600)),
+            render_every: Some(Duration::from_secs(1)),
             storage_price: args.storage_price_per_gb_month,
             blobs: Some(
                 blobstore::BlobStore::open(
@@ -412,8 +415,10 @@ pub fn run(args: Args) -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     let api = api_client::Client::new(&url, &admin_key);
-    if api.run(&MarketsQuery::build(()))?.markets.is_empty() {
-        for (market, tick, fee) in MARKETS {
+    // Markets a data directory made by an older `up` lacks are opened too.
+    let open = api.run(&MarketsQuery::build(()))?.markets;
+    for (market, tick, fee) in MARKETS {
+        if open.iter().all(|m| m.id != market) {
             api.run(&CreateMarket::build(CreateMarketVariables {
                 market: market.to_owned(),
                 tick: tick.to_owned(),

@@ -608,7 +608,8 @@ impl Projection for Activity {
                         }
                         LeaseEndCause::Unhealthy { sequence }
                         | LeaseEndCause::SpecMismatch { sequence } => Some(sequence.to_string()),
-                        LeaseEndCause::Operator { reason } => Some(reason.as_str().to_owned()),
+                        LeaseEndCause::Operator { reason }
+                        | LeaseEndCause::WorkRejected { reason } => Some(reason.as_str().to_owned()),
                         LeaseEndCause::TermReached
                         | LeaseEndCause::BuyerStopped
                         | LeaseEndCause::ProviderStopped

@@ -297,6 +297,7 @@ async fn load(args: &Args, admin: AsyncClient) -> Result<()> {
                 max_temperature_c: 1_000.0,
                 max_ecc_errors: 0,
             }),
+            wrong_frames: None,
         };
         let (running, reports, errors, ready) = (
             running.clone(),

@@ -11,6 +11,7 @@ mod e2e;
 mod engine;
 mod ledger;
 mod log;
+mod render;
 
 #[derive(Debug, Parser)]
 #[command(about, version)]
@@ -39,12 +40,17 @@ enum Command {
     /// One large blob up and down through a running market's `/blobs`: MB/s each way and
     /// the server's memory while it streams.
     Blobs(blobs::Args),
+    /// A render job against a running market with 1, 2 and 4 simulated providers rendering
+    /// with real Blender: frames/s, time to first frame, scheduling overhead per frame,
+    /// verification's cost; and Blender alone on the same frames.
+    Render(render::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Api(args) => api::run(&args),
         Command::Blobs(args) => blobs::run(&args),
+        Command::Render(args) => render::run(&args),
         Command::E2e(args) => e2e::run(&args),
         Command::Clock(args) => clock::run(&args),
         Command::Engine(args) => engine::run(&args),

@@ -196,10 +196,17 @@ impl Engine {
             0
         };
         // The buyer is credited the same share of what it was charged (so a buyer never
-        // profits from a failure it could provoke), the fund takes the rest. Where either has
+        // profits from a failure it could provoke; for rejected work, which a referee on a
+        // third provider decided, all of it), the fund takes the rest. Where either has
         // no room left in its range (never in practice), nothing is slashed.
-        let share =
-            (i128::from(lease.meter.charged) * i128::from(config.slash_share_bps) / 10_000) as i64;
+        let share = match failure {
+            // Rejected work is not paid: the buyer gets back all it was charged.
+            Some(LeaseEndCause::WorkRejected { .. }) => lease.meter.charged,
+            _ => {
+                (i128::from(lease.meter.charged) * i128::from(config.slash_share_bps) / 10_000)
+                    as i64
+            }
+        };
         let buyer_credit = slashed.min(share);
         let buyer_room = self
             .funds

@@ -166,6 +166,27 @@ impl Engine {
         Ok(())
     }
 
+    /// The market rejects a lease's work (its provider failed verification): a provider
+    /// failure charged to what is already accrued, nothing more.
+    pub(crate) fn reject_work(
+        &mut self,
+        lease_id: LeaseId,
+        reason: &FailureReason,
+        out: &mut Vec<Event>,
+    ) -> Result<(), Rejection> {
+        let lease = self
+            .leases
+            .get(lease_id)
+            .ok_or_else(|| self.not_running(lease_id))?;
+        let charge_to = lease.meter.accrued_to;
+        self.check_room_to_close(lease_id, charge_to)?;
+        let cause = LeaseEndCause::WorkRejected {
+            reason: reason.clone(),
+        };
+        self.close_lease(lease_id, cause, charge_to, out);
+        Ok(())
+    }
+
     /// Refuses a command's close whose money would not fit (engine-made closes wait
     /// instead, in `close_lease`).
     fn check_room_to_close(&self, lease_id: LeaseId, charge_to: i64) -> Result<(), Rejection> {

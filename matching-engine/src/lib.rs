@@ -353,6 +353,7 @@ impl Engine {
             Command::AdminEndLease { lease_id, reason } => {
                 self.admin_end_lease(*lease_id, reason, out)
             }
+            Command::RejectWork { lease_id, reason } => self.reject_work(*lease_id, reason, out),
             Command::SignedHeartbeat(heartbeat) => self.signed_heartbeat(heartbeat, out),
             Command::DepositOnce {
                 account,

@@ -63,6 +63,12 @@ pub struct Config {
     /// What the agent offers in the book; without it the agent places no asks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offer: Option<Offer>,
+    /// A cheat, for tests and the demo of verification only: every `wrong_frames`-th
+    /// rendered frame (`frame_NNNNNNN.png` in a job's outputs, by frame number) has one
+    /// pixel changed before it is uploaded, as a provider that skips work would deliver.
+    /// The agent logs a warning at start when it is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wrong_frames: Option<std::num::NonZeroU32>,
 }
 
 /// The ask the agent keeps in the book for the node's free, healthy GPUs.

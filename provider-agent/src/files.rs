@@ -394,6 +394,34 @@ fn upload(
 
 /// Uploads what the job left in `out` (regular files only, never following a link), its
 /// manifest and its whole log; returns what the node's report names.
+/// The dishonest mode ([`crate::config::Config::wrong_frames`]): every `every`-th frame
+/// file directly in `out` gets one pixel changed, written back in place. A file that is not a
+/// readable PNG is left as it is.
+pub fn spoil_frames(out: &Path, every: std::num::NonZeroU32) {
+    // As for the upload: a real directory only, never a link the job made.
+    if !fs::symlink_metadata(out).is_ok_and(|m| m.is_dir()) {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(out) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(n) = name.to_str().and_then(render::spec::frame_of) else {
+            continue;
+        };
+        let path = entry.path();
+        let is_file = fs::symlink_metadata(&path).is_ok_and(|m| m.is_file());
+        if n % every.get() != 0 || !is_file {
+            continue;
+        }
+        if let Ok(Ok(pixels)) = fs::read(&path).map(|b| render::Pixels::decode_png(&b)) {
+            let _ = fs::write(&path, pixels.tampered(4_096).encode_png());
+            tracing::warn!(frame = n, "the dishonest mode changed a frame");
+        }
+    }
+}
+
 pub fn upload_outputs(
     client: &api_client::Client,
     lease: u64,

@@ -202,6 +202,12 @@ impl Agent {
             return Err(gpu::GpuError::NoGpus(source.kind()).into());
         }
         info!(source = ?source.kind(), gpus = gpus.len(), "GPUs discovered");
+        if let Some(every) = config.wrong_frames {
+            warn!(
+                every,
+                "DISHONEST MODE: rendered frames are changed before upload (tests and demos only)"
+            );
+        }
         let key = keys::load_or_create(&config.state_dir.join("node.key"))?;
         let api_key = keys::read_private(&config.api_key_file)?;
         let outbox = Outbox::open(&config.state_dir, config.outbox_capacity)?;
@@ -451,6 +457,9 @@ impl Agent {
                 .filter_map(|i| self.gpus.iter().find(|g| g.index == *i))
                 .map(|g| g.uuid.clone())
                 .collect();
+            if let Some(every) = self.config.wrong_frames {
+                files::spoil_frames(&self.jobs.work_dir(job.lease).join("out"), every);
+            }
             let sent = files::upload_outputs(
                 self.client.api(),
                 job.lease,

@@ -96,6 +96,7 @@ fn main() -> Result<()> {
                 simulated: Default::default(),
                 sandbox: Default::default(),
                 offer: None,
+                wrong_frames: None,
             };
             provider_agent::durable::write_atomic(
                 &path,

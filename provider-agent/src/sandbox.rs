@@ -3,7 +3,9 @@
 //!
 //! A job sees a root made of its image's root (read-only) or, for a job that names no image,
 //! the host's `/usr` (read-only: programs, never `/etc`, `/home`, `/root`, `/var` or the
-//! agent's state); `/job`, its own writable work directory; `/job/in`, its inputs
+//! agent's state) with `/etc/alternatives` only (Debian's links to the chosen
+//! implementation of a library or program inside `/usr`, without which programs such as
+//! Blender do not load: `liblapack.so.3` is one); `/job`, its own writable work directory; `/job/in`, its inputs
 //! (read-only); a fresh `/proc`, a minimal `/dev` plus the device nodes of its leased GPUs
 //! only, and a small `/tmp`. It has its own user, pid, mount, IPC, UTS and network
 //! namespaces (the network only where the provider allows it), no capabilities, no further
@@ -455,6 +457,9 @@ impl Sandbox {
             }
             None => {
                 push(&[&"--ro-bind", &"/usr", &"/usr"]);
+                if Path::new("/etc/alternatives").is_dir() {
+                    push(&[&"--ro-bind", &"/etc/alternatives", &"/etc/alternatives"]);
+                }
                 for dir in ["bin", "sbin", "lib", "lib64"] {
                     if Path::new("/usr").join(dir).exists() {
                         push(&[&"--symlink", &format!("usr/{dir}"), &format!("/{dir}")]);
@@ -605,6 +610,9 @@ impl Sandbox {
         }
         if plan.image.is_none() {
             push("--volume=/usr:/usr:ro".to_owned());
+            if Path::new("/etc/alternatives").is_dir() {
+                push("--volume=/etc/alternatives:/etc/alternatives:ro".to_owned());
+            }
         }
         // The runtimes stop reading options at the image (or the root): every option comes
         // before it, the command right after it.

@@ -43,6 +43,9 @@ pub fn serve(
     if let Some(every) = state.config.blob_expiry_every {
         actix_web::rt::spawn(blobs::upkeep(state.clone(), every));
     }
+    if let Some(every) = state.config.render_every {
+        actix_web::rt::spawn(crate::render::drive(state.clone(), every));
+    }
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .app_data(web::Data::new(state.clone()))

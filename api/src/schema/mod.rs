@@ -11,6 +11,7 @@ pub mod input;
 pub mod limits;
 pub mod mutation;
 pub mod query;
+pub mod render;
 pub mod subscription;
 pub mod types;
 
@@ -31,7 +32,7 @@ pub use subscription::Subscription;
 
 /// The query root.
 #[derive(Debug, Default, async_graphql::MergedObject)]
-pub struct Query(query::MarketQuery, blobs::BlobQuery);
+pub struct Query(query::MarketQuery, blobs::BlobQuery, render::RenderQuery);
 pub type MarketSchema = async_graphql::Schema<Query, Mutation, Subscription>;
 
 /// Builds the schema with the limits.

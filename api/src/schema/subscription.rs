@@ -262,6 +262,16 @@ impl Subscription {
         }))
     }
 
+    /// A render job of the caller's each time it changes (frames rendered, checked,
+    /// accepted), the last when it is done.
+    async fn render_job_updates(
+        &self,
+        ctx: &Context<'_>,
+        job_id: ID,
+    ) -> async_graphql::Result<impl Stream<Item = crate::schema::render::RenderJob>> {
+        Ok(crate::schema::render::updates(ctx, job_id).await?)
+    }
+
     /// New leases on the caller's nodes (providers).
     async fn lease_offers(
         &self,

@@ -9,6 +9,7 @@ mod hardening;
 mod introspection;
 mod metered;
 mod proving;
+mod render;
 mod reports;
 mod reputation;
 mod roles;

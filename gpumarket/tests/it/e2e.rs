@@ -4,7 +4,10 @@
 //! jobs through the provider agents, usage is billed, reputation has moved and the bridge
 //! has settled on the devnet; then a second `up` (no demo) resumes the same market and
 //! finishes what was in flight. At the end the on-chain balances equal the ledger and the
-//! reconciliation report has no break. Once on the embedded log, once on Kafka.
+//! reconciliation report has no break. Along the way the demo's render buyer has its
+//! 24-frame animation rendered across the render farm's three providers, one of which lies:
+//! it is caught and slashed, and every frame the buyer gets has the pixels of a render of the
+//! same scene here. Once on the embedded log, once on Kafka.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -106,8 +109,8 @@ fn whole_market(tag: &str, log: Option<String>) {
         "the first `up` shows the key it made: {admin_line}"
     );
     wait("providers registered and reporting telemetry", 60, || {
-        db.count("SELECT count(*) AS n FROM node_keys") == 5
-            && db.count("SELECT count(DISTINCT node) AS n FROM gpu_samples") == 5
+        db.count("SELECT count(*) AS n FROM node_keys") == PROVIDERS
+            && db.count("SELECT count(DISTINCT node) AS n FROM gpu_samples") == PROVIDERS
     });
     wait("bots trading", 60, || {
         db.count("SELECT count(*) AS n FROM trades") >= 5
@@ -125,9 +128,12 @@ fn whole_market(tag: &str, log: Option<String>) {
         db.count("SELECT count(*) AS n FROM reputation_history") >= 1
     });
     // The bots' two-hour bids demand a score of 700: they fill once the scores the providers
-    // earned reach the engine.
+    // of their markets earned reach the engine.
     wait("every provider's score in the engine", 60, || {
-        db.count("SELECT count(*) AS n FROM provider_reputation WHERE engine_score >= 700") == 5
+        db.count(
+            "SELECT count(*) AS n FROM provider_reputation \
+             WHERE engine_score >= 700 AND provider BETWEEN 101 AND 105",
+        ) == 5
     });
     wait("a bid with a reputation floor filled", 90, || {
         db.count("SELECT count(*) AS n FROM leases WHERE hours = 2") >= 1
@@ -135,6 +141,7 @@ fn whole_market(tag: &str, log: Option<String>) {
     wait("a settlement confirmed on the devnet", 90, || {
         db.count("SELECT count(*) AS n FROM settlements WHERE state = 'confirmed'") >= 1
     });
+    demo_render_job(&db, dir.path(), &url_of(&market_url));
     stop(market);
 
     // A second `up` resumes the market; without bots it only finishes what was in flight.
@@ -199,7 +206,7 @@ fn whole_market(tag: &str, log: Option<String>) {
         &dir.path().join("devnet-chain.jsonl"),
     )
     .unwrap();
-    for account in 101..=105i64 {
+    for account in 101..101 + PROVIDERS {
         let settled = db.count(&format!(
             "SELECT (coalesce(sum(p.amount), 0) * 1000000)::bigint AS n FROM settlement_payouts p \
              JOIN settlements s USING (batch) WHERE s.state = 'confirmed' AND p.account = {account}"
@@ -211,6 +218,100 @@ fn whole_market(tag: &str, log: Option<String>) {
         let on_chain = chain.with(|net| net.account(&address).map_or(0, |a| a.balance));
         assert_eq!(on_chain as i64, settled, "provider {account} at {address}");
     }
+}
+
+/// The demo's providers: five in the bots' markets, three in the render farm's.
+const PROVIDERS: i64 = 8;
+/// The render farm's dishonest provider.
+const LIAR: u64 = 108;
+
+/// The demo's render job: done, every frame the pixels of a render of the same scene here,
+/// from an honest provider whose GPU and lease it names; the liar caught by a referee, its
+/// leases ended as rejected work and slashed.
+fn demo_render_job(db: &TestDb, dir: &Path, url: &str) {
+    wait("the demo's render job done", 420, || {
+        db.count("SELECT count(*) AS n FROM render_jobs WHERE status = 'done'") == 1
+    });
+    let key = std::fs::read_to_string(dir.join("demo/render-buyer.key")).unwrap();
+    let id = db.count("SELECT id AS n FROM render_jobs");
+    let answer: serde_json::Value = reqwest::blocking::Client::new()
+        .post(format!("{url}/graphql"))
+        .bearer_auth(key.trim())
+        .json(&serde_json::json!({
+            "query": "query($id: ID!) { renderJob(id: $id) { progress { frames accepted failed } \
+                frames(first: 100) { number pixelDigest provider lease gpu } \
+                tasks { role provider } verdicts { provider frame reason } manifest } }",
+            "variables": {"id": id.to_string()},
+        }))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let job = &answer["data"]["renderJob"];
+    assert_eq!(
+        job["progress"],
+        serde_json::json!({"frames": 24, "accepted": 24, "failed": 0}),
+        "{answer:#}"
+    );
+    let liar = serde_json::json!(LIAR.to_string());
+    assert!(
+        job["verdicts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["provider"] == liar),
+        "{job:#}"
+    );
+    let providers: std::collections::BTreeSet<String> = job["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["provider"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        providers.len(),
+        3,
+        "three providers rendered: {providers:?}"
+    );
+
+    let scene = std::fs::read(dir.join("demo/scene.blend")).unwrap();
+    let frames = render::FrameRange::new(1, 24).unwrap();
+    let spec = render::RenderSpec::new(
+        contract::Digest::of(&scene),
+        frames,
+        render::OutputFormat::Png,
+        render::EngineVersion::Cycles3_4,
+        None,
+    )
+    .unwrap();
+    let all: Vec<u32> = frames.iter().collect();
+    let here = tempfile::tempdir().unwrap();
+    let expected = render::local::render_frames(&spec, &scene, &all, here.path()).unwrap();
+    let delivered = job["frames"].as_array().unwrap();
+    assert_eq!(delivered.len(), 24);
+    for (f, want) in delivered.iter().zip(&expected) {
+        assert_eq!(f["pixelDigest"], serde_json::json!(want.to_string()), "{f}");
+        assert_ne!(f["provider"], liar, "{f}");
+        // The simulated GPU's UUID (`SIM-…`), as its node's signed report named it.
+        assert!(
+            f["gpu"].as_str().is_some_and(|g| g.starts_with("SIM-")),
+            "{f}"
+        );
+        assert!(f["lease"].is_string(), "{f}");
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_str(job["manifest"].as_str().unwrap()).unwrap();
+    assert_eq!(manifest["frames"].as_array().unwrap().len(), 24);
+    wait(
+        "the liar's rejected lease projected and slashed",
+        60,
+        || {
+            db.count(&format!(
+                "SELECT count(*) AS n FROM leases l JOIN slashes s USING (lease_id) \
+             WHERE l.provider = {LIAR} AND l.close_cause = 'work_rejected'"
+            )) >= 1
+        },
+    );
 }
 
 fn url_of(url: &str) -> String {

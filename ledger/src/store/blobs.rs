@@ -481,18 +481,20 @@ pub fn output_owner(
     Ok(row.map(|r| AccountId(size(r.buyer))))
 }
 
-/// Seals a job's outputs as the node's signed report `sequence` named them: its manifest
-/// and its whole log, once (a later report naming others changes nothing).
+/// Seals a job's outputs as the node's signed report `sequence` named them: its manifest,
+/// its whole log and the GPUs it ran on, once (a later report naming others changes nothing).
 pub fn seal_outputs(
     conn: &mut PgConnection,
     lease: LeaseId,
     provider: AccountId,
     manifest: &str,
     log: &str,
+    gpus: &[String],
     sequence: u64,
 ) -> Result<bool, LedgerError> {
     let sealed = diesel::sql_query(
-        "UPDATE lease_jobs SET output_manifest = $3, output_log = $4, report_sequence = $5 \
+        "UPDATE lease_jobs SET output_manifest = $3, output_log = $4, report_sequence = $5, \
+         output_gpus = $6 \
          WHERE partition = 0 AND lease_id = $1 AND provider = $2 AND output_manifest IS NULL",
     )
     .bind::<BigInt, _>(param(lease.0)?)
@@ -500,6 +502,7 @@ pub fn seal_outputs(
     .bind::<Text, _>(manifest)
     .bind::<Text, _>(log)
     .bind::<BigInt, _>(param(sequence)?)
+    .bind::<diesel::sql_types::Array<Text>, _>(gpus)
     .execute(conn)?;
     Ok(sealed == 1)
 }

@@ -44,6 +44,8 @@ pub struct Job {
     pub output_manifest: Option<String>,
     pub output_log: Option<String>,
     pub report_sequence: Option<u64>,
+    /// The UUIDs of the GPUs it ran on, as that report named them.
+    pub output_gpus: Vec<String>,
 }
 
 /// A job's image and inputs, by cid.
@@ -115,11 +117,13 @@ pub fn job(
         report_sequence: Option<i64>,
         #[diesel(sql_type = diesel::sql_types::Bool)]
         network: bool,
+        #[diesel(sql_type = Array<Text>)]
+        output_gpus: Vec<String>,
     }
     let row: Option<Row> = diesel::sql_query(
         "SELECT command, args, env_names, env_values, submitted_at, log_tail, outcome, log_at, \
          image, image_blobs, input_cids, input_paths, output_manifest, output_log, \
-         report_sequence, network FROM lease_jobs WHERE partition = $1 AND lease_id = $2",
+         report_sequence, network, output_gpus FROM lease_jobs WHERE partition = $1 AND lease_id = $2",
     )
     .bind::<Integer, _>(partition)
     .bind::<BigInt, _>(param(lease.0)?)
@@ -142,6 +146,7 @@ pub fn job(
         output_manifest: r.output_manifest,
         output_log: r.output_log,
         report_sequence: r.report_sequence.and_then(|s| u64::try_from(s).ok()),
+        output_gpus: r.output_gpus,
     }))
 }
 

@@ -1,5 +1,5 @@
 //! The tables the API and the Cosmos bridge write themselves (not projected from the log):
-//! API keys, node keys and signed reports, lease jobs, and the bridge's transfers, cursor
+//! API keys, node keys and signed reports, lease jobs, render jobs, and the bridge's transfers, cursor
 //! and settlement transactions. Their statements live here, beside the migrations that
 //! define them; the API and the bridge decide what to write, this module knows how.
 
@@ -8,6 +8,7 @@ mod bridge;
 mod jobs;
 mod keys;
 mod nodes;
+mod render;
 
 pub use blobs::{
     access, add_ref, blob_size, blobs, claim_unheld, delete_ref, expire_refs, forget_blob,
@@ -23,3 +24,7 @@ pub use bridge::{
 pub use jobs::{job, job_log, submit_job, Job, JobFiles, JobLogged, JobRequest, JobSubmitted};
 pub use keys::{insert_key, key, keys, revoke_key, KeyInfo, KeyRecord, Role};
 pub use nodes::{flag_nodes, node_key, record_report, register_node_key, report_seen, Registered};
+pub use render::{
+    lease_charges, render_job, render_jobs_of, running_render_jobs, save_render_job,
+    submit_render_job, RenderJobRow, RenderSubmitted,
+};

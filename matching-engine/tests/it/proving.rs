@@ -374,6 +374,103 @@ fn a_silent_node_s_lease_is_slashed_and_the_buyer_credited() {
 }
 
 #[test]
+fn rejected_work_is_a_provider_failure_that_gives_the_buyer_back_what_it_paid() {
+    let mut s = proven();
+    report(&mut s, 1, h100s(node_a(), 1)).accepted();
+    s.when(ask_on_a(1, 1)).accepted();
+    s.when(bid(BUYER, 1, "3.60", 1).hours(2).metered())
+        .then_fills(&[(2, 1, 1, "3.60")]);
+    // Given a two-hour lease whose first charge period accrued, its node reporting it
+    // healthy.
+    for i in 1..=35 {
+        s.at(START + 2 * i * MINUTE)
+            .when(beat_with(
+                PROVIDER,
+                node_a(),
+                1 + i as u64,
+                &[1],
+                h100s(node_a(), 1),
+                MADE_ON_ARRIVAL,
+            ))
+            .accepted();
+    }
+    let reason =
+        contract::FailureReason::new("frame 9: a referee contradicted its pixels").unwrap();
+    let buyer_before = s.engine.balance(BUYER);
+    let money = s.engine.total_money();
+    // When the market rejects its work.
+    let out = s.at(START + 71 * MINUTE).when(Command::RejectWork {
+        lease_id: LeaseId(1),
+        reason: reason.clone(),
+    });
+    out.accepted();
+    // Then the bond is slashed and the buyer credited everything it was charged.
+    let (charged, refunded) = out
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::LeaseEnded {
+                charged,
+                refunded,
+                reason,
+                ..
+            } => {
+                assert_eq!(*reason, contract::LeaseEndReason::ProviderFailed);
+                Some((*charged, *refunded))
+            }
+            _ => None,
+        })
+        .unwrap();
+    let slash = out
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::BondSlashed {
+                slashed,
+                buyer_credit,
+                cause,
+                ..
+            } => Some((*slashed, *buyer_credit, cause.clone())),
+            _ => None,
+        })
+        .expect("a slash");
+    // Charged what accrued: from the fill (2 ms after START, which is 20 minutes past an
+    // hour) to the hour's end, the one period that closed; nothing after it.
+    assert_eq!(
+        charged,
+        amt("2.399998"),
+        "the closed period, nothing after it"
+    );
+    assert_eq!(slash.0, amt("25"), "a quarter of the 100 behind the GPU");
+    assert_eq!(slash.1, charged, "the buyer gets back all it paid");
+    assert_eq!(slash.2, LeaseEndCause::WorkRejected { reason });
+    assert_eq!(
+        s.engine.balance(BUYER).available.micros(),
+        buyer_before.available.micros() + refunded.micros() + charged.micros()
+    );
+    assert_eq!(
+        s.engine.total_money(),
+        money,
+        "a slash moves money, it makes none"
+    );
+    // And a second rejection, or one of a lease that is not running, changes nothing.
+    s.when(Command::RejectWork {
+        lease_id: LeaseId(1),
+        reason: contract::FailureReason::new("again").unwrap(),
+    })
+    .then_rejected(Rejection::LeaseEnded {
+        lease_id: LeaseId(1),
+    });
+    s.when(Command::RejectWork {
+        lease_id: LeaseId(7),
+        reason: contract::FailureReason::new("never leased").unwrap(),
+    })
+    .then_rejected(Rejection::UnknownLease {
+        lease_id: LeaseId(7),
+    });
+}
+
+#[test]
 fn a_buyer_s_stop_slashes_nothing_and_frees_the_bond() {
     let mut s = proven();
     report(&mut s, 1, h100s(node_a(), 1)).accepted();

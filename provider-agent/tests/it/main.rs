@@ -3,6 +3,7 @@
 
 mod files;
 mod jobs;
+mod render;
 mod sandbox;
 mod torn;
 
@@ -290,6 +291,12 @@ fn a_full_outbox_drops_the_oldest_telemetry() {
 /// model its class) and 1,000 for the buyer.
 fn h100_market(tag: &str) -> Market {
     let m = Market::start(tag, Limits::default());
+    h100_market_on(&m);
+    m
+}
+
+/// The same on a market started otherwise.
+fn h100_market_on(m: &Market) {
     m.ok(
         &m.admin,
         "mutation { createMarket(market: \"H100-80GB\", tick: \"0.01\", feeBps: 300) }",
@@ -306,7 +313,6 @@ fn h100_market(tag: &str) -> Market {
         "mutation { creditDeposit(account: \"1\", amount: \"1000\") { amount } }",
         json!({}),
     );
-    m
 }
 
 /// An agent for `node`, registered and reporting once: asks on its node stand on its

@@ -259,7 +259,7 @@ async fn job_files(
 
 /// Every one of `digests` is a blob `account` holds: else `NOT_FOUND` (nobody stored it) or
 /// `FORBIDDEN` (another account's).
-async fn require_held(
+pub(crate) async fn require_held(
     ctx: &Context<'_>,
     account: contract::AccountId,
     digests: &[Digest],

@@ -8,6 +8,9 @@ mod money;
 mod nodes;
 mod orders;
 
+pub(crate) use leases::require_held;
+pub(crate) use orders::first_answer_events;
+
 use async_graphql::MergedObject;
 
 #[derive(Debug, Default, MergedObject)]
@@ -18,4 +21,5 @@ pub struct Mutation(
     money::MoneyMutation,
     admin::AdminMutation,
     crate::schema::blobs::BlobMutation,
+    crate::schema::render::RenderMutation,
 );

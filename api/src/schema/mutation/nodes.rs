@@ -188,6 +188,7 @@ impl NodeMutation {
                         provider,
                         &out.manifest,
                         &out.log,
+                        &out.gpus,
                         sequence,
                     )
                 })

@@ -132,16 +132,26 @@ impl OrderMutation {
     }
 }
 
-/// The first answer to a retried order: the projection says where the order's
-/// `OrderAccepted` is in the log (waiting, within the answer timeout, for it to get there),
-/// and the engine client reads that answer's records back, so the result is computed from
-/// exactly what the engine answered then.
+/// The first answer to a retried order, as its result.
 async fn first_answer(
     state: &AppState,
     account: AccountId,
     client_id: ClientOrderId,
     echo: String,
 ) -> Result<OrderResult, ApiError> {
+    let answer = first_answer_events(state, account, client_id).await?;
+    order_result((account, client_id), echo, &answer, true)
+}
+
+/// The first answer to an order placed before under `client_id`: the projection says where
+/// the order's `OrderAccepted` is in the log (waiting, within the answer timeout, for it to
+/// get there), and the engine client reads that answer's records back, so the result is
+/// computed from exactly what the engine answered then.
+pub(crate) async fn first_answer_events(
+    state: &AppState,
+    account: AccountId,
+    client_id: ClientOrderId,
+) -> Result<Vec<Event>, ApiError> {
     let deadline = tokio::time::Instant::now() + state.config.answer_timeout;
     loop {
         let placement = state
@@ -149,8 +159,7 @@ async fn first_answer(
             .await?;
         if let Some(placement) = placement {
             let records = state.engine.answer_at(placement.accepted_seq).await?;
-            let answer = records.into_iter().map(|r| r.body).collect();
-            return order_result((account, client_id), echo, &events(answer)?, true);
+            return events(records.into_iter().map(|r| r.body).collect());
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(ApiError::new(

@@ -1,0 +1,402 @@
+//! The coordinator as stories: given a job and what providers did, when a task comes back,
+//! then these tasks, frames, verdicts and lease endings follow.
+
+use std::collections::BTreeMap;
+
+use contract::{AccountId, LeaseId, NodeId};
+use render::coordinator::{FrameState, TaskState};
+use render::{
+    Coordinator, Ending, FrameRange, Output, PixelDigest, Placement, Policy, Refused, Role,
+};
+
+const HONEST_A: AccountId = AccountId(11);
+const HONEST_B: AccountId = AccountId(12);
+const LIAR: AccountId = AccountId(13);
+const THIRD: AccountId = AccountId(14);
+
+fn policy() -> Policy {
+    Policy {
+        frames_per_task: 8,
+        review_ms: 1_000,
+        ..Policy::default()
+    }
+}
+
+fn job(frames: u32) -> Coordinator {
+    Coordinator::new(FrameRange::new(1, frames).unwrap(), policy(), 42)
+}
+
+fn on(provider: AccountId, lease: u64) -> Placement {
+    Placement {
+        lease: LeaseId(lease),
+        provider,
+        node: NodeId::parse("n1").unwrap(),
+    }
+}
+
+/// The true picture of frame `n`, and a wrong one.
+fn truth(n: u32) -> Output {
+    output(n, 0)
+}
+
+fn output(n: u32, wrong: u8) -> Output {
+    let mut d = [0u8; 32];
+    d[..4].copy_from_slice(&n.to_be_bytes());
+    d[4] = wrong;
+    Output {
+        cid: format!("cid-{n}-{wrong}"),
+        pixels: PixelDigest::parse(&format!("px1-{}", hex(&d))).unwrap(),
+    }
+}
+
+fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn same(a: &Output, b: &Output) -> bool {
+    a.pixels == b.pixels
+}
+
+/// `task` runs on `provider` and comes back with `render(frame)` for each of its frames.
+fn run(
+    c: &mut Coordinator,
+    task: u32,
+    provider: AccountId,
+    lease: u64,
+    render: impl Fn(u32) -> Result<Output, String>,
+) {
+    c.placed(task, on(provider, lease), 0).unwrap();
+    let results: BTreeMap<u32, Result<Output, String>> = c
+        .task(task)
+        .unwrap()
+        .frames
+        .iter()
+        .map(|n| (*n, render(*n)))
+        .collect();
+    c.finished(
+        task,
+        results,
+        vec![format!("GPU-{}", provider.0)],
+        1_000,
+        &mut same,
+    )
+    .unwrap();
+}
+
+fn waiting(c: &Coordinator) -> Vec<(u32, Role, Vec<u32>)> {
+    c.waiting()
+        .map(|t| (t.id, t.role, t.frames.clone()))
+        .collect()
+}
+
+/// Ends every lease the coordinator asks to, returning how each ended.
+fn end_leases(c: &mut Coordinator) -> Vec<(LeaseId, Ending)> {
+    let ends = c.leases_to_end();
+    for (task, _, _) in &ends {
+        c.lease_ended(*task).unwrap();
+    }
+    ends.into_iter().map(|(_, lease, e)| (lease, e)).collect()
+}
+
+#[test]
+fn a_job_is_split_into_tasks_of_at_most_the_frames_per_task() {
+    let c = job(20);
+    assert_eq!(
+        waiting(&c),
+        [
+            (0, Role::Render, (1..=8).collect()),
+            (1, Role::Render, (9..=16).collect()),
+            (2, Role::Render, (17..=20).collect()),
+        ]
+    );
+    assert!(!c.is_done());
+}
+
+#[test]
+fn honest_providers_are_checked_once_each_then_paid_and_the_frames_accepted() {
+    // Given a 24-frame job on three honest providers.
+    let mut c = job(24);
+    // When each renders its task truly.
+    run(&mut c, 0, HONEST_A, 100, |n| Ok(truth(n)));
+    run(&mut c, 1, HONEST_B, 101, |n| Ok(truth(n)));
+    run(&mut c, 2, THIRD, 102, |n| Ok(truth(n)));
+    // Then every provider has at least one frame checked, each check on another provider.
+    let checks: Vec<_> = c.waiting().cloned().collect();
+    assert!(checks.len() >= 3);
+    for check in &checks {
+        assert_eq!(check.role, Role::Check);
+        let renderer = c.frame(check.frames[0]).unwrap().renders[0].provider;
+        assert!(check.avoid.contains(&renderer));
+    }
+    assert_eq!(c.checked.len(), 3);
+    // And only the unchecked tasks' leases may end yet.
+    let checked_tasks: Vec<u32> = checks
+        .iter()
+        .map(|t| c.frame(t.frames[0]).unwrap().renders[0].task)
+        .collect();
+    assert!(c
+        .leases_to_end()
+        .iter()
+        .all(|(t, _, _)| !checked_tasks.contains(t)));
+    // When the checks agree.
+    for (lease, check) in (200..).zip(checks) {
+        let renderer = c.frame(check.frames[0]).unwrap().renders[0].provider;
+        let checker = [HONEST_A, HONEST_B, THIRD]
+            .into_iter()
+            .find(|p| *p != renderer)
+            .unwrap();
+        run(&mut c, check.id, checker, lease, |n| Ok(truth(n)));
+    }
+    // Then every lease stops cleanly, nobody failed, and the frames wait for the review.
+    let ends = end_leases(&mut c);
+    assert!(ends.iter().all(|(_, e)| *e == Ending::Stop));
+    assert_eq!(ends.len(), c.tasks.len());
+    assert!(c.verdicts.is_empty());
+    assert!(!c.is_done());
+    // When the review window closes, every frame is accepted, each its first render.
+    c.tick(1_000 + 1_000);
+    assert!(c.is_done());
+    for f in &c.frames {
+        assert_eq!(f.state, FrameState::Accepted { render: 0 });
+        assert_eq!(f.delivered().unwrap().output, Ok(truth(f.number)));
+    }
+}
+
+/// Given three honest providers and a liar who renders task 1 with wrong pixels, and the
+/// share set so that every frame is checked.
+fn caught_liar() -> Coordinator {
+    let mut c = Coordinator::new(
+        FrameRange::new(1, 16).unwrap(),
+        Policy {
+            check_ppm: 1_000_000,
+            ..policy()
+        },
+        7,
+    );
+    run(&mut c, 0, HONEST_A, 100, |n| Ok(truth(n)));
+    run(&mut c, 1, LIAR, 101, |n| Ok(output(n, 1)));
+    // The check of the liar's frames runs on A, whose pixels differ.
+    let liar_check = c.waiting().find(|t| t.avoid.contains(&LIAR)).unwrap().id;
+    assert!(
+        c.placed(liar_check, on(LIAR, 999), 0).is_err(),
+        "never on the provider checked"
+    );
+    run(&mut c, liar_check, HONEST_A, 102, |n| Ok(truth(n)));
+    // Then each mismatch goes to a referee who is neither.
+    let referees: Vec<_> = c
+        .waiting()
+        .filter(|t| t.role == Role::Referee)
+        .cloned()
+        .collect();
+    assert_eq!(referees.len(), 8);
+    for r in &referees {
+        assert!(r.avoid.contains(&LIAR) && r.avoid.contains(&HONEST_A));
+    }
+    // When the first referee renders the truth.
+    run(&mut c, referees[0].id, HONEST_B, 103, |n| Ok(truth(n)));
+    c
+}
+
+#[test]
+fn a_provider_whose_pixels_a_referee_contradicts_fails_and_its_frames_go_elsewhere() {
+    let c = caught_liar();
+    // Then the liar failed verification, with the frame as evidence.
+    assert_eq!(c.failed.iter().copied().collect::<Vec<_>>(), [LIAR]);
+    assert_eq!(c.verdicts.len(), 1);
+    assert_eq!(c.verdicts[0].frame, 9);
+    // Its refereed frame is delivered from the checker's render.
+    let f9 = c.frame(9).unwrap();
+    assert_eq!(f9.delivered().unwrap().provider, HONEST_A);
+    assert!(f9.confirmed);
+    // Its other frames are rendered again, on anyone but it.
+    let again: Vec<_> = c
+        .waiting()
+        .filter(|t| t.role == Role::Render)
+        .cloned()
+        .collect();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].frames, (10..=16).collect::<Vec<_>>());
+    assert!(again[0].avoid.contains(&LIAR));
+    // And its lease ends rejected, never stopped as paid work.
+    let ends = c.leases_to_end();
+    let liar_end = ends.iter().find(|(_, l, _)| *l == LeaseId(101)).unwrap();
+    assert!(matches!(liar_end.2, Ending::Reject { .. }));
+}
+
+#[test]
+fn a_failed_provider_gets_no_task_of_the_job_again() {
+    let mut c = caught_liar();
+    let again = c.waiting().find(|t| t.role == Role::Render).unwrap().id;
+    assert_eq!(
+        c.placed(again, on(LIAR, 500), 0),
+        Err(Refused::Avoided {
+            task: again,
+            provider: LIAR.0
+        })
+    );
+    // The referees still waiting for frames the liar rendered are moot: those frames are
+    // rendered afresh, and the rest of the job runs to the end on honest providers.
+    run(&mut c, again, THIRD, 501, |n| Ok(truth(n)));
+    let mut lease = 600;
+    loop {
+        let Some(t) = c.waiting().next().cloned() else {
+            break;
+        };
+        let avoid = t.avoid.clone();
+        let who = [HONEST_A, HONEST_B, THIRD]
+            .into_iter()
+            .find(|p| !avoid.contains(p));
+        match who {
+            Some(p) => run(&mut c, t.id, p, lease, |n| Ok(truth(n))),
+            None => c.unplaceable(t.id, "no provider left").unwrap(),
+        }
+        lease += 1;
+    }
+    end_leases(&mut c);
+    c.tick(10_000);
+    assert!(c.is_done());
+    for f in &c.frames {
+        let r = f.delivered().unwrap();
+        assert_ne!(r.provider, LIAR, "frame {}", f.number);
+        assert_eq!(r.output, Ok(truth(f.number)));
+    }
+}
+
+#[test]
+fn a_frame_that_fails_is_retried_elsewhere_then_reported_failed() {
+    let mut c = Coordinator::new(
+        FrameRange::new(1, 1).unwrap(),
+        Policy {
+            max_attempts: 2,
+            ..policy()
+        },
+        1,
+    );
+    run(&mut c, 0, HONEST_A, 100, |_| {
+        Err("blender exited 139".into())
+    });
+    let retry = c.waiting().next().unwrap().clone();
+    assert_eq!(retry.role, Role::Render);
+    assert!(retry.avoid.contains(&HONEST_A));
+    run(&mut c, retry.id, HONEST_B, 101, |_| {
+        Err("blender exited 139".into())
+    });
+    let f = c.frame(1).unwrap();
+    assert!(
+        matches!(&f.state, FrameState::Failed { reason } if reason.contains("2 attempts") && reason.contains("139")),
+        "{:?}",
+        f.state
+    );
+    assert_eq!(f.renders.len(), 2);
+    end_leases(&mut c);
+    assert!(
+        c.is_done(),
+        "a failed frame is reported, not hidden or retried forever"
+    );
+}
+
+#[test]
+fn a_task_that_fails_whole_fails_each_of_its_frames_on_that_provider() {
+    let mut c = job(3);
+    c.placed(0, on(HONEST_A, 100), 0).unwrap();
+    c.task_failed(0, "the node went silent", 500).unwrap();
+    assert!(matches!(c.task(0).unwrap().state, TaskState::Failed { .. }));
+    let retry = c.waiting().next().unwrap();
+    assert_eq!(retry.frames, [1, 2, 3]);
+    assert!(retry.avoid.contains(&HONEST_A));
+    // An event for a task that is not running changes nothing.
+    let before = c.clone();
+    assert_eq!(c.task_failed(0, "again", 600), Err(Refused::NotRunning(0)));
+    assert_eq!(c.placed(77, on(HONEST_A, 1), 0), Err(Refused::NoTask(77)));
+    assert_eq!(c, before);
+}
+
+#[test]
+fn a_buyer_rejection_is_checked_elsewhere_and_settled_by_the_pixels() {
+    let mut c = Coordinator::new(
+        FrameRange::new(1, 2).unwrap(),
+        Policy {
+            check_ppm: 0,
+            ..policy()
+        },
+        3,
+    );
+    run(&mut c, 0, HONEST_A, 100, |n| Ok(truth(n)));
+    // The provider's first task has one frame checked even at a share of zero.
+    let check = c.waiting().next().unwrap().clone();
+    assert_eq!(check.frames.len(), 1);
+    run(&mut c, check.id, HONEST_B, 101, |n| Ok(truth(n)));
+    let unchecked = if check.frames[0] == 1 { 2 } else { 1 };
+    // When the buyer rejects the unchecked frame, another provider renders it.
+    c.reject(unchecked, "the cube is the wrong colour").unwrap();
+    let dispute = c.waiting().next().unwrap().clone();
+    assert_eq!(dispute.role, Role::Check);
+    assert_eq!(
+        dispute.dispute.as_deref(),
+        Some("the cube is the wrong colour")
+    );
+    assert!(dispute.avoid.contains(&HONEST_A));
+    // A frame already under review cannot be rejected twice.
+    assert_eq!(
+        c.reject(unchecked, "again"),
+        Err(Refused::NotInReview(unchecked))
+    );
+    // The same pixels from another provider settle it for the provider: accepted now.
+    run(&mut c, dispute.id, THIRD, 102, |n| Ok(truth(n)));
+    assert!(matches!(
+        c.frame(unchecked).unwrap().state,
+        FrameState::Accepted { .. }
+    ));
+    assert!(c.verdicts.is_empty());
+    // After the window, a rejection is refused.
+    c.tick(1_000_000);
+    let other = if unchecked == 1 { 2 } else { 1 };
+    assert_eq!(c.reject(other, "late"), Err(Refused::NotInReview(other)));
+}
+
+#[test]
+fn a_check_nobody_else_can_run_delivers_the_frame_unchecked() {
+    let mut c = job(1);
+    run(&mut c, 0, HONEST_A, 100, |n| Ok(truth(n)));
+    let check = c.waiting().next().unwrap().id;
+    c.unplaceable(check, "no other provider offers this class")
+        .unwrap();
+    assert!(matches!(
+        c.frame(1).unwrap().state,
+        FrameState::Delivered { .. }
+    ));
+    end_leases(&mut c);
+    c.tick(1_000_000);
+    assert!(c.is_done());
+}
+
+#[test]
+fn three_different_pictures_convict_nobody_and_the_frame_is_rendered_afresh() {
+    let mut c = Coordinator::new(
+        FrameRange::new(1, 1).unwrap(),
+        Policy {
+            check_ppm: 1_000_000,
+            ..policy()
+        },
+        5,
+    );
+    run(&mut c, 0, HONEST_A, 100, |n| Ok(output(n, 1)));
+    let check = c.waiting().next().unwrap().id;
+    run(&mut c, check, HONEST_B, 101, |n| Ok(output(n, 2)));
+    let referee = c.waiting().next().unwrap().id;
+    run(&mut c, referee, THIRD, 102, |n| Ok(output(n, 3)));
+    assert!(c.verdicts.is_empty());
+    let again = c.waiting().next().unwrap();
+    assert_eq!(again.role, Role::Render);
+    assert!([HONEST_A, HONEST_B, THIRD]
+        .iter()
+        .all(|p| again.avoid.contains(p)));
+}
+
+#[test]
+fn the_state_survives_its_stored_form() {
+    let c = caught_liar();
+    let stored = serde_json::to_string(&c).unwrap();
+    let back: Coordinator = serde_json::from_str(&stored).unwrap();
+    assert_eq!(back, c);
+}
