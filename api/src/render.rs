@@ -148,6 +148,11 @@ async fn collect(
         })
         .collect();
     for (task, placement, placed_at, frames) in running {
+        // An earlier task's verdict in this round may have failed this one's provider,
+        // which ends its task: nothing more to collect for it.
+        if c.task(task).map(|t| &t.state) != Some(&render::coordinator::TaskState::Running) {
+            continue;
+        }
         let lease = placement.lease;
         let found = state
             .db(move |conn| ledger::store::job(conn, 0, lease))
