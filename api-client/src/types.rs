@@ -170,6 +170,8 @@ pub struct RenderJobInput {
     pub frames_per_task: Option<i32>,
     #[cynic(skip_serializing_if = "Option::is_none")]
     pub review_seconds: Option<i32>,
+    #[cynic(skip_serializing_if = "Option::is_none")]
+    pub check_within_seconds: Option<i32>,
 }
 
 #[derive(cynic::Enum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,9 +29,6 @@ use crate::errors::ApiError;
 use crate::schema::answer::events;
 use crate::AppState;
 
-/// Bids one waiting task may make without a fill before its frames go on without it.
-const MAX_BUYS: u32 = 600;
-
 /// How long a task's outputs may take to be sealed after its job's outcome arrived.
 const SEAL_GRACE_MS: i64 = 120_000;
 
@@ -134,7 +131,7 @@ async fn collect(
     c: &mut Coordinator,
     now: i64,
 ) -> Result<(), ApiError> {
-    let running: Vec<(u32, Placement, i64, usize)> = c
+    let running: Vec<(u32, Placement, i64, Vec<u32>)> = c
         .tasks
         .iter()
         .filter(|t| t.state == render::coordinator::TaskState::Running)
@@ -143,7 +140,7 @@ async fn collect(
                 t.id,
                 t.placement.expect("running"),
                 t.placed_at,
-                t.frames.len(),
+                t.frames.clone(),
             )
         })
         .collect();
@@ -159,9 +156,16 @@ async fn collect(
             .await?;
         let open = state.engine.replica().lease(lease).is_some();
         let limit = placed_at
-            + i64::from(job.purchase.frame_seconds) * 1_000 * frames as i64
+            + i64::from(job.purchase.frame_seconds) * 1_000 * frames.len() as i64
             + SEAL_GRACE_MS;
         match found {
+            // The buyer gave the lease a job of its own (one of its leases it named, or
+            // one the loop bought, before the loop's job reached it): its outputs are not
+            // this task's frames, whatever their names.
+            Some(j) if !j.is(&blender_job(job, &frames)) => {
+                c.task_failed(task, "its lease runs a job that is not the task's", now)
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
+            }
             Some(j) if j.output_manifest.is_some() => {
                 let results = frames_of(state, job, c, task, &j).await?;
                 let mut same = comparer(state, job, c, task, &results).await?;
@@ -243,7 +247,8 @@ async fn frames_of(
             continue;
         };
         let result = match read_blob(store, &file.cid, MAX_FRAME_BYTES).await? {
-            Ok(bytes) => Pixels::decode_png(&bytes)
+            Ok(bytes) => decode(bytes)
+                .await
                 .map(|p| Output {
                     cid: file.cid.clone(),
                     pixels: p.digest(),
@@ -294,7 +299,7 @@ async fn comparer(
     let mut pixels = BTreeMap::new();
     for cid in cids {
         if let Ok(bytes) = read_blob(store, &cid, MAX_FRAME_BYTES).await? {
-            if let Ok(p) = Pixels::decode_png(&bytes) {
+            if let Ok(p) = decode(bytes).await {
                 pixels.insert(cid, p);
             }
         }
@@ -305,6 +310,15 @@ async fn comparer(
             _ => a.pixels == b.pixels,
         }
     }))
+}
+
+/// A frame's pixels, decoded on a blocking thread: an 8K frame takes a CPU for a while, and
+/// the API's request threads must not wait behind it.
+async fn decode(bytes: bytes::Bytes) -> Result<Pixels, String> {
+    tokio::task::spawn_blocking(move || Pixels::decode_png(&bytes))
+        .await
+        .map_err(|e| format!("decoding stopped: {e}"))?
+        .map_err(|e| e.to_string())
 }
 
 fn blobs(state: &AppState) -> Result<&blobstore::BlobStore, ApiError> {
@@ -465,10 +479,7 @@ async fn buy(
                 stop(state, job.buyer, p.lease).await;
                 c.not_filled(task);
             }
-            None if buys + 1 >= MAX_BUYS => {
-                c.unplaceable(task, "no ask took its bid")
-                    .map_err(|e| ApiError::internal(e.to_string()))?;
-            }
+            // The policy's wait for a lease runs out in the coordinator's tick.
             None => c.not_filled(task),
         }
     }
@@ -533,6 +544,22 @@ async fn committed(state: &AppState, job: &RenderJob, c: &Coordinator) -> Result
         .sum())
 }
 
+/// The Blender job that renders `frames`: what a task's lease is given, and what the loop
+/// finds there before it trusts the lease's outputs as the task's.
+fn blender_job(job: &RenderJob, frames: &[u32]) -> JobRequest {
+    JobRequest {
+        command: "blender".into(),
+        args: job.spec.blender_args(frames),
+        env: Vec::new(),
+        files: JobFiles {
+            image: None,
+            image_blobs: Vec::new(),
+            inputs: vec![(job.spec.scene.cid(), render::spec::SCENE_PATH.into())],
+        },
+        network: false,
+    }
+}
+
 /// Gives every running task's lease its Blender job (again after a crash: the same job is a
 /// retry).
 async fn submit(state: &AppState, job: &RenderJob, c: &Coordinator) -> Result<(), ApiError> {
@@ -540,22 +567,13 @@ async fn submit(state: &AppState, job: &RenderJob, c: &Coordinator) -> Result<()
         let (Some(p), render::coordinator::TaskState::Running) = (t.placement, &t.state) else {
             continue;
         };
-        let request = JobRequest {
-            command: "blender".into(),
-            args: job.spec.blender_args(&t.frames),
-            env: Vec::new(),
-            files: JobFiles {
-                image: None,
-                image_blobs: Vec::new(),
-                inputs: vec![(job.spec.scene.cid(), render::spec::SCENE_PATH.into())],
-            },
-            network: false,
-        };
+        let request = blender_job(job, &t.frames);
         let buyer = job.buyer;
         let submitted = state
             .db(move |conn| ledger::store::submit_job(conn, p.lease, buyer, p.provider, &request))
             .await?;
         if submitted == ledger::store::JobSubmitted::Other {
+            // Collected next round as a failed task (its outputs are not the task's).
             warn!(job = job.id, lease = p.lease.0, "the lease has another job");
         }
     }

@@ -94,6 +94,7 @@ impl Buyer {
                     check_share: None,
                     frames_per_task: Some(4),
                     review_seconds: Some(10),
+                    check_within_seconds: None,
                 },
             }))
             .context("submitting the demo render job")?

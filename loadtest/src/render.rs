@@ -39,6 +39,10 @@ pub struct Args {
     /// The most frames one lease renders.
     #[arg(long, default_value_t = 4)]
     frames_per_task: u32,
+    /// How long a check waits for a lease on another provider before its frames go
+    /// unchecked, in seconds (with one provider no check can be placed: this is its cost).
+    #[arg(long, default_value_t = 10)]
+    check_within: u32,
     /// The scratch folder (scene, agents' state).
     #[arg(long, default_value = "target/loadtest-render")]
     out: PathBuf,
@@ -59,6 +63,7 @@ struct Report {
     scheduling_overhead_per_frame_s: f64,
     verification_gpu_seconds: f64,
     verification_share: f64,
+    check_within_s: u32,
 }
 
 fn raw(client: &Client, document: &str, variables: Value) -> Result<Value> {
@@ -270,7 +275,8 @@ fn one_run(
         json!({"i": {"clientJobId": market, "scene": cid, "frameStart": 1,
             "frameEnd": args.frames, "engineVersion": "3.4", "market": market,
             "limitPrice": "2.00", "budget": "1000", "frameSeconds": 120,
-            "framesPerTask": args.frames_per_task, "reviewSeconds": 0}}),
+            "framesPerTask": args.frames_per_task, "reviewSeconds": 0,
+            "checkWithinSeconds": args.check_within}}),
     )?;
     let id = submitted["submitRenderJob"]["id"].clone();
     let mut first_frame = None;
@@ -359,5 +365,6 @@ fn one_run(
         scheduling_overhead_per_frame_s: (leased - ran) / f64::from(args.frames),
         verification_gpu_seconds: checks,
         verification_share: if renders > 0.0 { checks / renders } else { 0.0 },
+        check_within_s: args.check_within,
     })
 }

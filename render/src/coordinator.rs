@@ -36,6 +36,15 @@ pub struct Policy {
     /// How far two renders' samples may be apart and still match (steps of 8 bits; 0:
     /// identical pixels, for engines that are bit-exact, as Cycles on the CPU is).
     pub tolerance: u8,
+    /// How long a render task may wait for a lease, in milliseconds, before its frames fail
+    /// (no ask at the job's price, or every provider left is one it must avoid).
+    #[serde(default = "Policy::default_place_within_ms")]
+    pub place_within_ms: i64,
+    /// How long a check or referee task may wait for a lease on another provider: a check
+    /// then delivers its frames unchecked, a referee's frames are rendered afresh. Shorter
+    /// than a render's wait: with one provider in the market no check can ever be placed.
+    #[serde(default = "Policy::default_check_within_ms")]
+    pub check_within_ms: i64,
 }
 
 impl Default for Policy {
@@ -46,11 +55,21 @@ impl Default for Policy {
             frames_per_task: 8,
             review_ms: 10 * 60 * 1000,
             tolerance: 0,
+            place_within_ms: Policy::default_place_within_ms(),
+            check_within_ms: Policy::default_check_within_ms(),
         }
     }
 }
 
 impl Policy {
+    fn default_place_within_ms() -> i64 {
+        10 * 60 * 1000
+    }
+
+    fn default_check_within_ms() -> i64 {
+        60 * 1000
+    }
+
     pub fn validate(&self) -> Result<(), RenderError> {
         let bad = |what: &str| Err(RenderError::Policy(what.into()));
         if self.check_ppm > 1_000_000 {
@@ -64,6 +83,11 @@ impl Policy {
         }
         if !(0..=7 * 24 * 3_600_000).contains(&self.review_ms) {
             return bad("the review window: up to 7 days");
+        }
+        if !(1_000..=7 * 24 * 3_600_000).contains(&self.place_within_ms)
+            || !(1_000..=7 * 24 * 3_600_000).contains(&self.check_within_ms)
+        {
+            return bad("the wait for a lease: 1 second to 7 days");
         }
         Ok(())
     }
@@ -125,6 +149,10 @@ pub struct Task {
     pub placed_at: i64,
     /// Bids made for it that got no lease (the next bid's attempt number).
     pub buys: u32,
+    /// When it was first seen waiting for a lease (the first [`Coordinator::tick`] after
+    /// it was queued), Unix milliseconds.
+    #[serde(default)]
+    pub waiting_since: Option<i64>,
     pub state: TaskState,
     /// The lease has ended (after [`Coordinator::leases_to_end`] said so).
     pub lease_ended: bool,
@@ -460,8 +488,25 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Frames whose review window closed by `now` are accepted.
+    /// Tasks that waited past their policy's wait for a lease go on without one
+    /// ([`Coordinator::unplaceable`]); frames whose review window closed by `now` are
+    /// accepted.
     pub fn tick(&mut self, now: i64) {
+        let (place, check) = (self.policy.place_within_ms, self.policy.check_within_ms);
+        let mut expired = Vec::new();
+        for t in &mut self.tasks {
+            if t.state == TaskState::Waiting {
+                let since = *t.waiting_since.get_or_insert(now);
+                let wait = if t.role == Role::Render { place } else { check };
+                if now.saturating_sub(since) >= wait {
+                    expired.push((t.id, wait));
+                }
+            }
+        }
+        for (task, wait) in expired {
+            // An earlier one's frames may have made this one unneeded: then it is not waiting.
+            let _ = self.unplaceable(task, &format!("no lease within {} s", wait / 1_000));
+        }
         let window = self.policy.review_ms;
         for f in &mut self.frames {
             if let FrameState::Delivered { render, at } = f.state {
@@ -806,6 +851,7 @@ impl Coordinator {
                 placement: None,
                 placed_at: 0,
                 buys: 0,
+                waiting_since: None,
                 state: TaskState::Waiting,
                 lease_ended: false,
                 gpus: Vec::new(),

@@ -72,6 +72,13 @@ pub struct RenderJobInput {
     /// How far two renders' samples may be apart and match (8-bit steps; 0: identical).
     #[graphql(default)]
     pub tolerance: u8,
+    /// How long a render task may wait for a lease before its frames fail.
+    #[graphql(default = 600)]
+    pub place_within_seconds: u32,
+    /// How long a check (or referee) may wait for a lease on another provider; after it a
+    /// check's frames are delivered unchecked (a market with one provider cannot check).
+    #[graphql(default = 60)]
+    pub check_within_seconds: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -626,6 +633,8 @@ fn parse(
         frames_per_task: input.frames_per_task,
         review_ms: i64::from(input.review_seconds) * 1_000,
         tolerance: input.tolerance,
+        place_within_ms: i64::from(input.place_within_seconds) * 1_000,
+        check_within_ms: i64::from(input.check_within_seconds) * 1_000,
     };
     policy.validate().map_err(v)?;
     let regions = input

@@ -48,6 +48,17 @@ pub struct Job {
     pub output_gpus: Vec<String>,
 }
 
+impl Job {
+    /// Whether this is the job `request` asks for (what a retry must repeat exactly).
+    pub fn is(&self, request: &JobRequest) -> bool {
+        self.command == request.command
+            && self.args == request.args
+            && self.env == request.env
+            && self.files == request.files
+            && self.network == request.network
+    }
+}
+
 /// A job's image and inputs, by cid.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobFiles {
@@ -191,13 +202,7 @@ pub fn submit_job(
         if inserted == 1 {
             return Ok(JobSubmitted::New);
         }
-        let same = job(conn, 0, lease)?.is_some_and(|existing| {
-            existing.command == *command
-                && existing.args == *args
-                && existing.env == *env
-                && existing.files == *files
-                && existing.network == *network
-        });
+        let same = job(conn, 0, lease)?.is_some_and(|existing| existing.is(request));
         Ok(if same {
             JobSubmitted::Again
         } else {

@@ -228,9 +228,13 @@ fn a_render_job_across_three_providers_catches_the_liar_and_delivers_true_frames
             .any(|s| s["provider"] == json!(LIAR) && s["cause"] == "work_rejected"),
         "{slashes:#}"
     );
-    // The buyer sees what the job cost, per frame and for the checks.
-    let cost = &job["cost"];
-    assert_eq!(cost["leases"], cost["leasesEnded"], "{cost}");
+    // The buyer sees what the job cost, per frame and for the checks, once the projection
+    // has every lease's charge.
+    let mut cost = job["cost"].clone();
+    crate::wait_until("every lease's charge projected", || {
+        cost = m.ok(&m.buyer, JOB, json!({"id": id}))["renderJob"]["cost"].clone();
+        cost["leases"] == cost["leasesEnded"]
+    });
     assert!(cost["perFrame"].is_string(), "{cost}");
     // A delivered frame reads back by its cid, and its pixels are the reference's.
     let first = &job["frames"][0];

@@ -371,6 +371,43 @@ fn a_check_nobody_else_can_run_delivers_the_frame_unchecked() {
 }
 
 #[test]
+fn a_task_that_waits_past_its_policys_wait_goes_on_without_a_lease() {
+    // Given one provider's delivered frame whose check nobody else takes up,
+    let mut c = job(1);
+    run(&mut c, 0, HONEST_A, 100, |n| Ok(truth(n)));
+    let check = c.waiting().next().unwrap().id;
+    // when the check has waited just under its wait, it still waits;
+    c.tick(5_000);
+    c.tick(5_000 + c.policy.check_within_ms - 1);
+    assert_eq!(c.task(check).unwrap().state, TaskState::Waiting);
+    // and once it has waited all of it, the frame is delivered unchecked.
+    c.tick(5_000 + c.policy.check_within_ms);
+    assert_eq!(
+        c.task(check).unwrap().state,
+        TaskState::Failed {
+            reason: "no lease within 60 s".into()
+        }
+    );
+    assert!(!c.frame(1).unwrap().confirmed);
+    end_leases(&mut c);
+    c.tick(1_000_000);
+    assert!(c.is_done());
+
+    // Given a render task no ask takes, its frames fail after the longer wait for renders.
+    let mut c = job(2);
+    c.tick(0);
+    c.tick(c.policy.check_within_ms);
+    assert_eq!(waiting(&c).len(), 1, "a render waits longer than a check");
+    c.tick(c.policy.place_within_ms);
+    assert!(c.waiting().next().is_none());
+    assert!(c.frames.iter().all(|f| f.state
+        == FrameState::Failed {
+            reason: "no lease: no lease within 600 s".into()
+        }));
+    assert!(c.is_done());
+}
+
+#[test]
 fn three_different_pictures_convict_nobody_and_the_frame_is_rendered_afresh() {
     let mut c = Coordinator::new(
         FrameRange::new(1, 1).unwrap(),
@@ -399,4 +436,16 @@ fn the_state_survives_its_stored_form() {
     let stored = serde_json::to_string(&c).unwrap();
     let back: Coordinator = serde_json::from_str(&stored).unwrap();
     assert_eq!(back, c);
+
+    // A state stored before tasks had a wait for a lease reads with the default waits.
+    let mut older: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    let policy = older["policy"].as_object_mut().unwrap();
+    policy.remove("place_within_ms").unwrap();
+    policy.remove("check_within_ms").unwrap();
+    for t in older["tasks"].as_array_mut().unwrap() {
+        t.as_object_mut().unwrap().remove("waiting_since").unwrap();
+    }
+    let back: Coordinator = serde_json::from_value(older).unwrap();
+    assert_eq!(back.policy, c.policy);
+    assert_eq!(back.tasks.len(), c.tasks.len());
 }
