@@ -259,6 +259,20 @@ pub struct CreateMarket {
 }
 
 #[derive(cynic::QueryVariables, Debug, Clone)]
+pub struct AppointCheckerVariables {
+    pub market: String,
+    pub account: Id,
+}
+
+/// Makes an account the market's checker (admin); the answer is the market.
+#[derive(cynic::QueryFragment, Debug)]
+#[cynic(graphql_type = "Mutation", variables = "AppointCheckerVariables")]
+pub struct AppointChecker {
+    #[arguments(market: $market, account: $account)]
+    pub appoint_checker: String,
+}
+
+#[derive(cynic::QueryVariables, Debug, Clone)]
 pub struct CreateApiKeyVariables {
     pub role: Role,
     /// The account a trader's or provider's key acts as.

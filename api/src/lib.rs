@@ -11,6 +11,7 @@
 //! Every error carries a code from `contract::ErrorCode`, with its HTTP status.
 
 pub mod auth;
+pub mod checker;
 pub mod errors;
 mod http;
 pub mod render;
@@ -100,6 +101,9 @@ pub struct ApiConfig {
     /// How often the render loop drives the running render jobs ([`render`]); `None` in
     /// every API of a shard but the one that also ticks its clock.
     pub render_every: Option<Duration>,
+    /// The market's checker ([`checker`]), run in the API that ticks the clock; `None`
+    /// elsewhere, and where no account checks.
+    pub checker: Option<checker::CheckerConfig>,
 }
 
 impl Default for ApiConfig {
@@ -115,6 +119,7 @@ impl Default for ApiConfig {
             blob_expiry_every: None,
             storage_price: None,
             render_every: None,
+            checker: None,
         }
     }
 }

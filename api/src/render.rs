@@ -314,14 +314,14 @@ async fn comparer(
 
 /// A frame's pixels, decoded on a blocking thread: an 8K frame takes a CPU for a while, and
 /// the API's request threads must not wait behind it.
-async fn decode(bytes: bytes::Bytes) -> Result<Pixels, String> {
+pub(crate) async fn decode(bytes: bytes::Bytes) -> Result<Pixels, String> {
     tokio::task::spawn_blocking(move || Pixels::decode_png(&bytes))
         .await
         .map_err(|e| format!("decoding stopped: {e}"))?
         .map_err(|e| e.to_string())
 }
 
-fn blobs(state: &AppState) -> Result<&blobstore::BlobStore, ApiError> {
+pub(crate) fn blobs(state: &AppState) -> Result<&blobstore::BlobStore, ApiError> {
     state
         .config
         .blobs
@@ -331,7 +331,7 @@ fn blobs(state: &AppState) -> Result<&blobstore::BlobStore, ApiError> {
 
 /// A blob's bytes, or why the provider's file is unusable (not a cid, missing, too large);
 /// the store not answering is the loop's error, tried again next round.
-async fn read_blob(
+pub(crate) async fn read_blob(
     store: &blobstore::BlobStore,
     cid: &str,
     max: u64,

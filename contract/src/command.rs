@@ -217,6 +217,30 @@ pub enum Command {
         lease_id: LeaseId,
         reason: FailureReason,
     },
+    /// Makes `account` the market's checker (admin). From then on every node's asks in the
+    /// market are on probation, trading only with the checker's bids for that node, until
+    /// the checker records a passed check of the node ([`Command::RecordCheck`]): no buyer
+    /// is sold a node the market has not tested. A failed check puts the node back on it.
+    AppointChecker {
+        market: MarketId,
+        account: AccountId,
+    },
+    /// The market's checker buys from one node: `order` (the checker's own immediate-or-
+    /// cancel bid) takes only `node`'s asks, on probation or not, at their prices: an
+    /// ordinary order, paid and settled as any other. Sent by the API's checker loop.
+    PlaceCheck {
+        order: NewOrder,
+        node: NodeRef,
+    },
+    /// The checker's verdict on the known-answer job it ran on a lease it bought: `passed`,
+    /// the lease is stopped as paid work and its node leaves probation in the lease's
+    /// market; failed, the work is rejected as [`Command::RejectWork`] rejects it (a slashed
+    /// provider failure) and the node is on probation again. Sent by the checker loop.
+    RecordCheck {
+        lease_id: LeaseId,
+        passed: bool,
+        detail: FailureReason,
+    },
 }
 
 /// How an order placed with [`Command::PlaceWith`] behaves beyond its terms. Both options
@@ -311,6 +335,9 @@ impl Command {
             Command::StartLeaseJob { .. } => "start_lease_job",
             Command::ChargeStorage { .. } => "charge_storage",
             Command::RejectWork { .. } => "reject_work",
+            Command::AppointChecker { .. } => "appoint_checker",
+            Command::PlaceCheck { .. } => "place_check",
+            Command::RecordCheck { .. } => "record_check",
         }
     }
 }

@@ -110,6 +110,7 @@ error_codes! {
     GpuAlreadyRegistered = "GPU_ALREADY_REGISTERED", 409, "A GPU UUID in the report is already another node's; both nodes are flagged and nothing changed.";
     InsufficientBond = "INSUFFICIENT_BOND", 422, "Not enough free bond in the market for the ask's GPUs (post bond first), or for the withdrawal.";
     TooManyUnbondings = "TOO_MANY_UNBONDINGS", 422, "At most 32 withdrawals of bond wait at once per provider and market; wait for one to be released.";
+    NotTheChecker = "NOT_THE_CHECKER", 403, "Only the market's appointed checker account places checks and records their results.";
 }
 
 impl ErrorCode {

@@ -267,6 +267,23 @@ pub enum Event {
         amount: Amount,
         unpaid: Amount,
     },
+    /// `account` is the market's checker; the market's nodes are on probation until checked.
+    CheckerAppointed {
+        market: MarketId,
+        account: AccountId,
+    },
+    /// The market's checker judged the known-answer job of lease `lease_id` on `provider`'s
+    /// `node`: `detail` says what it found. Comes before the lease's end (stopped when
+    /// passed, rejected and slashed when not).
+    NodeChecked {
+        market: MarketId,
+        provider: AccountId,
+        node: NodeId,
+        lease_id: LeaseId,
+        checker: AccountId,
+        passed: bool,
+        detail: FailureReason,
+    },
 }
 
 impl Event {
@@ -302,6 +319,8 @@ impl Event {
             Event::BondReleased { .. } => "bond_released",
             Event::BondSlashed { .. } => "bond_slashed",
             Event::StorageCharged { .. } => "storage_charged",
+            Event::CheckerAppointed { .. } => "checker_appointed",
+            Event::NodeChecked { .. } => "node_checked",
         }
     }
 }

@@ -61,4 +61,9 @@ pub enum Exclusion {
     NodeExcluded {
         node: NodeId,
     },
+    /// The ask's node is on probation: the market's checker has not yet passed it, and
+    /// only the checker's bid for that node may take it.
+    OnProbation {
+        node: NodeId,
+    },
 }

@@ -149,6 +149,13 @@ pub enum Rejection {
     },
     #[error("a storage charge is for a whole hour that is over: {hour} is not one at {now}")]
     BadStorageHour { hour: Timestamp, now: Timestamp },
+    #[error("account {account} is not market {market}'s checker")]
+    NotTheChecker {
+        account: AccountId,
+        market: MarketId,
+    },
+    #[error("a check is an immediate-or-cancel bid")]
+    CheckNotImmediate,
 }
 
 impl Rejection {
@@ -203,6 +210,8 @@ impl Rejection {
             Rejection::TooManyUnbondings { .. } => ErrorCode::TooManyUnbondings,
             Rejection::StorageCharged { .. } => ErrorCode::AlreadyApplied,
             Rejection::BadStorageHour { .. } => ErrorCode::Validation,
+            Rejection::NotTheChecker { .. } => ErrorCode::NotTheChecker,
+            Rejection::CheckNotImmediate => ErrorCode::Validation,
         }
     }
 }

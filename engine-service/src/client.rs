@@ -121,6 +121,9 @@ fn accounts(event: &Event) -> [Option<AccountId>; 2] {
             buyer, provider, ..
         } => [Some(*buyer), (provider != buyer).then_some(*provider)],
         Event::OrderRebid { buyer, .. } | Event::RebidRefused { buyer, .. } => [Some(*buyer), None],
+        Event::NodeChecked {
+            checker, provider, ..
+        } => [Some(*checker), Some(*provider)],
         Event::OrderAmended { account, .. }
         | Event::OrderCancelled { account, .. }
         | Event::Deposited { account, .. }
@@ -139,6 +142,7 @@ fn accounts(event: &Event) -> [Option<AccountId>; 2] {
         | Event::BondReleased { provider, .. } => [Some(*provider), None],
         Event::MarketCreated { .. }
         | Event::MarketConfigured { .. }
+        | Event::CheckerAppointed { .. }
         | Event::SettlementOpened { .. }
         | Event::SettlementConfirmed { .. }
         | Event::SettlementFailed { .. } => [None, None],

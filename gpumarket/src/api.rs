@@ -81,6 +81,11 @@ pub struct Args {
     /// checking their frames). The API that ticks drives them: give every other replica 0.
     #[arg(long, default_value_t = 1_000)]
     render_every_ms: u64,
+    /// The account this API checks nodes as, in the markets an admin appointed it to
+    /// (`appointChecker`); it needs Blender here to know its answers. Only the API that
+    /// ticks checks.
+    #[arg(long)]
+    checker_account: Option<u64>,
 }
 
 /// A price as the API takes one: a decimal with at most six places, never negative.
@@ -108,6 +113,7 @@ pub fn run(args: Args) -> Result<()> {
         blob_expiry_every_secs,
         storage_price_per_gb_month,
         render_every_ms,
+        checker_account,
     } = args;
     let place = place.checked()?;
     let (log, shard, shards) = (place.log, place.shard, place.shards);
@@ -155,6 +161,8 @@ pub fn run(args: Args) -> Result<()> {
             // An account's storage is charged once, by shard 0's engine (its balance there).
             storage_price: storage_price_per_gb_month.filter(|_| shard == 0),
             render_every: (render_every_ms > 0).then(|| Duration::from_millis(render_every_ms)),
+            checker: checker_account
+                .map(|a| ::api::checker::CheckerConfig::new(contract::AccountId(a))),
         },
     ));
     let workers = workers.unwrap_or_else(|| {

@@ -96,6 +96,12 @@ pub(crate) fn sleep_unless(stop: &AtomicBool, total: Duration) {
 pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<Vec<Part>> {
     let demo = dir.join("demo");
     std::fs::create_dir_all(&demo)?;
+    let uid_block = {
+        use std::hash::{Hash, Hasher};
+        let mut hash = std::hash::DefaultHasher::new();
+        demo.canonicalize()?.hash(&mut hash);
+        SandboxConfig::default().uid_base + (hash.finish() % 4_096) as u32 * 256
+    };
     let mut agents = Vec::new();
     let admin = Client::new(url, std::fs::read_to_string(dir.join("admin.key"))?.trim());
     let farm = FARM.into_iter().map(|(region, price, lies)| {
@@ -168,9 +174,12 @@ pub fn start(dir: &Path, db: &str, url: &str, stop: &Arc<AtomicBool>) -> Result<
                 vram_mb: u64::from(vram_gb) * 1024,
             },
             // Every node of the demo shares this host: each gets uids of its own (a job's
-            // uid is swept when it stops, which must not reach another node's job).
+            // uid is swept when it stops, which must not reach another node's job), and so
+            // does each demo: its data directory picks one of 4,096 blocks of 256 uids, so
+            // two demos on one host (the tests run two at once) do not kill each other's
+            // jobs, and a restarted demo sweeps its own.
             sandbox: SandboxConfig {
-                uid_base: SandboxConfig::default().uid_base + 16 * i as u32,
+                uid_base: uid_block + 16 * i as u32,
                 ..SandboxConfig::default()
             },
             offer: Some(Offer {

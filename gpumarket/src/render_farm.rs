@@ -1,10 +1,11 @@
-//! The demo's render buyer: where Blender is installed, it makes the demo's 24-frame
-//! animation (`render::spec::DEMO_SCENE`), uploads it, and submits one render job to the
-//! render farm's market (`demo::RENDER_MARKET`), whose three providers include one that
-//! spoils every frame. The market splits the job into frame tasks, checks a share of them on
-//! other providers, catches the liar by a referee's render and renders its frames again; the
-//! buyer logs the job's progress until it is done. Where Blender is absent the demo says how
-//! to install it and runs without render jobs.
+//! The demo's render buyer and checker: where Blender is installed, the render farm's market
+//! (`demo::RENDER_MARKET`) gets a checker (account [`CHECKER`], which the API's checker loop
+//! acts as), so none of its three providers sells before it passed a known-answer job, and
+//! the one that spoils every frame never does. The buyer makes the demo's 24-frame animation
+//! (`render::spec::DEMO_SCENE`), uploads it, and submits one render job; the market splits it
+//! into frame tasks on the providers that passed, checks a share of them on each other, and
+//! the buyer logs the job's progress until it is done. Where Blender is absent the demo says
+//! how to install it and runs without render jobs or checks.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +13,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use api_client::mutations::{
-    CreditDeposit, CreditDepositVariables, SubmitRenderJob, SubmitRenderJobVariables,
+    AppointChecker, AppointCheckerVariables, CreditDeposit, CreditDepositVariables,
+    SubmitRenderJob, SubmitRenderJobVariables,
 };
 use api_client::queries::{BalanceQuery, RenderJobQuery, RenderJobVariables};
 use api_client::types::{RenderJob, RenderJobInput, RenderStatus};
@@ -24,6 +26,9 @@ use crate::common::key_file;
 
 /// The render buyer's account.
 const BUYER: u64 = 4;
+/// The account the API checks the render farm's nodes as: none sells before it passed a
+/// known-answer job, so the farm's liar is caught before its first sale.
+pub const CHECKER: u64 = 5;
 /// Its job's name: a restarted demo finds the job it submitted before.
 pub const CLIENT_JOB_ID: &str = "demo-film";
 
@@ -32,7 +37,8 @@ pub struct Buyer {
     scene: PathBuf,
 }
 
-/// The render buyer, funded and with its key, or `None` (said why) where Blender is absent.
+/// The render buyer, funded and with its key, and the farm's checker appointed and funded;
+/// `None` (said why) where Blender is absent.
 pub fn buyer(db: &str, demo: &Path, admin: &Client, url: &str) -> Result<Option<Buyer>> {
     if !render::local::installed() {
         info!(
@@ -60,6 +66,20 @@ pub fn buyer(db: &str, demo: &Path, admin: &Client, url: &str) -> Result<Option<
             idempotency_key: None,
         }))?;
     }
+    // The checker pays for its leases like any buyer: funded once (an idempotent credit).
+    admin
+        .run(&CreditDeposit::build(CreditDepositVariables {
+            account: Id::new(CHECKER.to_string()),
+            amount: "100".to_owned(),
+            idempotency_key: Some("1".to_owned()),
+        }))
+        .context("funding the demo's checker")?;
+    admin
+        .run(&AppointChecker::build(AppointCheckerVariables {
+            market: crate::demo::RENDER_MARKET.to_owned(),
+            account: Id::new(CHECKER.to_string()),
+        }))
+        .context("appointing the demo's checker")?;
     Ok(Some(Buyer {
         client,
         scene: demo.join("scene.blend"),

@@ -364,6 +364,9 @@ pub fn run(args: Args) -> Result<()> {
             reputation_every: Some(REPUTATION_EVERY),
             blob_expiry_every: Some(Duration::from_secs(600)),
             render_every: Some(Duration::from_secs(1)),
+            checker: args.demo.then(|| {
+                api::checker::CheckerConfig::new(contract::AccountId(crate::render_farm::CHECKER))
+            }),
             storage_price: args.storage_price_per_gb_month,
             blobs: Some(
                 blobstore::BlobStore::open(

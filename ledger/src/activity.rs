@@ -271,6 +271,7 @@ impl Projection for Activity {
         "bond_movements",
         "slashes",
         "storage_charges",
+        "node_checks",
     ];
     type Batch = ActivityBatch;
 
@@ -674,6 +675,17 @@ impl Projection for Activity {
                 timestamp(hour.0)?;
                 batch.settlement.push((seq, at, event.clone()));
             }
+            Event::NodeChecked {
+                provider,
+                lease_id,
+                checker,
+                ..
+            } => {
+                for id in [provider.0, lease_id.0, checker.0] {
+                    fit("id", id)?;
+                }
+                batch.settlement.push((seq, at, event.clone()));
+            }
             Event::PayoutAddressSet { .. }
             | Event::ChainDeposited { .. }
             | Event::SettlementOpened { .. }
@@ -697,6 +709,7 @@ impl Projection for Activity {
             | Event::Withdrawn { .. }
             | Event::WithdrawalRequested { .. }
             | Event::ReputationSet { .. }
+            | Event::CheckerAppointed { .. }
             | Event::NodeHeartbeat { .. }
             // Nodes are the reputation projection's; their leases' ends arrive as
             // `LeaseClosed`.
@@ -977,6 +990,32 @@ fn write_settlement(
                 .bind::<BigInt, _>(id(*bytes))
                 .bind::<Numeric, _>(amount(*paid))
                 .bind::<Numeric, _>(amount(*unpaid))
+                .bind::<Timestamptz, _>(*at)
+                .execute(conn)?;
+            }
+            Event::NodeChecked {
+                market,
+                provider,
+                node,
+                lease_id,
+                checker,
+                passed,
+                detail,
+            } => {
+                diesel::sql_query(
+                    "INSERT INTO node_checks (partition, event_seq, market, provider, node, \
+                     lease_id, checker, passed, detail, at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind::<Integer, _>(partition)
+                .bind::<BigInt, _>(*seq)
+                .bind::<Text, _>(market.as_str())
+                .bind::<BigInt, _>(id(provider.0))
+                .bind::<Text, _>(node.as_str())
+                .bind::<BigInt, _>(id(lease_id.0))
+                .bind::<BigInt, _>(id(checker.0))
+                .bind::<diesel::sql_types::Bool, _>(*passed)
+                .bind::<Text, _>(detail.as_str())
                 .bind::<Timestamptz, _>(*at)
                 .execute(conn)?;
             }

@@ -305,6 +305,9 @@ pub fn postings(event: &Event) -> Result<Vec<Posting>, PostingError> {
         }
         Event::MarketCreated { .. }
         | Event::ReputationSet { .. }
+        // A check's money moves with its lease's end, which follows it.
+        | Event::CheckerAppointed { .. }
+        | Event::NodeChecked { .. }
         | Event::LeaseStarted { .. }
         | Event::NodeHeartbeat { .. }
         | Event::PayoutAddressSet { .. }
@@ -685,6 +688,18 @@ mod tests {
             Event::ReputationSet {
                 provider: PROVIDER,
                 score: Reputation::new(900).unwrap(),
+            },
+            &[],
+        );
+        check(
+            Event::NodeChecked {
+                market: MarketId::parse("H100-80GB").unwrap(),
+                provider: PROVIDER,
+                node: contract::NodeId::parse("node-a").unwrap(),
+                lease_id: contract::LeaseId(3),
+                checker: BUYER,
+                passed: true,
+                detail: contract::FailureReason::new("matched").unwrap(),
             },
             &[],
         );

@@ -77,6 +77,10 @@ pub(crate) struct BidExtras {
     pub exclude: Vec<NodeRef>,
     /// Set when a provider failure re-bids: the time in force and terms to place again.
     pub rebid: Option<(TimeInForce, BidSpec)>,
+    /// A check (`PlaceCheck`): only this node's asks are taken, on probation or not. A
+    /// check is immediate-or-cancel and never rests, so no snapshot holds one.
+    #[serde(skip)]
+    pub check: Option<NodeRef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +98,11 @@ pub(crate) struct AskTerms {
     /// and behind its leases. Snapshots write it through the node's asks (format 6).
     #[serde(skip)]
     pub backed: bool,
+    /// Its node is on probation in its market (the market has a checker, which has not
+    /// passed the node): only the checker's check of that node takes it. Set again from
+    /// the checks on restore.
+    #[serde(skip)]
+    pub probation: bool,
 }
 
 impl Order {
@@ -163,6 +172,13 @@ impl Orders {
             .iter()
             .enumerate()
             .filter_map(|(i, o)| o.as_ref().map(|o| (i as u32, o)))
+    }
+
+    pub fn live_mut(&mut self) -> impl Iterator<Item = (u32, &mut Order)> {
+        self.slots
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, o)| o.as_mut().map(|o| (i as u32, o)))
     }
 }
 

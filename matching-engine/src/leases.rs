@@ -15,7 +15,7 @@ use crate::{Engine, Lease};
 
 impl Engine {
     /// The refusal for a lease that is not running: ended if its id was ever given.
-    fn not_running(&self, lease_id: LeaseId) -> Rejection {
+    pub(crate) fn not_running(&self, lease_id: LeaseId) -> Rejection {
         if lease_id.0 >= 1 && lease_id.0 < self.next_lease_id {
             Rejection::LeaseEnded { lease_id }
         } else {
@@ -320,7 +320,7 @@ impl Engine {
         };
         let order_id = contract::OrderId(self.next_order_id);
         let mut placed = Vec::new();
-        match self.place(&order, Some(&options), &mut placed) {
+        match self.place(&order, Some(&options), None, &mut placed) {
             Ok(()) => {
                 out.push(Event::OrderRebid {
                     lease_id: lease.id,

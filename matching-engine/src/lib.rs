@@ -13,6 +13,7 @@
 mod audit;
 mod bonds;
 mod book;
+mod checks;
 mod clock;
 mod execution;
 mod funds;
@@ -145,6 +146,8 @@ struct Market {
     tick: i64,
     fee: FeeRate,
     config: MarketConfig,
+    /// The account whose checks take nodes off probation here (`AppointChecker`).
+    checker: Option<AccountId>,
     bids: Ladder,
     asks: Ladder,
 }
@@ -251,6 +254,8 @@ pub struct Engine {
     storage_charged: FxHashMap<AccountId, i64>,
     /// Which node each reported GPU UUID belongs to (its index in `nodes`).
     gpu_owners: FxHashMap<contract::ShortText, u32>,
+    /// The nodes each market's checker passed (market index, node); ordered for snapshots.
+    passed: std::collections::BTreeSet<(u32, contract::NodeRef)>,
     /// Scratch space reused across commands; not state.
     plan: Vec<Step>,
 }
@@ -295,7 +300,7 @@ impl Engine {
             }
             Command::Deposit { account, amount } => self.deposit(*account, *amount, out),
             Command::Withdraw { account, amount } => self.withdraw(*account, *amount, out),
-            Command::Place(order) => self.place(order, None, out),
+            Command::Place(order) => self.place(order, None, None, out),
             Command::Cancel { account, order_id } => self.cancel(*account, *order_id, out),
             Command::Amend {
                 account,
@@ -354,6 +359,15 @@ impl Engine {
                 self.admin_end_lease(*lease_id, reason, out)
             }
             Command::RejectWork { lease_id, reason } => self.reject_work(*lease_id, reason, out),
+            Command::AppointChecker { market, account } => {
+                self.appoint_checker(*market, *account, out)
+            }
+            Command::PlaceCheck { order, node } => self.place_check(order, *node, out),
+            Command::RecordCheck {
+                lease_id,
+                passed,
+                detail,
+            } => self.record_check(*lease_id, *passed, detail, out),
             Command::SignedHeartbeat(heartbeat) => self.signed_heartbeat(heartbeat, out),
             Command::DepositOnce {
                 account,
@@ -417,6 +431,7 @@ impl Engine {
             tick: tick.micros(),
             fee,
             config: MarketConfig::default(),
+            checker: None,
             bids: Ladder::new(Side::Bid),
             asks: Ladder::new(Side::Ask),
         });

@@ -53,14 +53,20 @@ pub(crate) fn attribute_exclusion(
             needed_until: Timestamp(needed_until),
         });
     }
+    let check = bid.extras.as_ref().and_then(|x| x.check);
     if let Some(extras) = &bid.extras {
-        if extras
-            .exclude
-            .iter()
-            .any(|n| n.provider == provider && n.node == ask.node)
+        let other_node = check.is_some_and(|n| n.provider != provider || n.node != ask.node);
+        if other_node
+            || extras
+                .exclude
+                .iter()
+                .any(|n| n.provider == provider && n.node == ask.node)
         {
             return Some(Exclusion::NodeExcluded { node: ask.node });
         }
+    }
+    if ask.probation && check.is_none() {
+        return Some(Exclusion::OnProbation { node: ask.node });
     }
     None
 }

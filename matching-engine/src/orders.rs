@@ -43,13 +43,15 @@ impl Engine {
         Ok(fresh)
     }
 
-    /// A bid's constraints compiled; `options` is set for `PlaceWith` bids.
+    /// A bid's constraints compiled; `options` is set for `PlaceWith` bids, `check` for the
+    /// checker's.
     fn bid_terms(
         &self,
         spec: &BidSpec,
         gpus: Gpus,
         tif: TimeInForce,
         options: Option<&OrderOptions>,
+        check: Option<NodeRef>,
     ) -> Result<BidTerms, Rejection> {
         if let Some(min_fill) = spec.min_fill {
             if min_fill > gpus {
@@ -84,17 +86,23 @@ impl Engine {
             min_fill: spec.min_fill.map_or(0, Gpus::get),
             metered: options.is_some(),
             extras: options
-                .filter(|o| o.rebid_on_failure || !o.exclude_nodes.is_empty())
+                .filter(|o| o.rebid_on_failure || !o.exclude_nodes.is_empty() || check.is_some())
                 .map(|o| {
                     Box::new(BidExtras {
                         exclude: o.exclude_nodes.clone(),
                         rebid: o.rebid_on_failure.then(|| (tif, spec.clone())),
+                        check,
                     })
                 }),
         })
     }
 
-    fn ask_terms(&self, provider: AccountId, spec: &AskSpec) -> Result<AskTerms, Rejection> {
+    fn ask_terms(
+        &self,
+        provider: AccountId,
+        market: u32,
+        spec: &AskSpec,
+    ) -> Result<AskTerms, Rejection> {
         if spec.available_until.0 < self.now.saturating_add(Timestamp::MS_PER_HOUR) {
             return Err(Rejection::AvailabilityTooShort {
                 available_until: spec.available_until,
@@ -116,6 +124,13 @@ impl Engine {
                 .copied()
                 .unwrap_or(Reputation::MIN),
             backed: false,
+            probation: self.on_probation(
+                market,
+                NodeRef {
+                    provider,
+                    node: spec.node,
+                },
+            ),
         })
     }
 
@@ -139,15 +154,16 @@ impl Engine {
                 max: OrderOptions::MAX_EXCLUDED as u32,
             });
         }
-        self.place(order, Some(options), out)
+        self.place(order, Some(options), None, out)
     }
 
     /// Places an order: `options` is `None` for schema 1's `Place`, whose leases are not
-    /// metered.
+    /// metered; `check` is the node a checker's bid is for (`PlaceCheck`).
     pub(crate) fn place(
         &mut self,
         new: &NewOrder,
         options: Option<&OrderOptions>,
+        check: Option<NodeRef>,
         out: &mut Vec<Event>,
     ) -> Result<(), Rejection> {
         let market = self.market_of(new.market)?;
@@ -182,7 +198,7 @@ impl Engine {
                 let hold = overflow(new.price.cost(new.gpus, spec.hours))?.micros();
                 self.ensure_funds(new.account, hold)?;
                 let fresh = self.new_regions(spec.regions.iter())?;
-                let terms = self.bid_terms(spec, new.gpus, new.tif, options)?;
+                let terms = self.bid_terms(spec, new.gpus, new.tif, options, check)?;
                 (Terms::Bid(terms), hold, 0, fresh)
             }
             OrderTerms::Ask(spec) => {
@@ -197,7 +213,7 @@ impl Engine {
                     None => 0,
                 };
                 let fresh = self.new_regions(std::iter::once(&spec.region))?;
-                let mut terms = self.ask_terms(new.account, spec)?;
+                let mut terms = self.ask_terms(new.account, market, spec)?;
                 terms.backed = options.is_some();
                 // An ask that can no longer fit a one-hour lease leaves the book.
                 expires_at = expires_at.min(terms.available_until - Timestamp::MS_PER_HOUR);
@@ -494,10 +510,8 @@ impl Engine {
 
     /// A provider's score, which its resting asks advertise at once. A lower score only
     /// excludes trades. A higher one can make a resting bid that demanded more accept one of
-    /// those asks, so each ask whose score rose is matched again where it rests, as an
-    /// amended order is: it keeps its place and takes what now accepts it, at the bids'
-    /// prices. A post-only ask never takes: where the new score would make it trade, it keeps
-    /// advertising its old one (a new ask gets the new score).
+    /// those asks, so each ask whose score rose is matched again where it rests
+    /// ([`Engine::rematch_asks`]).
     pub(crate) fn set_reputation(
         &mut self,
         provider: AccountId,
@@ -506,10 +520,34 @@ impl Engine {
     ) {
         self.reputations.insert(provider, score);
         out.push(Event::ReputationSet { provider, score });
+        self.rematch_asks(
+            |o| o.account == provider,
+            |terms| {
+                let before = std::mem::replace(&mut terms.reputation, score);
+                (score > before).then(|| AskTerms {
+                    reputation: before,
+                    ..terms.clone()
+                })
+            },
+            out,
+        );
+    }
+
+    /// Changes the terms of the resting asks `select` picks (in id order) with `change`,
+    /// which returns the terms as they were where the change lets more bids take the ask:
+    /// each such ask is matched again where it rests, as an amended order is: it keeps its
+    /// place and takes what now accepts it, at the bids' prices. A post-only ask never
+    /// takes: where the change would make it trade, it keeps its old terms.
+    pub(crate) fn rematch_asks(
+        &mut self,
+        select: impl Fn(&Order) -> bool,
+        change: impl Fn(&mut AskTerms) -> Option<AskTerms>,
+        out: &mut Vec<Event>,
+    ) {
         let mut asks: Vec<(OrderId, u32)> = self
             .orders
             .live()
-            .filter(|(_, o)| o.account == provider && matches!(o.terms, Terms::Ask(_)))
+            .filter(|(_, o)| matches!(o.terms, Terms::Ask(_)) && select(o))
             .map(|(slot, o)| (o.id, slot))
             .collect();
         // Slots differ after a restore; order ids do not.
@@ -518,10 +556,9 @@ impl Engine {
             let Terms::Ask(terms) = &mut self.orders.get_mut(slot).terms else {
                 unreachable!("filtered to asks")
             };
-            let before = std::mem::replace(&mut terms.reputation, score);
-            if score <= before {
+            let Some(before) = change(terms) else {
                 continue;
-            }
+            };
             let mut plan = std::mem::take(&mut self.plan);
             let order = self.orders.get(slot);
             let planned = self.plan_match(order, &mut plan);
@@ -529,9 +566,7 @@ impl Engine {
                 .check_plan(order, TimeInForce::Gtc, planned, &mut plan)
                 .is_err()
             {
-                if let Terms::Ask(terms) = &mut self.orders.get_mut(slot).terms {
-                    terms.reputation = before;
-                }
+                self.orders.get_mut(slot).terms = Terms::Ask(before);
             } else {
                 self.execute(slot, true, &plan, out);
                 if self.orders.get(slot).remaining == 0 {

@@ -2,7 +2,7 @@
 
 use contract::{
     AccountId, Amount, Exclusion, Explanation, GpuStatus, LeaseId, MarketConfig, MarketId, NodeId,
-    OrderId, Price, Rejection, Reputation, Side, SkippedOrder, Timestamp,
+    NodeRef, OrderId, Price, Rejection, Reputation, Side, SkippedOrder, Timestamp,
 };
 
 use crate::book::{Ladder, Terms};
@@ -74,6 +74,38 @@ impl Engine {
             .collect();
         nodes.sort_by_key(|(node, ..)| *node);
         nodes
+    }
+
+    /// The markets whose checker `account` is, in market order.
+    pub fn checked_by(&self, account: AccountId) -> Vec<MarketId> {
+        self.markets
+            .iter()
+            .filter(|m| m.checker == Some(account))
+            .map(|m| m.id)
+            .collect()
+    }
+
+    /// The nodes with resting asks in `market`, in node order: each with its cheapest ask's
+    /// price and whether it is on probation there (what its checker tests first).
+    pub fn checkable(&self, market: MarketId) -> Vec<(NodeRef, Price, bool)> {
+        let Some(&index) = self.market_index.get(&market) else {
+            return Vec::new();
+        };
+        let mut nodes: std::collections::BTreeMap<NodeRef, (Price, bool)> = Default::default();
+        // Best (cheapest) first, so the first ask of a node is its cheapest.
+        for slot in self.markets[index as usize].asks.iter(&self.orders) {
+            let o = self.orders.get(slot);
+            if let Terms::Ask(a) = &o.terms {
+                let node = NodeRef {
+                    provider: o.account,
+                    node: a.node,
+                };
+                nodes
+                    .entry(node)
+                    .or_insert((Price::from_micros(o.price), a.probation));
+            }
+        }
+        nodes.into_iter().map(|(n, (p, on))| (n, p, on)).collect()
     }
 
     /// The market's insurance fund: what slashes left after crediting buyers.

@@ -24,13 +24,15 @@ use crate::settlement::Settlement;
 use crate::timers::Due;
 use crate::{Engine, Funds, Lease, Market};
 
-/// Format 7: format 4's image, then what metering added ([`Additions`]), then what proving
-/// providers added ([`Proofs`]), then storage charges ([`Storage`]), then the CRC-32 of all
-/// (4 bytes). Formats 6 (without storage), 5 (without the proofs), 4 (the image and its CRC-32) and 3 (the image with an 8-byte FNV-1a trailer,
+/// Format 8: format 4's image, then what metering added ([`Additions`]), then what proving
+/// providers added ([`Proofs`]), then storage charges ([`Storage`]), then checks
+/// ([`Checks`]), then the CRC-32 of all (4 bytes). Formats 7 (without checks), 6 (without
+/// storage), 5 (without the proofs), 4 (the image and its CRC-32) and 3 (the image with an 8-byte FNV-1a trailer,
 /// which ran a byte at a time and took about half of the engine's pause to write a 66 MB
 /// snapshot) still restore, with what later formats add at its defaults: markets
 /// unconfigured, leases unmetered, no nodes, no bonds.
-const MAGIC: &[u8; 8] = b"GPUMKT\x00\x07";
+const MAGIC: &[u8; 8] = b"GPUMKT\x00\x08";
+const MAGIC_V7: &[u8; 8] = b"GPUMKT\x00\x07";
 const MAGIC_V6: &[u8; 8] = b"GPUMKT\x00\x06";
 const MAGIC_V5: &[u8; 8] = b"GPUMKT\x00\x05";
 const MAGIC_V4: &[u8; 8] = b"GPUMKT\x00\x04";
@@ -86,6 +88,15 @@ struct Additions<'a> {
 struct Storage {
     /// Sorted.
     charged: Vec<(AccountId, i64)>,
+}
+
+/// Format 8's part after storage: each market's checker and the nodes it passed.
+#[derive(Default, Serialize, Deserialize)]
+struct Checks {
+    /// One per market, in the image's order.
+    checkers: Vec<Option<AccountId>>,
+    /// Sorted: (market index, node).
+    passed: Vec<(u32, NodeRef)>,
 }
 
 /// Format 6's part after the additions: bonds, the insurance fund and what nodes' reports
@@ -253,7 +264,12 @@ impl Engine {
         let storage = Storage {
             charged: sorted(self.storage_charged.iter().map(|(k, v)| (*k, *v))),
         };
-        bincode::serialize_into(out, &storage).expect("the engine image always serializes");
+        bincode::serialize_into(&mut *out, &storage).expect("the engine image always serializes");
+        let checks = Checks {
+            checkers: self.markets.iter().map(|m| m.checker).collect(),
+            passed: self.passed.iter().copied().collect(),
+        };
+        bincode::serialize_into(out, &checks).expect("the engine image always serializes");
     }
 
     /// The whole state as self-checking bytes: a format tag, the canonical image and its
@@ -277,7 +293,9 @@ impl Engine {
     pub fn restore(bytes: &[u8]) -> Result<Engine, SnapshotError> {
         let magic = bytes.get(..MAGIC.len()).ok_or(SnapshotError::BadMagic)?;
         let trailer = match magic {
-            m if m == MAGIC || m == MAGIC_V6 || m == MAGIC_V5 || m == MAGIC_V4 => 4,
+            m if m == MAGIC || m == MAGIC_V7 || m == MAGIC_V6 || m == MAGIC_V5 || m == MAGIC_V4 => {
+                4
+            }
             m if m == MAGIC_V3 => 8,
             _ => return Err(SnapshotError::BadMagic),
         };
@@ -296,20 +314,26 @@ impl Engine {
         }
         let mut reader = image;
         let image: Image = bincode::deserialize_from(&mut reader)?;
-        let additions: Additions = if magic == MAGIC || magic == MAGIC_V6 || magic == MAGIC_V5 {
+        let one_of = |tags: &[&[u8; 8]]| tags.iter().any(|t| magic == &t[..]);
+        let additions: Additions = if one_of(&[MAGIC, MAGIC_V7, MAGIC_V6, MAGIC_V5]) {
             bincode::deserialize_from(&mut reader)?
         } else {
             Additions::default()
         };
-        let proofs: Proofs = if magic == MAGIC || magic == MAGIC_V6 {
+        let proofs: Proofs = if one_of(&[MAGIC, MAGIC_V7, MAGIC_V6]) {
             bincode::deserialize_from(&mut reader)?
         } else {
             Proofs::default()
         };
-        let storage: Storage = if magic == MAGIC {
+        let storage: Storage = if one_of(&[MAGIC, MAGIC_V7]) {
             bincode::deserialize_from(&mut reader)?
         } else {
             Storage::default()
+        };
+        let checks: Checks = if magic == MAGIC {
+            bincode::deserialize_from(&mut reader)?
+        } else {
+            Checks::default()
         };
         let lease_bonds: FxHashMap<LeaseId, i64> = proofs.lease_bonds.into_iter().collect();
         let mut metered_bids: FxHashMap<OrderId, Option<Box<BidExtras>>> = additions
@@ -376,6 +400,7 @@ impl Engine {
             insurance: proofs.insurance,
             gpu_owners: proofs.gpu_owners.into_iter().collect(),
             storage_charged: storage.charged.into_iter().collect(),
+            passed: checks.passed.into_iter().collect(),
             ..Engine::default()
         };
         let unbondings: Vec<(u64, i64)> = engine
@@ -387,12 +412,14 @@ impl Engine {
             engine.timers.push(release_at, Due::Unbond, id);
         }
         let mut configs = additions.configs.into_iter().map(Cow::into_owned);
+        let mut checkers = checks.checkers.into_iter();
         for (index, m) in image.markets.into_iter().enumerate() {
             let mut market = Market {
                 id: m.id,
                 tick: m.tick,
                 fee: m.fee,
                 config: configs.next().unwrap_or_default(),
+                checker: checkers.next().flatten(),
                 bids: Ladder::new(Side::Bid),
                 asks: Ladder::new(Side::Ask),
             };
@@ -405,6 +432,12 @@ impl Engine {
                 }
                 if let Terms::Ask(terms) = &mut order.terms {
                     terms.backed = backed_asks.contains(&order.id);
+                    let node = NodeRef {
+                        provider: order.account,
+                        node: terms.node,
+                    };
+                    terms.probation =
+                        market.checker.is_some() && !engine.passed.contains(&(index as u32, node));
                 }
                 let (id, side, expires_at) = (order.id, order.side, order.expires_at);
                 let slot = engine.orders.insert(order);

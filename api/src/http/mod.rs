@@ -46,6 +46,9 @@ pub fn serve(
     if let Some(every) = state.config.render_every {
         actix_web::rt::spawn(crate::render::drive(state.clone(), every));
     }
+    if let Some(checker) = &state.config.checker {
+        actix_web::rt::spawn(crate::checker::drive(state.clone(), checker.clone()));
+    }
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .app_data(web::Data::new(state.clone()))

@@ -50,7 +50,7 @@ pub use rebids::{rebid_chain, rebid_of, ChainLease};
 pub use settlement::{
     settlement_lines, settlements, Settlement, SettlementFilter, SettlementLine, SettlementState,
 };
-pub use slashes::{node_flags, slashes, NodeFlag, Slash};
+pub use slashes::{latest_checks, node_checks, node_flags, slashes, NodeCheck, NodeFlag, Slash};
 
 /// A page of rows and whether more follow it.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,4 +1,5 @@
-//! Slashes: the provider failures that cost a bond, read by both parties.
+//! Slashes (the provider failures that cost a bond, read by both parties), flags and the
+//! checker's verdicts on nodes (public).
 
 use chrono::{DateTime, Utc};
 use contract::{AccountId, LeaseId, MarketId, NodeId};
@@ -139,6 +140,94 @@ pub fn node_flags(
                 other_provider: AccountId(unsigned(T, "other_provider", r.other_provider)?),
                 other_node: parsed(T, "other_node", &r.other_node)?,
                 last_at: r.last_at,
+            })
+        })
+        .collect()
+}
+
+/// One `NodeChecked`: the market's checker's verdict on a known-answer job it ran on a
+/// lease it bought from the node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeCheck {
+    pub market: MarketId,
+    pub provider: AccountId,
+    pub node: NodeId,
+    pub lease_id: LeaseId,
+    pub passed: bool,
+    /// What the checker found, e.g. which answer differed.
+    pub detail: String,
+    pub at: DateTime<Utc>,
+}
+
+/// The provider's latest `limit` checks, newest first.
+pub fn node_checks(
+    conn: &mut PgConnection,
+    provider: AccountId,
+    limit: u32,
+) -> Result<Vec<NodeCheck>, LedgerError> {
+    checks_where(
+        conn,
+        "SELECT market, provider, node, lease_id, passed, detail, at FROM node_checks \
+         WHERE provider = $1::bigint ORDER BY at DESC, event_seq DESC LIMIT $2",
+        &param(provider.0)?.to_string(),
+        limit,
+    )
+}
+
+/// Each node's latest check in `market`.
+pub fn latest_checks(
+    conn: &mut PgConnection,
+    market: MarketId,
+) -> Result<Vec<NodeCheck>, LedgerError> {
+    checks_where(
+        conn,
+        "SELECT DISTINCT ON (provider, node) market, provider, node, lease_id, passed, detail, \
+         at FROM node_checks WHERE market = $1 ORDER BY provider, node, at DESC, event_seq DESC \
+         LIMIT $2",
+        market.as_str(),
+        u32::MAX,
+    )
+}
+
+/// The checks `query` selects, its `$1` bound to `key` (as text) and its `$2` to `limit`.
+fn checks_where(
+    conn: &mut PgConnection,
+    query: &str,
+    key: &str,
+    limit: u32,
+) -> Result<Vec<NodeCheck>, LedgerError> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        market: String,
+        #[diesel(sql_type = BigInt)]
+        provider: i64,
+        #[diesel(sql_type = Text)]
+        node: String,
+        #[diesel(sql_type = BigInt)]
+        lease_id: i64,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        passed: bool,
+        #[diesel(sql_type = Text)]
+        detail: String,
+        #[diesel(sql_type = Timestamptz)]
+        at: DateTime<Utc>,
+    }
+    const T: &str = "node_checks";
+    let rows: Vec<Row> = diesel::sql_query(query)
+        .bind::<Text, _>(key)
+        .bind::<BigInt, _>(i64::from(limit))
+        .load(conn)?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(NodeCheck {
+                market: parsed(T, "market", &r.market)?,
+                provider: AccountId(unsigned(T, "provider", r.provider)?),
+                node: parsed(T, "node", &r.node)?,
+                lease_id: LeaseId(unsigned(T, "lease_id", r.lease_id)?),
+                passed: r.passed,
+                detail: r.detail,
+                at: r.at,
             })
         })
         .collect()

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod checks;
 mod constraints;
 mod explain;
 mod limits;

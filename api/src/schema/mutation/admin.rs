@@ -61,6 +61,25 @@ impl AdminMutation {
             .ok_or_else(|| ApiError::internal("the engine configured no market").into())
     }
 
+    /// Makes `account` the market's checker (admin): from now on the market sells no node
+    /// that account's checks have not passed, and the API's checker loop (run as that
+    /// account) tests each node with a known-answer job before its first sale and on a
+    /// schedule after. The market's own account cannot be its checker (`RESERVED_ACCOUNT`).
+    async fn appoint_checker(
+        &self,
+        ctx: &Context<'_>,
+        market: String,
+        account: ID,
+    ) -> async_graphql::Result<String> {
+        principal(ctx)?.require(&[Role::Admin], "appointing a checker")?;
+        let command = Command::AppointChecker {
+            market: parse_market(&market)?,
+            account: parse_account(Some(&account))?.expect("given"),
+        };
+        events(state(ctx).engine.submit(command).await?)?;
+        Ok(market)
+    }
+
     /// Creates an API key (admin); the key is in the answer only this once.
     async fn create_api_key(
         &self,

@@ -105,6 +105,19 @@ pub struct VerifiedGpu {
     pub healthy: bool,
 }
 
+/// The market checker's verdict on a node: a known-answer job (a reference frame whose
+/// pixels the market knows, and a compute kernel whose result it knows) on a lease it
+/// bought from the node. A failed check is a slashed provider failure.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct NodeCheck {
+    pub market: String,
+    pub node: String,
+    pub lease: u64,
+    pub passed: bool,
+    pub detail: String,
+    pub at: DateTime<Utc>,
+}
+
 /// A node flagged because its report named a GPU UUID another node reported.
 #[derive(Debug, Clone, SimpleObject)]
 pub struct NodeFlag {
@@ -297,6 +310,32 @@ impl Provider {
                     slash.buyer = None;
                 }
                 slash
+            })
+            .collect())
+    }
+
+    /// The market checker's latest verdicts on its nodes, newest first: public, so buyers
+    /// see them before they buy.
+    #[graphql(complexity = "crate::schema::query::DB + child_complexity")]
+    async fn checks(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+    ) -> async_graphql::Result<Vec<NodeCheck>> {
+        let provider = AccountId(self.account);
+        let first = first.clamp(1, MAX_PAGE as i32) as u32;
+        let checks = state(ctx)
+            .db(move |c| ledger::read::node_checks(c, provider, first))
+            .await?;
+        Ok(checks
+            .into_iter()
+            .map(|c| NodeCheck {
+                market: c.market.to_string(),
+                node: c.node.to_string(),
+                lease: c.lease_id.0,
+                passed: c.passed,
+                detail: c.detail,
+                at: c.at,
             })
             .collect())
     }
