@@ -260,3 +260,60 @@ fn bonds_are_posted_held_by_asks_and_withdrawn_after_the_delay() {
         "VALIDATION"
     );
 }
+
+#[test]
+fn a_checker_holds_back_unchecked_nodes_and_bad_appointments_are_typed_errors() {
+    let m = Market::start("api_checker", Limits::default());
+    m.seed();
+    let appoint = |market: &str, account: &str| {
+        format!("mutation {{ appointChecker(market: \"{market}\", account: \"{account}\") }}")
+    };
+    // Only an admin appoints, a real account: refused by the API, nothing appended.
+    let before = m.commands();
+    for (key, account, code) in [
+        (&m.buyer, "9", "FORBIDDEN"),
+        (&m.provider, "9", "FORBIDDEN"),
+        (&m.admin, "nine", "VALIDATION"),
+        (&m.admin, "-1", "VALIDATION"),
+        (&m.admin, "18446744073709551616", "VALIDATION"),
+    ] {
+        assert_eq!(
+            m.code(Some(key), &appoint("H100-80GB", account), json!({})),
+            code,
+            "{account}"
+        );
+    }
+    assert_eq!(m.commands(), before);
+    // An existing market, an account that is not the market's own: the engine's refusals.
+    assert_eq!(
+        m.code(Some(&m.admin), &appoint("H200-141GB", "9"), json!({})),
+        "UNKNOWN_MARKET"
+    );
+    assert_eq!(
+        m.code(Some(&m.admin), &appoint("H100-80GB", "0"), json!({})),
+        "RESERVED_ACCOUNT"
+    );
+
+    // Once a checker is appointed, node-a (never checked) sells to no buyer: the bid rests,
+    // and the explanation says why.
+    m.ok(&m.admin, &appoint("H100-80GB", "9"), json!({}));
+    let placed = m.ok(&m.buyer, PLACE, bid_input("301", "2.10", 1))["placeOrder"].clone();
+    assert_eq!(placed["status"], "OPEN", "{placed}");
+    m.projected();
+    let explained = m.ok(
+        &m.buyer,
+        "{ orders(status: OPEN) { edges { node { explanation { skipped { reason } } } } } }",
+        json!({}),
+    );
+    assert!(
+        explained.to_string().contains("on_probation"),
+        "{explained}"
+    );
+    // Its provider's page lists no check yet.
+    let checks = m.ok(
+        &m.buyer,
+        &format!("{{ provider(account: \"{T_PROVIDER}\") {{ checks {{ passed }} }} }}"),
+        json!({}),
+    );
+    assert_eq!(checks["provider"]["checks"], json!([]), "{checks}");
+}
