@@ -3,8 +3,9 @@
 //! it on probation until then) and every node again on a schedule. A check is an ordinary
 //! purchase: an immediate-or-cancel bid for one GPU of that node at its ask's price
 //! (`PlaceCheck`), paid and settled as any lease. Its job is a known-answer job: Blender
-//! renders one frame, chosen at random, of the checker's scene, whose pixel digest the market
-//! rendered itself beforehand, and then runs a compute kernel (SHA-256 iterated from a random
+//! renders one frame, chosen at random, of the checker's scene with Cycles' noise seed drawn
+//! for this check (so no answer can be rendered ahead of time), which the market renders
+//! itself to judge it, and then runs a compute kernel (SHA-256 iterated from the same random
 //! seed) whose result the market computes. A provider can tell this job from a render task
 //! (its kernel), so a check proves a node can do the work, not that it always does: the
 //! redundant renders of render jobs check the rest.
@@ -46,8 +47,12 @@ pub struct CheckerConfig {
     pub recheck_after: Duration,
     /// A node that failed is checked again (and may pass) this long after.
     pub retry_failed_after: Duration,
-    /// A check whose answer is not sealed this long after its lease began fails.
+    /// A check whose answer is not sealed this long after its job was given fails.
     pub answer_within: Duration,
+    /// The most a check pays per GPU-hour: a node whose cheapest ask is dearer is not
+    /// checked (and stays on probation), so nobody drains the checker with an ask priced at
+    /// its balance.
+    pub max_price: contract::Price,
 }
 
 impl CheckerConfig {
@@ -58,6 +63,7 @@ impl CheckerConfig {
             recheck_after: Duration::from_secs(24 * 3600),
             retry_failed_after: Duration::from_secs(600),
             answer_within: Duration::from_secs(180),
+            max_price: contract::Price::parse("20").expect("a price"),
         }
     }
 }
@@ -71,21 +77,19 @@ const KERNEL_FILE: &str = "kernel.txt";
 /// The largest answer file read back.
 const MAX_ANSWER_BYTES: u64 = 64 << 20;
 
-/// What the market knows the answers by: its scene (in the blob store, held by the checker)
-/// and the pixel digest of each of its frames as Blender renders them here.
+/// What the market knows the answers by: its scene, in the blob store (held by the checker)
+/// and here, which it renders itself with each check's seed.
 struct Kit {
     spec: RenderSpec,
-    references: Vec<PixelDigest>,
+    scene: Vec<u8>,
 }
 
 impl Kit {
-    /// Makes the demo animation, stores it as the checker's blob and renders every frame
-    /// here with the providers' command line.
+    /// Makes the demo animation and stores it as the checker's blob.
     async fn prepare(state: &AppState, checker: AccountId) -> Result<Kit, String> {
-        let dir = tempfile_dir()?;
-        let scene_path = dir.join(render::spec::SCENE_PATH);
+        let dir = scratch()?;
         let scene = {
-            let path = scene_path.clone();
+            let path = dir.join(render::spec::SCENE_PATH);
             tokio::task::spawn_blocking(move || {
                 render::local::make_demo_scene(&path).map_err(|e| e.to_string())?;
                 std::fs::read(&path).map_err(|e| e.to_string())
@@ -95,9 +99,9 @@ impl Kit {
         };
         let store = blobs(state).map_err(|e| e.message)?;
         let size = scene.len() as u64;
-        let body = futures_util::stream::once(async move {
-            Ok::<_, std::convert::Infallible>(bytes::Bytes::from(scene))
-        });
+        let bytes = bytes::Bytes::from(scene.clone());
+        let body =
+            futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(bytes) });
         let stored = store
             .put(body, None, u64::MAX)
             .await
@@ -124,25 +128,31 @@ impl Kit {
             None,
         )
         .map_err(|e| e.to_string())?;
-        let references = {
-            let (spec, scene) = (
-                spec.clone(),
-                std::fs::read(&scene_path).map_err(|e| e.to_string())?,
-            );
-            let frames: Vec<u32> = spec.frames.iter().collect();
-            tokio::task::spawn_blocking(move || {
-                render::local::render_frames(&spec, &scene, &frames, &dir.join("reference"))
-                    .map_err(|e| e.to_string())
-            })
-            .await
-            .map_err(|e| e.to_string())??
-        };
-        Ok(Kit { spec, references })
+        Ok(Kit { spec, scene })
+    }
+
+    /// The pixels of `frame` rendered here with the check's seed: the answer.
+    async fn reference(&self, frame: u32, seed: &[u8; 16]) -> Result<PixelDigest, String> {
+        let (spec, scene) = (
+            self.spec.clone().with_seed(cycles_seed(seed)),
+            self.scene.clone(),
+        );
+        let dir = scratch()?.join(format!("reference-{}", hex::encode(seed)));
+        tokio::task::spawn_blocking(move || {
+            let digest = render::local::render_frames(&spec, &scene, &[frame], &dir)
+                .map_err(|e| e.to_string())
+                .map(|d| d[0]);
+            let _ = std::fs::remove_dir_all(&dir);
+            digest
+        })
+        .await
+        .map_err(|e| e.to_string())?
     }
 
     /// The job of a check: frame `frame` of the scene, then the kernel from `seed`.
     fn job(&self, frame: u32, seed: &[u8; 16]) -> JobRequest {
-        let mut args = self.spec.blender_args(&[frame]);
+        let spec = self.spec.clone().with_seed(cycles_seed(seed));
+        let mut args = spec.blender_args(&[frame]);
         args.push("--python-expr".into());
         args.push(kernel_script(seed));
         JobRequest {
@@ -175,7 +185,12 @@ impl Kit {
     }
 }
 
-fn tempfile_dir() -> Result<std::path::PathBuf, String> {
+/// Cycles' noise seed of a check: from its seed, so the frame's pixels are new each time.
+fn cycles_seed(seed: &[u8; 16]) -> u32 {
+    u32::from_le_bytes([seed[0], seed[1], seed[2], seed[3]]) & 0x7fff_ffff
+}
+
+fn scratch() -> Result<std::path::PathBuf, String> {
     let dir = std::env::temp_dir().join(format!("gpumarket-checker-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     Ok(dir)
@@ -238,7 +253,7 @@ async fn round(
     kit: &Kit,
     tried: &mut HashMap<(MarketId, NodeRef), Instant>,
 ) -> Result<(), ApiError> {
-    let running: Vec<(LeaseId, AccountId, MarketId, NodeRef, i64)> = state
+    let running: Vec<(LeaseId, AccountId, MarketId, NodeRef)> = state
         .engine
         .replica()
         .leases()
@@ -248,18 +263,23 @@ async fn round(
                 provider: l.provider,
                 node: l.node,
             };
-            (l.id, l.provider, l.market, node, l.start.0)
+            (l.id, l.provider, l.market, node)
         })
         .collect();
     let now = chrono::Utc::now().timestamp_millis();
-    for (lease, provider, market, node, start) in &running {
-        let verdict = judge(state, config, kit, *lease, *provider, *start, now).await?;
-        if let Some((passed, detail)) = verdict {
-            record(state, *lease, passed, &detail).await;
-            info!(lease = lease.0, provider = node.provider.0, node = %node.node, %market, passed, %detail, "node checked");
+    for (lease, provider, market, node) in &running {
+        // One check's trouble (the store or the database not answering) holds up no other.
+        match judge(state, config, kit, *lease, *provider, now).await {
+            Ok(Some((passed, detail))) => {
+                record(state, *lease, passed, &detail).await;
+                info!(lease = lease.0, provider = node.provider.0, node = %node.node, %market, passed, %detail, "node checked");
+            }
+            Ok(None) => {}
+            Err(e) => warn!(lease = lease.0, error = %e.message, "a check's answer"),
         }
     }
-    let checking: Vec<NodeRef> = running.iter().map(|r| r.3).collect();
+    let checking: std::collections::HashSet<(MarketId, NodeRef)> =
+        running.iter().map(|r| (r.2, r.3)).collect();
     let markets = state.engine.replica().checked_by(config.account);
     for market in &markets {
         let nodes = state.engine.replica().checkable(*market);
@@ -277,7 +297,7 @@ async fn round(
             })
             .collect();
         for (node, price, probation) in nodes {
-            if checking.contains(&node)
+            if checking.contains(&(*market, node))
                 || tried
                     .get(&(*market, node))
                     .is_some_and(|t| t.elapsed() < config.every.max(Duration::from_secs(30)))
@@ -287,12 +307,19 @@ async fn round(
             let age = |at: chrono::DateTime<chrono::Utc>| {
                 (chrono::Utc::now() - at).to_std().unwrap_or_default()
             };
+            // A passed node waits for its next check even while a post-only ask of it
+            // stays on probation (a pass would have made it trade).
             let due = match last.get(&node) {
                 None => probation,
-                Some((true, at)) => probation || age(*at) >= config.recheck_after,
+                Some((true, at)) => age(*at) >= config.recheck_after,
                 Some((false, at)) => age(*at) >= config.retry_failed_after,
             };
             if !due {
+                continue;
+            }
+            if price > config.max_price {
+                tried.insert((*market, node), Instant::now());
+                warn!(provider = node.provider.0, node = %node.node, %market, %price, "a node's ask is dearer than a check pays: not checked");
                 continue;
             }
             tried.insert((*market, node), Instant::now());
@@ -310,14 +337,13 @@ async fn judge(
     kit: &Kit,
     lease: LeaseId,
     provider: AccountId,
-    start: i64,
     now: i64,
 ) -> Result<Option<(bool, String)>, ApiError> {
     let found = state.db(move |c| ledger::store::job(c, 0, lease)).await?;
     let Some(job) = found else {
         let mut seed = [0u8; 16];
         rand_core::OsRng.fill_bytes(&mut seed);
-        let frame = 1 + rand_core::OsRng.next_u32() % kit.references.len() as u32;
+        let frame = 1 + rand_core::OsRng.next_u32() % kit.spec.frames.len();
         let request = kit.job(frame, &seed);
         let checker = config.account;
         state
@@ -339,7 +365,8 @@ async fn judge(
         let _ = state.engine.submit(stop).await;
         return Ok(None);
     };
-    let late = now - start > config.answer_within.as_millis() as i64;
+    // From when the job was given, so an outage of the market's own is not the provider's.
+    let late = now - job.submitted_at.timestamp_millis() > config.answer_within.as_millis() as i64;
     match (&job.output_manifest, &job.outcome) {
         (Some(manifest), _) => {
             let verdict = answer(state, kit, lease, manifest, frame, &seed).await?;
@@ -384,7 +411,15 @@ async fn answer(
         Ok(bytes) => decode(bytes).await.map(|p| p.digest()),
         Err(e) => Err(e),
     };
-    let expected = kit.references[(frame - 1) as usize];
+    let expected = match kit.reference(frame, seed).await {
+        Ok(digest) => digest,
+        // The market not knowing its answer is nobody's failure: judged again next round.
+        Err(e) => {
+            return Err(ApiError::unavailable(format!(
+                "the checker's reference render: {e}"
+            )))
+        }
+    };
     match pixels {
         Ok(digest) if digest == expected => {}
         Ok(digest) => {
@@ -402,7 +437,12 @@ async fn answer(
         Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_owned(),
         Err(e) => return Ok((false, format!("{KERNEL_FILE}: {e}"))),
     };
-    let want = kernel_answer(seed);
+    let want = {
+        let seed = *seed;
+        tokio::task::spawn_blocking(move || kernel_answer(&seed))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+    };
     if got != want {
         let shown: String = got.chars().take(64).collect();
         return Ok((false, format!("the kernel answered {shown:?}, not {want}")));

@@ -161,7 +161,9 @@ pub fn run(args: Args) -> Result<()> {
             // An account's storage is charged once, by shard 0's engine (its balance there).
             storage_price: storage_price_per_gb_month.filter(|_| shard == 0),
             render_every: (render_every_ms > 0).then(|| Duration::from_millis(render_every_ms)),
+            // One loop per shard: the API that ticks.
             checker: checker_account
+                .filter(|_| tick_every_ms > 0)
                 .map(|a| ::api::checker::CheckerConfig::new(contract::AccountId(a))),
         },
     ));

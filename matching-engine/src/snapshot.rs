@@ -90,13 +90,17 @@ struct Storage {
     charged: Vec<(AccountId, i64)>,
 }
 
-/// Format 8's part after storage: each market's checker and the nodes it passed.
+/// Format 8's part after storage: each market's checker, the nodes it passed, and the
+/// resting asks on probation (written, not derived: a post-only ask whose pass would have
+/// made it trade stays on probation).
 #[derive(Default, Serialize, Deserialize)]
 struct Checks {
     /// One per market, in the image's order.
     checkers: Vec<Option<AccountId>>,
     /// Sorted: (market index, node).
     passed: Vec<(u32, NodeRef)>,
+    /// Sorted.
+    on_probation: Vec<OrderId>,
 }
 
 /// Format 6's part after the additions: bonds, the insurance fund and what nodes' reports
@@ -265,9 +269,17 @@ impl Engine {
             charged: sorted(self.storage_charged.iter().map(|(k, v)| (*k, *v))),
         };
         bincode::serialize_into(&mut *out, &storage).expect("the engine image always serializes");
+        let mut on_probation: Vec<OrderId> = self
+            .orders
+            .live()
+            .filter(|(_, o)| matches!(&o.terms, Terms::Ask(a) if a.probation))
+            .map(|(_, o)| o.id)
+            .collect();
+        on_probation.sort_unstable();
         let checks = Checks {
             checkers: self.markets.iter().map(|m| m.checker).collect(),
             passed: self.passed.iter().copied().collect(),
+            on_probation,
         };
         bincode::serialize_into(out, &checks).expect("the engine image always serializes");
     }
@@ -413,6 +425,8 @@ impl Engine {
         }
         let mut configs = additions.configs.into_iter().map(Cow::into_owned);
         let mut checkers = checks.checkers.into_iter();
+        let on_probation: rustc_hash::FxHashSet<OrderId> =
+            checks.on_probation.into_iter().collect();
         for (index, m) in image.markets.into_iter().enumerate() {
             let mut market = Market {
                 id: m.id,
@@ -432,12 +446,7 @@ impl Engine {
                 }
                 if let Terms::Ask(terms) = &mut order.terms {
                     terms.backed = backed_asks.contains(&order.id);
-                    let node = NodeRef {
-                        provider: order.account,
-                        node: terms.node,
-                    };
-                    terms.probation =
-                        market.checker.is_some() && !engine.passed.contains(&(index as u32, node));
+                    terms.probation = on_probation.contains(&order.id);
                 }
                 let (id, side, expires_at) = (order.id, order.side, order.expires_at);
                 let slot = engine.orders.insert(order);

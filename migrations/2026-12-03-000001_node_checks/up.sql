@@ -15,3 +15,5 @@ CREATE TABLE node_checks (
     PRIMARY KEY (partition, event_seq)
 );
 CREATE INDEX node_checks_provider ON node_checks (provider, at);
+-- The checker loop reads each node's latest verdict in a market.
+CREATE INDEX node_checks_latest ON node_checks (market, provider, node, at DESC, event_seq DESC);

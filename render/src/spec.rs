@@ -168,6 +168,11 @@ pub struct RenderSpec {
     pub format: OutputFormat,
     pub engine: EngineVersion,
     pub samples: Option<u32>,
+    /// Cycles' noise seed: 0 for every render job, so two providers' renders of a frame
+    /// compare; the market's checker picks one per check, so its answer cannot be rendered
+    /// ahead of time.
+    #[serde(default)]
+    pub seed: u32,
 }
 
 impl RenderSpec {
@@ -190,7 +195,13 @@ impl RenderSpec {
             format,
             engine,
             samples,
+            seed: 0,
         })
+    }
+
+    /// The same, rendered with Cycles' noise seed `seed`.
+    pub fn with_seed(self, seed: u32) -> RenderSpec {
+        RenderSpec { seed, ..self }
     }
 
     /// The arguments of `blender` that render `frames` (sorted, distinct, within the job's
@@ -214,7 +225,7 @@ impl RenderSpec {
              s = bpy.context.scene\n\
              s.render.engine = 'CYCLES'\n\
              c = s.cycles\n\
-             c.seed = 0\n\
+             c.seed = {seed}\n\
              c.use_animated_seed = False\n\
              c.use_denoising = False\n\
              {samples}\
@@ -235,6 +246,7 @@ impl RenderSpec {
              f.color_mode = 'RGBA'\n\
              f.color_depth = '{depth}'\n",
             depth = self.format.depth(),
+            seed = self.seed,
         );
         vec![
             "-b".into(),

@@ -235,3 +235,42 @@ fn a_market_without_a_checker_sells_every_node_and_an_appointment_holds_back_the
         account: AccountId::MARKET,
     });
 }
+
+#[test]
+fn a_post_only_ask_a_pass_would_make_trade_stays_on_probation_across_a_restore() {
+    // Given node A reporting a fifth GPU, checked (its first ask's GPU leased to the
+    // checker), then a post-only ask of that GPU and a buyer's bid resting at its price,
+    // kept apart by probation,
+    let mut s = checked_market();
+    s.when(beat_with(
+        PROVIDER,
+        node_a(),
+        2,
+        &[],
+        h100s(node_a(), 5),
+        MADE_ON_ARRIVAL,
+    ))
+    .accepted();
+    s.when(check(CHECKER, 1, a()))
+        .then_fills(&[(2, 1, 1, "3.60")]);
+    s.when(
+        offer(PROVIDER, 2, "3.50", 1)
+            .on_node(node_a())
+            .post_only()
+            .metered(),
+    )
+    .accepted();
+    s.when(bid(BUYER, 1, "3.50", 1).metered()).then_fills(&[]);
+    // when the node passes its check,
+    let passed = s.when(verdict(1, true, "matched"));
+    // then the post-only ask (order 3), which never takes, keeps its probation rather than
+    // trade with the resting bid;
+    assert_eq!(passed.fills(), vec![]);
+    // a restored engine has the same asks on probation,
+    let restored = Engine::restore(&s.engine.snapshot()).unwrap();
+    assert_eq!(restored.state_hash(), s.engine.state_hash());
+    s.engine = restored;
+    // and a new bid skips it for the node's plain ask, off probation since the pass.
+    s.when(bid(BUYER2, 1, "3.60", 1).metered())
+        .then_fills(&[(5, 1, 1, "3.60")]);
+}

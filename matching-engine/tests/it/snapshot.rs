@@ -70,20 +70,19 @@ fn format_7_6_5_4_and_3_snapshots_still_restore_without_what_came_later() {
     assert_eq!(&v8[..8], b"GPUMKT\x00\x08");
     assert_eq!(restored.snapshot(), v8, "written again in format 8");
     // Format 7: format 8 without its checks, which for one market without a checker are a
-    // list of one `None` and an empty list (17 bytes); format 6, without the storage charges
+    // list of one `None` and two empty lists (25 bytes); format 6, without the storage charges
     // too, which for a market that charged none are one empty list (8 bytes); format 5,
     // without the proofs too, which for a market without nodes or bonds are eight empty or
     // zero fields of 8 bytes each.
     let end_of = |drop: usize| v8.len() - 4 - drop;
-    assert_eq!(
-        &v8[end_of(17)..end_of(0)],
-        &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
-    );
-    assert!(v8[end_of(17 + 8 + 64)..end_of(17)].iter().all(|b| *b == 0));
+    let mut checks = vec![1, 0, 0, 0, 0, 0, 0, 0, 0];
+    checks.extend([0; 16]);
+    assert_eq!(&v8[end_of(25)..end_of(0)], &checks[..]);
+    assert!(v8[end_of(25 + 8 + 64)..end_of(25)].iter().all(|b| *b == 0));
     for (magic, drop) in [
-        (b"GPUMKT\x00\x07", 17),
-        (b"GPUMKT\x00\x06", 17 + 8),
-        (b"GPUMKT\x00\x05", 17 + 8 + 64),
+        (b"GPUMKT\x00\x07", 25),
+        (b"GPUMKT\x00\x06", 25 + 8),
+        (b"GPUMKT\x00\x05", 25 + 8 + 64),
     ] {
         let mut old = magic.to_vec();
         old.extend_from_slice(&v8[8..end_of(drop)]);
