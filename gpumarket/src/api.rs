@@ -86,6 +86,15 @@ pub struct Args {
     /// ticks checks.
     #[arg(long)]
     checker_account: Option<u64>,
+    /// Seconds after a node passed its check before the checker checks it again.
+    #[arg(long, default_value_t = 86_400)]
+    checker_recheck_secs: u64,
+    /// Seconds after a node failed its check before the checker tries it again.
+    #[arg(long, default_value_t = 600)]
+    checker_retry_failed_secs: u64,
+    /// The most a check pays per GPU-hour; dearer nodes are not checked (nor sold).
+    #[arg(long, value_parser = parse_price, default_value = "20")]
+    checker_max_price: contract::Price,
 }
 
 /// A price as the API takes one: a decimal with at most six places, never negative.
@@ -114,6 +123,9 @@ pub fn run(args: Args) -> Result<()> {
         storage_price_per_gb_month,
         render_every_ms,
         checker_account,
+        checker_recheck_secs,
+        checker_retry_failed_secs,
+        checker_max_price,
     } = args;
     let place = place.checked()?;
     let (log, shard, shards) = (place.log, place.shard, place.shards);
@@ -162,9 +174,14 @@ pub fn run(args: Args) -> Result<()> {
             storage_price: storage_price_per_gb_month.filter(|_| shard == 0),
             render_every: (render_every_ms > 0).then(|| Duration::from_millis(render_every_ms)),
             // One loop per shard: the API that ticks.
-            checker: checker_account
-                .filter(|_| tick_every_ms > 0)
-                .map(|a| ::api::checker::CheckerConfig::new(contract::AccountId(a))),
+            checker: checker_account.filter(|_| tick_every_ms > 0).map(|a| {
+                ::api::checker::CheckerConfig {
+                    recheck_after: Duration::from_secs(checker_recheck_secs),
+                    retry_failed_after: Duration::from_secs(checker_retry_failed_secs),
+                    max_price: checker_max_price,
+                    ..::api::checker::CheckerConfig::new(contract::AccountId(a))
+                }
+            }),
         },
     ));
     let workers = workers.unwrap_or_else(|| {
