@@ -3,9 +3,11 @@
 //! IOC bid of one GPU at the job's limit price, the nodes of every provider the task must
 //! avoid excluded) or gives it one of the buyer's own leases, gives the lease the task's
 //! Blender job, reads the frames back from the blob store once a signed report sealed them,
-//! compares their pixels, and ends each lease as the coordinator says: stopped as paid work,
-//! or rejected (`RejectWork`: a slashed provider failure) when its provider failed
-//! verification.
+//! compares their pixels, and ends each lease as the coordinator says: stopped as soon as
+//! its job is over with the payment held for review (`StopLeaseHeld`, so the GPU can check
+//! other providers' frames), the payment released once the lease's frames are checked and
+//! reviewed (`ReleasePayment`), or the work rejected (`RejectWork`: a slashed provider
+//! failure) when its provider failed verification.
 //!
 //! One task per shard, in the API that ticks the clock. Every step is repeatable: a bid's
 //! client order id is the job's, the task's and the attempt's, so a bid a crash interrupted
@@ -512,7 +514,8 @@ fn own_lease(
 }
 
 /// What the job's leases may cost at most so far, in micro-units: ended ones what they were
-/// charged (the hold until the projection has it), running ones their hold.
+/// charged (held ones as the engine charged them; the hold until the projection has it),
+/// running ones their hold.
 async fn committed(state: &AppState, job: &RenderJob, c: &Coordinator) -> Result<i128, ApiError> {
     let own: BTreeSet<LeaseId> = job.purchase.leases.iter().copied().collect();
     let bought: Vec<LeaseId> = c
@@ -533,12 +536,15 @@ async fn committed(state: &AppState, job: &RenderJob, c: &Coordinator) -> Result
         .await?
         .into_iter()
         .collect();
+    // A lease whose payment is held has its charge in the engine, not yet in the projection.
+    let engine = state.engine.replica();
     Ok(bought
         .iter()
-        .map(|l| match charges.get(l) {
-            Some(Some(charged)) => {
+        .map(|l| match (charges.get(l), engine.held_payment(*l)) {
+            (Some(Some(charged)), _) => {
                 contract::Amount::from_decimal(*charged).map_or(hold, |a| i128::from(a.micros()))
             }
+            (_, Some((_, charged))) => i128::from(charged.micros()),
             _ => hold,
         })
         .sum())
@@ -580,43 +586,56 @@ async fn submit(state: &AppState, job: &RenderJob, c: &Coordinator) -> Result<()
     Ok(())
 }
 
-/// Ends the leases the coordinator is done with: stopped by the buyer as paid work, or
-/// rejected (a slashed provider failure). One the engine has ended already counts as ended.
+/// Ends the leases the coordinator is done with (stopped by the buyer holding the payment,
+/// or rejected: a slashed provider failure), then settles the held payments it is done
+/// with (paid, or rejected). One the engine has ended or paid already counts as done: it
+/// ended the lease itself (its term, its node), or the hold ran out.
 async fn end_leases(state: &AppState, job: &RenderJob, c: &mut Coordinator) {
     for (task, lease_id, ending) in c.leases_to_end() {
-        let command = match &ending {
-            Ending::Stop => Command::StopLease {
-                by: job.buyer,
-                lease_id,
-            },
-            Ending::Reject { reason } => Command::RejectWork {
-                lease_id,
-                reason: FailureReason::new(reason).unwrap_or_else(|_| {
-                    FailureReason::new("failed verification").expect("not empty")
-                }),
-            },
-        };
-        let ended = match state.engine.submit(command).await.map_err(ApiError::from) {
-            Ok(answer) => match events(answer) {
-                Ok(_) => true,
-                Err(e) => matches!(e.code, ErrorCode::LeaseEnded | ErrorCode::UnknownLease),
-            },
-            Err(e) => {
-                warn!(job = job.id, lease = lease_id.0, error = %e.message, "ending a render lease");
-                false
-            }
-        };
-        if ended {
+        if finish(state, job, lease_id, &ending).await {
             let _ = c.lease_ended(task);
-            if matches!(ending, Ending::Reject { .. }) {
-                info!(
-                    job = job.id,
-                    lease = lease_id.0,
-                    "a render lease's work rejected"
-                );
-            }
         }
     }
+    for (task, lease_id, ending) in c.payments_to_settle() {
+        if finish(state, job, lease_id, &ending).await {
+            let _ = c.settled(task, &ending);
+        }
+    }
+}
+
+/// Sends the command that ends `lease_id` or its held payment as `ending` says; whether it
+/// is done.
+async fn finish(state: &AppState, job: &RenderJob, lease_id: LeaseId, ending: &Ending) -> bool {
+    let command = match ending {
+        Ending::Hold { hold_ms } => Command::StopLeaseHeld {
+            by: job.buyer,
+            lease_id,
+            hold_ms: *hold_ms,
+        },
+        Ending::Release => Command::ReleasePayment {
+            by: job.buyer,
+            lease_id,
+        },
+        Ending::Reject { reason } => Command::RejectWork {
+            lease_id,
+            reason: FailureReason::new(reason)
+                .unwrap_or_else(|_| FailureReason::new("failed verification").expect("not empty")),
+        },
+    };
+    let done = match state.engine.submit(command).await.map_err(ApiError::from) {
+        Ok(answer) => match events(answer) {
+            Ok(_) => true,
+            Err(e) => matches!(e.code, ErrorCode::LeaseEnded | ErrorCode::UnknownLease),
+        },
+        Err(e) => {
+            warn!(job = job.id, lease = lease_id.0, error = %e.message, "ending a render lease");
+            false
+        }
+    };
+    if done {
+        info!(job = job.id, lease = lease_id.0, ending = ?ending, "a render lease ended or paid");
+    }
+    done
 }
 
 /// Stops a lease as its buyer; a lease already ended is fine.

@@ -241,6 +241,30 @@ pub enum Command {
         passed: bool,
         detail: FailureReason,
     },
+    /// The buyer stops a running lease as [`Command::StopLease`] does (its GPUs free at once,
+    /// charged to now) but holds its payment for review: the charge and the provider's bond
+    /// behind the lease stay held until the buyer releases them ([`Command::ReleasePayment`]),
+    /// the market rejects the work ([`Command::RejectWork`], slashed as a running lease's
+    /// rejection is), or `hold_ms` has passed (1 ms to [`Command::MAX_PAYMENT_HOLD_MS`]),
+    /// whichever comes first. The render loop ends its leases so: a provider's GPU can check
+    /// another provider's frames while the payment for its own waits for their check.
+    StopLeaseHeld {
+        by: AccountId,
+        lease_id: LeaseId,
+        hold_ms: u64,
+    },
+    /// The buyer releases the payment it held with [`Command::StopLeaseHeld`]: the lease
+    /// ends paid, as a buyer's stop is.
+    ReleasePayment {
+        by: AccountId,
+        lease_id: LeaseId,
+    },
+}
+
+impl Command {
+    /// The longest a buyer may hold a lease's payment for review: eight days (a render
+    /// job's review window is at most seven).
+    pub const MAX_PAYMENT_HOLD_MS: u64 = 8 * 24 * 3_600_000;
 }
 
 /// How an order placed with [`Command::PlaceWith`] behaves beyond its terms. Both options
@@ -335,6 +359,8 @@ impl Command {
             Command::StartLeaseJob { .. } => "start_lease_job",
             Command::ChargeStorage { .. } => "charge_storage",
             Command::RejectWork { .. } => "reject_work",
+            Command::StopLeaseHeld { .. } => "stop_lease_held",
+            Command::ReleasePayment { .. } => "release_payment",
             Command::AppointChecker { .. } => "appoint_checker",
             Command::PlaceCheck { .. } => "place_check",
             Command::RecordCheck { .. } => "record_check",

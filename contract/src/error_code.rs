@@ -111,6 +111,7 @@ error_codes! {
     InsufficientBond = "INSUFFICIENT_BOND", 422, "Not enough free bond in the market for the ask's GPUs (post bond first), or for the withdrawal.";
     TooManyUnbondings = "TOO_MANY_UNBONDINGS", 422, "At most 32 withdrawals of bond wait at once per provider and market; wait for one to be released.";
     NotTheChecker = "NOT_THE_CHECKER", 403, "Only the market's appointed checker account places checks and records their results.";
+    PaymentNotHeld = "PAYMENT_NOT_HELD", 409, "The lease still runs: only a lease its buyer stopped holding the payment has a payment to release.";
 }
 
 impl ErrorCode {

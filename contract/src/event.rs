@@ -246,7 +246,7 @@ pub enum Event {
     /// by) slashed `slashed` of the bond held behind its GPUs: `buyer_credit` to the buyer's
     /// available balance (compensation: the same share of what it was charged, at most the
     /// slash) and `insurance` to the market's insurance fund. Comes right before the lease's
-    /// `LeaseClosed`.
+    /// `LeaseClosed` (for a lease whose payment was held, right before its `LeaseEnded`).
     BondSlashed {
         lease_id: LeaseId,
         market: MarketId,
@@ -283,6 +283,17 @@ pub enum Event {
         checker: AccountId,
         passed: bool,
         detail: FailureReason,
+    },
+    /// The buyer stopped lease `lease_id` holding its payment for review
+    /// (`StopLeaseHeld`): it follows the lease's `LeaseClosed`. The lease's `LeaseEnded`
+    /// comes when the buyer releases the payment or the hold runs out at `until`; when the
+    /// market rejects the work first, its `BondSlashed` comes right before that
+    /// `LeaseEnded`, whose reason is then a provider failure.
+    PaymentHeld {
+        lease_id: LeaseId,
+        buyer: AccountId,
+        provider: AccountId,
+        until: Timestamp,
     },
 }
 
@@ -321,6 +332,7 @@ impl Event {
             Event::StorageCharged { .. } => "storage_charged",
             Event::CheckerAppointed { .. } => "checker_appointed",
             Event::NodeChecked { .. } => "node_checked",
+            Event::PaymentHeld { .. } => "payment_held",
         }
     }
 }

@@ -156,6 +156,10 @@ pub enum Rejection {
     },
     #[error("a check is an immediate-or-cancel bid")]
     CheckNotImmediate,
+    #[error("a payment is held for 1 ms to {max_ms} ms, not {hold_ms} ms")]
+    BadPaymentHold { hold_ms: u64, max_ms: u64 },
+    #[error("lease {lease_id} runs: its payment is not held")]
+    PaymentNotHeld { lease_id: LeaseId },
 }
 
 impl Rejection {
@@ -212,6 +216,8 @@ impl Rejection {
             Rejection::BadStorageHour { .. } => ErrorCode::Validation,
             Rejection::NotTheChecker { .. } => ErrorCode::NotTheChecker,
             Rejection::CheckNotImmediate => ErrorCode::Validation,
+            Rejection::BadPaymentHold { .. } => ErrorCode::Validation,
+            Rejection::PaymentNotHeld { .. } => ErrorCode::PaymentNotHeld,
         }
     }
 }

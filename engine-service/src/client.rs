@@ -121,6 +121,9 @@ fn accounts(event: &Event) -> [Option<AccountId>; 2] {
             buyer, provider, ..
         } => [Some(*buyer), (provider != buyer).then_some(*provider)],
         Event::OrderRebid { buyer, .. } | Event::RebidRefused { buyer, .. } => [Some(*buyer), None],
+        Event::PaymentHeld {
+            buyer, provider, ..
+        } => [Some(*buyer), Some(*provider)],
         Event::NodeChecked {
             checker, provider, ..
         } => [Some(*checker), Some(*provider)],

@@ -94,6 +94,8 @@ struct LeaseChange {
     rebid_order: Option<i64>,
     /// The code of the rejection that refused the re-bid.
     rebid_refused: Option<&'static str>,
+    /// Its buyer holds its payment for review until then.
+    payment_held_until: Option<DateTime<Utc>>,
 }
 
 /// A metered lease's `LeaseClosed`.
@@ -636,6 +638,12 @@ impl Projection for Activity {
             } => {
                 let id = fit("lease id", lease_id.0)?;
                 batch.change_lease(id, |c| c.rebid_refused = Some(reason.code().as_str()));
+            }
+            Event::PaymentHeld {
+                lease_id, until, ..
+            } => {
+                let (id, until) = (fit("lease id", lease_id.0)?, timestamp(until.0)?);
+                batch.change_lease(id, |c| c.payment_held_until = Some(until));
             }
             Event::BondPosted { provider, .. }
             | Event::BondUnbonding { provider, .. }
@@ -1272,6 +1280,7 @@ struct ChangeColumns<'a> {
     closed_seq: Vec<Option<i64>>,
     rebid_order: Vec<Option<i64>>,
     rebid_refused: Vec<Option<&'static str>>,
+    payment_held_until: Vec<Option<DateTime<Utc>>>,
 }
 
 impl<'a> ChangeColumns<'a> {
@@ -1297,6 +1306,7 @@ impl<'a> ChangeColumns<'a> {
             c.closed_seq.push(close.map(|x| x.seq));
             c.rebid_order.push(change.rebid_order);
             c.rebid_refused.push(change.rebid_refused);
+            c.payment_held_until.push(change.payment_held_until);
         }
         c
     }
@@ -1322,11 +1332,13 @@ impl<'a> ChangeColumns<'a> {
             .bind::<Array<Nullable<BigInt>>, _>(self.closed_seq)
             .bind::<Array<Nullable<BigInt>>, _>(self.rebid_order)
             .bind::<Array<Nullable<Text>>, _>(self.rebid_refused)
+            .bind::<Array<Nullable<Timestamptz>>, _>(self.payment_held_until)
     }
 
     const NAMES: &'static str = "status, started_at, start_delay_ms, closed_at, end_at, \
         hours_used, charged, fee, provider_earned, refunded, end_reason, close_cause, \
-        close_detail, charged_until, charged_ms, closed_seq, rebid_order, rebid_refused";
+        close_detail, charged_until, charged_ms, closed_seq, rebid_order, rebid_refused, \
+        payment_held_until";
 }
 
 /// Writes new leases in their final state and patches older ones; returns every lease that
@@ -1353,17 +1365,18 @@ fn write_leases(
              bid_order, ask_order, gpus, price, hours, cost, created_at, status, started_at, \
              start_delay_ms, ended_at, hours_used, charged, fee, provider_earned, refunded, \
              end_reason, close_cause, close_detail, charged_until, charged_ms, closed_seq, \
-             rebid_order, rebid_refused) \
+             rebid_order, rebid_refused, payment_held_until) \
              SELECT $1, u.lease_id, u.market, u.buyer, u.provider, u.node, u.region, \
              u.bid_order, u.ask_order, u.gpus, u.price, u.hours, u.cost, u.created_at, \
              coalesce(u.status, 'created'), u.started_at, u.start_delay_ms, \
              coalesce(u.closed_at, u.end_at), u.hours_used, u.charged, u.fee, \
              u.provider_earned, u.refunded, u.end_reason, u.close_cause, u.close_detail, \
-             u.charged_until, u.charged_ms, u.closed_seq, u.rebid_order, u.rebid_refused \
+             u.charged_until, u.charged_ms, u.closed_seq, u.rebid_order, u.rebid_refused, \
+             u.payment_held_until \
              FROM (SELECT n.*, (SELECT o.region FROM orders o \
                    WHERE o.partition = $1 AND o.order_id = n.ask_order) AS region \
              FROM unnest($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31) \
+             $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32) \
              AS n(lease_id, market, buyer, provider, node, bid_order, ask_order, gpus, price, \
              hours, cost, created_at, {})) u \
              WHERE u.region IS NOT NULL",
@@ -1419,9 +1432,10 @@ fn write_leases(
              charged_ms = coalesce(u.charged_ms, l.charged_ms), \
              closed_seq = coalesce(u.closed_seq, l.closed_seq), \
              rebid_order = coalesce(u.rebid_order, l.rebid_order), \
-             rebid_refused = coalesce(u.rebid_refused, l.rebid_refused) \
+             rebid_refused = coalesce(u.rebid_refused, l.rebid_refused), \
+             payment_held_until = coalesce(u.payment_held_until, l.payment_held_until) \
              FROM unnest($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18, $19, $20) AS u(lease_id, {}) \
+             $18, $19, $20, $21) AS u(lease_id, {}) \
              WHERE l.partition = $1 AND l.lease_id = u.lease_id",
             ChangeColumns::NAMES
         ))

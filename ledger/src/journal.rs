@@ -317,6 +317,8 @@ pub fn postings(event: &Event) -> Result<Vec<Posting>, PostingError> {
         | Event::NodeSilent { .. }
         | Event::LeaseAccrued { .. }
         | Event::LeaseClosed { .. }
+        // A held payment moves at its lease's `LeaseEnded`, which follows.
+        | Event::PaymentHeld { .. }
         | Event::OrderRebid { .. }
         | Event::RebidRefused { .. } => {}
     }

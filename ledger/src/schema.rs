@@ -158,6 +158,7 @@ diesel::table! {
         closed_seq -> Nullable<BigInt>,
         rebid_order -> Nullable<BigInt>,
         rebid_refused -> Nullable<Text>,
+        payment_held_until -> Nullable<Timestamptz>,
     }
 }
 

@@ -108,7 +108,14 @@ impl Engine {
             }
         }
         let waiting = self.pending_ends.iter().map(|p| (&p.lease, &p.meter));
-        for (lease, m) in self.leases.iter().map(|l| (l, &l.meter)).chain(waiting) {
+        let held = self.held.values().map(|h| (&h.lease, &h.lease.meter));
+        for (lease, m) in self
+            .leases
+            .iter()
+            .map(|l| (l, &l.meter))
+            .chain(waiting)
+            .chain(held)
+        {
             let term_ms = u64::from(lease.hours) * Timestamp::MS_PER_HOUR as u64;
             if m.charged > lease.cost.micros() || m.fee > m.charged || m.charged_ms > term_ms {
                 problems.push(format!(
@@ -137,6 +144,7 @@ impl Engine {
             .leases
             .iter()
             .chain(self.pending_ends.iter().map(|p| &p.lease))
+            .chain(self.held.values().map(|h| &h.lease))
             .map(|l| i128::from(l.cost.micros()))
             .sum();
         let in_lease_funds: i128 = self.funds.values().map(|f| i128::from(f.in_lease)).sum();
@@ -159,7 +167,13 @@ impl Engine {
                 *held.entry((o.account, o.market)).or_default() += i128::from(o.hold);
             }
         }
-        for lease in self.leases.iter().filter(|l| l.meter.bond != 0) {
+        let held_leases = self.held.values().map(|h| &h.lease);
+        for lease in self
+            .leases
+            .iter()
+            .chain(held_leases)
+            .filter(|l| l.meter.bond != 0)
+        {
             let market = self.market_index[&lease.market];
             *held.entry((lease.provider, market)).or_default() += i128::from(lease.meter.bond);
         }

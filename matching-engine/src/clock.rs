@@ -41,6 +41,7 @@ impl Engine {
                 Due::Node => self.node_due(timer, span, out),
                 Due::Lease => self.lease_due(LeaseId(timer.id), timer.at, span, out),
                 Due::Unbond => self.unbond_due(timer.id, out),
+                Due::Held => self.hold_due(LeaseId(timer.id), timer.at, out),
             }
         }
         self.now = span.to;
@@ -63,10 +64,11 @@ impl Engine {
         let live = self.orders.live_count()
             + self.nodes.metered_leases()
             + self.nodes.len()
-            + self.unbondings.len();
+            + self.unbondings.len()
+            + self.held.len();
         if self.timers.len() > 2 * live + 1_024 {
             let (orders, nodes, leases) = (&self.orders, &self.nodes, &self.leases);
-            let unbondings = &self.unbondings;
+            let (unbondings, held) = (&self.unbondings, &self.held);
             self.timers.retain(|t| match t.due {
                 Due::Order { slot } => orders.holds(slot, t.id, t.at),
                 Due::Node => nodes.deadline(t.id as u32) == Some(t.at),
@@ -74,6 +76,7 @@ impl Engine {
                     .get(LeaseId(t.id))
                     .is_some_and(|l| l.meter.deadline == t.at),
                 Due::Unbond => unbondings.contains_key(&t.id),
+                Due::Held => held.get(&LeaseId(t.id)).is_some_and(|h| h.until == t.at),
             });
         }
     }

@@ -167,13 +167,19 @@ impl Engine {
     }
 
     /// The market rejects a lease's work (its provider failed verification): a provider
-    /// failure charged to what is already accrued, nothing more.
+    /// failure charged to what is already accrued, nothing more; or, for a lease whose
+    /// payment is held for review, the end of that review.
     pub(crate) fn reject_work(
         &mut self,
         lease_id: LeaseId,
         reason: &FailureReason,
         out: &mut Vec<Event>,
     ) -> Result<(), Rejection> {
+        if self.is_held(lease_id) {
+            // Its payment waits for review: the rejection is that review's verdict.
+            self.settle_held(lease_id, Some(reason), out);
+            return Ok(());
+        }
         let lease = self
             .leases
             .get(lease_id)
@@ -204,13 +210,28 @@ impl Engine {
         charge_to: i64,
         out: &mut Vec<Event>,
     ) {
+        self.close_lease_held(lease_id, cause, charge_to, None, out);
+    }
+
+    /// [`Engine::close_lease`], or with `hold_until`, a close whose bond and money wait
+    /// for review until then (`review`).
+    pub(crate) fn close_lease_held(
+        &mut self,
+        lease_id: LeaseId,
+        cause: LeaseEndCause,
+        charge_to: i64,
+        hold_until: Option<i64>,
+        out: &mut Vec<Event>,
+    ) {
         let mut lease = self
             .leases
             .remove(lease_id)
             .expect("the caller looked it up");
         let pieces = self.pieces(&lease, charge_to);
         accrue(&mut lease, &pieces, out);
-        self.close_bond(&mut lease, Some(&cause), out);
+        if hold_until.is_none() {
+            self.close_bond(&mut lease, Some(&cause), out);
+        }
         out.push(Event::LeaseClosed {
             lease_id,
             buyer: lease.buyer,
@@ -230,12 +251,20 @@ impl Engine {
                 lease_id,
             );
         }
-        self.pay_or_wait(lease, cause, out);
+        match hold_until {
+            Some(until) => self.hold_payment(lease, until, out),
+            None => self.pay_or_wait(lease, cause, out),
+        }
     }
 
     /// Pays a closed lease if the provider's and the market's accounts have room for its
     /// money, or keeps it among the ends waiting for room (in the order they closed).
-    fn pay_or_wait(&mut self, mut lease: Lease, cause: LeaseEndCause, out: &mut Vec<Event>) {
+    pub(crate) fn pay_or_wait(
+        &mut self,
+        mut lease: Lease,
+        cause: LeaseEndCause,
+        out: &mut Vec<Event>,
+    ) {
         if self
             .room_for(&lease, lease.meter.charged, lease.meter.fee)
             .is_ok()

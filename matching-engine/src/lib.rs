@@ -24,6 +24,7 @@ mod matching;
 mod metering;
 mod orders;
 mod queries;
+mod review;
 mod settlement;
 mod snapshot;
 mod timers;
@@ -234,6 +235,8 @@ pub struct Engine {
     /// Metered leases that closed while the provider's or the market's account had no room
     /// for their money, in closing order: they pay out with the first command that fits.
     pending_ends: Vec<PendingEnd>,
+    /// Closed leases whose payment waits for the buyer's review, by lease id.
+    held: std::collections::BTreeMap<LeaseId, review::HeldEnd>,
     /// Nodes that reported or have metered leases.
     nodes: Nodes,
     /// Every deadline; rebuilt from the state on restore, not part of it.
@@ -394,6 +397,12 @@ impl Engine {
                 lease_id,
                 job_submitted_at,
             } => self.start_lease(*provider, *lease_id, Some(*job_submitted_at), out),
+            Command::StopLeaseHeld {
+                by,
+                lease_id,
+                hold_ms,
+            } => self.stop_lease_held(*by, *lease_id, *hold_ms, out),
+            Command::ReleasePayment { by, lease_id } => self.release_payment(*by, *lease_id, out),
             Command::ChargeStorage {
                 account,
                 hour,

@@ -20,18 +20,21 @@ use crate::funds::Applied;
 use crate::index::{ClientIds, Leases};
 use crate::liveness::{Node, Nodes};
 use crate::metering::{Meter, PendingEnd};
+use crate::review::HeldImage;
 use crate::settlement::Settlement;
 use crate::timers::Due;
 use crate::{Engine, Funds, Lease, Market};
 
-/// Format 8: format 4's image, then what metering added ([`Additions`]), then what proving
+/// Format 9: format 4's image, then what metering added ([`Additions`]), then what proving
 /// providers added ([`Proofs`]), then storage charges ([`Storage`]), then checks
-/// ([`Checks`]), then the CRC-32 of all (4 bytes). Formats 7 (without checks), 6 (without
+/// ([`Checks`]), then payments held for review ([`Review`]), then the CRC-32 of all (4
+/// bytes). Formats 8 (without held payments), 7 (without checks), 6 (without
 /// storage), 5 (without the proofs), 4 (the image and its CRC-32) and 3 (the image with an 8-byte FNV-1a trailer,
 /// which ran a byte at a time and took about half of the engine's pause to write a 66 MB
 /// snapshot) still restore, with what later formats add at its defaults: markets
 /// unconfigured, leases unmetered, no nodes, no bonds.
-const MAGIC: &[u8; 8] = b"GPUMKT\x00\x08";
+const MAGIC: &[u8; 8] = b"GPUMKT\x00\x09";
+const MAGIC_V8: &[u8; 8] = b"GPUMKT\x00\x08";
 const MAGIC_V7: &[u8; 8] = b"GPUMKT\x00\x07";
 const MAGIC_V6: &[u8; 8] = b"GPUMKT\x00\x06";
 const MAGIC_V5: &[u8; 8] = b"GPUMKT\x00\x05";
@@ -101,6 +104,12 @@ struct Checks {
     passed: Vec<(u32, NodeRef)>,
     /// Sorted.
     on_probation: Vec<OrderId>,
+}
+
+/// Format 9's part after checks: the closed leases whose payment is held, by lease id.
+#[derive(Default, Serialize, Deserialize)]
+struct Review {
+    held: Vec<HeldImage>,
 }
 
 /// Format 6's part after the additions: bonds, the insurance fund and what nodes' reports
@@ -281,7 +290,11 @@ impl Engine {
             passed: self.passed.iter().copied().collect(),
             on_probation,
         };
-        bincode::serialize_into(out, &checks).expect("the engine image always serializes");
+        bincode::serialize_into(&mut *out, &checks).expect("the engine image always serializes");
+        let review = Review {
+            held: self.held.values().map(HeldImage::from).collect(),
+        };
+        bincode::serialize_into(out, &review).expect("the engine image always serializes");
     }
 
     /// The whole state as self-checking bytes: a format tag, the canonical image and its
@@ -305,7 +318,10 @@ impl Engine {
     pub fn restore(bytes: &[u8]) -> Result<Engine, SnapshotError> {
         let magic = bytes.get(..MAGIC.len()).ok_or(SnapshotError::BadMagic)?;
         let trailer = match magic {
-            m if m == MAGIC || m == MAGIC_V7 || m == MAGIC_V6 || m == MAGIC_V5 || m == MAGIC_V4 => {
+            m if [MAGIC, MAGIC_V8, MAGIC_V7, MAGIC_V6, MAGIC_V5, MAGIC_V4]
+                .iter()
+                .any(|t| m == &t[..]) =>
+            {
                 4
             }
             m if m == MAGIC_V3 => 8,
@@ -327,25 +343,30 @@ impl Engine {
         let mut reader = image;
         let image: Image = bincode::deserialize_from(&mut reader)?;
         let one_of = |tags: &[&[u8; 8]]| tags.iter().any(|t| magic == &t[..]);
-        let additions: Additions = if one_of(&[MAGIC, MAGIC_V7, MAGIC_V6, MAGIC_V5]) {
+        let additions: Additions = if one_of(&[MAGIC, MAGIC_V8, MAGIC_V7, MAGIC_V6, MAGIC_V5]) {
             bincode::deserialize_from(&mut reader)?
         } else {
             Additions::default()
         };
-        let proofs: Proofs = if one_of(&[MAGIC, MAGIC_V7, MAGIC_V6]) {
+        let proofs: Proofs = if one_of(&[MAGIC, MAGIC_V8, MAGIC_V7, MAGIC_V6]) {
             bincode::deserialize_from(&mut reader)?
         } else {
             Proofs::default()
         };
-        let storage: Storage = if one_of(&[MAGIC, MAGIC_V7]) {
+        let storage: Storage = if one_of(&[MAGIC, MAGIC_V8, MAGIC_V7]) {
             bincode::deserialize_from(&mut reader)?
         } else {
             Storage::default()
         };
-        let checks: Checks = if magic == MAGIC {
+        let checks: Checks = if one_of(&[MAGIC, MAGIC_V8]) {
             bincode::deserialize_from(&mut reader)?
         } else {
             Checks::default()
+        };
+        let review: Review = if magic == MAGIC {
+            bincode::deserialize_from(&mut reader)?
+        } else {
+            Review::default()
         };
         let lease_bonds: FxHashMap<LeaseId, i64> = proofs.lease_bonds.into_iter().collect();
         let mut metered_bids: FxHashMap<OrderId, Option<Box<BidExtras>>> = additions
@@ -413,8 +434,17 @@ impl Engine {
             gpu_owners: proofs.gpu_owners.into_iter().collect(),
             storage_charged: storage.charged.into_iter().collect(),
             passed: checks.passed.into_iter().collect(),
+            held: review
+                .held
+                .into_iter()
+                .map(|h| (h.lease.id, h.into()))
+                .collect(),
             ..Engine::default()
         };
+        let holds: Vec<(LeaseId, i64)> = engine.held.iter().map(|(id, h)| (*id, h.until)).collect();
+        for (id, until) in holds {
+            engine.timers.push(until, Due::Held, id.0);
+        }
         let unbondings: Vec<(u64, i64)> = engine
             .unbondings
             .iter()

@@ -1,7 +1,7 @@
 //! Every deadline of the engine in one binary heap: an order's expiry (GTT, or an ask that
 //! can no longer fit a one-hour lease), a node's heartbeat timeout, a metered lease's
 //! next wake-up (its acknowledgement deadline, its next charge-period accrual or its term,
-//! whichever comes first), and the release of withdrawn bond. Pushing and popping cost O(log n) (amortized: a deadline beyond
+//! whichever comes first), the release of withdrawn bond, and the end of a payment's hold. Pushing and popping cost O(log n) (amortized: a deadline beyond
 //! the next hour waits in a plain list until the clock comes within the hour); a clock
 //! command with nothing due only looks at the top.
 //!
@@ -26,6 +26,8 @@ pub(crate) enum Due {
     Lease,
     /// `id` is an unbonding's id.
     Unbond,
+    /// `id` is the id of a lease whose payment is held for review.
+    Held,
 }
 
 impl Due {
@@ -35,6 +37,7 @@ impl Due {
             Due::Node => 1,
             Due::Lease => 2,
             Due::Unbond => 3,
+            Due::Held => 4,
         }
     }
 }

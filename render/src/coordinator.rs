@@ -10,6 +10,13 @@
 //! losing side of a referee's render failed verification: its leases of the job end
 //! rejected (slashed, not a clean stop), every frame it delivered that no other provider
 //! confirmed is rendered again elsewhere, and it never gets another task of the job.
+//!
+//! A task's lease ends as soon as its job is over, so its GPU is free for other tasks (with
+//! one GPU per provider, the check of one provider's frames needs the GPU of another, whose
+//! own frames wait for their check too); its payment stays held for review
+//! (`Command::StopLeaseHeld`) until every frame it rendered or checked is past its check
+//! and the buyer's review ([`Coordinator::payments_to_settle`]): released then, or rejected
+//! when its provider failed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -70,6 +77,19 @@ impl Policy {
         60 * 1000
     }
 
+    /// How long a task's payment may be held for review at most: the review window, plus
+    /// the waits of the checks and re-renders that may come before it, plus an hour of
+    /// rendering, at most `Command::MAX_PAYMENT_HOLD_MS`. Past it the market pays the
+    /// provider whatever the job's state, so no buyer's job holds a provider's pay for long.
+    pub fn hold_ms(&self) -> u64 {
+        let ms = self
+            .review_ms
+            .saturating_add(self.place_within_ms)
+            .saturating_add(self.check_within_ms.saturating_mul(2))
+            .saturating_add(3_600_000);
+        (ms.max(1) as u64).min(contract::Command::MAX_PAYMENT_HOLD_MS)
+    }
+
     pub fn validate(&self) -> Result<(), RenderError> {
         let bad = |what: &str| Err(RenderError::Policy(what.into()));
         if self.check_ppm > 1_000_000 {
@@ -126,13 +146,17 @@ pub enum TaskState {
     Failed { reason: String },
 }
 
-/// How a task's lease is to end.
+/// How a task's lease, or its held payment, is to end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "ending")]
 pub enum Ending {
-    /// Its work is done and checked: the buyer stops it, paying to now.
-    Stop,
-    /// Its provider failed verification: the work is rejected, a provider failure.
+    /// Its job is over: the buyer stops the lease (charged to now) and holds the payment
+    /// for review, for at most `hold_ms` ([`Policy::hold_ms`]).
+    Hold { hold_ms: u64 },
+    /// Its frames are past their checks and the buyer's review: the held payment is paid.
+    Release,
+    /// Its provider failed verification: the work is rejected, a provider failure (of the
+    /// running lease, or of the held payment).
     Reject { reason: String },
 }
 
@@ -156,10 +180,23 @@ pub struct Task {
     pub state: TaskState,
     /// The lease has ended (after [`Coordinator::leases_to_end`] said so).
     pub lease_ended: bool,
+    /// How its lease's payment ended (after [`Coordinator::payments_to_settle`] said so, or
+    /// with the lease's rejection); `None` while it runs or is held.
+    #[serde(default)]
+    pub settled: Option<Settled>,
     /// The UUIDs of the GPUs its job ran on, as the node's signed report named them.
     pub gpus: Vec<String>,
     /// A buyer's rejection this check answers.
     pub dispute: Option<String>,
+}
+
+/// How a task's payment ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Settled {
+    Paid,
+    /// Its provider failed verification: not paid, slashed.
+    Rejected,
 }
 
 /// A frame's file, as a provider delivered it.
@@ -325,13 +362,13 @@ impl Coordinator {
         self.tasks.iter().filter(|t| t.state == TaskState::Waiting)
     }
 
-    /// Every frame accepted or failed, and every lease ended.
+    /// Every frame accepted or failed, and every lease ended and settled.
     pub fn is_done(&self) -> bool {
         self.frames.iter().all(Frame::is_over)
             && self
                 .tasks
                 .iter()
-                .all(|t| t.placement.is_none() || t.lease_ended)
+                .all(|t| t.placement.is_none() || (t.lease_ended && t.settled.is_some()))
             && self.waiting().next().is_none()
     }
 
@@ -517,8 +554,8 @@ impl Coordinator {
         }
     }
 
-    /// Leases to end now, and how: a task's lease ends once its frames are past checking
-    /// (the provider is paid for checked work), rejected at once when its provider failed.
+    /// Leases to end now, and how: a task's lease ends once its job is over, holding the
+    /// payment for review; at once, rejected, when its provider failed.
     pub fn leases_to_end(&self) -> Vec<(u32, LeaseId, Ending)> {
         let mut out = Vec::new();
         for t in &self.tasks {
@@ -526,41 +563,100 @@ impl Coordinator {
             if t.lease_ended {
                 continue;
             }
-            if self.failed.contains(&p.provider) {
-                let reason = self
-                    .verdicts
-                    .iter()
-                    .find(|v| v.provider == p.provider)
-                    .map(|v| v.reason.clone())
-                    .unwrap_or_default();
+            if let Some(reason) = self.failure_of(p.provider) {
                 out.push((t.id, p.lease, Ending::Reject { reason }));
-                continue;
-            }
-            let over = matches!(t.state, TaskState::Finished | TaskState::Failed { .. });
-            let in_check = t.role == Role::Render
-                && t.frames.iter().any(|n| {
-                    let f = self.frame(*n).expect("a task's frames are the job's");
-                    matches!(f.state, FrameState::Checking { render, .. } if f.renders[render].task == t.id)
-                });
-            if over && !in_check {
-                out.push((t.id, p.lease, Ending::Stop));
+            } else if matches!(t.state, TaskState::Finished | TaskState::Failed { .. }) {
+                let hold_ms = self.policy.hold_ms();
+                out.push((t.id, p.lease, Ending::Hold { hold_ms }));
             }
         }
         out
     }
 
-    /// The lease of `task` ended, as [`Coordinator::leases_to_end`] asked.
+    /// Held payments to settle now, and how: released once no frame the task rendered or
+    /// checked waits for a check or the buyer's review, and no render of its provider in the
+    /// job is being checked (a provider on trial is paid for none of its tasks, so one whose
+    /// first check fails loses the payments of every task it ran meanwhile); rejected when
+    /// its provider failed.
+    pub fn payments_to_settle(&self) -> Vec<(u32, LeaseId, Ending)> {
+        let on_trial: BTreeSet<AccountId> = self
+            .frames
+            .iter()
+            .filter_map(|f| match f.state {
+                FrameState::Checking { render, .. } => Some(f.renders[render].provider),
+                _ => None,
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in &self.tasks {
+            let Some(p) = t.placement else { continue };
+            if !t.lease_ended || t.settled.is_some() {
+                continue;
+            }
+            if let Some(reason) = self.failure_of(p.provider) {
+                out.push((t.id, p.lease, Ending::Reject { reason }));
+            } else if !self.under_review(t) && !on_trial.contains(&p.provider) {
+                out.push((t.id, p.lease, Ending::Release));
+            }
+        }
+        out
+    }
+
+    /// Why `provider` failed verification in this job, if it did.
+    fn failure_of(&self, provider: AccountId) -> Option<String> {
+        self.failed.contains(&provider).then(|| {
+            self.verdicts
+                .iter()
+                .find(|v| v.provider == provider)
+                .map(|v| v.reason.clone())
+                .unwrap_or_default()
+        })
+    }
+
+    /// Whether a frame of `t` may still prove its work wrong: a render of it delivered and
+    /// in its check or review, or (for a check or a referee) its frame still in a check.
+    fn under_review(&self, t: &Task) -> bool {
+        t.frames.iter().any(|n| {
+            let f = self.frame(*n).expect("a task's frames are the job's");
+            match f.state {
+                FrameState::Checking { render, .. } => {
+                    t.role != Role::Render || f.renders[render].task == t.id
+                }
+                FrameState::Delivered { render, .. } => f.renders[render].task == t.id,
+                _ => false,
+            }
+        })
+    }
+
+    /// The lease of `task` ended, as [`Coordinator::leases_to_end`] asked. A rejected
+    /// lease's payment is settled with it.
     pub fn lease_ended(&mut self, task: u32) -> Result<(), Refused> {
-        let t = self
-            .tasks
-            .get_mut(task as usize)
-            .ok_or(Refused::NoTask(task))?;
+        let t = self.tasks.get(task as usize).ok_or(Refused::NoTask(task))?;
+        let failed = t
+            .placement
+            .is_some_and(|p| self.failed.contains(&p.provider));
+        let t = &mut self.tasks[task as usize];
         t.lease_ended = true;
+        t.settled = failed.then_some(Settled::Rejected);
         if t.state == TaskState::Running {
             t.state = TaskState::Failed {
                 reason: "its lease ended first".into(),
             };
         }
+        Ok(())
+    }
+
+    /// The held payment of `task` ended as `ending` (from
+    /// [`Coordinator::payments_to_settle`]) asked.
+    pub fn settled(&mut self, task: u32, ending: &Ending) -> Result<(), Refused> {
+        let t = self
+            .tasks
+            .get_mut(task as usize)
+            .ok_or(Refused::NoTask(task))?;
+        t.settled = Some(match ending {
+            Ending::Reject { .. } => Settled::Rejected,
+            Ending::Hold { .. } | Ending::Release => Settled::Paid,
+        });
         Ok(())
     }
 
@@ -854,6 +950,7 @@ impl Coordinator {
                 waiting_since: None,
                 state: TaskState::Waiting,
                 lease_ended: false,
+                settled: None,
                 gpus: Vec::new(),
                 dispute: dispute.map(str::to_string),
             });

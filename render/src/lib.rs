@@ -10,7 +10,7 @@ pub mod local;
 pub mod pixels;
 pub mod spec;
 
-pub use coordinator::{Coordinator, Ending, Output, Placement, Policy, Refused, Role};
+pub use coordinator::{Coordinator, Ending, Output, Placement, Policy, Refused, Role, Settled};
 pub use pixels::{PixelDigest, Pixels};
 pub use spec::{EngineVersion, FrameRange, OutputFormat, Purchase, RenderSpec};
 

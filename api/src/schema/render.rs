@@ -145,6 +145,10 @@ pub struct RenderTask {
     pub gpus: Vec<String>,
     /// The buyer's rejection this check answers.
     pub dispute: Option<String>,
+    /// Its lease's payment: `held` (the lease ended; the payment waits until none of its
+    /// frames waits for a check or the buyer's review), `paid`, or `rejected` (its provider
+    /// failed verification: slashed, the buyer credited); none while the lease runs.
+    pub payment: Option<String>,
 }
 
 /// A provider that failed verification in this job.
@@ -286,6 +290,13 @@ impl RenderJob {
                 },
                 gpus: t.gpus.clone(),
                 dispute: t.dispute.clone(),
+                payment: match (t.placement, t.lease_ended, t.settled) {
+                    (Some(_), _, Some(render::Settled::Rejected)) => Some("rejected"),
+                    (Some(_), _, Some(render::Settled::Paid)) => Some("paid"),
+                    (Some(_), true, None) => Some("held"),
+                    _ => None,
+                }
+                .map(str::to_owned),
             })
             .collect()
     }

@@ -46,6 +46,8 @@ pub struct Lease {
     /// The order its failure placed for its unused hours, or why that was refused.
     pub rebid_order: Option<OrderId>,
     pub rebid_refused: Option<ErrorCode>,
+    /// Its buyer held its payment for review, to be paid by then at the latest.
+    pub payment_held_until: Option<DateTime<Utc>>,
 }
 
 /// Which side of its leases an account lists.
@@ -124,6 +126,8 @@ pub fn leases(
         rebid_order: Option<i64>,
         #[diesel(sql_type = Nullable<Text>)]
         rebid_refused: Option<String>,
+        #[diesel(sql_type = Nullable<Timestamptz>)]
+        payment_held_until: Option<DateTime<Utc>>,
     }
     const T: &str = "leases";
     let (as_buyer, as_provider) = match filter.role {
@@ -135,7 +139,7 @@ pub fn leases(
         "SELECT partition, lease_id, market, buyer, provider, node, region, gpus, price, hours, \
          cost, status, created_at, started_at, ended_at, hours_used, charged, provider_earned, \
          end_reason, bid_order, close_cause, close_detail, charged_until, charged_ms, \
-         rebid_order, rebid_refused FROM leases \
+         rebid_order, rebid_refused, payment_held_until FROM leases \
          WHERE (($2 AND buyer = $1) OR ($3 AND provider = $1)) \
          AND ($4::text IS NULL OR status = $4) AND (partition, lease_id) > ($5, $6) \
          ORDER BY partition, lease_id LIMIT $7",
@@ -193,6 +197,7 @@ pub fn leases(
                     .rebid_refused
                     .map(|c| parsed(T, "rebid_refused", &c))
                     .transpose()?,
+                payment_held_until: r.payment_held_until,
             })
         })
         .collect::<Result<_, LedgerError>>()?;

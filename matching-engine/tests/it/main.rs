@@ -13,6 +13,7 @@ mod once;
 mod orders;
 mod properties;
 mod proving;
+mod review;
 mod risk;
 mod settlement;
 mod snapshot;

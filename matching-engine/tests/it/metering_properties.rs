@@ -1,7 +1,7 @@
 //! Properties of metered leases over random streams of offers (some backed by their node's
 //! report and the provider's bond), metered bids (some re-bidding), signed heartbeats
 //! listing random leases and a changing number of GPUs, stops by any party, operator ends,
-//! bonds posted and withdrawn, ticks and outages: for every lease, the time charged is at
+//! payments held for review (released, rejected or run out), bonds posted and withdrawn, ticks and outages: for every lease, the time charged is at
 //! most the time elapsed and at most its term, each accrual is charged by the market's one
 //! rule, a lease's end moves exactly the sum of its accruals, and money is conserved
 //! through holds, bonds, slashes and the insurance fund.
@@ -62,7 +62,7 @@ fn command() -> impl Strategy<Value = Command> {
                 let offer = offer(p, node, &price, gpus);
                 if backed { offer.metered().into() } else { offer.into() }
             }),
-        4 => (buyer, 0u128..1_000, 300i64..=400, 1u64..=3, 1u64..=3, any::<bool>())
+        4 => (buyer.clone(), 0u128..1_000, 300i64..=400, 1u64..=3, 1u64..=3, any::<bool>())
             .prop_map(|(b, client, cents, gpus, hours, rebid)| {
                 let price = format!("{}.{:02}", cents / 100, cents % 100);
                 Command::PlaceWith {
@@ -84,6 +84,19 @@ fn command() -> impl Strategy<Value = Command> {
         1 => (1u64..=LEASES).prop_map(|lease| Command::AdminEndLease {
             lease_id: LeaseId(lease),
             reason: FailureReason::new("maintenance").unwrap(),
+        }),
+        // Payments held for review (up to ten minutes), released, rejected or left to run
+        // out; rejections of running leases too.
+        2 => (buyer.clone(), 1u64..=LEASES, 1u64..=600_000).prop_map(|(by, lease, hold_ms)| {
+            Command::StopLeaseHeld { by, lease_id: LeaseId(lease), hold_ms }
+        }),
+        1 => (buyer, 1u64..=LEASES).prop_map(|(by, lease)| Command::ReleasePayment {
+            by,
+            lease_id: LeaseId(lease),
+        }),
+        1 => (1u64..=LEASES).prop_map(|lease| Command::RejectWork {
+            lease_id: LeaseId(lease),
+            reason: FailureReason::new("a referee rendered other pixels").unwrap(),
         }),
         3 => Just(Command::Tick),
     ]
@@ -117,6 +130,9 @@ struct Seen {
     accrued: i64,
     fee: i64,
     closed: bool,
+    /// Its buyer held its payment when it closed, and it has not ended yet.
+    held: bool,
+    ended: bool,
 }
 
 proptest! {
@@ -176,8 +192,17 @@ proptest! {
                         prop_assert!(charged_until.0 <= ended_at.0);
                         prop_assert_eq!(*charged_ms as i64, seen.accrued_ms, "closed = the sum of its accruals");
                     }
+                    Event::PaymentHeld { lease_id, until, .. } => {
+                        let seen = leases.get_mut(lease_id).expect("a known lease is held");
+                        prop_assert!(seen.closed && !seen.ended, "held right after its close");
+                        prop_assert!(until.0 > now);
+                        seen.held = true;
+                    }
                     Event::LeaseEnded { lease_id, charged, fee, .. } => {
-                        let seen = &leases[lease_id];
+                        let seen = leases.get_mut(lease_id).expect("a known lease ends");
+                        prop_assert!(!seen.ended, "a lease ends once");
+                        seen.ended = true;
+                        seen.held = false;
                         if seen.closed {
                             prop_assert_eq!(charged.micros(), seen.accrued, "the end moves what accrued");
                             prop_assert_eq!(fee.micros(), seen.fee);
@@ -185,7 +210,7 @@ proptest! {
                     }
                     Event::BondSlashed { lease_id, slashed, buyer_credit, insurance, .. } => {
                         let seen = &leases[lease_id];
-                        prop_assert!(!seen.closed, "a slash comes before its lease's close");
+                        prop_assert!(!seen.closed || seen.held, "a slash comes before its lease's close, or while its payment is held");
                         prop_assert!(slashed.is_positive());
                         prop_assert_eq!(slashed.micros(), buyer_credit.micros() + insurance.micros());
                     }

@@ -61,34 +61,39 @@ fn damaged_snapshots_are_refused() {
 const FORMAT_4: &[u8] = include_bytes!("format4.snap");
 
 #[test]
-fn format_7_6_5_4_and_3_snapshots_still_restore_without_what_came_later() {
+fn format_8_7_6_5_4_and_3_snapshots_still_restore_without_what_came_later() {
     let mut live = busy_market();
     assert_eq!(&FORMAT_4[..8], b"GPUMKT\x00\x04");
     let mut restored = Engine::restore(FORMAT_4).unwrap();
     assert_eq!(restored.state_hash(), live.engine.state_hash());
-    let v8 = live.engine.snapshot();
-    assert_eq!(&v8[..8], b"GPUMKT\x00\x08");
-    assert_eq!(restored.snapshot(), v8, "written again in format 8");
-    // Format 7: format 8 without its checks, which for one market without a checker are a
-    // list of one `None` and two empty lists (25 bytes); format 6, without the storage charges
-    // too, which for a market that charged none are one empty list (8 bytes); format 5,
-    // without the proofs too, which for a market without nodes or bonds are eight empty or
-    // zero fields of 8 bytes each.
-    let end_of = |drop: usize| v8.len() - 4 - drop;
+    let v9 = live.engine.snapshot();
+    assert_eq!(&v9[..8], b"GPUMKT\x00\x09");
+    assert_eq!(restored.snapshot(), v9, "written again in format 9");
+    // Format 8: format 9 without its held payments, which for a market that held none are
+    // one empty list (8 bytes); format 7, without the checks too, which for one market
+    // without a checker are a list of one `None` and two empty lists (25 bytes); format 6,
+    // without the storage charges too, which for a market that charged none are one empty
+    // list (8 bytes); format 5, without the proofs too, which for a market without nodes or
+    // bonds are eight empty or zero fields of 8 bytes each.
+    let end_of = |drop: usize| v9.len() - 4 - drop;
+    assert_eq!(&v9[end_of(8)..end_of(0)], &[0; 8]);
     let mut checks = vec![1, 0, 0, 0, 0, 0, 0, 0, 0];
     checks.extend([0; 16]);
-    assert_eq!(&v8[end_of(25)..end_of(0)], &checks[..]);
-    assert!(v8[end_of(25 + 8 + 64)..end_of(25)].iter().all(|b| *b == 0));
+    assert_eq!(&v9[end_of(8 + 25)..end_of(8)], &checks[..]);
+    assert!(v9[end_of(8 + 25 + 8 + 64)..end_of(8 + 25)]
+        .iter()
+        .all(|b| *b == 0));
     for (magic, drop) in [
-        (b"GPUMKT\x00\x07", 25),
-        (b"GPUMKT\x00\x06", 25 + 8),
-        (b"GPUMKT\x00\x05", 25 + 8 + 64),
+        (b"GPUMKT\x00\x08", 8),
+        (b"GPUMKT\x00\x07", 8 + 25),
+        (b"GPUMKT\x00\x06", 8 + 25 + 8),
+        (b"GPUMKT\x00\x05", 8 + 25 + 8 + 64),
     ] {
         let mut old = magic.to_vec();
-        old.extend_from_slice(&v8[8..end_of(drop)]);
+        old.extend_from_slice(&v9[8..end_of(drop)]);
         let sum = crc32fast::hash(&old[8..]);
         old.extend_from_slice(&sum.to_le_bytes());
-        assert_eq!(Engine::restore(&old).unwrap().snapshot(), v8);
+        assert_eq!(Engine::restore(&old).unwrap().snapshot(), v9);
     }
     // Format 3: the same image, with FNV-1a (64-bit) as its trailer.
     let image = &FORMAT_4[8..FORMAT_4.len() - 4];
@@ -98,7 +103,7 @@ fn format_7_6_5_4_and_3_snapshots_still_restore_without_what_came_later() {
     let mut v3 = b"GPUMKT\x00\x03".to_vec();
     v3.extend_from_slice(image);
     v3.extend_from_slice(&fnv.to_le_bytes());
-    assert_eq!(Engine::restore(&v3).unwrap().snapshot(), v8);
+    assert_eq!(Engine::restore(&v3).unwrap().snapshot(), v9);
     v3[100] ^= 1;
     assert!(matches!(Engine::restore(&v3), Err(SnapshotError::Corrupt)));
     // Its lease is one of `Place`: it still ends by stated hours.

@@ -87,7 +87,7 @@ fn scene_and_reference(dir: &Path, frames: FrameRange) -> (Vec<u8>, Vec<String>)
 
 const JOB: &str = "query($id: ID!) { renderJob(id: $id) { status progress { frames accepted failed } \
     frames(first: 100) { number state output pixelDigest provider node lease gpu confirmed reason } \
-    tasks { id role frames provider lease state reason } verdicts { provider frame reason } \
+    tasks { id role frames provider lease state reason payment } verdicts { provider frame reason } \
     manifest cost { leases leasesEnded charged verification perFrame } } }";
 
 #[test]
@@ -200,19 +200,32 @@ fn a_render_job_across_three_providers_catches_the_liar_and_delivers_true_frames
     let tasks = job["tasks"].as_array().unwrap();
     assert!(tasks.iter().any(|t| t["role"] == "CHECK"));
     assert!(tasks.iter().any(|t| t["role"] == "REFEREE"));
-    // Every lease ended; the liar's as rejected work, which slashed its bond.
+    // Every task's lease ended as soon as its job was over, its payment held for review:
+    // the honest providers' paid once their frames were checked and reviewed, the liar's
+    // rejected, which slashed its bond.
+    for t in tasks {
+        let want = if t["provider"] == json!(LIAR.to_string()) {
+            "rejected"
+        } else {
+            "paid"
+        };
+        if t["lease"].is_string() {
+            assert_eq!(t["payment"], want, "{t}");
+        }
+    }
     let leases = m.ok(
         &m.buyer,
-        "{ leases(role: BUYER, first: 100) { nodes { id provider status closeCause } } }",
+        "{ leases(role: BUYER, first: 100) { nodes { id provider status closeCause endReason \
+         paymentHeldUntil } } }",
         json!({}),
     )["leases"]["nodes"]
         .clone();
     let leases = leases.as_array().unwrap();
     assert!(leases.iter().all(|l| l["status"] == "ended"), "{leases:#?}");
     assert!(
-        leases
-            .iter()
-            .any(|l| l["provider"] == json!(LIAR) && l["closeCause"] == "work_rejected"),
+        leases.iter().any(|l| l["provider"] == json!(LIAR)
+            && l["endReason"] == "provider_failed"
+            && l["paymentHeldUntil"].is_string()),
         "{leases:#?}"
     );
     let slashes = m.ok(

@@ -89,13 +89,34 @@ fn waiting(c: &Coordinator) -> Vec<(u32, Role, Vec<u32>)> {
         .collect()
 }
 
-/// Ends every lease the coordinator asks to, returning how each ended.
+/// Ends every lease the coordinator asks to, then settles every held payment it asks to,
+/// as the render loop does; returns how each ended, in that order.
 fn end_leases(c: &mut Coordinator) -> Vec<(LeaseId, Ending)> {
     let ends = c.leases_to_end();
     for (task, _, _) in &ends {
         c.lease_ended(*task).unwrap();
     }
-    ends.into_iter().map(|(_, lease, e)| (lease, e)).collect()
+    let settled = c.payments_to_settle();
+    for (task, _, ending) in &settled {
+        c.settled(*task, ending).unwrap();
+    }
+    ends.into_iter()
+        .chain(settled)
+        .map(|(_, lease, e)| (lease, e))
+        .collect()
+}
+
+fn holds(ends: &[(LeaseId, Ending)]) -> usize {
+    ends.iter()
+        .filter(|(_, e)| matches!(e, Ending::Hold { .. }))
+        .count()
+}
+
+fn releases(ends: &[(LeaseId, Ending)]) -> Vec<LeaseId> {
+    ends.iter()
+        .filter(|(_, e)| *e == Ending::Release)
+        .map(|(l, _)| *l)
+        .collect()
 }
 
 #[test]
@@ -113,48 +134,76 @@ fn a_job_is_split_into_tasks_of_at_most_the_frames_per_task() {
 }
 
 #[test]
-fn honest_providers_are_checked_once_each_then_paid_and_the_frames_accepted() {
-    // Given a 24-frame job on three honest providers.
+fn two_one_gpu_providers_check_each_other_and_are_paid_after_the_review() {
+    // Given a 24-frame job on two honest providers of one GPU each.
     let mut c = job(24);
-    // When each renders its task truly.
+    // When each renders a task truly,
     run(&mut c, 0, HONEST_A, 100, |n| Ok(truth(n)));
     run(&mut c, 1, HONEST_B, 101, |n| Ok(truth(n)));
-    run(&mut c, 2, THIRD, 102, |n| Ok(truth(n)));
-    // Then every provider has at least one frame checked, each check on another provider.
-    let checks: Vec<_> = c.waiting().cloned().collect();
-    assert!(checks.len() >= 3);
+    // then both leases end at once, their GPUs free, their payments held for review,
+    let ends = end_leases(&mut c);
+    assert_eq!(
+        ends,
+        [
+            (
+                LeaseId(100),
+                Ending::Hold {
+                    hold_ms: c.policy.hold_ms()
+                }
+            ),
+            (
+                LeaseId(101),
+                Ending::Hold {
+                    hold_ms: c.policy.hold_ms()
+                }
+            ),
+        ]
+    );
+    // and each provider has a frame checked by the other (on the GPU it freed), and the
+    // third task waits for a render.
+    let checks: Vec<_> = c
+        .waiting()
+        .filter(|t| t.role == Role::Check)
+        .cloned()
+        .collect();
+    assert!(checks.len() >= 2);
+    assert_eq!(c.checked.len(), 2);
+    let other = |p: AccountId| if p == HONEST_A { HONEST_B } else { HONEST_A };
+    let mut lease = 200;
     for check in &checks {
-        assert_eq!(check.role, Role::Check);
         let renderer = c.frame(check.frames[0]).unwrap().renders[0].provider;
         assert!(check.avoid.contains(&renderer));
+        run(&mut c, check.id, other(renderer), lease, |n| Ok(truth(n)));
+        lease += 1;
     }
-    assert_eq!(c.checked.len(), 3);
-    // And only the unchecked tasks' leases may end yet.
-    let checked_tasks: Vec<u32> = checks
-        .iter()
-        .map(|t| c.frame(t.frames[0]).unwrap().renders[0].task)
-        .collect();
-    assert!(c
-        .leases_to_end()
-        .iter()
-        .all(|(t, _, _)| !checked_tasks.contains(t)));
-    // When the checks agree.
-    for (lease, check) in (200..).zip(checks) {
-        let renderer = c.frame(check.frames[0]).unwrap().renders[0].provider;
-        let checker = [HONEST_A, HONEST_B, THIRD]
-            .into_iter()
-            .find(|p| *p != renderer)
-            .unwrap();
-        run(&mut c, check.id, checker, lease, |n| Ok(truth(n)));
-    }
-    // Then every lease stops cleanly, nobody failed, and the frames wait for the review.
+    let last = c.waiting().next().unwrap().clone();
+    assert_eq!(last.role, Role::Render);
+    let last_lease = lease;
+    run(&mut c, last.id, HONEST_A, last_lease, |n| Ok(truth(n)));
+    // When the checks agree, the checks' leases end and are paid (their work matched),
     let ends = end_leases(&mut c);
-    assert!(ends.iter().all(|(_, e)| *e == Ending::Stop));
-    assert_eq!(ends.len(), c.tasks.len());
+    assert_eq!(holds(&ends), checks.len() + 1);
+    let checks_paid: Vec<LeaseId> = (200..200 + checks.len() as u64).map(LeaseId).collect();
+    assert_eq!(releases(&ends), checks_paid);
+    // but the renders' payments wait for the buyer's review (the last task's frames wait
+    // for their check as well, on B).
     assert!(c.verdicts.is_empty());
+    assert!(c.payments_to_settle().is_empty());
     assert!(!c.is_done());
-    // When the review window closes, every frame is accepted, each its first render.
+    let rest: Vec<_> = c.waiting().cloned().collect();
+    for check in &rest {
+        lease += 1;
+        run(&mut c, check.id, HONEST_B, lease, |n| Ok(truth(n)));
+    }
+    end_leases(&mut c);
+    // When the review window closes, every frame is accepted, each its first render, and
+    // every render's payment is released.
     c.tick(1_000 + 1_000);
+    let ends = end_leases(&mut c);
+    assert_eq!(
+        releases(&ends),
+        [LeaseId(100), LeaseId(101), LeaseId(last_lease)]
+    );
     assert!(c.is_done());
     for f in &c.frames {
         assert_eq!(f.state, FrameState::Accepted { render: 0 });
@@ -175,6 +224,8 @@ fn caught_liar() -> Coordinator {
     );
     run(&mut c, 0, HONEST_A, 100, |n| Ok(truth(n)));
     run(&mut c, 1, LIAR, 101, |n| Ok(output(n, 1)));
+    // Both leases end, their payments held for review.
+    assert_eq!(holds(&end_leases(&mut c)), 2);
     // The check of the liar's frames runs on A, whose pixels differ.
     let liar_check = c.waiting().find(|t| t.avoid.contains(&LIAR)).unwrap().id;
     assert!(
@@ -217,10 +268,14 @@ fn a_provider_whose_pixels_a_referee_contradicts_fails_and_its_frames_go_elsewhe
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].frames, (10..=16).collect::<Vec<_>>());
     assert!(again[0].avoid.contains(&LIAR));
-    // And its lease ends rejected, never stopped as paid work.
-    let ends = c.leases_to_end();
+    // And its held payment is rejected, never paid.
+    let ends = c.payments_to_settle();
     let liar_end = ends.iter().find(|(_, l, _)| *l == LeaseId(101)).unwrap();
     assert!(matches!(liar_end.2, Ending::Reject { .. }));
+    assert!(
+        ends.iter().all(|(_, l, _)| *l != LeaseId(100)),
+        "A's frames are in review"
+    );
 }
 
 #[test]
@@ -252,8 +307,8 @@ fn a_failed_provider_gets_no_task_of_the_job_again() {
         }
         lease += 1;
     }
-    end_leases(&mut c);
     c.tick(10_000);
+    end_leases(&mut c);
     assert!(c.is_done());
     for f in &c.frames {
         let r = f.delivered().unwrap();
@@ -365,8 +420,8 @@ fn a_check_nobody_else_can_run_delivers_the_frame_unchecked() {
         c.frame(1).unwrap().state,
         FrameState::Delivered { .. }
     ));
-    end_leases(&mut c);
     c.tick(1_000_000);
+    end_leases(&mut c);
     assert!(c.is_done());
 }
 
@@ -389,8 +444,8 @@ fn a_task_that_waits_past_its_policys_wait_goes_on_without_a_lease() {
         }
     );
     assert!(!c.frame(1).unwrap().confirmed);
-    end_leases(&mut c);
     c.tick(1_000_000);
+    end_leases(&mut c);
     assert!(c.is_done());
 
     // Given a render task no ask takes, its frames fail after the longer wait for renders.
@@ -443,9 +498,46 @@ fn the_state_survives_its_stored_form() {
     policy.remove("place_within_ms").unwrap();
     policy.remove("check_within_ms").unwrap();
     for t in older["tasks"].as_array_mut().unwrap() {
-        t.as_object_mut().unwrap().remove("waiting_since").unwrap();
+        let t = t.as_object_mut().unwrap();
+        t.remove("waiting_since").unwrap();
+        t.remove("settled").unwrap();
     }
     let back: Coordinator = serde_json::from_value(older).unwrap();
     assert_eq!(back.policy, c.policy);
     assert_eq!(back.tasks.len(), c.tasks.len());
+}
+
+#[test]
+fn a_provider_on_trial_is_paid_for_none_of_its_tasks_until_its_check_is_over() {
+    // Given a provider's two tasks, the first with a frame in check (at a share of zero only
+    // a provider's first task is checked) and the second's frames accepted already,
+    let mut c = Coordinator::new(
+        FrameRange::new(1, 16).unwrap(),
+        Policy {
+            check_ppm: 0,
+            review_ms: 0,
+            ..policy()
+        },
+        9,
+    );
+    run(&mut c, 0, HONEST_A, 100, |n| Ok(truth(n)));
+    run(&mut c, 1, HONEST_A, 101, |n| Ok(truth(n)));
+    c.tick(1_000);
+    assert!(c
+        .task(1)
+        .unwrap()
+        .frames
+        .iter()
+        .all(|n| matches!(c.frame(*n).unwrap().state, FrameState::Accepted { .. })));
+    // when their leases end, neither payment is released while the check is pending;
+    let ends = end_leases(&mut c);
+    assert_eq!(holds(&ends), 2);
+    assert!(releases(&ends).is_empty(), "{ends:?}");
+    // once another provider's render confirms the checked frame, all three are paid.
+    let check = c.waiting().next().unwrap().id;
+    run(&mut c, check, HONEST_B, 102, |n| Ok(truth(n)));
+    c.tick(2_000);
+    let ends = end_leases(&mut c);
+    assert_eq!(releases(&ends), [LeaseId(100), LeaseId(101), LeaseId(102)]);
+    assert!(c.is_done());
 }

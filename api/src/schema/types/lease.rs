@@ -62,6 +62,11 @@ pub struct Lease {
     pub rebid_order: Option<u64>,
     /// Why the re-bid its failure asked for was refused (e.g. `INSUFFICIENT_FUNDS`).
     pub rebid_refused: Option<String>,
+    /// Its buyer stopped it holding the payment for review (a render job's leases wait so
+    /// for their frames' checks): paid by then at the latest, earlier when the buyer
+    /// releases it, and not at all where the market rejects the work (a slashed provider
+    /// failure). `charged` is set once it is paid.
+    pub payment_held_until: Option<DateTime<Utc>>,
 }
 
 impl From<ledger::read::Lease> for Lease {
@@ -94,6 +99,7 @@ impl From<ledger::read::Lease> for Lease {
             charged_ms: l.charged_ms,
             rebid_order: l.rebid_order.map(|o| o.0),
             rebid_refused: l.rebid_refused.map(|c| c.as_str().to_owned()),
+            payment_held_until: l.payment_held_until,
         }
     }
 }
