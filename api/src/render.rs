@@ -588,24 +588,49 @@ async fn submit(state: &AppState, job: &RenderJob, c: &Coordinator) -> Result<()
 
 /// Ends the leases the coordinator is done with (stopped by the buyer holding the payment,
 /// or rejected: a slashed provider failure), then settles the held payments it is done
-/// with (paid, or rejected). One the engine has ended or paid already counts as done: it
-/// ended the lease itself (its term, its node), or the hold ran out.
+/// with (paid, or rejected). One the engine has ended or paid already is done too, and the
+/// coordinator is told so: the engine ended the lease itself (its term, its node) or the
+/// hold ran out, so the lease's own end decided its payment, not this job's ask.
 async fn end_leases(state: &AppState, job: &RenderJob, c: &mut Coordinator) {
     for (task, lease_id, ending) in c.leases_to_end() {
-        if finish(state, job, lease_id, &ending).await {
-            let _ = c.lease_ended(task);
-        }
+        let asked = match finish(state, job, lease_id, &ending).await {
+            None => continue,
+            Some(Finished::AsAsked) => Some(&ending),
+            // A hold sent again after a restart finds its lease ended by the first: the
+            // payment still held says the hold is this job's.
+            Some(Finished::AlreadyOver)
+                if matches!(ending, Ending::Hold { .. })
+                    && state.engine.replica().held_payment(lease_id).is_some() =>
+            {
+                Some(&ending)
+            }
+            Some(Finished::AlreadyOver) => None,
+        };
+        let _ = c.lease_ended(task, asked);
     }
     for (task, lease_id, ending) in c.payments_to_settle() {
-        if finish(state, job, lease_id, &ending).await {
-            let _ = c.settled(task, &ending);
+        if let Some(finished) = finish(state, job, lease_id, &ending).await {
+            let _ = c.settled(task, (finished == Finished::AsAsked).then_some(&ending));
         }
     }
 }
 
-/// Sends the command that ends `lease_id` or its held payment as `ending` says; whether it
-/// is done.
-async fn finish(state: &AppState, job: &RenderJob, lease_id: LeaseId, ending: &Ending) -> bool {
+/// How the engine answered an ending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Finished {
+    AsAsked,
+    /// The lease had ended, or its payment had been settled, already.
+    AlreadyOver,
+}
+
+/// Sends the command that ends `lease_id` or its held payment as `ending` says; `None` when
+/// the engine did not answer (asked again next round).
+async fn finish(
+    state: &AppState,
+    job: &RenderJob,
+    lease_id: LeaseId,
+    ending: &Ending,
+) -> Option<Finished> {
     let command = match ending {
         Ending::Hold { hold_ms } => Command::StopLeaseHeld {
             by: job.buyer,
@@ -622,20 +647,26 @@ async fn finish(state: &AppState, job: &RenderJob, lease_id: LeaseId, ending: &E
                 .unwrap_or_else(|_| FailureReason::new("failed verification").expect("not empty")),
         },
     };
-    let done = match state.engine.submit(command).await.map_err(ApiError::from) {
+    let finished = match state.engine.submit(command).await.map_err(ApiError::from) {
         Ok(answer) => match events(answer) {
-            Ok(_) => true,
-            Err(e) => matches!(e.code, ErrorCode::LeaseEnded | ErrorCode::UnknownLease),
+            Ok(_) => Some(Finished::AsAsked),
+            Err(e) if matches!(e.code, ErrorCode::LeaseEnded | ErrorCode::UnknownLease) => {
+                Some(Finished::AlreadyOver)
+            }
+            Err(e) => {
+                warn!(job = job.id, lease = lease_id.0, error = %e.message, "ending a render lease refused");
+                None
+            }
         },
         Err(e) => {
             warn!(job = job.id, lease = lease_id.0, error = %e.message, "ending a render lease");
-            false
+            None
         }
     };
-    if done {
-        info!(job = job.id, lease = lease_id.0, ending = ?ending, "a render lease ended or paid");
+    if let Some(finished) = finished {
+        info!(job = job.id, lease = lease_id.0, ending = ?ending, ?finished, "a render lease ended or paid");
     }
-    done
+    finished
 }
 
 /// Stops a lease as its buyer; a lease already ended is fine.

@@ -197,6 +197,9 @@ pub enum Settled {
     Paid,
     /// Its provider failed verification: not paid, slashed.
     Rejected,
+    /// The engine settled it before the job did: the hold ran out, or the lease ended on its
+    /// own (its term, its node), so the lease's end decided the payment, not this job.
+    LeaseEnd,
 }
 
 /// A frame's file, as a provider delivered it.
@@ -628,16 +631,20 @@ impl Coordinator {
         })
     }
 
-    /// The lease of `task` ended, as [`Coordinator::leases_to_end`] asked. A rejected
-    /// lease's payment is settled with it.
-    pub fn lease_ended(&mut self, task: u32) -> Result<(), Refused> {
-        let t = self.tasks.get(task as usize).ok_or(Refused::NoTask(task))?;
-        let failed = t
-            .placement
-            .is_some_and(|p| self.failed.contains(&p.provider));
-        let t = &mut self.tasks[task as usize];
+    /// The lease of `task` ended: as [`Coordinator::leases_to_end`] asked with `ending`, or
+    /// (`None`) by the engine before that ask reached it. A rejected lease's payment is
+    /// settled with it, and so is one the engine ended first.
+    pub fn lease_ended(&mut self, task: u32, ending: Option<&Ending>) -> Result<(), Refused> {
+        let t = self
+            .tasks
+            .get_mut(task as usize)
+            .ok_or(Refused::NoTask(task))?;
         t.lease_ended = true;
-        t.settled = failed.then_some(Settled::Rejected);
+        t.settled = match ending {
+            None => Some(Settled::LeaseEnd),
+            Some(Ending::Reject { .. }) => Some(Settled::Rejected),
+            Some(Ending::Hold { .. } | Ending::Release) => None,
+        };
         if t.state == TaskState::Running {
             t.state = TaskState::Failed {
                 reason: "its lease ended first".into(),
@@ -646,16 +653,18 @@ impl Coordinator {
         Ok(())
     }
 
-    /// The held payment of `task` ended as `ending` (from
-    /// [`Coordinator::payments_to_settle`]) asked.
-    pub fn settled(&mut self, task: u32, ending: &Ending) -> Result<(), Refused> {
+    /// The held payment of `task` ended: as [`Coordinator::payments_to_settle`] asked with
+    /// `ending`, or (`None`) by the engine first (the hold ran out, or the lease was already
+    /// settled otherwise), whatever this job asked.
+    pub fn settled(&mut self, task: u32, ending: Option<&Ending>) -> Result<(), Refused> {
         let t = self
             .tasks
             .get_mut(task as usize)
             .ok_or(Refused::NoTask(task))?;
         t.settled = Some(match ending {
-            Ending::Reject { .. } => Settled::Rejected,
-            Ending::Hold { .. } | Ending::Release => Settled::Paid,
+            None => Settled::LeaseEnd,
+            Some(Ending::Reject { .. }) => Settled::Rejected,
+            Some(Ending::Hold { .. } | Ending::Release) => Settled::Paid,
         });
         Ok(())
     }

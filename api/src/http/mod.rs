@@ -217,6 +217,23 @@ async fn read_body(
     })?
 }
 
+/// Takes one GraphQL request (over HTTP, or an operation on a websocket) from `who`'s rate.
+fn take_request(state: &AppState, who: &str) -> Result<(), ApiError> {
+    state.requests.take(who).map_err(|retry| {
+        state.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+        let limits = &state.config.limits;
+        ApiError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "more than {} requests/s (burst {}); retry in {} ms",
+                limits.rate_per_sec,
+                limits.burst,
+                retry.as_millis()
+            ),
+        )
+    })
+}
+
 async fn graphql(
     state: web::Data<Arc<AppState>>,
     schema: web::Data<MarketSchema>,
@@ -243,18 +260,8 @@ async fn graphql(
         Some(p) => format!("key:{}", p.key_id),
         None => format!("ip:{address}"),
     };
-    if let Err(retry) = state.requests.take(&who) {
-        state.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
-        let limits = &state.config.limits;
-        return refused(&ApiError::new(
-            ErrorCode::RateLimited,
-            format!(
-                "more than {} requests/s (burst {}); retry in {} ms",
-                limits.rate_per_sec,
-                limits.burst,
-                retry.as_millis()
-            ),
-        ));
+    if let Err(e) = take_request(&state, &who) {
+        return refused(&e);
     }
     let request: async_graphql::Request = match serde_json::from_slice(&body) {
         Ok(r) => r,

@@ -1,4 +1,10 @@
-//! Subscriptions over a websocket at `/graphql`, in the `graphql-transport-ws` protocol.
+//! GraphQL over a websocket at `/graphql`, in the `graphql-transport-ws` protocol:
+//! subscriptions, and queries and mutations too, so a bot that holds a socket places and
+//! cancels without paying for an HTTP request each time.
+//!
+//! Each operation (`subscribe` message) takes a request from the same per-key rate as an
+//! HTTP request does; one over the rate is answered with the protocol's `error` message
+//! (code `RATE_LIMITED`) and not executed, and the socket stays open.
 //!
 //! async-graphql speaks the protocol; this module carries its frames over actix-ws and
 //! closes the socket with the protocol's own codes: 4401 when the key is missing its mark
@@ -18,7 +24,7 @@ use async_graphql::Data;
 use contract::ErrorCode;
 use futures_util::StreamExt;
 
-use super::{authenticate, key_of, peer};
+use super::{authenticate, key_of, peer, take_request};
 use crate::schema::MarketSchema;
 use crate::AppState;
 
@@ -59,6 +65,23 @@ fn init_key(payload: &serde_json::Value) -> Option<String> {
         })
 }
 
+/// The protocol's `error` answer to an operation frame when `who` is over its rate (the
+/// operation is then not executed); `None` for any other frame, or when within the rate.
+fn over_rate(state: &AppState, who: &str, frame: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Frame<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        id: Option<String>,
+    }
+    let frame: Frame = serde_json::from_str(frame).ok()?;
+    if frame.kind != "subscribe" {
+        return None;
+    }
+    let e = take_request(state, who).err()?;
+    Some(serde_json::json!({"id": frame.id, "type": "error", "payload": [e.to_json()]}).to_string())
+}
+
 pub async fn subscriptions(
     state: web::Data<Arc<AppState>>,
     schema: web::Data<MarketSchema>,
@@ -73,8 +96,9 @@ pub async fn subscriptions(
     let state = state.get_ref().clone();
     let header_key = key_of(&req).map(str::to_owned);
     let address = peer(&req);
-    // What the init closure learned, for the pump: the key it accepted, or why it refused.
-    let accepted: Arc<Mutex<Option<String>>> = Arc::default();
+    // What the init closure learned, for the pump: the key it accepted with its id, or why
+    // it refused.
+    let accepted: Arc<Mutex<Option<(String, i64)>>> = Arc::default();
     let refused: Arc<Mutex<Option<ErrorCode>>> = Arc::default();
     let (to_graphql, incoming) = tokio::sync::mpsc::unbounded_channel::<String>();
     let init = {
@@ -85,8 +109,8 @@ pub async fn subscriptions(
             if let Some(key) = header_key.or_else(|| init_key(&payload)) {
                 match authenticate(&state, &key, &address).await {
                     Ok(principal) => {
+                        *accepted.lock().expect("accepted lock") = Some((key, principal.key_id));
                         data.insert(principal);
-                        *accepted.lock().expect("accepted lock") = Some(key);
                     }
                     Err(e) => {
                         *refused.lock().expect("refused lock") = Some(e.code);
@@ -113,7 +137,16 @@ pub async fn subscriptions(
             tokio::select! {
                 frame = frames.next() => match frame {
                     Some(Ok(Message::Text(text))) => {
-                        if to_graphql.send(text.to_string()).is_err() {
+                        let who = accepted
+                            .lock()
+                            .expect("accepted lock")
+                            .as_ref()
+                            .map_or_else(|| format!("ip:{address}"), |(_, id)| format!("key:{id}"));
+                        if let Some(refusal) = over_rate(&state, &who, &text) {
+                            if session.text(refusal).await.is_err() {
+                                break None;
+                            }
+                        } else if to_graphql.send(text.to_string()).is_err() {
                             break None;
                         }
                     }
@@ -143,7 +176,7 @@ pub async fn subscriptions(
                 },
                 _ = recheck.tick() => {
                     let key = accepted.lock().expect("accepted lock").clone();
-                    if let Some(key) = key {
+                    if let Some((key, _)) = key {
                         if let Err(e) = authenticate(&state, &key, &address).await {
                             if e.code == ErrorCode::Unauthenticated {
                                 break Some((4403, "the key was revoked".to_owned()));

@@ -147,7 +147,9 @@ pub struct RenderTask {
     pub dispute: Option<String>,
     /// Its lease's payment: `held` (the lease ended; the payment waits until none of its
     /// frames waits for a check or the buyer's review), `paid`, or `rejected` (its provider
-    /// failed verification: slashed, the buyer credited); none while the lease runs.
+    /// failed verification: slashed, the buyer credited), or `lease_end` (the market settled
+    /// it before the job did: the hold ran out, or the lease ended on its own, by its term or
+    /// its node, and that end decided the payment); none while the lease runs.
     pub payment: Option<String>,
 }
 
@@ -293,6 +295,7 @@ impl RenderJob {
                 payment: match (t.placement, t.lease_ended, t.settled) {
                     (Some(_), _, Some(render::Settled::Rejected)) => Some("rejected"),
                     (Some(_), _, Some(render::Settled::Paid)) => Some("paid"),
+                    (Some(_), _, Some(render::Settled::LeaseEnd)) => Some("lease_end"),
                     (Some(_), true, None) => Some("held"),
                     _ => None,
                 }

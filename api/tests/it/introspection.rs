@@ -77,6 +77,40 @@ fn standard_introspection_is_answered_in_full_and_equals_the_published_schema() 
     assert_eq!(gql["equal"], true, "Python gql sees another schema: {gql}");
 }
 
+/// The protocol's reference client, graphql-ws, as a bidding bot would use it.
+const GRAPHQL_WS: &[&str] = &["graphql@16.9.0", "graphql-ws@5.16.0", "ws@8.18.0"];
+
+#[test]
+fn the_graphql_ws_client_places_and_cancels_over_one_socket() {
+    let m = Market::start("api_graphql_ws", Limits::default());
+    m.seed();
+    let modules = npm_modules("graphql-ws", GRAPHQL_WS);
+    let url = format!("{}/graphql", m.url.replace("http://", "ws://"));
+    let result = node(&modules, &["trade", &url, &m.buyer]);
+    let placed = &result["placed"]["data"]["placeOrder"];
+    assert_eq!(placed["status"], "OPEN", "{result}");
+    assert_eq!(placed["remaining"], 1, "{result}");
+    assert_eq!(
+        result["cancelled"]["data"]["cancelOrder"],
+        json!({"orderId": placed["orderId"], "remaining": 1}),
+        "{result}"
+    );
+    // Then the market holds what the socket did: the bid was accepted and cancelled.
+    m.projected();
+    let orders = m.ok(
+        &m.buyer,
+        "{ orders(first: 5) { edges { node { id status } } } }",
+        json!({}),
+    );
+    let edges = orders["orders"]["edges"].as_array().unwrap();
+    assert!(
+        edges
+            .iter()
+            .any(|e| e["node"]["id"] == placed["orderId"] && e["node"]["status"] == "cancelled"),
+        "{orders}"
+    );
+}
+
 #[test]
 fn graphiql_shows_the_docs_explorer() {
     let modules = npm_modules("browser", BROWSER);

@@ -2,6 +2,7 @@
 //   node outside.cjs introspect URL SCHEMA_FILE          graphql-js's own introspection query
 //   node outside.cjs graphiql BASE CHROMIUM SHOT         GraphiQL's docs explorer in Chromium
 //   node outside.cjs dashboard BASE CHROMIUM SHOT KEY    the provider dashboard, key typed in
+//   node outside.cjs trade WS_URL KEY                     graphql-ws places and cancels a bid
 // Each prints one JSON document on standard output.
 const fs = require("fs");
 const [mode, target, extra, shot, key] = process.argv.slice(2);
@@ -113,8 +114,51 @@ async function dashboard(base, chromium) {
   }
 }
 
+// The graphql-ws client (the protocol's reference implementation) over `ws`: one socket,
+// authenticated in its init payload, places a bid and cancels it, as a bot would.
+async function trade(url, apiKey) {
+  const { createClient } = require("graphql-ws");
+  const client = createClient({
+    url,
+    webSocketImpl: require("ws"),
+    connectionParams: { apiKey },
+    lazy: false,
+    retryAttempts: 0,
+  });
+  const once = (query, variables) =>
+    new Promise((resolve, reject) => {
+      let result;
+      client.subscribe(
+        { query, variables },
+        { next: (r) => (result = r), error: reject, complete: () => resolve(result) }
+      );
+    });
+  try {
+    const placed = await once(
+      `mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { orderId status remaining } }`,
+      {
+        input: {
+          market: "H100-80GB",
+          clientOrderId: "9001",
+          price: "1.25",
+          gpus: 1,
+          bid: { hours: 1 },
+        },
+      }
+    );
+    const id = placed.data && placed.data.placeOrder ? String(placed.data.placeOrder.orderId) : "0";
+    const cancelled = await once(
+      `mutation($id: ID!) { cancelOrder(orderId: $id) { orderId remaining } }`,
+      { id }
+    );
+    return { placed, cancelled };
+  } finally {
+    await client.dispose();
+  }
+}
+
 (async () => {
-  const run = { introspect, graphiql, dashboard }[mode];
+  const run = { introspect, graphiql, dashboard, trade }[mode];
   const result = await run(target, extra);
   console.log(JSON.stringify(result));
 })().catch((e) => {

@@ -154,3 +154,96 @@ fn subscribers_see_trades_depth_their_orders_and_lease_offers() {
     );
     assert_eq!(code(&mut trader_offers), "FORBIDDEN");
 }
+
+/// Sends operation `id` on an open socket and returns its one `next` payload, after which
+/// the server completes it.
+fn operate(socket: &mut Socket, id: &str, query: &str, variables: Value) -> Value {
+    send(
+        socket,
+        json!({"id": id, "type": "subscribe", "payload": {"query": query, "variables": variables}}),
+    );
+    let next = receive(socket);
+    assert_eq!(
+        (&next["type"], &next["id"]),
+        (&json!("next"), &json!(id)),
+        "{next}"
+    );
+    let complete = receive(socket);
+    assert_eq!(
+        (&complete["type"], &complete["id"]),
+        (&json!("complete"), &json!(id))
+    );
+    next["payload"].clone()
+}
+
+#[test]
+fn a_bot_places_and_cancels_over_the_socket_it_holds_within_its_rate() {
+    let m = Market::start(
+        "api_ws_trade",
+        Limits {
+            rate_per_sec: 1,
+            burst: 3,
+            ..Limits::default()
+        },
+    );
+    m.seed();
+    // Given a trader's socket, its first operation a subscription to its own orders.
+    let mut socket = subscribe(
+        &m,
+        Some(&m.buyer),
+        "subscription { myOrderUpdates { orderId change remaining } }",
+    );
+    thread::sleep(Duration::from_millis(300));
+    // When it places a bid below the ask over the same socket.
+    let placed = operate(&mut socket, "2", PLACE, bid_input("701", "1.50", 2));
+    assert!(placed["errors"].is_null(), "{placed}");
+    let order_id = placed["data"]["placeOrder"]["orderId"].as_u64().unwrap();
+    assert_eq!(placed["data"]["placeOrder"]["status"], "OPEN", "{placed}");
+    let update = receive(&mut socket);
+    assert_eq!(update["id"], "1");
+    assert_eq!(
+        update["payload"]["data"]["myOrderUpdates"],
+        json!({"orderId": order_id, "change": "accepted", "remaining": 2})
+    );
+    // And cancels it there too.
+    let cancelled = operate(
+        &mut socket,
+        "3",
+        "mutation($id: ID!) { cancelOrder(orderId: $id) { orderId remaining } }",
+        json!({"id": order_id.to_string()}),
+    );
+    assert_eq!(
+        cancelled["data"]["cancelOrder"],
+        json!({"orderId": order_id, "remaining": 2}),
+        "{cancelled}"
+    );
+    // Then the subscription on the same socket saw the cancel.
+    let update = receive(&mut socket);
+    assert_eq!(
+        update["payload"]["data"]["myOrderUpdates"]["change"],
+        "cancelled"
+    );
+
+    // Each operation took a request from the key's rate (burst 3): the fourth is refused
+    // with the protocol's error message and never runs; the socket stays open.
+    send(
+        &mut socket,
+        json!({"id": "4", "type": "subscribe", "payload": {"query": PLACE,
+            "variables": bid_input("702", "1.50", 1)}}),
+    );
+    let refused = receive(&mut socket);
+    assert_eq!(
+        (&refused["type"], &refused["id"]),
+        (&json!("error"), &json!("4")),
+        "{refused}"
+    );
+    assert_eq!(refused["payload"][0]["extensions"]["code"], "RATE_LIMITED");
+    // Once the rate refills, the same socket places again.
+    thread::sleep(Duration::from_millis(1_200));
+    let placed = operate(&mut socket, "5", PLACE, bid_input("702", "1.50", 1));
+    assert_eq!(
+        placed["data"]["placeOrder"]["clientOrderId"], "702",
+        "{placed}"
+    );
+    assert_eq!(placed["data"]["placeOrder"]["status"], "OPEN");
+}

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use contract::{AccountId, LeaseId, NodeId};
 use render::coordinator::{FrameState, TaskState};
 use render::{
-    Coordinator, Ending, FrameRange, Output, PixelDigest, Placement, Policy, Refused, Role,
+    Coordinator, Ending, FrameRange, Output, PixelDigest, Placement, Policy, Refused, Role, Settled,
 };
 
 const HONEST_A: AccountId = AccountId(11);
@@ -93,12 +93,12 @@ fn waiting(c: &Coordinator) -> Vec<(u32, Role, Vec<u32>)> {
 /// as the render loop does; returns how each ended, in that order.
 fn end_leases(c: &mut Coordinator) -> Vec<(LeaseId, Ending)> {
     let ends = c.leases_to_end();
-    for (task, _, _) in &ends {
-        c.lease_ended(*task).unwrap();
+    for (task, _, ending) in &ends {
+        c.lease_ended(*task, Some(ending)).unwrap();
     }
     let settled = c.payments_to_settle();
     for (task, _, ending) in &settled {
-        c.settled(*task, ending).unwrap();
+        c.settled(*task, Some(ending)).unwrap();
     }
     ends.into_iter()
         .chain(settled)
@@ -276,6 +276,25 @@ fn a_provider_whose_pixels_a_referee_contradicts_fails_and_its_frames_go_elsewhe
         ends.iter().all(|(_, l, _)| *l != LeaseId(100)),
         "A's frames are in review"
     );
+}
+
+#[test]
+fn a_rejection_the_engine_answers_too_late_is_recorded_as_the_lease_end_not_a_rejection() {
+    let mut c = caught_liar();
+    let (task, _, ending) = c
+        .payments_to_settle()
+        .into_iter()
+        .find(|(_, l, _)| *l == LeaseId(101))
+        .unwrap();
+    assert!(matches!(ending, Ending::Reject { .. }));
+    // When the engine answers that the payment was settled already (its hold ran out while
+    // the job was down).
+    c.settled(task, None).unwrap();
+    // Then the task says the lease's end decided the payment: it was not rejected.
+    assert_eq!(c.tasks[task as usize].settled, Some(Settled::LeaseEnd));
+    assert!(c.payments_to_settle().iter().all(|(t, _, _)| *t != task));
+    // And the liar still failed: its frames are rendered elsewhere.
+    assert_eq!(c.failed.iter().copied().collect::<Vec<_>>(), [LIAR]);
 }
 
 #[test]
