@@ -38,10 +38,25 @@ pub(crate) fn all_digits(s: &str) -> bool {
 
 /// A short ASCII name stored inline, so ids that are names stay `Copy` and cost no allocation
 /// in the engine's hot path.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Symbol {
     len: u8,
     bytes: [u8; Symbol::MAX],
+}
+
+/// Three words instead of a length and 23 single bytes: the engine hashes a market or node
+/// name on every order, and the derived hash wrote a length, a slice length and 23 bytes. Equal
+/// symbols have equal bytes (the unused tail is always zero), so this agrees with `Eq`.
+impl std::hash::Hash for Symbol {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut all = [0u8; Symbol::MAX + 1];
+        all[0] = self.len;
+        all[1..].copy_from_slice(&self.bytes);
+        for word in all.chunks_exact(8) {
+            let word: [u8; 8] = word.try_into().expect("chunks of 8");
+            state.write_u64(u64::from_le_bytes(word));
+        }
+    }
 }
 
 impl Symbol {

@@ -235,6 +235,13 @@ impl Ladder {
         }
     }
 
+    /// The best level's price, if any order rests on this side.
+    pub fn best_price(&self) -> Option<i64> {
+        self.ranks
+            .last()
+            .map(|&(_, slot)| self.slots[slot as usize].price)
+    }
+
     /// Levels best first.
     pub fn levels(&self) -> impl Iterator<Item = &Level> {
         self.ranks
@@ -250,7 +257,33 @@ impl Ladder {
             (o.price, o.remaining)
         };
         let key = self.key(price);
-        let level_slot = match self.rank(key) {
+        let level_slot = match self.ranks.last() {
+            Some(&(best, slot)) if best == key => slot,
+            _ => self.level_for(key, price),
+        };
+        let level = &mut self.slots[level_slot as usize];
+        let tail = level.tail;
+        {
+            let o = orders.get_mut(slot);
+            o.prev = tail;
+            o.next = NIL;
+            o.level = level_slot;
+        }
+        if tail == NIL {
+            level.head = slot;
+        } else {
+            orders.get_mut(tail).next = slot;
+        }
+        level.tail = slot;
+        // At most 2^32 slots of at most 65,536 GPUs each: a level's total fits a u64.
+        level.gpus += u64::from(gpus);
+        level.orders += 1;
+    }
+
+    /// The slot of the level at `key`, made when there is none. Out of line, as the other
+    /// paths below: an order joining the best level pays for none of their stack frames.
+    fn level_for(&mut self, key: i64, price: i64) -> u32 {
+        match self.rank(key) {
             Ok(rank) => self.ranks[rank].1,
             Err(rank) => {
                 let level = Level {
@@ -273,24 +306,7 @@ impl Ladder {
                 self.ranks.insert(rank, (key, level_slot));
                 level_slot
             }
-        };
-        let level = &mut self.slots[level_slot as usize];
-        let tail = level.tail;
-        {
-            let o = orders.get_mut(slot);
-            o.prev = tail;
-            o.next = NIL;
-            o.level = level_slot;
         }
-        if tail == NIL {
-            level.head = slot;
-        } else {
-            orders.get_mut(tail).next = slot;
-        }
-        level.tail = slot;
-        // At most 2^32 slots of at most 65,536 GPUs each: a level's total fits a u64.
-        level.gpus += u64::from(gpus);
-        level.orders += 1;
     }
 
     /// Unlinks the order in `slot` (still stored in the slab) from its level.
@@ -313,12 +329,16 @@ impl Ladder {
         level.gpus -= u64::from(gpus);
         level.orders -= 1;
         if level.orders == 0 {
-            let rank = self
-                .rank(self.key(price))
-                .expect("a resting order's level is ranked");
-            self.ranks.remove(rank);
-            self.free.push(level_slot);
+            self.drop_level(price, level_slot);
         }
+    }
+
+    fn drop_level(&mut self, price: i64, level_slot: u32) {
+        let rank = self
+            .rank(self.key(price))
+            .expect("a resting order's level is ranked");
+        self.ranks.remove(rank);
+        self.free.push(level_slot);
     }
 
     /// Lowers the GPUs counted at the order's level (the order keeps its place).

@@ -67,17 +67,22 @@ impl Engine {
             + self.unbondings.len()
             + self.held.len();
         if self.timers.len() > 2 * live + 1_024 {
-            let (orders, nodes, leases) = (&self.orders, &self.nodes, &self.leases);
-            let (unbondings, held) = (&self.unbondings, &self.held);
-            self.timers.retain(|t| match t.due {
-                Due::Order { slot } => orders.holds(slot, t.id, t.at),
-                Due::Node => nodes.deadline(t.id as u32) == Some(t.at),
-                Due::Lease => leases
-                    .get(LeaseId(t.id))
-                    .is_some_and(|l| l.meter.deadline == t.at),
-                Due::Unbond => unbondings.contains_key(&t.id),
-                Due::Held => held.get(&LeaseId(t.id)).is_some_and(|h| h.until == t.at),
-            });
+            self.drop_stale_timers();
         }
+    }
+
+    #[cold]
+    fn drop_stale_timers(&mut self) {
+        let (orders, nodes, leases) = (&self.orders, &self.nodes, &self.leases);
+        let (unbondings, held) = (&self.unbondings, &self.held);
+        self.timers.retain(|t| match t.due {
+            Due::Order { slot } => orders.holds(slot, t.id, t.at),
+            Due::Node => nodes.deadline(t.id as u32) == Some(t.at),
+            Due::Lease => leases
+                .get(LeaseId(t.id))
+                .is_some_and(|l| l.meter.deadline == t.at),
+            Due::Unbond => unbondings.contains_key(&t.id),
+            Due::Held => held.get(&LeaseId(t.id)).is_some_and(|h| h.until == t.at),
+        });
     }
 }

@@ -44,8 +44,18 @@ impl Engine {
             Side::Bid => Side::Ask,
             Side::Ask => Side::Bid,
         };
+        let ladder = market.ladder(opposite);
+        // Most orders do not cross on arrival: one look at the best level says so, before
+        // the walk's iterator is even made.
+        let crosses_best = ladder.best_price().is_some_and(|best| match taker.side {
+            Side::Bid => best <= taker.price,
+            Side::Ask => best >= taker.price,
+        });
+        if !crosses_best {
+            return 0;
+        }
         let mut remaining = taker.remaining;
-        for slot in market.ladder(opposite).iter(&self.orders) {
+        for slot in ladder.iter(&self.orders) {
             let maker = self.orders.get(slot);
             let crosses = match taker.side {
                 Side::Bid => maker.price <= taker.price,

@@ -25,10 +25,7 @@ impl Engine {
     }
 
     /// The regions a command names that the engine has not seen, checked against capacity.
-    fn new_regions<'a>(
-        &self,
-        names: impl Iterator<Item = &'a Region>,
-    ) -> Result<Vec<Region>, Rejection> {
+    fn new_regions(&self, names: &[Region]) -> Result<Vec<Region>, Rejection> {
         let mut fresh: Vec<Region> = Vec::new();
         for r in names {
             if region_bit(&self.regions, *r).is_none() && !fresh.contains(r) {
@@ -97,11 +94,13 @@ impl Engine {
         })
     }
 
+    /// `region_bit` is the ask's region's bit, `None` for a region the engine has not seen.
     fn ask_terms(
         &self,
         provider: AccountId,
         market: u32,
         spec: &AskSpec,
+        region_bit: Option<u8>,
     ) -> Result<AskTerms, Rejection> {
         if spec.available_until.0 < self.now.saturating_add(Timestamp::MS_PER_HOUR) {
             return Err(Rejection::AvailabilityTooShort {
@@ -116,7 +115,7 @@ impl Engine {
             interconnect: spec.interconnect,
             region: spec.region,
             // A new region gets the next bit, which no bid's mask can name yet.
-            region_bit: region_bit(&self.regions, spec.region).unwrap_or(self.regions.len() as u8),
+            region_bit: region_bit.unwrap_or(self.regions.len() as u8),
             available_until: spec.available_until.0,
             reputation: self
                 .reputations
@@ -197,7 +196,12 @@ impl Engine {
             OrderTerms::Bid(spec) => {
                 let hold = overflow(new.price.cost(new.gpus, spec.hours))?.micros();
                 self.ensure_funds(new.account, hold)?;
-                let fresh = self.new_regions(spec.regions.iter())?;
+                // Most bids name no region: they skip the search.
+                let fresh = if spec.regions.is_empty() {
+                    Vec::new()
+                } else {
+                    self.new_regions(&spec.regions)?
+                };
                 let terms = self.bid_terms(spec, new.gpus, new.tif, options, check)?;
                 (Terms::Bid(terms), hold, 0, fresh)
             }
@@ -212,8 +216,13 @@ impl Engine {
                     Some(_) => self.check_backing(new.account, market, spec, new.gpus.get())?,
                     None => 0,
                 };
-                let fresh = self.new_regions(std::iter::once(&spec.region))?;
-                let mut terms = self.ask_terms(new.account, market, spec)?;
+                // One search for the ask's region serves both the check and its terms.
+                let bit = region_bit(&self.regions, spec.region);
+                let fresh = match bit {
+                    Some(_) => Vec::new(),
+                    None => self.new_regions(std::slice::from_ref(&spec.region))?,
+                };
+                let mut terms = self.ask_terms(new.account, market, spec, bit)?;
                 terms.backed = options.is_some();
                 // An ask that can no longer fit a one-hour lease leaves the book.
                 expires_at = expires_at.min(terms.available_until - Timestamp::MS_PER_HOUR);

@@ -3,8 +3,8 @@
 
 use anyhow::{bail, Context};
 use contract::{
-    Amount, ClientOrderId, Command, Event, FeeRate, Gpus, NewOrder, OrderId, OrderTerms, Price,
-    Rejection, TimeInForce, Timestamp,
+    Amount, BidSpec, ClientOrderId, Command, Event, FeeRate, Gpus, Hours, NewOrder, OrderId,
+    OrderTerms, Price, Rejection, TimeInForce, Timestamp,
 };
 use matching_engine::Engine;
 
@@ -35,6 +35,8 @@ impl Book for Gpumarket {
         // Each account numbers its own orders, as a bot does.
         let mut client_ids: std::collections::HashMap<contract::AccountId, u128> =
             std::collections::HashMap::new();
+        // The preload's orders take the first ids.
+        let id_offset = PRELOAD_ORDERS_PER_UNIT * workload.preload;
         (1i64..)
             .zip(&workload.msgs)
             .map(|(i, msg)| {
@@ -63,7 +65,7 @@ impl Book for Gpumarket {
                     }),
                     MsgKind::Cancel { order, account } => Command::Cancel {
                         account: *account,
-                        order_id: OrderId(*order),
+                        order_id: OrderId(*order + id_offset),
                     },
                     MsgKind::Amend {
                         order,
@@ -76,7 +78,7 @@ impl Book for Gpumarket {
                         };
                         Command::Amend {
                             account: *account,
-                            order_id: OrderId(*order),
+                            order_id: OrderId(*order + id_offset),
                             price,
                             gpus,
                         }
@@ -88,7 +90,7 @@ impl Book for Gpumarket {
     }
 
     fn open(workload: &Workload, _pass: Pass) -> anyhow::Result<Self> {
-        let setup = setup(workload)?;
+        let setup = setup(workload)?.into_iter().chain(preload(workload)?);
         let mut engine = Engine::new();
         let mut out = Vec::with_capacity(64);
         for command in setup {
@@ -129,6 +131,107 @@ impl Book for Gpumarket {
             .map(|level| level.orders as usize)
             .sum()
     }
+}
+
+/// Orders the preload places per resting order and open lease it makes: a resting order,
+/// and a bid with the ask that fills it.
+const PRELOAD_ORDERS_PER_UNIT: u64 = 3;
+
+/// The preload (`--preload N`) of the workload's markets, in turn: `N` open leases, each a
+/// one-GPU bid at one tick filled by an IOC ask (made first, while no other order rests),
+/// then `N` resting orders, half bids on up to 100 levels from one tick up (below the
+/// workload's lowest price) and half asks on 100 levels from ten times its highest price
+/// up, so nothing the workload sends
+/// trades with them or meets them before its own levels. Its own buyer and provider, each
+/// numbering its client ids from one.
+fn preload(workload: &Workload) -> anyhow::Result<Vec<Command>> {
+    const LEVELS: u64 = 100;
+    let n = workload.preload;
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let (buyer, provider) = (
+        contract::AccountId(990_000_001),
+        contract::AccountId(990_000_002),
+    );
+    let node = &workload.nodes[0].spec;
+    let prices = workload.msgs.iter().filter_map(|m| match &m.kind {
+        MsgKind::Place(place) => Some(place.price),
+        _ => None,
+    });
+    let (lowest, highest) = prices.fold((u64::MAX, 1), |(lo, hi), p| (lo.min(p), hi.max(p)));
+    // Bids stay below every price the workload sends.
+    let bid_levels = LEVELS.min(lowest.saturating_sub(1)).max(1);
+    let bid = BidSpec {
+        hours: Hours::new(1)?,
+        min_vram_gb: 0,
+        regions: Vec::new(),
+        interconnects: Vec::new(),
+        vendor: None,
+        min_reputation: contract::Reputation::MIN,
+        single_node: false,
+        all_or_none: false,
+        min_fill: None,
+    };
+    let mut next_client = [0u128; 2];
+    let mut order = |i: u64, account, tif, price: u64, terms| -> anyhow::Result<Command> {
+        let market = &workload.markets[(i % workload.markets.len() as u64) as usize];
+        let counter = &mut next_client[usize::from(account == provider)];
+        *counter += 1;
+        Ok(Command::Place(NewOrder {
+            account,
+            client_id: ClientOrderId(*counter),
+            market: market.id,
+            price: ticks(market.tick, price)?,
+            gpus: Gpus::new(1)?,
+            tif,
+            post_only: false,
+            terms,
+        }))
+    };
+    let mut commands = vec![Command::Deposit {
+        account: buyer,
+        amount: BUYER_DEPOSIT,
+    }];
+    for i in 0..n {
+        commands.push(order(
+            i,
+            buyer,
+            TimeInForce::Gtc,
+            1,
+            OrderTerms::Bid(bid.clone()),
+        )?);
+        commands.push(order(
+            i,
+            provider,
+            TimeInForce::Ioc,
+            1,
+            OrderTerms::Ask(node.clone()),
+        )?);
+    }
+    for i in 0..n {
+        let level = i / 2;
+        commands.push(if i % 2 == 0 {
+            let price = 1 + level % bid_levels;
+            order(
+                level,
+                buyer,
+                TimeInForce::Gtc,
+                price,
+                OrderTerms::Bid(bid.clone()),
+            )?
+        } else {
+            let price = 10 * highest + level % LEVELS;
+            order(
+                level,
+                provider,
+                TimeInForce::Gtc,
+                price,
+                OrderTerms::Ask(node.clone()),
+            )?
+        });
+    }
+    Ok(commands)
 }
 
 /// The commands that open the workload's markets, fund its buyers and rate its providers.

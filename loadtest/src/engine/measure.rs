@@ -71,8 +71,11 @@ pub struct Report {
     pub mean_ns: u64,
     pub trades: u64,
     pub rejections: BTreeMap<String, u64>,
+    /// Counting the preloaded orders, which stay.
     pub resting_orders_at_end: usize,
     pub price_levels_max: usize,
+    /// Resting orders and open leases set up before the first message.
+    pub preloaded: u64,
     /// The generator's reference book's figures, to check the engine against.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expected: Option<Expected>,
@@ -137,6 +140,7 @@ pub fn measure<B: Book>(workload: &Workload) -> anyhow::Result<Report> {
         rejections: seen.rejections,
         resting_orders_at_end: book.resting_orders(),
         price_levels_max: seen.price_levels_max,
+        preloaded: workload.preload,
         expected: workload.expected,
         method: METHOD,
     })

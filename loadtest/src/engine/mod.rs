@@ -52,6 +52,10 @@ pub struct Args {
     /// Only these workloads (plain, gpu); both when empty.
     #[arg(long, value_delimiter = ',')]
     workloads: Vec<String>,
+    /// Resting orders, and as many open leases, our engine holds before the first message,
+    /// priced where no message trades with them (the other engines are skipped).
+    #[arg(long, default_value_t = 0)]
+    preload: u64,
 }
 
 impl Args {
@@ -82,13 +86,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         Ok(())
     };
 
-    let engine = |name| Args::wants(&args.engines, name);
+    let engine =
+        |name| Args::wants(&args.engines, name) && (args.preload == 0 || name == "gpumarket");
     if Args::wants(&args.workloads, "plain") {
         eprintln!(
             "generating the plain workload: {} new orders, seed {}",
             args.orders, args.seed
         );
-        let plain = workload::plain(args.orders, args.seed, START);
+        let mut plain = workload::plain(args.orders, args.seed, START);
+        plain.preload = args.preload;
         if engine("gpumarket") {
             publish(measure::<Gpumarket>(&plain)?)?;
         }
@@ -101,7 +107,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     if Args::wants(&args.workloads, "gpu") && engine("gpumarket") {
         eprintln!("generating the gpu workload");
-        let gpu = workload::gpu(args.orders, args.seed, START);
+        let mut gpu = workload::gpu(args.orders, args.seed, START);
+        gpu.preload = args.preload;
         publish(measure::<Gpumarket>(&gpu)?)?;
     }
 
@@ -191,5 +198,25 @@ mod tests {
             report.rejections,
             BTreeMap::from([("UNKNOWN_ORDER".to_owned(), repeated)])
         );
+    }
+
+    /// The preload must stay out of the workload's way: the same trades and refusals, and
+    /// every preloaded order still resting at the end.
+    #[test]
+    fn a_preloaded_engine_trades_the_plain_workload_as_an_empty_one() {
+        let mut plain = workload::plain(5_000, 7, START);
+        let expected = plain.expected.expect("the plain workload has expectations");
+        let bare = measure::<Gpumarket>(&plain).unwrap();
+        plain.preload = 2_000;
+
+        let report = measure::<Gpumarket>(&plain).unwrap();
+
+        assert_eq!(report.trades, expected.trades);
+        assert_eq!(report.rejections, bare.rejections);
+        assert_eq!(
+            report.resting_orders_at_end,
+            expected.resting_orders_at_end + 2_000
+        );
+        assert_eq!(report.preloaded, 2_000);
     }
 }

@@ -60,6 +60,10 @@ pub struct Workload {
     pub new_orders: u64,
     /// What the reference book predicts; only where it is exact (the plain workload).
     pub expected: Option<Expected>,
+    /// Resting orders, and as many open leases, that the engine holds before the first
+    /// message (`--preload`), priced where no message trades with them: how cost grows with
+    /// the state's size.
+    pub preload: u64,
 }
 
 #[derive(Debug)]
@@ -440,6 +444,7 @@ impl<'s> Generator<'s> {
                 msgs: Vec::new(),
                 new_orders: 0,
                 expected: None,
+                preload: 0,
             },
             class_nodes,
             regions,
