@@ -1,10 +1,11 @@
 //! `loadtest api`: many concurrent GraphQL clients against a running `gpumarket api`.
 //!
-//! Set-up (untimed), with the admin key: a market of its own (`--market`, created if
-//! missing), one trader key and deposit per client, and a provider whose ask rests far above
-//! every bid, so the bids rest and every `placeOrder` is a full engine round trip without
-//! fills. Then one phase per operation, each `--duration` seconds with `--clients`
-//! concurrent clients over keep-alive connections:
+//! Set-up (untimed), with the admin key: markets of its own (`--market`, or with
+//! `--markets N` the N markets `--market`-1 … -N, created if missing), one trader key and
+//! deposit per client. No ask is offered (one needs a node's signed report), so the bids
+//! rest and every `placeOrder` is a full engine round trip without fills. Then one
+//! phase per operation, each `--duration` seconds with `--clients` concurrent clients over
+//! keep-alive connections, each client taking the markets in turn:
 //!
 //! - `depth`: `depth(market, levels: 10)`, served from the API's replica engine;
 //! - `my_orders`: `orders(first: 20)` of the client's own account, from Postgres;
@@ -24,7 +25,7 @@ use api_client::mutations::{
     CreditDepositVariables, PlaceOrder, PlaceOrderVariables,
 };
 use api_client::queries::{DepthQuery, DepthVariables, OrdersQuery, OrdersVariables};
-use api_client::types::{AskInput, BidInput, PlaceOrderInput, Role, TimeInForce};
+use api_client::types::{BidInput, PlaceOrderInput, Role, TimeInForce};
 use api_client::{AsyncClient, ClientError, ErrorCode, Id, MutationBuilder, QueryBuilder, U64};
 use serde::Serialize;
 
@@ -45,6 +46,9 @@ pub struct Args {
     /// The market the benchmark trades in (created when missing).
     #[arg(long, default_value = "LOADTEST-GPU")]
     market: String,
+    /// How many markets: with more than one, `--market` names them with a suffix -1 … -N.
+    #[arg(long, default_value_t = 1)]
+    markets: u32,
     /// The first trader account; client i trades as this + i.
     #[arg(long, default_value_t = 5_000_000)]
     first_account: u64,
@@ -56,6 +60,7 @@ pub struct Args {
 struct Report {
     operation: &'static str,
     clients: u32,
+    markets: u32,
     requests: u64,
     requests_per_sec: f64,
     p50_ms: f64,
@@ -107,39 +112,6 @@ pub(crate) async fn fund(admin: &AsyncClient, account: u64) -> Result<()> {
     Ok(())
 }
 
-/// A GTC ask by `provider` for `gpus` on `node`, available until 2099; its order id.
-pub(crate) async fn place_ask(
-    provider: &AsyncClient,
-    market: &str,
-    node: &str,
-    client_order_id: String,
-    price: &str,
-    gpus: u64,
-) -> Result<u64, ClientError> {
-    let ask = AskInput {
-        node: node.to_owned(),
-        vendor: "nvidia".to_owned(),
-        vram_gb: U64(80),
-        interconnect: "nvlink".to_owned(),
-        region: "eu-west".to_owned(),
-        available_until: "2099-01-01T00:00:00Z".parse().expect("a valid time"),
-    };
-    let placed = provider
-        .run(&PlaceOrder::build(PlaceOrderVariables {
-            input: PlaceOrderInput {
-                market: market.to_owned(),
-                client_order_id,
-                price: price.to_owned(),
-                gpus: U64(gpus),
-                time_in_force: TimeInForce::Gtc,
-                bid: None,
-                ask: Some(ask),
-            },
-        }))
-        .await?;
-    Ok(placed.place_order.order_id.0)
-}
-
 /// A one-GPU bid for one hour.
 pub(crate) fn bid(
     market: &str,
@@ -161,24 +133,22 @@ pub(crate) fn bid(
 }
 
 async fn bench(args: &Args, admin: AsyncClient) -> Result<()> {
-    let market = args.market.clone();
-    eprintln!("set-up: market {market}, {} trader keys", args.clients);
-    create_market(&admin, &market).await?;
-    let provider_account = args.first_account + u64::from(args.clients);
-    let provider = admin.with_key(&new_key(&admin, Role::Provider, provider_account).await?);
+    let markets: Arc<Vec<String>> = Arc::new(match args.markets {
+        0 | 1 => vec![args.market.clone()],
+        n => (1..=n).map(|i| format!("{}-{i}", args.market)).collect(),
+    });
+    eprintln!(
+        "set-up: {} market(s) from {}, {} trader keys",
+        markets.len(),
+        markets[0],
+        args.clients
+    );
     let run_id = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
-    place_ask(
-        &provider,
-        &market,
-        "loadtest-node",
-        run_id.to_string(),
-        "999.00",
-        8,
-    )
-    .await
-    .context("placing the provider's ask")?;
+    for market in markets.iter() {
+        create_market(&admin, market).await?;
+    }
     let mut traders = Vec::new();
     for i in 0..args.clients {
         let account = args.first_account + u64::from(i);
@@ -194,13 +164,19 @@ async fn bench(args: &Args, admin: AsyncClient) -> Result<()> {
         );
         let started = Instant::now();
         let mut tasks = Vec::new();
-        for trader in &traders {
-            let (trader, market, counter) = (trader.clone(), market.clone(), counter.clone());
+        for (client, trader) in traders.iter().enumerate() {
+            let (trader, markets, counter) = (trader.clone(), markets.clone(), counter.clone());
             tasks.push(tokio::spawn(async move {
-                let depth = DepthQuery::build(DepthVariables {
-                    market: market.clone(),
-                    levels: U64(10),
-                });
+                let depths: Vec<_> = markets
+                    .iter()
+                    .map(|market| {
+                        DepthQuery::build(DepthVariables {
+                            market: market.clone(),
+                            levels: U64(10),
+                        })
+                    })
+                    .collect();
+                let mut turn = client;
                 let my_orders = OrdersQuery::build(OrdersVariables {
                     status: None,
                     first: U64(20),
@@ -208,14 +184,15 @@ async fn bench(args: &Args, admin: AsyncClient) -> Result<()> {
                 let mut latencies = Vec::new();
                 let mut errors = 0u64;
                 while started.elapsed() < duration {
+                    turn = (turn + 1) % markets.len();
                     let t = Instant::now();
                     let answered = match operation {
-                        "depth" => trader.run(&depth).await.map(drop),
+                        "depth" => trader.run(&depths[turn]).await.map(drop),
                         "my_orders" => trader.run(&my_orders).await.map(drop),
                         _ => {
                             let id = counter.fetch_add(1, Ordering::Relaxed);
                             let place = PlaceOrder::build(bid(
-                                &market,
+                                &markets[turn],
                                 id.to_string(),
                                 "1.00".to_owned(),
                                 TimeInForce::Gtc,
@@ -248,6 +225,7 @@ async fn bench(args: &Args, admin: AsyncClient) -> Result<()> {
         let report = Report {
             operation,
             clients: args.clients,
+            markets: markets.len() as u32,
             requests: latencies.len() as u64,
             requests_per_sec: (latencies.len() as f64 / elapsed).round(),
             p50_ms: quantile(0.50),
