@@ -268,8 +268,10 @@ impl Projection for Activity {
         "earnings",
         "payout_addresses",
         "chain_deposits",
-        "settlement_payouts",
+        // Before the payouts that reference it: a bulk load of these tables (the copy limit
+        // of `loadtest ledger`) fills them in this order.
         "settlements",
+        "settlement_payouts",
         "bond_movements",
         "slashes",
         "storage_charges",
@@ -1171,9 +1173,9 @@ fn write_orders(
             "UPDATE orders o SET price = coalesce(u.price, o.price), remaining = u.remaining, \
              status = u.status, cancel_reason = u.cancel_reason, updated_at = u.at, \
              updated_seq = u.seq \
-             FROM unnest($2, $3, $4, $5, $6, $7, $8) \
-             AS u(order_id, price, remaining, status, cancel_reason, at, seq) \
-             WHERE o.partition = $1 AND o.order_id = u.order_id",
+             FROM unnest(array_fill($1, ARRAY[cardinality($2)]), $2, $3, $4, $5, $6, $7, $8) \
+             AS u(partition, order_id, price, remaining, status, cancel_reason, at, seq) \
+             WHERE o.partition = u.partition AND o.order_id = u.order_id",
         )
         .bind::<Integer, _>(partition)
         .bind::<Array<BigInt>, _>(changes.iter().map(|(id, _)| **id).collect::<Vec<_>>())
@@ -1434,9 +1436,10 @@ fn write_leases(
              rebid_order = coalesce(u.rebid_order, l.rebid_order), \
              rebid_refused = coalesce(u.rebid_refused, l.rebid_refused), \
              payment_held_until = coalesce(u.payment_held_until, l.payment_held_until) \
-             FROM unnest($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18, $19, $20, $21) AS u(lease_id, {}) \
-             WHERE l.partition = $1 AND l.lease_id = u.lease_id",
+             FROM unnest(array_fill($1, ARRAY[cardinality($2)]), $2, $3, $4, $5, $6, $7, $8, $9, \
+             $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) \
+             AS u(partition, lease_id, {}) \
+             WHERE l.partition = u.partition AND l.lease_id = u.lease_id",
             ChangeColumns::NAMES
         ))
         .into_boxed()
@@ -1478,6 +1481,9 @@ fn write_accruals(
     if accruals.is_empty() {
         return Ok(());
     }
+    // Each accrual finds its lease by a lateral primary-key probe. `LIMIT 1` (a key finds
+    // one row anyway) keeps the planner from flattening it into a join, which without
+    // statistics it plans with the whole leases table as the outer side.
     let lines: Count = diesel::sql_query(
         "WITH a AS ( \
            SELECT * FROM unnest($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
@@ -1494,7 +1500,8 @@ fn write_accruals(
              a.provider_earned, a.charged, a.period_start, a.period_end, \
              date_trunc('month', a.period_start AT TIME ZONE 'UTC')::date, a.usage_start, \
              a.usage_end \
-           FROM a JOIN leases l ON l.partition = $1 AND l.lease_id = a.lease_id \
+           FROM a CROSS JOIN LATERAL (SELECT * FROM leases l \
+             WHERE l.partition = $1 AND l.lease_id = a.lease_id LIMIT 1) l \
            WHERE (l.market, l.buyer, l.provider, l.node, l.gpus, l.price) \
                = (a.market, a.buyer, a.provider, a.node, a.gpus, a.price) \
              AND a.period_start <= a.usage_start AND a.usage_start <= a.usage_end \
@@ -1601,13 +1608,14 @@ fn write_usage(
     let col = |f: fn(&LeaseEnd) -> Decimal| ended.iter().map(|(_, e)| f(e)).collect::<Vec<_>>();
     let settled: Vec<Settled> = diesel::sql_query(
         "WITH m AS ( \
-           SELECT e.* FROM unnest($2, $3, $4, $5, $6, $7) \
+           SELECT $1 AS partition, e.* FROM unnest($2, $3, $4, $5, $6, $7) \
              AS e(lease_id, event_seq, at, charged, fee, provider_earned) \
-           JOIN leases l ON l.partition = $1 AND l.lease_id = e.lease_id \
-           WHERE l.close_cause IS NOT NULL \
+           WHERE (SELECT l.close_cause IS NOT NULL FROM leases l \
+             WHERE l.partition = $1 AND l.lease_id = e.lease_id) \
          ), settled AS ( \
            UPDATE usage_lines u SET settled_seq = m.event_seq, settled_at = m.at FROM m \
-           WHERE u.partition = $1 AND u.lease_id = m.lease_id AND u.settled_seq IS NULL \
+           WHERE u.partition = m.partition AND u.lease_id = m.lease_id \
+             AND u.settled_seq IS NULL \
            RETURNING u.lease_id, u.amount, u.fee, u.provider_earned \
          ) SELECT m.lease_id, m.charged, m.fee, m.provider_earned, \
            coalesce(sum(s.amount), 0) AS lines_charged, coalesce(sum(s.fee), 0) AS lines_fee, \
@@ -1643,7 +1651,7 @@ fn write_usage(
         });
     }
     // The data-modifying CTEs all run; the final count proves every other ended lease was
-    // found.
+    // found. Each ended lease finds its row by a lateral key probe, as accruals do.
     let lines: Count = diesel::sql_query(
         "WITH ended AS ( \
            SELECT * FROM unnest($2, $3, $4, $5) AS e(lease_id, event_seq, command_offset, at) \
@@ -1658,7 +1666,8 @@ fn write_usage(
              coalesce(l.started_at, l.created_at), l.ended_at, \
              date_trunc('month', l.ended_at AT TIME ZONE 'UTC')::date, \
              coalesce(l.started_at, l.created_at), l.ended_at, e.event_seq, e.at \
-           FROM ended e JOIN leases l ON l.partition = $1 AND l.lease_id = e.lease_id \
+           FROM ended e CROSS JOIN LATERAL (SELECT * FROM leases l \
+             WHERE l.partition = $1 AND l.lease_id = e.lease_id LIMIT 1) l \
            WHERE l.close_cause IS NULL \
            RETURNING account, provider, period, gpu_hours, amount, fee, provider_earned \
          ), invoiced AS ( \

@@ -128,6 +128,14 @@ impl<P: Projection> Projector<P> {
         // the projector projects those events again. So the projector need not wait for each
         // commit's WAL flush.
         diesel::sql_query("SET synchronous_commit = off").execute(&mut conn)?;
+        // Every join a projection writes is a batch of keys against a table that only grows,
+        // by its primary key. A hash or merge join reads the whole table for each batch, so
+        // its cost grows with the table; the planner picks one whenever its statistics are
+        // missing or stale (fresh tables, autovacuum off or behind). Without them the batch
+        // drives a nested loop of index probes, as the queries are written for (the batch's
+        // rows as the outer side: see `activity`).
+        diesel::sql_query("SET enable_hashjoin = off").execute(&mut conn)?;
+        diesel::sql_query("SET enable_mergejoin = off").execute(&mut conn)?;
         diesel::insert_into(dsl::projector_offsets)
             .values((
                 dsl::projector.eq(P::NAME),

@@ -22,6 +22,15 @@
 //!    that writes it to the return of the commit of the batch that holds it, per projector
 //!    (`lag_p50_ms`, `lag_p99_ms`, `lag_p999_ms`, `lag_max_ms`).
 //!
+//! Beside each throughput figure: the CPU time per event of the projector's thread and of
+//! its Postgres backend (`/proc/<id>/stat`, utime + stime, in 10 ms ticks), and the
+//! machine's own limit for the same rows, the **copy limit**: every row the phase left in
+//! the projection's tables, read out untimed in Postgres's binary `COPY` format, then loaded
+//! into the same tables (indexes, constraints and triggers as migrated) of a fresh database
+//! by `COPY … FROM STDIN (FORMAT binary)` in one transaction with nothing else
+//! (`copy_rows_per_sec`, and `copy_events_per_sec`: the phase's events over that load's
+//! time, to set against `events_per_sec`).
+//!
 //! The benchmark databases are dropped at the end unless `--keep`.
 
 use std::collections::BTreeMap;
@@ -82,6 +91,14 @@ struct Report {
     events_per_sec: u64,
     /// Rows the projection holds after its throughput phase.
     rows: u64,
+    /// CPU time per event of the projector thread(s) and of their Postgres backends
+    /// (absent where the backend is not a local process).
+    projector_cpu_us_per_event: f64,
+    postgres_cpu_us_per_event: Option<f64>,
+    /// The copy limit: the rows in the projection's tables after the phase, bulk-loaded.
+    copy_rows: u64,
+    copy_rows_per_sec: u64,
+    copy_events_per_sec: u64,
     lag_rate: u64,
     lag_p50_ms: f64,
     lag_p99_ms: f64,
@@ -95,10 +112,23 @@ phase; alone: the whole stream in the log first, events / first read to last com
 the three projectors on their own threads and connections, events / time until the last \
 commits the last event; lag: events appended at lag_rate by another thread while the three \
 follow together, an event's lag from the start of the append that writes it to the return \
-of the commit of the projector's batch holding it (all: the slowest projector's)";
+of the commit of the projector's batch holding it (all: the slowest projector's); cpu: \
+/proc utime+stime of the projector threads and their Postgres backends over the phase; copy \
+limit: the phase's rows in its tables, binary COPY out (untimed), then COPY FROM STDIN \
+(FORMAT binary) into the same tables of a fresh migrated database, one transaction, rows / \
+load time";
 
 /// The projections, by name.
 const PROJECTIONS: [&str; 3] = ["journal", "activity", "reputation"];
+
+/// The tables a projection owns, by its name.
+fn tables(name: &str) -> &'static [&'static str] {
+    match name {
+        "journal" => Journal::TABLES,
+        "activity" => Activity::TABLES,
+        _ => Reputation::TABLES,
+    }
+}
 
 pub fn run(args: &Args) -> Result<()> {
     anyhow::ensure!(
@@ -121,20 +151,21 @@ pub fn run(args: &Args) -> Result<()> {
     log.flush()?;
     let quiet = |_: u64, _: u64| {};
 
-    let mut alone = Vec::new();
+    let mut phases = Vec::new();
     for name in PROJECTIONS {
         eprintln!("{name} alone: {events} events, batch {}", args.batch);
         let db = server.create(name)?;
-        let elapsed = follow(name, &db, &url, &topic, args.batch, events, None, &quiet)?;
+        let run = follow(name, &db, &url, &topic, args.batch, events, None, &quiet)?;
         // The database is this projection's alone: every row counted is its.
         let rows = ledger::read::projected_rows(&mut PgConnection::establish(&db)?)?;
-        alone.push((name, (events as f64 / elapsed.as_secs_f64()) as u64, rows));
+        let copy = copy_limit(&server, &db, name, tables(name))?;
+        phases.push((name, run.per_sec(events), rows, run.cpu, copy));
     }
 
     eprintln!("all together: {events} events, batch {}", args.batch);
     let db = server.create("all")?;
     let started = Instant::now();
-    std::thread::scope(|scope| {
+    let runs = std::thread::scope(|scope| {
         let threads: Vec<_> = PROJECTIONS
             .iter()
             .map(|name| {
@@ -147,10 +178,22 @@ pub fn run(args: &Args) -> Result<()> {
             .map(|t| t.join().expect("a projector thread panicked"))
             .collect::<Result<Vec<_>>>()
     })?;
-    let all_per_sec = (events as f64 / started.elapsed().as_secs_f64()) as u64;
+    let all = Run {
+        elapsed: started.elapsed(),
+        cpu: runs
+            .iter()
+            .fold(Cpu::default(), |sum, run| sum.plus(run.cpu)),
+    };
     let all_rows = ledger::read::projected_rows(&mut PgConnection::establish(&db)?)?;
+    let all_tables: Vec<&str> = PROJECTIONS
+        .iter()
+        .flat_map(|name| tables(name))
+        .copied()
+        .collect();
+    let copy = copy_limit(&server, &db, "all", &all_tables)?;
+    phases.push(("all", all.per_sec(events), all_rows, all.cpu, copy));
 
-    let rate = args.lag_rate.unwrap_or(all_per_sec / 2).max(1);
+    let rate = args.lag_rate.unwrap_or(all.per_sec(events) / 2).max(1);
     eprintln!("lag: {events} events appended at {rate} events/s, the three projectors following");
     let mut lags = lag_phase(&server, &url, &payloads, rate, args)?;
     // An event is projected everywhere once its slowest projector has committed it.
@@ -166,12 +209,11 @@ pub fn run(args: &Args) -> Result<()> {
         let rank = ((p * lags.len() as f64).ceil() as usize).clamp(1, lags.len());
         lags[rank - 1] as f64 / 1e6
     };
-    let lines = alone
-        .into_iter()
-        .chain(std::iter::once(("all", all_per_sec, all_rows)));
-    for (projector, events_per_sec, rows) in lines {
+    let per_event = |cpu: Duration| cpu.as_secs_f64() * 1e6 / events as f64;
+    for (projector, events_per_sec, rows, cpu, copy) in phases {
         let mut sorted = lags.remove(projector).unwrap_or_default();
         sorted.sort_unstable();
+        let copy_secs = copy.elapsed.as_secs_f64();
         let report = Report {
             projector,
             backend: "file",
@@ -179,6 +221,11 @@ pub fn run(args: &Args) -> Result<()> {
             batch: args.batch,
             events_per_sec,
             rows,
+            projector_cpu_us_per_event: per_event(cpu.projector),
+            postgres_cpu_us_per_event: cpu.postgres.map(per_event),
+            copy_rows: copy.rows,
+            copy_rows_per_sec: (copy.rows as f64 / copy_secs) as u64,
+            copy_events_per_sec: (events as f64 / copy_secs) as u64,
             lag_rate: rate,
             lag_p50_ms: pct(&sorted, 0.50),
             lag_p99_ms: pct(&sorted, 0.99),
@@ -190,10 +237,12 @@ pub fn run(args: &Args) -> Result<()> {
             println!("{}", serde_json::to_string(&report)?);
         } else {
             println!(
-                "{:<10} {:>7} events/s ({} events, {} rows, batch {}); at {} events/s: lag p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms",
+                "{:<10} {:>7} events/s ({} events, {} rows, batch {}); cpu/event: projector {:.2} µs, postgres {}; copy limit {} rows/s = {} events/s; at {} events/s: lag p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms",
                 report.projector, report.events_per_sec, report.events, report.rows,
-                report.batch, report.lag_rate, report.lag_p50_ms, report.lag_p99_ms,
-                report.lag_p999_ms, report.lag_max_ms
+                report.batch, report.projector_cpu_us_per_event,
+                report.postgres_cpu_us_per_event.map_or("?".to_owned(), |us| format!("{us:.2} µs")),
+                report.copy_rows_per_sec, report.copy_events_per_sec, report.lag_rate,
+                report.lag_p50_ms, report.lag_p99_ms, report.lag_p999_ms, report.lag_max_ms
             );
         }
     }
@@ -250,9 +299,65 @@ fn records(payloads: &[Encoded]) -> Vec<NewRecord<'_>> {
         .collect()
 }
 
+/// How long a projector took and the CPU it and its database backend used.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    elapsed: Duration,
+    cpu: Cpu,
+}
+
+impl Run {
+    fn per_sec(&self, events: u64) -> u64 {
+        (events as f64 / self.elapsed.as_secs_f64()) as u64
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    projector: Duration,
+    /// `None` where the backend is not a local process.
+    postgres: Option<Duration>,
+}
+
+impl Cpu {
+    fn plus(self, other: Cpu) -> Cpu {
+        Cpu {
+            projector: self.projector + other.projector,
+            postgres: self.postgres.zip(other.postgres).map(|(a, b)| a + b),
+        }
+    }
+}
+
+/// The CPU time the thread or process `/proc/<id>` names has used: utime + stime, counted
+/// in Linux's USER_HZ ticks, which are 10 ms on every architecture it runs on.
+fn cpu_time(id: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{id}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// The local process serving `conn`, if it is one: a remote server's pid names nothing
+/// here, or something else.
+fn backend(conn: &mut PgConnection) -> Result<Option<String>> {
+    #[derive(QueryableByName)]
+    struct Pid {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        pid: i32,
+    }
+    let pid = diesel::sql_query("SELECT pg_backend_pid() AS pid")
+        .get_result::<Pid>(conn)?
+        .pid
+        .to_string();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    Ok(cmdline.starts_with(b"postgres").then_some(pid))
+}
+
 /// Runs the projection called `name` from offset zero until it has projected `events`
-/// events, calling `committed(from, to)` after each commit; returns the time it took.
-/// `deadline` bounds a run that follows a writer.
+/// events, calling `committed(from, to)` after each commit; returns the time it took and
+/// the CPU it used. `deadline` bounds a run that follows a writer.
 #[allow(clippy::too_many_arguments)]
 fn follow(
     name: &str,
@@ -263,15 +368,21 @@ fn follow(
     events: u64,
     deadline: Option<Instant>,
     committed: &(dyn Fn(u64, u64) + Sync),
-) -> Result<Duration> {
+) -> Result<Run> {
     let log = eventlog::open(url, &LogConfig::default())?;
     let config = ProjectorConfig {
         topic: topic.to_owned(),
         partition: 0,
         poll: Duration::from_millis(20),
     };
-    let conn = PgConnection::establish(db)?;
-    match name {
+    let mut conn = PgConnection::establish(db)?;
+    let backend = backend(&mut conn)?;
+    let used = || {
+        let postgres = backend.as_deref().and_then(cpu_time);
+        (cpu_time("thread-self").unwrap_or_default(), postgres)
+    };
+    let (thread_before, postgres_before) = used();
+    let elapsed = match name {
         "journal" => drive(
             Projector::open(conn, log, config, Journal)?,
             batch,
@@ -294,7 +405,60 @@ fn follow(
             committed,
         ),
         other => bail!("no projection {other}"),
+    }?;
+    let (thread_after, postgres_after) = used();
+    Ok(Run {
+        elapsed,
+        cpu: Cpu {
+            projector: thread_after.saturating_sub(thread_before),
+            postgres: postgres_after
+                .zip(postgres_before)
+                .map(|(after, before)| after.saturating_sub(before)),
+        },
+    })
+}
+
+/// What bulk-loading a phase's rows took.
+#[derive(Debug)]
+struct Copied {
+    rows: u64,
+    elapsed: Duration,
+}
+
+/// The copy limit: every row of `tables` in the database at `source`, read out in binary
+/// `COPY` format (untimed), then loaded into the same tables of a fresh migrated database
+/// by `COPY … FROM STDIN (FORMAT binary)`, all in one transaction and nothing else.
+/// `tables` are in an order where a referenced table comes before the ones referencing it.
+fn copy_limit(server: &Server, source: &str, phase: &str, tables: &[&str]) -> Result<Copied> {
+    use std::io::{Read, Write};
+
+    let mut from = postgres::Client::connect(source, postgres::NoTls)?;
+    let mut dumps = Vec::with_capacity(tables.len());
+    for table in tables {
+        let mut bytes = Vec::new();
+        from.copy_out(&format!("COPY {table} TO STDOUT (FORMAT binary)"))?
+            .read_to_end(&mut bytes)?;
+        dumps.push((table, bytes));
     }
+    let target = server.create(&format!("copy_{phase}"))?;
+    let mut to = postgres::Client::connect(&target, postgres::NoTls)?;
+    // Migrations may seed a table; the load starts from empty ones.
+    to.batch_execute(&format!("TRUNCATE {}", tables.join(", ")))?;
+    let started = Instant::now();
+    let mut tx = to.transaction()?;
+    let mut rows = 0;
+    for (table, bytes) in &dumps {
+        let mut writer = tx.copy_in(&format!("COPY {table} FROM STDIN (FORMAT binary)"))?;
+        writer.write_all(bytes)?;
+        rows += writer
+            .finish()
+            .with_context(|| format!("loading {table}"))?;
+    }
+    tx.commit()?;
+    Ok(Copied {
+        rows,
+        elapsed: started.elapsed(),
+    })
 }
 
 fn drive<P: Projection>(
